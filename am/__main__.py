@@ -1,0 +1,5 @@
+import sys
+
+from am.cli import main
+
+sys.exit(main())

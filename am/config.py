@@ -1,0 +1,142 @@
+"""Settings: one immutable object, built once from defaults < TOML file < environment < flags.
+
+No module-level mutable configuration: whoever needs settings is handed a `Settings`.
+Every key is documented in docs/configuration.md; the environment variable for key `foo_bar`
+is `GENI_AM_FOO_BAR`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # network
+    host: str = "127.0.0.1"
+    port: int = 5001
+    public_url: str = ""                      # advertised in geni_api_versions; derived if empty
+    # identity and trust
+    authority: str = "geni-am:localhost"      # URN authority of this AM: urn:publicid:IDN+<authority>+authority+am
+    cert: str = ""                            # AM certificate (PEM); dev authority makes one if empty
+    key: str = ""
+    trust_roots: str = ""                     # directory of PEM trust roots
+    trusted_proxies: tuple[str, ...] = ()     # addresses allowed to forward a client certificate header
+    operators: tuple[str, ...] = ()           # user URNs allowed to call Shutdown with any credential
+    # state
+    state_dir: str = ""                       # where the SQLite file, dev authority and job files live
+    database_url: str = ""                    # empty = sqlite:///<state_dir>/geni-am.sqlite
+    broker_url: str = ""                      # empty = embedded, server-free broker and worker
+    inventory: str = ""                       # site inventory (TOML); empty = built-in fake inventory
+    fake_nodes: int = 0                       # > 0: serve over that many fake nodes
+    # policy
+    allocation_ttl_s: int = 600               # how long an unprovisioned allocation lives
+    max_lease_s: int = 7 * 24 * 3600          # longest sliver lifetime from now
+    max_request_bytes: int = 4 * 1024 * 1024  # XML-RPC bodies above this are refused unparsed
+    reaper_interval_s: float = 30.0
+    # workers
+    worker_concurrency: int = 2
+
+    # ---- derived -------------------------------------------------------------------------
+    @property
+    def am_urn(self) -> str:
+        return f"urn:publicid:IDN+{self.authority}+authority+am"
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir or default_state_dir()).expanduser()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.state_path / 'geni-am.sqlite'}"
+
+    @property
+    def effective_public_url(self) -> str:
+        return self.public_url or f"https://{self.host}:{self.port}/"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def default_state_dir() -> str:
+    return os.environ.get("GENI_AM_STATE_DIR") or str(Path.home() / ".local/state/geni-am")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a file/env/flag value to the field's type, or raise ConfigError naming the key."""
+    default = _FIELDS[name].default
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(str(v) for v in value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r}: cannot use {value!r}") from None
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None,
+                  env: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build Settings: defaults, then the TOML file (its top level or an `[am]` table), then
+    `GENI_AM_*` environment variables, then explicit overrides (command-line flags; None values
+    are ignored)."""
+    values: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        table = data.get("am", data)
+        for key, value in table.items():
+            if isinstance(value, dict):
+                continue   # other tables (e.g. [logging]) belong to others
+            if key not in _FIELDS:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, value)
+    env = os.environ if env is None else env
+    for key in _FIELDS:
+        var = f"GENI_AM_{key.upper()}"
+        if var in env:
+            values[key] = _coerce(key, env[var])
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _coerce(key, value)
+    return Settings(**values)
+
+
+__all__ = ["ConfigError", "Settings", "load_settings", "default_state_dir"]

@@ -1,0 +1,300 @@
+"""The contract every substrate driver implements.
+
+Drivers know nothing of XML-RPC, credentials or the database: the AM hands them plain
+dataclasses (a `SliverSpec`) and gets plain results back. The shape follows nova's
+`virt/driver.py`: one small abstract class, capability flags, and a first-class fake
+(`drivers.fake.FakeDriver`) used across the test suite and by the mocked-driver harness.
+
+Life of a sliver as a driver sees it:
+  admit()      pure: may this spec go on this component, given what is already reserved there?
+               Called at Allocate, inside no transaction, touching no substrate.
+  provision()  idempotent: make the sliver exist (calling it twice is harmless).
+  perform()    geni_start / geni_stop / geni_restart / geni_update_users (+ driver extras).
+  status()     what the substrate says now.
+  delete()     idempotent: nothing the driver created for this sliver survives it.
+  observed()   everything the driver finds on the substrate, for the reconciler.
+"""
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rspec.model import (
+    Execute,
+    ForwardingMode,
+    Install,
+    IsolationClass,
+    OpenFlowSliver,
+    Route,
+)
+
+
+class OperationalState(str, enum.Enum):
+    """GENI AM API v3 operational states (am-api-v3 digest section 7)."""
+
+    PENDING_ALLOCATION = "geni_pending_allocation"
+    NOTREADY = "geni_notready"
+    CONFIGURING = "geni_configuring"
+    STOPPING = "geni_stopping"
+    READY = "geni_ready"
+    READY_BUSY = "geni_ready_busy"
+    FAILED = "geni_failed"
+    UPDATING_USERS = "geni_updating_users"
+
+
+class Action(str, enum.Enum):
+    START = "geni_start"
+    STOP = "geni_stop"
+    RESTART = "geni_restart"
+    UPDATE_USERS = "geni_update_users"
+
+
+class ResourceKind(str, enum.Enum):
+    NODE = "node"
+    LINK = "link"
+    FLOWSPACE = "flowspace"    # an OpenFlow sliver (a slice's flowspace and controller)
+
+
+@dataclass(frozen=True)
+class DiskImage:
+    name: str                  # URN or short name
+    os: str = "Linux"
+    version: str = ""
+    description: str = ""
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class SliverTypeInfo:
+    name: str                  # e.g. "vserver-container", "xen-vm", "netfpga-vdp", "openflow-flowspace"
+    disk_images: tuple[DiskImage, ...] = ()
+
+
+@dataclass(frozen=True)
+class ComponentPort:
+    """A physical interface of a component (host NIC, switch port, NetFPGA port)."""
+
+    component_id: str          # interface URN
+    name: str                  # e.g. "eth0", "port1"
+    num: int | None = None     # OpenFlow port number where relevant
+    capacity_kbps: int | None = None
+
+
+@dataclass(frozen=True)
+class Component:
+    """One advertisable piece of substrate: a host, a switch datapath, a NetFPGA card."""
+
+    component_id: str                        # node URN: urn:publicid:IDN+<am auth>+node+<name>
+    name: str
+    driver: str                              # driver kind that owns it
+    isolation: IsolationClass
+    sliver_types: tuple[SliverTypeInfo, ...] = ()
+    hardware_types: tuple[str, ...] = ()
+    forwarding_modes: tuple[ForwardingMode, ...] = ()
+    capacity: Mapping[str, float] = field(default_factory=dict)   # e.g. {"cpu": 8, "memory_mb": 16384}
+    ports: tuple[ComponentPort, ...] = ()
+    exclusive_ok: bool = False               # may be handed out exclusively
+    dpid: str | None = None                  # OpenFlow datapath id, "00:00:..:01"
+    location: tuple[str, float | None, float | None] | None = None  # (country, lat, lon)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    isolation: IsolationClass
+    sliver_types: tuple[str, ...]
+    actions: tuple[str, ...] = (Action.START.value, Action.STOP.value, Action.RESTART.value,
+                                Action.UPDATE_USERS.value)
+    forwarding_modes: tuple[ForwardingMode, ...] = ()
+    links: bool = False                      # can realise links between its own slivers
+    first_state: OperationalState = OperationalState.NOTREADY
+
+
+@dataclass(frozen=True)
+class UserKeys:
+    urn: str
+    keys: tuple[str, ...] = ()
+
+    @property
+    def login(self) -> str:
+        """Account name: the URN's name part (GENI user names are <= 8 word characters)."""
+        return self.urn.rsplit("+", 1)[-1]
+
+
+@dataclass(frozen=True)
+class InterfaceSpec:
+    client_id: str
+    name: str                                # name on the sliver, e.g. "eth1"
+    ips: tuple[tuple[str, str], ...] = ()    # (address, netmask)
+    mac: str | None = None                   # assigned by the AM at allocate
+    link_client_id: str | None = None
+    vlan_tag: int | None = None
+    port: str | None = None                  # ComponentPort.component_id when bound to hardware
+
+
+@dataclass(frozen=True)
+class LinkEnd:
+    sliver_urn: str
+    node_client_id: str
+    interface_client_id: str
+    component_id: str
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    ends: tuple[LinkEnd, ...]
+    capacity_kbps: int | None = None
+    latency_ms: float | None = None
+    packet_loss: float | None = None
+    vlan_tag: int | None = None
+    mode: str = "veth"                       # veth | bridge | vlan | flowspace
+
+
+@dataclass(frozen=True)
+class SliverSpec:
+    """Everything a driver needs to build one sliver; the AM's record of it lives elsewhere."""
+
+    sliver_urn: str
+    slice_urn: str
+    client_id: str
+    kind: ResourceKind
+    component_id: str
+    sliver_type: str | None = None
+    disk_image: str | None = None
+    cpu: float | None = None
+    memory_mb: int | None = None
+    exclusive: bool = False
+    router: bool = False
+    forwarding: ForwardingMode | None = None
+    interfaces: tuple[InterfaceSpec, ...] = ()
+    routes: tuple[Route, ...] = ()
+    installs: tuple[Install, ...] = ()
+    executes: tuple[Execute, ...] = ()
+    users: tuple[UserKeys, ...] = ()
+    link: LinkSpec | None = None
+    openflow: OpenFlowSliver | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)   # driver-specific extras
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What is already reserved on one component (all live slivers but the one being admitted)."""
+
+    component_id: str
+    used: Mapping[str, float] = field(default_factory=dict)   # resource -> amount reserved
+    slivers: tuple[SliverSpec, ...] = ()                       # live specs, for overlap checks
+    exclusive_holder: str | None = None                        # slice URN holding it exclusively
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer of `admit`: either a demand to reserve, or a refusal with its reason.
+
+    `demand` maps resource names (those in `Component.capacity`) to amounts. The store reserves
+    them in one transaction guarded by constraints; `claims` are unique tokens (VLAN tags,
+    NetFPGA slots, flowspace cells) that no two live slivers may hold on one component.
+    `reason_code` is a GENI error code name for a refusal (e.g. "INSUFFICIENT_NODES", "TOOBIG",
+    "VLAN_UNAVAILABLE", "INSUFFICIENT_BANDWIDTH", "BADARGS", "UNSUPPORTED").
+    """
+
+    ok: bool
+    demand: Mapping[str, float] = field(default_factory=dict)
+    claims: tuple[str, ...] = ()
+    reason: str | None = None
+    reason_code: str | None = None
+
+    @classmethod
+    def accept(cls, demand: Mapping[str, float] | None = None, claims: tuple[str, ...] = ()) -> "Admission":
+        return cls(ok=True, demand=dict(demand or {}), claims=claims)
+
+    @classmethod
+    def refuse(cls, reason: str, code: str = "INSUFFICIENT_NODES") -> "Admission":
+        return cls(ok=False, reason=reason, reason_code=code)
+
+
+@dataclass(frozen=True)
+class Login:
+    hostname: str
+    port: int
+    username: str
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    state: OperationalState
+    macs: Mapping[str, str] = field(default_factory=dict)      # interface client_id -> MAC
+    logins: tuple[Login, ...] = ()
+    resource_status: str = ""
+    handle: str | None = None                                  # driver's own name for it
+
+
+@dataclass(frozen=True)
+class ObservedSliver:
+    """Something that exists on the substrate; `sliver_urn` is None when it belongs to nobody."""
+
+    handle: str
+    sliver_urn: str | None
+    state: OperationalState | None = None
+    detail: str = ""
+
+
+class DriverError(Exception):
+    """A driver operation failed. `transient` errors are retried with back-off by the jobs."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+class SubstrateDriver(ABC):
+    """Base class of every substrate driver.
+
+    A driver is built from its section of the site inventory (TOML): `config` holds the
+    driver-level settings and `components` the component tables that name this driver.
+    """
+
+    kind: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
+                 *, authority: str):
+        self.config = dict(config)
+        self.component_configs = list(components)
+        self.authority = authority   # the AM's URN authority, for minting component URNs
+
+    @abstractmethod
+    def inventory(self) -> list[Component]:
+        """What exists, for advertisements and placement."""
+
+    @abstractmethod
+    def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
+        """Pure admission check; no side effects."""
+
+    @abstractmethod
+    def provision(self, spec: SliverSpec) -> ProvisionResult:
+        """Create or converge the sliver; idempotent."""
+
+    @abstractmethod
+    def perform(self, spec: SliverSpec, action: str) -> OperationalState:
+        """Run an operational action; raise DriverError if it fails."""
+
+    @abstractmethod
+    def status(self, spec: SliverSpec) -> OperationalState:
+        """The operational state the substrate reports now."""
+
+    @abstractmethod
+    def delete(self, spec: SliverSpec) -> None:
+        """Remove everything made for the sliver; idempotent; no error if already gone."""
+
+    @abstractmethod
+    def observed(self) -> list[ObservedSliver]:
+        """Everything this driver finds on its substrate, owned or not."""
+
+    def release(self, handle: str) -> None:
+        """Remove an orphan the reconciler found through `observed` (default: nothing to do)."""
+
+    def close(self) -> None:
+        """Release connections and helper processes."""

@@ -1,0 +1,49 @@
+"""geni-am: a GENI AM API v3/v2 aggregate manager over pluggable substrate drivers."""
+from setuptools import find_packages, setup
+
+setup(
+    name="geni-am",
+    version="0.1.0",
+    description="GENI-style aggregate manager (AM API v3 and v2) with pluggable substrate drivers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["am", "am.*", "rspec", "rspec.*", "drivers", "drivers.*",
+                                    "credentials", "credentials.*"]),
+    include_package_data=True,
+    package_data={
+        "rspec": ["schemas/*.xsd", "schemas/*/*.xsd", "schemas/*.md"],
+        "credentials": ["schemas/*.xsd", "schemas/*.md"],
+        "am": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py",
+               "templates/*", "static/*"],
+    },
+    install_requires=[
+        # python-xmlsec wheels bundle the libxml2 that lxml's wheels bundle; keep them in step.
+        "lxml>=5.2,<7",
+        "xmlsec>=1.3.14,<1.4",
+        "cryptography>=42",
+        "Flask>=3.0,<4",
+        "SQLAlchemy>=2.0.30,<2.2",
+        "alembic>=1.13,<2",
+        "celery[redis]>=5.4,<6",
+        "packaging>=23",
+        "redis>=5,<9",
+        "psycopg[binary]>=3.1,<4",
+        "cheroot>=10,<12",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "geni-lib==0.9.9.4",
+            "six>=1.16",
+            "requests>=2.31",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["geni-am=am.cli:main"],
+        "geni_am.drivers": [
+            "fake=drivers.fake:FakeDriver",
+        ],
+    },
+)

@@ -1,0 +1,161 @@
+"""Real Redis and PostgreSQL for the suite.
+
+Use the machine's servers on 127.0.0.1 when they answer; otherwise start private ones on free
+loopback ports under a temporary directory and stop them at the end. A missing server binary is
+a failure, never a skip: CI must not go green without the services the suite claims to test.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+
+
+class ServiceUnavailable(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def _redis_pings(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """Yield a redis:// URL (the machine's on 6379, or a private one)."""
+    if os.environ.get("GENI_AM_TEST_REDIS_URL"):
+        yield os.environ["GENI_AM_TEST_REDIS_URL"]
+        return
+    if _redis_pings(6379):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    binary = shutil.which("redis-server")
+    if not binary:
+        raise ServiceUnavailable("redis-server is not installed (apt-get install redis-server)")
+    with tempfile.TemporaryDirectory(prefix="geniam-redis-") as d:
+        port = free_port()
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", d],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait(lambda: _redis_pings(port), "private redis-server", proc)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                                                   reverse=True)), None)
+    if not found:
+        raise ServiceUnavailable(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
+    return found
+
+
+def _psql_ok(url: str) -> bool:
+    try:
+        import psycopg
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("select 1")
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """Yield a SQLAlchemy URL of a fresh, empty database, dropped afterwards."""
+    import psycopg
+
+    base = os.environ.get("GENI_AM_TEST_POSTGRES_URL")
+    proc_dir = None
+    if not base:
+        if _port_open(5432) and _psql_ok("postgresql://postgres@127.0.0.1:5432/postgres"):
+            base = "postgresql://postgres@127.0.0.1:5432/postgres"
+        else:
+            proc_dir = tempfile.mkdtemp(prefix="geniam-pg-")
+            base = _start_private_postgres(proc_dir)
+    dbname = f"geniam_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        root = base.rsplit("/", 1)[0]
+        yield f"{root.replace('postgresql://', 'postgresql+psycopg://', 1)}/{dbname}"
+    finally:
+        with contextlib.suppress(Exception):
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        if proc_dir:
+            _stop_private_postgres(proc_dir)
+
+
+def _run_as_postgres(cmd: list[str]) -> None:
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        def demote() -> None:
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+        subprocess.run(cmd, check=True, preexec_fn=demote, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+    else:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _start_private_postgres(d: str) -> str:
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    data, sock = os.path.join(d, "data"), os.path.join(d, "sock")
+    os.makedirs(sock)
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        for path in (d, sock):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+    port = free_port()
+    _run_as_postgres([initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"])
+    opts = (f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off")
+    _run_as_postgres([pg_ctl, "-D", data, "-l", os.path.join(d, "log"), "-o", opts, "-w", "start"])
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    _wait(lambda: _psql_ok(url), "private PostgreSQL")
+    return url
+
+
+def _stop_private_postgres(d: str) -> None:
+    with contextlib.suppress(Exception):
+        _run_as_postgres([_pg_bin("pg_ctl"), "-D", os.path.join(d, "data"), "-m", "immediate", "stop"])
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _wait(ok, what: str, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise ServiceUnavailable(f"{what} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise ServiceUnavailable(f"{what} did not come up within {timeout:.0f} s")

@@ -84,6 +84,49 @@ class ComponentPort:
 
 
 @dataclass(frozen=True)
+class PortRef:
+    """One end of a physical wire: a port of a component."""
+
+    component_id: str          # node URN of the component
+    port: str                  # port name on it, e.g. "eth1", "port3"
+    interface_id: str          # interface URN: urn:publicid:IDN+<auth>+interface+<name>:<port>
+
+
+@dataclass(frozen=True)
+class SiteLink:
+    """Physical wiring between two component ports (host eth1 <-> switch port 3).
+
+    The placement engine routes cross-host links over these and admits bandwidth against
+    `capacity_kbps`; the site exposes each wired port's capacity as the component resource
+    `kbps:<port>` so the store can reserve it like any other capacity.
+    """
+
+    name: str
+    ends: tuple[PortRef, PortRef]
+    capacity_kbps: int | None = None
+
+
+# The isolation a sliver type implies (background.md: containers isolate much worse than
+# hypervisors). Client aliases (emulab-xen, default-vm) mean a Xen-like VM.
+SLIVER_TYPE_ISOLATION: Mapping[str, IsolationClass] = {
+    "xen-vm": IsolationClass.HYPERVISOR,
+    "emulab-xen": IsolationClass.HYPERVISOR,
+    "default-vm": IsolationClass.HYPERVISOR,
+    "vserver-container": IsolationClass.CONTAINER,
+    "netfpga-vdp": IsolationClass.HARDWARE,
+    "raw-pc": IsolationClass.HARDWARE,
+    "openflow-flowspace": IsolationClass.FLOWSPACE,
+}
+
+
+def implied_isolation(sliver_type: str | None) -> IsolationClass | None:
+    """The isolation class a sliver type implies, or None when the type implies none."""
+    if not sliver_type:
+        return None
+    return SLIVER_TYPE_ISOLATION.get(sliver_type.lower())
+
+
+@dataclass(frozen=True)
 class Component:
     """One advertisable piece of substrate: a host, a switch datapath, a NetFPGA card."""
 
@@ -292,6 +335,10 @@ class SubstrateDriver(ABC):
     @abstractmethod
     def observed(self) -> list[ObservedSliver]:
         """Everything this driver finds on its substrate, owned or not."""
+
+    def site_links(self) -> list[SiteLink]:
+        """Wiring the driver knows by itself (e.g. the fake switch); the inventory adds the rest."""
+        return []
 
     def release(self, handle: str) -> None:
         """Remove an orphan the reconciler found through `observed` (default: nothing to do)."""

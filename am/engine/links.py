@@ -1,0 +1,212 @@
+"""Turning request links into concrete connections once their end nodes are placed.
+
+All ends on one host: a veth pair (two ends) or a bridge (more), realised by the host's driver.
+Ends on several hosts: a VLAN through a switch every end host is wired to (site links), with a
+tag free on that switch and the link's capacity admitted against each wired switch port
+(`kbps:<port>` capacity). Only single-switch paths are planned: hosts that share no switch get
+a refusal naming them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from am.engine.ledger import Ledger
+from am.engine.nodes import NodeRecord
+from am.engine.plan import Refusal
+from drivers.base import (
+    Admission,
+    Component,
+    IsolationClass,
+    LinkEnd,
+    LinkSpec,
+    PortRef,
+    ResourceKind,
+    SliverSpec,
+)
+from drivers.registry import Site
+from rspec.model import RequestLink
+
+PLAIN_LINK_TYPES = {None, "", "lan", "vlan", "l2", "link"}
+DEFAULT_VLAN_RANGE = (1, 4094)
+
+
+@dataclass
+class LinkRecord:
+    link: RequestLink
+    component: Component
+    driver: str
+    spec: SliverSpec           # sliver URNs not yet minted; ends filled at assembly
+    demand: dict[str, float]
+    claims: tuple[str, ...]
+    ends: list[tuple[str, str]]   # (node client_id, interface client_id)
+
+
+def is_switch(comp: Component) -> bool:
+    return bool(comp.extra.get("switch")) or comp.isolation is IsolationClass.FLOWSPACE \
+        or comp.dpid is not None
+
+
+class LinkPlacer:
+    def __init__(self, site: Site, ledger: Ledger, slice_urn: str):
+        self.site = site
+        self.ledger = ledger
+        self.slice_urn = slice_urn
+        self._order = {c.component_id: i for i, c in enumerate(site.components)}
+
+    def place(self, link: RequestLink, ends: list[tuple[str, str]],
+              records: Mapping[str, NodeRecord]) -> LinkRecord | Refusal:
+        """`ends` are (node client_id, interface client_id), all of placed nodes."""
+        cid = link.client_id
+        if link.link_type not in PLAIN_LINK_TYPES:
+            return Refusal(cid, "UNSUPPORTED", f"link type {link.link_type!r} is not offered here "
+                                               "(plain layer-2 links only)")
+        if link.shared_vlan:
+            return Refusal(cid, "UNSUPPORTED", f"shared VLAN {link.shared_vlan!r} is not offered here")
+        hosts = {records[n].component.component_id: records[n].component for n, _ in ends}
+        if len(hosts) == 1:
+            return self._local(link, ends, next(iter(hosts.values())), records)
+        return self._vlan(link, ends, records)
+
+    def _spec(self, link: RequestLink, comp: Component, ends: list[tuple[str, str]],
+              records: Mapping[str, NodeRecord], mode: str, tag: int | None = None,
+              params: Mapping | None = None) -> SliverSpec:
+        link_ends = tuple(LinkEnd(sliver_urn="", node_client_id=n, interface_client_id=i,
+                                  component_id=records[n].component.component_id)
+                          for n, i in ends)
+        latencies = [p.latency_ms for p in link.properties if p.latency_ms is not None]
+        losses = [p.packet_loss for p in link.properties if p.packet_loss is not None]
+        spec = LinkSpec(ends=link_ends, capacity_kbps=link.capacity_kbps,
+                        latency_ms=max(latencies) if latencies else None,
+                        packet_loss=max(losses) if losses else None, vlan_tag=tag, mode=mode)
+        return SliverSpec(sliver_urn="", slice_urn=self.slice_urn, client_id=link.client_id,
+                          kind=ResourceKind.LINK, component_id=comp.component_id, link=spec,
+                          params=dict(params or {}))
+
+    def _admit(self, comp: Component, spec: SliverSpec) -> Admission:
+        return self.site.drivers[comp.driver].admit(spec, self.ledger.usage(comp))
+
+    def _local(self, link: RequestLink, ends: list[tuple[str, str]], host: Component,
+               records: Mapping[str, NodeRecord]) -> LinkRecord | Refusal:
+        driver = self.site.drivers[host.driver]
+        if not driver.capabilities.links:
+            return Refusal(link.client_id, "UNSUPPORTED",
+                           f"component {host.component_id} cannot link its slivers")
+        mode = "veth" if len(ends) == 2 else "bridge"
+        spec = self._spec(link, host, ends, records, mode)
+        adm = self._admit(host, spec)
+        if not adm.ok:
+            return Refusal(link.client_id, adm.reason_code or "INSUFFICIENT_BANDWIDTH",
+                           adm.reason or f"component {host.component_id} refused link")
+        self.ledger.commit(host, spec, adm.demand)
+        return LinkRecord(link, host, host.driver, spec, dict(adm.demand), adm.claims, ends)
+
+    def _wires(self, host: Component, port_urn: str | None) -> list[tuple[Component, PortRef, PortRef]]:
+        """(switch, host end, switch end) for each wire from `host` to a switch."""
+        out = []
+        for sitelink, mine, far in self.site.links_by_component.get(host.component_id.lower(), ()):
+            if port_urn and mine.interface_id.lower() != port_urn.lower():
+                continue
+            sw = self.site.component(far.component_id)
+            if sw is not None and is_switch(sw):
+                out.append((sw, mine, far))
+        return out
+
+    def _vlan(self, link: RequestLink, ends: list[tuple[str, str]],
+              records: Mapping[str, NodeRecord]) -> LinkRecord | Refusal:
+        cid = link.client_id
+        # For each end: the wires from its host to switches (restricted to a port it names).
+        per_end: list[list[tuple[Component, PortRef, PortRef]]] = []
+        for node_id, iface_id in ends:
+            rec = records[node_id]
+            wires = self._wires(rec.component, rec.interfaces[iface_id].port)
+            if not wires:
+                return Refusal(cid, "UNSUPPORTED",
+                               f"component {rec.component.component_id} (node {node_id}) is not "
+                               "wired to a switch, so link ends on other hosts cannot reach it")
+            per_end.append(wires)
+        common = set.intersection(*({w[0].component_id for w in wires} for wires in per_end))
+        if not common:
+            names = ", ".join(sorted({records[n].component.name for n, _ in ends}))
+            return Refusal(cid, "UNSUPPORTED", f"hosts {names} share no switch for link {cid}")
+        kbps = link.capacity_kbps or 0
+        last: Refusal | None = None
+        for sw_id in sorted(common, key=self._order.__getitem__):
+            result = self._on_switch(link, ends, records, per_end, self.site.component(sw_id), kbps)
+            if isinstance(result, LinkRecord):
+                return result
+            last = last or result
+        assert last is not None
+        return last
+
+    def _on_switch(self, link, ends, records, per_end, sw: Component,
+                   kbps: int) -> LinkRecord | Refusal:
+        cid = link.client_id
+        demand: dict[str, float] = {}
+        host_ports: dict[str, str] = {}
+        switch_ports: dict[str, str] = {}
+        for (node_id, iface_id), wires in zip(ends, per_end):
+            choice = None
+            shortfall = None
+            for w_sw, mine, far in wires:
+                if w_sw.component_id != sw.component_id:
+                    continue
+                res = f"kbps:{far.port}"
+                if kbps == 0 or res in demand:    # unshaped, or a wire this link already uses
+                    choice = (mine, far)
+                    break
+                free = self.ledger.free(sw, res)
+                if free is None or free >= kbps:
+                    choice = (mine, far)
+                    break
+                shortfall = shortfall or (mine, far, free)
+            if choice is None:
+                if shortfall is not None:
+                    mine, far, free = shortfall
+                    host = records[node_id].component.name
+                    return Refusal(cid, "INSUFFICIENT_BANDWIDTH",
+                                   f"link {cid} needs {kbps} kbps on wire {host}:{mine.port} - "
+                                   f"{sw.name}:{far.port}, {max(free, 0):g} kbps free")
+                return Refusal(cid, "UNSUPPORTED", f"node {node_id} has no wire to {sw.name}")
+            mine, far = choice
+            if kbps and sw.capacity.get(f"kbps:{far.port}") is not None:
+                demand[f"kbps:{far.port}"] = float(kbps)
+            host_ports[iface_id] = mine.interface_id
+            switch_ports[iface_id] = far.port
+        tag = self._tag(link, sw)
+        if isinstance(tag, Refusal):
+            return tag
+        spec = self._spec(link, sw, ends, records, "vlan", tag,
+                          {"switch_ports": switch_ports, "host_ports": host_ports})
+        adm = self._admit(sw, spec)
+        if not adm.ok:
+            return Refusal(cid, adm.reason_code or "VLAN_UNAVAILABLE",
+                           adm.reason or f"switch {sw.component_id} refused link {cid}")
+        total = dict(demand)
+        for res, amount in adm.demand.items():
+            total[res] = total.get(res, 0.0) + float(amount)
+        claims = tuple(dict.fromkeys((f"vlan:{tag}",) + tuple(adm.claims)))
+        self.ledger.commit(sw, spec, total)
+        for node_id, iface_id in ends:
+            rec = records[node_id]
+            rec.interfaces[iface_id] = replace(rec.interfaces[iface_id], vlan_tag=tag,
+                                               port=host_ports[iface_id])
+        return LinkRecord(link, sw, sw.driver, spec, total, claims, ends)
+
+    def _tag(self, link: RequestLink, sw: Component) -> int | Refusal:
+        lo, hi = sw.extra.get("vlan_range", DEFAULT_VLAN_RANGE)
+        taken = {s.link.vlan_tag for s in self.ledger.usage(sw).slivers
+                 if s.link is not None and s.link.vlan_tag is not None}
+        if link.vlan_tag is not None:
+            if not lo <= link.vlan_tag <= hi:
+                return Refusal(link.client_id, "VLAN_UNAVAILABLE",
+                               f"VLAN {link.vlan_tag} is outside {sw.name}'s range {lo}-{hi}")
+            if link.vlan_tag in taken:
+                return Refusal(link.client_id, "VLAN_UNAVAILABLE",
+                               f"VLAN {link.vlan_tag} is already in use on {sw.name}")
+            return link.vlan_tag
+        for tag in range(lo, hi + 1):
+            if tag not in taken:
+                return tag
+        return Refusal(link.client_id, "VLAN_UNAVAILABLE",
+                       f"all VLAN tags {lo}-{hi} on {sw.name} are in use")

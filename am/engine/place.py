@@ -1,0 +1,148 @@
+"""`place`: a request onto the site's inventory, across drivers, all-or-nothing or best effort.
+
+Order matters for a fair and deterministic answer: request-level checks first (duplicate ids,
+dangling interface references), then bound nodes (they cannot move, so unbound nodes must not
+take their room), then unbound nodes least-used first, then links between placed nodes, then
+OpenFlow slivers. Sliver URNs are minted only for what is kept, at the end, so a refused
+request burns no names. A refusal names the element and the first real cause: a link whose
+end node failed is a cascade, reported only in best-effort mode (naming the missing end).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+from am.engine.flowspace import FlowspaceRecord, place_openflow
+from am.engine.ledger import Ledger
+from am.engine.links import LinkPlacer, LinkRecord
+from am.engine.nodes import NodePlacer, NodeRecord, with_interfaces
+from am.engine.plan import Placement, PlannedSliver, Refusal
+from drivers.base import Usage
+from drivers.registry import Site
+from rspec.model import Request
+
+
+def mac_for(sliver_urn: str, interface_client_id: str) -> str:
+    """A stable, locally administered unicast MAC for one interface of one sliver."""
+    digest = hashlib.sha256(f"{sliver_urn}\0{interface_client_id}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn: str,
+          mint_sliver_urn: Callable[[str], str], best_effort: bool = False) -> Placement:
+    """Map `request` onto `site` given what is already reserved (`usage`, by component URN)."""
+    refusals: list[Refusal] = []
+    bad = _check_request(request)
+    if bad:
+        return Placement(slivers=[], refusals=bad)
+
+    ledger = Ledger(usage, slice_urn)
+    nodes = NodePlacer(site, ledger, slice_urn)
+    records: dict[str, NodeRecord] = {}
+    node_refusals: dict[str, Refusal] = {}
+    for node in sorted(request.nodes, key=lambda n: n.component_id is None):
+        result = nodes.place_bound(node) if node.component_id else nodes.place_unbound(node)
+        if isinstance(result, Refusal):
+            node_refusals[node.client_id] = result
+        else:
+            records[node.client_id] = result
+    refusals.extend(node_refusals[n.client_id] for n in request.nodes
+                    if n.client_id in node_refusals)
+
+    owner = {i.client_id: n.client_id for n in request.nodes for i in n.interfaces}
+    linker = LinkPlacer(site, ledger, slice_urn)
+    links: list[LinkRecord] = []
+    for link in request.links:
+        ends = [(owner[ref], ref) for ref in link.interface_refs]
+        missing = [(n, i) for n, i in ends if n not in records]
+        if missing:
+            if best_effort:
+                n, i = missing[0]
+                refusals.append(Refusal(link.client_id, node_refusals[n].code if n in node_refusals
+                                        else "INSUFFICIENT_NODES",
+                                        f"link {link.client_id} not placed: its end node {n} "
+                                        f"(interface {i}) was not placed"))
+            continue
+        result = linker.place(link, ends, records)
+        if isinstance(result, Refusal):
+            refusals.append(result)
+        else:
+            links.append(result)
+
+    flowspaces: list[FlowspaceRecord] = []
+    for index, of in enumerate(request.openflow):
+        result = place_openflow(index, of, site, ledger, slice_urn)
+        if isinstance(result, Refusal):
+            refusals.append(result)
+        else:
+            flowspaces.extend(result)
+
+    if refusals and not best_effort:
+        return Placement(slivers=[], refusals=refusals)
+    return Placement(slivers=_assemble(request, records, links, flowspaces, mint_sliver_urn),
+                     refusals=refusals)
+
+
+def _check_request(request: Request) -> list[Refusal]:
+    """Request-level mistakes no placement can fix (the parser checks most; be sure)."""
+    out: list[Refusal] = []
+    seen: set[str] = set()
+    for cid in [n.client_id for n in request.nodes] + [l.client_id for l in request.links]:
+        if cid in seen:
+            out.append(Refusal(cid, "BADARGS", f"client_id {cid!r} is used twice in the request"))
+        seen.add(cid)
+    owner: dict[str, str] = {}
+    for node in request.nodes:
+        for iface in node.interfaces:
+            if iface.client_id in owner:
+                out.append(Refusal(node.client_id, "BADARGS",
+                                   f"interface {iface.client_id!r} is declared twice"))
+            owner[iface.client_id] = node.client_id
+    used: dict[str, str] = {}
+    for link in request.links:
+        for ref in link.interface_refs:
+            if ref not in owner:
+                out.append(Refusal(link.client_id, "BADARGS",
+                                   f"link {link.client_id} names interface {ref!r}, which no "
+                                   "node of the request has"))
+            elif ref in used:
+                out.append(Refusal(link.client_id, "BADARGS",
+                                   f"interface {ref!r} is already on link {used[ref]}"))
+            used.setdefault(ref, link.client_id)
+        if len(link.interface_refs) < 2:
+            out.append(Refusal(link.client_id, "BADARGS",
+                               f"link {link.client_id} needs at least two interfaces at this AM"))
+    return out
+
+
+def _assemble(request: Request, records: Mapping[str, NodeRecord], links: list[LinkRecord],
+              flowspaces: list[FlowspaceRecord],
+              mint: Callable[[str], str]) -> list[PlannedSliver]:
+    out: list[PlannedSliver] = []
+    urns: dict[str, str] = {}
+    link_of_iface = {ref: link.client_id for link in request.links for ref in link.interface_refs}
+    for node in request.nodes:
+        rec = records.get(node.client_id)
+        if rec is None:
+            continue
+        urn = mint(node.client_id)
+        urns[node.client_id] = urn
+        macs = {i: mac_for(urn, i) for i in rec.interfaces}
+        for iface_id in rec.interfaces:
+            if iface_id in link_of_iface:
+                rec.interfaces[iface_id] = replace(rec.interfaces[iface_id],
+                                                   link_client_id=link_of_iface[iface_id])
+        out.append(PlannedSliver(with_interfaces(rec, urn, macs), rec.driver,
+                                 dict(rec.admission.demand), tuple(rec.admission.claims)))
+    for lrec in links:
+        assert lrec.spec.link is not None
+        ends = tuple(replace(e, sliver_urn=urns[e.node_client_id]) for e in lrec.spec.link.ends)
+        spec = replace(lrec.spec, sliver_urn=mint(lrec.link.client_id),
+                       link=replace(lrec.spec.link, ends=ends))
+        out.append(PlannedSliver(spec, lrec.driver, dict(lrec.demand), tuple(lrec.claims)))
+    for frec in flowspaces:
+        spec = replace(frec.spec, sliver_urn=mint(frec.spec.client_id))
+        out.append(PlannedSliver(spec, frec.driver, dict(frec.admission.demand),
+                                 tuple(frec.admission.claims)))
+    return out

@@ -31,6 +31,7 @@ class Settings:
     key: str = ""
     trust_roots: str = ""                     # directory of PEM trust roots
     trusted_proxies: tuple[str, ...] = ()     # addresses allowed to forward a client certificate header
+    proxy_mode: bool = False                  # serve plain HTTP behind a TLS-terminating proxy (nginx)
     operators: tuple[str, ...] = ()           # user URNs allowed to call Shutdown with any credential
     # state
     state_dir: str = ""                       # where the SQLite file, dev authority and job files live

@@ -1,0 +1,88 @@
+"""Method tables and the per-call envelope: errors become GENI structs, every call is audited.
+
+An API version is a `MethodTable`: XML-RPC method name -> handler(call, params) returning the
+`value` of a successful answer (or a full result via `Answer`). Handlers raise `GeniError` for
+refusals; anything unexpected becomes ERROR (2) with a logged traceback, never a Fault.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from am.api import values
+from am.errors import GeniCode, GeniError
+
+log = logging.getLogger("am.api")
+
+
+@dataclass
+class Call:
+    """One API call as it goes through the layer; the audit record is filled in on the way."""
+
+    method: str
+    caller_pem: str
+    remote_addr: str = ""
+    caller_urn: str = ""
+    tool_urn: str | None = None
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A successful value plus optional output text and extra top-level members."""
+
+    value: Any
+    output: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Call, tuple[Any, ...]], Any]
+
+
+class AuditSink(Protocol):
+    def __call__(self, caller: str, tool: str | None, method: str, target: str, code: int,
+                 message: str, duration_ms: float) -> None: ...
+
+
+class MethodTable:
+    """The methods of one API version."""
+
+    def __init__(self, name: str, handlers: dict[str, Handler],
+                 audit: AuditSink | None = None, envelope_extra: dict[str, Any] | None = None):
+        self.name = name
+        self.handlers = handlers
+        self.audit = audit
+        self.envelope_extra = envelope_extra or {}
+
+    def __contains__(self, method: str) -> bool:
+        return method in self.handlers
+
+    def call(self, call: Call, params: tuple[Any, ...]) -> dict[str, Any]:
+        """Run one method and return its full GENI return structure."""
+        started = time.perf_counter()
+        try:
+            answer = self.handlers[call.method](call, params)
+            if not isinstance(answer, Answer):
+                answer = Answer(answer)
+            result = values.success(answer.value, answer.output,
+                                    **self.envelope_extra, **answer.extra)
+            code, message = 0, answer.output
+        except GeniError as exc:
+            result = values.failure(exc, **self.envelope_extra)
+            code, message = int(exc.code), exc.message
+        except Exception:   # a bug or a broken dependency: answer, log, never leak a traceback
+            log.exception("%s %s failed", self.name, call.method)
+            exc = GeniError(GeniCode.ERROR, f"internal error in {call.method} (logged at the AM)")
+            result = values.failure(exc, **self.envelope_extra)
+            code, message = int(exc.code), exc.message
+        if self.audit is not None:
+            duration_ms = (time.perf_counter() - started) * 1000.0
+            try:
+                self.audit(call.caller_urn or "unauthenticated", call.tool_urn,
+                           f"{self.name}.{call.method}", call.target, code, message, duration_ms)
+            except Exception:
+                log.exception("audit write failed for %s", call.method)
+        return result

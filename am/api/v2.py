@@ -1,0 +1,190 @@
+"""GENI AM API v2, composed from the same service calls as v3 (§10 of the digest).
+
+v2 names a slice, never slivers; credentials are bare XML strings (structs tolerated).
+CreateSliver = Allocate + Provision (+ geni_start when the slivers accept it); if Provision
+fails, the allocation is deleted again so a failed CreateSliver leaves nothing behind.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from am.api import args, values
+from am.api.dispatch import Answer, AuditSink, Call, MethodTable
+from am.api.version import version_v2
+from am.auth import Authorizer
+from am.config import Settings
+from am.errors import GeniCode, GeniError
+from am.service.contract import AggregateService, Options, Principal, SliverInfo
+
+log = logging.getLogger("am.api")
+
+# v2 sliver status vocabulary: configuring | ready | failed | unknown
+_V2_STATUS = {
+    "geni_ready": "ready",
+    "geni_ready_busy": "ready",
+    "geni_failed": "failed",
+    "geni_pending_allocation": "configuring",
+    "geni_configuring": "configuring",
+    "geni_updating_users": "configuring",
+}
+
+
+def v2_status(info: SliverInfo) -> str:
+    if info.allocation_status == "geni_allocated":
+        return "configuring"
+    return _V2_STATUS.get(info.operational_status or "", "unknown")
+
+
+def slice_status(statuses: list[str]) -> str:
+    """Aggregate per-sliver status the way v2 clients expect."""
+    if not statuses:
+        return "unknown"
+    if "failed" in statuses:
+        return "failed"
+    if all(s == "ready" for s in statuses):
+        return "ready"
+    if "configuring" in statuses:
+        return "configuring"
+    return "unknown"
+
+
+class V2:
+    def __init__(self, settings: Settings, service: AggregateService, authorizer: Authorizer):
+        self.settings = settings
+        self.service = service
+        self.authorizer = authorizer
+        self._version = version_v2(settings)
+
+    def table(self, audit: AuditSink | None = None) -> MethodTable:
+        return MethodTable("v2", {
+            "GetVersion": self.get_version,
+            "ListResources": self.list_resources,
+            "CreateSliver": self.create_sliver,
+            "SliverStatus": self.sliver_status,
+            "RenewSliver": self.renew_sliver,
+            "DeleteSliver": self.delete_sliver,
+            "Shutdown": self.shutdown,
+        }, audit=audit, envelope_extra={"geni_api": 2})
+
+    def _principal(self, call: Call, method: str, credentials: list, options: Options,
+                   target: str | None) -> Principal:
+        call.target = target or ""
+        call.caller_urn = self.authorizer.identify(call.caller_pem).urn   # audited if refused
+        principal = self.authorizer.authorize(method, call.caller_pem, credentials,
+                                              target_urn=target,
+                                              speaking_for=args.speaking_for(options))
+        call.caller_urn, call.tool_urn = principal.urn, principal.tool_urn
+        return principal
+
+    def get_version(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("GetVersion", params, ("options",), optional_last=True)
+        if params:
+            args.require_struct(params[0], "options")
+        call.caller_urn = self.authorizer.identify(call.caller_pem).urn
+        return self._version
+
+    def list_resources(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("ListResources", params, ("credentials", "options"))
+        credentials = args.credentials_arg(params[0])
+        options = args.options_arg(params[1])
+        args.rspec_version_option(options)
+        compressed = args.compressed_option(options)
+        slice_urn = options.extra.get("geni_slice_urn")
+        if slice_urn is not None:
+            slice_urn = args.slice_urn_arg(slice_urn, "option geni_slice_urn")
+            principal = self._principal(call, "SliverStatus", credentials, options, slice_urn)
+            manifest = self.service.describe(principal, [slice_urn], options).manifest
+            return values.compress(manifest) if compressed else manifest
+        self._principal(call, "ListResources", credentials, options, None)
+        advertisement = self.service.advertisement(options)
+        return values.compress(advertisement) if compressed else advertisement
+
+    def create_sliver(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("CreateSliver", params,
+                         ("slice_urn", "credentials", "rspec", "users", "options"))
+        slice_urn = args.slice_urn_arg(params[0])
+        credentials = args.credentials_arg(params[1])
+        rspec = args.require_string(params[2], "rspec")
+        if not rspec.strip():
+            raise args.badargs("rspec is empty")
+        users = args.users_option(params[3], "users")
+        options = args.options_arg(params[4])
+        principal = self._principal(call, "CreateSliver", credentials, options, slice_urn)
+        allocated = self.service.allocate(principal, slice_urn, rspec, options)
+        sliver_urns = [s.sliver_urn for s in allocated.slivers]
+        if not sliver_urns:
+            return allocated.manifest
+        provision_options = Options(best_effort=False, end_time=options.end_time,
+                                    users=users or options.users, extra=options.extra)
+        try:
+            provisioned = self.service.provision(principal, sliver_urns, provision_options)
+        except GeniError:
+            self._undo(principal, sliver_urns)
+            raise
+        try:
+            self.service.perform_action(principal, sliver_urns, "geni_start",
+                                        Options(best_effort=True, extra={}))
+        except GeniError as exc:   # not startable yet / not supported: SliverStatus tells
+            log.info("CreateSliver %s: geni_start not applied: %s", slice_urn, exc.message)
+        return provisioned.manifest
+
+    def _undo(self, principal: Principal, sliver_urns: list[str]) -> None:
+        try:
+            self.service.delete(principal, sliver_urns, Options(best_effort=True))
+        except GeniError as exc:
+            log.warning("CreateSliver: could not release the allocation: %s", exc.message)
+
+    def sliver_status(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("SliverStatus", params, ("slice_urn", "credentials", "options"))
+        slice_urn = args.slice_urn_arg(params[0])
+        credentials = args.credentials_arg(params[1])
+        options = args.options_arg(params[2])
+        principal = self._principal(call, "SliverStatus", credentials, options, slice_urn)
+        result = self.service.status(principal, [slice_urn], options)
+        resources = []
+        for sliver in result.slivers:
+            resources.append({"geni_urn": sliver.sliver_urn, "geni_status": v2_status(sliver),
+                              "geni_error": sliver.error or ""})
+        value: dict[str, Any] = {
+            "geni_urn": result.slice_urn,
+            "geni_status": slice_status([r["geni_status"] for r in resources]),
+            "geni_resources": resources,
+        }
+        if result.slivers:
+            value["geni_expires"] = values.format_time(min(s.expires for s in result.slivers))
+        return value
+
+    def renew_sliver(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("RenewSliver", params,
+                         ("slice_urn", "credentials", "expiration_time", "options"))
+        slice_urn = args.slice_urn_arg(params[0])
+        credentials = args.credentials_arg(params[1])
+        expiration = values.parse_time(params[2], "expiration_time")
+        options = args.options_arg(params[3])
+        principal = self._principal(call, "RenewSliver", credentials, options, slice_urn)
+        slivers = self.service.renew(principal, [slice_urn], expiration, options)
+        failed = [s for s in slivers if s.error]
+        if failed:
+            raise GeniError(GeniCode.ERROR, "; ".join(f"{s.sliver_urn}: {s.error}" for s in failed))
+        granted = min((s.expires for s in slivers), default=expiration)
+        return Answer(True, output=values.format_time(granted))
+
+    def delete_sliver(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("DeleteSliver", params, ("slice_urn", "credentials", "options"))
+        slice_urn = args.slice_urn_arg(params[0])
+        credentials = args.credentials_arg(params[1])
+        options = args.options_arg(params[2])
+        principal = self._principal(call, "DeleteSliver", credentials, options, slice_urn)
+        self.service.delete(principal, [slice_urn], options)
+        return True
+
+    def shutdown(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("Shutdown", params, ("slice_urn", "credentials", "options"))
+        slice_urn = args.slice_urn_arg(params[0])
+        credentials = args.credentials_arg(params[1])
+        options = args.options_arg(params[2])
+        principal = self._principal(call, "Shutdown", credentials, options, slice_urn)
+        if not self.service.shutdown(principal, slice_urn, options):
+            raise GeniError(GeniCode.ERROR, f"shutdown of {slice_urn} did not complete")
+        return True

@@ -1,0 +1,92 @@
+"""`geni-am` subcommands of the AM process: `serve` (and, from other packages, `worker`...).
+
+`register(sub)` calls one `add_<command>(sub)` per command, so a new command is one function
+plus one line there. Handlers import heavy modules lazily so `geni-am --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+SERVE_FLAGS = {   # flag -> Settings key
+    "host": "host", "port": "port", "cert": "cert", "key": "key",
+    "trust_roots": "trust_roots", "database": "database_url", "broker": "broker_url",
+    "inventory": "inventory", "state_dir": "state_dir",
+}
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every AM process command shares (each also settable in the file and env)."""
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--host", help="listen address (host)")
+    parser.add_argument("--port", type=int, help="listen port (port)")
+    parser.add_argument("--cert", metavar="PEM", help="AM certificate (cert)")
+    parser.add_argument("--key", metavar="PEM", help="AM private key (key)")
+    parser.add_argument("--trust-roots", metavar="DIR", help="trust roots directory (trust_roots)")
+    parser.add_argument("--database", metavar="URL", help="database URL (database_url)")
+    parser.add_argument("--broker", metavar="URL", help="Celery broker URL (broker_url)")
+    parser.add_argument("--inventory", metavar="FILE", help="site inventory TOML (inventory)")
+    parser.add_argument("--state-dir", metavar="DIR", help="state directory (state_dir)")
+
+
+def settings_from_args(args: argparse.Namespace):
+    from am.config import load_settings
+    overrides = {key: getattr(args, flag, None) for flag, key in SERVE_FLAGS.items()}
+    return load_settings(args.config, overrides=overrides)
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("serve", help="serve AM API v3 and v2 over HTTPS",
+                            description="Serve the AM API over HTTPS with mandatory client "
+                            "certificates. With no configuration, creates a development "
+                            "authority under the state directory and prints client settings.")
+    add_settings_flags(parser)
+    parser.add_argument("--threads", type=int, default=16, help="request threads (16)")
+    parser.add_argument("--behind-proxy", action="store_true", default=None,
+                        help="serve plain HTTP for a TLS-terminating proxy (nginx) listed in "
+                        "trusted_proxies; see docs/serving.md")
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from am.app import build_runtime
+    from am.bootstrap import banner, ensure_dev_authority, needs_dev_authority
+    from am.config import ConfigError
+    from am.errors import GeniError
+    from am.server import AmServer, ServerConfigError, ServerOptions
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(args)
+        if args.behind_proxy:
+            settings = settings.replace(proxy_mode=True)
+        if args.threads < 1:
+            raise ConfigError("--threads must be at least 1")
+        if settings.proxy_mode and not settings.trusted_proxies:
+            raise ConfigError("--behind-proxy needs trusted_proxies (the proxy's address)")
+        files = None
+        if needs_dev_authority(settings):
+            settings, files = ensure_dev_authority(settings)
+        settings.state_path.mkdir(parents=True, exist_ok=True)
+        runtime = build_runtime(settings, behind_proxy=settings.proxy_mode)
+    except (ConfigError, ServerConfigError, GeniError, OSError) as exc:
+        print(f"geni-am serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        server = AmServer(runtime.app, ServerOptions(
+            host=settings.host, port=settings.port, threads=args.threads,
+            tls=not settings.proxy_mode, cert=settings.cert, key=settings.key,
+            trust_roots=settings.trust_roots, max_request_bytes=settings.max_request_bytes))
+        server.serve_until_signalled(
+            on_ready=lambda: print(banner(settings, files), flush=True))
+    except (ServerConfigError, OSError) as exc:
+        print(f"geni-am serve: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        runtime.close()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    add_serve(sub)

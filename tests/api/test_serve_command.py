@@ -1,0 +1,55 @@
+"""`geni-am serve` as a real process: first run on embedded defaults, then SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from am.cli import main
+from tests.api.conftest import code_of
+from tests.api.tlsclient import client_context, proxy
+from tests.services import free_port
+
+
+def test_serve_first_run_prints_settings_and_answers(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENI_AM_")}
+    proc = subprocess.Popen([sys.executable, "-m", "am", "serve", "--state-dir", str(tmp_path),
+                             "--port", str(port), "--threads", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        lines = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "--- geni-lib context ---" in line:
+                break
+        text = "".join(lines)
+        assert f"https://127.0.0.1:{port}/" in text and "[omni]" in text, proc.stderr.read()
+        auth = tmp_path / "authority"
+        ctx = client_context(str(auth / "trust-roots" / "ca-cert.pem"),
+                             str(auth / "alice-cert.pem"), str(auth / "alice-key.pem"))
+        am = proxy(f"https://127.0.0.1:{port}/", ctx)
+        assert code_of(am.GetVersion()) == 0
+        cred = {"geni_type": "geni_sfa", "geni_version": "3",
+                "geni_value": (auth / "alice-cred.xml").read_text()}
+        lr = am.ListResources([cred], {"geni_rspec_version": {"type": "GENI", "version": "3"}})
+        assert code_of(lr) == 0 and "advertisement" in lr["value"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+    assert rc == 0
+    assert (tmp_path / "authority" / "am-cert.pem").is_file()
+
+
+def test_serve_refuses_bad_configuration(tmp_path, capsys):
+    rc = main(["serve", "--state-dir", str(tmp_path), "--behind-proxy"])
+    assert rc == 2 and "trusted_proxies" in capsys.readouterr().err
+    missing = tmp_path / "nope.toml"
+    assert main(["serve", "--config", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -112,6 +112,9 @@ class RequestNode:
     services: Services = field(default_factory=Services)
     ext: NodeExtension = field(default_factory=NodeExtension)
     source_line: int | None = None             # for error messages
+    # The original request <node> serialized (echoed, annotated, in the manifest). Not part of
+    # equality: two nodes with the same model are the same request whatever their formatting.
+    element_xml: str | None = field(default=None, compare=False, repr=False)
 
     def interface(self, client_id: str) -> RequestInterface | None:
         return next((i for i in self.interfaces if i.client_id == client_id), None)
@@ -136,6 +139,7 @@ class RequestLink:
     vlan_tag: int | None = None                # requested tag hint, if any
     shared_vlan: str | None = None             # sharedvlan:link_shared_vlan name
     source_line: int | None = None
+    element_xml: str | None = field(default=None, compare=False, repr=False)  # original <link>
 
     @property
     def capacity_kbps(self) -> int | None:
@@ -200,6 +204,7 @@ class OpenFlowSliver:
     description: str | None = None
     email: str | None = None
     source_line: int | None = None
+    element_xml: str | None = field(default=None, compare=False, repr=False)  # original sliver
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the geni-am store (env.py + versions/)."""

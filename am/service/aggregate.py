@@ -1,0 +1,521 @@
+"""`Aggregate`: the AM API v3 domain over a Store, a Site (drivers) and a JobQueue.
+
+Allocate is *precommit*: parse, place (engine + drivers' admission), then one transaction that
+writes slivers, reservations and claims, guarded by the database constraints; no substrate is
+touched. Provision, PerformOperationalAction, Delete, Shutdown and the reaper are *postcommit*:
+they write the state change and a job row in one transaction, and hand the job ids to the queue
+only after it committed. Status and Describe read the store only. Every sliver state write goes
+through `Store.transition` (the table in `am.states`); expiry is never compared here except
+through `Store.live_clause` (requests) and `reap` (the periodic task).
+
+Choices where the spec leaves room (docs/state.md lists them):
+  * a shut-down slice refuses Allocate/Provision/POA/Renew/Delete with REFUSED (as the
+    reference AM does); Shutdown itself always returns True;
+  * Describe of a slice with no slivers here succeeds with an empty manifest (GENI v3 text);
+    Status/Provision/Renew/POA on it are SEARCHFAILED; Delete returns an empty list;
+  * GetVersion should advertise `geni_allocate = "geni_many"`, `geni_single_allocation = False`
+    (see GENI_ALLOCATE below): repeated Allocates into one slice are allowed.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from am import states
+from am.config import Settings
+from am.errors import GeniCode, GeniError
+from am.jobs.queue import JobQueue
+from am.jobs.runner import ACTION_JOBS
+from am.service.contract import ManifestResult, Options, Principal, SliverInfo, StatusResult
+from am.service.manifests import manifest_for
+from am.states import Alloc, Event, IllegalTransition
+from am.store import ReservationConflict, Slice, Sliver, Store, StoreError, spec_to_dict, utcnow
+from credentials.errors import URNError
+from credentials.urn import parse_urn
+
+log = logging.getLogger(__name__)
+
+GENI_ALLOCATE = "geni_many"
+GENI_SINGLE_ALLOCATION = False
+SHUT_DOWN = "slice is shut down"
+KNOWN_ACTIONS = (*ACTION_JOBS, "geni_updating_users_cancel")
+
+
+@dataclass
+class _Target:
+    """What a `urns` argument names, inside one transaction."""
+
+    slice: Slice | None
+    slice_urn: str
+    slivers: list[Sliver]
+    by_slice: bool
+    dead: list[Sliver] = field(default_factory=list)   # named slivers already gone
+
+
+class Aggregate:
+    """Implements `am.service.contract.AggregateService`."""
+
+    def __init__(self, settings: Settings, store: Store, site, queue: JobQueue, *,
+                 clock: Callable[[], datetime] = utcnow):
+        self.settings = settings
+        self.store = store
+        self.site = site
+        self.queue = queue
+        self.clock = clock
+        self.am_urn = settings.am_urn
+        self.am_urns = (settings.am_urn, f"urn:publicid:IDN+{settings.authority}+authority+cm")
+        for warning in store.sync_capacity(site.components):
+            log.warning("inventory: %s", warning)
+
+    # ---- URNs ------------------------------------------------------------------------------
+    def resolve_slice(self, urns: Sequence[str]) -> str:
+        with self._db(), self.store.read() as session:
+            return self._classify(session, urns)[0]
+
+    def _classify(self, session: Session, urns: Sequence[str]) -> tuple[str, list[Sliver] | None]:
+        """(slice URN, sliver rows or None when a slice URN was given). BADARGS / SEARCHFAILED."""
+        if isinstance(urns, str) or not urns:
+            raise GeniError(GeniCode.BADARGS, "urns must be a non-empty list of URNs")
+        parsed = []
+        for text in urns:
+            try:
+                parsed.append(parse_urn(text))
+            except URNError as exc:
+                raise GeniError(GeniCode.BADARGS, str(exc)) from None
+        types = {u.type for u in parsed}
+        if not types <= {"slice", "sliver"}:
+            bad = next(str(u) for u in parsed if u.type not in ("slice", "sliver"))
+            raise GeniError(GeniCode.BADARGS, f"{bad} is neither a slice nor a sliver URN")
+        if "slice" in types:
+            if len(parsed) != 1:
+                raise GeniError(GeniCode.BADARGS, "give exactly one slice URN, or sliver URNs "
+                                                  "of one slice, not a mix")
+            return urns[0], None
+        rows = self.store.slivers_by_urn(session, list(dict.fromkeys(urns)))
+        found = {r.urn for r in rows}
+        missing = [u for u in urns if u not in found]
+        if missing:
+            raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {missing[0]} at this aggregate")
+        slice_ids = {r.slice_id for r in rows}
+        if len(slice_ids) != 1:
+            raise GeniError(GeniCode.BADARGS, "the slivers named belong to more than one slice")
+        return rows[0].slice.urn, rows
+
+    def _target(self, session: Session, urns: Sequence[str], *, lock: bool = False) -> _Target:
+        now = self.clock()
+        slice_urn, rows = self._classify(session, urns)
+        if rows is None:
+            slc = self.store.find_slice(session, slice_urn, for_update=lock)
+            slivers = [] if slc is None else self.store.live_slivers(session, now, slice_id=slc.id,
+                                                                      for_update=lock)
+            return _Target(slc, slc.urn if slc else slice_urn, slivers, True)
+        live = {s.id for s in self.store.live_slivers(session, now, urns=[r.urn for r in rows],
+                                                      for_update=lock)}
+        slc = rows[0].slice
+        return _Target(slc, slc.urn, [r for r in rows if r.id in live], False,
+                       [r for r in rows if r.id not in live])
+
+    def _require_live(self, target: _Target, verb: str) -> None:
+        if target.dead:
+            raise GeniError(GeniCode.SEARCHFAILED, f"sliver {target.dead[0].urn} is gone "
+                                                   "(deleted or expired)")
+        if not target.slivers:
+            raise GeniError(GeniCode.SEARCHFAILED,
+                            f"slice {target.slice_urn} has no slivers at this aggregate to {verb}")
+
+    @staticmethod
+    def _refuse_if_shut_down(target_slice: Slice | None) -> None:
+        if target_slice is not None and target_slice.shutdown:
+            raise GeniError(GeniCode.REFUSED, f"{SHUT_DOWN}: {target_slice.urn}")
+
+    # ---- ListResources ----------------------------------------------------------------------
+    def advertisement(self, options: Options) -> str:
+        from rspec.advertisement import AdLink, build_advertisement, default_opstate
+        with self._db(), self.store.read() as session:
+            usage = self.store.usage(session)
+        comps = self.site.components
+        free: dict[str, dict[str, float]] = {}
+        available: dict[str, bool] = {}
+        for comp in comps:
+            used = usage.get(comp.component_id)
+            free[comp.component_id] = {r: max(0.0, c - (used.used.get(r, 0.0) if used else 0.0))
+                                       for r, c in comp.capacity.items()}
+            held = used is not None and used.exclusive_holder is not None
+            available[comp.component_id] = not held and all(
+                free[comp.component_id].get(r, 1.0) > 0 for r in ("cpu", "memory_mb"))
+        links = [AdLink(component_id=f"urn:publicid:IDN+{self.settings.authority}+link+{l.name}",
+                        name=l.name, interface_refs=tuple(e.interface_id for e in l.ends),
+                        capacity_kbps=l.capacity_kbps) for l in self.site.links]
+        return build_advertisement(comps, am_urn=self.am_urn, available=available,
+                                   available_only=options.available_only, links=links,
+                                   opstate=default_opstate(sorted(self.site.sliver_types())),
+                                   free=free)
+
+    # ---- Allocate ---------------------------------------------------------------------------
+    def allocate(self, principal: Principal, slice_urn: str, request_xml: str,
+                 options: Options) -> ManifestResult:
+        from am.engine import place
+        from rspec.errors import RSpecError
+        from rspec.request import parse_request
+
+        try:
+            parse_urn(slice_urn, "slice")
+        except URNError as exc:
+            raise GeniError(GeniCode.BADARGS, str(exc)) from None
+        now = self.clock()
+        expires = self._expiry(now, self.settings.allocation_ttl_s, principal, options.end_time)
+        with self._db(), self.store.read() as session:
+            self._refuse_if_shut_down(self.store.find_slice(session, slice_urn))
+        try:
+            request = parse_request(request_xml, am_urns=self.am_urns,
+                                    known_sliver_types=self.site.sliver_types(),
+                                    max_bytes=self.settings.max_request_bytes)
+        except RSpecError as exc:
+            raise GeniError.from_library(exc, GeniCode.BADARGS) from None
+        if not (request.nodes or request.links or request.openflow):
+            raise GeniError(GeniCode.BADARGS, "the request names no resources at this aggregate")
+        with self._db(), self.store.read() as session:
+            usage = self.store.usage(session)
+        placement = place(request, self.site, usage, slice_urn=slice_urn,
+                          mint_sliver_urn=self._mint, best_effort=False)
+        if placement.refusals:
+            codes = {r.code for r in placement.refusals}
+            code = placement.refusals[0].code if len(codes) > 1 else codes.pop()
+            raise GeniError(_code(code), "; ".join(f"{r.client_id}: {r.reason}"
+                                                   for r in placement.refusals))
+        if not placement.slivers:
+            raise GeniError(GeniCode.BADARGS, "nothing in the request could be placed here")
+        elements = _element_index(request)
+        try:
+            with self._db(), self.store.write() as session:
+                slc = self.store.get_or_create_slice(session, slice_urn, principal.urn)
+                self._refuse_if_shut_down(slc)
+                rows: list[Sliver] = []
+                # reserve in one global order, so racing writers on PostgreSQL cannot deadlock
+                for planned in sorted(placement.slivers, key=lambda p: p.spec.component_id):
+                    spec = planned.spec
+                    row = Sliver(urn=spec.sliver_urn, slice=slc, client_id=spec.client_id,
+                                 kind=spec.kind.value, driver=planned.driver,
+                                 component_id=spec.component_id, sliver_type=spec.sliver_type,
+                                 allocation_state=Alloc.UNALLOCATED.value, operational_state=None,
+                                 expires=expires, spec=spec_to_dict(spec),
+                                 element_xml=_element_for(request, elements, spec),
+                                 facts={}, error="", resource_status="")
+                    session.add(row)
+                    self.store.transition(session, row, Event.ALLOCATE)
+                    self.store.reserve(session, row, planned.demand, planned.claims)
+                    rows.append(row)
+                slc.expires = max(filter(None, (slc.expires, expires)))
+                manifest = manifest_for(rows, am_urn=self.am_urn, foreign_xml=request.foreign_xml,
+                                        expires=expires)
+                infos = tuple(_info(r) for r in rows)
+        except ReservationConflict as exc:
+            raise GeniError(_conflict_code(exc), f"{exc}; nothing was allocated") from None
+        except StoreError as exc:
+            raise GeniError(GeniCode.ERROR, str(exc)) from None
+        return ManifestResult(manifest=manifest, slice_urn=slc.urn, slivers=infos)
+
+    def _mint(self, _client_id: str = "") -> str:
+        return f"urn:publicid:IDN+{self.settings.authority}+sliver+{uuid.uuid4().hex}"
+
+    def _expiry(self, now: datetime, ttl_s: float, principal: Principal,
+                end_time: datetime | None) -> datetime:
+        """min(now + ttl, credential expiry, requested end time), or OUTOFRANGE if in the past."""
+        candidates = [now + timedelta(seconds=ttl_s)]
+        if principal.credential_expires is not None:
+            candidates.append(principal.credential_expires.replace(microsecond=0))
+        if end_time is not None:
+            if end_time <= now:
+                raise GeniError(GeniCode.OUTOFRANGE, f"geni_end_time {_iso(end_time)} is not "
+                                                     "in the future")
+            candidates.append(end_time.replace(microsecond=0))
+        expires = min(candidates)
+        if expires <= now:
+            raise GeniError(GeniCode.OUTOFRANGE, "the credential has expired")
+        return expires
+
+    # ---- Provision --------------------------------------------------------------------------
+    def provision(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult:
+        now = self.clock()
+        expires = self._expiry(now, self.settings.max_lease_s, principal, options.end_time)
+        jobs: list[int] = []
+        with self._db(), self.store.write() as session:
+            target = self._target(session, urns, lock=True)
+            self._refuse_if_shut_down(target.slice)
+            self._require_live(target, "provision")
+            chosen = target.slivers
+            if target.by_slice:
+                chosen = [s for s in chosen if s.allocation_state == Alloc.ALLOCATED.value]
+                if not chosen:
+                    raise GeniError(GeniCode.UNSUPPORTED, f"slice {target.slice_urn} has no "
+                                                          "allocated slivers left to provision")
+            done: list[Sliver] = []
+            infos: list[SliverInfo] = []
+            for row in chosen:
+                try:
+                    self.store.transition(session, row, Event.PROVISION)
+                except IllegalTransition as exc:
+                    if not options.best_effort:
+                        raise
+                    infos.append(_info(row, error=exc.message))
+                    continue
+                row.expires = expires
+                jobs.append(self.store.add_job(session, row, "provision").id)
+                done.append(row)
+                infos.append(_info(row))
+            if options.users:
+                self.store.put_user_keys(session, target.slice.id, options.users)
+            if done:
+                target.slice.expires = max(filter(None, (target.slice.expires, expires)))
+            users = self.store.user_keys(session, target.slice.id)
+            manifest = manifest_for(done, am_urn=self.am_urn, users=users, expires=expires)
+        self._submit(jobs)
+        return ManifestResult(manifest=manifest, slice_urn=target.slice_urn, slivers=tuple(infos))
+
+    # ---- Status / Describe ------------------------------------------------------------------
+    def status(self, principal: Principal, urns: Sequence[str], options: Options) -> StatusResult:
+        with self._db(), self.store.read() as session:
+            target = self._target(session, urns)
+            self._require_live(target, "report on")
+            return StatusResult(slice_urn=target.slice_urn,
+                                slivers=tuple(_info(s) for s in target.slivers))
+
+    def describe(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult:
+        with self._db(), self.store.read() as session:
+            target = self._target(session, urns)
+            if target.dead:
+                self._require_live(target, "describe")
+            users = self.store.user_keys(session, target.slice.id) if target.slice else ()
+            expires = max((s.expires for s in target.slivers), default=None)
+            manifest = manifest_for(target.slivers, am_urn=self.am_urn, users=users,
+                                    expires=expires)
+            return ManifestResult(manifest=manifest, slice_urn=target.slice_urn,
+                                  slivers=tuple(_info(s) for s in target.slivers))
+
+    # ---- PerformOperationalAction -----------------------------------------------------------
+    def perform_action(self, principal: Principal, urns: Sequence[str], action: str,
+                       options: Options) -> list[SliverInfo]:
+        if action not in KNOWN_ACTIONS:
+            raise GeniError(GeniCode.UNSUPPORTED, f"operational action {action!r} is not "
+                                                  f"supported (supported: {', '.join(KNOWN_ACTIONS)})")
+        if action == "geni_update_users" and not options.users:
+            raise GeniError(GeniCode.BADARGS, "geni_update_users needs the geni_users option")
+        jobs: list[int] = []
+        infos: list[SliverInfo] = []
+        with self._db(), self.store.write() as session:
+            target = self._target(session, urns, lock=True)
+            self._refuse_if_shut_down(target.slice)
+            self._require_live(target, "act on")
+            for row in target.slivers:
+                try:
+                    self._check_driver_action(row, action)
+                    if action == "geni_updating_users_cancel":
+                        self.store.transition(session, row, Event.UPDATE_USERS_CANCEL)
+                    else:
+                        start_event, _ = states.ACTION_EVENTS[action]
+                        self.store.transition(session, row, start_event, error="")
+                        jobs.append(self.store.add_job(session, row, ACTION_JOBS[action]).id)
+                except GeniError as exc:
+                    if not options.best_effort:
+                        raise
+                    infos.append(_info(row, error=exc.message))
+                    continue
+                infos.append(_info(row))
+            if action == "geni_update_users" and len(jobs) > 0:
+                self.store.put_user_keys(session, target.slice.id, options.users)
+        self._submit(jobs)
+        return infos
+
+    def _check_driver_action(self, row: Sliver, action: str) -> None:
+        driver = self.site.drivers.get(row.driver)
+        base = "geni_update_users" if action == "geni_updating_users_cancel" else action
+        if driver is not None and base not in driver.capabilities.actions:
+            raise GeniError(GeniCode.UNSUPPORTED, f"sliver {row.urn} ({row.driver}) does not "
+                                                  f"support {action}")
+
+    # ---- Renew ------------------------------------------------------------------------------
+    def renew(self, principal: Principal, urns: Sequence[str], expiration: datetime,
+              options: Options) -> list[SliverInfo]:
+        now = self.clock()
+        expiration = expiration.replace(microsecond=0)
+        if expiration <= now:
+            raise GeniError(GeniCode.OUTOFRANGE, f"expiration {_iso(expiration)} is in the past")
+        limit = now + timedelta(seconds=self.settings.max_lease_s)
+        why = f"the longest lease here is {self.settings.max_lease_s} s (until {_iso(limit)})"
+        if principal.credential_expires is not None and principal.credential_expires < limit:
+            limit = principal.credential_expires.replace(microsecond=0)
+            why = f"the slice credential expires at {_iso(limit)}"
+        granted, error = expiration, ""
+        if expiration > limit:
+            if options.extend_alap:
+                granted = limit
+            elif options.best_effort:
+                error = f"cannot renew to {_iso(expiration)}: {why}"
+            else:
+                raise GeniError(GeniCode.OUTOFRANGE, f"cannot renew to {_iso(expiration)}: {why}")
+        infos: list[SliverInfo] = []
+        with self._db(), self.store.write() as session:
+            target = self._target(session, urns, lock=True)
+            self._refuse_if_shut_down(target.slice)
+            self._require_live(target, "renew")
+            for row in target.slivers:
+                self.store.transition(session, row, Event.RENEW)
+                if error:
+                    infos.append(_info(row, error=error))
+                    continue
+                row.expires = granted
+                infos.append(_info(row))
+            if not error and target.slice is not None:
+                target.slice.expires = max(s.expires for s in target.slivers)
+        return infos
+
+    # ---- Delete -----------------------------------------------------------------------------
+    def delete(self, principal: Principal, urns: Sequence[str], options: Options) -> list[SliverInfo]:
+        jobs: list[int] = []
+        infos: list[SliverInfo] = []
+        with self._db(), self.store.write() as session:
+            target = self._target(session, urns, lock=True)
+            self._refuse_if_shut_down(target.slice)
+            for row in target.dead:   # already gone: Delete is idempotent
+                infos.append(SliverInfo(sliver_urn=row.urn, expires=row.expires,
+                                        allocation_status=Alloc.UNALLOCATED.value,
+                                        client_id=row.client_id))
+            for row in target.slivers:
+                jobs.extend(self._unallocate(session, row, Event.DELETE))
+                infos.append(SliverInfo(sliver_urn=row.urn, expires=row.expires,
+                                        allocation_status=Alloc.UNALLOCATED.value,
+                                        client_id=row.client_id))
+        self._submit(jobs)
+        return infos
+
+    def _unallocate(self, session: Session, row: Sliver, event: Event) -> list[int]:
+        """Delete or expire one sliver: state, reservations and claims go in this transaction;
+        a provisioned sliver also gets a delete job to clean the substrate."""
+        was_provisioned = row.allocation_state == Alloc.PROVISIONED.value
+        self.store.transition(session, row, event)
+        self.store.release(session, row)
+        if was_provisioned:
+            return [self.store.add_job(session, row, "delete").id]
+        return []
+
+    # ---- Shutdown ---------------------------------------------------------------------------
+    def shutdown(self, principal: Principal, slice_urn: str, options: Options) -> bool:
+        try:
+            parse_urn(slice_urn, "slice")
+        except URNError as exc:
+            raise GeniError(GeniCode.BADARGS, str(exc)) from None
+        jobs: list[int] = []
+        with self._db(), self.store.write() as session:
+            slc = self.store.get_or_create_slice(session, slice_urn, principal.urn)
+            if slc.shutdown:
+                return True
+            slc.shutdown, slc.shutdown_at, slc.shutdown_by = True, self.clock(), principal.urn
+            for row in self.store.live_slivers(session, self.clock(), slice_id=slc.id,
+                                               for_update=True):
+                state = states.as_state(row.allocation_state, row.operational_state)
+                if states.allowed(state, Event.SHUTDOWN):
+                    self.store.transition(session, row, Event.SHUTDOWN,
+                                          error=f"{SHUT_DOWN} by {principal.urn}")
+                    jobs.append(self.store.add_job(session, row, "stop").id)
+        self._submit(jobs)
+        return True
+
+    # ---- the reaper -------------------------------------------------------------------------
+    def reap(self, now: datetime | None = None) -> list[str]:
+        """Expire every sliver past its expiry: free its reservations, queue a delete job for
+        provisioned ones, retire slice records left empty. Returns the expired sliver URNs."""
+        now = now or self.clock()
+        jobs: list[int] = []
+        expired: list[str] = []
+        with self._db(), self.store.write() as session:
+            query = (select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
+                                          Sliver.expires <= now)
+                     .order_by(Sliver.id).with_for_update(skip_locked=True))
+            for row in session.scalars(query):
+                jobs.extend(self._unallocate(session, row, Event.EXPIRE))
+                expired.append(row.urn)
+            self.store.retire_empty_slices(session)
+        self._submit(jobs)
+        return expired
+
+    # ---- plumbing ---------------------------------------------------------------------------
+    def _submit(self, job_ids: list[int]) -> None:
+        """Hand committed jobs to the queue. A failure here loses nothing: the jobs stay queued
+        in the database and the reconciler re-sends them (am.jobs.runner.requeue_interrupted)."""
+        for job_id in job_ids:
+            try:
+                self.queue.submit(job_id)
+            except Exception as exc:   # noqa: BLE001 - the broker's troubles are not the caller's
+                log.warning("could not queue job %d now (%s); the reconciler will resend it",
+                            job_id, exc)
+
+    @contextmanager
+    def _db(self) -> Iterator[None]:
+        """Database trouble becomes a GENI error, never a traceback."""
+        try:
+            yield
+        except StaleDataError:
+            raise GeniError(GeniCode.BUSY, "the sliver changed under this request; retry") from None
+        except OperationalError as exc:
+            log.warning("database busy or unavailable: %s", exc)
+            raise GeniError(GeniCode.BUSY, "the database is busy; retry shortly") from None
+        except SQLAlchemyError as exc:
+            log.exception("database error")
+            raise GeniError(GeniCode.DBERROR, f"database error: {type(exc).__name__}") from None
+
+
+def _info(row: Sliver, *, error: str | None = None) -> SliverInfo:
+    return SliverInfo(sliver_urn=row.urn, allocation_status=row.allocation_state,
+                      expires=row.expires, operational_status=row.operational_state,
+                      error=row.error if error is None else error,
+                      resource_status=row.resource_status or "", client_id=row.client_id)
+
+
+def _element_index(request) -> dict[tuple[str, str], str]:
+    """(kind, client_id) -> the request element's original XML, for the manifest."""
+    index: dict[tuple[str, str], str] = {}
+    for node in request.nodes:
+        if node.element_xml:
+            index[("node", node.client_id)] = node.element_xml
+    for link in request.links:
+        if link.element_xml:
+            index[("link", link.client_id)] = link.element_xml
+    return index
+
+
+def _element_for(request, index: dict[tuple[str, str], str], spec) -> str:
+    if spec.openflow is not None:
+        # OpenFlow slivers have no client_id: match the request model (equality ignores XML)
+        return next((of.element_xml or "" for of in request.openflow if of == spec.openflow), "")
+    return index.get((spec.kind.value, spec.client_id), "")
+
+
+def _code(name: str) -> GeniCode:
+    try:
+        return GeniCode[name]
+    except KeyError:
+        return GeniCode.ERROR
+
+
+def _conflict_code(exc: ReservationConflict) -> GeniCode:
+    if exc.kind == "claim" and "vlan" in exc.what.lower():
+        return GeniCode.VLAN_UNAVAILABLE
+    if exc.what.startswith("kbps:"):
+        return GeniCode.INSUFFICIENT_BANDWIDTH
+    return GeniCode.INSUFFICIENT_NODES
+
+
+def _iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+__all__ = ["Aggregate", "GENI_ALLOCATE", "GENI_SINGLE_ALLOCATION"]

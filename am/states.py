@@ -1,0 +1,211 @@
+"""The sliver state machine: one declarative transition table.
+
+A sliver's state is the pair (allocation state, operational state). Every write of that pair
+goes through `am.store.Store.transition`, which asks `next_state` here; anything not in
+`TRANSITIONS` raises `IllegalTransition`, so no code path can silently overwrite a state.
+(The shape follows OpenStack ironic's `ironic/common/states.py`: states, events, and a table
+of legal moves, rather than if-chains spread over the request handlers.)
+
+Some events may lead to one of several targets (a driver reports `geni_notready` or
+`geni_ready` after provisioning): such rows list every legal target and the caller names the
+one it observed; a target outside the row is illegal too.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from am.errors import GeniCode, GeniError
+
+
+class Alloc(str, enum.Enum):
+    UNALLOCATED = "geni_unallocated"
+    ALLOCATED = "geni_allocated"
+    PROVISIONED = "geni_provisioned"
+
+
+class Op(str, enum.Enum):
+    """Operational states (AM API v3 section 7); values equal drivers.base.OperationalState."""
+
+    PENDING_ALLOCATION = "geni_pending_allocation"
+    NOTREADY = "geni_notready"
+    CONFIGURING = "geni_configuring"
+    STOPPING = "geni_stopping"
+    READY = "geni_ready"
+    READY_BUSY = "geni_ready_busy"
+    FAILED = "geni_failed"
+    UPDATING_USERS = "geni_updating_users"
+
+
+class Event(str, enum.Enum):
+    ALLOCATE = "allocate"
+    PROVISION = "provision"
+    PROVISION_DONE = "provision_done"
+    PROVISION_FAILED = "provision_failed"
+    START = "start"
+    START_DONE = "start_done"
+    STOP = "stop"
+    STOP_DONE = "stop_done"
+    RESTART = "restart"
+    RESTART_DONE = "restart_done"
+    UPDATE_USERS = "update_users"
+    UPDATE_USERS_DONE = "update_users_done"
+    UPDATE_USERS_CANCEL = "update_users_cancel"
+    ACTION_FAILED = "action_failed"
+    SHUTDOWN = "shutdown"
+    RENEW = "renew"
+    DELETE = "delete"
+    EXPIRE = "expire"
+    FAIL = "fail"
+
+
+State = tuple[Alloc, Op | None]
+
+#: The state of a sliver before Allocate and after Delete/expiry.
+UNALLOCATED: State = (Alloc.UNALLOCATED, None)
+
+_PROVISIONED_OPS = (Op.PENDING_ALLOCATION, Op.NOTREADY, Op.CONFIGURING, Op.STOPPING, Op.READY,
+                    Op.READY_BUSY, Op.FAILED, Op.UPDATING_USERS)
+_LIVE: tuple[State, ...] = ((Alloc.ALLOCATED, Op.PENDING_ALLOCATION),
+                            *((Alloc.PROVISIONED, op) for op in _PROVISIONED_OPS))
+
+
+def _p(*ops: Op) -> tuple[State, ...]:
+    return tuple((Alloc.PROVISIONED, op) for op in ops)
+
+
+@dataclass(frozen=True)
+class Transition:
+    event: Event
+    sources: tuple[State, ...]
+    targets: tuple[State, ...] | None   # None: the state does not change (Renew)
+    refusal: GeniCode = GeniCode.UNSUPPORTED   # the GENI code when the event is illegal here
+    doc: str = ""
+
+
+#: THE table. Read top to bottom it is the life of a sliver.
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition(Event.ALLOCATE, (UNALLOCATED,), ((Alloc.ALLOCATED, Op.PENDING_ALLOCATION),),
+               doc="Allocate: reserve, touch no substrate"),
+    Transition(Event.PROVISION, ((Alloc.ALLOCATED, Op.PENDING_ALLOCATION),),
+               _p(Op.PENDING_ALLOCATION), doc="Provision: job queued"),
+    Transition(Event.PROVISION_DONE, _p(Op.PENDING_ALLOCATION),
+               _p(Op.NOTREADY, Op.CONFIGURING, Op.READY),
+               doc="provision job: the driver's first state"),
+    Transition(Event.PROVISION_FAILED, _p(Op.PENDING_ALLOCATION), _p(Op.FAILED),
+               doc="provision job failed; geni_error says why"),
+    Transition(Event.START, _p(Op.NOTREADY), _p(Op.CONFIGURING), doc="POA geni_start"),
+    Transition(Event.START_DONE, _p(Op.CONFIGURING), _p(Op.READY, Op.NOTREADY)),
+    Transition(Event.STOP, _p(Op.READY), _p(Op.STOPPING), doc="POA geni_stop"),
+    Transition(Event.STOP_DONE, _p(Op.STOPPING), _p(Op.NOTREADY)),
+    Transition(Event.RESTART, _p(Op.READY, Op.FAILED), _p(Op.CONFIGURING),
+               doc="POA geni_restart (also the advertised way out of geni_failed)"),
+    Transition(Event.RESTART_DONE, _p(Op.CONFIGURING), _p(Op.READY)),
+    Transition(Event.UPDATE_USERS, _p(Op.READY), _p(Op.UPDATING_USERS),
+               refusal=GeniCode.REFUSED, doc="POA geni_update_users"),
+    Transition(Event.UPDATE_USERS_DONE, _p(Op.UPDATING_USERS), _p(Op.READY)),
+    Transition(Event.UPDATE_USERS_CANCEL, _p(Op.UPDATING_USERS), _p(Op.READY),
+               doc="POA geni_updating_users_cancel"),
+    Transition(Event.ACTION_FAILED, _p(Op.CONFIGURING, Op.STOPPING, Op.UPDATING_USERS),
+               _p(Op.FAILED), doc="an action job failed"),
+    Transition(Event.SHUTDOWN, _p(Op.NOTREADY, Op.CONFIGURING, Op.READY, Op.READY_BUSY,
+                                  Op.UPDATING_USERS, Op.FAILED),
+               _p(Op.STOPPING), refusal=GeniCode.REFUSED,
+               doc="operator Shutdown: stop job queued"),
+    Transition(Event.RENEW, _LIVE, None, doc="Renew: same state, new expiry"),
+    Transition(Event.DELETE, _LIVE, (UNALLOCATED,), doc="Delete: reservation freed at once"),
+    Transition(Event.EXPIRE, _LIVE, (UNALLOCATED,), doc="reaper: expiry passed"),
+    Transition(Event.FAIL, _p(*_PROVISIONED_OPS), _p(Op.FAILED),
+               doc="reconciler: the substrate lost it"),
+)
+
+_BY_EVENT: dict[Event, Transition] = {t.event: t for t in TRANSITIONS}
+assert len(_BY_EVENT) == len(TRANSITIONS), "one row per event"
+
+
+class IllegalTransition(GeniError):
+    """An event that the table does not allow from the sliver's current state."""
+
+    def __init__(self, event: Event, state: State, target: State | None = None,
+                 code: GeniCode = GeniCode.UNSUPPORTED, subject: str = ""):
+        self.event, self.state, self.target = event, state, target
+        where = f"{subject} is " if subject else ""
+        msg = f"cannot {event.value}: {where}{format_state(state)}"
+        if target is not None:
+            msg += f" (to {format_state(target)})"
+        super().__init__(code, msg)
+
+
+def format_state(state: State) -> str:
+    alloc, op = state
+    return alloc.value if op is None else f"{alloc.value}/{op.value}"
+
+
+def as_state(allocation: str, operational: str | None) -> State:
+    return Alloc(allocation), (Op(operational) if operational else None)
+
+
+def next_state(state: State, event: Event, target: State | None = None, *,
+               subject: str = "") -> State:
+    """The state after `event`, or IllegalTransition. `target` picks among several legal ones
+    (it must be given when the row lists more than one)."""
+    row = _BY_EVENT[event]
+    if state not in row.sources:
+        raise IllegalTransition(event, state, target, row.refusal, subject)
+    if row.targets is None:
+        if target is not None and target != state:
+            raise IllegalTransition(event, state, target, row.refusal, subject)
+        return state
+    if target is None:
+        if len(row.targets) != 1:
+            raise ValueError(f"event {event.value} needs an explicit target: one of "
+                             f"{', '.join(format_state(t) for t in row.targets)}")
+        return row.targets[0]
+    if target not in row.targets:
+        raise IllegalTransition(event, state, target, row.refusal, subject)
+    return target
+
+
+def allowed(state: State, event: Event) -> bool:
+    return state in _BY_EVENT[event].sources
+
+
+def all_states() -> tuple[State, ...]:
+    return (UNALLOCATED, *_LIVE)
+
+
+def live(state: State) -> bool:
+    return state[0] is not Alloc.UNALLOCATED
+
+
+#: AM API action name -> (event that starts it, event that completes it)
+ACTION_EVENTS: dict[str, tuple[Event, Event]] = {
+    "geni_start": (Event.START, Event.START_DONE),
+    "geni_stop": (Event.STOP, Event.STOP_DONE),
+    "geni_restart": (Event.RESTART, Event.RESTART_DONE),
+    "geni_update_users": (Event.UPDATE_USERS, Event.UPDATE_USERS_DONE),
+}
+
+
+def table_markdown() -> str:
+    """The table as Markdown, for docs/state.md (regenerate with `python -m am.states`)."""
+    lines = ["| event | from | to | refused with |", "|---|---|---|---|"]
+    for t in TRANSITIONS:
+        src = _summarise(t.sources)
+        dst = "(unchanged)" if t.targets is None else _summarise(t.targets)
+        lines.append(f"| `{t.event.value}` | {src} | {dst} | {t.refusal.name} |")
+    return "\n".join(lines)
+
+
+def _summarise(states: Iterable[State]) -> str:
+    states = tuple(states)
+    if set(states) == set(_LIVE):
+        return "any live state"
+    if set(states) == set(_p(*_PROVISIONED_OPS)):
+        return "geni_provisioned/any"
+    return ", ".join(f"`{format_state(s)}`" for s in states)
+
+
+if __name__ == "__main__":
+    print(table_markdown())

@@ -1,0 +1,388 @@
+"""`Store`: sessions, the one state-writing function, reservations, leases and the audit log.
+
+Request handlers and jobs use `read()` / `write()` sessions and the helpers here; they never
+assign a sliver's states themselves (`transition` does, through `am.states`), never compare
+expiry times themselves (`live_clause` does), and never touch the audit log except through
+`audit` (there is deliberately no method that updates or deletes an audit entry).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from am import states
+from am.states import Alloc, Event, State
+from am.store.codec import spec_from_dict
+from am.store.database import WRITE_OPTION, make_engine
+from am.store.models import (
+    AuditEntry,
+    Capacity,
+    Claim,
+    Job,
+    Reservation,
+    Slice,
+    Sliver,
+    SliverLease,
+    UserKey,
+)
+from am.store.types import utcnow
+from drivers.base import Component, SliverSpec, Usage, UserKeys
+
+
+class StoreError(Exception):
+    """Something in the store failed in a way the caller can explain."""
+
+
+class ReservationConflict(StoreError):
+    """A reservation or claim lost to a concurrent (or earlier) one; nothing was written."""
+
+    def __init__(self, component_id: str, what: str, kind: str):
+        self.component_id, self.what, self.kind = component_id, what, kind   # kind: capacity|claim
+        super().__init__(f"{what} on {component_id} was taken by a concurrent request")
+
+
+class JobState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    ts: datetime
+    caller_urn: str
+    tool_urn: str | None
+    method: str
+    target: str
+    outcome: int
+    message: str
+    duration_ms: float
+
+
+def slice_key(urn: str) -> str:
+    """Slice URNs match case-insensitively (authority and name are case-insensitive in GENI)."""
+    return urn.strip().lower()
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self.engine.execution_options(**{WRITE_OPTION: True}),
+                                   expire_on_commit=False)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (alembic upgrade head)."""
+        from am.store.migrate import upgrade
+        upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only look; objects stay readable (detached) after the block."""
+        with self._read() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._write() as session, session.begin():
+            yield session
+
+    # ---- the state machine's only writer -----------------------------------------------
+    def transition(self, session: Session, sliver: Sliver, event: Event,
+                   target: State | None = None, *, error: str | None = None) -> State:
+        """Move `sliver` by `event` as the table in am.states allows, or raise
+        IllegalTransition (a GeniError) and change nothing."""
+        current = states.as_state(sliver.allocation_state, sliver.operational_state)
+        new = states.next_state(current, event, target, subject=f"sliver {sliver.urn}")
+        sliver.allocation_state = new[0].value
+        sliver.operational_state = new[1].value if new[1] is not None else None
+        if error is not None:
+            sliver.error = error
+        session.flush()
+        return new
+
+    # ---- queries -----------------------------------------------------------------------
+    @staticmethod
+    def live_clause(now: datetime) -> ColumnElement[bool]:
+        """THE definition of a live sliver for requests: allocated or provisioned and not past
+        its expiry. An expired sliver the reaper has not reached yet is gone to every caller."""
+        return and_(Sliver.allocation_state != Alloc.UNALLOCATED.value, Sliver.expires > now)
+
+    def find_slice(self, session: Session, urn: str, *, for_update: bool = False) -> Slice | None:
+        """The live slice record for `urn` (case-insensitive). `for_update` locks it so the
+        reaper cannot retire it under a concurrent writer."""
+        query = select(Slice).where(Slice.urn_key == slice_key(urn), Slice.incarnation == 0)
+        if for_update:
+            query = query.with_for_update()
+        return session.scalars(query).first()
+
+    def get_or_create_slice(self, session: Session, urn: str, owner_urn: str) -> Slice:
+        found = self.find_slice(session, urn, for_update=True)
+        if found is not None:
+            return found
+        try:
+            with session.begin_nested():
+                new = Slice(urn=urn, urn_key=slice_key(urn), owner_urn=owner_urn, incarnation=0)
+                session.add(new)
+                session.flush()
+            return new
+        except IntegrityError:      # a concurrent Allocate created it first
+            found = self.find_slice(session, urn, for_update=True)
+            if found is None:
+                raise
+            return found
+
+    def live_slivers(self, session: Session, now: datetime, *, slice_id: int | None = None,
+                     urns: Sequence[str] | None = None, for_update: bool = False) -> list[Sliver]:
+        query = select(Sliver).where(self.live_clause(now))
+        if slice_id is not None:
+            query = query.where(Sliver.slice_id == slice_id)
+        if urns is not None:
+            query = query.where(Sliver.urn.in_(list(urns)))
+        if for_update:
+            query = query.with_for_update()
+        return list(session.scalars(query.order_by(Sliver.id)))
+
+    def slivers_by_urn(self, session: Session, urns: Sequence[str]) -> list[Sliver]:
+        """Slivers with these URNs in any state (for URN resolution, not for acting on)."""
+        return list(session.scalars(select(Sliver).where(Sliver.urn.in_(list(urns)))))
+
+    # ---- capacity, reservations, claims ------------------------------------------------
+    def sync_capacity(self, components: Iterable[Component]) -> list[str]:
+        """Record each component's capacities (keeping what is used). Returns warnings for
+        resources whose new capacity is below what live reservations already use (the
+        capacity is kept at the used amount until those slivers go)."""
+        warnings: list[str] = []
+        with self.write() as session:
+            existing = {(c.component_id, c.resource): c for c in session.scalars(select(Capacity))}
+            for comp in components:
+                for resource, amount in comp.capacity.items():
+                    row = existing.get((comp.component_id, resource))
+                    if row is None:
+                        session.add(Capacity(component_id=comp.component_id, resource=resource,
+                                             capacity=float(amount), used=0.0))
+                    else:
+                        if float(amount) < row.used:
+                            warnings.append(f"{comp.component_id} {resource}: capacity {amount} "
+                                            f"is below the {row.used} already reserved")
+                        row.capacity = max(float(amount), row.used)
+        return warnings
+
+    def reserve(self, session: Session, sliver: Sliver, demand: Mapping[str, float],
+                claims: Iterable[str]) -> None:
+        """Reserve `demand` on the sliver's component and take its claims, or raise
+        ReservationConflict (the caller's transaction must then roll back)."""
+        comp = sliver.component_id
+        for resource, amount in sorted(demand.items()):
+            if amount <= 0:
+                continue
+            try:
+                with session.begin_nested():
+                    result = session.execute(
+                        update(Capacity)
+                        .where(Capacity.component_id == comp, Capacity.resource == resource)
+                        .values(used=Capacity.used + float(amount)))
+            except IntegrityError:
+                raise ReservationConflict(comp, f"{resource} capacity", "capacity") from None
+            if result.rowcount == 0:
+                raise StoreError(f"component {comp} has no recorded {resource!r} capacity "
+                                 "(inventory not synchronised)")
+            session.add(Reservation(sliver_id=sliver.id, component_id=comp, resource=resource,
+                                    amount=float(amount)))
+        for token in sorted(set(claims)):
+            try:
+                with session.begin_nested():
+                    session.add(Claim(component_id=comp, token=token, sliver_id=sliver.id))
+                    session.flush()
+            except IntegrityError:
+                raise ReservationConflict(comp, f"claim {token!r}", "claim") from None
+        session.flush()
+
+    def release(self, session: Session, sliver: Sliver) -> None:
+        """Give back everything the sliver holds (idempotent)."""
+        for res in session.scalars(select(Reservation).where(Reservation.sliver_id == sliver.id)):
+            session.execute(update(Capacity)
+                            .where(Capacity.component_id == res.component_id,
+                                   Capacity.resource == res.resource)
+                            .values(used=Capacity.used - res.amount))
+            session.delete(res)
+        session.execute(delete(Claim).where(Claim.sliver_id == sliver.id))
+        session.flush()
+
+    def usage(self, session: Session, component_ids: Iterable[str] | None = None) -> dict[str, Usage]:
+        """What is reserved per component, as the engine's admission checks want it. It counts
+        every sliver that still holds a reservation (an expired one until the reaper frees it),
+        so it agrees with the CHECK constraint that guards the same numbers."""
+        ids = None if component_ids is None else list(component_ids)
+        used: dict[str, dict[str, float]] = {}
+        cap_q = select(Capacity)
+        if ids is not None:
+            cap_q = cap_q.where(Capacity.component_id.in_(ids))
+        for row in session.scalars(cap_q):
+            if row.used > 1e-9:
+                used.setdefault(row.component_id, {})[row.resource] = row.used
+        sliver_q = (select(Sliver, Slice.urn).join(Slice)
+                    .where(Sliver.allocation_state != Alloc.UNALLOCATED.value))
+        if ids is not None:
+            sliver_q = sliver_q.where(Sliver.component_id.in_(ids))
+        specs: dict[str, list[SliverSpec]] = {}
+        exclusive: dict[str, str] = {}
+        for sliver, slice_urn in session.execute(sliver_q):
+            spec = spec_from_dict(sliver.spec)
+            specs.setdefault(sliver.component_id, []).append(spec)
+            if spec.exclusive:
+                exclusive[sliver.component_id] = slice_urn
+        keys = set(used) | set(specs) | (set(ids) if ids is not None else set())
+        return {cid: Usage(component_id=cid, used=used.get(cid, {}), slivers=tuple(specs.get(cid, ())),
+                           exclusive_holder=exclusive.get(cid)) for cid in keys}
+
+    def capacity_rows(self) -> list[tuple[str, str, float, float]]:
+        with self.read() as session:
+            return [(c.component_id, c.resource, c.capacity, c.used)
+                    for c in session.scalars(select(Capacity).order_by(Capacity.component_id,
+                                                                       Capacity.resource))]
+
+    # ---- jobs and per-sliver leases ---------------------------------------------------
+    def add_job(self, session: Session, sliver: Sliver, action: str,
+                args: Mapping | None = None) -> Job:
+        job = Job(sliver_id=sliver.id, action=action, state=JobState.QUEUED, attempts=0,
+                  args=dict(args or {}))
+        session.add(job)
+        session.flush()
+        return job
+
+    def acquire_lease(self, sliver_id: int, owner: str, job_id: int, ttl_s: float,
+                      now: datetime | None = None) -> bool:
+        """Take the sliver's lock for `owner`, or take over one whose lease expired (a crashed
+        worker). False when another live owner holds it."""
+        now = now or utcnow()
+        until = now + timedelta(seconds=ttl_s)
+        with self.write() as session:
+            taken = session.execute(
+                update(SliverLease)
+                .where(SliverLease.sliver_id == sliver_id,
+                       (SliverLease.expires <= now) | (SliverLease.owner == owner))
+                .values(owner=owner, job_id=job_id, expires=until))
+            if taken.rowcount == 1:
+                return True
+            try:
+                with session.begin_nested():
+                    session.add(SliverLease(sliver_id=sliver_id, owner=owner, job_id=job_id,
+                                            expires=until))
+                    session.flush()
+                return True
+            except IntegrityError:
+                return False
+
+    def renew_lease(self, sliver_id: int, owner: str, ttl_s: float) -> bool:
+        now = utcnow()
+        with self.write() as session:
+            res = session.execute(update(SliverLease)
+                                  .where(SliverLease.sliver_id == sliver_id,
+                                         SliverLease.owner == owner)
+                                  .values(expires=now + timedelta(seconds=ttl_s)))
+            session.execute(update(Job).where(Job.lease_owner == owner, Job.state == JobState.RUNNING)
+                            .values(heartbeat=now))
+            return res.rowcount == 1
+
+    def release_lease(self, sliver_id: int, owner: str) -> None:
+        with self.write() as session:
+            session.execute(delete(SliverLease).where(SliverLease.sliver_id == sliver_id,
+                                                      SliverLease.owner == owner))
+
+    def lease_holder(self, sliver_id: int) -> tuple[str, datetime] | None:
+        with self.read() as session:
+            lease = session.get(SliverLease, sliver_id)
+            return None if lease is None else (lease.owner, lease.expires)
+
+    # ---- users' SSH keys --------------------------------------------------------------
+    def put_user_keys(self, session: Session, slice_id: int, users: Iterable[UserKeys]) -> None:
+        """geni_users semantics: listed users' keys are replaced, unlisted users untouched."""
+        for user in users:
+            session.execute(delete(UserKey).where(UserKey.slice_id == slice_id,
+                                                  UserKey.user_urn == user.urn))
+            for key in dict.fromkeys(user.keys):
+                session.add(UserKey(slice_id=slice_id, user_urn=user.urn, key=key))
+        session.flush()
+
+    def user_keys(self, session: Session, slice_id: int) -> tuple[UserKeys, ...]:
+        by_user: dict[str, list[str]] = {}
+        for row in session.scalars(select(UserKey).where(UserKey.slice_id == slice_id)
+                                   .order_by(UserKey.id)):
+            by_user.setdefault(row.user_urn, []).append(row.key)
+        return tuple(UserKeys(urn=u, keys=tuple(k)) for u, k in by_user.items())
+
+    # ---- audit log (append-only) -------------------------------------------------------
+    def audit(self, *, caller_urn: str, method: str, target: str, outcome: int,
+              message: str = "", duration_ms: float = 0.0, tool_urn: str | None = None,
+              ts: datetime | None = None) -> None:
+        """Append one entry. There is no way to change or remove entries through the store,
+        and the database rejects UPDATE/DELETE on the table (triggers in the migration)."""
+        with self.write() as session:
+            session.add(AuditEntry(ts=ts or utcnow(), caller_urn=caller_urn, tool_urn=tool_urn,
+                                   method=method, target=target[:4000], outcome=int(outcome),
+                                   message=message[:4000], duration_ms=float(duration_ms)))
+
+    def audit_entries(self, *, limit: int = 100, caller_urn: str | None = None) -> list[AuditRecord]:
+        with self.read() as session:
+            query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            if caller_urn is not None:
+                query = query.where(AuditEntry.caller_urn == caller_urn)
+            return [AuditRecord(e.ts, e.caller_urn, e.tool_urn, e.method, e.target, e.outcome,
+                                e.message, e.duration_ms) for e in session.scalars(query)]
+
+    # ---- maintenance -------------------------------------------------------------------
+    def retire_empty_slices(self, session: Session) -> int:
+        """Retire live slice records with no live sliver (and not shut down), so the URN can
+        be used again by a new slice of the same name. Returns how many."""
+        has_live = (select(func.count(Sliver.id))
+                    .where(Sliver.slice_id == Slice.id,
+                           Sliver.allocation_state != Alloc.UNALLOCATED.value)
+                    .scalar_subquery())
+        candidates = session.scalars(select(Slice.id).where(
+            Slice.incarnation == 0, Slice.shutdown.is_(False), has_live == 0)).all()
+        retired = 0
+        for slice_id in candidates:
+            # lock first, then count again in a fresh statement: a concurrent Allocate that
+            # held the lock has committed its slivers by now and is counted
+            row = session.scalars(select(Slice).where(Slice.id == slice_id, Slice.incarnation == 0)
+                                  .with_for_update().execution_options(populate_existing=True)).first()
+            if row is None or row.shutdown:
+                continue
+            live = session.scalar(select(func.count(Sliver.id)).where(
+                Sliver.slice_id == slice_id, Sliver.allocation_state != Alloc.UNALLOCATED.value))
+            if live == 0:
+                row.incarnation = row.id
+                retired += 1
+        session.flush()
+        return retired
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("select 1"))
+
+
+def open_store(url: str, *, migrate: bool = False) -> Store:
+    """A Store over `url` (sqlite:///path or postgresql+psycopg://...). `migrate=True` also
+    brings the schema up to date."""
+    store = Store(url)
+    if migrate:
+        store.migrate()
+    return store

@@ -14,7 +14,7 @@ setup(
     package_data={
         "rspec": ["schemas/*.xsd", "schemas/*/*.xsd", "schemas/*.md"],
         "credentials": ["schemas/*.xsd", "schemas/*.md"],
-        "am": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py",
+        "am": ["migrations/*.ini", "migrations/*.py", "migrations/*.mako", "migrations/versions/*.py",
                "templates/*", "static/*"],
     },
     install_requires=[

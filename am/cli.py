@@ -14,7 +14,9 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "credentials.cli",   # authority ..., credential verify
     "rspec.cli",         # rspec validate
-    "am.commands",       # serve, worker, db, ...
+    "am.commands",       # serve
+    "am.worker_cli",     # worker
+    "am.db_cli",         # db upgrade|current|check
 )
 
 

@@ -14,6 +14,7 @@ APT_PACKAGES=(
   xmlsec1 libxml2-utils                 # interop: xmlsec1 --verify, xmllint --schema
   redis-server postgresql               # started privately by the tests when not already running
   iproute2 iputils-ping ethtool iptables procps
+  libvirt-dev libvirt-clients           # libvirt-python builds against it; test:///default driver
 )
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }

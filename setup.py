@@ -30,6 +30,8 @@ setup(
         "redis>=5,<9",
         "psycopg[binary]>=3.1,<4",
         "cheroot>=10,<12",
+        # Xen hosts through libvirt (builds against Debian's libvirt-dev; test:///default in tests)
+        "libvirt-python>=9",
     ],
     extras_require={
         "test": [
@@ -44,6 +46,10 @@ setup(
         "console_scripts": ["geni-am=am.cli:main"],
         "geni_am.drivers": [
             "fake=drivers.fake:FakeDriver",
+            "vserver=drivers.vserver:VServerDriver",
+            "openflow=drivers.openflow:OpenFlowDriver",
+            "xen=drivers.xen:XenDriver",
+            "netfpga=drivers.netfpga:NetFPGADriver",
         ],
     },
 )

@@ -1,0 +1,479 @@
+"""NetFPGA cards as hardware virtual data planes (sliver type `netfpga-vdp`).
+
+Each card has physical ports (nf0..nf3) and a fixed number of virtual data plane slots, each
+with fixed-size route and filter tables. A sliver takes one slot, its ports (untagged: the
+port is its alone) or a VLAN on them, and its routes. Admission is pure and refuses what the
+hardware cannot hold: no slot left, more routes than a route table has entries, more own
+addresses than the filter table has, a port already taken.
+
+Slots are counted as the capacity `vdp_slots` (so the store's CHECK constraint stops two
+racing requests from taking the last slot); the slot *number* is bound at provision under the
+card lock, because admission cannot know which number a concurrent allocation will free.
+Ports are claims (`port:nf0`, `port:nf0:vlan:100`).
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from drivers.base import (
+    Action,
+    Admission,
+    Capabilities,
+    Component,
+    DriverError,
+    ForwardingMode,
+    InterfaceSpec,
+    IsolationClass,
+    ObservedSliver,
+    OperationalState,
+    ProvisionResult,
+    ResourceKind,
+    SliverSpec,
+    SubstrateDriver,
+    Usage,
+)
+from drivers.inventory import InventoryError, build_component
+from drivers.netfpga.plane import NetFPGAPlane, port_name
+from drivers.netfpga.registers import CardTables, RegisterError
+from drivers.netfpga.simulated import Geometry, SimulatedCard
+from drivers.routesync import (
+    ControlPlaneRoutes,
+    FibEntry,
+    RouteError,
+    SyncResult,
+    normalise_all,
+    sync_plane,
+)
+from rspec.model import Route
+
+SLIVER_TYPE = "netfpga-vdp"
+SYNC_ROUTES = "geniam_sync_routes"
+
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "state_dir": None,
+    "ports": 4,
+    "slots": 4,
+    "route_table_size": 32,
+    "filter_table_size": 8,
+}
+
+
+class NetFPGADriver(SubstrateDriver):
+    kind: ClassVar[str] = "netfpga"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        isolation=IsolationClass.HARDWARE,
+        sliver_types=(SLIVER_TYPE,),
+        actions=(Action.START.value, Action.STOP.value, Action.RESTART.value,
+                 Action.UPDATE_USERS.value, SYNC_ROUTES),
+        forwarding_modes=(ForwardingMode.HARDWARE,),
+    )
+
+    def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
+                 *, authority: str):
+        super().__init__(config, components, authority=authority)
+        self.settings = _validate_config(config)
+        s = self.settings
+        if s["state_dir"]:
+            self.state_dir = Path(s["state_dir"]).expanduser()
+            self._owns_state_dir = False
+        else:
+            self.state_dir = Path(tempfile.mkdtemp(prefix="geni-am-netfpga-"))
+            self._owns_state_dir = True
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.routes = ControlPlaneRoutes(self.state_dir / "routes")
+        self.geometry = Geometry(ports=s["ports"], slots=s["slots"],
+                                 route_depth=s["route_table_size"],
+                                 filter_depth=s["filter_table_size"])
+        try:
+            self.geometry.validate()
+        except RegisterError as exc:
+            raise InventoryError(str(exc), table="drivers.netfpga") from None
+        self._components = [self._component(t) for t in components]
+        self._by_urn = {c.component_id.lower(): c for c in self._components}
+        self._cards: dict[str, tuple[SimulatedCard, CardTables]] = {}
+        self._lock = threading.Lock()
+
+    # ---- inventory ------------------------------------------------------------------------------
+    def _component(self, table: Mapping[str, Any]) -> Component:
+        t = dict(table)
+        where = t.get("_table", "components")
+        if "ports" in t:
+            raise InventoryError("a NetFPGA card's ports are nf0..nf{n-1} (set [drivers.netfpga] "
+                                 "ports)", table=where, key="ports")
+        t["ports"] = tuple({"name": port_name(i), "num": i, "capacity_kbps": 1_000_000}
+                           for i in range(self.geometry.ports))
+        t.setdefault("hardware_types", ("netfpga-card",))
+        extra = dict(t.get("extra", {}))
+        card_file = extra.get("card_file", str(self.state_dir / f"{t['name']}.card"))
+        if not isinstance(card_file, str) or not card_file:
+            raise InventoryError("must be a path string", table=where, key="extra.card_file")
+        g = self.geometry
+        t["extra"] = {**extra, "card_file": card_file, "slots": g.slots,
+                      "route_table_size": g.route_depth, "filter_table_size": g.filter_depth}
+        comp = build_component(t, authority=self.authority, driver=self.kind,
+                               default_isolation=IsolationClass.HARDWARE,
+                               default_sliver_types=(SLIVER_TYPE,),
+                               default_capacity={"vdp_slots": float(g.slots)},
+                               default_forwarding=(ForwardingMode.HARDWARE,))
+        if comp.isolation is not IsolationClass.HARDWARE:
+            raise InventoryError("a NetFPGA card isolates as hardware", table=where,
+                                 key="isolation")
+        return comp
+
+    def inventory(self) -> list[Component]:
+        return list(self._components)
+
+    # ---- admission (pure) -----------------------------------------------------------------------
+    def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
+        comp = self._by_urn.get(spec.component_id.lower())
+        if comp is None:
+            return Admission.refuse(f"no NetFPGA card {spec.component_id}", "BADARGS")
+        card = comp.name
+        g = self.geometry
+        if spec.kind is not ResourceKind.NODE:
+            return Admission.refuse(f"NetFPGA card {card} realises data plane nodes, not "
+                                    f"{spec.kind.value}s", "UNSUPPORTED")
+        if spec.sliver_type and spec.sliver_type.lower() != SLIVER_TYPE:
+            return Admission.refuse(f"NetFPGA card {card} runs sliver type {SLIVER_TYPE}, not "
+                                    f"{spec.sliver_type!r}", "UNSUPPORTED")
+        if spec.exclusive:
+            return Admission.refuse(f"NetFPGA card {card} is shared by slot; it is not given "
+                                    "exclusively", "UNSUPPORTED")
+        if spec.forwarding not in (None, ForwardingMode.HARDWARE):
+            return Admission.refuse(f"NetFPGA card {card} forwards in hardware, not "
+                                    f"{spec.forwarding.value}", "UNSUPPORTED")
+        try:
+            routes = self._check_routes(spec)
+            ports, vlan = self._ports(comp, spec)
+        except (RouteError, DriverError) as exc:
+            return Admission.refuse(f"node {spec.client_id} on card {card}: {exc}", "BADARGS")
+        if len(routes) > g.route_depth:
+            return Admission.refuse(f"node {spec.client_id} has {len(routes)} routes; a data "
+                                    f"plane's route table on card {card} holds {g.route_depth}",
+                                    "TOOBIG")
+        own = _own_addresses(spec.interfaces)
+        if len(own) > g.filter_depth:
+            return Admission.refuse(f"node {spec.client_id} has {len(own)} addresses; a data "
+                                    f"plane's filter table on card {card} holds {g.filter_depth}",
+                                    "TOOBIG")
+        used = max(float(usage.used.get("vdp_slots", 0.0)), float(len(usage.slivers)))
+        if used + 1 > g.slots:
+            return Admission.refuse(f"card {card} has all {g.slots} virtual data plane slots "
+                                    "taken", "INSUFFICIENT_NODES")
+        for other in usage.slivers:
+            try:
+                o_ports, o_vlan = self._ports(comp, other)
+            except DriverError:
+                continue
+            for p in sorted(ports & o_ports):
+                if vlan == 0 or o_vlan == 0:
+                    return Admission.refuse(f"port {p} of card {card} is taken by another data "
+                                            f"plane{' (untagged)' if o_vlan == 0 else ''}",
+                                            "INSUFFICIENT_NODES")
+                if vlan == o_vlan:
+                    return Admission.refuse(f"VLAN {vlan} on port {p} of card {card} is taken "
+                                            "by another data plane", "VLAN_UNAVAILABLE")
+        claims = tuple(f"port:{p}" if vlan == 0 else f"port:{p}:vlan:{vlan}"
+                       for p in sorted(ports))
+        return Admission.accept({"vdp_slots": 1.0}, claims)
+
+    def _ports(self, comp: Component, spec: SliverSpec) -> tuple[set[str], int]:
+        """The card ports a sliver uses (bound interface port, else nf<i> for its i-th
+        interface) and its VLAN (0 = untagged). Pure, so any process computes the same."""
+        by_urn = {p.component_id.lower(): p.name for p in comp.ports}
+        names = {p.name for p in comp.ports}
+        if len(spec.interfaces) > len(comp.ports):
+            raise DriverError(f"{len(spec.interfaces)} interfaces, the card has "
+                              f"{len(comp.ports)} ports")
+        ports: list[str] = []
+        for i, iface in enumerate(spec.interfaces):
+            if iface.port:
+                name = by_urn.get(iface.port.lower())
+                if name is None:
+                    raise DriverError(f"interface {iface.client_id} names port {iface.port}, "
+                                      f"not one of {', '.join(sorted(names))}")
+            else:
+                name = port_name(i)
+            if name in ports:
+                raise DriverError(f"two interfaces on port {name}")
+            ports.append(name)
+        vlans = {iface.vlan_tag or 0 for iface in spec.interfaces}
+        if len(vlans) > 1:
+            raise DriverError("a data plane slot is selected by one VLAN; its interfaces ask "
+                              f"for {', '.join(str(v) for v in sorted(vlans))}")
+        vlan = vlans.pop() if vlans else 0
+        if not 0 <= vlan <= 4094:
+            raise DriverError(f"VLAN {vlan} is outside 1..4094")
+        return set(ports), vlan
+
+    @staticmethod
+    def _check_routes(spec: SliverSpec) -> tuple[Route, ...]:
+        routes = normalise_all(spec.routes)
+        names = {i.client_id for i in spec.interfaces}
+        for r in routes:
+            if r.interface and r.interface not in names:
+                raise RouteError(f"route to {r.destination} names interface {r.interface!r}, "
+                                 "which the node does not have")
+        if routes and not spec.interfaces:
+            raise RouteError("a data plane with routes needs at least one interface (port)")
+        return routes
+
+    # ---- cards and slot ownership ---------------------------------------------------------------
+    def card(self, comp: Component) -> tuple[SimulatedCard, CardTables]:
+        with self._lock:
+            found = self._cards.get(comp.name)
+            if found is None:
+                try:
+                    sim = SimulatedCard(comp.extra["card_file"], self.geometry)
+                    found = (sim, CardTables(sim))
+                except (RegisterError, OSError) as exc:
+                    raise DriverError(f"card {comp.name}: {exc}") from None
+                self._cards[comp.name] = found
+            return found
+
+    def _owners_path(self, comp: Component) -> Path:
+        return Path(comp.extra["card_file"]).with_suffix(".owners.json")
+
+    def _owners(self, comp: Component) -> dict[int, str]:
+        try:
+            return {int(k): v for k, v in json.loads(self._owners_path(comp).read_text()).items()}
+        except FileNotFoundError:
+            return {}
+
+    def _save_owners(self, comp: Component, owners: dict[int, str]) -> None:
+        path = self._owners_path(comp)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({str(k): v for k, v in sorted(owners.items())}))
+        os.replace(tmp, path)
+
+    def slot_of(self, spec: SliverSpec) -> int | None:
+        comp = self._comp(spec)
+        return next((s for s, u in self._owners(comp).items() if u == spec.sliver_urn), None)
+
+    def _comp(self, spec: SliverSpec) -> Component:
+        comp = self._by_urn.get(spec.component_id.lower())
+        if comp is None:
+            raise DriverError(f"no NetFPGA card {spec.component_id}")
+        return comp
+
+    # ---- life cycle -----------------------------------------------------------------------------
+    def provision(self, spec: SliverSpec) -> ProvisionResult:
+        comp = self._comp(spec)
+        sim, tables = self.card(comp)
+        try:
+            routes = self._check_routes(spec)
+            ports, vlan = self._ports(comp, spec)
+        except RouteError as exc:
+            raise DriverError(str(exc)) from None
+        with sim.locked():
+            owners = self._owners(comp)
+            slot = next((s for s, u in owners.items() if u == spec.sliver_urn), None)
+            if slot is None:
+                free = [s for s in range(tables.slots)
+                        if s not in owners and not tables.slot_config(s)[0]]
+                if not free:
+                    raise DriverError(f"card {comp.name} has no free data plane slot",
+                                      transient=True)
+                slot = free[0]
+                owners[slot] = spec.sliver_urn
+                self._save_owners(comp, owners)
+                mask = 0
+                for p in ports:
+                    mask |= 1 << int(p[2:])
+                tables.configure_slot(slot, enabled=False, port_mask=mask, vlan=vlan)
+                own = _own_addresses(spec.interfaces)
+                for i in range(tables.filter_depth):
+                    tables.write_filter(slot, i, own[i] if i < len(own) else None)
+                NetFPGAPlane(tables, slot).clear()
+                self.routes.put(_handle(comp, spec), routes)
+        return ProvisionResult(state=self._state(tables, slot),
+                               resource_status=f"NetFPGA card {comp.name} slot {slot}",
+                               handle=f"{comp.name}:slot{slot}")
+
+    def perform(self, spec: SliverSpec, action: str) -> OperationalState:
+        comp = self._comp(spec)
+        sim, tables = self.card(comp)
+        slot = self.slot_of(spec)
+        if slot is None:
+            raise DriverError(f"sliver {spec.sliver_urn} holds no slot on card {comp.name}")
+        with sim.locked():
+            enabled, mask, vlan = tables.slot_config(slot)
+            if action in (Action.START.value, Action.RESTART.value):
+                self._sync(comp, tables, slot, spec)
+                tables.configure_slot(slot, enabled=True, port_mask=mask, vlan=vlan)
+            elif action == Action.STOP.value:
+                tables.configure_slot(slot, enabled=False, port_mask=mask, vlan=vlan)
+                NetFPGAPlane(tables, slot).clear()
+            elif action == SYNC_ROUTES:
+                if enabled:
+                    self._sync(comp, tables, slot, spec)
+            elif action != Action.UPDATE_USERS.value:
+                raise DriverError(f"action {action!r} is not supported by the NetFPGA driver "
+                                  f"(supported: {', '.join(self.capabilities.actions)})")
+            return self._state(tables, slot)
+
+    def status(self, spec: SliverSpec) -> OperationalState:
+        comp = self._comp(spec)
+        _sim, tables = self.card(comp)
+        slot = self.slot_of(spec)
+        return OperationalState.FAILED if slot is None else self._state(tables, slot)
+
+    def delete(self, spec: SliverSpec) -> None:
+        comp = self._by_urn.get(spec.component_id.lower())
+        if comp is None:
+            return
+        sim, tables = self.card(comp)
+        with sim.locked():
+            owners = self._owners(comp)
+            for slot in [s for s, u in owners.items() if u == spec.sliver_urn]:
+                self._wipe(tables, slot)
+                del owners[slot]
+            self._save_owners(comp, owners)
+        self.routes.drop(_handle(comp, spec))
+
+    def observed(self) -> list[ObservedSliver]:
+        out = []
+        for comp in self._components:
+            _sim, tables = self.card(comp)
+            owners = self._owners(comp)
+            for slot in range(tables.slots):
+                enabled, mask, vlan = tables.slot_config(slot)
+                if slot not in owners and not enabled and not mask:
+                    continue
+                out.append(ObservedSliver(
+                    handle=f"{comp.name}:slot{slot}", sliver_urn=owners.get(slot),
+                    state=self._state(tables, slot),
+                    detail=f"NetFPGA {comp.name} slot {slot}, port mask {mask:#x}, vlan {vlan}"))
+        return out
+
+    def release(self, handle: str) -> None:
+        name, _, slot_s = handle.partition(":slot")
+        comp = next((c for c in self._components if c.name == name), None)
+        if comp is None or not slot_s.isdigit():
+            return
+        sim, tables = self.card(comp)
+        slot = int(slot_s)
+        if slot >= tables.slots:
+            return
+        with sim.locked():
+            self._wipe(tables, slot)
+            owners = self._owners(comp)
+            owners.pop(slot, None)
+            self._save_owners(comp, owners)
+
+    def close(self) -> None:
+        with self._lock:
+            for sim, _t in self._cards.values():
+                sim.close()
+            self._cards.clear()
+        if self._owns_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self._owns_state_dir = False
+
+    # ---- routes ---------------------------------------------------------------------------------
+    def set_routes(self, spec: SliverSpec, routes: Iterable[Route]) -> SyncResult | None:
+        """Replace the control plane's routes; if the slot is enabled, sync its table now."""
+        comp = self._comp(spec)
+        sim, tables = self.card(comp)
+        try:
+            routes = normalise_all(routes)
+            names = {i.client_id for i in spec.interfaces}
+            for r in routes:
+                if r.interface and r.interface not in names:
+                    raise RouteError(f"route to {r.destination} names interface "
+                                     f"{r.interface!r}, which the node does not have")
+        except RouteError as exc:
+            raise DriverError(str(exc)) from None
+        if len(routes) > tables.route_depth:
+            raise DriverError(f"{len(routes)} routes do not fit a data plane's route table on "
+                              f"card {comp.name} ({tables.route_depth} entries)")
+        slot = self.slot_of(spec)
+        if slot is None:
+            raise DriverError(f"sliver {spec.sliver_urn} holds no slot on card {comp.name}")
+        self.routes.put(_handle(comp, spec), routes)
+        with sim.locked():
+            if tables.slot_config(slot)[0]:
+                return self._sync(comp, tables, slot, spec)
+        return None
+
+    def control_routes(self, spec: SliverSpec) -> tuple[Route, ...]:
+        return self.routes.get(_handle(self._comp(spec), spec)) or ()
+
+    def plane(self, spec: SliverSpec) -> NetFPGAPlane | None:
+        slot = self.slot_of(spec)
+        return None if slot is None else NetFPGAPlane(self.card(self._comp(spec))[1], slot)
+
+    def _sync(self, comp: Component, tables: CardTables, slot: int,
+              spec: SliverSpec) -> SyncResult:
+        routes = self.routes.get(_handle(comp, spec)) or ()
+        ports, _vlan = self._ports(comp, spec)
+        by_client = {}
+        for i, iface in enumerate(spec.interfaces):
+            by_client[iface.client_id] = next(
+                (p.name for p in comp.ports if iface.port and p.component_id.lower() == iface.port.lower()),
+                port_name(i))
+        default = sorted(ports)[0] if ports else None
+        fib = {FibEntry(prefix=r.destination, gateway=r.gateway,
+                        device=by_client.get(r.interface or "", default)) for r in routes}
+        return sync_plane(NetFPGAPlane(tables, slot), fib)
+
+    @staticmethod
+    def _wipe(tables: CardTables, slot: int) -> None:
+        NetFPGAPlane(tables, slot).clear()
+        for i in range(tables.filter_depth):
+            tables.write_filter(slot, i, None)
+        tables.configure_slot(slot, enabled=False, port_mask=0, vlan=0)
+
+    @staticmethod
+    def _state(tables: CardTables, slot: int) -> OperationalState:
+        return OperationalState.READY if tables.slot_config(slot)[0] else OperationalState.NOTREADY
+
+
+def _handle(comp: Component, spec: SliverSpec) -> str:
+    return f"{comp.name}-" + hashlib.sha256(spec.sliver_urn.encode()).hexdigest()[:16]
+
+
+def _own_addresses(interfaces: Iterable[InterfaceSpec]) -> list[str]:
+    out: list[str] = []
+    for iface in interfaces:
+        for addr, _mask in iface.ips:
+            a = str(ipaddress.IPv4Address(addr)) if _is_v4(addr) else None
+            if a and a not in out:
+                out.append(a)
+    return out
+
+
+def _is_v4(addr: str) -> bool:
+    try:
+        ipaddress.IPv4Address(addr)
+        return True
+    except ValueError:
+        return False
+
+
+def _validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    table = "drivers.netfpga"
+    unknown = set(config) - set(CONFIG_DEFAULTS)
+    if unknown:
+        raise InventoryError(f"unknown key (allowed: {', '.join(sorted(CONFIG_DEFAULTS))})",
+                             table=table, key=sorted(unknown)[0])
+    s = {**CONFIG_DEFAULTS, **config}
+    for key in ("ports", "slots", "route_table_size", "filter_table_size"):
+        v = s[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InventoryError(f"must be an integer >= 1, not {v!r}", table=table, key=key)
+    if s["state_dir"] is not None and (not isinstance(s["state_dir"], str) or not s["state_dir"]):
+        raise InventoryError("must be a path string", table=table, key="state_dir")
+    return s
+
+
+__all__ = ["NetFPGADriver", "SLIVER_TYPE", "SYNC_ROUTES"]

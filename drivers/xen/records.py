@@ -1,0 +1,63 @@
+"""The Xen driver's own record of each sliver: one JSON file per domain under its state dir.
+
+With `xen:///system` libvirtd holds the domains and this record only remembers what libvirt
+cannot (the Dom0 table a router got, the vifs, the desired power state). With libvirt's
+in-process test driver there is no daemon: every process has its own private libvirt, so the
+record is the shared truth and each process re-creates the domain from it before acting
+(see `XenDriver._converge`). Files are replaced atomically, so readers never see half a record.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class DomainRecord:
+    handle: str                       # libvirt domain name
+    sliver_urn: str
+    host: str                         # component name
+    xml: str                          # the domain XML as defined
+    running: bool = False             # desired power state
+    forwarding: str | None = None     # ForwardingMode value for routers
+    table: int | None = None          # Dom0 routing table (dom0 mode)
+    vifs: list[str] = field(default_factory=list)
+    macs: dict[str, str] = field(default_factory=dict)
+    vif_by_client: dict[str, str] = field(default_factory=dict)
+
+
+class RecordStore:
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, handle: str) -> Path:
+        return self.directory / f"{handle}.json"
+
+    def get(self, handle: str) -> DomainRecord | None:
+        try:
+            data = json.loads(self._path(handle).read_text())
+        except FileNotFoundError:
+            return None
+        return DomainRecord(**data)
+
+    def put(self, rec: DomainRecord) -> None:
+        tmp = self._path(rec.handle).with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(rec)))
+        os.replace(tmp, self._path(rec.handle))
+
+    def drop(self, handle: str) -> None:
+        self._path(handle).unlink(missing_ok=True)
+
+    def all(self) -> list[DomainRecord]:
+        out = []
+        for p in sorted(self.directory.glob("*.json")):
+            rec = self.get(p.stem)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    def tables_in_use(self) -> set[int]:
+        return {r.table for r in self.all() if r.table is not None}

@@ -301,8 +301,6 @@ class _RequestReader:
                 self.problem(route, f"node {cid!r}: route to {dest!r} needs a gateway or an "
                                     "interface")
             routes.append(Route(destination=dest, gateway=gateway, interface=iface))
-        if routes and not router:
-            self.problem(el, f"node {cid!r}: routes given for a node that is not a router")
         isolation = IsolationClass(el.get("isolation").strip()) if el.get("isolation") else None
         return NodeExtension(isolation=isolation, router=router, forwarding=forwarding,
                              cpu=cpu, memory_mb=memory, routes=tuple(routes))

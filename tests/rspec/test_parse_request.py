@@ -220,3 +220,16 @@ def test_model_round_trips_through_serializer(name, urns):
     req = parse_request(data(name), am_urns=urns)
     again = parse_request(request_document(req), am_urns=urns)
     assert _strip_lines(again) == _strip_lines(req)
+
+
+def test_a_host_may_carry_static_routes_without_forwarding():
+    """h1 reaches h2's subnet via r1: the host has a route but is no router."""
+    from rspec.request import parse_request
+    xml = ('<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request" '
+           'xmlns:g="http://geni-am.org/resources/rspec/ext/geniam/1">'
+           '<node client_id="h1"><interface client_id="h1:0"><ip address="10.1.0.2" '
+           'netmask="255.255.255.0" type="ipv4"/></interface><g:node>'
+           '<g:route destination="10.2.0.0/24" gateway="10.1.0.1"/></g:node></node></rspec>')
+    node = parse_request(xml, am_urns=None).node("h1")
+    assert node.ext.router is False
+    assert [(r.destination, r.gateway) for r in node.ext.routes] == [("10.2.0.0/24", "10.1.0.1")]

@@ -1,0 +1,167 @@
+"""Pure admission for container slivers: may this spec go on this node, given its usage?
+
+Refusals carry GENI error code names: TOOBIG (more than the node has at all),
+INSUFFICIENT_NODES (not enough left now), UNSUPPORTED (the node cannot do it: stronger
+isolation, another forwarding mode, latency or loss emulation), BADARGS (the request is wrong).
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from drivers.base import (
+    Admission,
+    Component,
+    ForwardingMode,
+    IsolationClass,
+    ResourceKind,
+    SliverSpec,
+    Usage,
+    implied_isolation,
+)
+from drivers.hostnet import IFNAMSIZ
+from drivers.vserver.config import VServerSettings
+from drivers.vserver.services import execute_problem, install_url_problem
+
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NO_NETEM = ("this kernel has no netem qdisc and no tc police action, so link latency and "
+            "packet loss cannot be emulated here; only capacity (tc tbf) is enforced")
+
+
+def admit_sliver(comp: Component, spec: SliverSpec, usage: Usage,
+                 settings: VServerSettings) -> Admission:
+    if spec.kind is ResourceKind.NODE:
+        return _admit_node(comp, spec, usage, settings)
+    if spec.kind is ResourceKind.LINK:
+        return _admit_link(comp, spec)
+    return Admission.refuse(f"vserver node {comp.name} holds containers and links, not "
+                            f"{spec.kind.value} slivers", "UNSUPPORTED")
+
+
+def _admit_node(comp: Component, spec: SliverSpec, usage: Usage,
+                settings: VServerSettings) -> Admission:
+    cid = comp.component_id
+    stype = (spec.sliver_type or "").lower()
+    offered = {t.name.lower() for t in comp.sliver_types}
+    if stype and stype not in offered:
+        return Admission.refuse(f"component {cid} offers only {', '.join(sorted(offered))}, "
+                                f"not {spec.sliver_type!r}", "UNSUPPORTED")
+    wanted = [implied_isolation(stype)]
+    iso_param = spec.params.get("isolation")
+    if iso_param is not None:
+        try:
+            wanted.append(IsolationClass(iso_param))
+        except ValueError:
+            return Admission.refuse(f"unknown isolation class {iso_param!r}", "BADARGS")
+    for need in filter(None, wanted):
+        if need.strength > IsolationClass.CONTAINER.strength:
+            return Admission.refuse(f"component {cid} runs containers on one shared kernel; it "
+                                    f"cannot give the {need.value} isolation required",
+                                    "UNSUPPORTED")
+    if spec.disk_image:
+        images = {i.name.lower() for t in comp.sliver_types for i in t.disk_images}
+        short = spec.disk_image.rsplit("+", 1)[-1].lower()
+        if spec.disk_image.lower() not in images and short not in images:
+            return Admission.refuse(f"component {cid} runs Linux containers on the host kernel; "
+                                    f"disk image {spec.disk_image!r} is not offered (offered: "
+                                    f"{', '.join(sorted(images))})", "UNSUPPORTED")
+    if spec.router and spec.forwarding not in (None, ForwardingMode.GUEST):
+        return Admission.refuse(f"component {cid} forwards in the container only (guest), not "
+                                f"{spec.forwarding.value}", "UNSUPPORTED")
+    if usage.exclusive_holder and usage.exclusive_holder != spec.slice_urn:
+        return Admission.refuse(f"component {cid} is held exclusively by another slice",
+                                "INSUFFICIENT_NODES")
+    for problem in _node_request_problems(spec):
+        return Admission.refuse(problem, "BADARGS")
+    cpu = float(spec.cpu if spec.cpu is not None else settings.default_cpu)
+    mem = float(spec.memory_mb if spec.memory_mb is not None else settings.default_memory_mb)
+    if cpu <= 0 or mem < 4:
+        return Admission.refuse("a container needs cpu > 0 and memory_mb >= 4", "BADARGS")
+    demand = {"cpu": cpu, "memory_mb": mem}
+    if spec.exclusive:
+        if not comp.exclusive_ok:
+            return Admission.refuse(f"component {cid} is shared by design (containers); it "
+                                    "cannot be given exclusively", "UNSUPPORTED")
+        if usage.slivers or any(v > 0 for v in usage.used.values()):
+            return Admission.refuse(f"component {cid} already hosts {len(usage.slivers)} "
+                                    "sliver(s); it cannot be given exclusively",
+                                    "INSUFFICIENT_NODES")
+        demand = {k: v for k, v in comp.capacity.items() if k in demand}
+    for res, amount in demand.items():
+        cap = comp.capacity.get(res)
+        if cap is None:
+            continue
+        used = float(usage.used.get(res, 0.0))
+        if amount > cap:
+            return Admission.refuse(f"component {cid} has {cap:g} {res} in all; {amount:g} "
+                                    "requested", "TOOBIG")
+        if used + amount > cap:
+            return Admission.refuse(f"component {cid} has {cap - used:g} of {cap:g} {res} free; "
+                                    f"{amount:g} requested", "INSUFFICIENT_NODES")
+    return Admission.accept(demand)
+
+
+def _node_request_problems(spec: SliverSpec):
+    names: set[str] = set()
+    for iface in spec.interfaces:
+        name = iface.name
+        if name:
+            if len(name) > IFNAMSIZ or not IFNAME_RE.match(name) or name == "lo":
+                yield f"interface name {name!r} is not a valid Linux interface name"
+            if name in names:
+                yield f"interface name {name!r} is used twice"
+            names.add(name)
+        for address, mask in iface.ips:
+            try:
+                ipaddress.IPv4Interface(f"{address}/{mask or '24'}")
+            except ValueError:
+                yield f"interface {iface.client_id}: {address}/{mask} is not an IPv4 address"
+        if iface.mac:
+            if not re.fullmatch(r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}", iface.mac) \
+                    or int(iface.mac[:2], 16) & 1:
+                yield f"interface {iface.client_id}: {iface.mac!r} is not a unicast MAC address"
+    for route in spec.routes:
+        try:
+            ipaddress.IPv4Network(route.destination, strict=False)
+            if route.gateway:
+                ipaddress.IPv4Address(route.gateway)
+        except ValueError:
+            yield f"route {route.destination} via {route.gateway} is not IPv4"
+        if route.interface and route.interface not in {i.client_id for i in spec.interfaces}:
+            yield f"route {route.destination} names unknown interface {route.interface!r}"
+    for inst in spec.installs:
+        problem = install_url_problem(inst.url)
+        if problem:
+            yield problem
+    for ex in spec.executes:
+        problem = execute_problem(ex)
+        if problem:
+            yield problem
+
+
+def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
+    link = spec.link
+    if link is None:
+        return Admission.refuse("link sliver without a link spec", "BADARGS")
+    if link.latency_ms:
+        return Admission.refuse(f"link {spec.client_id} asks for {link.latency_ms:g} ms latency: "
+                                + NO_NETEM, "UNSUPPORTED")
+    if link.packet_loss:
+        return Admission.refuse(f"link {spec.client_id} asks for {link.packet_loss:g} packet "
+                                "loss: " + NO_NETEM, "UNSUPPORTED")
+    if link.mode not in ("veth", "bridge"):
+        return Admission.refuse(f"vserver node {comp.name} links its containers with veth pairs "
+                                f"or bridges, not {link.mode!r}", "UNSUPPORTED")
+    if len(link.ends) < 2:
+        return Admission.refuse(f"link {spec.client_id} needs at least two ends", "BADARGS")
+    foreign = [e.component_id for e in link.ends
+               if e.component_id.lower() != comp.component_id.lower()]
+    if foreign:
+        return Admission.refuse(f"link {spec.client_id} has ends on {', '.join(foreign)}; a "
+                                f"veth/bridge link stays on {comp.name}", "UNSUPPORTED")
+    if link.capacity_kbps is not None and link.capacity_kbps <= 0:
+        return Admission.refuse("link capacity must be a positive number of kbit/s", "BADARGS")
+    return Admission.accept()
+
+
+__all__ = ["NO_NETEM", "admit_sliver"]

@@ -1,0 +1,163 @@
+"""Per-sliver cgroup v1 limits: CPU bandwidth (CFS quota) and memory.
+
+This host mounts cgroup v1 (machine-notes §1). A sliver gets `<root>/cpu/<parent>/<name>` and
+`<root>/memory/<parent>/<name>`; every process the driver starts in the sliver is written into
+both `tasks` files before it execs, and its children inherit them. A CFS quota is a hard
+ceiling (the sliver cannot take more than `cpu` cores even on an idle host), unlike
+`cpu.shares`, which only weighs siblings against each other: the ceiling is what keeps a
+misbehaving neighbour from eating a well-behaved one's CPU.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers.base import DriverError
+
+CONTROLLERS = ("cpu", "memory")
+MIN_QUOTA_US = 1000
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    root: Path          # where the v1 hierarchies are mounted, /sys/fs/cgroup
+    parent: str         # this AM's directory under each controller, e.g. "geni-am"
+    period_us: int = 100_000
+
+    def dir(self, controller: str, name: str) -> Path:
+        return self.root / controller / self.parent / name
+
+    def parent_dir(self, controller: str) -> Path:
+        return self.root / controller / self.parent
+
+    def check(self) -> None:
+        """Raise DriverError unless the controllers are mounted and writable."""
+        for ctrl in CONTROLLERS:
+            base = self.root / ctrl
+            if not (base / "tasks").exists():
+                raise DriverError(f"cgroup v1 controller {ctrl!r} is not mounted at {base}")
+            try:
+                self.parent_dir(ctrl).mkdir(exist_ok=True)
+            except OSError as exc:
+                raise DriverError(f"cannot create {self.parent_dir(ctrl)}: {exc.strerror}") from None
+
+    def names(self) -> set[str]:
+        """Sliver cgroups under this AM's parent, in any controller."""
+        found: set[str] = set()
+        for ctrl in CONTROLLERS:
+            try:
+                found |= {p.name for p in self.parent_dir(ctrl).iterdir() if p.is_dir()}
+            except FileNotFoundError:
+                pass
+        return found
+
+    # ---- one sliver ------------------------------------------------------------------------
+    def create(self, name: str, *, cpu: float, memory_mb: int) -> None:
+        """Create (or update) the sliver's groups with its limits; idempotent."""
+        for ctrl in CONTROLLERS:
+            self.dir(ctrl, name).mkdir(parents=True, exist_ok=True)
+        quota = max(MIN_QUOTA_US, int(round(cpu * self.period_us)))
+        cpu_dir = self.dir("cpu", name)
+        _write(cpu_dir / "cpu.cfs_period_us", str(self.period_us))
+        _write(cpu_dir / "cpu.cfs_quota_us", str(quota))
+        mem_dir = self.dir("memory", name)
+        limit = memory_mb * 1024 * 1024
+        _write(mem_dir / "memory.limit_in_bytes", str(limit))
+        memsw = mem_dir / "memory.memsw.limit_in_bytes"
+        if memsw.exists():   # no escape into swap either (needs limit_in_bytes set first)
+            try:
+                _write(memsw, str(limit))
+            except DriverError:
+                pass   # swap accounting disabled: the RAM limit still holds
+
+    def limits(self, name: str) -> dict[str, int]:
+        cpu_dir, mem_dir = self.dir("cpu", name), self.dir("memory", name)
+        return {"cfs_quota_us": int((cpu_dir / "cpu.cfs_quota_us").read_text()),
+                "cfs_period_us": int((cpu_dir / "cpu.cfs_period_us").read_text()),
+                "memory_limit_bytes": int((mem_dir / "memory.limit_in_bytes").read_text())}
+
+    def exists(self, name: str) -> bool:
+        return all(self.dir(c, name).is_dir() for c in CONTROLLERS)
+
+    def tasks_files(self, name: str) -> list[Path]:
+        return [self.dir(c, name) / "tasks" for c in CONTROLLERS]
+
+    def pids(self, name: str) -> set[int]:
+        pids: set[int] = set()
+        for ctrl in CONTROLLERS:
+            try:
+                text = (self.dir(ctrl, name) / "cgroup.procs").read_text()
+            except FileNotFoundError:
+                continue
+            pids |= {int(p) for p in text.split()}
+        return pids
+
+    def kill_all(self, name: str, *, timeout_s: float = 2.0) -> None:
+        """SIGTERM every process in the sliver, SIGKILL what is left after `timeout_s`."""
+        kill_pids(lambda: self.pids(name), timeout_s=timeout_s)
+
+    def remove(self, name: str, *, timeout_s: float = 2.0) -> bool:
+        """Kill the sliver's processes and remove its groups; False when there were none."""
+        present = [self.dir(c, name) for c in CONTROLLERS if self.dir(c, name).is_dir()]
+        if not present:
+            return False
+        self.kill_all(name, timeout_s=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for d in present:
+            while True:
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise DriverError(f"cannot remove cgroup {d}: {exc.strerror}",
+                                          transient=True) from None
+                    time.sleep(0.01)
+        return True
+
+
+def kill_pids(list_pids, *, timeout_s: float) -> None:
+    """Terminate the processes `list_pids()` returns until it returns none."""
+    pids = list_pids()
+    if not pids:
+        return
+    _signal(pids, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pids = list_pids()
+        if not pids:
+            return
+        time.sleep(0.02)
+    for _ in range(50):
+        pids = list_pids()
+        if not pids:
+            return
+        _signal(pids, signal.SIGKILL)
+        time.sleep(0.02)
+    raise DriverError(f"processes {sorted(pids)} survived SIGKILL", transient=True)
+
+
+def _signal(pids, sig: int) -> None:
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError as exc:
+        raise DriverError(f"cannot write {value} to {path}: {exc.strerror}") from None
+
+
+__all__ = ["CONTROLLERS", "CgroupLayout", "kill_pids"]

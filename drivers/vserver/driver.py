@@ -1,0 +1,560 @@
+"""The vserver driver: Linux-VServer-style container slivers on this host.
+
+Backend: one network namespace plus one cpu and one memory cgroup (v1) per sliver, and a private
+root directory for its files (docs/vserver.md says why not LXC). Links are veth pairs (two
+ends) or a bridge with a veth per end (a LAN), shaped with tc tbf.
+
+Order independence (the crux): a link sliver and its node slivers may be provisioned in any
+order by concurrent workers. Both sides derive the same names from the sliver URNs
+(`naming.Naming`), both create the node's namespace idempotently under the node's lock, and:
+  * the link puts its container-side ends into the node namespaces under a temporary name that
+    is also set as the interface alias, and shapes them there;
+  * the node records its interface plan (names, addresses, MACs, routes) and, under its lock,
+    renames every end it finds by alias, addresses it, brings it up and installs the routes
+    whose next hop is now reachable;
+  * a link that arrives after its node runs the same convergence for that node.
+So whichever finishes last completes the wiring, and once both report ready nothing is pending.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import platform
+import shutil
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, ClassVar
+
+from drivers import hostnet
+from drivers.base import (
+    Action,
+    Admission,
+    Capabilities,
+    Component,
+    DiskImage,
+    DriverError,
+    ForwardingMode,
+    IsolationClass,
+    ObservedSliver,
+    OperationalState,
+    ProvisionResult,
+    ResourceKind,
+    SliverSpec,
+    SubstrateDriver,
+    Usage,
+)
+from drivers.inventory import InventoryError, build_component
+from drivers.vserver import services
+from drivers.vserver.admission import admit_sliver
+from drivers.vserver.cgroups import CgroupLayout, kill_pids
+from drivers.vserver.config import TABLE, VServerSettings, parse_settings
+from drivers.vserver.naming import Naming
+from drivers.vserver.state import StateDir
+from rspec.model import Execute
+
+SLIVER_TYPE = "vserver-container"
+
+Record = dict[str, Any]
+
+
+class VServerDriver(SubstrateDriver):
+    kind: ClassVar[str] = "vserver"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        isolation=IsolationClass.CONTAINER,
+        sliver_types=(SLIVER_TYPE,),
+        forwarding_modes=(ForwardingMode.GUEST,),
+        links=True,
+    )
+
+    def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
+                 *, authority: str):
+        super().__init__(config, components, authority=authority)
+        self.settings: VServerSettings = parse_settings(config)
+        self._components = [self._component(t) for t in components]
+        if not self._components:
+            raise InventoryError('the vserver driver needs at least one [[components]] table '
+                                 'with driver = "vserver"', table=TABLE)
+        self._by_urn = {c.component_id.lower(): c for c in self._components}
+        _require_host()
+        self.naming = Naming(self.settings.name_prefix)
+        self.cgroups = CgroupLayout(Path(self.settings.cgroup_root), self.settings.cgroup_parent,
+                                    self.settings.cfs_period_us)
+        self.cgroups.check()
+        try:
+            self.state = StateDir(Path(self.settings.state_dir) / self.settings.name_prefix)
+        except OSError as exc:
+            raise DriverError(f"cannot use state_dir {self.settings.state_dir}: "
+                              f"{exc.strerror}") from None
+
+    def _component(self, table: Mapping[str, Any]) -> Component:
+        where = table.get("_table", "components")
+        iso = table.get("isolation", IsolationClass.CONTAINER)
+        if iso is not IsolationClass.CONTAINER:
+            raise InventoryError("a vserver node shares one kernel among its slivers, so its "
+                                 f"isolation is container, not {iso.value}", table=where,
+                                 key="isolation")
+        types = tuple(table.get("sliver_types", (SLIVER_TYPE,)))
+        if set(t.lower() for t in types) != {SLIVER_TYPE}:
+            raise InventoryError(f"a vserver node offers only sliver type {SLIVER_TYPE!r}",
+                                 table=where, key="sliver_types")
+        modes = tuple(table.get("forwarding_modes", (ForwardingMode.GUEST,)))
+        if set(modes) - {ForwardingMode.GUEST}:
+            raise InventoryError("containers forward in the guest only (forwarding_modes = "
+                                 '["guest"])', table=where, key="forwarding_modes")
+        comp = build_component(table, authority=self.authority, driver=self.kind,
+                               default_isolation=IsolationClass.CONTAINER,
+                               default_sliver_types=(SLIVER_TYPE,),
+                               default_capacity=self.settings.node_capacity,
+                               default_forwarding=(ForwardingMode.GUEST,))
+        images = comp.sliver_types[0].disk_images or (
+            DiskImage("linux-shared-kernel", os="Linux", version=platform.release(),
+                      description="the host's own Linux kernel and userland", default=True),)
+        non_linux = [i.name for i in images if i.os.lower() != "linux"]
+        if non_linux:
+            raise InventoryError(f"containers share the host's Linux kernel; image(s) "
+                                 f"{', '.join(non_linux)} are not Linux", table=where,
+                                 key="disk_images")
+        return dataclasses.replace(
+            comp, sliver_types=tuple(dataclasses.replace(t, disk_images=images)
+                                     for t in comp.sliver_types),
+            hardware_types=comp.hardware_types or ("pc", "vserver-host"),
+            extra={**comp.extra, "backend": "netns+cgroup-v1"})
+
+    # ---- inventory and admission -----------------------------------------------------------
+    def inventory(self) -> list[Component]:
+        return list(self._components)
+
+    def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
+        comp = self._by_urn.get(spec.component_id.lower())
+        if comp is None:
+            return Admission.refuse(f"component {spec.component_id} is not a vserver node here",
+                                    "BADARGS")
+        return admit_sliver(comp, spec, usage, self.settings)
+
+    # ---- provision --------------------------------------------------------------------------
+    def provision(self, spec: SliverSpec) -> ProvisionResult:
+        self._own(spec)
+        if spec.kind is ResourceKind.NODE:
+            return self._provision_node(spec)
+        if spec.kind is ResourceKind.LINK:
+            return self._provision_link(spec)
+        raise DriverError(f"the vserver driver cannot provision a {spec.kind.value} sliver")
+
+    def _provision_node(self, spec: SliverSpec) -> ProvisionResult:
+        handle = self.naming.node(spec.sliver_urn)
+        root = self.state.root_dir(handle)
+        with self.state.lock(handle):
+            old = self.state.read(handle) or {}
+            rec = _node_record(spec, handle, self.naming, self.settings)
+            rec["stopped"] = old.get("stopped", False)
+            rec["installed"] = old.get("installed", False) and old.get("installs") == rec["installs"]
+            rec["executes_started"] = old.get("executes_started", False)
+            self.state.write(handle, rec)      # first: observed() must know the netns is ours
+            self.cgroups.create(handle, cpu=rec["cpu"], memory_mb=rec["memory_mb"])
+            root.mkdir(parents=True, exist_ok=True)
+            services.write_keys(spec.users, root)
+            pending = self._converge_node(rec)
+            if not rec["installed"]:
+                for inst in spec.installs:
+                    services.run_install(inst, root)
+                rec["installed"] = True
+            if not rec["executes_started"] and not rec["stopped"]:
+                self._start_executes(rec)
+                rec["executes_started"] = True
+            self.state.write(handle, rec)
+            macs = self._macs(rec)
+        state = OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
+        note = f"; waiting for link(s) on {', '.join(pending)}" if pending else ""
+        return ProvisionResult(state=state, macs=macs, logins=(), handle=handle,
+                               resource_status=f"container {handle} (netns + cgroups, "
+                                               f"{rec['cpu']:g} cores, {rec['memory_mb']} MiB)"
+                                               f"{note}; operator shell: see docs/vserver.md")
+
+    def _provision_link(self, spec: SliverSpec) -> ProvisionResult:
+        handle = self.naming.link(spec.sliver_urn)
+        rec = _link_record(spec, handle, self.naming)
+        with self.state.lock(handle):
+            old = self.state.read(handle) or {}
+            rec["stopped"] = old.get("stopped", False)
+            self.state.write(handle, rec)
+            if rec["mode"] == "veth":
+                self._build_veth(rec)
+            else:
+                self._build_bridge(rec)
+            kbps = rec["capacity_kbps"]
+            for end in rec["ends"]:
+                with self.state.lock(end["node_handle"]):
+                    hostnet.netns_add(end["netns"])
+                    if hostnet.find_link(None, end["end"]) is not None:
+                        hostnet.link_move(end["end"], end["netns"])
+                    here = hostnet.find_link(end["netns"], end["end"])
+                    if here is None:
+                        raise DriverError(f"link end {end['end']} vanished while wiring "
+                                          f"{spec.client_id}", transient=True)
+                    if kbps:
+                        hostnet.tbf_replace(end["netns"], here.name, kbps,
+                                            latency_ms=self.settings.tc_latency_ms)
+                    node = self.state.read(end["node_handle"])
+                    if node is not None:
+                        self._converge_node(node)
+                if end.get("port") and kbps:
+                    hostnet.tbf_replace(None, end["port"], kbps,
+                                        latency_ms=self.settings.tc_latency_ms)
+        shaped = f", {rec['capacity_kbps']} kbit/s each way" if rec["capacity_kbps"] else ""
+        return ProvisionResult(state=OperationalState.NOTREADY if rec["stopped"]
+                               else OperationalState.READY, handle=handle,
+                               resource_status=f"{rec['mode']} link {handle}{shaped}")
+
+    def _build_veth(self, rec: Record) -> None:
+        a, b = rec["ends"]
+        where = [self._locate_locked(e) for e in (a, b)]
+        if all(w is not None for w in where):
+            return
+        for e, w in zip((a, b), where):     # half a pair is useless: clear it, build anew
+            if w is not None:
+                hostnet.link_delete(w[0], w[1].name)
+        hostnet.veth_add(a["end"], b["end"])
+        for e in (a, b):
+            hostnet.link_set(None, e["end"], alias=e["end"])
+
+    def _build_bridge(self, rec: Record) -> None:
+        br = rec["bridge"]
+        hostnet.bridge_add(br)
+        if rec["stopped"]:
+            hostnet.link_set(None, br, up=False)
+        for e in rec["ends"]:
+            if self._locate_locked(e) is not None:
+                continue
+            hostnet.link_delete(None, e["port"])
+            hostnet.veth_add(e["end"], e["port"])
+            hostnet.link_set(None, e["end"], alias=e["end"])
+            hostnet.link_set(None, e["port"], master=br, up=True)
+
+    def _locate_locked(self, end: Mapping[str, Any]) -> tuple[str | None, hostnet.LinkInfo] | None:
+        with self.state.lock(end["node_handle"]):
+            return self._locate(end)
+
+    def _locate(self, end: Mapping[str, Any]) -> tuple[str | None, hostnet.LinkInfo] | None:
+        """(namespace, interface) of a link end: still in the root namespace or in its node's."""
+        info = hostnet.find_link(None, end["end"])
+        if info is not None:
+            return None, info
+        if hostnet.netns_exists(end["netns"]):
+            info = hostnet.find_link(end["netns"], end["end"])
+            if info is not None:
+                return end["netns"], info
+        return None
+
+    def _converge_node(self, rec: Record) -> list[str]:
+        """Wire up what is there of a node's network (caller holds the node lock); returns the
+        interfaces still waiting for their link."""
+        ns = rec["netns"]
+        hostnet.netns_add(ns)
+        present = hostnet.links(ns)
+        held_down = {e["end"] for r in self.state.all().values()
+                     if r.get("kind") == "link" and r.get("stopped") for e in r["ends"]}
+        pending: list[str] = []
+        down: list[str] = []
+        for iface in rec["interfaces"]:
+            li = next((x for x in present if iface["end"] in (x.alias, x.name)), None)
+            if li is None and not iface.get("linked", True):
+                continue                  # on no link: nothing will ever plug in here
+            if li is None:
+                pending.append(iface["name"])
+                continue
+            mac = iface.get("mac")
+            if li.name != iface["name"] or (mac and (li.mac or "").lower() != mac.lower()):
+                hostnet.link_set(ns, li.name, name=iface["name"], alias=iface["end"],
+                                 mac=mac if mac and (li.mac or "").lower() != mac.lower() else None)
+            for cidr in iface["cidrs"]:
+                hostnet.addr_replace(ns, iface["name"], cidr)
+            want_up = not rec["stopped"] and iface["end"] not in held_down
+            if want_up != li.up or li.name != iface["name"]:
+                hostnet.link_set(ns, iface["name"], up=want_up)
+            if not want_up:
+                down.append(iface["name"])
+        hostnet.sysctl_set(ns, "net.ipv4.ip_forward", "1" if rec["router"] else "0")
+        names = {i["client_id"]: i["name"] for i in rec["interfaces"]}
+        for route in rec["routes"]:
+            dev = names.get(route["interface"]) if route.get("interface") else None
+            if rec["stopped"] or (route.get("interface") and dev in pending + down):
+                continue           # the kernel drops routes over a down link; back on start
+            try:
+                hostnet.route_replace(ns, route["destination"], gateway=route.get("gateway"),
+                                      dev=dev)
+            except hostnet.HostNetError:
+                if not pending and not down:
+                    raise          # every interface is up: the route itself is wrong
+        return pending
+
+    def _start_executes(self, rec: Record) -> None:
+        root = self.state.root_dir(rec["handle"])
+        tasks = self.cgroups.tasks_files(rec["handle"])
+        for i, ex in enumerate(rec["executes"]):
+            services.start_execute(Execute(ex["shell"], ex["command"]), i, rec["netns"],
+                                   tasks, root)
+
+    def _macs(self, rec: Record) -> dict[str, str]:
+        found = {li.name: li.mac for li in hostnet.links(rec["netns"])}
+        return {i["client_id"]: found.get(i["name"]) or i.get("mac") or ""
+                for i in rec["interfaces"] if found.get(i["name"]) or i.get("mac")}
+
+    # ---- operational actions ------------------------------------------------------------------
+    def perform(self, spec: SliverSpec, action: str) -> OperationalState:
+        self._own(spec)
+        if action not in {a.value for a in Action}:
+            raise DriverError(f"action {action!r} is not supported by vserver containers "
+                              f"(supported: {', '.join(a.value for a in Action)})")
+        if spec.kind is ResourceKind.LINK:
+            return self._perform_link(spec, action)
+        handle = self.naming.node(spec.sliver_urn)
+        with self.state.lock(handle):
+            rec = self.state.read(handle)
+            if rec is None or not hostnet.netns_exists(rec["netns"]):
+                raise DriverError(f"sliver {spec.sliver_urn} does not exist on this host")
+            if action == Action.UPDATE_USERS.value:
+                services.write_keys(spec.users, self.state.root_dir(handle))
+                return OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
+            if action in (Action.STOP.value, Action.RESTART.value):
+                rec["stopped"] = True
+                self.state.write(handle, rec)
+                self._kill(handle, rec["netns"])
+                self._converge_node(rec)          # links down
+            if action == Action.STOP.value:
+                return OperationalState.NOTREADY
+            rec["stopped"] = False
+            self.cgroups.create(handle, cpu=rec["cpu"], memory_mb=rec["memory_mb"])
+            self._converge_node(rec)              # links up
+            self._start_executes(rec)
+            rec["executes_started"] = True
+            self.state.write(handle, rec)
+            return OperationalState.READY
+
+    def _perform_link(self, spec: SliverSpec, action: str) -> OperationalState:
+        handle = self.naming.link(spec.sliver_urn)
+        with self.state.lock(handle):
+            rec = self.state.read(handle)
+            if rec is None:
+                raise DriverError(f"link sliver {spec.sliver_urn} does not exist on this host")
+            if action == Action.UPDATE_USERS.value:
+                return OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
+            rec["stopped"] = action == Action.STOP.value
+            self.state.write(handle, rec)
+            for end in rec["ends"]:
+                with self.state.lock(end["node_handle"]):
+                    where = self._locate(end)
+                    if where is None:
+                        raise DriverError(f"link end {end['end']} of {spec.client_id} is gone")
+                    node = self.state.read(end["node_handle"])
+                    if node is not None:
+                        self._converge_node(node)     # up/down and the routes over it
+                    else:
+                        hostnet.link_set(where[0], where[1].name, up=not rec["stopped"])
+            if rec["bridge"]:
+                hostnet.link_set(None, rec["bridge"], up=not rec["stopped"])
+            return OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
+
+    # ---- status ------------------------------------------------------------------------------
+    def status(self, spec: SliverSpec) -> OperationalState:
+        if spec.kind is ResourceKind.LINK:
+            rec = self.state.read(self.naming.link(spec.sliver_urn))
+            if rec is None or any(self._locate(e) is None for e in rec["ends"]) \
+                    or (rec["bridge"] and hostnet.find_link(None, rec["bridge"]) is None):
+                return OperationalState.FAILED
+        else:
+            handle = self.naming.node(spec.sliver_urn)
+            rec = self.state.read(handle)
+            if rec is None or not hostnet.netns_exists(rec["netns"]) \
+                    or not self.cgroups.exists(handle):
+                return OperationalState.FAILED
+        return OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
+
+    # ---- delete ------------------------------------------------------------------------------
+    def delete(self, spec: SliverSpec) -> None:
+        if spec.kind is ResourceKind.LINK:
+            handle = self.naming.link(spec.sliver_urn)
+            rec = self.state.read(handle)
+            if rec is None and spec.link is not None and all(e.sliver_urn for e in spec.link.ends):
+                rec = _link_record(spec, handle, self.naming)   # names are derived: clean anyway
+            if rec is not None:
+                self._delete_link(rec)
+        else:
+            self._delete_node(self.naming.node(spec.sliver_urn))
+
+    def _delete_link(self, rec: Record) -> None:
+        with self.state.lock(rec["handle"]):
+            for end in rec["ends"]:
+                with self.state.lock(end["node_handle"]):
+                    where = self._locate(end)
+                    if where is not None:
+                        hostnet.link_delete(where[0], where[1].name)
+                if end.get("port"):
+                    hostnet.link_delete(None, end["port"])
+            if rec.get("bridge"):
+                hostnet.link_delete(None, rec["bridge"])
+            self.state.remove(rec["handle"])
+
+    def _delete_node(self, handle: str) -> None:
+        with self.state.lock(handle):
+            self._kill(handle, handle)
+            hostnet.netns_delete(handle)
+            self.cgroups.remove(handle, timeout_s=self.settings.kill_timeout_s)
+            shutil.rmtree(self.state.root_dir(handle), ignore_errors=True)
+            self.state.remove(handle)
+
+    def _kill(self, handle: str, netns: str) -> None:
+        kill_pids(lambda: self.cgroups.pids(handle) | set(hostnet.netns_pids(netns)),
+                  timeout_s=self.settings.kill_timeout_s)
+
+    # ---- reconciliation ------------------------------------------------------------------------
+    def observed(self) -> list[ObservedSliver]:
+        records = self.state.all()
+        netns = {n for n in hostnet.netns_list() if self.naming.is_node(n)}
+        ifnames = {li.name for li in hostnet.links(None) if self.naming.is_ours_ifname(li.name)}
+        cgroups = {n for n in self.cgroups.names() if self.naming.is_node(n)}
+        out: list[ObservedSliver] = []
+        owned_ns: set[str] = set()
+        owned_if: set[str] = set()
+        for handle, rec in sorted(records.items()):
+            state = OperationalState.NOTREADY if rec.get("stopped") else OperationalState.READY
+            if rec.get("kind") == "node":
+                alive = rec["netns"] in netns
+                owned_ns.add(rec["netns"])
+                detail = f"container {handle} ({rec.get('client_id')})"
+            else:
+                ends = rec.get("ends", ())
+                owned_ns |= {e["netns"] for e in ends}
+                owned_if |= {e["end"] for e in ends} | {e["port"] for e in ends if e.get("port")}
+                if rec.get("bridge"):
+                    owned_if.add(rec["bridge"])
+                alive = True
+                detail = f"{rec.get('mode')} link {handle} ({rec.get('client_id')})"
+            if alive:
+                out.append(ObservedSliver(handle, rec.get("sliver_urn"), state, detail))
+            else:   # the record outlived its namespace: debris of a lost sliver
+                out.append(ObservedSliver(handle, None, OperationalState.FAILED,
+                                          f"{detail}: its namespace is gone"))
+        for ns in sorted(netns - owned_ns):
+            out.append(ObservedSliver(ns, None, None, f"namespace {ns} made by this AM, no sliver"))
+        for cg in sorted(cgroups - owned_ns - netns):
+            out.append(ObservedSliver(cg, None, None, f"cgroup {cg} made by this AM, no sliver"))
+        for name in sorted(ifnames - owned_if):
+            out.append(ObservedSliver(name, None, None, f"interface {name} made by this AM, "
+                                                        "no sliver"))
+        return out
+
+    def release(self, handle: str) -> None:
+        rec = self.state.read(handle)
+        if rec is not None:
+            if rec.get("kind") == "link":
+                self._delete_link(rec)
+            else:
+                self._delete_node(handle)
+            return
+        if self.naming.is_node(handle):
+            self._delete_node(handle)
+        elif self.naming.is_ours_ifname(handle):
+            hostnet.link_delete(None, handle)
+        elif self.naming.is_link_handle(handle):
+            self.state.remove(handle)
+        else:
+            raise DriverError(f"{handle!r} was not made by this vserver driver "
+                              f"(prefix {self.settings.name_prefix!r})")
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _own(self, spec: SliverSpec) -> None:
+        if spec.component_id.lower() not in self._by_urn:
+            raise DriverError(f"component {spec.component_id} is not a vserver node here")
+
+    def operator_shell(self, sliver_urn: str) -> str:
+        """The command line that opens a shell inside a node sliver (docs/vserver.md)."""
+        handle = self.naming.node(sliver_urn)
+        return services.operator_shell(handle, self.cgroups.tasks_files(handle),
+                                       self.state.root_dir(handle))
+
+    def sliver_argv(self, sliver_urn: str, argv: list[str]) -> list[str]:
+        """argv running `argv` inside a node sliver (its netns, cgroups and root)."""
+        handle = self.naming.node(sliver_urn)
+        return services.sliver_argv(handle, self.cgroups.tasks_files(handle),
+                                    self.state.root_dir(handle), argv)
+
+    def node_handle(self, sliver_urn: str) -> str:
+        return self.naming.node(sliver_urn)
+
+    def link_handle(self, sliver_urn: str) -> str:
+        return self.naming.link(sliver_urn)
+
+
+# ---- records ----------------------------------------------------------------------------------
+
+def _node_record(spec: SliverSpec, handle: str, naming: Naming,
+                 settings: VServerSettings) -> Record:
+    interfaces = []
+    for i, iface in enumerate(spec.interfaces):
+        interfaces.append({
+            "client_id": iface.client_id, "name": iface.name or f"eth{i + 1}",
+            "cidrs": [_cidr(a, m) for a, m in iface.ips], "mac": iface.mac,
+            "end": naming.end(spec.sliver_urn, iface.client_id),
+            "linked": iface.link_client_id is not None})
+    return {
+        "kind": "node", "handle": handle, "sliver_urn": spec.sliver_urn,
+        "slice_urn": spec.slice_urn, "client_id": spec.client_id, "netns": handle,
+        "cpu": float(spec.cpu if spec.cpu is not None else settings.default_cpu),
+        "memory_mb": int(spec.memory_mb if spec.memory_mb is not None
+                         else settings.default_memory_mb),
+        "router": bool(spec.router), "interfaces": interfaces,
+        "routes": [{"destination": r.destination, "gateway": r.gateway, "interface": r.interface}
+                   for r in spec.routes],
+        "installs": [[i.url, i.install_path] for i in spec.installs],
+        "executes": [{"shell": e.shell, "command": e.command} for e in spec.executes],
+    }
+
+
+def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
+    if spec.link is None:
+        raise DriverError(f"link sliver {spec.client_id} has no link spec")
+    mode = spec.link.mode
+    if mode not in ("veth", "bridge"):
+        raise DriverError(f"vserver links are veth pairs or bridges, not {mode!r}")
+    if mode == "veth" and len(spec.link.ends) != 2:
+        mode = "bridge"
+    ends = []
+    for e in spec.link.ends:
+        if not e.sliver_urn:
+            raise DriverError(f"link {spec.client_id}: end {e.interface_client_id} names no "
+                              "node sliver")
+        node = naming.node(e.sliver_urn)
+        ends.append({"node_urn": e.sliver_urn, "node_handle": node, "netns": node,
+                     "interface": e.interface_client_id,
+                     "end": naming.end(e.sliver_urn, e.interface_client_id),
+                     "port": naming.port(spec.sliver_urn, e.sliver_urn, e.interface_client_id)
+                     if mode == "bridge" else None})
+    return {"kind": "link", "handle": handle, "sliver_urn": spec.sliver_urn,
+            "slice_urn": spec.slice_urn, "client_id": spec.client_id, "mode": mode,
+            "bridge": naming.bridge(spec.sliver_urn) if mode == "bridge" else None,
+            "capacity_kbps": spec.link.capacity_kbps, "ends": ends}
+
+
+def _cidr(address: str, netmask: str) -> str:
+    mask = netmask or "24"
+    try:
+        iface = ipaddress.IPv4Interface(f"{address}/{mask}")
+    except ValueError as exc:
+        raise DriverError(f"bad address {address}/{netmask}: {exc}") from None
+    return iface.with_prefixlen
+
+
+def _require_host() -> None:
+    """The driver changes the host's namespaces and cgroups: it must be root with iproute2."""
+    if os.geteuid() != 0:
+        raise DriverError("the vserver driver must run as root (it creates network namespaces, "
+                          "veth pairs, bridges and cgroups)")
+    missing = hostnet.missing_tools()
+    if missing:
+        raise DriverError(f"the vserver driver needs {', '.join(missing)} (iproute2, procps) "
+                          "on PATH")
+
+
+__all__ = ["SLIVER_TYPE", "VServerDriver"]

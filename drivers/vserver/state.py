@@ -1,0 +1,78 @@
+"""The driver's small on-host record of what it made, and per-sliver locks.
+
+The AM's database is the source of truth for slivers; these JSON files only let the driver
+recognise its own handiwork (`observed()` maps namespaces, veths, bridges and cgroups back to
+sliver URNs) and carry a node's interface plan to a link provisioned later by another worker.
+Each record is written atomically (temp file + rename). Locks are `flock`s on one file per
+sliver, so they hold across worker processes and threads alike (each acquisition opens its own
+file description) and vanish if a worker dies.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class StateDir:
+    def __init__(self, root: Path):
+        self.root = root
+        self.records = root / "slivers"
+        self.locks = root / "locks"
+        self.roots = root / "roots"
+        for d in (self.records, self.locks, self.roots):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # ---- records -------------------------------------------------------------------------
+    def path(self, handle: str) -> Path:
+        return self.records / f"{handle}.json"
+
+    def read(self, handle: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path(handle).read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return None   # a torn file cannot happen (atomic rename); an edited one is ignored
+
+    def write(self, handle: str, record: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.records, prefix=f".{handle}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f, sort_keys=True)
+            os.replace(tmp, self.path(handle))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def remove(self, handle: str) -> None:
+        self.path(handle).unlink(missing_ok=True)
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for p in self.records.glob("*.json"):
+            rec = self.read(p.stem)
+            if rec is not None:
+                out[p.stem] = rec
+        return out
+
+    def root_dir(self, handle: str) -> Path:
+        return self.roots / handle
+
+    # ---- locks -----------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, handle: str) -> Iterator[None]:
+        fd = os.open(self.locks / f"{handle}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+__all__ = ["StateDir"]

@@ -1,0 +1,108 @@
+"""Spec builders and host snapshots for the vserver driver tests."""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers.base import (
+    InterfaceSpec,
+    LinkEnd,
+    LinkSpec,
+    ResourceKind,
+    SliverSpec,
+)
+from rspec.model import Route
+
+AUTH = "geni-am:vstest"
+COMPONENT = f"urn:publicid:IDN+{AUTH}+node+vs1"
+SLICE = f"urn:publicid:IDN+{AUTH}+slice+chain"
+
+
+def sliver_urn(name: str) -> str:
+    return f"urn:publicid:IDN+{AUTH}+sliver+{name}"
+
+
+def node(name: str, ifaces: list[tuple[str, str, str]], *, router: bool = False,
+         routes: tuple[Route, ...] = (), cpu: float | None = None, memory_mb: int | None = None,
+         **kw) -> SliverSpec:
+    """ifaces: (interface name, ip, link client_id)."""
+    return SliverSpec(
+        sliver_urn=sliver_urn(name), slice_urn=SLICE, client_id=name, kind=ResourceKind.NODE,
+        component_id=COMPONENT, sliver_type="vserver-container", router=router, routes=routes,
+        cpu=cpu, memory_mb=memory_mb,
+        interfaces=tuple(InterfaceSpec(client_id=f"{name}:{ifn}", name=ifn,
+                                       ips=((ip, "255.255.255.0"),), link_client_id=link)
+                         for ifn, ip, link in ifaces), **kw)
+
+
+def link(name: str, ends: list[SliverSpec], *, kbps: int | None = None,
+         latency_ms: float | None = None, loss: float | None = None) -> SliverSpec:
+    link_ends = []
+    for n in ends:
+        iface = next(i for i in n.interfaces if i.link_client_id == name)
+        link_ends.append(LinkEnd(sliver_urn=n.sliver_urn, node_client_id=n.client_id,
+                                 interface_client_id=iface.client_id, component_id=COMPONENT))
+    return SliverSpec(
+        sliver_urn=sliver_urn(name), slice_urn=SLICE, client_id=name, kind=ResourceKind.LINK,
+        component_id=COMPONENT,
+        link=LinkSpec(ends=tuple(link_ends), capacity_kbps=kbps, latency_ms=latency_ms,
+                      packet_loss=loss, mode="veth" if len(ends) == 2 else "bridge"))
+
+
+@dataclass
+class Chain:
+    h1: SliverSpec
+    r1: SliverSpec
+    h2: SliverSpec
+    l1: SliverSpec
+    l2: SliverSpec
+
+    @property
+    def all(self) -> list[SliverSpec]:
+        return [self.h1, self.r1, self.h2, self.l1, self.l2]
+
+
+def chain(*, router: bool = True, kbps: int | None = None, tag: str = "") -> Chain:
+    """h1 (10.201.1.2) - r1 - h2 (10.201.2.2), r1 forwarding when `router`."""
+    h1 = node(f"h1{tag}", [("eth1", "10.201.1.2", f"l1{tag}")],
+              routes=(Route("10.201.2.0/24", "10.201.1.1"),))
+    r1 = node(f"r1{tag}", [("eth1", "10.201.1.1", f"l1{tag}"), ("eth2", "10.201.2.1", f"l2{tag}")],
+              router=router)
+    h2 = node(f"h2{tag}", [("eth1", "10.201.2.2", f"l2{tag}")],
+              routes=(Route("10.201.1.0/24", "10.201.1.1" if False else "10.201.2.1"),))
+    return Chain(h1, r1, h2, link(f"l1{tag}", [h1, r1], kbps=kbps), link(f"l2{tag}", [r1, h2], kbps=kbps))
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    netns: frozenset[str]
+    links: frozenset[str]
+    cgroups: frozenset[str]
+
+
+def snapshot(cgroup_parent: str = "geni-am") -> HostSnapshot:
+    ns = frozenset(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else frozenset()
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    links = frozenset(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+    cgs = set()
+    for ctrl in ("cpu", "memory"):
+        base = Path("/sys/fs/cgroup") / ctrl / cgroup_parent
+        if base.is_dir():
+            cgs |= {f"{ctrl}/{p.name}" for p in base.iterdir() if p.is_dir()}
+    return HostSnapshot(ns, links, frozenset(cgs))
+
+
+def ours(snap: HostSnapshot, prefix: str) -> HostSnapshot:
+    """Only what carries this test's prefix (other engineers' tests run on this host too)."""
+    return HostSnapshot(frozenset(n for n in snap.netns if n.startswith(prefix)),
+                        frozenset(n for n in snap.links if n.startswith(prefix)),
+                        frozenset(c for c in snap.cgroups if c.split("/", 1)[1].startswith(prefix)))
+
+
+def ping(driver, spec: SliverSpec, address: str, *, count: int = 1, timeout: int = 2) -> bool:
+    argv = driver.sliver_argv(spec.sliver_urn, ["ping", "-c", str(count), "-W", str(timeout),
+                                                "-i", "0.2", address])
+    return subprocess.run(argv, capture_output=True, timeout=timeout * count + 5).returncode == 0

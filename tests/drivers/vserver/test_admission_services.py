@@ -1,0 +1,126 @@
+"""Admission (pure), installs and executes inside a sliver, construction errors."""
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from dataclasses import replace
+
+import pytest
+
+from drivers import hostnet
+from drivers.base import DriverError, ForwardingMode, OperationalState, UserKeys, Usage
+from drivers.inventory import InventoryError
+from drivers.vserver import VServerDriver
+from rspec.model import Execute, Install
+from tests.drivers.vserver.conftest import make_driver
+from tests.drivers.vserver.helpers import AUTH, COMPONENT, chain, link, node
+
+
+def usage(**used) -> Usage:
+    return Usage(component_id=COMPONENT, used=used)
+
+
+def test_latency_and_loss_are_refused_with_the_reason(driver):
+    a, b = node("a", [("eth1", "10.1.0.1", "l")]), node("b", [("eth1", "10.1.0.2", "l")])
+    adm = driver.admit(link("l", [a, b], latency_ms=10), usage())
+    assert not adm.ok and adm.reason_code == "UNSUPPORTED" and "netem" in adm.reason
+    adm = driver.admit(link("l", [a, b], loss=0.01), usage())
+    assert not adm.ok and adm.reason_code == "UNSUPPORTED" and "police" in adm.reason
+    assert driver.admit(link("l", [a, b], kbps=1000), usage()).ok
+
+
+def test_node_admission(driver):
+    spec = node("n", [], cpu=1.0, memory_mb=512)
+    adm = driver.admit(spec, usage())
+    assert adm.ok and adm.demand == {"cpu": 1.0, "memory_mb": 512.0}
+    assert driver.admit(spec, usage(cpu=1.5)).reason_code == "INSUFFICIENT_NODES"
+    assert driver.admit(replace(spec, cpu=3.0), usage()).reason_code == "TOOBIG"
+    assert driver.admit(replace(spec, sliver_type="xen-vm"), usage()).reason_code == "UNSUPPORTED"
+    hyper = driver.admit(replace(spec, params={"isolation": "hypervisor"}), usage())
+    assert hyper.reason_code == "UNSUPPORTED" and "shared kernel" in hyper.reason
+    dom0 = driver.admit(replace(spec, router=True, forwarding=ForwardingMode.DOM0), usage())
+    assert dom0.reason_code == "UNSUPPORTED"
+    assert driver.admit(replace(spec, router=True, forwarding=ForwardingMode.GUEST), usage()).ok
+    assert driver.admit(replace(spec, disk_image="windows-xp"), usage()).reason_code == "UNSUPPORTED"
+    assert driver.admit(replace(spec, exclusive=True), usage()).reason_code == "UNSUPPORTED"
+    remote = replace(spec, installs=(Install("http://example.org/x.tgz", "/local"),))
+    refused = driver.admit(remote, usage())
+    assert refused.reason_code == "BADARGS" and "loopback" in refused.reason
+    assert driver.admit(replace(spec, installs=(Install("http://127.0.0.1:8000/x.tgz", "/l"),)),
+                        usage()).ok
+    bad_name = node("n", [("averyveryverylongname", "10.0.0.1", "l")])
+    assert driver.admit(bad_name, usage()).reason_code == "BADARGS"
+    other = replace(spec, component_id=f"urn:publicid:IDN+{AUTH}+node+nope")
+    assert driver.admit(other, usage()).reason_code == "BADARGS"
+
+
+def test_install_and_execute_run_inside_the_sliver(driver, tmp_path):
+    tarball = tmp_path / "app.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        data = b"echo from-install\n"
+        info = tarfile.TarInfo("app/run.sh")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    spec = node("svc", [], installs=(Install(f"file://{tarball}", "/local"),),
+                executes=(Execute("sh", "sh local/app/run.sh > out.txt; "
+                                        "cat /proc/self/cgroup >> out.txt; "
+                                        "readlink /proc/self/ns/net >> out.txt"),),
+                users=(UserKeys("urn:publicid:IDN+x+user+alice", ("ssh-ed25519 AAAA alice",)),))
+    driver.provision(spec)
+    handle = driver.node_handle(spec.sliver_urn)
+    out = driver.state.root_dir(handle) / "out.txt"
+    deadline = time.monotonic() + 5
+    while not (out.exists() and "net:" in out.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = out.read_text()
+    assert "from-install" in text
+    assert f"cpu:/geni-am/{handle}" in text and f"memory:/geni-am/{handle}" in text
+    assert text.strip().splitlines()[-1] != hostnet.run(["readlink", "/proc/self/ns/net"]).strip()
+    keys = driver.state.root_dir(handle) / ".geni" / "users" / "alice" / "authorized_keys"
+    assert keys.read_text() == "ssh-ed25519 AAAA alice\n"
+    assert "nsenter --net=/run/netns/" in driver.operator_shell(spec.sliver_urn)
+
+
+def test_missing_install_fails_precisely(driver):
+    spec = node("nofile", [], installs=(Install("file:///nonexistent/x.tgz", "/local"),))
+    with pytest.raises(DriverError, match="no such file"):
+        driver.provision(spec)
+
+
+def test_construction_refuses_non_root_and_bad_config(tmp_path, monkeypatch):
+    with pytest.raises(InventoryError, match="name_prefix"):
+        make_driver(tmp_path, name_prefix="far-too-long")
+    with pytest.raises(InventoryError, match="unknown key"):
+        make_driver(tmp_path, colour="blue")
+    with pytest.raises(InventoryError, match="isolation"):
+        from drivers.base import IsolationClass
+        VServerDriver({"state_dir": str(tmp_path)}, [{"name": "x", "driver": "vserver",
+                                                      "isolation": IsolationClass.HYPERVISOR}],
+                      authority=AUTH)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(DriverError, match="must run as root"):
+        make_driver(tmp_path)
+    monkeypatch.undo()
+    monkeypatch.setattr("shutil.which", lambda tool: None if tool == "tc" else f"/usr/bin/{tool}")
+    with pytest.raises(DriverError, match="needs tc"):
+        make_driver(tmp_path)
+
+
+def test_inventory_component(driver):
+    (comp,) = driver.inventory()
+    assert comp.isolation.value == "container" and comp.sliver_types[0].name == "vserver-container"
+    assert comp.capacity == {"cpu": 2.0, "memory_mb": 4096.0}
+    assert comp.sliver_types[0].disk_images[0].os == "Linux"
+    assert driver.capabilities.links
+
+
+def test_update_users_rewrites_keys(driver):
+    c = chain()
+    driver.provision(c.h1)
+    new = replace(c.h1, users=(UserKeys("urn:publicid:IDN+x+user+bob", ("ssh-rsa BBBB bob",)),))
+    assert driver.perform(new, "geni_update_users") is OperationalState.READY
+    root = driver.state.root_dir(driver.node_handle(c.h1.sliver_urn))
+    assert (root / ".geni" / "authorized_keys").read_text() == "ssh-rsa BBBB bob\n"
+    with pytest.raises(DriverError, match="not supported"):
+        driver.perform(c.h1, "geni_reboot")

@@ -1,0 +1,102 @@
+"""Through the AM API v3 (Flask test client, gcf fixture credentials, jobs run inline):
+Allocate + Provision h1 - r1 - h2 on a vserver node, Status until ready, h1 pings h2 through r1,
+Delete, and nothing the driver made is left on the host."""
+from __future__ import annotations
+
+import random
+import string
+import time
+
+import pytest
+
+from am.app import build_runtime
+from am.jobs.runner import run_job
+from drivers.vserver import VServerDriver
+from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
+from tests.api.conftest import base_settings, fx, trust_dir  # noqa: F401 - fixtures
+from tests.drivers.vserver.helpers import ours, snapshot
+
+GA = "http://geni-am.org/resources/rspec/ext/geniam/1"
+
+
+def _node(cid: str, ifaces: list[tuple[str, str]], routes: list[tuple[str, str]],
+          router: bool = False) -> str:
+    ifs = "".join(f'<interface client_id="{cid}:{n}"><ip address="{ip}" netmask="255.255.255.0" '
+                  f'type="ipv4"/></interface>' for n, ip in ifaces)
+    rts = "".join(f'<ga:route destination="{d}" gateway="{g}"/>' for d, g in routes)
+    return (f'<node client_id="{cid}" component_id="urn:publicid:IDN+geni-am:test+node+vs1" '
+            f'exclusive="false"><sliver_type name="vserver-container"/>{ifs}'
+            f'<ga:node router="{str(router).lower()}" cpu="0.2" memory_mb="64">{rts}</ga:node></node>')
+
+
+def _link(cid: str, a: str, b: str) -> str:
+    return (f'<link client_id="{cid}"><interface_ref client_id="{a}"/>'
+            f'<interface_ref client_id="{b}"/></link>')
+
+
+REQUEST = (
+    f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" type="request">'
+    + _node("h1", [("if0", "10.201.1.2")], [("10.201.2.0/24", "10.201.1.1")])
+    + _node("r1", [("if0", "10.201.1.1"), ("if1", "10.201.2.1")], [], router=True)
+    + _node("h2", [("if0", "10.201.2.2")], [("10.201.1.0/24", "10.201.2.1")])
+    + _link("l1", "h1:if0", "r1:if0") + _link("l2", "r1:if1", "h2:if0")
+    + "</rspec>")
+
+
+class InlineQueue:
+    def __init__(self):
+        self.store = self.site = None
+
+    def submit(self, job_id: int) -> None:
+        run_job(self.store, self.site, job_id, worker_id="vserver-test")
+
+
+@pytest.fixture
+def am(base_settings, tmp_path, gcf_fixtures):
+    prefix = "a" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
+    inv = tmp_path / "inventory.toml"
+    inv.write_text(f'[drivers.vserver]\nname_prefix = "{prefix}"\nstate_dir = "{tmp_path}/vs"\n'
+                   'cpu = 2\nmemory_mb = 2048\n\n'
+                   '[[components]]\nname = "vs1"\ndriver = "vserver"\n')
+    queue = InlineQueue()
+    settings = base_settings.replace(state_dir=str(tmp_path / "am"), inventory=str(inv))
+    rt = build_runtime(settings, job_queue=lambda s: (queue, []))
+    queue.store, queue.site = rt.store, rt.site
+    client = ApiClient(rt.app.test_client(), (gcf_fixtures / "alice-cert.pem").read_text())
+    yield client, rt, prefix
+    rt.close()
+
+
+def test_chain_through_the_am_api(am, fx):
+    client, rt, prefix = am
+    before = ours(snapshot(), prefix)
+    cred = [fx.cred("slice-cred-alice")]
+    alloc = client.call("Allocate", SLICE, cred, REQUEST, {})
+    assert code_of(alloc) == 0, alloc
+    prov = client.call("Provision", [SLICE], cred, {"geni_rspec_version": RSPEC_V})
+    assert code_of(prov) == 0, prov
+    deadline = time.monotonic() + 20
+    while True:
+        status = client.call("Status", [SLICE], cred, {})
+        assert code_of(status) == 0, status
+        states = {s["geni_sliver_urn"]: s["geni_operational_status"]
+                  for s in status["value"]["geni_slivers"]}
+        if all(v == "geni_ready" for v in states.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(states) == 5 and set(states.values()) == {"geni_ready"}, states
+    driver: VServerDriver = rt.site.drivers["vserver"]
+    h1 = next(o for o in driver.observed() if "h1" in o.detail)
+    import subprocess
+    ping = subprocess.run(driver.sliver_argv(h1.sliver_urn, ["ping", "-c1", "-W2", "10.201.2.2"]),
+                          capture_output=True, text=True)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert "ttl=63" in ping.stdout                     # one router hop: r1 forwarded it
+    assert len(ours(snapshot(), prefix).netns) == 3
+    deleted = client.call("Delete", [SLICE], cred, {})
+    assert code_of(deleted) == 0, deleted
+    deadline = time.monotonic() + 5
+    while ours(snapshot(), prefix) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ours(snapshot(), prefix) == before
+    assert driver.observed() == []

@@ -15,6 +15,7 @@ APT_PACKAGES=(
   redis-server postgresql               # started privately by the tests when not already running
   iproute2 iputils-ping ethtool iptables procps
   libvirt-dev libvirt-clients           # libvirt-python builds against it; test:///default driver
+  openvswitch-switch                    # ovsdb-server + ovs-vswitchd, started by hand (userspace datapath)
 )
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }

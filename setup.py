@@ -40,6 +40,7 @@ setup(
             "geni-lib==0.9.9.4",
             "six>=1.16",
             "requests>=2.31",
+            "os-ken>=4.2,<5",          # slice controllers in the OpenFlow data-plane tests
         ],
     },
     entry_points={

@@ -1,0 +1,386 @@
+"""The OpenFlow driver: OVS switches sliced by flowspace (FlowVisor / FOAM tradition).
+
+Inventory: each `[[components]]` table with `driver = "openflow"` names an OVS bridge
+(`extra.bridge`); its dpid and ports are read from the switch. Admission refuses a flowspace
+overlapping another sliver's on the same datapath, naming the conflict (`drivers.openflow.
+flowspace`). Provisioning builds the slice bridge, patches and steering flows
+(`drivers.openflow.slicing`). Everything this driver makes carries its name prefix or cookie
+mark, so `observed()` finds it and `release()` removes what belongs to no sliver.
+
+Config (`[drivers.openflow]`): `ovs_db` ("unix:/path/db.sock", required), `ovs_rundir`
+(default: the socket's directory), `name_prefix` (default "gof"), `max_matches` (default 4096).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from drivers.base import (
+    Action,
+    Admission,
+    Capabilities,
+    Component,
+    ComponentPort,
+    DriverError,
+    ForwardingMode,
+    IsolationClass,
+    ObservedSliver,
+    OperationalState,
+    ProvisionResult,
+    ResourceKind,
+    SliverSpec,
+    SubstrateDriver,
+    Usage,
+)
+from drivers.inventory import InventoryError, build_component, interface_urn, node_urn
+from drivers.openflow.flowspace import (
+    MAX_MATCHES,
+    Flowspace,
+    FlowspaceError,
+    check_dpid,
+    flowspace_for,
+)
+from drivers.openflow.naming import Naming, cookie_match
+from drivers.openflow.slicing import (
+    ControllerError,
+    SlicePlan,
+    base_flows,
+    check_controller,
+    steering_flows,
+)
+from drivers.ovs import OF_PROTOCOLS, OVSClient, OVSError
+
+log = logging.getLogger(__name__)
+
+FLOWSPACE_TYPE = "openflow-flowspace"
+FOREIGN = "foreign-flows:"       # handle of flows on a physical bridge nobody here installed
+CONFIG_KEYS = frozenset({"ovs_db", "ovs_rundir", "name_prefix", "max_matches"})
+
+
+class OpenFlowDriver(SubstrateDriver):
+    kind: ClassVar[str] = "openflow"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        isolation=IsolationClass.FLOWSPACE,
+        sliver_types=(FLOWSPACE_TYPE,),
+        actions=(Action.START.value, Action.STOP.value, Action.RESTART.value),
+        forwarding_modes=(ForwardingMode.OPENFLOW,),
+        first_state=OperationalState.READY,
+    )
+
+    def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
+                 *, authority: str):
+        super().__init__(config, components, authority=authority)
+        for key in self.config:
+            if key not in CONFIG_KEYS:
+                raise InventoryError(f"unknown key (allowed: {', '.join(sorted(CONFIG_KEYS))})",
+                                     table="drivers.openflow", key=key)
+        db = self.config.get("ovs_db")
+        if not isinstance(db, str) or not db.startswith(("unix:", "tcp:127.0.0.1:")):
+            raise InventoryError('must be the OVS database socket, e.g. "unix:/run/ovs/db.sock"',
+                                 table="drivers.openflow", key="ovs_db")
+        try:
+            self.naming = Naming(str(self.config.get("name_prefix", "gof")))
+        except ValueError as exc:
+            raise InventoryError(str(exc), table="drivers.openflow", key="name_prefix") from None
+        max_matches = self.config.get("max_matches", MAX_MATCHES)
+        if isinstance(max_matches, bool) or not isinstance(max_matches, int) or max_matches < 1:
+            raise InventoryError(f"must be a positive integer, not {max_matches!r}",
+                                 table="drivers.openflow", key="max_matches")
+        self.max_matches = max_matches
+        self.ovs = OVSClient(db, self.config.get("ovs_rundir"))
+        self._bridges: dict[str, str] = {}          # component URN (lower) -> physical bridge
+        for table in self.component_configs:
+            where = table.get("_table", "components")
+            bridge = dict(table.get("extra", {})).get("bridge")
+            if not isinstance(bridge, str) or not bridge:
+                raise InventoryError("an openflow component needs extra.bridge (the OVS bridge)",
+                                     table=where, key="extra.bridge")
+            if self.naming.is_ours(bridge):
+                raise InventoryError(f"bridge {bridge!r} has this driver's slice-bridge prefix",
+                                     table=where, key="extra.bridge")
+            self._bridges[node_urn(authority, table["name"]).lower()] = bridge
+        self._components: list[Component] | None = None
+
+    # ---- inventory ------------------------------------------------------------------------------
+    def inventory(self) -> list[Component]:
+        if self._components is None:
+            self._components = [self._read_component(t) for t in self.component_configs]
+        return list(self._components)
+
+    def _read_component(self, table: Mapping[str, Any]) -> Component:
+        where = table.get("_table", "components")
+        bridge = table["extra"]["bridge"]
+        try:
+            if bridge not in self.ovs.bridges():
+                raise InventoryError(f"OVS ({self.ovs.db}) has no bridge {bridge!r}",
+                                     table=where, key="extra.bridge")
+            dpid = self.ovs.dpid(bridge)
+            live = {n: p for n, p in self.ovs.ofports(bridge).items() if not self.naming.is_ours(n)}
+        except OVSError as exc:
+            raise InventoryError(f"cannot read switch {bridge!r}: {exc}", table=where) from None
+        if table.get("dpid") and table["dpid"] != dpid:
+            raise InventoryError(f"bridge {bridge!r} has dpid {dpid}, not {table['dpid']}",
+                                 table=where, key="dpid")
+        declared = [p["name"] for p in table.get("ports", ())]
+        for name in declared:
+            if name not in live:
+                raise InventoryError(f"bridge {bridge!r} has no port {name!r} (it has "
+                                     f"{', '.join(sorted(live)) or 'none'})", table=where,
+                                     key="ports")
+        names = declared or sorted(live, key=live.__getitem__)
+        caps = {p["name"]: p.get("capacity_kbps") for p in table.get("ports", ())}
+        comp = build_component({**table, "ports": ()}, authority=self.authority, driver=self.kind,
+                               default_isolation=IsolationClass.FLOWSPACE,
+                               default_sliver_types=(FLOWSPACE_TYPE,),
+                               default_forwarding=(ForwardingMode.OPENFLOW,))
+        ports = tuple(ComponentPort(interface_urn(self.authority, comp.name, n), n, live[n],
+                                    caps.get(n)) for n in names)
+        return dataclasses.replace(comp, dpid=dpid, ports=ports,
+                                   hardware_types=comp.hardware_types or ("openflow-switch",),
+                                   extra={**comp.extra, "bridge": bridge})
+
+    def _component(self, component_id: str) -> Component | None:
+        key = component_id.lower()
+        return next((c for c in self.inventory() if c.component_id.lower() == key), None)
+
+    # ---- admission (pure) -------------------------------------------------------------------------
+    def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
+        comp = self._component(spec.component_id)
+        if comp is None:
+            return Admission.refuse(f"no OpenFlow datapath {spec.component_id}", "BADARGS")
+        if spec.kind is not ResourceKind.FLOWSPACE:
+            return Admission.refuse(
+                f"{comp.component_id} is an OpenFlow switch: it takes openflow:sliver "
+                f"flowspace, not {spec.kind.value} slivers", "UNSUPPORTED")
+        if spec.openflow is None:
+            return Admission.refuse("flowspace sliver without an openflow:sliver", "BADARGS")
+        try:
+            fs = self._flowspace(spec, comp)
+        except (FlowspaceError, ControllerError) as exc:
+            return Admission.refuse(str(exc), exc.code)
+        nums = [p.num for p in comp.ports if p.num is not None]
+        count = fs.match_count(len(nums))
+        if count > self.max_matches:
+            return Admission.refuse(f"the flowspace on {comp.component_id} expands to {count} "
+                                    f"matches; at most {self.max_matches} per datapath", "TOOBIG")
+        lo, hi = comp.extra.get("vlan_range", (0, 4095))
+        for cell in fs.cells:
+            outside = sorted(v for v in cell.dl_vlan or () if not lo <= v <= hi)
+            if outside:
+                return Admission.refuse(f"dl_vlan {','.join(map(str, outside))} is outside "
+                                        f"{comp.name}'s VLAN range {lo}-{hi}", "VLAN_UNAVAILABLE")
+        for other in usage.slivers:
+            if other.kind is not ResourceKind.FLOWSPACE or other.openflow is None:
+                continue
+            if other.sliver_urn and other.sliver_urn == spec.sliver_urn:
+                continue
+            try:
+                theirs = flowspace_for(other.openflow, comp.component_id, nums)
+            except FlowspaceError:
+                continue      # admitted under another inventory; cannot overlap what it can't name
+            clashes = fs.conflicts(theirs)
+            if clashes:
+                mine, their = clashes[0]
+                vlan = mine.dl_vlan is not None and their.dl_vlan is not None
+                who = other.sliver_urn or f"{other.client_id} of this request"
+                return Admission.refuse(
+                    f"flowspace {mine.describe()} on datapath {comp.component_id} overlaps "
+                    f"slice {other.slice_urn} (sliver {who}, match {their.describe()})",
+                    "VLAN_UNAVAILABLE" if vlan else "UNAVAILABLE")
+        return Admission.accept(claims=fs.claims())
+
+    def _flowspace(self, spec: SliverSpec, comp: Component) -> Flowspace:
+        of = spec.openflow
+        assert of is not None
+        if not of.controllers:
+            raise ControllerError("an OpenFlow sliver needs at least one openflow:controller")
+        for c in of.controllers:
+            check_controller(c.url, c.type)
+        check_dpid(of, comp.component_id, comp.dpid)
+        return flowspace_for(of, comp.component_id, [p.num for p in comp.ports if p.num is not None])
+
+    # ---- substrate operations ---------------------------------------------------------------------
+    def provision(self, spec: SliverSpec) -> ProvisionResult:
+        comp, fs, phys = self._resolve(spec)
+        tag = self.naming.tag(spec.sliver_urn)
+        ports = self._slice_ports(comp, fs, phys)
+        self._ensure_base(phys)
+        existing = self._slice_port_nums(tag)
+        plan = SlicePlan(
+            tag=tag, bridge=self.naming.bridge(tag), phys_bridge=phys,
+            dpid=(comp.dpid or "").replace(":", ""), ports=ports,
+            controllers=tuple(c.url for c in spec.openflow.controllers),   # type: ignore[union-attr]
+            external_ids={"geni-sliver": spec.sliver_urn, "geni-slice": spec.slice_urn,
+                          "geni-datapath": phys})
+        self.ovs.vsctl(*plan.vsctl_args(self.naming, tuple(sorted(existing - set(ports)))))
+        self._install(spec, comp, fs, phys, tag, ports)
+        return ProvisionResult(state=OperationalState.READY, handle=plan.bridge,
+                               resource_status=self._status_text(plan.bridge, ports))
+
+    def perform(self, spec: SliverSpec, action: str) -> OperationalState:
+        comp, fs, phys = self._resolve(spec)
+        tag = self.naming.tag(spec.sliver_urn)
+        if self.naming.bridge(tag) not in self.ovs.bridges():
+            raise DriverError(f"sliver {spec.sliver_urn} is not provisioned on {phys}")
+        if action == Action.STOP.value:
+            self.ovs.del_flows(phys, cookie_match(self.naming.cookie(tag)))
+            return OperationalState.NOTREADY
+        if action in (Action.START.value, Action.RESTART.value):
+            self._install(spec, comp, fs, phys, tag, self._slice_ports(comp, fs, phys))
+            return OperationalState.READY
+        raise DriverError(f"action {action!r} is not supported by OpenFlow slivers "
+                          f"({', '.join(self.capabilities.actions)})")
+
+    def status(self, spec: SliverSpec) -> OperationalState:
+        comp = self._component(spec.component_id)
+        if comp is None:
+            return OperationalState.FAILED
+        phys = comp.extra["bridge"]
+        tag = self.naming.tag(spec.sliver_urn)
+        if self.naming.bridge(tag) not in self.ovs.bridges():
+            return OperationalState.FAILED
+        flows = self.ovs.dump_flows(phys, cookie_match(self.naming.cookie(tag)))
+        return OperationalState.READY if flows else OperationalState.NOTREADY
+
+    def delete(self, spec: SliverSpec) -> None:
+        self._teardown(self.naming.tag(spec.sliver_urn))
+
+    def observed(self) -> list[ObservedSliver]:
+        found: dict[str, dict[str, Any]] = {}
+
+        def entry(tag: str) -> dict[str, Any]:
+            return found.setdefault(tag, {"urn": None, "bridge": False, "ports": 0, "flows": 0})
+
+        for row in self.ovs.find("Bridge", ["name", "external_ids"]):
+            tag = self.naming.tag_of_bridge(row["name"])
+            if tag is not None:
+                e = entry(tag)
+                e["bridge"] = True
+                e["urn"] = e["urn"] or row["external_ids"].get("geni-sliver")
+        for row in self.ovs.find("Interface", ["name", "external_ids"]):
+            tag = self.naming.tag_of_port(row["name"])
+            if tag is not None:
+                e = entry(tag)
+                e["ports"] += 1
+                e["urn"] = e["urn"] or row["external_ids"].get("geni-sliver")
+        out: list[ObservedSliver] = []
+        for phys in sorted(set(self._bridges.values())):
+            if phys not in self.ovs.bridges():
+                continue
+            foreign = 0
+            for flow in self.ovs.dump_flows(phys):
+                tag = self.naming.tag_of_cookie(flow.cookie)
+                if tag is None:
+                    foreign += 1
+                elif tag:
+                    entry(tag)["flows"] += 1
+            if foreign:
+                out.append(ObservedSliver(handle=f"{FOREIGN}{phys}", sliver_urn=None,
+                                          detail=f"{foreign} flow(s) on {phys} not installed "
+                                                 "by this AM"))
+        for tag, e in sorted(found.items()):
+            if e["bridge"] and e["flows"]:
+                state = OperationalState.READY
+            elif e["bridge"]:
+                state = OperationalState.NOTREADY
+            else:
+                state = OperationalState.FAILED
+            out.append(ObservedSliver(
+                handle=self.naming.bridge(tag), sliver_urn=e["urn"], state=state,
+                detail=f"bridge={'yes' if e['bridge'] else 'no'} patch_ports={e['ports']} "
+                       f"flows={e['flows']}"))
+        return out
+
+    def release(self, handle: str) -> None:
+        if handle.startswith(FOREIGN):
+            phys = handle[len(FOREIGN):]
+            if phys in self._bridges.values():
+                self._drop_foreign_flows(phys)
+            return
+        tag = self.naming.tag_of_bridge(handle)
+        if tag is None:
+            raise DriverError(f"{handle!r} is not a handle of this OpenFlow driver")
+        self._teardown(tag)
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    def _resolve(self, spec: SliverSpec) -> tuple[Component, Flowspace, str]:
+        comp = self._component(spec.component_id)
+        if comp is None:
+            raise DriverError(f"no OpenFlow datapath {spec.component_id}")
+        if spec.openflow is None:
+            raise DriverError("flowspace sliver without an openflow:sliver")
+        if not spec.sliver_urn:
+            raise DriverError("flowspace sliver without a sliver URN")
+        try:
+            fs = self._flowspace(spec, comp)
+        except (FlowspaceError, ControllerError) as exc:
+            raise DriverError(str(exc)) from None
+        return comp, fs, comp.extra["bridge"]
+
+    def _slice_ports(self, comp: Component, fs: Flowspace, phys: str) -> dict[int, str]:
+        """Physical port number -> name for every port in the slice's flowspace, as now."""
+        live = {n: p for n, p in self.ovs.ofports(phys).items() if not self.naming.is_ours(n)}
+        by_num = {num: name for name, num in live.items()}
+        wanted = fs.ports(p.num for p in comp.ports if p.num is not None)
+        missing = sorted(n for n in wanted if n not in by_num)
+        if missing:
+            raise DriverError(f"switch {phys} lost port(s) {', '.join(map(str, missing))}",
+                              transient=True)
+        return {n: by_num[n] for n in sorted(wanted)}
+
+    def _slice_port_nums(self, tag: str) -> set[int]:
+        bridge = self.naming.bridge(tag)
+        if bridge not in self.ovs.bridges():
+            return set()
+        prefix = self.naming.slice_patch(tag, 0)[:-1]
+        return {int(n[len(prefix):]) for n in self.ovs.ports(bridge) if n.startswith(prefix)}
+
+    def _install(self, spec: SliverSpec, comp: Component, fs: Flowspace, phys: str, tag: str,
+                 ports: Mapping[int, str]) -> None:
+        ofports = self.ovs.ofports(phys)
+        patch = {}
+        for num in ports:
+            name = self.naming.phys_patch(tag, num)
+            if name not in ofports:
+                raise DriverError(f"patch port {name} has no OpenFlow number on {phys} yet",
+                                  transient=True)
+            patch[num] = ofports[name]
+        self.ovs.add_flows(phys, steering_flows(fs, self.naming, tag, ports, patch))
+
+    def _ensure_base(self, phys: str) -> None:
+        """The physical bridge's table is the AM's: secure fail mode, no controller, a default
+        drop, and no flows anybody else installed (a fresh bridge's NORMAL flow would leak
+        traffic between slices)."""
+        self.ovs.vsctl("set", "bridge", phys, "fail_mode=secure", f"protocols={OF_PROTOCOLS}",
+                       "--", "del-controller", phys)
+        self._drop_foreign_flows(phys)
+        self.ovs.add_flows(phys, base_flows(self.naming))
+
+    def _drop_foreign_flows(self, phys: str) -> None:
+        cookies = {f.cookie for f in self.ovs.dump_flows(phys)
+                   if self.naming.tag_of_cookie(f.cookie) is None}
+        if cookies:
+            self.ovs.ofctl("add-flows", phys, "-",
+                           input="".join(f"delete {cookie_match(c)}\n" for c in sorted(cookies)))
+
+    def _teardown(self, tag: str) -> None:
+        """Remove the slice bridge, its patch ports and its flows wherever they are."""
+        bridge = self.naming.bridge(tag)
+        args: list[str] = ["--if-exists", "del-br", bridge]
+        for row in self.ovs.find("Port", ["name"]):
+            if self.naming.tag_of_port(row["name"]) == tag:
+                args += ["--", "--if-exists", "del-port", row["name"]]
+        self.ovs.vsctl(*args)
+        bridges = self.ovs.bridges()
+        for phys in sorted(set(self._bridges.values())):
+            if phys in bridges:
+                self.ovs.del_flows(phys, cookie_match(self.naming.cookie(tag)))
+
+    def _status_text(self, bridge: str, ports: Mapping[int, str]) -> str:
+        return (f"slice bridge {bridge}; ports "
+                f"{', '.join(f'{n}({name})' for n, name in sorted(ports.items()))}")
+
+
+__all__ = ["FLOWSPACE_TYPE", "OpenFlowDriver"]

@@ -1,0 +1,76 @@
+"""Deterministic names and cookies for everything the driver makes in OVS.
+
+A sliver's *tag* is a hash of its URN; from it come the slice bridge (`<prefix><tag>`), the
+patch ports joining it to the physical bridge (`<prefix><tag>p<port>` on the physical side,
+`<prefix><tag>s<port>` on the slice side) and the cookie of its flows on the physical bridge
+(high 32 bits: the AM's mark, derived from the prefix; low 32 bits: the tag). So `observed()`
+can find every trace of a sliver, and of nobody else's, with no state of its own.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,3}$")
+TAG_LEN = 8
+COOKIE_MASK = "0xffffffffffffffff"
+
+
+@dataclass(frozen=True)
+class Naming:
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if not PREFIX_RE.match(self.prefix):
+            raise ValueError(f"name prefix {self.prefix!r} must be 1-4 lower-case letters or "
+                             "digits, starting with a letter")
+
+    @property
+    def mark(self) -> int:
+        """High 32 bits of every cookie this AM (this prefix) puts on a physical bridge."""
+        return int(hashlib.sha256(f"geni-am-openflow:{self.prefix}".encode()).hexdigest()[:8], 16)
+
+    def tag(self, sliver_urn: str) -> str:
+        return hashlib.sha256(sliver_urn.encode()).hexdigest()[:TAG_LEN]
+
+    def bridge(self, tag: str) -> str:
+        return f"{self.prefix}{tag}"
+
+    def phys_patch(self, tag: str, port: int) -> str:
+        return f"{self.prefix}{tag}p{port}"
+
+    def slice_patch(self, tag: str, port: int) -> str:
+        return f"{self.prefix}{tag}s{port}"
+
+    def cookie(self, tag: str) -> int:
+        return (self.mark << 32) | int(tag, 16)
+
+    @property
+    def base_cookie(self) -> int:
+        """Cookie of the AM's own flows on a physical bridge (the default drop)."""
+        return self.mark << 32
+
+    def tag_of_cookie(self, cookie: int) -> str | None:
+        """The sliver tag a cookie carries, "" for the base cookie, None if not ours."""
+        if cookie >> 32 != self.mark:
+            return None
+        low = cookie & 0xFFFFFFFF
+        return "" if low == 0 else f"{low:0{TAG_LEN}x}"
+
+    def tag_of_bridge(self, name: str) -> str | None:
+        m = re.fullmatch(rf"{self.prefix}([0-9a-f]{{{TAG_LEN}}})", name)
+        return m.group(1) if m else None
+
+    def tag_of_port(self, name: str) -> str | None:
+        """The tag of a patch port this driver made (either side), else None."""
+        m = re.fullmatch(rf"{self.prefix}([0-9a-f]{{{TAG_LEN}}})[ps]\d+", name)
+        return m.group(1) if m else None
+
+    def is_ours(self, name: str) -> bool:
+        return self.tag_of_bridge(name) is not None or self.tag_of_port(name) is not None
+
+
+def cookie_match(cookie: int) -> str:
+    """An ovs-ofctl match selecting exactly the flows with this cookie."""
+    return f"cookie=0x{cookie:016x}/{COOKIE_MASK}"

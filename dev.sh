@@ -16,6 +16,8 @@ APT_PACKAGES=(
   iproute2 iputils-ping ethtool iptables procps
   libvirt-dev libvirt-clients           # libvirt-python builds against it; test:///default driver
   openvswitch-switch                    # ovsdb-server + ovs-vswitchd, started by hand (userspace datapath)
+  chromium chromium-driver              # the dashboard's browser test
+  nginx-light                           # the proxy-mode test (nginx verifies client certificates)
 )
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }

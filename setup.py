@@ -15,7 +15,7 @@ setup(
         "rspec": ["schemas/*.xsd", "schemas/*/*.xsd", "schemas/*.md"],
         "credentials": ["schemas/*.xsd", "schemas/*.md"],
         "am": ["migrations/*.ini", "migrations/*.py", "migrations/*.mako", "migrations/versions/*.py",
-               "templates/*", "static/*"],
+               "web/templates/dashboard/*.html", "web/static/*"],
     },
     install_requires=[
         # python-xmlsec wheels bundle the libxml2 that lxml's wheels bundle; keep them in step.
@@ -30,6 +30,7 @@ setup(
         "redis>=5,<9",
         "psycopg[binary]>=3.1,<4",
         "cheroot>=10,<12",
+        "prometheus_client>=0.20",
         # Xen hosts through libvirt (builds against Debian's libvirt-dev; test:///default in tests)
         "libvirt-python>=9",
     ],
@@ -41,6 +42,7 @@ setup(
             "six>=1.16",
             "requests>=2.31",
             "os-ken>=4.2,<5",          # slice controllers in the OpenFlow data-plane tests
+            "selenium>=4.20",          # drives Debian's chromium + chromedriver (no downloads)
         ],
     },
     entry_points={

@@ -23,17 +23,38 @@ from am.service.contract import AggregateService
 
 
 def create_app(settings: Settings, service: AggregateService, authorizer: Authorizer, *,
-               audit: AuditSink | None = None, behind_proxy: bool = False) -> Flask:
+               audit: AuditSink | None = None, behind_proxy: bool = False,
+               metrics: Any = None, call_log: bool = True) -> Flask:
     """Build the WSGI application. `behind_proxy`: every request must come from one of
-    `settings.trusted_proxies` with the forwarded client certificate."""
+    `settings.trusted_proxies` with the forwarded client certificate. `metrics`: an
+    `am.metrics.AMMetrics` to count calls into and to serve at GET /metrics. `call_log`: one
+    structured log record per API call (`am.logging.CallLogger`)."""
     app = Flask("geni-am")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     caller_source = CallerSource(settings.trusted_proxies, require_proxy=behind_proxy)
     v3 = V3(settings, service, authorizer).table(audit)
     v2 = V2(settings, service, authorizer).table(audit)
     app.register_blueprint(blueprint(v3, v2, caller_source, settings.max_request_bytes))
+    # -- observability (am/metrics.py, am/logging.py): begin
+    if call_log:
+        from am.logging import CallLogger
+        for table in (v3, v2):
+            table.add_observer(CallLogger())
+    if metrics is not None:
+        for table in (v3, v2):
+            table.add_observer(metrics.observe_call)
+        app.register_blueprint(metrics.blueprint(authorizer, set(settings.operators),
+                                                 caller_source))
+    # -- observability: end
+    # -- operator dashboard (am/web, docs/dashboard.md): begin
+    store, site = getattr(service, "store", None), getattr(service, "site", None)
+    if store is not None and site is not None:   # it reads the store: not over test doubles
+        from am.web import make_dashboard
+        app.register_blueprint(make_dashboard(settings, store, site, authorizer, caller_source),
+                               url_prefix="/dashboard")
+    # -- operator dashboard: end
     app.extensions["geni_am"] = {"settings": settings, "service": service,
-                                 "authorizer": authorizer}
+                                 "authorizer": authorizer, "metrics": metrics}
     return app
 
 
@@ -63,9 +84,9 @@ class Runtime:
 
 
 def default_job_queue(settings: Settings) -> tuple[Any, list[Callable[[], None]]]:
-    """SEAM for the jobs engineer: the job queue the service submits to, plus what must run
-    alongside the server (an embedded worker when no broker is configured) and its closers.
-    This default only connects the Celery queue; starting workers is left to `am.jobs`."""
+    """The job queue the service submits to, and its closers: publish only, start no worker.
+    `geni-am serve` passes `am.jobs.runtime.serve_job_queue` instead, which also runs the
+    embedded worker and the periodic timer when no broker is configured."""
     from am.jobs.celery_app import make_celery
     from am.jobs.celery_queue import CeleryJobQueue
 
@@ -78,6 +99,7 @@ def build_runtime(settings: Settings, *, behind_proxy: bool = False,
     """Open the store (migrated), load the site, connect the job queue, build the service,
     the authorizer, the audit writer and the Flask app."""
     from am.api.audit import QueuedAudit
+    from am.metrics import AMMetrics
     from am.service.aggregate import Aggregate
     from am.store.store import open_store
     from drivers.registry import load_site
@@ -95,7 +117,9 @@ def build_runtime(settings: Settings, *, behind_proxy: bool = False,
         authorizer = Authorizer.from_settings(settings)
         audit = QueuedAudit(store)
         closers.append(audit.close)
-        app = create_app(settings, service, authorizer, audit=audit, behind_proxy=behind_proxy)
+        metrics = AMMetrics.for_app(store, authorizer)
+        app = create_app(settings, service, authorizer, audit=audit, behind_proxy=behind_proxy,
+                         metrics=metrics)
     except BaseException:
         for close in reversed(closers):
             close()

@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rspec.cli",         # rspec validate
     "am.commands",       # serve
     "am.worker_cli",     # worker
+    "am.client_cli",     # client (AM API v3 client)
     "am.db_cli",         # db upgrade|current|check
 )
 

@@ -6,7 +6,6 @@ plus one line there. Handlers import heavy modules lazily so `geni-am --help` st
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 SERVE_FLAGS = {   # flag -> Settings key
@@ -46,17 +45,29 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--behind-proxy", action="store_true", default=None,
                         help="serve plain HTTP for a TLS-terminating proxy (nginx) listed in "
                         "trusted_proxies; see docs/serving.md")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="log lines as text or one JSON object per line "
+                        "(env GENI_AM_LOG_FORMAT; default text); see docs/metrics.md")
     parser.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     from am.app import build_runtime
+    from am.jobs.runtime import serve_job_queue
     from am.bootstrap import banner, ensure_dev_authority, needs_dev_authority
     from am.config import ConfigError
     from am.errors import GeniError
     from am.server import AmServer, ServerConfigError, ServerOptions
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import os
+
+    from am.logging import LOG_FORMATS, configure_logging
+    log_format = args.log_format or os.environ.get("GENI_AM_LOG_FORMAT", "text")
+    if log_format not in LOG_FORMATS:
+        print(f"geni-am serve: GENI_AM_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
+              f"not {log_format!r}", file=sys.stderr)
+        return 2
+    configure_logging(log_format)
     try:
         settings = settings_from_args(args)
         if args.behind_proxy:
@@ -69,7 +80,8 @@ def run_serve(args: argparse.Namespace) -> int:
         if needs_dev_authority(settings):
             settings, files = ensure_dev_authority(settings)
         settings.state_path.mkdir(parents=True, exist_ok=True)
-        runtime = build_runtime(settings, behind_proxy=settings.proxy_mode)
+        runtime = build_runtime(settings, behind_proxy=settings.proxy_mode,
+                                job_queue=serve_job_queue)
     except (ConfigError, ServerConfigError, GeniError, OSError) as exc:
         print(f"geni-am serve: {exc}", file=sys.stderr)
         return 2

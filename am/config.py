@@ -33,6 +33,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()     # addresses allowed to forward a client certificate header
     proxy_mode: bool = False                  # serve plain HTTP behind a TLS-terminating proxy (nginx)
     operators: tuple[str, ...] = ()           # user URNs allowed to call Shutdown with any credential
+    # operator dashboard (am/web; docs/dashboard.md)
+    dashboard_users: tuple[str, ...] = ()     # user URNs (besides operators) whose certificate opens the dashboard
+    dashboard_token: str = dataclasses.field(default="", repr=False)   # dashboard login token; empty = off
     # state
     state_dir: str = ""                       # where the SQLite file, dev authority and job files live
     database_url: str = ""                    # empty = sqlite:///<state_dir>/geni-am.sqlite
@@ -44,6 +47,7 @@ class Settings:
     max_lease_s: int = 7 * 24 * 3600          # longest sliver lifetime from now
     max_request_bytes: int = 4 * 1024 * 1024  # XML-RPC bodies above this are refused unparsed
     reaper_interval_s: float = 30.0
+    start_on_provision: bool = True           # a provisioned sliver boots to geni_ready without geni_start
     # workers
     worker_concurrency: int = 2
 

@@ -1,7 +1,7 @@
 """`geni-am db`: schema migrations for operators (upgrades, and checks before and after).
 
 `serve` and `worker` migrate on start; this command lets an operator upgrade a shared
-PostgreSQL once, before rolling out new AM processes (docs/operations.md).
+PostgreSQL once, before rolling out new AM processes (docs/operator-guide.md).
 """
 from __future__ import annotations
 

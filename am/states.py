@@ -52,6 +52,8 @@ class Event(str, enum.Enum):
     UPDATE_USERS = "update_users"
     UPDATE_USERS_DONE = "update_users_done"
     UPDATE_USERS_CANCEL = "update_users_cancel"
+    DRIVER_ACTION = "driver_action"
+    DRIVER_ACTION_DONE = "driver_action_done"
     ACTION_FAILED = "action_failed"
     SHUTDOWN = "shutdown"
     RENEW = "renew"
@@ -107,7 +109,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Event.UPDATE_USERS_DONE, _p(Op.UPDATING_USERS), _p(Op.READY)),
     Transition(Event.UPDATE_USERS_CANCEL, _p(Op.UPDATING_USERS), _p(Op.READY),
                doc="POA geni_updating_users_cancel"),
-    Transition(Event.ACTION_FAILED, _p(Op.CONFIGURING, Op.STOPPING, Op.UPDATING_USERS),
+    Transition(Event.DRIVER_ACTION, _p(Op.READY), _p(Op.READY_BUSY),
+               doc="POA of a driver's own action (e.g. geniam_sync_routes): ready, working"),
+    Transition(Event.DRIVER_ACTION_DONE, _p(Op.READY_BUSY), _p(Op.READY, Op.NOTREADY),
+               doc="the driver's action finished; the state it reports"),
+    Transition(Event.ACTION_FAILED, _p(Op.CONFIGURING, Op.STOPPING, Op.UPDATING_USERS,
+                                       Op.READY_BUSY),
                _p(Op.FAILED), doc="an action job failed"),
     Transition(Event.SHUTDOWN, _p(Op.NOTREADY, Op.CONFIGURING, Op.READY, Op.READY_BUSY,
                                   Op.UPDATING_USERS, Op.FAILED),

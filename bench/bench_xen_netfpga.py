@@ -1,7 +1,12 @@
-"""Xen and NetFPGA driver figures: allocate-to-ready and route sync of a 10,000-route table.
+"""Xen and NetFPGA figures: allocate-to-ready and route sync of a 10,000-route table.
 
-Driver level (admit -> provision -> geni_start), on libvirt's test driver, a network namespace
-standing in for Dom0, and the simulated NetFPGA card. Run as root:
+Two levels, on libvirt's test driver, a network namespace standing in for Dom0, and the
+simulated NetFPGA card:
+  * driver level (admit -> provision -> geni_start, set_routes);
+  * through the AM service (Allocate -> Provision -> PerformOperationalAction geni_start ->
+    Status ready, and a route change pushed with PerformOperationalAction geniam_sync_routes),
+    with a SQLite store and jobs run inline, as one worker would run them.
+Run as root:
     .venv/bin/python bench/bench_xen_netfpga.py
 """
 from __future__ import annotations
@@ -104,6 +109,106 @@ def bench_netfpga(tmp: str) -> None:
     d.close()
 
 
+# ---- through the AM service -----------------------------------------------------------------
+
+GA = "http://geni-am.org/resources/rspec/ext/geniam/1"
+
+
+class _Inline:
+    def __init__(self) -> None:
+        self.store = self.site = None
+
+    def submit(self, job_id: int) -> None:
+        from am.jobs.runner import run_job
+        run_job(self.store, self.site, job_id, worker_id="bench")
+
+
+def _am(tmp: str, netns: str):
+    from am.config import Settings
+    from am.service.aggregate import Aggregate
+    from am.store.store import open_store
+    from drivers.registry import load_site
+
+    inv = f"{tmp}/am-inventory.toml"
+    with open(inv, "w") as f:
+        f.write(f'[drivers.xen]\nstate_dir = "{tmp}/am-xen"\ndom0_netns = "{netns}"\n'
+                f'vcpus = 64\nmemory_mb = 65536\n\n[drivers.netfpga]\n'
+                f'state_dir = "{tmp}/am-nf"\nroute_table_size = 10000\n\n'
+                '[[components]]\nname = "xen1"\ndriver = "xen"\n\n'
+                '[[components]]\nname = "nf1"\ndriver = "netfpga"\n')
+    settings = Settings(authority=AUTH, state_dir=f"{tmp}/am", inventory=inv)
+    store = open_store(f"sqlite:///{tmp}/am.sqlite", migrate=True)
+    site = load_site(inv, authority=AUTH, state_dir=f"{tmp}/am")
+    queue = _Inline()
+    queue.store, queue.site = store, site
+    return Aggregate(settings=settings, store=store, site=site, queue=queue), site
+
+
+def _request(nodes: list[str]) -> str:
+    return (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" '
+            f'type="request">{"".join(nodes)}</rspec>')
+
+
+def _node(cid: str, comp: str, stype: str, ext: str = "", ip: str | None = None) -> str:
+    iface = (f'<interface client_id="{cid}:if0"><ip address="{ip}" netmask="255.255.0.0" '
+             f'type="ipv4"/></interface>') if ip else ""
+    return (f'<node client_id="{cid}" component_id="urn:publicid:IDN+{AUTH}+node+{comp}" '
+            f'exclusive="false"><sliver_type name="{stype}"/>{iface}'
+            f'{f"<ga:node {ext}/>" if ext else ""}</node>')
+
+
+def _to_ready(agg, principal, slice_urn: str, xml: str) -> list[str]:
+    from am.service.contract import Options
+
+    urns = [s.sliver_urn for s in agg.allocate(principal, slice_urn, xml, Options()).slivers]
+    agg.provision(principal, urns, Options())
+    agg.perform_action(principal, urns, "geni_start", Options())
+    states = {s.operational_status for s in agg.status(principal, urns, Options()).slivers}
+    assert states == {"geni_ready"}, states
+    return urns
+
+
+def bench_through_am(tmp: str, netns: str) -> None:
+    from am.service.contract import Options, Principal
+
+    agg, site = _am(tmp, netns)
+    who = Principal(urn=f"urn:publicid:IDN+{AUTH}+user+bench")
+    slice_urn = f"urn:publicid:IDN+{AUTH}+slice+bench"
+    try:
+        xml = _request([_node(f"vm{i}", "xen1", "xen-vm") for i in range(50)])
+        t0 = time.perf_counter()
+        vms = _to_ready(agg, who, slice_urn, xml)
+        t = time.perf_counter() - t0
+        print(f"AM: Allocate -> Provision -> start -> Status ready, 50 Xen VMs: {t * 1000:.0f} ms "
+              f"({t / 50 * 1000:.1f} ms/VM)")
+        agg.delete(who, vms, Options())
+
+        xml = _request([_node(f"dp{i}", "nf1", "netfpga-vdp") for i in range(4)])
+        t0 = time.perf_counter()
+        slots = _to_ready(agg, who, slice_urn, xml)
+        print(f"AM: Allocate -> Provision -> start -> Status ready, 4 NetFPGA slots: "
+              f"{(time.perf_counter() - t0) * 1000:.0f} ms")
+        agg.delete(who, slots, Options())
+
+        table = [{"destination": r.destination, "gateway": "10.1.0.254"} for r in routes(10_000)]
+        for label, node_xml in (
+                ("Dom0 (namespace)", _node("r", "xen1", "xen-vm", 'router="true" '
+                                           'forwarding="dom0"', "10.1.0.1")),
+                ("a NetFPGA slot", _node("s", "nf1", "netfpga-vdp", "", "10.1.0.1"))):
+            (urn,) = _to_ready(agg, who, slice_urn, _request([node_xml]))
+            t0 = time.perf_counter()
+            agg.perform_action(who, [urn], "geniam_sync_routes",
+                               Options(extra={"geniam_routes": table}))
+            (info,) = agg.status(who, [urn], Options()).slivers
+            t = time.perf_counter() - t0
+            assert info.operational_status == "geni_ready", info
+            print(f"AM: PerformOperationalAction geniam_sync_routes, 10,000 routes into "
+                  f"{label}: {t * 1000:.0f} ms")
+            agg.delete(who, [urn], Options())
+    finally:
+        site.close()
+
+
 def main() -> None:
     netns = f"benchdom0-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
@@ -111,6 +216,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             bench_xen(tmp, netns)
             bench_netfpga(tmp)
+            bench_through_am(tmp, netns)
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
 

@@ -236,6 +236,14 @@ def parse_document(data: bytes, max_bytes: int) -> Document:
     root = tree.getroot()
     if root.tag != "signed-credential":
         raise CredentialInvalid(f"root element is <{root.tag}>, expected <signed-credential>")
+    # The signatures cover the <credential> levels only, so anything else added at the top
+    # would ride along unsigned; the credential schema allows nothing else there (gcf refuses
+    # such a document when it validates it, and the AM API acceptance suite checks this).
+    extra = [el.tag for el in root if isinstance(el.tag, str)
+             and el.tag not in ("credential", "signatures")]
+    if extra:
+        raise CredentialInvalid(f"unexpected <{extra[0]}> in <signed-credential> (only "
+                                "<credential> and <signatures> may appear there)")
     seen: set[str] = set()
     for el in root.iter():
         if isinstance(el.tag, str):

@@ -9,6 +9,9 @@ target == the slice, and the privilege -> operation table.
 """
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -67,12 +70,47 @@ def _same_principal(a: x509.Certificate, b: x509.Certificate) -> bool:
     return urns_equal(identity_of(a).urn, identity_of(b).urn) and spki_der(a) == spki_der(b)
 
 
+class _CallerCache:
+    """Verified caller chains (the TLS client certificate arrives with every call), keyed by
+    the PEM's SHA-256. An entry is served only inside the validity window of every certificate
+    in the verified chain (leaf to root), so an expired or not-yet-valid caller is re-checked
+    (and refused) like a new one. The trust store is fixed per verifier, so it is not in the key."""
+
+    def __init__(self, max_entries: int = 1024):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, tuple[Identity, datetime, datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes, now: datetime) -> Identity | None:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                return None
+            identity, valid_from, valid_until = hit
+            if not valid_from <= now <= valid_until:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return identity
+
+    def put(self, key: bytes, identity: Identity) -> None:
+        certs = list(identity.chain) or [identity.certificate]   # leaf ... root that signed it
+        valid_from = max(c.not_valid_before_utc for c in certs)
+        valid_until = min(c.not_valid_after_utc for c in certs)
+        with self._lock:
+            self._entries[key] = (identity, valid_from, valid_until)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
 class CredentialVerifier:
     def __init__(self, trust: TrustStore, cache: VerificationCache | None = None,
                  max_bytes: int = DEFAULT_MAX_BYTES):
         self.trust = trust
         self.cache = cache
         self.max_bytes = max_bytes
+        self._callers = _CallerCache()
 
     # ------------------------------------------------------------------ verify
     def verify(self, xml: str | bytes, now: datetime | None = None) -> VerifiedCredential:
@@ -108,8 +146,19 @@ class CredentialVerifier:
     # --------------------------------------------------------------- authorize
     def caller_identity(self, caller_chain_pem: str | bytes,
                         now: datetime | None = None) -> Identity:
+        now = _utc(now)
+        key = None
+        if isinstance(caller_chain_pem, (str, bytes)):   # anything else: load_pem_chain says why
+            raw = caller_chain_pem.encode() if isinstance(caller_chain_pem, str) else caller_chain_pem
+            key = hashlib.sha256(raw).digest()
+            cached = self._callers.get(key, now)
+            if cached is not None:
+                return cached
         try:
-            return self.trust.verify_chain(load_pem_chain(caller_chain_pem), _utc(now))
+            identity = self.trust.verify_chain(load_pem_chain(caller_chain_pem), now)
+            if key is not None:
+                self._callers.put(key, identity)
+            return identity
         except CertificateError as exc:
             raise CertificateError(f"caller certificate refused: {exc}", exc.geni_code) \
                 from None

@@ -115,7 +115,17 @@ SLIVER_TYPE_ISOLATION: Mapping[str, IsolationClass] = {
     "vserver-container": IsolationClass.CONTAINER,
     "netfpga-vdp": IsolationClass.HARDWARE,
     "raw-pc": IsolationClass.HARDWARE,
+    "raw": IsolationClass.HARDWARE,
     "openflow-flowspace": IsolationClass.FLOWSPACE,
+}
+
+
+# Sliver type names clients send for what we advertise under another name: geni-lib's XenVM
+# asks for "emulab-xen", its RawPC for "raw"; ProtoGENI clients use "default-vm".
+SLIVER_TYPE_ALIASES: Mapping[str, str] = {
+    "emulab-xen": "xen-vm",
+    "default-vm": "xen-vm",
+    "raw": "raw-pc",
 }
 
 

@@ -305,19 +305,17 @@ class FakeDriver(SubstrateDriver):
 
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
         self._enter("perform", fallible=True)
-        handle = handle_for(spec.sliver_urn)
-        row = self.store.get(handle)
-        if row is None:
-            raise DriverError(f"sliver {spec.sliver_urn} does not exist on the fake substrate")
-        if action == Action.UPDATE_USERS.value:
-            new = OperationalState(row.state)
-        elif action in ACTION_STATES:
-            new = ACTION_STATES[action]
-        else:
+        if action != Action.UPDATE_USERS.value and action not in ACTION_STATES:
             raise DriverError(f"action {action!r} is not supported by the fake substrate")
-        self.store.set_state(handle, new.value, spec.sliver_urn)
+
+        def decide(current: str) -> str:
+            return current if action == Action.UPDATE_USERS.value else ACTION_STATES[action].value
+
+        new = self.store.change_state(handle_for(spec.sliver_urn), spec.sliver_urn, decide)
+        if new is None:
+            raise DriverError(f"sliver {spec.sliver_urn} does not exist on the fake substrate")
         self._maybe_crash("perform", "after")
-        return new
+        return OperationalState(new)
 
     def status(self, spec: SliverSpec) -> OperationalState:
         """The state on the substrate; a sliver that does not exist there is `geni_failed`."""
@@ -342,6 +340,7 @@ class FakeDriver(SubstrateDriver):
         self.store.remove(handle, row.sliver_urn if row else None)
 
     def close(self) -> None:
+        self.store.close()
         if self._owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self._owns_state_dir = False

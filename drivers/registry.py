@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Component, PortRef, SiteLink, SubstrateDriver
+from drivers.base import SLIVER_TYPE_ALIASES, Component, PortRef, SiteLink, SubstrateDriver
 from drivers.inventory import (
     InventoryError,
     InventoryFile,
@@ -100,7 +100,15 @@ class Site:
         return self.drivers[comp.driver]
 
     def sliver_types(self) -> set[str]:
+        """The sliver type names the site advertises."""
         return {st.name for c in self.components for st in c.sliver_types}
+
+    def accepted_sliver_types(self) -> set[str]:
+        """What a request may name: the advertised types plus the client aliases of those
+        (`SLIVER_TYPE_ALIASES`, e.g. geni-lib's "raw" for "raw-pc")."""
+        advertised = self.sliver_types()
+        return advertised | {alias for alias, target in SLIVER_TYPE_ALIASES.items()
+                             if target in advertised}
 
     @cached_property
     def by_sliver_type(self) -> dict[str, list[Component]]:

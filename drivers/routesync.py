@@ -23,8 +23,19 @@ from typing import Protocol
 from rspec.model import Route
 
 
+#: The operational action that pushes a route change (option `ROUTES_OPTION`) or, without
+#: the option, re-syncs the forwarding plane with the control plane's current routes.
+SYNC_ROUTES_ACTION = "geniam_sync_routes"
+#: The PerformOperationalAction option carrying the control plane's new route set.
+ROUTES_OPTION = "geniam_routes"
+
+
 class RouteError(ValueError):
     """A route is malformed (bad prefix, bad gateway); the message names the route."""
+
+
+class RouteTableFull(RouteError):
+    """More routes than the forwarding plane's table holds (GENI code TOOBIG)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -115,6 +126,23 @@ def sync_plane(plane: ForwardingPlane, desired: Iterable[FibEntry]) -> SyncResul
     return sync(desired, plane.read(), plane.install, plane.remove)
 
 
+class RoutesDriver(Protocol):
+    """What a driver offers to the AM for route changes of its routers.
+
+    `check_routes` is pure (the AM calls it inside the PerformOperationalAction request, so a
+    bad or over-size route set is refused before any state changes); `set_routes` replaces the
+    control plane's route set and syncs a running router's forwarding plane (in the job)."""
+
+    def check_routes(self, spec, routes: Iterable[Route]) -> tuple[Route, ...]: ...
+    def set_routes(self, spec, routes: Iterable[Route]) -> SyncResult | None: ...
+
+
+def accepts_routes(driver: object) -> bool:
+    """True if `driver` implements `RoutesDriver`."""
+    return callable(getattr(driver, "check_routes", None)) and \
+        callable(getattr(driver, "set_routes", None))
+
+
 class ControlPlaneRoutes:
     """The route set each router's control plane holds, one small JSON file per sliver.
 
@@ -169,5 +197,6 @@ def parse_routes_option(value: object) -> tuple[Route, ...]:
     return normalise_all(out)
 
 
-__all__ = ["ControlPlaneRoutes", "FibEntry", "ForwardingPlane", "RouteError", "SyncResult",
+__all__ = ["ControlPlaneRoutes", "FibEntry", "ForwardingPlane", "ROUTES_OPTION", "RouteError",
+           "RouteTableFull", "RoutesDriver", "SYNC_ROUTES_ACTION", "SyncResult", "accepts_routes",
            "normalise", "normalise_all", "parse_routes_option", "sync", "sync_plane"]

@@ -6,6 +6,7 @@ are ignored, as the API requires.
 from __future__ import annotations
 
 import re
+import xmlrpc.client
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,10 +104,22 @@ def credentials_arg(value: Any) -> list[dict[str, str] | str]:
             raise badargs(f"credentials[{i}].geni_type is missing or malformed")
         if isinstance(version, (int, float)) and not isinstance(version, bool):
             version = str(version)
+        cvalue = _binary_text(cvalue, f"credentials[{i}].geni_value")
         if not isinstance(version, str) or not isinstance(cvalue, str):
             raise badargs(f"credentials[{i}] needs string geni_version and geni_value")
         creds.append({"geni_type": ctype, "geni_version": version, "geni_value": cvalue})
     return creds
+
+
+def _binary_text(value: Any, what: str) -> Any:
+    """geni-lib on Python 3 (`geni.minigcf.amapi3`) reads credential files as bytes, which
+    xmlrpc marshals as `<base64>`: accept that form and decode it as the UTF-8 XML it is."""
+    if not isinstance(value, xmlrpc.client.Binary):
+        return value
+    try:
+        return value.data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise badargs(f"{what} is base64 data that is not UTF-8 text") from None
 
 
 def _bool_option(options: dict[str, Any], name: str) -> bool:

@@ -42,6 +42,22 @@ class Answer:
 Handler = Callable[[Call, tuple[Any, ...]], Any]
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """What a call observer sees once a call is answered (metrics, structured logs)."""
+
+    api: str            # "v3" | "v2"
+    method: str         # XML-RPC method name, e.g. "Allocate"
+    caller: str         # caller URN ("" when the certificate was refused)
+    tool: str | None
+    target: str
+    code: int           # geni_code of the answer
+    duration_s: float
+
+
+CallObserver = Callable[[CallRecord], None]
+
+
 class AuditSink(Protocol):
     def __call__(self, caller: str, tool: str | None, method: str, target: str, code: int,
                  message: str, duration_ms: float) -> None: ...
@@ -56,6 +72,11 @@ class MethodTable:
         self.handlers = handlers
         self.audit = audit
         self.envelope_extra = envelope_extra or {}
+        self.observers: list[CallObserver] = []
+
+    def add_observer(self, observer: CallObserver) -> None:
+        """Also tell `observer` about every answered call (after the audit record)."""
+        self.observers.append(observer)
 
     def __contains__(self, method: str) -> bool:
         return method in self.handlers
@@ -85,4 +106,13 @@ class MethodTable:
                            f"{self.name}.{call.method}", call.target, code, message, duration_ms)
             except Exception:
                 log.exception("audit write failed for %s", call.method)
+        if self.observers:   # -- call observers (metrics, structured logs): begin
+            record = CallRecord(self.name, call.method, call.caller_urn, call.tool_urn,
+                                call.target, code, time.perf_counter() - started)
+            for observe in self.observers:
+                try:
+                    observe(record)
+                except Exception:
+                    log.exception("call observer failed for %s", call.method)
+        # -- call observers: end
         return result

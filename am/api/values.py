@@ -11,6 +11,7 @@ import zlib
 from datetime import datetime, timezone
 from typing import Any
 
+from am.api.memo import LARGE, IdentityMemo
 from am.errors import GeniCode, GeniError
 from am.service.contract import SliverInfo
 
@@ -45,12 +46,22 @@ def parse_time(text: Any, what: str) -> datetime:
 
 
 def compress(xml: str) -> str:
-    """`geni_compressed`: base64(zlib(xml)) as a string (rspec.compress when it exists)."""
+    """`geni_compressed`: base64(zlib(xml)) as a string. Large texts are compressed once per
+    string object (the service hands out one advertisement object while it is valid)."""
+    if len(xml) >= LARGE:
+        return _compress_large(xml)
+    return _compress(xml)
+
+
+def _compress(xml: str) -> str:
     try:
         from rspec.compress import compress as rspec_compress
     except ImportError:
         return base64.b64encode(zlib.compress(xml.encode("utf-8"))).decode("ascii")
     return rspec_compress(xml)
+
+
+_compress_large = IdentityMemo(_compress)
 
 
 def success(value: Any, output: str = "", **extra: Any) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from xml.parsers import expat
 
+from am.api.memo import LARGE, IdentityMemo
+
 # Fault codes (the de-facto xmlrpc-epi "specification for fault code interoperability").
 FAULT_PARSE = -32700
 FAULT_INVALID_REQUEST = -32600
@@ -83,10 +85,41 @@ def _is_method_call(body: bytes) -> bool:
     return head.startswith(b"<methodCall")
 
 
+def _large_text(value: str) -> str:
+    """Character data for a large string: a CDATA section, which every XML parser reads back as
+    the same characters as the escaped form, but which a client parses about twice as fast
+    (no entity reference per '<' to reassemble) and is ~10% smaller. Falls back to escaping
+    when the text itself contains the CDATA terminator."""
+    if "]]>" in value:
+        return xmlrpc.client.escape(value)
+    return f"<![CDATA[{value}]]>"
+
+
+_large_text_memo = IdentityMemo(_large_text)
+
+
+class _Marshaller(xmlrpc.client.Marshaller):
+    """The stdlib marshaller, except for large strings (the advertisement): written as CDATA,
+    and prepared once per string object (the service hands out one advertisement object while
+    it is valid) instead of once per response."""
+
+    dispatch = dict(xmlrpc.client.Marshaller.dispatch)
+
+    def dump_unicode(self, value: str, write, escape=xmlrpc.client.escape) -> None:
+        write("<value><string>")
+        write(_large_text_memo(value) if len(value) >= LARGE else escape(value))
+        write("</string></value>\n")
+
+    dispatch[str] = dump_unicode
+
+
 def encode_response(value: Any) -> bytes:
-    """A methodResponse; raises TypeError if `value` contains None (never sent to GENI clients)."""
-    return xmlrpc.client.dumps((value,), methodresponse=True, allow_none=False,
-                               encoding="utf-8").encode("utf-8")
+    """A methodResponse; raises TypeError if `value` contains None (never sent to GENI clients).
+    The same document as `xmlrpc.client.dumps((value,), methodresponse=True)`, strings of
+    LARGE characters or more as CDATA sections."""
+    body = _Marshaller("utf-8", allow_none=False).dumps((value,))
+    return "".join(("<?xml version='1.0'?>\n<methodResponse>\n", body,
+                    "</methodResponse>\n")).encode("utf-8")
 
 
 def encode_fault(code: int, message: str) -> bytes:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from am.engine.ledger import Ledger
 from am.engine.plan import Refusal
 from drivers.base import (
+    SLIVER_TYPE_ALIASES,
     Admission,
     Component,
     ForwardingMode,
@@ -28,7 +29,6 @@ from drivers.registry import Site
 from rspec.model import RequestNode
 
 # Client spellings for one sliver type: a component offering the canonical name serves them.
-SLIVER_TYPE_ALIASES = {"emulab-xen": "xen-vm", "default-vm": "xen-vm"}
 FLOWSPACE_TYPE = "openflow-flowspace"
 
 
@@ -44,9 +44,34 @@ class NodeRecord:
     interfaces: dict[str, InterfaceSpec] = field(default_factory=dict)
 
 
+#: Forwarding performance, best first: line-rate hardware, the host's kernel (Dom0, no
+#: per-packet guest switch), an OpenFlow switch (hardware, but a control loop away), the guest.
+FORWARDING_PREFERENCE = (ForwardingMode.HARDWARE, ForwardingMode.DOM0, ForwardingMode.OPENFLOW,
+                         ForwardingMode.GUEST)
+
+
 def effective_forwarding(comp: Component) -> tuple[ForwardingMode, ...]:
     """A component that lists no forwarding modes forwards in the guest, if at all."""
     return comp.forwarding_modes or (ForwardingMode.GUEST,)
+
+
+#: Forwarding a router's control plane can have outside its own component (a hybrid router):
+#: mode -> the sliver type of the forwarding plane sliver placed beside it.
+REMOTE_FORWARDING: dict[ForwardingMode, str] = {ForwardingMode.HARDWARE: "netfpga-vdp"}
+FORWARDING_SUFFIX = ":forwarding"   # client_id of a hybrid router's forwarding sliver
+
+
+def control_plane_for(comp: Component, mode: ForwardingMode | None) -> bool:
+    """Can `comp` host the control plane of a router forwarding in `mode` elsewhere?"""
+    stype = REMOTE_FORWARDING.get(mode) if mode else None
+    return stype is not None and mode not in effective_forwarding(comp) and \
+        not any(t.name.lower() in (stype, FLOWSPACE_TYPE) for t in comp.sliver_types)
+
+
+def preferred_forwarding(comp: Component) -> tuple[ForwardingMode, ...]:
+    """The modes a component offers, best forwarding performance first: a router whose
+    request leaves the mode open gets the best one that admits it."""
+    return tuple(sorted(effective_forwarding(comp), key=FORWARDING_PREFERENCE.index))
 
 
 def required_isolation(node: RequestNode) -> IsolationClass | None:
@@ -90,7 +115,9 @@ class NodePlacer:
     def _spec(self, node: RequestNode, comp: Component, stype: str | None,
               forwarding: ForwardingMode | None) -> SliverSpec:
         ext = node.ext
-        params = {"isolation": ext.isolation.value} if ext.isolation else {}
+        params: dict = {"isolation": ext.isolation.value} if ext.isolation else {}
+        if node.ext.router and control_plane_for(comp, forwarding):
+            params["forwarding_plane"] = REMOTE_FORWARDING[forwarding]   # type: ignore[index]
         interfaces = tuple(
             InterfaceSpec(client_id=i.client_id, name=f"eth{n}",
                           ips=tuple((ip.address, ip.netmask) for ip in i.ips), port=i.component_id)
@@ -108,7 +135,7 @@ class NodePlacer:
         """Admission on one component; for a router with no mode asked, each mode it offers."""
         modes: tuple[ForwardingMode | None, ...] = (None,)
         if node.ext.router:
-            modes = (node.ext.forwarding,) if node.ext.forwarding else effective_forwarding(comp)
+            modes = (node.ext.forwarding,) if node.ext.forwarding else preferred_forwarding(comp)
         driver = self.site.drivers[comp.driver]
         usage = self.ledger.usage(comp)
         first: tuple[SliverSpec, Admission] | None = None
@@ -149,7 +176,8 @@ class NodePlacer:
             return Refusal(cid, "UNSUPPORTED", f"component {comp.component_id} is not of hardware "
                                                f"type {node.hardware_type!r}")
         if node.ext.router and node.ext.forwarding and \
-                node.ext.forwarding not in effective_forwarding(comp):
+                node.ext.forwarding not in effective_forwarding(comp) and \
+                not control_plane_for(comp, node.ext.forwarding):
             return Refusal(cid, "UNSUPPORTED", f"component {comp.component_id} does not offer "
                                                f"{node.ext.forwarding.value} forwarding")
         ports = {p.component_id.lower() for p in comp.ports}
@@ -163,6 +191,38 @@ class NodePlacer:
             return Refusal(cid, adm.reason_code or "INSUFFICIENT_NODES",
                            adm.reason or f"component {comp.component_id} refused node {cid}")
         return self._record(node, comp, spec, adm)
+
+    # ---- hybrid routers ---------------------------------------------------------------------------
+    @staticmethod
+    def needs_forwarding_plane(record: NodeRecord) -> bool:
+        return bool(record.spec.params.get("forwarding_plane"))
+
+    def place_forwarding(self, record: NodeRecord) -> NodeRecord | Refusal:
+        """The forwarding plane of a hybrid router (control plane placed in `record`): a
+        sliver of the forwarding type on the least-used component that admits it, carrying
+        the router's interfaces (in order: its ports) and routes."""
+        cid = record.node.client_id
+        stype = record.spec.params["forwarding_plane"]
+        mode = record.spec.forwarding
+        pool = sorted(self.site.by_sliver_type.get(stype, ()),
+                      key=lambda c: (self.ledger.load(c), self._order[c.component_id.lower()]))
+        first: Admission | None = None
+        for comp in pool:
+            spec = SliverSpec(
+                sliver_urn="", slice_urn=self.slice_urn, client_id=cid + FORWARDING_SUFFIX,
+                kind=ResourceKind.NODE, component_id=comp.component_id, sliver_type=stype,
+                router=True, forwarding=mode,
+                interfaces=tuple(replace(i, port=None) for i in record.spec.interfaces),
+                routes=record.spec.routes, params={"control_client_id": cid})
+            adm = self.site.drivers[comp.driver].admit(spec, self.ledger.usage(comp))
+            if adm.ok:
+                return self._record(record.node, comp, spec, adm)
+            first = first or adm
+        if first is None:
+            return Refusal(cid, "UNSUPPORTED", f"router {cid} asks for {mode.value} forwarding "
+                                               f"but no component offers {stype} slivers")
+        return Refusal(cid, first.reason_code or "INSUFFICIENT_NODES",
+                       f"no forwarding plane for router {cid}: {first.reason}")
 
     # ---- unbound ---------------------------------------------------------------------------------
     def _group(self, node: RequestNode) -> tuple[tuple, list[Component] | Refusal]:
@@ -207,7 +267,8 @@ class NodePlacer:
                                     f"no component offering {what} is of hardware type "
                                     f"{node.hardware_type!r}")
         if fwd is not None:
-            pool = [c for c in pool if fwd in effective_forwarding(c)]
+            pool = [c for c in pool
+                    if fwd in effective_forwarding(c) or control_plane_for(c, fwd)]
             if not pool:
                 return key, Refusal(node.client_id, "UNSUPPORTED",
                                     f"no component offering {what} offers {fwd.value} forwarding")
@@ -227,8 +288,8 @@ class NodePlacer:
         shape = (key, node.sliver_type, ext.cpu, ext.memory_mb, bool(node.exclusive),
                  ext.isolation, node.disk_image)
         memo = self._exhausted.get(shape)
-        if memo is not None:
-            return Refusal(node.client_id, memo.code, memo.reason)
+        if memo is not None:   # memo.reason is node-neutral: name *this* node
+            return _exhausted_refusal(node.client_id, memo.code, memo.reason)
         heap = self._heaps[key]
         need = required_isolation(node)
         tried: list = []
@@ -259,12 +320,15 @@ class NodePlacer:
         else:
             code = "INSUFFICIENT_NODES"
         n = sum(codes.values())
-        refusal = Refusal(node.client_id, code,
-                          f"no component can take node {node.client_id}: {n} candidate(s) "
-                          f"refused (first: {first_reason})" if n else
-                          f"no component can take node {node.client_id}")
-        self._exhausted[shape] = refusal
-        return refusal
+        detail = f"{n} candidate(s) refused (first: {first_reason})" if n else ""
+        # memoised without the node's name: later nodes of this shape get their own
+        self._exhausted[shape] = Refusal("", code, detail)
+        return _exhausted_refusal(node.client_id, code, detail)
+
+
+def _exhausted_refusal(client_id: str, code: str, detail: str) -> Refusal:
+    text = f"no component can take node {client_id}"
+    return Refusal(client_id, code, f"{text}: {detail}" if detail else text)
 
 
 def with_interfaces(record: NodeRecord, sliver_urn: str, macs: dict[str, str]) -> SliverSpec:

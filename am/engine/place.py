@@ -41,8 +41,15 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
     nodes = NodePlacer(site, ledger, slice_urn)
     records: dict[str, NodeRecord] = {}
     node_refusals: dict[str, Refusal] = {}
+    forwarding: dict[str, NodeRecord] = {}     # hybrid router client_id -> its forwarding plane
     for node in sorted(request.nodes, key=lambda n: n.component_id is None):
         result = nodes.place_bound(node) if node.component_id else nodes.place_unbound(node)
+        if not isinstance(result, Refusal) and nodes.needs_forwarding_plane(result):
+            plane = nodes.place_forwarding(result)
+            if isinstance(plane, Refusal):
+                result = plane
+            else:
+                forwarding[node.client_id] = plane
         if isinstance(result, Refusal):
             node_refusals[node.client_id] = result
         else:
@@ -80,7 +87,8 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
 
     if refusals and not best_effort:
         return Placement(slivers=[], refusals=refusals)
-    return Placement(slivers=_assemble(request, records, links, flowspaces, mint_sliver_urn),
+    return Placement(slivers=_assemble(request, records, links, flowspaces, mint_sliver_urn,
+                                       forwarding),
                      refusals=refusals)
 
 
@@ -118,7 +126,8 @@ def _check_request(request: Request) -> list[Refusal]:
 
 def _assemble(request: Request, records: Mapping[str, NodeRecord], links: list[LinkRecord],
               flowspaces: list[FlowspaceRecord],
-              mint: Callable[[str], str]) -> list[PlannedSliver]:
+              mint: Callable[[str], str],
+              forwarding: Mapping[str, NodeRecord] | None = None) -> list[PlannedSliver]:
     out: list[PlannedSliver] = []
     urns: dict[str, str] = {}
     link_of_iface = {ref: link.client_id for link in request.links for ref in link.interface_refs}
@@ -133,7 +142,16 @@ def _assemble(request: Request, records: Mapping[str, NodeRecord], links: list[L
             if iface_id in link_of_iface:
                 rec.interfaces[iface_id] = replace(rec.interfaces[iface_id],
                                                    link_client_id=link_of_iface[iface_id])
-        out.append(PlannedSliver(with_interfaces(rec, urn, macs), rec.driver,
+        spec = with_interfaces(rec, urn, macs)
+        plane = (forwarding or {}).get(node.client_id)
+        if plane is not None:   # a hybrid router: control and forwarding slivers name each other
+            furn = mint(plane.spec.client_id)
+            spec = replace(spec, params={**spec.params, "forwarding_sliver": furn})
+            fspec = replace(with_interfaces(plane, furn, macs),
+                            params={**plane.spec.params, "control_sliver": urn})
+            out.append(PlannedSliver(fspec, plane.driver, dict(plane.admission.demand),
+                                     tuple(plane.admission.claims)))
+        out.append(PlannedSliver(spec, rec.driver,
                                  dict(rec.admission.demand), tuple(rec.admission.claims)))
     for lrec in links:
         assert lrec.spec.link is not None

@@ -12,25 +12,36 @@ Celery tasks (`am.jobs.tasks`) call `run_job`; tests call it directly as the "wo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from am import states
 from am.states import Event, Op
 from am.store import Job, JobState, Slice, Sliver, SliverLease, Store, spec_from_dict, utcnow
 from drivers.base import DriverError, OperationalState, ProvisionResult, SliverSpec
+from drivers.routesync import ROUTES_OPTION, RouteError, parse_routes_option
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("provision", "start", "stop", "restart", "update_users", "delete")
+#: Job action for an operational action a driver advertises beyond the GENI ones (its
+#: `capabilities.actions`, e.g. geniam_sync_routes). The job's args carry
+#: {"action": <POA action name>, "options": {<the POA options the driver takes>}}.
+DRIVER_ACTION = "driver_action"
+ACTIONS = ("provision", "start", "stop", "restart", "update_users", "delete", DRIVER_ACTION)
 #: POA action name -> job action
 ACTION_JOBS = {"geni_start": "start", "geni_stop": "stop", "geni_restart": "restart",
                "geni_update_users": "update_users"}
 _DONE_EVENT = {"start": Event.START_DONE, "stop": Event.STOP_DONE, "restart": Event.RESTART_DONE,
-               "update_users": Event.UPDATE_USERS_DONE}
+               "update_users": Event.UPDATE_USERS_DONE, DRIVER_ACTION: Event.DRIVER_ACTION_DONE}
 _GENI_ACTION = {v: k for k, v in ACTION_JOBS.items()}
 
 DEFAULT_LEASE_S = 300.0
@@ -45,86 +56,268 @@ class JobNotFound(LookupError):
     pass
 
 
+@dataclasses.dataclass
+class HeldLease:
+    """The sliver lease a running job holds. The job's last transaction drops it together with
+    the outcome (`drop`); `run_job` releases it on its own only if that never committed."""
+
+    sliver_id: int
+    owner: str
+    released: bool = False
+
+    def drop(self, store: Store, session) -> None:
+        store.drop_lease(session, self.sliver_id, self.owner)
+
+
+class LeaseHeartbeat:
+    """Renews a held lease every `every_s` (default `lease_s / 3`) while the job's driver calls
+    run, so a slow substrate operation is never mistaken for a dead worker and taken over.
+
+    The beats come from one daemon thread per process (`_HeartbeatThread`), not one per job:
+    entering and leaving the block only registers and unregisters the lease, which costs far
+    less than starting and joining a thread for every job."""
+
+    def __init__(self, store: Store, lease: HeldLease, lease_s: float,
+                 every_s: float | None = None):
+        self.store, self.lease, self.lease_s = store, lease, lease_s
+        self.every_s = every_s if every_s is not None else lease_s / 3
+        self.renewals = 0
+        self.due = 0.0
+
+    def __enter__(self) -> "LeaseHeartbeat":
+        _HeartbeatThread.get().add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _HeartbeatThread.get().remove(self)
+
+    def beat(self) -> bool:
+        """Renew once; False once the lease is no longer ours (stop beating)."""
+        try:
+            if self.store.renew_lease(self.lease.sliver_id, self.lease.owner, self.lease_s):
+                self.renewals += 1
+                return True
+            if not self.lease.released:
+                log.warning("lease on sliver %d is no longer held by %s",
+                            self.lease.sliver_id, self.lease.owner)
+            return False
+        except Exception as exc:   # noqa: BLE001 - a database hiccup: try next beat
+            log.warning("renewing the lease on sliver %d failed: %s", self.lease.sliver_id, exc)
+            return True
+
+
+class _HeartbeatThread:
+    """The one thread per process that renews the leases of running jobs when they are due.
+    Built lazily and per process id (a forked pool child starts its own)."""
+
+    _instance: "_HeartbeatThread | None" = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._cond = threading.Condition()
+        self._beats: dict[int, LeaseHeartbeat] = {}
+        self._thread = threading.Thread(target=self._run, name="geni-am-lease-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def get(cls) -> "_HeartbeatThread":
+        inst = cls._instance
+        if inst is not None and inst.pid == os.getpid():
+            return inst
+        with cls._instance_lock:
+            if cls._instance is None or cls._instance.pid != os.getpid():
+                cls._instance = cls()
+            return cls._instance
+
+    def add(self, hb: LeaseHeartbeat) -> None:
+        with self._cond:
+            hb.due = time.monotonic() + hb.every_s
+            self._beats[id(hb)] = hb
+            self._cond.notify()
+
+    def remove(self, hb: LeaseHeartbeat) -> None:
+        with self._cond:
+            self._beats.pop(id(hb), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [hb for hb in self._beats.values() if hb.due <= now]
+                for hb in due:
+                    hb.due = now + hb.every_s
+                if not due:
+                    wait = min((hb.due for hb in self._beats.values()), default=now + 3600) - now
+                    self._cond.wait(max(0.001, wait))
+                    continue
+            for hb in due:
+                if not hb.beat():
+                    self.remove(hb)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Claimed:
+    """What the claiming transaction read, so nothing is read twice."""
+
+    action: str
+    attempts: int
+    args: dict
+    spec: SliverSpec
+    driver_kind: str
+    facts: dict
+    shut_down: bool
+    state: states.State
+    urn: str
+
+
+class _AlreadyFinished(Exception):
+    """Raised inside the claiming transaction to roll it back: nothing to do."""
+
+
 def run_job(store: Store, site, job_id: int, *, worker_id: str,
-            lease_s: float = DEFAULT_LEASE_S, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
-    """Run job `job_id` to completion (or record why it could not)."""
-    with store.read() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise JobNotFound(f"no job {job_id}")
-        if job.state in (JobState.DONE, JobState.FAILED):
-            return
-        sliver_id = job.sliver_id
-    if not store.acquire_lease(sliver_id, worker_id, job_id, lease_s):
-        holder = store.lease_holder(sliver_id)
-        raise RetryableJobError(f"sliver {sliver_id} is locked by {holder[0] if holder else '?'}")
+            lease_s: float = DEFAULT_LEASE_S, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+            heartbeat_s: float | None = None) -> None:
+    """Run job `job_id` to completion (or record why it could not).
+
+    Two database transactions in the common case: one takes the sliver's lease, marks the job
+    running and reads what the driver needs; one records the outcome, finishes the job and
+    drops the lease (a provision-and-start job commits the provision half in between)."""
     try:
-        _run_locked(store, site, job_id, worker_id=worker_id, max_attempts=max_attempts)
-    finally:
-        store.release_lease(sliver_id, worker_id)
-
-
-def _run_locked(store: Store, site, job_id: int, *, worker_id: str, max_attempts: int) -> None:
-    with store.write() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.state in (JobState.DONE, JobState.FAILED):
-            return   # another worker finished it between our read and our lease
-        job.state, job.attempts = JobState.RUNNING, job.attempts + 1
-        job.lease_owner, job.heartbeat = worker_id, utcnow()
-        action, attempts = job.action, job.attempts
-        sliver = session.get(Sliver, job.sliver_id)
-        spec = _spec_for_driver(store, session, sliver)
-        driver_kind, facts = sliver.driver, dict(sliver.facts or {})
-        shut_down = session.get(Slice, sliver.slice_id).shutdown
-        state = states.as_state(sliver.allocation_state, sliver.operational_state)
-        urn = sliver.urn
-    if action not in ACTIONS:
-        _finish(store, job_id, failed=True, error=f"unknown job action {action!r}")
+        lease, claimed = _claim(store, job_id, worker_id, lease_s)
+    except _AlreadyFinished:
         return
+    try:
+        with LeaseHeartbeat(store, lease, lease_s, heartbeat_s):
+            _run_claimed(store, site, job_id, claimed, lease, max_attempts=max_attempts)
+    finally:
+        if not lease.released:
+            store.release_lease(lease.sliver_id, worker_id)
+
+
+def _claim(store: Store, job_id: int, worker_id: str, lease_s: float) -> tuple[HeldLease, _Claimed]:
+    """One write transaction: the job marked running, the sliver's lease (one left by a process
+    killed on this host is void now, not after `lease_s`: see `_dead_local_owner`), and the
+    sliver, spec and slice read. Raises JobNotFound, RetryableJobError (another live owner
+    holds the sliver) or _AlreadyFinished (done or failed); both roll everything back.
+
+    The job row is updated first: on PostgreSQL that waits for (and then sees) a concurrent
+    worker finishing the same job, whose outcome and lease release commit together."""
+    with store.write() as session:
+        row = session.execute(
+            update(Job).where(Job.id == job_id, Job.state.in_((JobState.QUEUED, JobState.RUNNING)))
+            .values(state=JobState.RUNNING, attempts=Job.attempts + 1, lease_owner=worker_id,
+                    heartbeat=utcnow())
+            .returning(Job.sliver_id, Job.action, Job.attempts, Job.args)
+            .execution_options(synchronize_session=False)).first()
+        if row is None:
+            if session.scalar(select(Job.id).where(Job.id == job_id)) is None:
+                raise JobNotFound(f"no job {job_id}")
+            raise _AlreadyFinished
+        sliver_id, action, attempts, args = row
+        if not store.take_lease(session, sliver_id, worker_id, job_id, lease_s):
+            owner = session.scalar(select(SliverLease.owner)
+                                   .where(SliverLease.sliver_id == sliver_id)) or "?"
+            if not _dead_local_owner(owner):
+                raise RetryableJobError(f"sliver {sliver_id} is locked by {owner}")
+            store.drop_lease(session, sliver_id, owner)
+            if not store.take_lease(session, sliver_id, worker_id, job_id, lease_s):
+                raise RetryableJobError(f"sliver {sliver_id} is locked by another worker")
+        sliver = session.execute(
+            select(Sliver.spec, Sliver.driver, Sliver.facts, Sliver.allocation_state,
+                   Sliver.operational_state, Sliver.urn, Sliver.slice_id, Slice.shutdown)
+            .join(Slice, Slice.id == Sliver.slice_id).where(Sliver.id == sliver_id)).one()
+        spec = spec_from_dict(sliver.spec)
+        users = store.user_keys(session, sliver.slice_id)
+        claimed = _Claimed(
+            action=action, attempts=attempts, args=dict(args or {}),
+            spec=dataclasses.replace(spec, users=users) if users else spec,
+            driver_kind=sliver.driver, facts=dict(sliver.facts or {}),
+            shut_down=bool(sliver.shutdown),
+            state=states.as_state(sliver.allocation_state, sliver.operational_state),
+            urn=sliver.urn)
+    return HeldLease(sliver_id, worker_id), claimed
+
+
+def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: HeldLease, *,
+                 max_attempts: int) -> None:
+    action, attempts, job_args, spec = claimed.action, claimed.attempts, claimed.args, claimed.spec
+    driver_kind, facts, shut_down = claimed.driver_kind, claimed.facts, claimed.shut_down
+    state, urn = claimed.state, claimed.urn
+    if action not in ACTIONS:
+        _finish(store, job_id, failed=True, error=f"unknown job action {action!r}",
+                lease=lease)
+        return
+    if (action == "provision" and job_args.get("start")
+            and state == (states.Alloc.PROVISIONED, Op.CONFIGURING)):
+        # a provision-and-start job that was interrupted after the provision half committed
+        # (worker killed, transient start error): only the start is left to do
+        action = "start"
     driver = site.drivers.get(driver_kind)
     if driver is None:
-        _fail(store, job_id, action, f"driver {driver_kind!r} is not configured at this AM")
+        _fail(store, job_id, action, f"driver {driver_kind!r} is not configured at this AM",
+              lease)
         return
     if action != "delete" and not _still_wanted(action, state):
-        _finish(store, job_id, note=f"skipped: sliver is {states.format_state(state)}")
+        _finish(store, job_id, note=f"skipped: sliver is {states.format_state(state)}",
+                lease=lease)
         return
     if shut_down and action in ("provision", "start", "restart", "update_users"):
         # an operator shut the slice down: nothing may (re)gain access to the substrate
-        _fail(store, job_id, action, "slice was shut down by an operator before this ran")
+        _fail(store, job_id, action, "slice was shut down by an operator before this ran", lease)
         return
     try:
         if action == "provision":
             result = driver.provision(spec)
-            _provisioned(store, job_id, result)
+            if _provisioned(store, job_id, result, then_start=bool(job_args.get("start")),
+                            lease=lease):
+                # start_on_provision: boot it in the same job, through the same transitions a
+                # geni_start would take (notready -> configuring -> ready)
+                new_state = driver.perform(spec, _GENI_ACTION["start"])
+                _acted(store, job_id, "start", OperationalState(new_state), lease)
         elif action == "delete":
             _delete(driver, spec, facts)
-            _finish(store, job_id)
+            _finish(store, job_id, lease=lease)
+        elif action == DRIVER_ACTION:
+            new_state = _driver_action(driver, spec, job_args)
+            _acted(store, job_id, action, OperationalState(new_state), lease)
         else:
             new_state = driver.perform(spec, _GENI_ACTION[action])
-            _acted(store, job_id, action, OperationalState(new_state))
+            _acted(store, job_id, action, OperationalState(new_state), lease)
     except DriverError as exc:
         if exc.transient and attempts < max_attempts:
-            _requeue(store, job_id, f"{exc} (attempt {attempts} of {max_attempts})")
+            _requeue(store, job_id, f"{exc} (attempt {attempts} of {max_attempts})", lease)
             raise RetryableJobError(f"job {job_id} ({action} {urn}): {exc}") from exc
-        _fail(store, job_id, action, str(exc) or type(exc).__name__)
+        _fail(store, job_id, action, str(exc) or type(exc).__name__, lease)
         if action == "delete":
             _release_handle(driver, facts)
     except Exception as exc:   # noqa: BLE001 - a driver bug must not leave the sliver pending forever
         log.exception("job %d (%s %s) crashed", job_id, action, urn)
-        _fail(store, job_id, action, f"internal error: {type(exc).__name__}: {exc}")
+        _fail(store, job_id, action, f"internal error: {type(exc).__name__}: {exc}", lease)
         if action == "delete":
             _release_handle(driver, facts)
 
 
-def _spec_for_driver(store: Store, session, sliver: Sliver) -> SliverSpec:
-    """The stored spec with the slice's current SSH keys (geni_users can change after Allocate)."""
-    spec = spec_from_dict(sliver.spec)
-    users = store.user_keys(session, sliver.slice_id)
-    return dataclasses.replace(spec, users=users) if users else spec
-
-
 _WAITING_IN = {"provision": Op.PENDING_ALLOCATION, "start": Op.CONFIGURING,
-               "restart": Op.CONFIGURING, "stop": Op.STOPPING, "update_users": Op.UPDATING_USERS}
+               "restart": Op.CONFIGURING, "stop": Op.STOPPING, "update_users": Op.UPDATING_USERS,
+               DRIVER_ACTION: Op.READY_BUSY}
+
+
+def _driver_action(driver, spec: SliverSpec, args: dict) -> OperationalState:
+    """A driver's own action. A route change (option geniam_routes) first replaces the
+    control plane's route set (`set_routes`), then the action syncs the forwarding plane."""
+    action = args.get("action")
+    if not isinstance(action, str) or action not in driver.capabilities.actions:
+        raise DriverError(f"driver {driver.kind} has no action {action!r}")
+    options = args.get("options") or {}
+    if ROUTES_OPTION in options:
+        try:
+            routes = parse_routes_option(options[ROUTES_OPTION])
+        except RouteError as exc:
+            raise DriverError(str(exc)) from None
+        driver.set_routes(spec, routes)
+    return OperationalState(driver.perform(spec, action))
 
 
 def _still_wanted(action: str, state: states.State) -> bool:
@@ -149,15 +342,28 @@ def _release_handle(driver, facts: dict) -> None:
         log.warning("releasing %s failed: %s", handle, exc)
 
 
-def _locked_sliver(session, job: Job) -> Sliver:
-    return session.scalars(select(Sliver).where(Sliver.id == job.sliver_id).with_for_update()
+def _locked_sliver(session, sliver_id: int) -> Sliver:
+    return session.scalars(select(Sliver).where(Sliver.id == sliver_id).with_for_update()
                            .execution_options(populate_existing=True)).one()
 
 
-def _provisioned(store: Store, job_id: int, result: ProvisionResult) -> None:
+@contextlib.contextmanager
+def _outcome_tx(store: Store, lease: HeldLease) -> Iterator:
+    """The job's last transaction: whatever the block records, and the lease dropped with it
+    (so the outcome and the unlock commit together). `return` inside the block commits too."""
     with store.write() as session:
-        job = session.get(Job, job_id)
-        sliver = _locked_sliver(session, job)
+        yield session
+        lease.drop(store, session)
+    lease.released = True
+
+
+def _provisioned(store: Store, job_id: int, result: ProvisionResult, *,
+                 then_start: bool = False, lease: HeldLease) -> bool:
+    """Record the provision result. With `then_start` and a sliver that came up geni_notready,
+    move it on to geni_configuring (event start), keep the lease and return True: the caller
+    starts it. Otherwise this is the job's last transaction."""
+    with store.write() as session:
+        sliver = _locked_sliver(session, lease.sliver_id)
         sliver.facts = {**(sliver.facts or {}),
                         "macs": dict(result.macs),
                         "logins": [{"hostname": l.hostname, "port": l.port, "username": l.username}
@@ -165,36 +371,48 @@ def _provisioned(store: Store, job_id: int, result: ProvisionResult) -> None:
                         **({"handle": result.handle} if result.handle else {})}
         sliver.resource_status = result.resource_status
         current = states.as_state(sliver.allocation_state, sliver.operational_state)
-        if current != (states.Alloc.PROVISIONED, Op.PENDING_ALLOCATION):
-            _mark(job, JobState.DONE, f"sliver became {states.format_state(current)} meanwhile")
-            return
+        starting = False
         target = (states.Alloc.PROVISIONED, Op(OperationalState(result.state).value))
-        if states.allowed(current, Event.PROVISION_DONE) and target in _targets(Event.PROVISION_DONE):
+        if current != (states.Alloc.PROVISIONED, Op.PENDING_ALLOCATION):
+            _mark(session, job_id, JobState.DONE,
+                  f"sliver became {states.format_state(current)} meanwhile")
+        elif (states.allowed(current, Event.PROVISION_DONE)
+              and target in _targets(Event.PROVISION_DONE)):
             store.transition(session, sliver, Event.PROVISION_DONE, target, error="")
-            _mark(job, JobState.DONE)
+            if then_start and target[1] is Op.NOTREADY:
+                store.transition(session, sliver, Event.START, error="")
+                starting = True
+            else:
+                _mark(session, job_id, JobState.DONE)
         else:
             msg = f"driver reported {result.state.value} after provisioning"
             store.transition(session, sliver, Event.PROVISION_FAILED, error=msg)
-            _mark(job, JobState.FAILED, msg)
+            _mark(session, job_id, JobState.FAILED, msg)
+        if not starting:
+            lease.drop(store, session)
+    if not starting:
+        lease.released = True
+    return starting
 
 
-def _acted(store: Store, job_id: int, action: str, reported: OperationalState) -> None:
-    with store.write() as session:
-        job = session.get(Job, job_id)
-        sliver = _locked_sliver(session, job)
+def _acted(store: Store, job_id: int, action: str, reported: OperationalState,
+           lease: HeldLease) -> None:
+    with _outcome_tx(store, lease) as session:
+        sliver = _locked_sliver(session, lease.sliver_id)
         current = states.as_state(sliver.allocation_state, sliver.operational_state)
         event = _DONE_EVENT[action]
         if not states.allowed(current, event):
-            _mark(job, JobState.DONE, f"sliver became {states.format_state(current)} meanwhile")
+            _mark(session, job_id, JobState.DONE,
+                  f"sliver became {states.format_state(current)} meanwhile")
             return
         target = (states.Alloc.PROVISIONED, Op(reported.value))
         if target in _targets(event):
             store.transition(session, sliver, event, target, error="")
-            _mark(job, JobState.DONE)
+            _mark(session, job_id, JobState.DONE)
         else:
-            msg = f"{_GENI_ACTION[action]}: driver reported {reported.value}"
+            msg = f"{_GENI_ACTION.get(action, action)}: driver reported {reported.value}"
             store.transition(session, sliver, Event.ACTION_FAILED, error=msg)
-            _mark(job, JobState.FAILED, msg)
+            _mark(session, job_id, JobState.FAILED, msg)
 
 
 def _targets(event: Event) -> tuple[states.State, ...]:
@@ -202,36 +420,43 @@ def _targets(event: Event) -> tuple[states.State, ...]:
     return row.targets or ()
 
 
-def _fail(store: Store, job_id: int, action: str, error: str) -> None:
+def _fail(store: Store, job_id: int, action: str, error: str, lease: HeldLease) -> None:
     """Permanent failure: the job fails and the sliver (if still in the job's state) goes to
     geni_failed with the cause as geni_error."""
-    with store.write() as session:
-        job = session.get(Job, job_id)
-        _mark(job, JobState.FAILED, error)
-        if action == "delete":
-            return   # the sliver is already unallocated; the reconciler frees leaked substrate
-        sliver = _locked_sliver(session, job)
-        current = states.as_state(sliver.allocation_state, sliver.operational_state)
-        event = Event.PROVISION_FAILED if action == "provision" else Event.ACTION_FAILED
-        if states.allowed(current, event):
-            store.transition(session, sliver, event, error=error)
+    with _outcome_tx(store, lease) as session:
+        # a delete's sliver is already unallocated (the reconciler frees leaked substrate)
+        if action != "delete":
+            sliver = _locked_sliver(session, lease.sliver_id)   # sliver, then job: lock order
+            current = states.as_state(sliver.allocation_state, sliver.operational_state)
+            # a provision-and-start job may fail in either half: pending_allocation or configuring
+            for event in (Event.PROVISION_FAILED, Event.ACTION_FAILED):
+                if states.allowed(current, event):
+                    store.transition(session, sliver, event, error=error)
+                    break
+        _mark(session, job_id, JobState.FAILED, error)
 
 
-def _requeue(store: Store, job_id: int, error: str) -> None:
-    with store.write() as session:
-        job = session.get(Job, job_id)
-        _mark(job, JobState.QUEUED, error)
-        job.lease_owner = None
+def _requeue(store: Store, job_id: int, error: str, lease: HeldLease) -> None:
+    with _outcome_tx(store, lease) as session:
+        _mark(session, job_id, JobState.QUEUED, error, lease_owner=None)
 
 
-def _finish(store: Store, job_id: int, *, failed: bool = False, error: str = "",
-            note: str = "") -> None:
-    with store.write() as session:
-        _mark(session.get(Job, job_id), JobState.FAILED if failed else JobState.DONE, error or note)
+def _finish(store: Store, job_id: int, *, lease: HeldLease, failed: bool = False,
+            error: str = "", note: str = "") -> None:
+    with _outcome_tx(store, lease) as session:
+        _mark(session, job_id, JobState.FAILED if failed else JobState.DONE, error or note)
 
 
-def _mark(job: Job, state: str, error: str = "") -> None:
-    job.state, job.error, job.heartbeat = state, error, utcnow()
+_KEEP = object()
+
+
+def _mark(session, job_id: int, state: str, error: str = "", *, lease_owner=_KEEP) -> None:
+    """Set the job's state (one UPDATE, no ORM load)."""
+    values = {"state": state, "error": error, "heartbeat": utcnow()}
+    if lease_owner is not _KEEP:
+        values["lease_owner"] = lease_owner
+    session.execute(update(Job).where(Job.id == job_id).values(**values)
+                    .execution_options(synchronize_session=False))
 
 
 def requeue_interrupted(store: Store, *, now: datetime | None = None,
@@ -246,9 +471,13 @@ def requeue_interrupted(store: Store, *, now: datetime | None = None,
             select(Job, SliverLease).outerjoin(SliverLease, SliverLease.sliver_id == Job.sliver_id)
             .where(Job.state == JobState.RUNNING)).all()
         for job, lease in running:
-            if lease is None or lease.expires <= now or lease.job_id != job.id:
+            dead = lease is not None and lease.job_id == job.id and _dead_local_owner(lease.owner)
+            if lease is None or lease.expires <= now or lease.job_id != job.id or dead:
+                if dead:   # void now: the retry must not wait lease_s for the lock
+                    session.delete(lease)
                 job.state, job.lease_owner = JobState.QUEUED, None
-                job.error = (job.error + "; " if job.error else "") + "interrupted: lease expired"
+                why = "its worker process is gone" if dead else "lease expired"
+                job.error = (job.error + "; " if job.error else "") + f"interrupted: {why}"
                 ids.append(job.id)
         stale = session.scalars(select(Job).where(
             Job.state == JobState.QUEUED,
@@ -257,4 +486,24 @@ def requeue_interrupted(store: Store, *, now: datetime | None = None,
     return sorted(ids)
 
 
-__all__ = ["ACTION_JOBS", "JobNotFound", "RetryableJobError", "requeue_interrupted", "run_job"]
+def _dead_local_owner(owner: str) -> bool:
+    """Whether a lease owner (`<host>:<pid>:<thread>`, see am.jobs.tasks) is a process on this
+    host that no longer exists: `geni-am serve` (embedded worker) or a worker killed and
+    restarted. Its leases are void at once instead of after `lease_s` (minutes), so a restarted
+    AM finishes interrupted jobs right away. Anything else (another host, a live or unknown
+    pid, another owner format) is left to the lease expiry."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:          # exists but not ours (EPERM), or unknown: assume alive
+        return False
+    return False
+
+
+__all__ = ["ACTION_JOBS", "DRIVER_ACTION", "HeldLease", "JobNotFound", "LeaseHeartbeat",
+           "RetryableJobError", "requeue_interrupted", "run_job"]

@@ -19,6 +19,8 @@ Choices where the spec leaves room (docs/state.md lists them):
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,11 +36,13 @@ from am import states
 from am.config import Settings
 from am.errors import GeniCode, GeniError
 from am.jobs.queue import JobQueue
-from am.jobs.runner import ACTION_JOBS
+from am.jobs.runner import ACTION_JOBS, DRIVER_ACTION
+from am.service import driver_actions, hybrid
 from am.service.contract import ManifestResult, Options, Principal, SliverInfo, StatusResult
 from am.service.manifests import manifest_for
 from am.states import Alloc, Event, IllegalTransition
-from am.store import ReservationConflict, Slice, Sliver, Store, StoreError, spec_to_dict, utcnow
+from am.store import (ReservationConflict, Slice, Sliver, Store, StoreError, spec_from_dict,
+                      spec_to_dict, utcnow)
 from credentials.errors import URNError
 from credentials.urn import parse_urn
 
@@ -47,7 +51,20 @@ log = logging.getLogger(__name__)
 GENI_ALLOCATE = "geni_many"
 GENI_SINGLE_ALLOCATION = False
 SHUT_DOWN = "slice is shut down"
+# A cached advertisement is rebuilt at least this often even when nothing was reserved, so its
+# `generated` time stays recent; correctness comes from the usage generation, not from this.
+AD_MAX_AGE_S = 60.0
 KNOWN_ACTIONS = (*ACTION_JOBS, "geni_updating_users_cancel")
+
+
+@dataclass(frozen=True)
+class _CachedAd:
+    """An advertisement and what it is valid for."""
+
+    generation: int        # the usage generation it was built from
+    components: list       # the site's inventory list it was built from (compared by identity)
+    built: float           # time.monotonic() when built
+    xml: str
 
 
 @dataclass
@@ -73,6 +90,8 @@ class Aggregate:
         self.clock = clock
         self.am_urn = settings.am_urn
         self.am_urns = (settings.am_urn, f"urn:publicid:IDN+{settings.authority}+authority+cm")
+        self._ads: dict[bool, _CachedAd] = {}   # available_only -> the advertisement
+        self._ad_lock = threading.Lock()
         for warning in store.sync_capacity(site.components):
             log.warning("inventory: %s", warning)
 
@@ -139,10 +158,39 @@ class Aggregate:
 
     # ---- ListResources ----------------------------------------------------------------------
     def advertisement(self, options: Options) -> str:
-        from rspec.advertisement import AdLink, build_advertisement, default_opstate
-        with self._db(), self.store.read() as session:
-            usage = self.store.usage(session)
+        """The advertisement RSpec, built once per usage generation and variant. A hit costs
+        one primary-key read of the generation counter (bumped by every transaction that
+        changes capacity, reservations or live slivers, in any process sharing the database)
+        and returns the very same string object, so the API layer can memoise its compressed
+        and XML-RPC-escaped forms by identity."""
+        variant = bool(options.available_only)
         comps = self.site.components
+        with self._db():
+            hit = self._cached_advertisement(variant, self.store.current_generation(), comps)
+        if hit is not None:
+            return hit
+        with self._db(), self.store.read() as session:
+            generation = self.store.usage_generation(session)   # before the usage it validates
+            with self._ad_lock:   # one build at a time; threads that waited find it cached
+                hit = self._cached_advertisement(variant, generation, comps)
+                if hit is not None:
+                    return hit
+                xml = self._build_advertisement(comps, self.store.usage(session), variant)
+                if generation is not None:
+                    self._ads[variant] = _CachedAd(generation, comps, time.monotonic(), xml)
+                return xml
+
+    def _cached_advertisement(self, variant: bool, generation: int | None,
+                              comps: list) -> str | None:
+        cached = self._ads.get(variant)
+        if (cached is None or generation is None or cached.generation != generation
+                or cached.components is not comps   # the site's inventory was refreshed
+                or time.monotonic() - cached.built > AD_MAX_AGE_S):
+            return None
+        return cached.xml
+
+    def _build_advertisement(self, comps: list, usage: dict, available_only: bool) -> str:
+        from rspec.advertisement import AdLink, build_advertisement, default_opstate
         free: dict[str, dict[str, float]] = {}
         available: dict[str, bool] = {}
         for comp in comps:
@@ -156,7 +204,7 @@ class Aggregate:
                         name=l.name, interface_refs=tuple(e.interface_id for e in l.ends),
                         capacity_kbps=l.capacity_kbps) for l in self.site.links]
         return build_advertisement(comps, am_urn=self.am_urn, available=available,
-                                   available_only=options.available_only, links=links,
+                                   available_only=available_only, links=links,
                                    opstate=default_opstate(sorted(self.site.sliver_types())),
                                    free=free)
 
@@ -177,7 +225,7 @@ class Aggregate:
             self._refuse_if_shut_down(self.store.find_slice(session, slice_urn))
         try:
             request = parse_request(request_xml, am_urns=self.am_urns,
-                                    known_sliver_types=self.site.sliver_types(),
+                                    known_sliver_types=self.site.accepted_sliver_types(),
                                     max_bytes=self.settings.max_request_bytes)
         except RSpecError as exc:
             raise GeniError.from_library(exc, GeniCode.BADARGS) from None
@@ -190,8 +238,7 @@ class Aggregate:
         if placement.refusals:
             codes = {r.code for r in placement.refusals}
             code = placement.refusals[0].code if len(codes) > 1 else codes.pop()
-            raise GeniError(_code(code), "; ".join(f"{r.client_id}: {r.reason}"
-                                                   for r in placement.refusals))
+            raise GeniError(_code(code), _refusal_message(request, placement.refusals))
         if not placement.slivers:
             raise GeniError(GeniCode.BADARGS, "nothing in the request could be placed here")
         elements = _element_index(request)
@@ -252,7 +299,8 @@ class Aggregate:
             target = self._target(session, urns, lock=True)
             self._refuse_if_shut_down(target.slice)
             self._require_live(target, "provision")
-            chosen = target.slivers
+            chosen = hybrid.with_forwarding_slivers(self.store, session, target.slivers,
+                                                    self.clock(), lock=True)
             if target.by_slice:
                 chosen = [s for s in chosen if s.allocation_state == Alloc.ALLOCATED.value]
                 if not chosen:
@@ -269,7 +317,9 @@ class Aggregate:
                     infos.append(_info(row, error=exc.message))
                     continue
                 row.expires = expires
-                jobs.append(self.store.add_job(session, row, "provision").id)
+                jobs.append(self.store.add_job(
+                    session, row, "provision",
+                    {"start": True} if self.settings.start_on_provision else None).id)
                 done.append(row)
                 infos.append(_info(row))
             if options.users:
@@ -304,9 +354,12 @@ class Aggregate:
     # ---- PerformOperationalAction -----------------------------------------------------------
     def perform_action(self, principal: Principal, urns: Sequence[str], action: str,
                        options: Options) -> list[SliverInfo]:
-        if action not in KNOWN_ACTIONS:
+        extra = action not in KNOWN_ACTIONS   # a driver's own action (am.service.driver_actions)
+        if extra and action not in driver_actions.advertised_actions(self.site):
+            supported = (*KNOWN_ACTIONS, *driver_actions.advertised_actions(self.site))
             raise GeniError(GeniCode.UNSUPPORTED, f"operational action {action!r} is not "
-                                                  f"supported (supported: {', '.join(KNOWN_ACTIONS)})")
+                                                  f"supported (supported: {', '.join(supported)})")
+        action_opts = driver_actions.job_options(action, options.extra) if extra else {}
         if action == "geni_update_users" and not options.users:
             raise GeniError(GeniCode.BADARGS, "geni_update_users needs the geni_users option")
         jobs: list[int] = []
@@ -315,10 +368,21 @@ class Aggregate:
             target = self._target(session, urns, lock=True)
             self._refuse_if_shut_down(target.slice)
             self._require_live(target, "act on")
-            for row in target.slivers:
+            chosen = hybrid.with_forwarding_slivers(self.store, session, target.slivers,
+                                                    self.clock(), lock=True)
+            if extra and target.by_slice:   # a slice-wide driver action: the slivers that have it
+                chosen = [r for r in chosen if self._driver_has(r, action)] or chosen
+            for row in chosen:
                 try:
                     self._check_driver_action(row, action)
-                    if action == "geni_updating_users_cancel":
+                    if extra:
+                        driver_actions.check_for_sliver(self.site.drivers.get(row.driver),
+                                                        spec_from_dict(row.spec), row.urn,
+                                                        action_opts)
+                        self.store.transition(session, row, Event.DRIVER_ACTION, error="")
+                        jobs.append(self.store.add_job(session, row, DRIVER_ACTION, {
+                            "action": action, "options": action_opts}).id)
+                    elif action == "geni_updating_users_cancel":
                         self.store.transition(session, row, Event.UPDATE_USERS_CANCEL)
                     else:
                         start_event, _ = states.ACTION_EVENTS[action]
@@ -335,7 +399,14 @@ class Aggregate:
         self._submit(jobs)
         return infos
 
+    def _driver_has(self, row: Sliver, action: str) -> bool:
+        driver = self.site.drivers.get(row.driver)
+        return driver is not None and action in driver.capabilities.actions
+
     def _check_driver_action(self, row: Sliver, action: str) -> None:
+        if action not in KNOWN_ACTIONS and not self._driver_has(row, action):
+            raise GeniError(GeniCode.UNSUPPORTED, f"sliver {row.urn} ({row.driver}) does not "
+                                                  f"support {action}")
         driver = self.site.drivers.get(row.driver)
         base = "geni_update_users" if action == "geni_updating_users_cancel" else action
         if driver is not None and base not in driver.capabilities.actions:
@@ -389,7 +460,8 @@ class Aggregate:
                 infos.append(SliverInfo(sliver_urn=row.urn, expires=row.expires,
                                         allocation_status=Alloc.UNALLOCATED.value,
                                         client_id=row.client_id))
-            for row in target.slivers:
+            for row in hybrid.with_forwarding_slivers(self.store, session, target.slivers,
+                                                      self.clock(), lock=True):
                 jobs.extend(self._unallocate(session, row, Event.DELETE))
                 infos.append(SliverInfo(sliver_urn=row.urn, expires=row.expires,
                                         allocation_status=Alloc.UNALLOCATED.value,
@@ -497,6 +569,21 @@ def _element_for(request, index: dict[tuple[str, str], str], spec) -> str:
         # OpenFlow slivers have no client_id: match the request model (equality ignores XML)
         return next((of.element_xml or "" for of in request.openflow if of == spec.openflow), "")
     return index.get((spec.kind.value, spec.client_id), "")
+
+
+def _refusal_message(request, refusals) -> str:
+    """Each refused element with its reason, led by the shortfall when nodes did not fit
+    (so a client asking for more than the site holds reads how many it is short)."""
+    reasons = "; ".join(f"{r.client_id}: {r.reason}" for r in refusals)
+    nodes = {n.client_id for n in request.nodes}
+    short = [r for r in refusals if r.client_id in nodes and r.code in CAPACITY_CODES]
+    if not short:
+        return reasons
+    return f"short by {len(short)} of the {len(nodes)} requested node(s): {reasons}"
+
+
+#: Refusal codes that mean "not enough room", as opposed to a request the site cannot serve.
+CAPACITY_CODES = frozenset({"INSUFFICIENT_NODES", "TOOBIG"})
 
 
 def _code(name: str) -> GeniCode:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
@@ -185,3 +186,16 @@ class AuditEntry(Base):
     outcome: Mapped[int] = mapped_column(Integer)        # geni_code
     message: Mapped[str] = mapped_column(Text, default="")
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class UsageGeneration(Base):
+    """One row whose `generation` goes up in every transaction that changes what the
+    advertisement derives from (capacity, reservations, claims, the set of live slivers).
+    Processes sharing the database compare it with the generation of their cached
+    advertisement: one primary-key read instead of rebuilding the advertisement."""
+
+    __tablename__ = "usage_generation"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -8,11 +8,12 @@ expiry times themselves (`live_clause` does), and never touch the audit log exce
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, func, select, text, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +30,7 @@ from am.store.models import (
     Slice,
     Sliver,
     SliverLease,
+    UsageGeneration,
     UserKey,
 )
 from am.store.types import utcnow
@@ -66,6 +68,24 @@ class AuditRecord:
     duration_ms: float
 
 
+# session.info flag: this write transaction changed what the advertisement derives from
+USAGE_CHANGED = "geniam_usage_changed"
+
+
+def mark_usage_changed(session: Session) -> None:
+    """Have `Store.write` bump the usage generation when this transaction commits."""
+    session.info[USAGE_CHANGED] = True
+
+
+_GENERATION_Q = select(UsageGeneration.generation).where(UsageGeneration.id == 1)
+
+
+def _fresh_generation() -> int:
+    """Start value for a re-created counter row: microseconds since the epoch, far above any
+    generation a cache may hold from before the row disappeared (a TRUNCATE in tests)."""
+    return time.time_ns() // 1000
+
+
 def slice_key(urn: str) -> str:
     """Slice URNs match case-insensitively (authority and name are case-insensitive in GENI)."""
     return urn.strip().lower()
@@ -78,6 +98,8 @@ class Store:
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(**{WRITE_OPTION: True}),
                                    expire_on_commit=False)
+        # decoded SliverSpec per sliver URN (specs are immutable once written); see usage()
+        self._specs: dict[str, SliverSpec] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------
     def migrate(self) -> None:
@@ -100,9 +122,37 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+        """One transaction: committed when the block ends, rolled back if it raises. A
+        transaction that changed usage (`mark_usage_changed`) bumps the usage generation as its
+        last statement, so the counter row is the last lock it takes (no lock-order cycles)."""
         with self._write() as session, session.begin():
             yield session
+            if session.info.pop(USAGE_CHANGED, False):
+                session.flush()
+                self._bump_generation(session)
+
+    # ---- the usage generation ----------------------------------------------------------
+    def _bump_generation(self, session: Session) -> None:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        stmt = upsert(UsageGeneration).values(id=1, generation=_fresh_generation())
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[UsageGeneration.id],
+            set_={"generation": UsageGeneration.generation + 1}))
+
+    def current_generation(self) -> int | None:
+        """`usage_generation` on a bare pooled connection, without an ORM session: the whole
+        cost of validating a cached advertisement."""
+        with self.engine.connect() as conn:
+            return conn.execute(_GENERATION_Q).scalar()
+
+    @staticmethod
+    def usage_generation(session: Session) -> int | None:
+        """The current usage generation (one primary-key read), None if the row is missing.
+        Read it *before* the data it validates: a later statement can only see newer data."""
+        return session.scalar(_GENERATION_Q)
 
     # ---- the state machine's only writer -----------------------------------------------
     def transition(self, session: Session, sliver: Sliver, event: Event,
@@ -111,6 +161,8 @@ class Store:
         IllegalTransition (a GeniError) and change nothing."""
         current = states.as_state(sliver.allocation_state, sliver.operational_state)
         new = states.next_state(current, event, target, subject=f"sliver {sliver.urn}")
+        if (current[0] is Alloc.UNALLOCATED) != (new[0] is Alloc.UNALLOCATED):
+            mark_usage_changed(session)   # the set of live slivers (usage) changes
         sliver.allocation_state = new[0].value
         sliver.operational_state = new[1].value if new[1] is not None else None
         if error is not None:
@@ -178,11 +230,15 @@ class Store:
                     if row is None:
                         session.add(Capacity(component_id=comp.component_id, resource=resource,
                                              capacity=float(amount), used=0.0))
-                    else:
-                        if float(amount) < row.used:
-                            warnings.append(f"{comp.component_id} {resource}: capacity {amount} "
-                                            f"is below the {row.used} already reserved")
-                        row.capacity = max(float(amount), row.used)
+                        mark_usage_changed(session)
+                        continue
+                    if float(amount) < row.used:
+                        warnings.append(f"{comp.component_id} {resource}: capacity {amount} "
+                                        f"is below the {row.used} already reserved")
+                    kept = max(float(amount), row.used)
+                    if row.capacity != kept:
+                        row.capacity = kept
+                        mark_usage_changed(session)
         return warnings
 
     def reserve(self, session: Session, sliver: Sliver, demand: Mapping[str, float],
@@ -190,6 +246,7 @@ class Store:
         """Reserve `demand` on the sliver's component and take its claims, or raise
         ReservationConflict (the caller's transaction must then roll back)."""
         comp = sliver.component_id
+        mark_usage_changed(session)
         for resource, amount in sorted(demand.items()):
             if amount <= 0:
                 continue
@@ -217,6 +274,7 @@ class Store:
 
     def release(self, session: Session, sliver: Sliver) -> None:
         """Give back everything the sliver holds (idempotent)."""
+        mark_usage_changed(session)
         for res in session.scalars(select(Reservation).where(Reservation.sliver_id == sliver.id)):
             session.execute(update(Capacity)
                             .where(Capacity.component_id == res.component_id,
@@ -229,26 +287,42 @@ class Store:
     def usage(self, session: Session, component_ids: Iterable[str] | None = None) -> dict[str, Usage]:
         """What is reserved per component, as the engine's admission checks want it. It counts
         every sliver that still holds a reservation (an expired one until the reaper frees it),
-        so it agrees with the CHECK constraint that guards the same numbers."""
+        so it agrees with the CHECK constraint that guards the same numbers.
+
+        Cost: two narrow queries (used amounts; URN, component and slice of live slivers). A
+        sliver's spec never changes after Allocate, so decoded specs are kept per sliver URN
+        (unique forever) and only new slivers' specs are read and decoded. Full scans (no
+        `component_ids`) replace the kept set with exactly the live slivers, so it stays bounded."""
         ids = None if component_ids is None else list(component_ids)
         used: dict[str, dict[str, float]] = {}
-        cap_q = select(Capacity)
+        cap_q = select(Capacity.component_id, Capacity.resource, Capacity.used).where(
+            Capacity.used > 1e-9)
         if ids is not None:
             cap_q = cap_q.where(Capacity.component_id.in_(ids))
-        for row in session.scalars(cap_q):
-            if row.used > 1e-9:
-                used.setdefault(row.component_id, {})[row.resource] = row.used
-        sliver_q = (select(Sliver, Slice.urn).join(Slice)
-                    .where(Sliver.allocation_state != Alloc.UNALLOCATED.value))
+        for component_id, resource, amount in session.execute(cap_q):
+            used.setdefault(component_id, {})[resource] = amount
+        live_q = (select(Sliver.id, Sliver.urn, Sliver.component_id, Slice.urn).join(Slice)
+                  .where(Sliver.allocation_state != Alloc.UNALLOCATED.value)
+                  .order_by(Sliver.id))
         if ids is not None:
-            sliver_q = sliver_q.where(Sliver.component_id.in_(ids))
+            live_q = live_q.where(Sliver.component_id.in_(ids))
+        live = session.execute(live_q).all()
+        known = self._specs
+        missing = [row_id for row_id, urn, _, _ in live if urn not in known]
+        fresh: dict[str, SliverSpec] = {}
+        for chunk in range(0, len(missing), 500):
+            for urn, spec in session.execute(select(Sliver.urn, Sliver.spec).where(
+                    Sliver.id.in_(missing[chunk:chunk + 500]))):
+                fresh[urn] = spec_from_dict(spec)
         specs: dict[str, list[SliverSpec]] = {}
         exclusive: dict[str, str] = {}
-        for sliver, slice_urn in session.execute(sliver_q):
-            spec = spec_from_dict(sliver.spec)
-            specs.setdefault(sliver.component_id, []).append(spec)
+        for _, urn, component_id, slice_urn in live:
+            spec = known.get(urn) or fresh[urn]
+            specs.setdefault(component_id, []).append(spec)
             if spec.exclusive:
-                exclusive[sliver.component_id] = slice_urn
+                exclusive[component_id] = slice_urn
+        if ids is None:   # a full scan knows every live sliver: keep exactly those
+            self._specs = {urn: known.get(urn) or fresh[urn] for _, urn, _, _ in live}
         keys = set(used) | set(specs) | (set(ids) if ids is not None else set())
         return {cid: Usage(component_id=cid, used=used.get(cid, {}), slivers=tuple(specs.get(cid, ())),
                            exclusive_holder=exclusive.get(cid)) for cid in keys}
@@ -272,24 +346,37 @@ class Store:
                       now: datetime | None = None) -> bool:
         """Take the sliver's lock for `owner`, or take over one whose lease expired (a crashed
         worker). False when another live owner holds it."""
+        with self.write() as session:
+            return self.take_lease(session, sliver_id, owner, job_id, ttl_s, now)
+
+    @staticmethod
+    def take_lease(session: Session, sliver_id: int, owner: str, job_id: int | None,
+                   ttl_s: float, now: datetime | None = None) -> bool:
+        """`acquire_lease` inside the caller's write transaction (a job claims the lease and
+        marks itself running in one commit)."""
         now = now or utcnow()
         until = now + timedelta(seconds=ttl_s)
-        with self.write() as session:
-            taken = session.execute(
-                update(SliverLease)
-                .where(SliverLease.sliver_id == sliver_id,
-                       (SliverLease.expires <= now) | (SliverLease.owner == owner))
-                .values(owner=owner, job_id=job_id, expires=until))
-            if taken.rowcount == 1:
-                return True
-            try:
-                with session.begin_nested():
-                    session.add(SliverLease(sliver_id=sliver_id, owner=owner, job_id=job_id,
-                                            expires=until))
-                    session.flush()
-                return True
-            except IntegrityError:
-                return False
+        if session.bind.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        # one statement: insert, or take over a lease that expired or is already ours; a live
+        # lease of another owner matches neither and leaves the row count at 0
+        stmt = upsert(SliverLease).values(sliver_id=sliver_id, owner=owner, job_id=job_id,
+                                          expires=until)
+        taken = session.execute(stmt.on_conflict_do_update(
+            index_elements=[SliverLease.sliver_id],
+            set_={"owner": owner, "job_id": job_id, "expires": until},
+            where=(SliverLease.expires <= now) | (SliverLease.owner == owner))
+            .returning(SliverLease.sliver_id))
+        return taken.first() is not None
+
+    @staticmethod
+    def drop_lease(session: Session, sliver_id: int, owner: str) -> bool:
+        """`release_lease` inside the caller's write transaction (a job records its outcome
+        and lets go of the sliver in one commit). True if `owner` held it."""
+        return session.execute(delete(SliverLease).where(
+            SliverLease.sliver_id == sliver_id, SliverLease.owner == owner)).rowcount == 1
 
     def renew_lease(self, sliver_id: int, owner: str, ttl_s: float) -> bool:
         now = utcnow()
@@ -339,6 +426,19 @@ class Store:
             session.add(AuditEntry(ts=ts or utcnow(), caller_urn=caller_urn, tool_urn=tool_urn,
                                    method=method, target=target[:4000], outcome=int(outcome),
                                    message=message[:4000], duration_ms=float(duration_ms)))
+
+    def audit_batch(self, records: Sequence[AuditRecord]) -> None:
+        """Append several entries in one transaction with one multi-row INSERT (the API's
+        background audit writer drains its queue with this: one commit per batch, no ORM
+        unit of work per entry)."""
+        if not records:
+            return
+        with self.write() as session:
+            session.execute(insert(AuditEntry.__table__), [
+                {"ts": r.ts, "caller_urn": r.caller_urn, "tool_urn": r.tool_urn,
+                 "method": r.method, "target": r.target[:4000], "outcome": int(r.outcome),
+                 "message": r.message[:4000], "duration_ms": float(r.duration_ms)}
+                for r in records])
 
     def audit_entries(self, *, limit: int = 100, caller_urn: str | None = None) -> list[AuditRecord]:
         with self.read() as session:

@@ -13,6 +13,7 @@ Ports are claims (`port:nf0`, `port:nf0:vlan:100`).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -46,9 +47,11 @@ from drivers.netfpga.plane import NetFPGAPlane, port_name
 from drivers.netfpga.registers import CardTables, RegisterError
 from drivers.netfpga.simulated import Geometry, SimulatedCard
 from drivers.routesync import (
+    SYNC_ROUTES_ACTION,
     ControlPlaneRoutes,
     FibEntry,
     RouteError,
+    RouteTableFull,
     SyncResult,
     normalise_all,
     sync_plane,
@@ -56,7 +59,7 @@ from drivers.routesync import (
 from rspec.model import Route
 
 SLIVER_TYPE = "netfpga-vdp"
-SYNC_ROUTES = "geniam_sync_routes"
+SYNC_ROUTES = SYNC_ROUTES_ACTION
 
 CONFIG_DEFAULTS: dict[str, Any] = {
     "state_dir": None,
@@ -385,17 +388,9 @@ class NetFPGADriver(SubstrateDriver):
         comp = self._comp(spec)
         sim, tables = self.card(comp)
         try:
-            routes = normalise_all(routes)
-            names = {i.client_id for i in spec.interfaces}
-            for r in routes:
-                if r.interface and r.interface not in names:
-                    raise RouteError(f"route to {r.destination} names interface "
-                                     f"{r.interface!r}, which the node does not have")
+            routes = self.check_routes(spec, routes)
         except RouteError as exc:
             raise DriverError(str(exc)) from None
-        if len(routes) > tables.route_depth:
-            raise DriverError(f"{len(routes)} routes do not fit a data plane's route table on "
-                              f"card {comp.name} ({tables.route_depth} entries)")
         slot = self.slot_of(spec)
         if slot is None:
             raise DriverError(f"sliver {spec.sliver_urn} holds no slot on card {comp.name}")
@@ -404,6 +399,17 @@ class NetFPGADriver(SubstrateDriver):
             if tables.slot_config(slot)[0]:
                 return self._sync(comp, tables, slot, spec)
         return None
+
+    def check_routes(self, spec: SliverSpec, routes: Iterable[Route]) -> tuple[Route, ...]:
+        """Pure: the routes normalised, or RouteError (malformed, unknown interface) /
+        RouteTableFull (more than a slot's route table holds)."""
+        comp = self._comp(spec)
+        routes = self._check_routes(dataclasses.replace(spec, routes=tuple(routes)))
+        depth = self.geometry.route_depth
+        if len(routes) > depth:
+            raise RouteTableFull(f"{len(routes)} routes do not fit a data plane's route table "
+                                 f"on card {comp.name} ({depth} entries)")
+        return routes
 
     def control_routes(self, spec: SliverSpec) -> tuple[Route, ...]:
         return self.routes.get(_handle(self._comp(spec), spec)) or ()

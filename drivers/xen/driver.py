@@ -14,6 +14,7 @@ libvirtd holds the domains and the records only carry what libvirt cannot (Dom0 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import shutil
@@ -45,6 +46,7 @@ from drivers.base import (
 )
 from drivers.inventory import InventoryError, build_component, parse_forwarding
 from drivers.routesync import (
+    SYNC_ROUTES_ACTION,
     ControlPlaneRoutes,
     FibEntry,
     RouteError,
@@ -66,7 +68,7 @@ from drivers.xen.domain import (
 from drivers.xen.records import DomainRecord, RecordStore
 from rspec.model import Route
 
-SYNC_ROUTES = "geniam_sync_routes"
+SYNC_ROUTES = SYNC_ROUTES_ACTION
 XEN_SLIVER_TYPES = ("xen-vm", "emulab-xen", "default-vm")
 TABLE_BASE = 0x10000          # Dom0 table ids: far above the ones people configure by hand
 TABLE_SPAN = 0x7FFF0000
@@ -188,7 +190,15 @@ class XenDriver(SubstrateDriver):
             return Admission.refuse(str(exc), "BADARGS")
         vcpus, memory = self._size(spec)
         demand: dict[str, float] = {"cpu": float(vcpus), "memory_mb": float(memory)}
-        if spec.router:
+        if spec.router and spec.params.get("forwarding_plane") and \
+                spec.forwarding in (ForwardingMode.HARDWARE, ForwardingMode.OPENFLOW):
+            # a hybrid router's control plane: forwarding runs in a sliver of its own
+            # (`forwarding_plane`), so neither the guest limit nor a Dom0 table applies here
+            try:
+                self._check_routes(spec)
+            except RouteError as exc:
+                return Admission.refuse(f"node {spec.client_id}: {exc}", "BADARGS")
+        elif spec.router:
             mode = spec.forwarding or ForwardingMode.GUEST
             if mode not in comp.forwarding_modes:
                 return Admission.refuse(
@@ -317,9 +327,14 @@ class XenDriver(SubstrateDriver):
         self._converge(comp, rec, handle)
         logins = tuple(Login(hostname=_login_host(spec, comp), port=22, username=u.login)
                        for u in spec.users)
+        status = f"Xen domain {handle} on {comp.name}"
+        if spec.params.get("forwarding_sliver"):
+            status += (f", control plane of a router forwarding in {rec.forwarding} "
+                       f"({spec.params['forwarding_sliver']})")
+        elif rec.forwarding:
+            status += f", virtual router forwarding in {rec.forwarding}"
         return ProvisionResult(state=self._state(dom), macs=dict(rec.macs), logins=logins,
-                               resource_status=f"Xen domain {handle} on {comp.name}",
-                               handle=handle)
+                               resource_status=status, handle=handle)
 
     def _new_record(self, comp: Component, spec: SliverSpec, handle: str) -> DomainRecord:
         image = _image_for(comp, spec.disk_image)
@@ -471,17 +486,18 @@ class XenDriver(SubstrateDriver):
         if rec is None:
             raise DriverError(f"sliver {spec.sliver_urn} has no Xen domain (not provisioned)")
         try:
-            routes = normalise_all(routes)
-            for r in routes:
-                if r.interface and r.interface not in rec.vif_by_client:
-                    raise RouteError(f"route to {r.destination} names interface "
-                                     f"{r.interface!r}, which the node does not have")
+            routes = self.check_routes(spec, routes)
         except RouteError as exc:
             raise DriverError(str(exc)) from None
         self.routes.put(handle, routes)
         if rec.running:
             return self._sync_forwarding(comp, rec)
         return None
+
+    def check_routes(self, spec: SliverSpec, routes: Iterable[Route]) -> tuple[Route, ...]:
+        """Pure: the routes normalised, or RouteError (malformed, unknown interface). Dom0's
+        tables have no fixed size, so nothing is too big here."""
+        return self._check_routes(dataclasses.replace(spec, routes=tuple(routes)))
 
     def control_routes(self, spec: SliverSpec) -> tuple[Route, ...]:
         return self.routes.get(handle_for(spec.sliver_urn)) or ()

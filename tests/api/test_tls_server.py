@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ssl
+import http.client
 import xmlrpc.client
 
 import pytest
@@ -66,9 +67,19 @@ def test_malformed_and_oversized_over_tls(server, gcf_fixtures, base_settings):
     assert status == 200
     with pytest.raises(xmlrpc.client.Fault):
         xmlrpc.client.loads(body)
-    status, _ = raw_post("127.0.0.1", server.port, ctx(gcf_fixtures, "alice"),
-                         b"x" * (base_settings.max_request_bytes + 10))
-    assert status == 413
+    # Announce an oversized body but send only the headers: the AM answers 413 on the
+    # Content-Length alone, before reading (a client still streaming the body would race the
+    # server's close and see an EOF instead of the answer).
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port,
+                                       context=ctx(gcf_fixtures, "alice"), timeout=10)
+    try:
+        conn.putrequest("POST", "/")
+        conn.putheader("Content-Type", "text/xml")
+        conn.putheader("Content-Length", str(base_settings.max_request_bytes + 10))
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+    finally:
+        conn.close()
 
 
 def test_missing_files_are_config_errors(authorizer, base_settings, trust_dir, tmp_path):

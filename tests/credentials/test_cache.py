@@ -66,3 +66,29 @@ def test_failures_are_not_cached_and_lru_bound(gcf, trust):
     assert len(cache) == 1
     with pytest.raises(ValueError):
         VerificationCache(max_entries=0)
+
+
+def test_caller_chain_is_cached_but_never_past_its_validity(gcf_fixtures):
+    """The TLS caller chain is verified once, then served from the cache, but only while every
+    certificate of the chain is valid: an expired caller is refused like a new one."""
+    from datetime import datetime, timezone
+
+    import pytest
+
+    from credentials.certs import TrustStore
+    from credentials.errors import CertificateError
+    from credentials.verify import CredentialVerifier
+
+    trust = TrustStore.from_pem_files([gcf_fixtures / "ca-cert.pem"])
+    calls = []
+    verify_chain = trust.verify_chain
+    trust.verify_chain = lambda chain, now=None: calls.append(now) or verify_chain(chain, now)
+    verifier = CredentialVerifier(trust)
+    pem = (gcf_fixtures / "alice-cert.pem").read_text()
+    first = verifier.caller_identity(pem)
+    assert verifier.caller_identity(pem) is first and len(calls) == 1
+    with pytest.raises(CertificateError, match="expired"):
+        verifier.caller_identity(pem, datetime(2032, 1, 1, tzinfo=timezone.utc))
+    assert len(calls) == 2
+    with pytest.raises(CertificateError):
+        verifier.caller_identity((gcf_fixtures / "untrusted-alice-cert.pem").read_text())

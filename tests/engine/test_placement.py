@@ -181,12 +181,15 @@ def test_dom0_forwarding_is_not_limited(fake_site, mint):
     assert all("guest_routers" not in s.demand for s in plan.slivers if s.spec.client_id[0] == "d")
 
 
-def test_router_without_mode_falls_back_to_dom0_when_guest_is_full(fake_site, mint):
+def test_router_without_mode_gets_the_best_forwarding_offered(fake_site, mint):
+    # best forwarding performance first (am.engine.nodes.FORWARDING_PREFERENCE): Dom0 before
+    # the guest, so the guest limit never bites a router that left the mode open
     site = fake_site(1)
     routers = [node(f"r{i}", "fake1", router=True, cpu=0.1, memory_mb=64) for i in range(12)]
     plan = run(site, mint, *routers)
     modes = [by_client(plan)[f"r{i}"].spec.forwarding for i in range(12)]
-    assert modes == [ForwardingMode.GUEST] * 10 + [ForwardingMode.DOM0] * 2
+    assert modes == [ForwardingMode.DOM0] * 12
+    assert all("guest_routers" not in s.demand for s in plan.slivers)
 
 
 def test_forwarding_mode_nobody_offers_is_unsupported(fake_site, mint):
@@ -315,3 +318,14 @@ def test_openflow_sliver_becomes_flowspace_on_named_datapaths(fake_site, mint):
     assert (r.client_id, r.code) == ("openflow0", "BADARGS")
     host = OpenFlowSliver(groups=(OFGroup("g", (OFDatapath(node_urn("fake1")),)),))
     assert run(site, mint, openflow=[host]).refusals[0].code == "UNSUPPORTED"
+
+
+def test_genilib_raw_alias_is_accepted_and_placed_as_raw_pc(fake_site, mint):
+    """geni-lib's RawPC asks for sliver type "raw"; the fake site advertises "raw-pc"."""
+    from am.engine import place
+    from rspec.model import Request, RequestNode
+    site = fake_site(2)
+    assert "raw" in site.accepted_sliver_types() and "raw" not in site.sliver_types()
+    plan = place(Request(nodes=(RequestNode(client_id="pc", sliver_type="raw"),)), site, {},
+                 slice_urn="urn:publicid:IDN+geni-am+slice+s", mint_sliver_urn=mint)
+    assert plan.ok and plan.slivers[0].spec.client_id == "pc"

@@ -2,8 +2,10 @@
 `run_jobs()` plays the worker by calling `am.jobs.runner.run_job` directly."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from am.config import Settings
 from am.jobs.runner import RetryableJobError, run_job
@@ -60,8 +62,11 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, store: Store, tmp_path, *, nodes: int = 3, **fake_config):
-        self.settings = Settings(authority=AUTH, state_dir=str(tmp_path))
+    def __init__(self, store: Store, tmp_path, *, nodes: int = 3,
+                 settings: Mapping[str, Any] | None = None, **fake_config):
+        """`settings`: Settings fields to change (e.g. start_on_provision=False);
+        `fake_config`: fake driver keys (failure_rate, seed, ...)."""
+        self.settings = Settings(authority=AUTH, state_dir=str(tmp_path), **(settings or {}))
         self.site = make_fake_site(nodes, authority=AUTH, **fake_config)
         self.driver = self.site.drivers["fake"]
         self.store = store

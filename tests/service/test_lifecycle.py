@@ -43,16 +43,25 @@ def test_full_life_cycle(h):
     assert all(i.expires == h.clock.now + timedelta(days=7) for i in prov.slivers)
     assert len(h.queue.submitted) == 3
     assert h.run_jobs() == 3
+    # start_on_provision (the default): each provision job also booted its sliver, once
     status = h.am.status(ALICE, [s], Options())
     assert status.slice_urn == s
-    assert _states(status.slivers) == {("geni_provisioned", "geni_notready")}
+    assert _states(status.slivers) == {("geni_provisioned", "geni_ready")}
     assert all(i.error == "" for i in status.slivers)
     assert len(h.driver.observed()) == 3
+    assert {h.driver.counters(i.sliver_urn).actions for i in status.slivers} == {1}
+    assert h.queue.submitted == []   # no separate start job
 
+    # stop and start again: ready -> stopping -> notready -> configuring -> ready
+    h.am.perform_action(ALICE, [s], "geni_stop", Options())
+    assert _states(h.am.status(ALICE, [s], Options()).slivers) == {("geni_provisioned", "geni_stopping")}
+    h.run_jobs()
+    assert _states(h.am.status(ALICE, [s], Options()).slivers) == {("geni_provisioned", "geni_notready")}
     h.am.perform_action(ALICE, [s], "geni_start", Options())
     assert _states(h.am.status(ALICE, [s], Options()).slivers) == {("geni_provisioned", "geni_configuring")}
     h.run_jobs()
     assert _states(h.am.status(ALICE, [s], Options()).slivers) == {("geni_provisioned", "geni_ready")}
+    assert {h.driver.counters(i.sliver_urn).created for i in status.slivers} == {1}
 
     desc = h.am.describe(ALICE, [s], Options())
     node = next(etree.fromstring(desc.manifest.encode()).iter(RSPEC3 + "node"))

@@ -29,9 +29,8 @@ def _alloc(h, name="demo", *nodes):
 def _ready(h, name="demo"):
     _alloc(h, name)
     h.am.provision(ALICE, [slice_urn(name)], Options())
-    h.run_jobs()
-    h.am.perform_action(ALICE, [slice_urn(name)], "geni_start", Options())
-    h.run_jobs()
+    h.run_jobs()   # start_on_provision (default): the provision job boots it to geni_ready
+    assert h.am.status(ALICE, [slice_urn(name)], Options()).slivers[0].operational_status == "geni_ready"
 
 
 # ---- URN sets -------------------------------------------------------------------------------
@@ -132,15 +131,12 @@ def test_poa_rules(h):
     # still geni_pending_allocation: POA not allowed yet
     assert _code(h.am.perform_action, ALICE, [s], "geni_start", Options()) == GeniCode.UNSUPPORTED
     h.run_jobs()
+    assert h.am.status(ALICE, [s], Options()).slivers[0].operational_status == "geni_ready"
     assert _code(h.am.perform_action, ALICE, [s], "geni_fly", Options()) == GeniCode.UNSUPPORTED
-    assert _code(h.am.perform_action, ALICE, [s], "geni_stop", Options()) == GeniCode.UNSUPPORTED
+    # geni_ready: already started
+    assert _code(h.am.perform_action, ALICE, [s], "geni_start", Options()) == GeniCode.UNSUPPORTED
     assert _code(h.am.perform_action, ALICE, [s], "geni_update_users", Options()) == GeniCode.BADARGS
     users = Options(users=(UserKeys("urn:publicid:IDN+geni-am:test:sa+user+bob", ("ssh-rsa B",)),))
-    assert _code(h.am.perform_action, ALICE, [s], "geni_update_users", users) == GeniCode.REFUSED
-    best = h.am.perform_action(ALICE, [s], "geni_stop", Options(best_effort=True))
-    assert best[0].error and best[0].operational_status == "geni_notready"
-    h.am.perform_action(ALICE, [s], "geni_start", Options())
-    h.run_jobs()
     infos = h.am.perform_action(ALICE, [s], "geni_update_users", users)
     assert infos[0].operational_status == "geni_updating_users"
     h.run_jobs()
@@ -149,6 +145,14 @@ def test_poa_rules(h):
     h.am.perform_action(ALICE, [s], "geni_stop", Options())
     h.run_jobs()
     assert h.am.status(ALICE, [s], Options()).slivers[0].operational_status == "geni_notready"
+    # geni_notready: nothing to stop, no running sliver to give keys to
+    assert _code(h.am.perform_action, ALICE, [s], "geni_stop", Options()) == GeniCode.UNSUPPORTED
+    assert _code(h.am.perform_action, ALICE, [s], "geni_update_users", users) == GeniCode.REFUSED
+    best = h.am.perform_action(ALICE, [s], "geni_stop", Options(best_effort=True))
+    assert best[0].error and best[0].operational_status == "geni_notready"
+    h.am.perform_action(ALICE, [s], "geni_start", Options())
+    h.run_jobs()
+    assert h.am.status(ALICE, [s], Options()).slivers[0].operational_status == "geni_ready"
 
 
 # ---- Shutdown -------------------------------------------------------------------------------

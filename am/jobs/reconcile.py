@@ -1,0 +1,192 @@
+"""The reconciler: compare the store with the substrate and repair drift.
+
+Run at worker start-up and on a timer (`geni_am.reconcile`, see `am.jobs.periodic`). One pass:
+
+1. **Re-queue interrupted work.** `runner.requeue_interrupted` finds running jobs whose lease
+   expired (the worker died) and queued jobs nobody took (the broker lost the message: Redis
+   restarted, a filesystem message eaten by a crash); they are sent again. Delivery twice is
+   harmless, the job body is idempotent and leased per sliver.
+2. **Give up on hopeless work.** A job interrupted `max_attempts` times (a crash loop) is not
+   sent again: it fails, and its sliver goes `geni_failed` with the reason. A sliver waiting
+   for a job that no longer exists (pending provisioning, or mid-action, with no open job)
+   fails too. A sliver the store calls ready but the substrate no longer has goes
+   `geni_failed` ("the substrate lost it").
+3. **Free orphans.** Anything a driver observes that belongs to no allocated or provisioned
+   sliver (`sliver_urn` None or unknown or deleted) is released.
+
+Races are avoided by ordering, not locks: "lost" is judged on slivers read *before* the
+substrate is observed (they were there when we looked), orphans on slivers read *after* it
+(a sliver allocated meanwhile is never mistaken for an orphan), and every state change is
+re-checked against the table in `am.states` inside its own transaction.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from am import states
+from am.states import Alloc, Event, Op
+from am.store import Job, JobState, Sliver, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+#: Operational states in which a sliver waits for an open job (the job's action in brackets).
+_WAITING = {Op.PENDING_ALLOCATION: "provision", Op.CONFIGURING: "action",
+            Op.STOPPING: "action", Op.UPDATING_USERS: "action"}
+#: Operational states in which the substrate must have the sliver.
+_ON_SUBSTRATE = (Op.READY, Op.READY_BUSY, Op.NOTREADY)
+
+
+@dataclass
+class ReconcileReport:
+    requeued: list[int] = field(default_factory=list)          # job ids sent again
+    failed_jobs: list[int] = field(default_factory=list)       # jobs given up on
+    failed_slivers: list[str] = field(default_factory=list)    # sliver URNs set geni_failed
+    released: list[str] = field(default_factory=list)          # orphan handles freed
+    errors: list[str] = field(default_factory=list)            # per-driver problems (logged)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.requeued or self.failed_jobs or self.failed_slivers or self.released)
+
+
+def reconcile(store: Store, site, queue, *, now: datetime | None = None,
+              max_attempts: int | None = None, queued_grace_s: float = 60.0,
+              waiting_grace_s: float = 60.0) -> ReconcileReport:
+    """One reconciliation pass (see the module docstring). `queue` has `submit(job_id)`."""
+    from am.jobs import runner
+
+    max_attempts = max_attempts or runner.DEFAULT_MAX_ATTEMPTS
+    report = ReconcileReport()
+    _requeue(store, queue, report, now=now, max_attempts=max_attempts,
+             queued_grace_s=queued_grace_s)
+    _fail_orphaned_waits(store, report, now=now or utcnow(), grace_s=waiting_grace_s)
+    for kind, driver in site.drivers.items():
+        try:
+            _check_substrate(store, kind, driver, report)
+        except Exception as exc:   # noqa: BLE001 - one broken driver must not stop the others
+            log.warning("reconcile: driver %s: %s", kind, exc)
+            report.errors.append(f"{kind}: {exc}")
+    if report.changed:
+        log.info("reconcile: requeued %d job(s), failed %d job(s) and %d sliver(s), "
+                 "released %d orphan(s)", len(report.requeued), len(report.failed_jobs),
+                 len(report.failed_slivers), len(report.released))
+    return report
+
+
+# ---- 1 + 2a: interrupted jobs ---------------------------------------------------------------
+def _requeue(store: Store, queue, report: ReconcileReport, *, now: datetime | None,
+             max_attempts: int, queued_grace_s: float) -> None:
+    from am.jobs import runner
+
+    ids = runner.requeue_interrupted(store, now=now, queued_grace_s=queued_grace_s)
+    if not ids:
+        return
+    with store.read() as session:
+        attempts = dict(session.execute(select(Job.id, Job.attempts).where(Job.id.in_(ids))).all())
+    for job_id in ids:
+        if attempts.get(job_id, 0) >= max_attempts:
+            reason = f"gave up after {attempts[job_id]} interrupted attempts"
+            if _fail_job(store, job_id, reason, report):
+                log.warning("reconcile: job %d: %s", job_id, reason)
+            continue
+        log.info("reconcile: re-sending job %d", job_id)
+        queue.submit(job_id)
+        report.requeued.append(job_id)
+
+
+def _fail_job(store: Store, job_id: int, reason: str, report: ReconcileReport) -> bool:
+    """Fail a queued job and (if it still waits for it) its sliver, in one transaction."""
+    with store.write() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.state != JobState.QUEUED:
+            return False     # a worker took or finished it meanwhile
+        job.state, job.error, job.lease_owner = JobState.FAILED, reason, None
+        report.failed_jobs.append(job_id)
+        if job.action == "delete":
+            return True      # the sliver is already unallocated; orphans are freed below
+        sliver = session.get(Sliver, job.sliver_id)
+        event = Event.PROVISION_FAILED if job.action == "provision" else Event.ACTION_FAILED
+        if sliver is not None and _fail_sliver(store, session, sliver, event, reason):
+            report.failed_slivers.append(sliver.urn)
+    return True
+
+
+def _fail_sliver(store: Store, session, sliver: Sliver, event: Event, reason: str) -> bool:
+    current = states.as_state(sliver.allocation_state, sliver.operational_state)
+    if not states.allowed(current, event):
+        return False
+    store.transition(session, sliver, event, error=reason)
+    return True
+
+
+# ---- 2b: slivers waiting for a job that does not exist ----------------------------------------
+def _fail_orphaned_waits(store: Store, report: ReconcileReport, *, now: datetime,
+                         grace_s: float) -> None:
+    waiting = [op.value for op in _WAITING]
+    open_jobs = select(Job.sliver_id).where(Job.state.in_((JobState.QUEUED, JobState.RUNNING)))
+    with store.write() as session:
+        stuck = session.scalars(
+            select(Sliver).where(Sliver.allocation_state == Alloc.PROVISIONED.value,
+                                 Sliver.operational_state.in_(waiting),
+                                 Sliver.updated <= now - timedelta(seconds=grace_s),
+                                 Sliver.id.not_in(open_jobs))
+            .with_for_update()).all()
+        for sliver in stuck:
+            op = Op(sliver.operational_state)
+            event = Event.PROVISION_FAILED if _WAITING[op] == "provision" else Event.ACTION_FAILED
+            reason = f"no job is working on this sliver ({op.value}); gave up"
+            if _fail_sliver(store, session, sliver, event, reason):
+                report.failed_slivers.append(sliver.urn)
+                log.warning("reconcile: %s: %s", sliver.urn, reason)
+
+
+# ---- 2c + 3: substrate drift ------------------------------------------------------------------
+def _check_substrate(store: Store, kind: str, driver, report: ReconcileReport) -> None:
+    on_substrate = [op.value for op in _ON_SUBSTRATE]
+    with store.read() as session:
+        expected = set(session.scalars(
+            select(Sliver.urn).where(Sliver.driver == kind,
+                                     Sliver.allocation_state == Alloc.PROVISIONED.value,
+                                     Sliver.operational_state.in_(on_substrate))))
+    observed = driver.observed()
+    with store.read() as session:
+        owned = set(session.scalars(
+            select(Sliver.urn).where(Sliver.allocation_state != Alloc.UNALLOCATED.value)))
+    seen = {o.sliver_urn for o in observed if o.sliver_urn}
+    for urn in sorted(expected - seen):
+        _mark_lost(store, urn, report)
+    for item in observed:
+        if item.sliver_urn is None or item.sliver_urn not in owned:
+            try:
+                driver.release(item.handle)
+            except Exception as exc:   # noqa: BLE001 - try again next pass
+                log.warning("reconcile: releasing %s on %s failed: %s", item.handle, kind, exc)
+                report.errors.append(f"{kind}: release {item.handle}: {exc}")
+                continue
+            log.info("reconcile: released orphan %s on %s (%s)", item.handle, kind,
+                     item.sliver_urn or "owned by no sliver")
+            report.released.append(item.handle)
+
+
+def _mark_lost(store: Store, urn: str, report: ReconcileReport) -> None:
+    reason = "the substrate no longer has this sliver"
+    with store.write() as session:
+        sliver = session.scalars(select(Sliver).where(Sliver.urn == urn).with_for_update()).first()
+        if sliver is None:
+            return
+        state = states.as_state(sliver.allocation_state, sliver.operational_state)
+        if state[1] not in _ON_SUBSTRATE or state[0] is not Alloc.PROVISIONED:
+            return    # deleted, or an action started, since we looked
+        if _fail_sliver(store, session, sliver, Event.FAIL, reason):
+            report.failed_slivers.append(urn)
+            log.warning("reconcile: %s: %s", urn, reason)
+
+
+__all__ = ["ReconcileReport", "reconcile"]

@@ -1,0 +1,179 @@
+"""`/metrics` in the Prometheus text format, one registry per app (never the global one).
+
+Two apps in one process (tests, benchmarks) must not share counters, so every `AMMetrics`
+owns a `CollectorRegistry`. Call counters and latencies are fed by a call observer on the
+method tables; sliver, job and credential-cache figures are read at scrape time from the store
+and the verifier's cache, so they can never drift from the truth.
+
+Who may read it (decided): a caller whose client certificate validates against the AM's trust
+roots and whose URN is in `settings.operators`; and plain-HTTP requests from a loopback address
+that carry no certificate at all (a Prometheus on the same host scraping the backend port of
+the `--behind-proxy` mode). Anything else gets HTTP 403. In direct TLS mode every connection
+already presented a certificate in the handshake, so only operators get through.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Blueprint, Response, request
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from am.api.dispatch import CallRecord
+from am.errors import GeniError
+from am.logging import outcome_label
+
+log = logging.getLogger("am.metrics")
+
+# Seconds: API calls range from sub-millisecond (GetVersion) to seconds (big Allocates).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0)
+
+
+class StateCollector(Collector):
+    """Scrape-time figures: live slivers by state and driver, jobs by state, cache counters."""
+
+    def __init__(self, store: Any = None, cache: Any = None):
+        self.store = store
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        if self.store is not None:
+            yield from self._store_metrics()
+        if self.cache is not None:
+            hits = CounterMetricFamily("geniam_credential_cache_hits",
+                                       "Credential verifications answered from the cache.")
+            hits.add_metric([], float(self.cache.hits))
+            misses = CounterMetricFamily("geniam_credential_cache_misses",
+                                         "Credential verifications that had to verify signatures.")
+            misses.add_metric([], float(self.cache.misses))
+            entries = GaugeMetricFamily("geniam_credential_cache_entries",
+                                        "Verified credentials held in the cache.")
+            entries.add_metric([], float(len(self.cache)))
+            yield from (hits, misses, entries)
+
+    def _store_metrics(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("geniam_store_up",
+                               "1 when the store answered this scrape's queries, else 0.")
+        try:
+            slivers, jobs = store_counts(self.store)
+        except Exception:   # noqa: BLE001 - a broken database must not break the scrape
+            log.exception("metrics: cannot read the store")
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        family = GaugeMetricFamily(
+            "geniam_slivers", "Live slivers (allocated or provisioned, not expired).",
+            labels=["allocation_state", "operational_state", "driver"])
+        for (alloc, oper, driver), count in sorted(slivers.items()):
+            family.add_metric([alloc, oper, driver], float(count))
+        yield family
+        job_family = GaugeMetricFamily("geniam_jobs", "Jobs in the store by state.",
+                                       labels=["state"])
+        for state in sorted(set(jobs) | {"queued", "running", "done", "failed"}):
+            job_family.add_metric([state], float(jobs.get(state, 0)))
+        yield job_family
+        depth = GaugeMetricFamily("geniam_job_queue_depth",
+                                  "Jobs waiting for a worker (state queued).")
+        depth.add_metric([], float(jobs.get("queued", 0)))
+        yield depth
+
+
+def store_counts(store: Any) -> tuple[dict[tuple[str, str, str], int], dict[str, int]]:
+    """(live slivers by (allocation, operational, driver), jobs by state) in one read."""
+    from sqlalchemy import func, select
+
+    from am.store.models import Job, Sliver
+
+    now = datetime.now(timezone.utc)
+    with store.read() as session:
+        rows = session.execute(
+            select(Sliver.allocation_state, Sliver.operational_state, Sliver.driver,
+                   func.count()).where(store.live_clause(now))
+            .group_by(Sliver.allocation_state, Sliver.operational_state, Sliver.driver)).all()
+        job_rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+    slivers = {(a, o or "", d): int(n) for a, o, d, n in rows}
+    return slivers, {state: int(n) for state, n in job_rows}
+
+
+class AMMetrics:
+    """The metrics of one app: its registry, the call instruments and the `/metrics` view."""
+
+    def __init__(self, *, store: Any = None, credential_cache: Any = None):
+        self.registry = CollectorRegistry()
+        self.calls = Counter("geniam_calls", "API calls answered, by API, method and outcome "
+                             "(the GENI code label, e.g. SUCCESS, FORBIDDEN).",
+                             ["api", "method", "outcome"], registry=self.registry)
+        self.latency = Histogram("geniam_call_duration_seconds",
+                                 "Time to answer an API call (handler, excluding transport).",
+                                 ["api", "method"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.registry.register(StateCollector(store, credential_cache))
+
+    @classmethod
+    def for_app(cls, store: Any, authorizer: Any) -> "AMMetrics":
+        """Wire to a store and to the authorizer's credential cache (when it has one)."""
+        cache = getattr(getattr(authorizer, "verifier", None), "cache", None)
+        return cls(store=store, credential_cache=cache)
+
+    def observe_call(self, record: CallRecord) -> None:
+        """Call observer for `MethodTable.add_observer`."""
+        self.calls.labels(record.api, record.method, outcome_label(record.code)).inc()
+        self.latency.labels(record.api, record.method).observe(record.duration_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def blueprint(self, authorizer: Any, operators: frozenset[str] | set[str] = frozenset(),
+                  caller_source: Any = None) -> Blueprint:
+        """GET /metrics, for the readers described in the module docstring."""
+        bp = Blueprint("geni_metrics", __name__)
+        allowed = frozenset(u.lower() for u in operators)
+
+        def view() -> Response:
+            refusal = _refusal(request.environ, authorizer, allowed, caller_source)
+            if refusal:
+                return Response(refusal + "\n", status=403, mimetype="text/plain")
+            return Response(self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        bp.add_url_rule("/metrics", "metrics", view, methods=["GET"])
+        return bp
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _refusal(environ: dict, authorizer: Any, operators: frozenset[str],
+             caller_source: Any) -> str:
+    """Why this request may not read /metrics ("" when it may)."""
+    from am.auth import _PROXY_CERT_ENVIRON, IdentityRefused
+
+    has_cert = bool(environ.get("SSL_CLIENT_CERT")) or _PROXY_CERT_ENVIRON in environ
+    if not has_cert and _is_loopback(str(environ.get("REMOTE_ADDR", ""))):
+        return ""
+    try:
+        pem = caller_source.caller_pem(environ) if caller_source else environ["SSL_CLIENT_CERT"]
+    except (IdentityRefused, KeyError) as exc:
+        return f"/metrics: {exc}"
+    try:
+        urn = authorizer.identify(pem).urn
+    except GeniError as exc:
+        return f"/metrics: {exc.message}"
+    if urn.lower() not in operators:
+        return f"/metrics is readable by operators only; {urn} is not one (settings.operators)"
+    return ""
+
+
+__all__ = ["AMMetrics", "LATENCY_BUCKETS", "StateCollector", "store_counts"]

@@ -1,0 +1,283 @@
+"""What the dashboard shows, read from the store as plain dataclasses (no ORM objects leak
+into templates, so a template can never trigger a lazy load or a write)."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+
+from am.states import Alloc, Op
+from am.store import AuditEntry, Job, JobState, Slice, Sliver, Store, utcnow
+
+AUDIT_PAGE_SIZE = 50
+FAILURES_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One resource's use: `resource` is e.g. cpu, memory_mb, kbps."""
+
+    resource: str
+    used: float
+    capacity: float
+
+    @property
+    def percent(self) -> float:
+        return 0.0 if self.capacity <= 0 else min(100.0, 100.0 * self.used / self.capacity)
+
+
+@dataclass(frozen=True)
+class ComponentUsage:
+    component_id: str
+    name: str
+    driver: str
+    resources: tuple[Usage, ...]
+
+
+@dataclass(frozen=True)
+class DriverUsage:
+    driver: str
+    components: int
+    resources: tuple[Usage, ...]
+
+
+@dataclass(frozen=True)
+class Overview:
+    live_slices: int
+    live_slivers: int
+    by_allocation: dict[str, int]
+    by_operational: dict[str, int]
+    failed_slivers: int
+    jobs: dict[str, int]
+    drivers: tuple[DriverUsage, ...]
+    components: tuple[ComponentUsage, ...]
+
+
+@dataclass(frozen=True)
+class SliceRow:
+    id: int
+    urn: str
+    owner_urn: str
+    created: datetime
+    expires: datetime | None
+    shutdown: bool
+    live_slivers: int
+    failed_slivers: int
+
+
+@dataclass(frozen=True)
+class SliverRow:
+    id: int
+    urn: str
+    client_id: str
+    kind: str
+    driver: str
+    component_id: str
+    sliver_type: str | None
+    allocation_state: str
+    operational_state: str | None
+    expires: datetime
+    error: str
+    live: bool
+
+
+@dataclass(frozen=True)
+class SliceDetail:
+    slice: SliceRow
+    slivers: tuple[SliverRow, ...]
+
+
+@dataclass(frozen=True)
+class FailedSliver:
+    slice_id: int
+    slice_urn: str
+    sliver: SliverRow
+    updated: datetime
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    id: int
+    action: str
+    attempts: int
+    error: str
+    updated: datetime
+    slice_id: int
+    slice_urn: str
+    sliver_urn: str
+    client_id: str
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    entries: tuple[AuditEntryRow, ...]
+    page: int
+    pages: int
+    total: int
+
+
+@dataclass(frozen=True)
+class AuditEntryRow:
+    id: int
+    ts: datetime
+    caller_urn: str
+    tool_urn: str | None
+    method: str
+    target: str
+    outcome: int
+    message: str
+    duration_ms: float
+
+
+class DashboardQueries:
+    """Read-only queries over a Store (and the site's components for names and drivers)."""
+
+    def __init__(self, store: Store, site, *, clock=None):
+        self.store = store
+        self.site = site
+        self.clock = clock or utcnow
+
+    # ---- overview ---------------------------------------------------------------------------
+    def overview(self) -> Overview:
+        now = self.clock()
+        live = Store.live_clause(now)
+        with self.store.read() as session:
+            alloc = dict(session.execute(select(Sliver.allocation_state, func.count(Sliver.id))
+                                         .where(live).group_by(Sliver.allocation_state)).all())
+            ops = {(k or "none"): v for k, v in session.execute(
+                select(Sliver.operational_state, func.count(Sliver.id)).where(live)
+                .group_by(Sliver.operational_state)).all()}
+            slices = session.scalar(select(func.count(func.distinct(Sliver.slice_id)))
+                                    .where(live)) or 0
+            jobs = dict(session.execute(select(Job.state, func.count(Job.id))
+                                        .group_by(Job.state)).all())
+        components = self._component_usage()
+        return Overview(live_slices=slices, live_slivers=sum(alloc.values()),
+                        by_allocation=alloc, by_operational=ops,
+                        failed_slivers=ops.get(Op.FAILED.value, 0), jobs=jobs,
+                        drivers=_by_driver(components), components=components)
+
+    def _component_usage(self) -> tuple[ComponentUsage, ...]:
+        known = {c.component_id.lower(): c for c in self.site.components}
+        rows: dict[str, list[Usage]] = {}
+        for component_id, resource, capacity, used in self.store.capacity_rows():
+            rows.setdefault(component_id, []).append(Usage(resource, used, capacity))
+        out = []
+        for component_id, usages in rows.items():
+            comp = known.get(component_id.lower())
+            out.append(ComponentUsage(component_id=component_id,
+                                      name=comp.name if comp else component_id.rsplit("+", 1)[-1],
+                                      driver=comp.driver if comp else "(not in inventory)",
+                                      resources=tuple(usages)))
+        return tuple(sorted(out, key=lambda c: (c.driver, c.name)))
+
+    # ---- slices -----------------------------------------------------------------------------
+    def slices(self) -> list[SliceRow]:
+        """Live slice records (not retired), newest first."""
+        with self.store.read() as session:
+            records = list(session.scalars(select(Slice).where(Slice.incarnation == 0)
+                                           .order_by(Slice.id.desc())))
+            counts = self._sliver_counts(session, [s.id for s in records])
+        return [_slice_row(s, *counts.get(s.id, (0, 0))) for s in records]
+
+    def slice_detail(self, slice_id: int) -> SliceDetail | None:
+        now = self.clock()
+        with self.store.read() as session:
+            record = session.get(Slice, slice_id)
+            if record is None:
+                return None
+            slivers = list(session.scalars(select(Sliver).where(Sliver.slice_id == slice_id)
+                                           .order_by(Sliver.id)))
+            rows = [_sliver_row(s, now) for s in slivers]
+        live = sum(r.live for r in rows)
+        failed = sum(r.live and r.operational_state == Op.FAILED.value for r in rows)
+        rows.sort(key=lambda r: (not r.live, r.id))
+        return SliceDetail(_slice_row(record, live, failed), tuple(rows))
+
+    def live_sliver_records(self, slice_id: int) -> list[Sliver]:
+        """The live slivers of a slice as store rows (detached), for the manifest builder."""
+        with self.store.read() as session:
+            return self.store.live_slivers(session, self.clock(), slice_id=slice_id)
+
+    def _sliver_counts(self, session, slice_ids: list[int]) -> dict[int, tuple[int, int]]:
+        if not slice_ids:
+            return {}
+        now = self.clock()
+        live: Counter[int] = Counter()
+        failed: Counter[int] = Counter()
+        for slice_id, op in session.execute(
+                select(Sliver.slice_id, Sliver.operational_state)
+                .where(Sliver.slice_id.in_(slice_ids), Store.live_clause(now))):
+            live[slice_id] += 1
+            failed[slice_id] += op == Op.FAILED.value
+        return {i: (live[i], failed[i]) for i in slice_ids}
+
+    # ---- failures ---------------------------------------------------------------------------
+    def failures(self, limit: int = FAILURES_LIMIT) -> tuple[list[FailedSliver], list[FailedJob]]:
+        """Live slivers in geni_failed and failed jobs, newest first."""
+        now = self.clock()
+        with self.store.read() as session:
+            slivers = [FailedSliver(slc.id, slc.urn, _sliver_row(s, now), s.updated)
+                       for s, slc in session.execute(
+                           select(Sliver, Slice).join(Slice, Sliver.slice_id == Slice.id)
+                           .where(Store.live_clause(now),
+                                  Sliver.operational_state == Op.FAILED.value)
+                           .order_by(Sliver.updated.desc(), Sliver.id.desc()).limit(limit))]
+            jobs = [FailedJob(j.id, j.action, j.attempts, j.error, j.updated, slc.id, slc.urn,
+                              s.urn, s.client_id)
+                    for j, s, slc in session.execute(
+                        select(Job, Sliver, Slice).join(Sliver, Job.sliver_id == Sliver.id)
+                        .join(Slice, Sliver.slice_id == Slice.id)
+                        .where(Job.state == JobState.FAILED)
+                        .order_by(Job.updated.desc(), Job.id.desc()).limit(limit))]
+        return slivers, jobs
+
+    # ---- audit log --------------------------------------------------------------------------
+    def audit_page(self, page: int, size: int = AUDIT_PAGE_SIZE) -> AuditPage:
+        """Page `page` (1-based) of the audit log, newest first."""
+        with self.store.read() as session:
+            total = session.scalar(select(func.count(AuditEntry.id))) or 0
+            entries = tuple(AuditEntryRow(e.id, e.ts, e.caller_urn, e.tool_urn, e.method,
+                                          e.target, e.outcome, e.message, e.duration_ms)
+                            for e in session.scalars(select(AuditEntry)
+                                                     .order_by(AuditEntry.id.desc())
+                                                     .offset((page - 1) * size).limit(size)))
+        return AuditPage(entries, page, max(1, -(-total // size)), total)
+
+
+def _slice_row(s: Slice, live: int, failed: int) -> SliceRow:
+    return SliceRow(s.id, s.urn, s.owner_urn, s.created, s.expires, s.shutdown, live, failed)
+
+
+def _sliver_row(s: Sliver, now: datetime) -> SliverRow:
+    live = s.allocation_state != Alloc.UNALLOCATED.value and s.expires > now
+    return SliverRow(s.id, s.urn, s.client_id, s.kind, s.driver, s.component_id, s.sliver_type,
+                     s.allocation_state, s.operational_state, s.expires, s.error or "", live)
+
+
+def _resource_family(resource: str) -> str:
+    """Per-port bandwidth (`kbps:eth1`) adds up to `kbps` at driver level."""
+    return resource.split(":", 1)[0]
+
+
+def _by_driver(components: Iterable[ComponentUsage]) -> tuple[DriverUsage, ...]:
+    totals: dict[str, dict[str, list[float]]] = {}
+    counts: Counter[str] = Counter()
+    for comp in components:
+        counts[comp.driver] += 1
+        for u in comp.resources:
+            used_cap = totals.setdefault(comp.driver, {}).setdefault(_resource_family(u.resource),
+                                                                      [0.0, 0.0])
+            used_cap[0] += u.used
+            used_cap[1] += u.capacity
+    return tuple(DriverUsage(d, counts[d], tuple(Usage(r, uc[0], uc[1])
+                                                 for r, uc in sorted(res.items())))
+                 for d, res in sorted(totals.items()))
+
+
+__all__ = ["AUDIT_PAGE_SIZE", "AuditEntryRow", "AuditPage", "ComponentUsage", "DashboardQueries",
+           "DriverUsage", "FailedJob", "FailedSliver", "Overview", "SliceDetail", "SliceRow",
+           "SliverRow", "Usage"]

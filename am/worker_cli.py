@@ -1,0 +1,144 @@
+"""`geni-am worker`: a Celery worker process running the AM's jobs (production mode).
+
+Several workers on several machines share one Redis (`--broker`) and one database
+(`--database`). Each also runs the periodic timer; a claim in Redis makes exactly one of them
+queue the reaper and the reconciler each period (see am/jobs/periodic.py). With no broker
+configured the worker consumes from the embedded filesystem broker under `--state-dir`, so
+it can also add capacity to a `geni-am serve` on the same machine.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "worker", help="run a job worker (provision, actions, delete, reaper, reconciler)",
+        description="Run a Celery worker for the AM's jobs. Settings come from --config, then "
+                    "GENI_AM_* environment variables, then these flags.")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file")
+    p.add_argument("--broker", metavar="URL", help="redis://host:port/db (empty: embedded broker)")
+    p.add_argument("--database", metavar="URL", help="database URL (default: SQLite in the state dir)")
+    p.add_argument("--inventory", metavar="FILE", help="site inventory (TOML)")
+    p.add_argument("--state-dir", metavar="DIR", help="state directory")
+    p.add_argument("--fake-nodes", type=int, metavar="N", help="serve over N fake nodes")
+    p.add_argument("--concurrency", "-c", type=int, metavar="N",
+                   help="parallel jobs (default: worker_concurrency)")
+    p.add_argument("--pool", choices=("prefork", "threads", "solo"), default="prefork",
+                   help="execution pool (default: prefork, one process per concurrent job)")
+    p.add_argument("--hostname", "-n", metavar="NAME", help="worker node name")
+    p.add_argument("--loglevel", "-l", default="INFO",
+                   choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
+    p.add_argument("--no-periodic", action="store_true",
+                   help="do not take part in running the reaper and reconciler")
+    tuning = p.add_argument_group("job tuning (defaults suit production)")
+    tuning.add_argument("--lease-s", type=float, metavar="S",
+                        help="per-sliver lock lifetime; a dead worker's lock is taken over after it")
+    tuning.add_argument("--requeue-after-s", type=float, metavar="S",
+                        help="re-send a queued job nobody took for this long")
+    tuning.add_argument("--reconcile-interval-s", type=float, metavar="S",
+                        help="seconds between reconciler runs")
+    p.set_defaults(func=run_worker)
+
+
+def _positive(name: str, value: float | int | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"--{name} must be > 0, not {value}")
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from am.config import ConfigError, load_settings
+    from am.jobs.celery_app import broker_for, worker_name
+    from am.jobs.runtime import JobPolicy
+
+    try:
+        for name in ("concurrency", "lease_s", "requeue_after_s", "reconcile_interval_s",
+                     "fake_nodes"):
+            if name != "fake_nodes" or getattr(args, name) is not None:
+                _positive(name.replace("_", "-"), getattr(args, name))
+        settings = load_settings(args.config, overrides={
+            "broker_url": args.broker, "database_url": args.database,
+            "inventory": args.inventory, "state_dir": args.state_dir,
+            "fake_nodes": args.fake_nodes, "worker_concurrency": args.concurrency})
+        broker_for(settings)   # validates broker_url
+    except (ConfigError, ValueError) as exc:
+        print(f"geni-am worker: {exc}", file=sys.stderr)
+        return 2
+
+    logging.basicConfig(level=args.loglevel,
+                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    problem = _preflight(settings)
+    if problem:
+        print(f"geni-am worker: {problem}", file=sys.stderr)
+        return 1
+
+    defaults = JobPolicy()
+    policy = JobPolicy(lease_s=args.lease_s or defaults.lease_s,
+                       queued_grace_s=args.requeue_after_s or defaults.queued_grace_s,
+                       reconcile_interval_s=args.reconcile_interval_s)
+    return _run(settings, policy, hostname=args.hostname or worker_name(),
+                pool=args.pool, loglevel=args.loglevel, periodic=not args.no_periodic)
+
+
+def _preflight(settings) -> str | None:
+    """Fail fast, with a message, on a database or inventory the worker could not use, instead
+    of starting a worker whose every job crashes. Nothing stays open (children fork later)."""
+    from am.store import open_store
+    from drivers.inventory import InventoryError
+    from drivers.registry import load_site
+
+    try:
+        store = open_store(settings.effective_database_url)
+        try:
+            store.ping()
+        finally:
+            store.close()
+    except Exception as exc:   # noqa: BLE001 - any driver error means "cannot use it"
+        return f"database {settings.effective_database_url!r} is not usable: {exc}"
+    try:
+        site = load_site(settings.inventory or None, authority=settings.authority,
+                         fake_nodes=settings.fake_nodes, state_dir=str(settings.state_path))
+        site.close()
+    except (InventoryError, OSError) as exc:
+        return f"inventory: {exc}"
+    return None
+
+
+def _run(settings, policy, *, hostname: str, pool: str, loglevel: str, periodic: bool) -> int:
+    from celery import signals
+
+    from am.jobs.embedded import period_claim, periodic_tasks
+    from am.jobs.periodic import PeriodicTimer
+    from am.jobs.runtime import JobSystem
+
+    jobs = JobSystem(settings, policy=policy)
+    timer: PeriodicTimer | None = None
+
+    def on_ready(sender=None, **_kw) -> None:
+        # Started once the pool's children exist, so no fork inherits the timer's thread.
+        nonlocal timer
+        if periodic and timer is None:
+            timer = PeriodicTimer(
+                periodic_tasks(settings, jobs.queue,
+                               reconcile_interval_s=policy.reconcile_interval_s),
+                period_claim(settings, hostname))
+            timer.start()
+
+    signals.worker_ready.connect(on_ready, weak=False)
+    worker = jobs.app.Worker(hostname=hostname, pool_cls=pool,
+                             concurrency=settings.worker_concurrency, loglevel=loglevel,
+                             quiet=True, without_gossip=True, without_mingle=True,
+                             without_heartbeat=True, optimization="fair")
+    try:
+        worker.start()
+    finally:
+        signals.worker_ready.disconnect(on_ready)
+        if timer is not None:
+            timer.stop()
+        jobs.close()
+    return int(worker.exitcode or 0)
+
+
+__all__ = ["register", "run_worker"]

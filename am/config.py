@@ -48,6 +48,7 @@ class Settings:
     max_request_bytes: int = 4 * 1024 * 1024  # XML-RPC bodies above this are refused unparsed
     reaper_interval_s: float = 30.0
     start_on_provision: bool = True           # a provisioned sliver boots to geni_ready without geni_start
+    route_sync_interval_s: float = 60.0       # periodic re-sync of hybrid routers' forwarding planes; 0 = off
     # workers
     worker_concurrency: int = 2
 

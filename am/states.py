@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from am.errors import GeniCode, GeniError
+from drivers.base import OperationalState
 
 
 class Alloc(str, enum.Enum):
@@ -25,17 +26,9 @@ class Alloc(str, enum.Enum):
     PROVISIONED = "geni_provisioned"
 
 
-class Op(str, enum.Enum):
-    """Operational states (AM API v3 section 7); values equal drivers.base.OperationalState."""
-
-    PENDING_ALLOCATION = "geni_pending_allocation"
-    NOTREADY = "geni_notready"
-    CONFIGURING = "geni_configuring"
-    STOPPING = "geni_stopping"
-    READY = "geni_ready"
-    READY_BUSY = "geni_ready_busy"
-    FAILED = "geni_failed"
-    UPDATING_USERS = "geni_updating_users"
+#: Operational states (AM API v3 section 7): the drivers' enum, so a state a driver reports and
+#: a state the table names are the same object.
+Op = OperationalState
 
 
 class Event(str, enum.Enum):

@@ -161,8 +161,9 @@ def _to_ready(agg, principal, slice_urn: str, xml: str) -> list[str]:
     from am.service.contract import Options
 
     urns = [s.sliver_urn for s in agg.allocate(principal, slice_urn, xml, Options()).slivers]
-    agg.provision(principal, urns, Options())
-    agg.perform_action(principal, urns, "geni_start", Options())
+    agg.provision(principal, urns, Options())   # inline jobs provision and start (start_on_provision)
+    if not agg.settings.start_on_provision:
+        agg.perform_action(principal, urns, "geni_start", Options())
     states = {s.operational_status for s in agg.status(principal, urns, Options()).slivers}
     assert states == {"geni_ready"}, states
     return urns

@@ -1,8 +1,9 @@
 """GENI AM API v2, composed from the same service calls as v3 (§10 of the digest).
 
 v2 names a slice, never slivers; credentials are bare XML strings (structs tolerated).
-CreateSliver = Allocate + Provision (+ geni_start when the slivers accept it); if Provision
-fails, the allocation is deleted again so a failed CreateSliver leaves nothing behind.
+CreateSliver = Allocate + Provision with start (v2 has no operational actions, so the slivers
+boot whatever `start_on_provision` says); if Provision fails, the allocation is deleted again so
+a failed CreateSliver leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -115,18 +116,15 @@ class V2:
         sliver_urns = [s.sliver_urn for s in allocated.slivers]
         if not sliver_urns:
             return allocated.manifest
+        # v2 has no operational actions: CreateSliver always boots, whatever start_on_provision
         provision_options = Options(best_effort=False, end_time=options.end_time,
-                                    users=users or options.users, extra=options.extra)
+                                    users=users or options.users, start=True,
+                                    extra=options.extra)
         try:
             provisioned = self.service.provision(principal, sliver_urns, provision_options)
         except GeniError:
             self._undo(principal, sliver_urns)
             raise
-        try:
-            self.service.perform_action(principal, sliver_urns, "geni_start",
-                                        Options(best_effort=True, extra={}))
-        except GeniError as exc:   # not startable yet / not supported: SliverStatus tells
-            log.info("CreateSliver %s: geni_start not applied: %s", slice_urn, exc.message)
         return provisioned.manifest
 
     def _undo(self, principal: Principal, sliver_urns: list[str]) -> None:

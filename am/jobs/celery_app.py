@@ -15,6 +15,7 @@ reconciler, which re-queues jobs the database still shows as unfinished.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 from am.config import ConfigError, Settings
+from am.jobs.celery_queue import PERIODIC_TASKS
 from am.jobs.fs_transport import TRANSPORT_PATH
 
 DEFAULT_QUEUE = "geni-am"
@@ -77,9 +79,36 @@ def embedded_folders(folder: Path) -> dict[str, str]:
     }
 
 
+class QuietPeriodicTasks(logging.Filter):
+    """Celery logs "Task ... received" and "Task ... succeeded" at INFO for every task; for the
+    periodic ones (reconciler, reaper, route sync: several a minute on every worker) that is
+    noise. Their receipt and success are demoted to DEBUG; failures keep their level
+    (WARNING and up)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if (record.levelno == logging.INFO and isinstance(data, dict)
+                and data.get("name") in PERIODIC_TASKS):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_QUIET_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+
+def quiet_periodic_task_logs() -> None:
+    """Install `QuietPeriodicTasks` on Celery's task loggers (once per process)."""
+    for name in _QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietPeriodicTasks) for f in logger.filters):
+            logger.addFilter(QuietPeriodicTasks())
+
+
 def make_celery(settings: Settings, *, queue: str = DEFAULT_QUEUE,
                 main: str = "geni-am") -> Celery:
     """A Celery app configured from `settings`; register tasks with `am.jobs.tasks.register_tasks`."""
+    quiet_periodic_task_logs()
     choice = broker_for(settings)
     app = Celery(main, set_as_current=False)
     transport_options: dict[str, object]
@@ -138,5 +167,5 @@ def worker_name(prefix: str = "geni-am") -> str:
     return f"{prefix}-{os.getpid()}@{socket.gethostname()}"
 
 
-__all__ = ["BrokerChoice", "DEFAULT_QUEUE", "broker_for", "embedded_folders", "make_celery",
-           "worker_name"]
+__all__ = ["BrokerChoice", "DEFAULT_QUEUE", "QuietPeriodicTasks", "broker_for", "embedded_folders",
+           "make_celery", "quiet_periodic_task_logs", "worker_name"]

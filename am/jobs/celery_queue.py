@@ -10,6 +10,9 @@ log = logging.getLogger(__name__)
 RUN_JOB = "geni_am.run_job"
 REAP = "geni_am.reap"
 RECONCILE = "geni_am.reconcile"
+SYNC_ROUTES = "geni_am.sync_routes"
+#: Tasks the periodic timer queues (their success is logged at DEBUG: see celery_app)
+PERIODIC_TASKS = (REAP, RECONCILE, SYNC_ROUTES)
 
 
 class CeleryJobQueue:
@@ -34,8 +37,8 @@ class CeleryJobQueue:
                         job_id, exc)
 
     def send_periodic(self, name: str) -> bool:
-        """Queue one run of a periodic task (REAP or RECONCILE); False if the broker refused."""
-        if name not in (REAP, RECONCILE):
+        """Queue one run of a periodic task (one of PERIODIC_TASKS); False if the broker refused."""
+        if name not in PERIODIC_TASKS:
             raise ValueError(f"unknown periodic task {name!r}")
         try:
             self.app.send_task(name)
@@ -45,4 +48,4 @@ class CeleryJobQueue:
             return False
 
 
-__all__ = ["CeleryJobQueue", "RUN_JOB", "REAP", "RECONCILE"]
+__all__ = ["CeleryJobQueue", "PERIODIC_TASKS", "RUN_JOB", "REAP", "RECONCILE", "SYNC_ROUTES"]

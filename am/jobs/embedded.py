@@ -21,7 +21,7 @@ from celery.worker import state as worker_state
 
 from am.config import Settings
 from am.jobs.celery_app import broker_for, worker_name
-from am.jobs.celery_queue import REAP, RECONCILE, CeleryJobQueue
+from am.jobs.celery_queue import REAP, RECONCILE, SYNC_ROUTES, CeleryJobQueue
 from am.jobs.periodic import FileClaim, PeriodClaim, PeriodicTask, PeriodicTimer, RedisClaim
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,19 @@ class AppThreadPool(ThreadTaskPool):
 def periodic_tasks(settings: Settings, queue: CeleryJobQueue, *,
                    reconcile_interval_s: float | None = None) -> list[PeriodicTask]:
     """The reaper every `reaper_interval_s`, the reconciler at start-up and every
-    `reconcile_interval_s` (default: twice the reaper interval, at least 5 s)."""
+    `reconcile_interval_s` (default: twice the reaper interval, at least 5 s), and the hybrid
+    routers' route sync every `route_sync_interval_s` (unless that is 0)."""
     reap_every = settings.reaper_interval_s
     reconcile_every = reconcile_interval_s or max(5.0, 2 * reap_every)
-    return [
+    tasks = [
         PeriodicTask("reconcile", reconcile_every, lambda: queue.send_periodic(RECONCILE),
                      at_startup=True),
         PeriodicTask("reap", reap_every, lambda: queue.send_periodic(REAP)),
     ]
+    if settings.route_sync_interval_s > 0:
+        tasks.append(PeriodicTask("sync_routes", settings.route_sync_interval_s,
+                                  lambda: queue.send_periodic(SYNC_ROUTES)))
+    return tasks
 
 
 def period_claim(settings: Settings, owner: str) -> PeriodClaim:

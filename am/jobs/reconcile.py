@@ -112,8 +112,12 @@ def _fail_job(store: Store, job_id: int, reason: str, report: ReconcileReport) -
         if job.action == "delete":
             return True      # the sliver is already unallocated; orphans are freed below
         sliver = session.get(Sliver, job.sliver_id)
-        event = Event.PROVISION_FAILED if job.action == "provision" else Event.ACTION_FAILED
-        if sliver is not None and _fail_sliver(store, session, sliver, event, reason):
+        # a provision-and-start job (start_on_provision) may be given up in either half:
+        # pending_allocation (provision_failed) or, its provision committed, configuring
+        events = ((Event.PROVISION_FAILED, Event.ACTION_FAILED) if job.action == "provision"
+                  else (Event.ACTION_FAILED,))
+        if sliver is not None and any(_fail_sliver(store, session, sliver, event, reason)
+                                      for event in events):
             report.failed_slivers.append(sliver.urn)
     return True
 

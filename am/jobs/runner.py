@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from am import states
 from am.states import Event, Op
@@ -205,12 +205,8 @@ def _claim(store: Store, job_id: int, worker_id: str, lease_s: float) -> tuple[H
     The job row is updated first: on PostgreSQL that waits for (and then sees) a concurrent
     worker finishing the same job, whose outcome and lease release commit together."""
     with store.write() as session:
-        row = session.execute(
-            update(Job).where(Job.id == job_id, Job.state.in_((JobState.QUEUED, JobState.RUNNING)))
-            .values(state=JobState.RUNNING, attempts=Job.attempts + 1, lease_owner=worker_id,
-                    heartbeat=utcnow())
-            .returning(Job.sliver_id, Job.action, Job.attempts, Job.args)
-            .execution_options(synchronize_session=False)).first()
+        row = session.execute(_CLAIM_JOB, {"job": job_id, "owner": worker_id, "now": utcnow()},
+                              execution_options=_NO_SYNC).first()
         if row is None:
             if session.scalar(select(Job.id).where(Job.id == job_id)) is None:
                 raise JobNotFound(f"no job {job_id}")
@@ -224,10 +220,7 @@ def _claim(store: Store, job_id: int, worker_id: str, lease_s: float) -> tuple[H
             store.drop_lease(session, sliver_id, owner)
             if not store.take_lease(session, sliver_id, worker_id, job_id, lease_s):
                 raise RetryableJobError(f"sliver {sliver_id} is locked by another worker")
-        sliver = session.execute(
-            select(Sliver.spec, Sliver.driver, Sliver.facts, Sliver.allocation_state,
-                   Sliver.operational_state, Sliver.urn, Sliver.slice_id, Slice.shutdown)
-            .join(Slice, Slice.id == Sliver.slice_id).where(Sliver.id == sliver_id)).one()
+        sliver = session.execute(_SLIVER_FOR_JOB, {"sliver": sliver_id}).one()
         spec = spec_from_dict(sliver.spec)
         users = store.user_keys(session, sliver.slice_id)
         claimed = _Claimed(
@@ -272,8 +265,10 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
             result = driver.provision(spec)
             if _provisioned(store, job_id, result, then_start=bool(job_args.get("start")),
                             lease=lease):
-                # start_on_provision: boot it in the same job, through the same transitions a
-                # geni_start would take (notready -> configuring -> ready)
+                # start_on_provision: the provision half is committed first (Status shows
+                # geni_configuring during the boot, and a retry after a crash in the start
+                # never repeats the provision), then it boots through the same transitions a
+                # geni_start takes
                 new_state = driver.perform(spec, _GENI_ACTION["start"])
                 _acted(store, job_id, "start", OperationalState(new_state), lease)
         elif action == "delete":
@@ -343,8 +338,7 @@ def _release_handle(driver, facts: dict) -> None:
 
 
 def _locked_sliver(session, sliver_id: int) -> Sliver:
-    return session.scalars(select(Sliver).where(Sliver.id == sliver_id).with_for_update()
-                           .execution_options(populate_existing=True)).one()
+    return session.scalars(_LOCK_SLIVER, {"sliver": sliver_id}).one()
 
 
 @contextlib.contextmanager
@@ -399,20 +393,26 @@ def _acted(store: Store, job_id: int, action: str, reported: OperationalState,
            lease: HeldLease) -> None:
     with _outcome_tx(store, lease) as session:
         sliver = _locked_sliver(session, lease.sliver_id)
-        current = states.as_state(sliver.allocation_state, sliver.operational_state)
-        event = _DONE_EVENT[action]
-        if not states.allowed(current, event):
-            _mark(session, job_id, JobState.DONE,
-                  f"sliver became {states.format_state(current)} meanwhile")
-            return
-        target = (states.Alloc.PROVISIONED, Op(reported.value))
-        if target in _targets(event):
-            store.transition(session, sliver, event, target, error="")
-            _mark(session, job_id, JobState.DONE)
-        else:
-            msg = f"{_GENI_ACTION.get(action, action)}: driver reported {reported.value}"
-            store.transition(session, sliver, Event.ACTION_FAILED, error=msg)
-            _mark(session, job_id, JobState.FAILED, msg)
+        _record_action(store, session, sliver, job_id, action, reported)
+
+
+def _record_action(store: Store, session, sliver: Sliver, job_id: int, action: str,
+                   reported: OperationalState) -> None:
+    """The action's outcome on the (locked) sliver, and the job done or failed."""
+    current = states.as_state(sliver.allocation_state, sliver.operational_state)
+    event = _DONE_EVENT[action]
+    if not states.allowed(current, event):
+        _mark(session, job_id, JobState.DONE,
+              f"sliver became {states.format_state(current)} meanwhile")
+        return
+    target = (states.Alloc.PROVISIONED, Op(reported.value))
+    if target in _targets(event):
+        store.transition(session, sliver, event, target, error="")
+        _mark(session, job_id, JobState.DONE)
+    else:
+        msg = f"{_GENI_ACTION.get(action, action)}: driver reported {reported.value}"
+        store.transition(session, sliver, Event.ACTION_FAILED, error=msg)
+        _mark(session, job_id, JobState.FAILED, msg)
 
 
 def _targets(event: Event) -> tuple[states.State, ...]:
@@ -451,12 +451,34 @@ _KEEP = object()
 
 
 def _mark(session, job_id: int, state: str, error: str = "", *, lease_owner=_KEEP) -> None:
-    """Set the job's state (one UPDATE, no ORM load)."""
-    values = {"state": state, "error": error, "heartbeat": utcnow()}
-    if lease_owner is not _KEEP:
-        values["lease_owner"] = lease_owner
-    session.execute(update(Job).where(Job.id == job_id).values(**values)
-                    .execution_options(synchronize_session=False))
+    """Set the job's state (one prepared UPDATE, no ORM load)."""
+    params = {"job": job_id, "state": state, "error": error, "now": utcnow()}
+    if lease_owner is _KEEP:
+        session.execute(_MARK_JOB, params, execution_options=_NO_SYNC)
+    else:
+        session.execute(_MARK_JOB_OWNER, {**params, "owner": lease_owner},
+                        execution_options=_NO_SYNC)
+
+
+# The job body's statements, built once: constructing a statement and its cache key costs
+# more CPU than running it on SQLite, and a worker runs these hundreds of times a second.
+_NO_SYNC = {"synchronize_session": False}
+_CLAIM_JOB = (
+    update(Job).where(Job.id == bindparam("job"),
+                      Job.state.in_((JobState.QUEUED, JobState.RUNNING)))
+    .values(state=JobState.RUNNING, attempts=Job.attempts + 1, lease_owner=bindparam("owner"),
+            heartbeat=bindparam("now"))
+    .returning(Job.sliver_id, Job.action, Job.attempts, Job.args))
+_SLIVER_FOR_JOB = (
+    select(Sliver.spec, Sliver.driver, Sliver.facts, Sliver.allocation_state,
+           Sliver.operational_state, Sliver.urn, Sliver.slice_id, Slice.shutdown)
+    .join(Slice, Slice.id == Sliver.slice_id).where(Sliver.id == bindparam("sliver")))
+_MARK_JOB = (update(Job).where(Job.id == bindparam("job"))
+             .values(state=bindparam("state"), error=bindparam("error"),
+                     heartbeat=bindparam("now")))
+_MARK_JOB_OWNER = _MARK_JOB.values(lease_owner=bindparam("owner"))
+_LOCK_SLIVER = (select(Sliver).where(Sliver.id == bindparam("sliver")).with_for_update()
+                .execution_options(populate_existing=True))
 
 
 def requeue_interrupted(store: Store, *, now: datetime | None = None,

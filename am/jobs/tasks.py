@@ -5,6 +5,7 @@
   geni_am.run_job(job_id)   provision / action / delete of one sliver (`runner.run_job`)
   geni_am.reap()            expire allocations and leases (`Aggregate.reap`)
   geni_am.reconcile()       re-queue interrupted work, fail hopeless slivers, free orphans
+  geni_am.sync_routes()     re-sync running hybrid routers' forwarding planes (`am.service.routesync`)
 
 All state lives in the database; the task only decides *when* to try again. A transient driver
 error (`RetryableJobError`, including "another worker holds this sliver's lease") is retried
@@ -23,7 +24,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from am.jobs.celery_queue import REAP, RECONCILE, RUN_JOB
+from am.jobs.celery_queue import REAP, RECONCILE, RUN_JOB, SYNC_ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class JobTasks:
     run_job: Task
     reap: Task
     reconcile: Task
+    sync_routes: Task
 
 
 def register_tasks(app: Celery, runtime: RuntimeProvider, *,
@@ -122,7 +124,18 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
                            queued_grace_s=queued_grace_s, waiting_grace_s=waiting_grace_s)
         return report.as_dict()
 
-    return JobTasks(run_job=run_job_task, reap=reap_task, reconcile=reconcile_task)
+    @app.task(name=SYNC_ROUTES, shared=False, ignore_result=True, acks_late=True)
+    def sync_routes_task() -> dict:
+        from am.service.routesync import sync_all_routers
+
+        rt = runtime()
+        report = sync_all_routers(rt.store, rt.site, worker_id=f"{rt.worker_id}:routesync")
+        if report.synced or report.failed:
+            log.debug("route sync: %s", report.as_dict())
+        return report.as_dict()
+
+    return JobTasks(run_job=run_job_task, reap=reap_task, reconcile=reconcile_task,
+                    sync_routes=sync_routes_task)
 
 
 __all__ = ["JobRuntime", "JobTasks", "RetryPolicy", "RuntimeProvider", "register_tasks"]

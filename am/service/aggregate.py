@@ -293,6 +293,7 @@ class Aggregate:
     # ---- Provision --------------------------------------------------------------------------
     def provision(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult:
         now = self.clock()
+        start = self.settings.start_on_provision if options.start is None else options.start
         expires = self._expiry(now, self.settings.max_lease_s, principal, options.end_time)
         jobs: list[int] = []
         with self._db(), self.store.write() as session:
@@ -319,7 +320,7 @@ class Aggregate:
                 row.expires = expires
                 jobs.append(self.store.add_job(
                     session, row, "provision",
-                    {"start": True} if self.settings.start_on_provision else None).id)
+                    {"start": True} if start else None).id)
                 done.append(row)
                 infos.append(_info(row))
             if options.users:

@@ -61,6 +61,8 @@ class Options:
     extend_alap: bool = False
     users: tuple[UserKeys, ...] = ()
     available_only: bool = False
+    start: bool | None = None                  # Provision: also boot to geni_ready? None = the
+                                               # AM's start_on_provision setting (v2 CreateSliver: True)
     extra: dict = field(default_factory=dict)
 
 

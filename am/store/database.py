@@ -8,6 +8,10 @@ constraint are evaluated against committed rows, so racing writers serialise on 
 """
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -15,6 +19,72 @@ from sqlalchemy.engine import make_url
 
 WRITE_OPTION = "geniam_write"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+#: Longest pause between two tries of the writers' lock (see _QueuedWriterConnection).
+WRITER_POLL_MAX_S = 0.001
+
+
+class _QueuedWriterConnection(sqlite3.Connection):
+    """A pysqlite connection whose write transactions first queue on an flock of
+    `<database>.writers`, held until COMMIT or ROLLBACK.
+
+    SQLite's own busy handler retries a locked database after sleeps growing from 1 to 100 ms,
+    so several processes writing at once (`geni-am serve` and its workers) spend most of a
+    short transaction asleep. Here a waiter retries the lock at most `WRITER_POLL_MAX_S`
+    apart. The wait is bounded by the busy timeout; after that the transaction goes ahead and
+    SQLite's own locking decides, exactly as without the queue (so a thread that already holds
+    a write transaction on another connection cannot deadlock on its own lock)."""
+
+    writers_lock = ""          # set per engine (a subclass per database file)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._writer_fd = -1
+        self._queued = False
+
+    def queue_for_write(self) -> None:
+        if self._writer_fd < 0:
+            self._writer_fd = os.open(self.writers_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                                      0o600)
+        deadline = None
+        delay = 0.0001
+        while True:
+            try:
+                fcntl.flock(self._writer_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._queued = True
+                return
+            except BlockingIOError:
+                now = time.monotonic()
+                deadline = deadline or now + SQLITE_BUSY_TIMEOUT_S
+                if now >= deadline:
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, WRITER_POLL_MAX_S)
+
+    def leave_write_queue(self) -> None:
+        if self._queued:
+            self._queued = False
+            fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.leave_write_queue()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.leave_write_queue()
+
+    def close(self) -> None:
+        try:
+            self.leave_write_queue()
+            if self._writer_fd >= 0:
+                os.close(self._writer_fd)
+                self._writer_fd = -1
+        finally:
+            super().close()
 
 
 class StoreURLError(ValueError):
@@ -41,8 +111,14 @@ def _sqlite_engine(url: str) -> Engine:
         raise StoreURLError("an in-memory SQLite database cannot be shared by the AM and its "
                             "workers; give a file path")
     Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    lock_path = str(Path(parsed.database).expanduser()) + ".writers"
+
+    class QueuedWriterConnection(_QueuedWriterConnection):
+        writers_lock = lock_path
+
     engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S,
-                                                 "check_same_thread": False})
+                                                 "check_same_thread": False,
+                                                 "factory": QueuedWriterConnection})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
@@ -57,7 +133,16 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
         if conn.get_execution_options().get(WRITE_OPTION):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            dbapi_conn = conn.connection.dbapi_connection
+            queued = isinstance(dbapi_conn, _QueuedWriterConnection)
+            if queued:
+                dbapi_conn.queue_for_write()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                if queued:
+                    dbapi_conn.leave_write_queue()
+                raise
         else:
             conn.exec_driver_sql("BEGIN")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, select, text, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -355,28 +355,16 @@ class Store:
         """`acquire_lease` inside the caller's write transaction (a job claims the lease and
         marks itself running in one commit)."""
         now = now or utcnow()
-        until = now + timedelta(seconds=ttl_s)
-        if session.bind.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        # one statement: insert, or take over a lease that expired or is already ours; a live
-        # lease of another owner matches neither and leaves the row count at 0
-        stmt = upsert(SliverLease).values(sliver_id=sliver_id, owner=owner, job_id=job_id,
-                                          expires=until)
-        taken = session.execute(stmt.on_conflict_do_update(
-            index_elements=[SliverLease.sliver_id],
-            set_={"owner": owner, "job_id": job_id, "expires": until},
-            where=(SliverLease.expires <= now) | (SliverLease.owner == owner))
-            .returning(SliverLease.sliver_id))
+        taken = session.execute(_take_lease_stmt(session.bind.dialect.name), {
+            "sliver": sliver_id, "owner": owner, "job": job_id, "now": now,
+            "until": now + timedelta(seconds=ttl_s)})
         return taken.first() is not None
 
     @staticmethod
     def drop_lease(session: Session, sliver_id: int, owner: str) -> bool:
         """`release_lease` inside the caller's write transaction (a job records its outcome
         and lets go of the sliver in one commit). True if `owner` held it."""
-        return session.execute(delete(SliverLease).where(
-            SliverLease.sliver_id == sliver_id, SliverLease.owner == owner)).rowcount == 1
+        return session.execute(_DROP_LEASE, {"sliver": sliver_id, "owner": owner}).rowcount == 1
 
     def renew_lease(self, sliver_id: int, owner: str, ttl_s: float) -> bool:
         now = utcnow()
@@ -477,6 +465,35 @@ class Store:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("select 1"))
+
+
+_TAKE_LEASE: dict[str, object] = {}
+_DROP_LEASE = delete(SliverLease).where(SliverLease.sliver_id == bindparam("sliver"),
+                                        SliverLease.owner == bindparam("owner"))
+
+
+def _take_lease_stmt(dialect: str):
+    """The lease upsert, built once per dialect (a job runs it every time): insert, or take
+    over a lease that expired or is already ours; a live lease of another owner matches
+    neither and returns no row."""
+    stmt = _TAKE_LEASE.get(dialect)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        stmt = (upsert(SliverLease)
+                .values(sliver_id=bindparam("sliver"), owner=bindparam("owner"),
+                        job_id=bindparam("job"), expires=bindparam("until"))
+                .on_conflict_do_update(
+                    index_elements=[SliverLease.sliver_id],
+                    set_={"owner": bindparam("owner"), "job_id": bindparam("job"),
+                          "expires": bindparam("until")},
+                    where=(SliverLease.expires <= bindparam("now"))
+                    | (SliverLease.owner == bindparam("owner")))
+                .returning(SliverLease.sliver_id))
+        _TAKE_LEASE[dialect] = stmt
+    return stmt
 
 
 def open_store(url: str, *, migrate: bool = False) -> Store:

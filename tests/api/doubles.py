@@ -125,7 +125,9 @@ class FakeService:
         slice_urn, chosen = self._select(urns)
         self._writable(slice_urn)
         for u in chosen:
-            self.slivers[u].update(alloc="geni_provisioned", op="geni_notready",
+            # options.start: the real service then boots them (v2 CreateSliver always asks)
+            self.slivers[u].update(alloc="geni_provisioned",
+                                   op="geni_ready" if options.start else "geni_notready",
                                    expires=_now() + timedelta(days=1))
         return ManifestResult(self._manifest(chosen), slice_urn,
                               tuple(self._info(u) for u in chosen))

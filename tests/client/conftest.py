@@ -90,7 +90,8 @@ def dev_authority(tmp_path_factory) -> DevAuthority:
 
 
 def start_am(tmp: Path, authority: DevAuthority, *, failure_rate: float = 0.0,
-             nodes: int = 6) -> tuple[Runtime, AmServer, DelayedWorker]:
+             nodes: int = 6, start_on_provision: bool = True
+             ) -> tuple[Runtime, AmServer, DelayedWorker]:
     tmp.mkdir(parents=True, exist_ok=True)
     inventory = tmp / "inventory.toml"
     inventory.write_text("[site]\nname = \"client-test\"\n\n[drivers.fake]\n"
@@ -100,7 +101,8 @@ def start_am(tmp: Path, authority: DevAuthority, *, failure_rate: float = 0.0,
                         trust_roots=str(authority.dir / "trust-roots"),
                         cert=str(authority.dir / "am-cert.pem"),
                         key=str(authority.dir / "am-key.pem"),
-                        operators=(f"urn:publicid:IDN+{AUTHORITY}+user+alice",))
+                        operators=(f"urn:publicid:IDN+{AUTHORITY}+user+alice",),
+                        start_on_provision=start_on_provision)
     worker = DelayedWorker()
     runtime = build_runtime(settings, job_queue=lambda s: (worker, []))
     worker.store, worker.site = runtime.store, runtime.site
@@ -135,6 +137,14 @@ def am_env(tmp_path_factory, dev_authority) -> Iterator[Env]:
 def failing_am(tmp_path_factory, dev_authority) -> Iterator[Env]:
     """An AM whose fake driver fails every provision."""
     yield from _env(tmp_path_factory.mktemp("failing-am"), dev_authority, failure_rate=1.0)
+
+
+@pytest.fixture(scope="module")
+def notready_am(tmp_path_factory, dev_authority) -> Iterator[Env]:
+    """An AM with start_on_provision off: provisioned slivers rest in geni_notready until
+    geni_start (what `wait` must explain, and what `wait --start` is for)."""
+    yield from _env(tmp_path_factory.mktemp("notready-am"), dev_authority,
+                    start_on_provision=False)
 
 
 REQUEST = ('<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request">{}</rspec>')

@@ -41,11 +41,9 @@ def test_life_cycle(client, am_env):
     assert {s["geni_allocation_status"] for s in provisioned["geni_slivers"]} == \
         {"geni_provisioned"}
 
-    with pytest.raises(NeedsStart, match="geni_start"):   # provisioned slivers rest in notready
-        client.wait(slice_urn, timeout=20, interval=0.05)
+    # Provision, Status until ready: the provision jobs start the slivers (start_on_provision)
     seen: list[Progress] = []
-    result = client.wait(slice_urn, timeout=20, interval=0.05, start=True,
-                         on_progress=seen.append)
+    result = client.wait(slice_urn, timeout=20, interval=0.05, on_progress=seen.append)
     assert result.all_ready and result.progress.ready == 3
     assert seen[0].ready < 3       # it really waited: the worker runs jobs after a delay
     assert seen[-1].ready == 3 and result.polls == len(seen) >= 2
@@ -53,6 +51,17 @@ def test_life_cycle(client, am_env):
     status = client.status(slice_urn)
     assert status["geni_urn"] == slice_urn
     assert {s["geni_operational_status"] for s in status["geni_slivers"]} == {"geni_ready"}
+
+    # stopped slivers rest in geni_notready: plain wait says so, wait(start=True) starts them
+    stopped = client.perform_operational_action(slice_urn, "geni_stop")
+    assert {s["geni_operational_status"] for s in stopped} == {"geni_stopping"}
+    with pytest.raises(NeedsStart, match="geni_start"):
+        client.wait(slice_urn, timeout=20, interval=0.05)
+    seen = []
+    result = client.wait(slice_urn, timeout=20, interval=0.05, start=True,
+                         on_progress=seen.append)
+    assert result.all_ready and result.progress.ready == 3
+    assert seen[0].ready == 0 and seen[-1].ready == 3
 
     restarted = client.perform_operational_action(slivers[:1], "geni_restart")
     assert [s["geni_sliver_urn"] for s in restarted] == slivers[:1]

@@ -9,17 +9,21 @@ from am.cli import main
 from tests.client.conftest import request_rspec
 
 
-@pytest.fixture
-def cli(am_env, capsys):
+def _cli_for(env, capsys):
     def run(*argv: str, creds: tuple = ()) -> tuple[int, str, str]:
-        common = ["client", "--url", am_env.url, "--cert", str(am_env.cert),
-                  "--key", str(am_env.key), "--ca", str(am_env.ca)]
+        common = ["client", "--url", env.url, "--cert", str(env.cert),
+                  "--key", str(env.key), "--ca", str(env.ca)]
         for cred in creds:
             common += ["--cred", str(cred)]
         code = main([*common, *argv])
         out, err = capsys.readouterr()
         return code, out, err
     return run
+
+
+@pytest.fixture
+def cli(am_env, capsys):
+    return _cli_for(am_env, capsys)
 
 
 def test_cli_life_cycle(cli, am_env, tmp_path):
@@ -45,7 +49,8 @@ def test_cli_life_cycle(cli, am_env, tmp_path):
     assert code == 0, err
     assert out.count("provisioned") == 2
 
-    code, out, err = cli("wait", "clicycle", "--start", "--interval", "0.05", "--timeout", "20",
+    # no --start needed: the provision jobs boot the slivers (start_on_provision, the default)
+    code, out, err = cli("wait", "clicycle", "--interval", "0.05", "--timeout", "20",
                          creds=creds)
     assert code == 0, err
     assert "all 2 sliver(s) ready" in out
@@ -98,8 +103,11 @@ def test_cli_wait_reports_failures(failing_am, capsys, tmp_path):
     assert err.splitlines()[-2].startswith("[!!!!!!!!!!!!!!!!!!!!] 0/2 ready, 2 failed")
 
 
-def test_cli_wait_times_out(cli, am_env, tmp_path):
-    creds = (am_env.slice_cred("slowpoke"),)
+def test_cli_wait_times_out_needs_start_and_starts(notready_am, capsys, tmp_path):
+    # start_on_provision off at this AM: provisioned slivers rest in geni_notready, so plain
+    # `wait` must say they need an action, and `wait --start` must start them
+    cli = _cli_for(notready_am, capsys)
+    creds = (notready_am.slice_cred("slowpoke"),)
     rspec = tmp_path / "request.xml"
     rspec.write_text(request_rspec(1))
     assert cli("allocate", "slowpoke", str(rspec), creds=creds)[0] == 0
@@ -109,7 +117,28 @@ def test_cli_wait_times_out(cli, am_env, tmp_path):
     assert code == 2 and "timed out after 0.1 s: 0/1 ready" in err
     code, out, err = cli("wait", "slowpoke", "--interval", "0.05", "--timeout", "20", creds=creds)
     assert code == 2 and "need an action" in err and "--start" in err
+    code, out, err = cli("--json", "status", "slowpoke", creds=creds)
+    assert {s["geni_operational_status"] for s in json.loads(out)["geni_slivers"]} == \
+        {"geni_notready"}
+    code, out, err = cli("wait", "slowpoke", "--start", "--interval", "0.05", "--timeout", "20",
+                         creds=creds)
+    assert code == 0, err
+    assert "all 1 sliver(s) ready" in out
     assert cli("delete", "slowpoke", creds=creds)[0] == 0
+
+
+def test_cli_wait_times_out_then_ends_ready(cli, am_env, tmp_path):
+    # the default AM: the same plain `wait` ends ready, no action needed
+    creds = (am_env.slice_cred("quick"),)
+    rspec = tmp_path / "request.xml"
+    rspec.write_text(request_rspec(1))
+    assert cli("allocate", "quick", str(rspec), creds=creds)[0] == 0
+    assert cli("provision", "quick", creds=creds)[0] == 0
+    code, out, err = cli("wait", "quick", "--interval", "0.05", "--timeout", "0.1", creds=creds)
+    assert code == 2 and "timed out after 0.1 s: 0/1 ready" in err
+    code, out, err = cli("wait", "quick", "--interval", "0.05", "--timeout", "20", creds=creds)
+    assert code == 0 and "all 1 sliver(s) ready" in out, err
+    assert cli("delete", "quick", creds=creds)[0] == 0
 
 
 def test_cli_omni_config(am_env, capsys, tmp_path):

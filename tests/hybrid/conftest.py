@@ -116,12 +116,14 @@ driver = "netfpga"
 def make_am(base_settings, tmp_path, gcf_fixtures, fx, dom0_netns):
     made = []
 
-    def make(**inv) -> AM:
+    def make(*, settings: dict | None = None, **inv) -> AM:
+        """An AM over a fresh inventory (`inv`: inventory() keywords); `settings`: Settings
+        fields to change (e.g. start_on_provision=False)."""
         path = tmp_path / f"inventory{len(made)}.toml"
         path.write_text(inventory(tmp_path / f"site{len(made)}", dom0_netns, **inv))
         queue = InlineQueue()
         settings = base_settings.replace(state_dir=str(tmp_path / f"am{len(made)}"),
-                                         inventory=str(path))
+                                         inventory=str(path), **(settings or {}))
         rt = build_runtime(settings, job_queue=lambda s: (queue, []))
         made.append(rt)
         queue.store, queue.site = rt.store, rt.site

@@ -35,18 +35,26 @@ def test_xen_control_plane_netfpga_forwarding(am):
     urn = manifest_nodes(alloc["value"])["r1"].get("sliver_id")
     assert urn == control.sliver_urn
 
-    am.provision([urn])                        # the router's URN provisions both halves
-    assert set(am.wait_for([urn, plane_spec.sliver_urn], "geni_notready").values()) == \
-        {"geni_notready"}
-    plane = am.netfpga.plane(plane_spec)
-    assert plane.read() == set()
-    assert code_of(am.poa([urn], "geni_start")) == 0
+    # the router's URN provisions both halves, and each job starts its half
+    # (start_on_provision): the slot forwards the control plane's routes
+    am.provision([urn])
     assert set(am.wait_for([urn, plane_spec.sliver_urn], "geni_ready").values()) == \
         {"geni_ready"}
+    plane = am.netfpga.plane(plane_spec)
     assert {(e.prefix, e.gateway) for e in plane.read()} == {("10.220.0.0/16", "10.97.1.254"),
                                                               ("10.221.0.0/16", "10.97.2.254")}
     status = am.ok("Status", [urn], am.cred, {})["geni_slivers"][0]
     assert "forwarding in hardware" in status["geni_resource_status"]
+
+    # stopped, the router forwards nothing; started again, the slot gets the routes back
+    assert code_of(am.poa([urn], "geni_stop")) == 0
+    assert set(am.wait_for([urn, plane_spec.sliver_urn], "geni_notready").values()) == \
+        {"geni_notready"}
+    assert plane.read() == set()
+    assert code_of(am.poa([urn], "geni_start")) == 0
+    assert set(am.wait_for([urn, plane_spec.sliver_urn], "geni_ready").values()) == \
+        {"geni_ready"}
+    assert len(plane.read()) == 2
 
     change = [{"destination": "10.222.0.0/16", "gateway": "10.97.2.254", "interface": "r1:if1"}]
     assert code_of(am.poa([urn], SYNC, {"geniam_routes": change})) == 0

@@ -21,17 +21,14 @@ def _dom0_router(am, cid: str = "r1") -> str:
         routes=(("10.200.0.0/16", "10.93.1.254"), ("10.201.0.0/16", "10.93.2.254")))))
     assert code_of(alloc) == 0, alloc
     urn = sliver_urns(alloc["value"])[cid]
-    am.provision([urn])
-    assert am.wait_for([urn], "geni_notready") == {urn: "geni_notready"}
+    am.provision([urn])                  # provisions and starts it (start_on_provision)
+    assert am.wait_for([urn], "geni_ready") == {urn: "geni_ready"}
     return urn
 
 
 def test_dom0_router_routes_follow_the_control_plane(am):
     urn = _dom0_router(am)
-    assert dom0_routes(am.dom0) == set()                  # nothing forwards before start
-    assert code_of(am.poa([urn], "geni_start")) == 0
-    assert am.wait_for([urn], "geni_ready") == {urn: "geni_ready"}
-    routes = dom0_routes(am.dom0)
+    routes = dom0_routes(am.dom0)                         # forwarding since it started
     assert {(p, g) for p, g, _t in routes} == {("10.200.0.0/16", "10.93.1.254"),
                                                 ("10.201.0.0/16", "10.93.2.254")}
     (table,) = {t for _p, _g, t in routes}
@@ -73,6 +70,9 @@ def test_dom0_router_routes_follow_the_control_plane(am):
 
 def test_route_change_is_validated_before_anything_changes(am):
     urn = _dom0_router(am)
+    assert code_of(am.poa([urn], "geni_stop")) == 0
+    assert am.wait_for([urn], "geni_notready") == {urn: "geni_notready"}
+    assert dom0_routes(am.dom0) == set()
     # a stopped router is not "ready": the action is refused by the state machine
     refused = am.poa([urn], SYNC, {"geniam_routes": []})
     assert code_of(refused) == 13 and "geni_notready" in refused["output"], refused
@@ -90,7 +90,10 @@ def test_route_change_is_validated_before_anything_changes(am):
     assert code_of(unknown) == 13 and SYNC in unknown["output"]
 
 
-def test_netfpga_slot_routes_follow_the_control_plane(am):
+def test_netfpga_slot_routes_follow_the_control_plane(make_am):
+    # start_on_provision off: this test watches the slot's table empty while the sliver rests
+    # in geni_notready, then filled by geni_start
+    am = make_am(settings={"start_on_provision": False})
     alloc = am.allocate(request(node(
         "dp1", CARD1, sliver_type="netfpga-vdp",
         ifaces=(("if0", "10.95.1.1"), ("if1", "10.95.2.1")),

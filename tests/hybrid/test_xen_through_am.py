@@ -14,15 +14,17 @@ def test_xen_life_cycle(am):
                                      ext='cpu="2" memory_mb="1024"')))
     assert code_of(alloc) == 0, alloc
     urn = sliver_urns(alloc["value"])["vm1"]
-    am.provision([urn])
-    assert am.wait_for([urn], "geni_notready") == {urn: "geni_notready"}
-    assert code_of(am.poa([urn], "geni_start")) == 0
+    am.provision([urn])                   # provisions and boots it (start_on_provision)
     assert am.wait_for([urn], "geni_ready") == {urn: "geni_ready"}
 
     # libvirt (the test driver, in this process) holds a running Xen domain of that size
     xml = am.xen.domain_xml(am.rt.store and _spec(am, urn))
     assert "<vcpu" in xml and ">2</vcpu>" in xml and "1048576" in xml
     assert code_of(am.poa([urn], "geni_restart")) == 0
+    assert am.wait_for([urn], "geni_ready") == {urn: "geni_ready"}
+    assert code_of(am.poa([urn], "geni_stop")) == 0
+    assert am.wait_for([urn], "geni_notready") == {urn: "geni_notready"}
+    assert code_of(am.poa([urn], "geni_start")) == 0
     assert am.wait_for([urn], "geni_ready") == {urn: "geni_ready"}
 
     described = am.ok("Describe", [urn], am.cred, {"geni_rspec_version":

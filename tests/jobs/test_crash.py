@@ -64,7 +64,7 @@ def test_worker_killed_mid_job_recovers(stack_factory, broker, half: str, tmp_pa
     """SIGKILL the whole worker while a provision job is in its provision half (a job running,
     nothing provisioned yet) or in its start half (a sliver in geni_configuring); a new worker
     brings every sliver to geni_ready, creating each once."""
-    stack = stack_factory(broker_url=broker, worker=False, fake={"latency_s": 0.3})
+    stack = stack_factory(broker_url=broker, worker=False, fake={"latency_s": 0.5})
     log = tmp_path / "worker.log"
     first = worker_process(stack.settings, log)
     try:

@@ -84,6 +84,32 @@ def test_interrupted_job_is_resent_then_given_up(stack_factory):
     assert op == "geni_failed" and "interrupted" in error
 
 
+def test_provision_and_start_job_given_up_in_its_start_half_fails_the_sliver(stack_factory):
+    """A provision job (start_on_provision) whose provision half committed (the sliver is
+    geni_configuring) and that is then interrupted again and again: giving up fails the sliver
+    at once with the reason, from geni_configuring, not only after the orphaned-wait grace."""
+    from am.states import Alloc, Event, Op
+
+    stack = stack_factory(worker=False)
+    stack.allocate("halfway", n=1)
+    stack.provision("halfway")
+    with stack.store.write() as s:
+        job = s.scalars(select(Job)).one()
+        assert job.action == "provision" and job.args == {"start": True}
+        sliver = s.get(Sliver, job.sliver_id)
+        stack.store.transition(s, sliver, Event.PROVISION_DONE, (Alloc.PROVISIONED, Op.NOTREADY))
+        stack.store.transition(s, sliver, Event.START)
+        job.state, job.attempts, job.lease_owner = "running", 3, "dead-worker"
+        s.add(SliverLease(sliver_id=job.sliver_id, owner="dead-worker", job_id=job.id,
+                          expires=utcnow() - timedelta(seconds=1)))
+        job_id = job.id
+    report = reconcile(stack.store, stack.site, ListQueue(), max_attempts=3,
+                       waiting_grace_s=3600)
+    assert report.failed_jobs == [job_id] and len(report.failed_slivers) == 1
+    (_, op, error), = stack.status("halfway").values()
+    assert op == "geni_failed" and "interrupted" in error
+
+
 def test_queued_job_lost_by_broker_is_resent_after_grace(stack_factory):
     stack = stack_factory(worker=False)
     stack.allocate("lostmsg", n=1)

@@ -114,7 +114,10 @@ def test_metrics_agree_with_the_calls_made(am_env):
                  operational_state="geni_ready", driver="fake") == 2
     assert sum(v for (n, _), v in after.items() if n == "geniam_slivers") == 2
     assert value(after, "geniam_job_queue_depth") == 0
-    assert value(after, "geniam_jobs", state="done") == len(am_env.worker.ran) == 4
+    # one job per sliver: each provision job also started its sliver (start_on_provision),
+    # so wait --start found nothing resting in geni_notready and sent no geni_start
+    assert not any(m == "PerformOperationalAction" for m, _ in spy_good.seen)
+    assert value(after, "geniam_jobs", state="done") == len(am_env.worker.ran) == 2
 
     # the same credentials again and again: the verifier's cache answered
     assert value(after, "geniam_credential_cache_hits_total") > \

@@ -1,7 +1,8 @@
 """A store populated through the real service on a fake site, for the dashboard tests.
 
 Slice "demo": a Xen VM, a container and a NetFPGA node, a 100 Mb/s point-to-point link and a
-three-ended LAN; provisioned, run by `am.jobs.runner.run_job`, then started (geni_ready).
+three-ended LAN; provisioned, its jobs run by `am.jobs.runner.run_job`, which also start the
+slivers (start_on_provision, the default): geni_ready.
 Slice "broken": one node whose provision job fails (the fake driver's failure injection), so
 the sliver is geni_failed with the driver's reason and its job is failed.
 Slice "hostile": a node whose client_id is markup, allocated only (geni_pending_allocation).
@@ -106,9 +107,7 @@ def populate(tmp_path: Path, gcf: Path, **setting_changes) -> Populated:
     demo = slice_urn("demo")
     service.allocate(OWNER, demo, DEMO_REQUEST, opts)
     service.provision(OWNER, [demo], opts)
-    run_jobs()
-    service.perform_action(OWNER, [demo], "geni_start", opts)
-    run_jobs()
+    run_jobs()   # start_on_provision (the default): provisioned and started, geni_ready
 
     broken = slice_urn("broken")
     service.allocate(OWNER, broken, _request(_node("doomed", "xen-vm")), opts)

@@ -9,7 +9,7 @@ Allocations are made beforehand; timing starts at the first Provision call and s
 sliver is geni_ready (the time the last Provision call returned is printed too).
 
     .venv/bin/python bench/bench_provision.py [--slivers 1000] [--mode redis|embedded|both]
-        [--redis redis://127.0.0.1:6379/13] [--database postgresql+psycopg://...]
+        [--redis redis://127.0.0.1:6379] [--database postgresql+psycopg://...]
         [--pool prefork|threads|solo] [--concurrency 1]
 
 A PostgreSQL URL names a database that is dropped and re-created (it must not be in use).
@@ -17,11 +17,13 @@ A PostgreSQL URL names a database that is dropped and re-created (it must not be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
@@ -146,18 +148,42 @@ def run(mode: str, slivers: int, redis_url: str, database: str, pool: str,
             stack.close()
 
 
+@contextlib.contextmanager
+def _claimed_redis_db(base: str):
+    """A Redis database index nobody else uses right now, claimed like the tests claim theirs
+    (tests/jobs/conftest.py), so flushing it never wipes a concurrent test run's queue."""
+    import redis
+
+    admin = redis.Redis.from_url(f"{base}/0")
+    token = f"bench-{os.getpid()}-{time.time()}"
+    for index in range(15, 0, -1):
+        if admin.set(f"geni-am-test:db-claim:{index}", token, nx=True, ex=900):
+            break
+    else:
+        raise SystemExit("no free Redis database index (1..15)")
+    try:
+        yield f"{base}/{index}"
+    finally:
+        if admin.get(f"geni-am-test:db-claim:{index}") == token.encode():
+            admin.delete(f"geni-am-test:db-claim:{index}")
+        admin.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--slivers", type=int, default=1000)
     p.add_argument("--mode", choices=("redis", "embedded", "both"), default="both")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/13")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379",
+                   help="Redis server; a free database index on it is claimed for the run")
     p.add_argument("--database", default="", help="default: SQLite in a temporary directory")
     p.add_argument("--pool", choices=("prefork", "threads", "solo"), default="prefork",
                    help="pool of the two worker processes (redis mode)")
     p.add_argument("--concurrency", type=int, default=1, help="per worker process (redis mode)")
     args = p.parse_args()
-    for mode in (("redis", "embedded") if args.mode == "both" else (args.mode,)):
-        run(mode, args.slivers, args.redis, args.database, args.pool, args.concurrency)
+    server = urlsplit(args.redis)
+    with _claimed_redis_db(f"{server.scheme}://{server.netloc}") as redis_url:
+        for mode in (("redis", "embedded") if args.mode == "both" else (args.mode,)):
+            run(mode, args.slivers, redis_url, args.database, args.pool, args.concurrency)
 
 
 if __name__ == "__main__":

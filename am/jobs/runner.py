@@ -2,7 +2,8 @@
 
 Celery tasks (`am.jobs.tasks`) call `run_job`; tests call it directly as the "worker". Rules:
   * a per-sliver lease row in the database means two jobs never act on one sliver at once;
-    a crashed worker's lease is taken over once it expires;
+    a heartbeat renews it while the driver works, so only a crashed worker's lease expires
+    and is taken over;
   * a job already done (or failed) is skipped, so at-least-once delivery is harmless;
   * every state write goes through `Store.transition` (the table in `am.states`);
   * a transient `DriverError` raises `RetryableJobError` (the Celery layer retries with back-off)

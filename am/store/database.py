@@ -2,7 +2,9 @@
 
 SQLite runs in WAL mode with foreign keys on and a busy timeout; write transactions start with
 `BEGIN IMMEDIATE` so that two writers queue on the database lock instead of failing when a
-deferred transaction tries to upgrade its lock. Read transactions stay deferred (WAL readers
+deferred transaction tries to upgrade its lock, and before that on an flock of
+`<database>.writers` (`_QueuedWriterConnection`), which hands the lock on within a millisecond
+where SQLite's own busy handler sleeps up to 100 ms between tries. Read transactions stay deferred (WAL readers
 never block). PostgreSQL runs at READ COMMITTED: the capacity CHECK and the claim UNIQUE
 constraint are evaluated against committed rows, so racing writers serialise on the rows.
 """

@@ -1,10 +1,14 @@
 """Run Alembic programmatically over the store's engine, and compare schema with models."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -17,10 +21,40 @@ def _config(connection) -> Any:
     return cfg
 
 
+#: pg_advisory_lock key that serialises migrations of one PostgreSQL database ("geniamdb").
+_PG_MIGRATION_LOCK = 0x67656E69616D6462
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema. Several AM processes may start at once on one new database (two
+    `geni-am serve`, N workers): they take turns, and the later ones find nothing to do."""
     from alembic import command
-    with engine.begin() as conn:
-        command.upgrade(_config(conn), revision)
+    with _migration_lock(engine):
+        with engine.begin() as conn:
+            command.upgrade(_config(conn), revision)
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                conn.commit()
+    elif engine.dialect.name == "sqlite" and engine.url.database:
+        fd = os.open(f"{engine.url.database}.migrate-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)   # closing releases the flock
+    else:
+        yield
 
 
 def downgrade(engine: Engine, revision: str) -> None:

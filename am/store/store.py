@@ -220,7 +220,20 @@ class Store:
     def sync_capacity(self, components: Iterable[Component]) -> list[str]:
         """Record each component's capacities (keeping what is used). Returns warnings for
         resources whose new capacity is below what live reservations already use (the
-        capacity is kept at the used amount until those slivers go)."""
+        capacity is kept at the used amount until those slivers go).
+
+        Several processes starting at once on a new database may insert the same rows: the
+        loser of that race rolls back and syncs again against the winner's rows."""
+        components = list(components)
+        for attempt in range(3):
+            try:
+                return self._sync_capacity_once(components)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _sync_capacity_once(self, components: list[Component]) -> list[str]:
         warnings: list[str] = []
         with self.write() as session:
             existing = {(c.component_id, c.resource): c for c in session.scalars(select(Capacity))}

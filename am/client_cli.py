@@ -267,7 +267,8 @@ def _call(client, command: str, args: argparse.Namespace, profile) -> Any:
     if command == "status":
         return client.status(targets(args.targets, profile))
     if command == "poa":
-        return client.perform_operational_action(targets(args.targets, profile), args.action,
+        action, names = _poa_order(args.action, args.targets)
+        return client.perform_operational_action(targets(names, profile), action,
                                                  best_effort=args.best_effort)
     if command == "delete":
         return client.delete(targets(args.targets, profile), best_effort=args.best_effort)
@@ -362,3 +363,11 @@ def _wait(client, args: argparse.Namespace, profile) -> int:
     if getattr(args, "output", "text") != "json":
         print(f"all {progress.total} sliver(s) ready")
     return 0
+
+
+def _poa_order(action: str, names: list[str]) -> tuple[str, list[str]]:
+    """Accept omni's order too (`poa SLICE ACTION`): action names always contain "_"
+    (geni_start, geniam_sync_routes), slice names never do, and URNs contain "+"."""
+    if "_" not in action and len(names) == 1 and "_" in names[0] and "+" not in names[0]:
+        return names[0], [action]
+    return action, names

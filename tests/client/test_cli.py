@@ -67,6 +67,13 @@ def test_cli_life_cycle(cli, am_env, tmp_path):
     code, out, err = cli("poa", "geni_restart", sliver, creds=creds)
     assert code == 0, err
     assert sliver in out
+    code, _, err = cli("wait", "clicycle", creds=creds)      # the restart runs in a job
+    assert code == 0, err
+    code, out, err = cli("poa", "clicycle", "geni_restart", creds=creds)   # omni's order
+    assert code == 0, err
+    assert sliver in out
+    code, _, err = cli("wait", "clicycle", creds=creds)
+    assert code == 0, err
 
     code, out, _ = cli("describe", am_env.slice_urn("clicycle"), "--compressed", creds=creds)
     assert code == 0 and "manifest rspec: 2 node(s)" in out
@@ -189,3 +196,14 @@ def test_cli_bad_input(cli, am_env, tmp_path, capsys):
     assert "no AM URL" in capsys.readouterr().err
     code, _, err = cli("listresources")              # no credential at all: the AM says why
     assert code == 1 and "FORBIDDEN" in err
+
+
+def test_poa_argument_order():
+    """`poa ACTION TARGET...` as documented, and omni's `poa SLICE ACTION` too."""
+    from am.client_cli import _poa_order
+    assert _poa_order("geni_start", ["myslice"]) == ("geni_start", ["myslice"])
+    assert _poa_order("myslice", ["geni_start"]) == ("geni_start", ["myslice"])
+    assert _poa_order("myslice", ["geniam_sync_routes"]) == ("geniam_sync_routes", ["myslice"])
+    urn = "urn:publicid:IDN+geni-am+slice+my_slice"
+    assert _poa_order("geni_stop", [urn]) == ("geni_stop", [urn])
+    assert _poa_order("geni_stop", ["a", "b"]) == ("geni_stop", ["a", "b"])

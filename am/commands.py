@@ -58,6 +58,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from am.config import ConfigError
     from am.errors import GeniError
     from am.server import AmServer, ServerConfigError, ServerOptions
+    from drivers.base import DriverError
+    from drivers.inventory import InventoryError
 
     import os
 
@@ -82,7 +84,8 @@ def run_serve(args: argparse.Namespace) -> int:
         settings.state_path.mkdir(parents=True, exist_ok=True)
         runtime = build_runtime(settings, behind_proxy=settings.proxy_mode,
                                 job_queue=serve_job_queue)
-    except (ConfigError, ServerConfigError, GeniError, OSError) as exc:
+    except (ConfigError, InventoryError, DriverError, ServerConfigError, GeniError,
+            OSError) as exc:
         print(f"geni-am serve: {exc}", file=sys.stderr)
         return 2
     try:

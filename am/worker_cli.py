@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="re-send a queued job nobody took for this long")
     tuning.add_argument("--reconcile-interval-s", type=float, metavar="S",
                         help="seconds between reconciler runs")
+    tuning.add_argument("--batch-handoff-s", type=float, metavar="S",
+                        help="a job batch still running after S seconds re-queues its remaining "
+                             "jobs one per message (0: never; default 1)")
     p.set_defaults(func=run_worker)
 
 
@@ -63,6 +66,8 @@ def run_worker(args: argparse.Namespace) -> int:
             "inventory": args.inventory, "state_dir": args.state_dir,
             "fake_nodes": args.fake_nodes, "worker_concurrency": args.concurrency})
         broker_for(settings)   # validates broker_url
+        if args.batch_handoff_s is not None and not args.batch_handoff_s >= 0:
+            raise ValueError(f"--batch-handoff-s must be >= 0, not {args.batch_handoff_s}")
     except (ConfigError, ValueError) as exc:
         print(f"geni-am worker: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +82,9 @@ def run_worker(args: argparse.Namespace) -> int:
     defaults = JobPolicy()
     policy = JobPolicy(lease_s=args.lease_s or defaults.lease_s,
                        queued_grace_s=args.requeue_after_s or defaults.queued_grace_s,
-                       reconcile_interval_s=args.reconcile_interval_s)
+                       reconcile_interval_s=args.reconcile_interval_s,
+                       batch_handoff_s=(defaults.batch_handoff_s if args.batch_handoff_s is None
+                                        else args.batch_handoff_s))
     return _run(settings, policy, hostname=args.hostname or worker_name(),
                 pool=args.pool, loglevel=args.loglevel, periodic=not args.no_periodic)
 

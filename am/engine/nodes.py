@@ -30,6 +30,10 @@ from rspec.model import RequestNode
 
 # Client spellings for one sliver type: a component offering the canonical name serves them.
 FLOWSPACE_TYPE = "openflow-flowspace"
+#: Sliver types placed only as a hybrid router's forwarding plane, never for a request node.
+FORWARDING_ONLY_TYPES = frozenset({"openflow-fib"})
+#: Types an unbound, untyped request node never lands on.
+NOT_FOR_NODES = FORWARDING_ONLY_TYPES | {FLOWSPACE_TYPE}
 
 
 @dataclass
@@ -57,7 +61,8 @@ def effective_forwarding(comp: Component) -> tuple[ForwardingMode, ...]:
 
 #: Forwarding a router's control plane can have outside its own component (a hybrid router):
 #: mode -> the sliver type of the forwarding plane sliver placed beside it.
-REMOTE_FORWARDING: dict[ForwardingMode, str] = {ForwardingMode.HARDWARE: "netfpga-vdp"}
+REMOTE_FORWARDING: dict[ForwardingMode, str] = {ForwardingMode.HARDWARE: "netfpga-vdp",
+                                                ForwardingMode.OPENFLOW: "openflow-fib"}
 FORWARDING_SUFFIX = ":forwarding"   # client_id of a hybrid router's forwarding sliver
 
 
@@ -65,7 +70,7 @@ def control_plane_for(comp: Component, mode: ForwardingMode | None) -> bool:
     """Can `comp` host the control plane of a router forwarding in `mode` elsewhere?"""
     stype = REMOTE_FORWARDING.get(mode) if mode else None
     return stype is not None and mode not in effective_forwarding(comp) and \
-        not any(t.name.lower() in (stype, FLOWSPACE_TYPE) for t in comp.sliver_types)
+        not any(t.name.lower() in (stype, *NOT_FOR_NODES) for t in comp.sliver_types)
 
 
 def preferred_forwarding(comp: Component) -> tuple[ForwardingMode, ...]:
@@ -93,7 +98,7 @@ def offered_type(comp: Component, wanted: str | None,
         return None
     for name in names:
         implied = implied_isolation(name)
-        if implied is IsolationClass.FLOWSPACE:
+        if implied is IsolationClass.FLOWSPACE or name.lower() in FORWARDING_ONLY_TYPES:
             continue
         strength = (implied or comp.isolation).strength
         if need is None or strength >= need.strength:
@@ -246,13 +251,13 @@ class NodePlacer:
                 pool += [c for c in index[alias] if c.component_id not in seen]
             pool.sort(key=lambda c: self._order[c.component_id.lower()])
             if not pool:
-                offered = ", ".join(sorted(self.site.sliver_types() - {FLOWSPACE_TYPE})) or "none"
+                offered = ", ".join(sorted(self.site.sliver_types() - NOT_FOR_NODES)) or "none"
                 return key, Refusal(node.client_id, "UNSUPPORTED",
                                     f"no component at this AM offers sliver type "
                                     f"{node.sliver_type!r} (offered: {offered})")
         else:
             pool = [c for c in self.site.components
-                    if any(t.name.lower() != FLOWSPACE_TYPE for t in c.sliver_types)]
+                    if any(t.name.lower() not in NOT_FOR_NODES for t in c.sliver_types)]
         what = f"sliver type {node.sliver_type!r}" if wanted else "nodes"
         if need is not None:
             pool = [c for c in pool if c.isolation.strength >= need.strength]

@@ -21,8 +21,8 @@ from celery import Celery
 
 from am.config import Settings
 from am.jobs.celery_app import DEFAULT_QUEUE, broker_for, make_celery
-from am.jobs.celery_queue import CeleryJobQueue
-from am.jobs.tasks import JobRuntime, JobTasks, RetryPolicy, register_tasks
+from am.jobs.celery_queue import DEFAULT_BATCH_SIZE, CeleryJobQueue
+from am.jobs.tasks import DEFAULT_BATCH_HANDOFF_S, JobRuntime, JobTasks, RetryPolicy, register_tasks
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class JobPolicy:
     waiting_grace_s: float = 60.0     # a sliver waiting this long with no open job fails
     reconcile_interval_s: float | None = None   # None: max(5, 2 * reaper_interval_s)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    batch_size: int = DEFAULT_BATCH_SIZE          # job ids per run_jobs message (submit_many)
+    batch_handoff_s: float = DEFAULT_BATCH_HANDOFF_S   # a batch slower than this spreads out; 0: never
 
 
 def build_process_runtime(settings: Settings, queue: CeleryJobQueue) -> JobRuntime:
@@ -100,13 +102,13 @@ class JobSystem:
         self.settings = settings
         self.policy = policy
         self.app: Celery = make_celery(settings, queue=queue_name)
-        self.queue = CeleryJobQueue(self.app)
+        self.queue = CeleryJobQueue(self.app, batch_size=policy.batch_size)
         self._per_process = PerProcessRuntime(lambda: build_process_runtime(settings, self.queue))
         self._fixed: JobRuntime | None = None
         self.tasks: JobTasks = register_tasks(
             self.app, self.runtime, retry=policy.retry, lease_s=policy.lease_s,
             max_attempts=policy.max_attempts, queued_grace_s=policy.queued_grace_s,
-            waiting_grace_s=policy.waiting_grace_s)
+            waiting_grace_s=policy.waiting_grace_s, batch_handoff_s=policy.batch_handoff_s)
         self._embedded = None
 
     def runtime(self) -> JobRuntime:

@@ -3,6 +3,7 @@
 `register_tasks(app, runtime)` puts three tasks on an app built by `make_celery`:
 
   geni_am.run_job(job_id)   provision / action / delete of one sliver (`runner.run_job`)
+  geni_am.run_jobs(ids)     several such jobs in order, one message (`CeleryJobQueue.submit_many`)
   geni_am.reap()            expire allocations and leases (`Aggregate.reap`)
   geni_am.reconcile()       re-queue interrupted work, fail hopeless slivers, free orphans
   geni_am.sync_routes()     re-sync running hybrid routers' forwarding planes (`am.service.routesync`)
@@ -12,19 +13,26 @@ error (`RetryableJobError`, including "another worker holds this sliver's lease"
 with exponential back-off and full jitter. Anything else is recorded by the runner itself.
 Because the body is idempotent and guarded by a per-sliver database lease, a message delivered
 twice (redelivery after a killed worker, a re-send by the reconciler) does the work once.
+
+A batch message is acknowledged when its last job finished. A transient failure of one job
+does not hold back or repeat the others: that job alone is re-sent as a `run_job` message with
+the usual back-off (as its first retry). A batch whose jobs turn out slow (a real substrate,
+seconds per job) hands its not-yet-started jobs back to the broker as single messages after
+`batch_handoff_s`, so idle workers share them instead of one pool child running them in turn.
 """
 from __future__ import annotations
 
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task
 
-from am.jobs.celery_queue import REAP, RECONCILE, RUN_JOB, SYNC_ROUTES
+from am.jobs.celery_queue import MAX_BATCH_SIZE, REAP, RECONCILE, RUN_JOB, RUN_JOBS, SYNC_ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +63,14 @@ class JobRuntime:
 
 RuntimeProvider = Callable[[], JobRuntime]
 
+#: A batch still running after this long re-sends its remaining jobs as single messages.
+DEFAULT_BATCH_HANDOFF_S = 1.0
+
 
 @dataclass(frozen=True)
 class JobTasks:
     run_job: Task
+    run_jobs: Task
     reap: Task
     reconcile: Task
     sync_routes: Task
@@ -67,10 +79,12 @@ class JobTasks:
 def register_tasks(app: Celery, runtime: RuntimeProvider, *,
                    retry: RetryPolicy = RetryPolicy(), lease_s: float | None = None,
                    max_attempts: int | None = None, queued_grace_s: float = 60.0,
-                   waiting_grace_s: float = 60.0) -> JobTasks:
+                   waiting_grace_s: float = 60.0,
+                   batch_handoff_s: float = DEFAULT_BATCH_HANDOFF_S) -> JobTasks:
     """Register the job tasks on `app`, bound to `runtime` (called lazily inside the worker).
 
-    `lease_s` and `max_attempts` go to `runner.run_job`; the graces to the reconciler."""
+    `lease_s` and `max_attempts` go to `runner.run_job`; the graces to the reconciler;
+    `batch_handoff_s` (0: never) to `geni_am.run_jobs`."""
     from am.jobs import runner
 
     lease = lease_s if lease_s is not None else runner.DEFAULT_LEASE_S
@@ -104,6 +118,39 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
                      job_id, exc, retries + 1, countdown)
             raise self.retry(exc=exc, countdown=countdown)
 
+    @app.task(name=RUN_JOBS, shared=False, bind=True, acks_late=True,
+              reject_on_worker_lost=True, ignore_result=True, max_retries=0)
+    def run_jobs_task(self: Task, job_ids: list) -> None:
+        ids = _batch_ids(job_ids)
+        if ids is None:
+            return
+        rt = runtime()
+        owner = f"{rt.worker_id}:{threading.get_ident()}"
+        started = time.monotonic()
+        may_hand_off = batch_handoff_s > 0
+        for index, job_id in enumerate(ids):
+            if may_hand_off and index and time.monotonic() - started > batch_handoff_s:
+                if _hand_off(self.app, ids[index:]):
+                    return
+                may_hand_off = False      # the broker is away: run the rest here
+            try:
+                runner.run_job(rt.store, rt.site, job_id, worker_id=owner, lease_s=lease,
+                               max_attempts=attempts)
+            except runner.JobNotFound:
+                log.error("job %d does not exist in the database; skipping it", job_id)
+            except runner.RetryableJobError as exc:
+                # Exactly what run_job's first retry does, for this job alone.
+                countdown = retry.delay(0)
+                log.info("job %d: transient failure (%s); retry 1 in %.2f s",
+                         job_id, exc, countdown)
+                try:
+                    self.app.send_task(RUN_JOB, args=(job_id,), countdown=countdown, retries=1)
+                except Exception as send_exc:   # noqa: BLE001 - the reconciler re-sends it
+                    log.warning("job %d: could not queue its retry (%s); the reconciler will "
+                                "re-send it", job_id, send_exc)
+            except Exception:   # noqa: BLE001 - one job's bug must not sink the batch
+                log.exception("job %d failed unexpectedly; continuing with the batch", job_id)
+
     @app.task(name=REAP, shared=False, ignore_result=True, acks_late=True)
     def reap_task() -> int:
         from datetime import datetime, timezone
@@ -134,8 +181,31 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
             log.debug("route sync: %s", report.as_dict())
         return report.as_dict()
 
-    return JobTasks(run_job=run_job_task, reap=reap_task, reconcile=reconcile_task,
+    return JobTasks(run_job=run_job_task, run_jobs=run_jobs_task, reap=reap_task, reconcile=reconcile_task,
                     sync_routes=sync_routes_task)
 
 
-__all__ = ["JobRuntime", "JobTasks", "RetryPolicy", "RuntimeProvider", "register_tasks"]
+def _batch_ids(job_ids: object) -> list[int] | None:
+    """The ids of a well-formed `run_jobs` message, or None (logged) for a malformed one."""
+    if (not isinstance(job_ids, list) or not 0 < len(job_ids) <= MAX_BATCH_SIZE
+            or any(isinstance(j, bool) or not isinstance(j, int) or j <= 0 for j in job_ids)):
+        log.error("dropping run_jobs message with bad job ids %.200r", job_ids)
+        return None
+    return job_ids
+
+
+def _hand_off(app: Celery, rest: list[int]) -> bool:
+    """Send `rest` as single `run_job` messages so other workers share a slow batch; False
+    (keep going here) if the broker refused any. Already-sent ones then run twice at worst,
+    which the lease and the done-check make harmless."""
+    try:
+        for job_id in rest:
+            app.send_task(RUN_JOB, args=(job_id,))
+    except Exception as exc:   # noqa: BLE001
+        log.warning("could not hand off jobs %s (%s); running them here", rest, exc)
+        return False
+    log.info("slow batch: handed %d job(s) back to the queue", len(rest))
+    return True
+
+
+__all__ = ["DEFAULT_BATCH_HANDOFF_S", "JobRuntime", "JobTasks", "RetryPolicy", "RuntimeProvider", "register_tasks"]

@@ -35,7 +35,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from am import states
 from am.config import Settings
 from am.errors import GeniCode, GeniError
-from am.jobs.queue import JobQueue
+from am.jobs.queue import JobQueue, submit_all
 from am.jobs.runner import ACTION_JOBS, DRIVER_ACTION
 from am.service import driver_actions, hybrid
 from am.service.contract import ManifestResult, Options, Principal, SliverInfo, StatusResult
@@ -522,14 +522,11 @@ class Aggregate:
 
     # ---- plumbing ---------------------------------------------------------------------------
     def _submit(self, job_ids: list[int]) -> None:
-        """Hand committed jobs to the queue. A failure here loses nothing: the jobs stay queued
-        in the database and the reconciler re-sends them (am.jobs.runner.requeue_interrupted)."""
-        for job_id in job_ids:
-            try:
-                self.queue.submit(job_id)
-            except Exception as exc:   # noqa: BLE001 - the broker's troubles are not the caller's
-                log.warning("could not queue job %d now (%s); the reconciler will resend it",
-                            job_id, exc)
+        """Hand one call's committed jobs to the queue together (`submit_many`: a broker queue
+        batches them into few messages; a queue with only `submit` gets one call per id). A
+        failure here loses nothing: the jobs stay queued in the database and the reconciler
+        re-sends them (am.jobs.runner.requeue_interrupted)."""
+        submit_all(self.queue, job_ids)
 
     @contextmanager
     def _db(self) -> Iterator[None]:

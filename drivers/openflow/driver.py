@@ -8,12 +8,19 @@ flowspace`). Provisioning builds the slice bridge, patches and steering flows
 mark, so `observed()` finds it and `release()` removes what belongs to no sliver.
 
 Config (`[drivers.openflow]`): `ovs_db` ("unix:/path/db.sock", required), `ovs_rundir`
-(default: the socket's directory), `name_prefix` (default "gof"), `max_matches` (default 4096).
+(default: the socket's directory), `name_prefix` (default "gof"), `max_matches` (default 4096),
+and for hybrid routers' forwarding planes (`openflow-fib` slivers, `drivers.openflow.fib`):
+`fib_flows` (route flows per datapath, default 4096), `fib_routes` (the table size each router
+reserves, default 256), `state_dir` (the routers' route sets; default `<ovs_rundir>/geni-fib`).
+A datapath's `extra.neighbours` table (IPv4 = MAC) gives the FIBs their next hops' MACs.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+from collections.abc import Iterable
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -42,7 +49,20 @@ from drivers.openflow.flowspace import (
     check_dpid,
     flowspace_for,
 )
+from drivers.openflow.fib import (
+    DEFAULT_FIB_FLOWS,
+    DEFAULT_FIB_ROUTES,
+    FIB_CAPACITY,
+    FIB_TYPE,
+    admit_fib,
+    check_fib_routes,
+    fib_entries,
+    parse_neighbours,
+    ports_in_use,
+    router_ports,
+)
 from drivers.openflow.naming import Naming, cookie_match
+from drivers.openflow.plane import FibLayout, OpenFlowPlane, RouterPort
 from drivers.openflow.slicing import (
     ControllerError,
     SlicePlan,
@@ -51,20 +71,31 @@ from drivers.openflow.slicing import (
     steering_flows,
 )
 from drivers.ovs import OF_PROTOCOLS, OVSClient, OVSError
+from drivers.routesync import (
+    SYNC_ROUTES_ACTION,
+    ControlPlaneRoutes,
+    RouteError,
+    SyncResult,
+    sync_plane,
+)
+from rspec.model import Route
 
 log = logging.getLogger(__name__)
 
 FLOWSPACE_TYPE = "openflow-flowspace"
 FOREIGN = "foreign-flows:"       # handle of flows on a physical bridge nobody here installed
-CONFIG_KEYS = frozenset({"ovs_db", "ovs_rundir", "name_prefix", "max_matches"})
+CONFIG_KEYS = frozenset({"ovs_db", "ovs_rundir", "name_prefix", "max_matches", "state_dir",
+                         "fib_flows", "fib_routes"})
+FIB_IDS = "geni-fib-"            # physical bridge external_ids key prefix: FIB tag -> sliver URN
 
 
 class OpenFlowDriver(SubstrateDriver):
     kind: ClassVar[str] = "openflow"
     capabilities: ClassVar[Capabilities] = Capabilities(
         isolation=IsolationClass.FLOWSPACE,
-        sliver_types=(FLOWSPACE_TYPE,),
-        actions=(Action.START.value, Action.STOP.value, Action.RESTART.value),
+        sliver_types=(FLOWSPACE_TYPE, FIB_TYPE),
+        actions=(Action.START.value, Action.STOP.value, Action.RESTART.value,
+                 SYNC_ROUTES_ACTION),
         forwarding_modes=(ForwardingMode.OPENFLOW,),
         first_state=OperationalState.READY,
     )
@@ -89,7 +120,24 @@ class OpenFlowDriver(SubstrateDriver):
             raise InventoryError(f"must be a positive integer, not {max_matches!r}",
                                  table="drivers.openflow", key="max_matches")
         self.max_matches = max_matches
+        for key, default in (("fib_flows", DEFAULT_FIB_FLOWS), ("fib_routes", DEFAULT_FIB_ROUTES)):
+            v = self.config.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InventoryError(f"must be a positive integer, not {v!r}",
+                                     table="drivers.openflow", key=key)
+        self.fib_flows = int(self.config.get("fib_flows", DEFAULT_FIB_FLOWS))
+        self.fib_routes = int(self.config.get("fib_routes", DEFAULT_FIB_ROUTES))
+        if self.fib_routes > self.fib_flows:
+            raise InventoryError(f"fib_routes ({self.fib_routes}) exceeds fib_flows "
+                                 f"({self.fib_flows})", table="drivers.openflow", key="fib_routes")
         self.ovs = OVSClient(db, self.config.get("ovs_rundir"))
+        state_dir = self.config.get("state_dir") or (
+            str(Path(self.ovs.rundir) / "geni-fib") if self.ovs.rundir else None)
+        if not isinstance(state_dir, str) or not state_dir:
+            raise InventoryError("must be a directory path (required when ovs_db is not a unix "
+                                 "socket)", table="drivers.openflow", key="state_dir")
+        self._state_dir = Path(state_dir).expanduser()
+        self._routes: ControlPlaneRoutes | None = None
         self._bridges: dict[str, str] = {}          # component URN (lower) -> physical bridge
         for table in self.component_configs:
             where = table.get("_table", "components")
@@ -100,6 +148,10 @@ class OpenFlowDriver(SubstrateDriver):
             if self.naming.is_ours(bridge):
                 raise InventoryError(f"bridge {bridge!r} has this driver's slice-bridge prefix",
                                      table=where, key="extra.bridge")
+            try:
+                parse_neighbours(dict(table.get("extra", {})).get("neighbours", {}))
+            except ValueError as exc:
+                raise InventoryError(str(exc), table=where, key="extra.neighbours") from None
             self._bridges[node_urn(authority, table["name"]).lower()] = bridge
         self._components: list[Component] | None = None
 
@@ -133,13 +185,15 @@ class OpenFlowDriver(SubstrateDriver):
         caps = {p["name"]: p.get("capacity_kbps") for p in table.get("ports", ())}
         comp = build_component({**table, "ports": ()}, authority=self.authority, driver=self.kind,
                                default_isolation=IsolationClass.FLOWSPACE,
-                               default_sliver_types=(FLOWSPACE_TYPE,),
+                               default_sliver_types=(FLOWSPACE_TYPE, FIB_TYPE),
+                               default_capacity={FIB_CAPACITY: float(self.fib_flows)},
                                default_forwarding=(ForwardingMode.OPENFLOW,))
         ports = tuple(ComponentPort(interface_urn(self.authority, comp.name, n), n, live[n],
                                     caps.get(n)) for n in names)
         return dataclasses.replace(comp, dpid=dpid, ports=ports,
                                    hardware_types=comp.hardware_types or ("openflow-switch",),
-                                   extra={**comp.extra, "bridge": bridge})
+                                   extra={**comp.extra, "bridge": bridge, "neighbours":
+                                          parse_neighbours(comp.extra.get("neighbours", {}))})
 
     def _component(self, component_id: str) -> Component | None:
         key = component_id.lower()
@@ -150,6 +204,11 @@ class OpenFlowDriver(SubstrateDriver):
         comp = self._component(spec.component_id)
         if comp is None:
             return Admission.refuse(f"no OpenFlow datapath {spec.component_id}", "BADARGS")
+        if _is_fib(spec):
+            if FIB_TYPE not in {t.name.lower() for t in comp.sliver_types}:
+                return Admission.refuse(f"datapath {comp.name} does not offer {FIB_TYPE} slivers",
+                                        "UNSUPPORTED")
+            return admit_fib(comp, spec, usage, self.fib_routes)
         if spec.kind is not ResourceKind.FLOWSPACE:
             return Admission.refuse(
                 f"{comp.component_id} is an OpenFlow switch: it takes openflow:sliver "
@@ -171,7 +230,16 @@ class OpenFlowDriver(SubstrateDriver):
             if outside:
                 return Admission.refuse(f"dl_vlan {','.join(map(str, outside))} is outside "
                                         f"{comp.name}'s VLAN range {lo}-{hi}", "VLAN_UNAVAILABLE")
+        mine = fs.ports(nums)
         for other in usage.slivers:
+            if _is_fib(other):
+                routed = sorted(mine & ports_in_use(comp, other, nums))
+                if routed:
+                    return Admission.refuse(
+                        f"port {routed[0]} of datapath {comp.component_id} forwards for a "
+                        f"virtual router (sliver {other.sliver_urn or other.client_id}, slice "
+                        f"{other.slice_urn}); a flowspace cannot include it", "UNAVAILABLE")
+                continue
             if other.kind is not ResourceKind.FLOWSPACE or other.openflow is None:
                 continue
             if other.sliver_urn and other.sliver_urn == spec.sliver_urn:
@@ -203,6 +271,8 @@ class OpenFlowDriver(SubstrateDriver):
 
     # ---- substrate operations ---------------------------------------------------------------------
     def provision(self, spec: SliverSpec) -> ProvisionResult:
+        if _is_fib(spec):
+            return self._provision_fib(spec)
         comp, fs, phys = self._resolve(spec)
         tag = self.naming.tag(spec.sliver_urn)
         ports = self._slice_ports(comp, fs, phys)
@@ -220,6 +290,10 @@ class OpenFlowDriver(SubstrateDriver):
                                resource_status=self._status_text(plan.bridge, ports))
 
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
+        if _is_fib(spec):
+            return self._perform_fib(spec, action)
+        if action == SYNC_ROUTES_ACTION:          # a slice-wide route sync: nothing to do here
+            return self.status(spec)
         comp, fs, phys = self._resolve(spec)
         tag = self.naming.tag(spec.sliver_urn)
         if self.naming.bridge(tag) not in self.ovs.bridges():
@@ -238,6 +312,12 @@ class OpenFlowDriver(SubstrateDriver):
         if comp is None:
             return OperationalState.FAILED
         phys = comp.extra["bridge"]
+        if _is_fib(spec):
+            tag = self.naming.tag(spec.sliver_urn)
+            if phys not in self.ovs.bridges() or tag not in self._fib_owners(phys):
+                return OperationalState.FAILED
+            flows = self.ovs.dump_flows(phys, cookie_match(self.naming.fib_cookie(tag)))
+            return OperationalState.READY if flows else OperationalState.NOTREADY
         tag = self.naming.tag(spec.sliver_urn)
         if self.naming.bridge(tag) not in self.ovs.bridges():
             return OperationalState.FAILED
@@ -245,6 +325,9 @@ class OpenFlowDriver(SubstrateDriver):
         return OperationalState.READY if flows else OperationalState.NOTREADY
 
     def delete(self, spec: SliverSpec) -> None:
+        if _is_fib(spec):
+            self._teardown_fib(self.naming.tag(spec.sliver_urn))
+            return
         self._teardown(self.naming.tag(spec.sliver_urn))
 
     def observed(self) -> list[ObservedSliver]:
@@ -270,12 +353,25 @@ class OpenFlowDriver(SubstrateDriver):
             if phys not in self.ovs.bridges():
                 continue
             foreign = 0
+            owners = self._fib_owners(phys)
+            fib_flows: dict[str, int] = {}
             for flow in self.ovs.dump_flows(phys):
+                fib_tag = self.naming.fib_tag_of_cookie(flow.cookie)
+                if fib_tag is not None:
+                    fib_flows[fib_tag] = fib_flows.get(fib_tag, 0) + 1
+                    continue
                 tag = self.naming.tag_of_cookie(flow.cookie)
                 if tag is None:
                     foreign += 1
                 elif tag:
                     entry(tag)["flows"] += 1
+            for tag in sorted(set(owners) | set(fib_flows)):
+                n = fib_flows.get(tag, 0)
+                out.append(ObservedSliver(
+                    handle=self._fib_handle(tag), sliver_urn=owners.get(tag),
+                    state=(OperationalState.READY if n else OperationalState.NOTREADY)
+                    if tag in owners else OperationalState.FAILED,
+                    detail=f"router forwarding plane on {phys}: flows={n}"))
             if foreign:
                 out.append(ObservedSliver(handle=f"{FOREIGN}{phys}", sliver_urn=None,
                                           detail=f"{foreign} flow(s) on {phys} not installed "
@@ -298,6 +394,10 @@ class OpenFlowDriver(SubstrateDriver):
             phys = handle[len(FOREIGN):]
             if phys in self._bridges.values():
                 self._drop_foreign_flows(phys)
+            return
+        fib_tag = self._fib_tag_of_handle(handle)
+        if fib_tag is not None:
+            self._teardown_fib(fib_tag)
             return
         tag = self.naming.tag_of_bridge(handle)
         if tag is None:
@@ -360,7 +460,7 @@ class OpenFlowDriver(SubstrateDriver):
 
     def _drop_foreign_flows(self, phys: str) -> None:
         cookies = {f.cookie for f in self.ovs.dump_flows(phys)
-                   if self.naming.tag_of_cookie(f.cookie) is None}
+                   if not self.naming.is_our_cookie(f.cookie)}
         if cookies:
             self.ovs.ofctl("add-flows", phys, "-",
                            input="".join(f"delete {cookie_match(c)}\n" for c in sorted(cookies)))
@@ -378,9 +478,148 @@ class OpenFlowDriver(SubstrateDriver):
             if phys in bridges:
                 self.ovs.del_flows(phys, cookie_match(self.naming.cookie(tag)))
 
+    # ---- hybrid routers' forwarding planes (openflow-fib) ---------------------------------------
+    @property
+    def routes(self) -> ControlPlaneRoutes:
+        if self._routes is None:           # lazily: ListResources never needs the directory
+            try:
+                self._routes = ControlPlaneRoutes(self._state_dir)
+            except OSError as exc:
+                raise DriverError(f"cannot use state_dir {self._state_dir}: {exc.strerror}") \
+                    from None
+        return self._routes
+
+    def _fib_handle(self, tag: str) -> str:
+        return f"{self.naming.prefix}fib{tag}"
+
+    def _fib_tag_of_handle(self, handle: str) -> str | None:
+        head = f"{self.naming.prefix}fib"
+        tag = handle[len(head):] if handle.startswith(head) else ""
+        return tag if len(tag) == 8 and all(c in "0123456789abcdef" for c in tag) else None
+
+    def _fib_owners(self, phys: str) -> dict[str, str]:
+        """FIB tag -> sliver URN, from the physical bridge's external_ids (OVSDB is the one
+        store every AM process shares with the switch)."""
+        ids = self.ovs.external_ids("Bridge", phys)
+        return {k[len(FIB_IDS):]: v for k, v in ids.items() if k.startswith(FIB_IDS)}
+
+    def _fib_resolve(self, spec: SliverSpec) -> tuple[Component, str, str]:
+        comp = self._component(spec.component_id)
+        if comp is None:
+            raise DriverError(f"no OpenFlow datapath {spec.component_id}")
+        if not spec.sliver_urn:
+            raise DriverError("forwarding plane sliver without a sliver URN")
+        return comp, comp.extra["bridge"], self.naming.tag(spec.sliver_urn)
+
+    def fib_plane(self, spec: SliverSpec) -> OpenFlowPlane:
+        """The router's `ForwardingPlane` on its datapath."""
+        comp, phys, tag = self._fib_resolve(spec)
+        try:
+            ports = router_ports(comp, spec)
+        except ValueError as exc:
+            raise DriverError(str(exc)) from None
+        rports = []
+        for iface, port in zip(spec.interfaces, ports):
+            mac = iface.mac or _mac_for(spec.sliver_urn, iface.client_id)
+            rports.append(RouterPort(name=port.name, ofport=int(port.num or 0), mac=mac.lower(),
+                                     addresses=tuple(a for a, _m in iface.ips)))
+        layout = FibLayout(cookie=self.naming.fib_cookie(tag), metadata=int(tag, 16),
+                           ports=tuple(rports), neighbours=comp.extra.get("neighbours", {}))
+        return OpenFlowPlane(self.ovs, phys, layout)
+
+    def _provision_fib(self, spec: SliverSpec) -> ProvisionResult:
+        comp, phys, tag = self._fib_resolve(spec)
+        try:
+            routes = check_fib_routes(comp, spec, spec.routes, self.fib_routes)
+            ports = router_ports(comp, spec)
+        except (RouteError, ValueError) as exc:
+            raise DriverError(str(exc)) from None
+        if phys not in self.ovs.bridges():
+            raise DriverError(f"switch {phys} is gone", transient=True)
+        self._ensure_base(phys)
+        self.ovs.vsctl("set", "bridge", phys, f"external_ids:{FIB_IDS}{tag}={_q(spec.sliver_urn)}")
+        if self.routes.get(self._fib_handle(tag)) is None:
+            self.routes.put(self._fib_handle(tag), routes)
+        return ProvisionResult(state=self.status(spec), handle=self._fib_handle(tag),
+                               resource_status=f"router forwarding plane on datapath "
+                                               f"{comp.name}, ports "
+                                               f"{', '.join(f'{p.num}({p.name})' for p in ports)}")
+
+    def _perform_fib(self, spec: SliverSpec, action: str) -> OperationalState:
+        comp, phys, tag = self._fib_resolve(spec)
+        if tag not in self._fib_owners(phys):
+            raise DriverError(f"sliver {spec.sliver_urn} is not provisioned on {phys}")
+        plane = self.fib_plane(spec)
+        if action in (Action.START.value, Action.RESTART.value):
+            plane.bind()
+            self._sync_fib(comp, spec, plane)
+        elif action == Action.STOP.value:
+            plane.clear()
+        elif action == SYNC_ROUTES_ACTION:
+            if self.status(spec) is OperationalState.READY:
+                self._sync_fib(comp, spec, plane)
+        else:
+            raise DriverError(f"action {action!r} is not supported by router forwarding planes "
+                              f"({', '.join(self.capabilities.actions)})")
+        return self.status(spec)
+
+    def _sync_fib(self, comp: Component, spec: SliverSpec, plane: OpenFlowPlane) -> SyncResult:
+        routes = self.routes.get(self._fib_handle(self.naming.tag(spec.sliver_urn))) or ()
+        try:
+            return sync_plane(plane, fib_entries(comp, spec, routes))
+        except (RouteError, ValueError) as exc:
+            raise DriverError(str(exc)) from None
+
+    def _teardown_fib(self, tag: str) -> None:
+        for phys in sorted(set(self._bridges.values())):
+            if phys in self.ovs.bridges():
+                self.ovs.del_flows(phys, cookie_match(self.naming.fib_cookie(tag)))
+                self.ovs.vsctl("remove", "bridge", phys, "external_ids", f"{FIB_IDS}{tag}")
+        self.routes.drop(self._fib_handle(tag))
+
+    def set_routes(self, spec: SliverSpec, routes: Iterable[Route]) -> SyncResult | None:
+        """Replace a router's route set; if its plane is forwarding, sync the flows now."""
+        comp, phys, tag = self._fib_resolve(spec)
+        try:
+            routes = self.check_routes(spec, routes)
+        except RouteError as exc:
+            raise DriverError(str(exc)) from None
+        if tag not in self._fib_owners(phys):
+            raise DriverError(f"sliver {spec.sliver_urn} is not provisioned on {phys}")
+        self.routes.put(self._fib_handle(tag), routes)
+        if self.status(spec) is OperationalState.READY:
+            return self._sync_fib(comp, spec, self.fib_plane(spec))
+        return None
+
+    def check_routes(self, spec: SliverSpec, routes: Iterable[Route]) -> tuple[Route, ...]:
+        """Pure: normalised routes or RouteError / RouteTableFull (see drivers.openflow.fib)."""
+        if not _is_fib(spec):
+            raise RouteError(f"sliver {spec.client_id} is a slice flowspace, not a router")
+        comp = self._component(spec.component_id)
+        if comp is None:
+            raise RouteError(f"no OpenFlow datapath {spec.component_id}")
+        return check_fib_routes(comp, spec, routes, self.fib_routes)
+
+    def control_routes(self, spec: SliverSpec) -> tuple[Route, ...]:
+        return self.routes.get(self._fib_handle(self.naming.tag(spec.sliver_urn))) or ()
+
     def _status_text(self, bridge: str, ports: Mapping[int, str]) -> str:
         return (f"slice bridge {bridge}; ports "
                 f"{', '.join(f'{n}({name})' for n, name in sorted(ports.items()))}")
 
 
-__all__ = ["FLOWSPACE_TYPE", "OpenFlowDriver"]
+def _is_fib(spec: SliverSpec) -> bool:
+    return spec.kind is ResourceKind.NODE and (spec.sliver_type or "").lower() == FIB_TYPE
+
+
+def _mac_for(sliver_urn: str, client_id: str) -> str:
+    """A locally administered unicast MAC for a router port the AM gave none."""
+    h = hashlib.sha256(f"{sliver_urn}|{client_id}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *h[:5]))
+
+
+def _q(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+__all__ = ["FIB_TYPE", "FLOWSPACE_TYPE", "OpenFlowDriver"]

@@ -51,6 +51,26 @@ class Naming:
         """Cookie of the AM's own flows on a physical bridge (the default drop)."""
         return self.mark << 32
 
+    @property
+    def fib_mark(self) -> int:
+        """High 32 bits of the flows of hybrid routers' forwarding planes (`openflow-fib`
+        slivers): a mark of their own, so a FIB is never mistaken for a slice's steering."""
+        return int(hashlib.sha256(f"geni-am-openflow-fib:{self.prefix}".encode())
+                   .hexdigest()[:8], 16)
+
+    def fib_cookie(self, tag: str) -> int:
+        return (self.fib_mark << 32) | int(tag, 16)
+
+    def fib_tag_of_cookie(self, cookie: int) -> str | None:
+        """The router sliver tag of a forwarding-plane cookie, None if not one."""
+        if cookie >> 32 != self.fib_mark or not cookie & 0xFFFFFFFF:
+            return None
+        return f"{cookie & 0xFFFFFFFF:0{TAG_LEN}x}"
+
+    def is_our_cookie(self, cookie: int) -> bool:
+        return self.tag_of_cookie(cookie) is not None or \
+            self.fib_tag_of_cookie(cookie) is not None
+
     def tag_of_cookie(self, cookie: int) -> str | None:
         """The sliver tag a cookie carries, "" for the base cookie, None if not ours."""
         if cookie >> 32 != self.mark:

@@ -20,9 +20,13 @@ from drivers.base import (
     implied_isolation,
 )
 from drivers.hostnet import IFNAMSIZ
+from drivers.routesync import RouteError, normalise_all
 from drivers.vserver.config import VServerSettings
 from drivers.vserver.services import execute_problem, install_url_problem
 
+#: Forwarding a container router's control plane may have in a sliver of its own (a hybrid
+#: router): the AM places the forwarding plane and syncs the routes into it.
+REMOTE_MODES = (ForwardingMode.HARDWARE, ForwardingMode.OPENFLOW)
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 NO_NETEM = ("this kernel has no netem qdisc and no tc police action, so link latency and "
             "packet loss cannot be emulated here; only capacity (tc tbf) is enforced")
@@ -65,9 +69,16 @@ def _admit_node(comp: Component, spec: SliverSpec, usage: Usage,
             return Admission.refuse(f"component {cid} runs Linux containers on the host kernel; "
                                     f"disk image {spec.disk_image!r} is not offered (offered: "
                                     f"{', '.join(sorted(images))})", "UNSUPPORTED")
-    if spec.router and spec.forwarding not in (None, ForwardingMode.GUEST):
+    remote = spec.router and spec.forwarding in REMOTE_MODES and \
+        bool(spec.params.get("forwarding_plane"))
+    if spec.router and not remote and spec.forwarding not in (None, ForwardingMode.GUEST):
         return Admission.refuse(f"component {cid} forwards in the container only (guest), not "
                                 f"{spec.forwarding.value}", "UNSUPPORTED")
+    if remote:   # a hybrid router's control plane: its routes must be ones a plane can hold
+        try:
+            normalise_all(spec.routes)
+        except RouteError as exc:
+            return Admission.refuse(f"node {spec.client_id}: {exc}", "BADARGS")
     if usage.exclusive_holder and usage.exclusive_holder != spec.slice_urn:
         return Admission.refuse(f"component {cid} is held exclusively by another slice",
                                 "INSUFFICIENT_NODES")
@@ -164,4 +175,4 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
     return Admission.accept()
 
 
-__all__ = ["NO_NETEM", "admit_sliver"]
+__all__ = ["NO_NETEM", "REMOTE_MODES", "admit_sliver"]

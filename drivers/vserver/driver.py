@@ -14,6 +14,13 @@ order by concurrent workers. Both sides derive the same names from the sliver UR
     whose next hop is now reachable;
   * a link that arrives after its node runs the same convergence for that node.
 So whichever finishes last completes the wiring, and once both report ready nothing is pending.
+
+Hybrid routers: a router node asking for `hardware` or `openflow` forwarding is only the
+control plane here (placement pairs it with a forwarding sliver elsewhere, see
+docs/hybrid-routers.md). Its container keeps ip_forward at 0 and gets none of the routes in its
+kernel; the route set lives in a `ControlPlaneRoutes` file and changes through `set_routes`
+(PerformOperationalAction `geniam_sync_routes`), which the AM also hands to the forwarding
+sliver's driver, the one that forwards.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ import ipaddress
 import os
 import platform
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,12 +54,19 @@ from drivers.base import (
 )
 from drivers.inventory import InventoryError, build_component
 from drivers.vserver import services
-from drivers.vserver.admission import admit_sliver
+from drivers.routesync import (
+    SYNC_ROUTES_ACTION,
+    ControlPlaneRoutes,
+    RouteError,
+    SyncResult,
+    normalise_all,
+)
+from drivers.vserver.admission import REMOTE_MODES, admit_sliver
 from drivers.vserver.cgroups import CgroupLayout, kill_pids
 from drivers.vserver.config import TABLE, VServerSettings, parse_settings
 from drivers.vserver.naming import Naming
 from drivers.vserver.state import StateDir
-from rspec.model import Execute
+from rspec.model import Execute, Route
 
 SLIVER_TYPE = "vserver-container"
 
@@ -64,6 +78,7 @@ class VServerDriver(SubstrateDriver):
     capabilities: ClassVar[Capabilities] = Capabilities(
         isolation=IsolationClass.CONTAINER,
         sliver_types=(SLIVER_TYPE,),
+        actions=(*(a.value for a in Action), SYNC_ROUTES_ACTION),
         forwarding_modes=(ForwardingMode.GUEST,),
         links=True,
     )
@@ -87,6 +102,7 @@ class VServerDriver(SubstrateDriver):
         except OSError as exc:
             raise DriverError(f"cannot use state_dir {self.settings.state_dir}: "
                               f"{exc.strerror}") from None
+        self.routes = ControlPlaneRoutes(self.state.root / "routes")
 
     def _component(self, table: Mapping[str, Any]) -> Component:
         where = table.get("_table", "components")
@@ -152,6 +168,11 @@ class VServerDriver(SubstrateDriver):
             rec["installed"] = old.get("installed", False) and old.get("installs") == rec["installs"]
             rec["executes_started"] = old.get("executes_started", False)
             self.state.write(handle, rec)      # first: observed() must know the netns is ours
+            if rec["remote_forwarding"] and self.routes.get(handle) is None:
+                try:
+                    self.routes.put(handle, spec.routes)
+                except RouteError as exc:
+                    raise DriverError(f"node {spec.client_id}: {exc}") from None
             self.cgroups.create(handle, cpu=rec["cpu"], memory_mb=rec["memory_mb"])
             root.mkdir(parents=True, exist_ok=True)
             services.write_keys(spec.users, root)
@@ -167,6 +188,9 @@ class VServerDriver(SubstrateDriver):
             macs = self._macs(rec)
         state = OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
         note = f"; waiting for link(s) on {', '.join(pending)}" if pending else ""
+        if rec["remote_forwarding"]:
+            note += (f"; control plane of a router forwarding in {rec['remote_forwarding']} "
+                     f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})")
         return ProvisionResult(state=state, macs=macs, logins=(), handle=handle,
                                resource_status=f"container {handle} (netns + cgroups, "
                                                f"{rec['cpu']:g} cores, {rec['memory_mb']} MiB)"
@@ -275,9 +299,10 @@ class VServerDriver(SubstrateDriver):
                 hostnet.link_set(ns, iface["name"], up=want_up)
             if not want_up:
                 down.append(iface["name"])
-        hostnet.sysctl_set(ns, "net.ipv4.ip_forward", "1" if rec["router"] else "0")
+        remote = bool(rec.get("remote_forwarding"))
+        hostnet.sysctl_set(ns, "net.ipv4.ip_forward", "1" if rec["router"] and not remote else "0")
         names = {i["client_id"]: i["name"] for i in rec["interfaces"]}
-        for route in rec["routes"]:
+        for route in () if remote else rec["routes"]:
             dev = names.get(route["interface"]) if route.get("interface") else None
             if rec["stopped"] or (route.get("interface") and dev in pending + down):
                 continue           # the kernel drops routes over a down link; back on start
@@ -304,9 +329,12 @@ class VServerDriver(SubstrateDriver):
     # ---- operational actions ------------------------------------------------------------------
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
         self._own(spec)
-        if action not in {a.value for a in Action}:
+        if action not in self.capabilities.actions:
             raise DriverError(f"action {action!r} is not supported by vserver containers "
-                              f"(supported: {', '.join(a.value for a in Action)})")
+                              f"(supported: {', '.join(self.capabilities.actions)})")
+        if action == SYNC_ROUTES_ACTION:
+            # the forwarding sliver's driver syncs the plane; the control plane holds the set
+            return self.status(spec)
         if spec.kind is ResourceKind.LINK:
             return self._perform_link(spec, action)
         handle = self.naming.node(spec.sliver_urn)
@@ -403,6 +431,7 @@ class VServerDriver(SubstrateDriver):
             self.cgroups.remove(handle, timeout_s=self.settings.kill_timeout_s)
             shutil.rmtree(self.state.root_dir(handle), ignore_errors=True)
             self.state.remove(handle)
+            self.routes.drop(handle)
 
     def _kill(self, handle: str, netns: str) -> None:
         kill_pids(lambda: self.cgroups.pids(handle) | set(hostnet.netns_pids(netns)),
@@ -463,6 +492,39 @@ class VServerDriver(SubstrateDriver):
             raise DriverError(f"{handle!r} was not made by this vserver driver "
                               f"(prefix {self.settings.name_prefix!r})")
 
+    # ---- routes of hybrid routers' control planes ------------------------------------------------
+    def check_routes(self, spec: SliverSpec, routes: Iterable[Route]) -> tuple[Route, ...]:
+        """Pure: the routes normalised, or RouteError. Only a hybrid router's control plane
+        takes route changes this way (a guest-forwarding container routes for itself)."""
+        if not (spec.kind is ResourceKind.NODE and _remote_mode(spec)):
+            raise RouteError(f"sliver {spec.client_id} is not the control plane of a router "
+                             "forwarding outside its container (forwarding hardware/openflow)")
+        routes = normalise_all(routes)
+        names = {i.client_id for i in spec.interfaces}
+        for r in routes:
+            if r.interface and r.interface not in names:
+                raise RouteError(f"route to {r.destination} names interface {r.interface!r}, "
+                                 "which the node does not have")
+        return routes
+
+    def set_routes(self, spec: SliverSpec, routes: Iterable[Route]) -> SyncResult | None:
+        """Replace the control plane's route set. Nothing forwards here, so nothing syncs
+        (None); the forwarding sliver's driver gets the same set and syncs its plane."""
+        self._own(spec)
+        try:
+            routes = self.check_routes(spec, routes)
+        except RouteError as exc:
+            raise DriverError(str(exc)) from None
+        handle = self.naming.node(spec.sliver_urn)
+        with self.state.lock(handle):
+            if self.state.read(handle) is None:
+                raise DriverError(f"sliver {spec.sliver_urn} does not exist on this host")
+            self.routes.put(handle, routes)
+        return None
+
+    def control_routes(self, spec: SliverSpec) -> tuple[Route, ...]:
+        return self.routes.get(self.naming.node(spec.sliver_urn)) or ()
+
     # ---- helpers -------------------------------------------------------------------------------
     def _own(self, spec: SliverSpec) -> None:
         if spec.component_id.lower() not in self._by_urn:
@@ -505,11 +567,19 @@ def _node_record(spec: SliverSpec, handle: str, naming: Naming,
         "memory_mb": int(spec.memory_mb if spec.memory_mb is not None
                          else settings.default_memory_mb),
         "router": bool(spec.router), "interfaces": interfaces,
+        "remote_forwarding": mode.value if (mode := _remote_mode(spec)) else None,
         "routes": [{"destination": r.destination, "gateway": r.gateway, "interface": r.interface}
                    for r in spec.routes],
         "installs": [[i.url, i.install_path] for i in spec.installs],
         "executes": [{"shell": e.shell, "command": e.command} for e in spec.executes],
     }
+
+
+def _remote_mode(spec: SliverSpec) -> ForwardingMode | None:
+    """The forwarding mode of a hybrid router whose forwarding is another sliver, else None."""
+    if spec.router and spec.forwarding in REMOTE_MODES and spec.params.get("forwarding_plane"):
+        return spec.forwarding
+    return None
 
 
 def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:

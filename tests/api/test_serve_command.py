@@ -53,3 +53,15 @@ def test_serve_refuses_bad_configuration(tmp_path, capsys):
     missing = tmp_path / "nope.toml"
     assert main(["serve", "--config", str(missing)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_inventory_with_its_reason(tmp_path, capsys):
+    """A broken inventory is a one-line message naming file, table and key; no traceback."""
+    inv = tmp_path / "inventory.toml"
+    inv.write_text('[[components]]\nname = "n1"\ndriver = "nosuchdriver"\n')
+    rc = main(["serve", "--state-dir", str(tmp_path / "state"), "--inventory", str(inv),
+               "--port", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert str(inv) in err and "components[0]" in err and "driver" in err
+    assert "Traceback" not in err

@@ -8,6 +8,7 @@ redoes the start."""
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import subprocess
@@ -177,3 +178,46 @@ def test_redis_restarted_mid_run_loses_no_job(stack_factory, tmp_path: Path):
                                 .where(Sliver.operational_state != "geni_ready")) == 0
         finally:
             stop_process(proc)
+
+
+def test_child_killed_mid_batch_redelivers_the_batch_without_redoing_done_jobs(
+        stack_factory, redis_db, tmp_path: Path):
+    """One Provision of five slivers goes as one `geni_am.run_jobs` message. The pool child dies
+    (the fake's crash switch) inside the third job, after two slivers reached geni_ready: the
+    whole message comes back (acks_late, reject on worker lost), the two done jobs are skipped,
+    and every sliver ends geni_ready, created once."""
+    stack = stack_factory(broker_url=redis_db, worker=False, fake={"latency_s": 0.1})
+    log = tmp_path / "worker.log"
+    # one pool child, no hand-off of a slow batch: the batch stays one message throughout
+    proc = worker_process(stack.settings, log, concurrency=1, extra=("--batch-handoff-s", "0"))
+    try:
+        urns = stack.allocate("batch", n=5)
+        stack.provision("batch")
+        ready = _wait(lambda: [u for u, (_, op, _) in stack.status("batch").items()
+                               if op == "geni_ready"] or None,
+                      "the first job of the batch", interval=0.01)
+        stack.fake.arm_crash("provision", "after")
+        _wait(lambda: b"exitcode 70" in log.read_bytes(), "the pool child's crash")
+        stack.fake.disarm_crash()
+        before_crash = {u for u, (_, op, _) in stack.status("batch").items() if op == "geni_ready"}
+        assert 0 < len(before_crash) < 5, before_crash
+        st = _assert_settled(stack, "batch", urns)
+        assert all(op == "geni_ready" for _, op, _ in st.values()), st
+        assert proc.poll() is None
+    finally:
+        stack.fake.disarm_crash()
+        stop_process(proc)
+    # The batch message itself came back. (The reconciler may also have re-sent the jobs
+    # that stayed queued past its short test grace while billiard noticed the dead child:
+    # duplicates the done-check absorbs.)
+    received = re.findall(rb"Task geni_am\.run_jobs\[([0-9a-f-]+)\] received", log.read_bytes())
+    assert len(received) == 2 and received[0] == received[1], received
+    for urn in urns:
+        c = stack.fake.counters(urn)
+        assert c.created == 1, (urn, c)
+    for urn in before_crash | set(ready):
+        c = stack.fake.counters(urn)
+        # done before the crash: skipped when the batch came back
+        assert (c.provision_calls, c.actions) == (1, 1), (urn, c)
+    with stack.store.read() as s:
+        assert {(j.action, j.state) for j in s.scalars(select(Job))} == {("provision", "done")}

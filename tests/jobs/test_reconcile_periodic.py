@@ -181,11 +181,14 @@ def test_queue_rejects_bad_ids_and_survives_broker_down(tmp_path):
         with pytest.raises(ValueError):
             queue.submit(bad)
     queue.submit(1)     # nobody listens on that port: logged, not raised
+    queue.submit_many([1, 2, 3])    # one batch message: logged, not raised
 
 
 def test_worker_command_refuses_bad_input_without_traceback(tmp_path):
     for args, message in ((["--broker", "amqp://x"], "unsupported scheme"),
                           (["--concurrency", "0"], "must be > 0"),
+                          (["--batch-handoff-s", "-1"], "must be >= 0"),
+                          (["--batch-handoff-s", "nan"], "must be >= 0"),
                           (["--database", "mysql://x/y", "--state-dir", str(tmp_path)], "database")):
         proc = subprocess.run([sys.executable, "-m", "am", "worker", *args], cwd=REPO,
                               capture_output=True, text=True, timeout=60)

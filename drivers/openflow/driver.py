@@ -11,7 +11,8 @@ Config (`[drivers.openflow]`): `ovs_db` ("unix:/path/db.sock", required), `ovs_r
 (default: the socket's directory), `name_prefix` (default "gof"), `max_matches` (default 4096),
 and for hybrid routers' forwarding planes (`openflow-fib` slivers, `drivers.openflow.fib`):
 `fib_flows` (route flows per datapath, default 4096), `fib_routes` (the table size each router
-reserves, default 256), `state_dir` (the routers' route sets; default `<ovs_rundir>/geni-fib`).
+reserves, default 256), `state_dir` (the routers' route sets; default `<ovs_rundir>/geni-fib`,
+or /var/lib/geni-am/openflow-fib when OVS is reached over TCP).
 A datapath's `extra.neighbours` table (IPv4 = MAC) gives the FIBs their next hops' MACs.
 """
 from __future__ import annotations
@@ -132,10 +133,11 @@ class OpenFlowDriver(SubstrateDriver):
                                  f"({self.fib_flows})", table="drivers.openflow", key="fib_routes")
         self.ovs = OVSClient(db, self.config.get("ovs_rundir"))
         state_dir = self.config.get("state_dir") or (
-            str(Path(self.ovs.rundir) / "geni-fib") if self.ovs.rundir else None)
-        if not isinstance(state_dir, str) or not state_dir:
-            raise InventoryError("must be a directory path (required when ovs_db is not a unix "
-                                 "socket)", table="drivers.openflow", key="state_dir")
+            str(Path(self.ovs.rundir) / "geni-fib") if self.ovs.rundir
+            else "/var/lib/geni-am/openflow-fib")
+        if not isinstance(state_dir, str):
+            raise InventoryError("must be a directory path", table="drivers.openflow",
+                                 key="state_dir")
         self._state_dir = Path(state_dir).expanduser()
         self._routes: ControlPlaneRoutes | None = None
         self._bridges: dict[str, str] = {}          # component URN (lower) -> physical bridge

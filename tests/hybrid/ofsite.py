@@ -1,4 +1,4 @@
-"""A site of a vserver host, an OpenFlow switch (private OVS, userspace datapath) and a
+"""A site of a vserver host, a Xen host (libvirt's test driver, a namespace for Dom0), an OpenFlow switch (private OVS, userspace datapath) and a
 simulated NetFPGA card, for container-control-plane hybrid routers through the whole AM.
 
 The switch `gfrbr0` has two hosts wired to it: namespaces `gfrh1` (10.71.1.2/24, port 1)
@@ -28,6 +28,7 @@ AUTH = "geni-am:test"
 VS1 = f"urn:publicid:IDN+{AUTH}+node+vs1"
 SW1 = f"urn:publicid:IDN+{AUTH}+node+sw1"
 NF1 = f"urn:publicid:IDN+{AUTH}+node+nf1"
+XEN1 = f"urn:publicid:IDN+{AUTH}+node+xen1"
 BRIDGE = "gfrbr0"
 HOSTS = {1: ("10.71.1.2", "10.71.1.1", "02:00:00:71:01:02"),
          2: ("10.71.2.2", "10.71.2.1", "02:00:00:71:02:02")}
@@ -79,10 +80,16 @@ def switch(ovs: OVSInstance) -> Iterator[OVSInstance]:   # noqa: F811 - the fixt
         client.vsctl("--if-exists", "del-br", BRIDGE)
 
 
-def inventory(tmp_path, ovs_db: str, *, fib_routes: int = 16, fib_flows: int = 64) -> str:
+def inventory(tmp_path, ovs_db: str, dom0: str, *, fib_routes: int = 16,
+              fib_flows: int = 64) -> str:
     prefix = "g" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
     neighbours = "\n".join(f'"{addr}" = "{mac}"' for addr, _gw, mac in HOSTS.values())
     return f'''
+[drivers.xen]
+uri = "test:///default"
+state_dir = "{tmp_path}/xen"
+dom0_netns = "{dom0}"
+
 [drivers.vserver]
 name_prefix = "{prefix}"
 state_dir = "{tmp_path}/vs"
@@ -103,6 +110,10 @@ route_table_size = 8
 [[components]]
 name = "vs1"
 driver = "vserver"
+
+[[components]]
+name = "xen1"
+driver = "xen"
 
 [[components]]
 name = "sw1"
@@ -137,16 +148,18 @@ class OFSite:
 
 
 @pytest.fixture
-def site(switch, base_settings, tmp_path, gcf_fixtures, fx) -> Iterator[OFSite]:
+def site(switch, base_settings, tmp_path, gcf_fixtures, fx, dom0_netns) -> Iterator[OFSite]:
+    for i in HOSTS:   # a router of an earlier test had other MACs: forget them
+        sh("ip", "-n", host_ns(i), "neigh", "flush", "all")
     path = tmp_path / "inventory.toml"
-    path.write_text(inventory(tmp_path / "site", switch.db))
+    path.write_text(inventory(tmp_path / "site", switch.db, dom0_netns))
     queue = InlineQueue()
     settings = base_settings.replace(state_dir=str(tmp_path / "am"), inventory=str(path))
     rt = build_runtime(settings, job_queue=lambda s: (queue, []))
     queue.store, queue.site = rt.store, rt.site
     client = ApiClient(rt.app.test_client(), (gcf_fixtures / "alice-cert.pem").read_text())
     try:
-        yield OFSite(AM(client, rt, [fx.cred("slice-cred-alice")], ""), switch)
+        yield OFSite(AM(client, rt, [fx.cred("slice-cred-alice")], dom0_netns), switch)
     finally:
         for driver in rt.site.drivers.values():
             for obs in driver.observed():

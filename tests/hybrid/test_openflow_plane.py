@@ -152,11 +152,13 @@ def test_longest_prefix_wins_on_the_datapath(switch):   # noqa: F811
         assert sync_plane(plane, want).added == 2
         assert plane.read() == want
 
-        def out_port(dst: str) -> int:
-            """The OpenFlow port the matched route flow outputs to (0: dropped)."""
+        def out_port(dst: str, via: str = "gfrv1") -> int:
+            """The OpenFlow port the route flow matched by a packet to `dst` coming in on
+            `via` outputs to (0: dropped)."""
+            mac = next(p.mac for p in layout.ports if p.name == via)
             trace = client.run(["ovs-appctl", "-t", str(switch.rundir / "ovs-vswitchd.ctl"),
                                 "ofproto/trace", BRIDGE,
-                                f"in_port={ports['gfrv1']},dl_dst=02:aa:00:00:00:01,ip,"
+                                f"in_port={ports[via]},dl_dst={mac},ip,"
                                 f"nw_dst={dst},nw_ttl=64"])
             if trace.rsplit("Datapath actions:", 1)[1].strip() == "drop":
                 return 0
@@ -165,14 +167,30 @@ def test_longest_prefix_wins_on_the_datapath(switch):   # noqa: F811
             return int(outs[0])
 
         assert out_port("10.2.3.4") == ports["gfrv2"]     # the /24
-        assert out_port("10.2.4.4") == ports["gfrv1"]     # only the /8
+        assert out_port("10.2.4.4", "gfrv2") == ports["gfrv1"]     # only the /8
         assert out_port("11.0.0.1") == 0                  # no route
         result = sync_plane(plane, {FibEntry("10.0.0.0/8", "10.1.0.254", "gfrv1")})
         assert (result.added, result.removed, result.kept) == (0, 1, 1)
-        assert out_port("10.2.3.4") == ports["gfrv1"]
+        assert out_port("10.2.3.4", "gfrv2") == ports["gfrv1"]
         assert other.read() == {FibEntry("10.9.0.0/16", "10.1.0.254", "gfrv1")}
         plane.clear()
         assert plane.read() == set() and len(other.read()) == 1
     finally:
         plane.clear()
         other.clear()
+
+
+@pytest.mark.parametrize("config,extra,message", [
+    ({}, {"neighbours": {"10.0.0.1": "01:00:00:00:00:01"}}, "not a unicast MAC"),
+    ({}, {"neighbours": {"10.0.0.300": "02:00:00:00:00:01"}}, "not an IPv4 address"),
+    ({"fib_routes": 0}, {}, "positive integer"),
+    ({"fib_routes": 10, "fib_flows": 5}, {}, "exceeds fib_flows"),
+])
+def test_inventory_mistakes_are_named(config, extra, message):
+    from drivers.inventory import InventoryError
+    from drivers.openflow import OpenFlowDriver
+
+    comp = {"name": "sw1", "driver": "openflow", "extra": {"bridge": "br0", **extra}}
+    with pytest.raises(InventoryError, match=message):
+        OpenFlowDriver({"ovs_db": "unix:/nonexistent/db.sock", **config}, [comp],
+                       authority="geni-am:test")

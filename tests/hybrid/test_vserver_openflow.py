@@ -11,7 +11,7 @@ from am.store import Sliver, spec_from_dict
 from drivers.openflow.plane import FIB_TABLE, ROUTE_PRIORITY
 from tests.api.conftest import code_of
 from tests.hybrid.conftest import manifest_nodes, node, request
-from tests.hybrid.ofsite import SW1, VS1, OFSite, host_ns, ovs, site, switch  # noqa: F401
+from tests.hybrid.ofsite import SW1, VS1, XEN1, OFSite, host_ns, ovs, site, switch  # noqa: F401
 
 SYNC = "geniam_sync_routes"
 ROUTER = node("r1", VS1, sliver_type="vserver-container",
@@ -138,3 +138,54 @@ def test_openflow_fib_is_not_a_node_type(site: OFSite):
     refused = am.allocate(request(node("x", SW1, sliver_type="openflow-fib")))
     assert code_of(refused) == 13, refused           # UNSUPPORTED
     assert "forwarding planes of hybrid routers" in refused["output"]
+
+
+def test_switch_advertises_router_forwarding(site: OFSite):
+    """The datapath advertises the openflow forwarding mode and its FIB capacity; the
+    opstate section lists the openflow-fib sliver type's states."""
+    from lxml import etree
+
+    from tests.api.conftest import RSPEC_V
+    from tests.hybrid.conftest import GA
+
+    am = site.am
+    root = etree.fromstring(am.ok("ListResources", am.cred,
+                                  {"geni_rspec_version": RSPEC_V}).encode())
+    of = "http://www.geni.net/resources/rspec/ext/openflow/3"
+    dp = next(d for d in root.iter(f"{{{of}}}datapath") if d.get("component_id") == SW1)
+    ext = dp.find(f"{{{GA}}}component")
+    assert ext.get("forwarding_modes") == "openflow"
+    caps = {c.get("resource"): (c.get("total"), c.get("free"))
+            for c in ext.iter(f"{{{GA}}}capacity")}
+    assert caps["fib_flows"] == ("64", "64")
+    opstate = "http://www.geni.net/resources/rspec/ext/opstate/1"
+    assert "openflow-fib" in {t.get("name") for t in root.iter(f"{{{opstate}}}sliver_type")}
+
+    assert code_of(am.allocate(request(ROUTER))) == 0       # a router reserves its table
+    root = etree.fromstring(am.ok("ListResources", am.cred,
+                                  {"geni_rspec_version": RSPEC_V}).encode())
+    dp = next(d for d in root.iter(f"{{{of}}}datapath") if d.get("component_id") == SW1)
+    caps = {c.get("resource"): c.get("free") for c in dp.iter(f"{{{GA}}}capacity")}
+    assert caps["fib_flows"] == "48"
+
+
+def test_xen_router_forwarding_in_openflow(site: OFSite):
+    """The same pairing with the control plane in a Xen VM: the VM's routes become flows,
+    and stop/delete take them away."""
+    am = site.am
+    alloc = am.allocate(request(ROUTER.replace(VS1, XEN1).replace("vserver-container", "xen-vm")))
+    assert code_of(alloc) == 0, alloc
+    placed = _slivers(am)
+    assert placed["r1"][0] == XEN1 and placed["r1:forwarding"][0] == SW1
+    fib = placed["r1:forwarding"][1]
+    urn = manifest_nodes(alloc["value"])["r1"].get("sliver_id")
+    cookie = site.openflow.naming.fib_cookie(site.openflow.naming.tag(fib.sliver_urn))
+    am.provision([urn])
+    assert set(am.wait_for([urn, fib.sliver_urn], "geni_ready").values()) == {"geni_ready"}
+    assert {d for d, _p, _o in _routes(site, cookie)} == {"10.71.1.0/24", "10.71.2.0/24"}
+    assert _ping(1, "10.71.2.2")
+    assert code_of(am.poa([urn], "geni_stop")) == 0
+    assert set(am.wait_for([urn, fib.sliver_urn], "geni_notready").values()) == {"geni_notready"}
+    assert site.flows(cookie) == []
+    assert code_of(am.call("Delete", [urn], am.cred, {})) == 0
+    assert site.openflow.observed() == [] and _slivers(am) == {}

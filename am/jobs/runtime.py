@@ -37,8 +37,8 @@ class JobPolicy:
     waiting_grace_s: float = 60.0     # a sliver waiting this long with no open job fails
     reconcile_interval_s: float | None = None   # None: max(5, 2 * reaper_interval_s)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    batch_size: int = DEFAULT_BATCH_SIZE          # job ids per run_jobs message (submit_many)
-    batch_handoff_s: float = DEFAULT_BATCH_HANDOFF_S   # a batch slower than this spreads out; 0: never
+    batch_size: int = DEFAULT_BATCH_SIZE      # job ids per run_jobs message (submit_many)
+    batch_handoff_s: float = DEFAULT_BATCH_HANDOFF_S   # a slower batch spreads out; 0: never
 
 
 def build_process_runtime(settings: Settings, queue: CeleryJobQueue) -> JobRuntime:

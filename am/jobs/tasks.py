@@ -1,9 +1,9 @@
 """Celery tasks: thin shells around the idempotent job body in `am.jobs.runner`.
 
-`register_tasks(app, runtime)` puts three tasks on an app built by `make_celery`:
+`register_tasks(app, runtime)` puts these tasks on an app built by `make_celery`:
 
   geni_am.run_job(job_id)   provision / action / delete of one sliver (`runner.run_job`)
-  geni_am.run_jobs(ids)     several such jobs in order, one message (`CeleryJobQueue.submit_many`)
+  geni_am.run_jobs(ids)     several such jobs in order, in one message (`submit_many`)
   geni_am.reap()            expire allocations and leases (`Aggregate.reap`)
   geni_am.reconcile()       re-queue interrupted work, fail hopeless slivers, free orphans
   geni_am.sync_routes()     re-sync running hybrid routers' forwarding planes (`am.service.routesync`)
@@ -181,8 +181,8 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
             log.debug("route sync: %s", report.as_dict())
         return report.as_dict()
 
-    return JobTasks(run_job=run_job_task, run_jobs=run_jobs_task, reap=reap_task, reconcile=reconcile_task,
-                    sync_routes=sync_routes_task)
+    return JobTasks(run_job=run_job_task, run_jobs=run_jobs_task, reap=reap_task,
+                    reconcile=reconcile_task, sync_routes=sync_routes_task)
 
 
 def _batch_ids(job_ids: object) -> list[int] | None:
@@ -208,4 +208,5 @@ def _hand_off(app: Celery, rest: list[int]) -> bool:
     return True
 
 
-__all__ = ["DEFAULT_BATCH_HANDOFF_S", "JobRuntime", "JobTasks", "RetryPolicy", "RuntimeProvider", "register_tasks"]
+__all__ = ["DEFAULT_BATCH_HANDOFF_S", "JobRuntime", "JobTasks", "RetryPolicy", "RuntimeProvider",
+           "register_tasks"]

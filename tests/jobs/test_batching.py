@@ -214,3 +214,25 @@ def test_handoff_refused_by_the_broker_runs_the_rest_here(batch_task):
     tasks.run_jobs([1, 2, 3])
     assert ran == [1, 2, 3]
     assert [a for _, a, _ in sent.calls] == [(2,), (3,)]
+
+
+# ---- the service submits one call's jobs together -----------------------------------------------
+def test_aggregate_submits_each_calls_jobs_in_one_submit_many(stack_factory):
+    class Batches:
+        def __init__(self):
+            self.batches: list[list[int]] = []
+
+        def submit(self, job_id: int) -> None:
+            raise AssertionError("the service should use submit_many")
+
+        def submit_many(self, job_ids) -> None:
+            self.batches.append(list(job_ids))
+
+    stack = stack_factory(worker=False)
+    queue = Batches()
+    stack.aggregate.queue = queue
+    stack.allocate("many", n=3)
+    stack.provision("many")
+    stack.delete("many")
+    assert [len(b) for b in queue.batches] == [3, 3]
+    assert len(set(queue.batches[0] + queue.batches[1])) == 6

@@ -230,8 +230,11 @@ class OVSInstance:
             except (OSError, ValueError):
                 continue
             if ctl.exists():
-                subprocess.run(["ovs-appctl", "-t", str(ctl), "exit"], capture_output=True,
-                               env=self._env(), timeout=10, check=False)
+                # --cleanup: vswitchd removes its datapaths and ports on the way out; without it
+                # the userspace datapath leaves a tap device per bridge and internal port behind
+                cleanup = ["--cleanup"] if name == "ovs-vswitchd" else []
+                subprocess.run(["ovs-appctl", "-t", str(ctl), "exit", *cleanup],
+                               capture_output=True, env=self._env(), timeout=10, check=False)
             _wait_gone(pid, 5.0)
 
 

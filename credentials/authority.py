@@ -204,12 +204,14 @@ class DevAuthority:
     def slice(self, name: str, owner: str, days: int = SLICE_DAYS,
               algorithm: str = "rsa-sha256") -> Path:
         """A slice certificate and a slice credential for `owner` (all rights, delegatable)."""
+        if days < 1:
+            raise CredentialInvalid(f"slice lifetime must be at least 1 day, not {days}")
         owner_chain = self._chain(owner)
         urn = make_urn(self.authority, "slice", name)
         slice_key = new_key()   # a slice certificate needs a key; nobody uses it
         slice_cert = issue_certificate(subject_urn=urn, public_key=slice_key.public_key(),
                                        issuer_cert=self.ca_cert, issuer_key=self.ca_key,
-                                       ca=False, days=max(days, 1) + 1,
+                                       ca=False, days=days + 1,
                                        email=identity_of(owner_chain[0]).email)
         self._write(f"{name}-slice-cert.pem", _cert_pem([slice_cert, self.ca_cert]))
         xml = sign.create_credential(
@@ -251,12 +253,13 @@ class DevAuthority:
 
     def speaks_for(self, tool: str, user: str, days: int = SPEAKS_FOR_DAYS) -> Path:
         """`user` lets `tool` speak for them (ABAC, signed with the user's key)."""
+        user_chain = self._chain(user)   # before minting the tool: a refusal writes nothing
+        user_key = self._load_key(self.dir / f"{user}-key.pem")
         if not (self.dir / f"{tool}-cert.pem").exists():
             self.tool(tool)
-        user_chain = self._chain(user)
         tool_chain = self._chain(tool)
         xml = sign.create_speaks_for(
-            user_key=self._load_key(self.dir / f"{user}-key.pem"), user_chain=user_chain,
+            user_key=user_key, user_chain=user_chain,
             tool_cert=tool_chain[0], expires=_now() + timedelta(days=days))
         verifier = self.verifier()
         check_speaks_for(verifier.verify(xml), verifier.trust.verify_chain(tool_chain),

@@ -161,6 +161,7 @@ def _server_cert(args: argparse.Namespace) -> int:
 
 def _read_credential(path: str) -> bytes:
     from credentials.errors import CredentialInvalid
+    from credentials.xmlsafe import to_bytes
     data = Path(path).read_bytes()
     if data.lstrip()[:1] == b"{":
         try:
@@ -171,7 +172,7 @@ def _read_credential(path: str) -> bytes:
                 from None
         if not isinstance(value, str):
             raise CredentialInvalid(f"{path}: geni_value is not a string")
-        return value.encode("utf-8")
+        return to_bytes(value)
     return data
 
 

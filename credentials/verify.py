@@ -149,7 +149,9 @@ class CredentialVerifier:
         now = _utc(now)
         key = None
         if isinstance(caller_chain_pem, (str, bytes)):   # anything else: load_pem_chain says why
-            raw = caller_chain_pem.encode() if isinstance(caller_chain_pem, str) else caller_chain_pem
+            raw = caller_chain_pem   # a cache key only: surrogates must not raise here
+            if isinstance(raw, str):
+                raw = raw.encode("utf-8", "surrogatepass")
             key = hashlib.sha256(raw).digest()
             cached = self._callers.get(key, now)
             if cached is not None:

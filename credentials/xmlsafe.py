@@ -29,7 +29,10 @@ def to_bytes(xml: str | bytes) -> bytes:
     if isinstance(xml, bytes):
         return xml
     if isinstance(xml, str):
-        return xml.encode("utf-8")
+        try:
+            return xml.encode("utf-8")
+        except UnicodeEncodeError:   # lone surrogates, e.g. from a JSON "\ud800"
+            raise CredentialInvalid("credential text is not valid Unicode") from None
     raise CredentialInvalid(f"a credential must be XML text, not {type(xml).__name__}")
 
 

@@ -16,10 +16,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("--type", dest="doc_type",
                           choices=("request", "advertisement", "manifest"),
                           help="required document type (default: the type it declares)")
-    validate.add_argument("--max-bytes", type=int, default=None,
+    validate.add_argument("--max-bytes", type=_positive_int, default=None,
                           help="size limit (default 4 MiB, as the AM applies to requests)")
     validate.set_defaults(func=_validate)
     rspec.set_defaults(func=lambda args: (rspec.print_help(), 2)[1])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of bytes, not {value}")
+    return value
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -190,3 +190,22 @@ def test_malformed_file_verify(tmp_path, gcf, capsys):
     code, out, err = run(capsys, "credential", "verify", str(gcf.path("slice-cred-alice.xml")),
                          "--trust-roots", str(tmp_path / "missing"))
     assert code == 1 and "trust-roots directory" in err and "Traceback" not in err
+
+
+def test_cli_refusals_write_nothing(authdir, capsys):
+    before = sorted(p.name for p in authdir.iterdir())
+    code, _, err = run(capsys, "authority", "speaks-for", "--tool", "tool9", "--user", "nobody",
+                       "--dir", str(authdir))
+    assert code == 1 and "no certificate for 'nobody'" in err
+    code, _, err = run(capsys, "authority", "slice", "s9", "--owner", "alice", "--days", "0",
+                       "--dir", str(authdir))
+    assert code == 1 and "at least 1 day" in err
+    assert sorted(p.name for p in authdir.iterdir()) == before
+
+
+def test_verify_json_with_lone_surrogate(authdir, tmp_path, capsys):
+    bad = tmp_path / "sur.json"
+    bad.write_text('{"geni_type": "geni_sfa", "geni_value": "\\ud800"}')
+    code, _, err = run(capsys, "credential", "verify", str(bad), "--trust-roots",
+                       str(authdir / "trust-roots"))
+    assert code == 1 and "not valid Unicode" in err and "Traceback" not in err

@@ -316,3 +316,10 @@ def test_caller_chain_must_be_pem(gcf, verifier):
     with pytest.raises(CertificateError, match="no PEM certificate"):
         verifier.authorize("nonsense", [gcf.text("alice-user-cred.xml")], target_urn=None,
                            operations=())
+
+
+def test_lone_surrogate_text_is_refused_not_raised(verifier):
+    with pytest.raises(CredentialInvalid, match="not valid Unicode"):
+        verifier.verify("\ud800")
+    with pytest.raises(CertificateError):
+        verifier.caller_identity("\ud800")

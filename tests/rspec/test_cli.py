@@ -1,6 +1,8 @@
 """`geni-am rspec validate`."""
 from __future__ import annotations
 
+import pytest
+
 from am.cli import main
 from tests.rspec.conftest import DATA
 
@@ -35,3 +37,10 @@ def test_wrong_type_is_reported(capsys):
 def test_unreadable_file(tmp_path, capsys):
     assert main(["rspec", "validate", str(tmp_path / "missing.xml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_max_bytes_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["rspec", "validate", "--max-bytes", "0", str(DATA / "request-digest.xml")])
+    assert exc.value.code == 2
+    assert "positive number of bytes" in capsys.readouterr().err

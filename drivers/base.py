@@ -322,6 +322,17 @@ class SubstrateDriver(ABC):
     def inventory(self) -> list[Component]:
         """What exists, for advertisements and placement."""
 
+    def _component_by_urn(self, component_id: str) -> Component | None:
+        """This driver's component with that URN (URNs compare case-insensitively), or None.
+
+        Indexes `inventory()` once, on first use; drivers' inventories do not change after.
+        """
+        index = self.__dict__.get("_component_index")
+        if index is None:
+            index = {c.component_id.lower(): c for c in self.inventory()}
+            self._component_index = index
+        return index.get(component_id.lower())
+
     @abstractmethod
     def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
         """Pure admission check; no side effects."""

@@ -124,7 +124,6 @@ class FakeDriver(SubstrateDriver):
             self._owns_state_dir = True
         self.store = FakeStateStore(self.state_dir)
         self._components, self._links = self._build_substrate(components)
-        self._by_urn = {c.component_id.lower(): c for c in self._components}
 
     # ---- inventory ---------------------------------------------------------------------------
     def _build_substrate(self, tables: list[Mapping[str, Any]]
@@ -188,7 +187,7 @@ class FakeDriver(SubstrateDriver):
 
     # ---- admission (pure) -----------------------------------------------------------------------
     def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        comp = self._by_urn.get(spec.component_id.lower())
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             return Admission.refuse(f"no fake component {spec.component_id}", "BADARGS")
         if spec.kind is ResourceKind.NODE:
@@ -285,7 +284,7 @@ class FakeDriver(SubstrateDriver):
     # ---- substrate operations --------------------------------------------------------------------
     def provision(self, spec: SliverSpec) -> ProvisionResult:
         self._enter("provision", fallible=True)
-        comp = self._by_urn.get(spec.component_id.lower())
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             raise DriverError(f"no fake component {spec.component_id}")
         handle = handle_for(spec.sliver_urn)
@@ -352,7 +351,7 @@ class FakeDriver(SubstrateDriver):
 
     def make_orphan(self, component_id: str, handle: str | None = None) -> str:
         """Leave something on the substrate that no sliver owns (as a crashed AM would)."""
-        comp = self._by_urn.get(component_id.lower())
+        comp = self._component_by_urn(component_id)
         if comp is None:
             raise DriverError(f"no fake component {component_id}")
         handle = handle or f"orphan-{os.urandom(6).hex()}"

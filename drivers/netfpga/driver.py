@@ -101,7 +101,6 @@ class NetFPGADriver(SubstrateDriver):
         except RegisterError as exc:
             raise InventoryError(str(exc), table="drivers.netfpga") from None
         self._components = [self._component(t) for t in components]
-        self._by_urn = {c.component_id.lower(): c for c in self._components}
         self._cards: dict[str, tuple[SimulatedCard, CardTables]] = {}
         self._lock = threading.Lock()
 
@@ -137,7 +136,7 @@ class NetFPGADriver(SubstrateDriver):
 
     # ---- admission (pure) -----------------------------------------------------------------------
     def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        comp = self._by_urn.get(spec.component_id.lower())
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             return Admission.refuse(f"no NetFPGA card {spec.component_id}", "BADARGS")
         card = comp.name
@@ -263,7 +262,7 @@ class NetFPGADriver(SubstrateDriver):
         return next((s for s, u in self._owners(comp).items() if u == spec.sliver_urn), None)
 
     def _comp(self, spec: SliverSpec) -> Component:
-        comp = self._by_urn.get(spec.component_id.lower())
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             raise DriverError(f"no NetFPGA card {spec.component_id}")
         return comp
@@ -331,7 +330,7 @@ class NetFPGADriver(SubstrateDriver):
         return OperationalState.FAILED if slot is None else self._state(tables, slot)
 
     def delete(self, spec: SliverSpec) -> None:
-        comp = self._by_urn.get(spec.component_id.lower())
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             return
         sim, tables = self.card(comp)

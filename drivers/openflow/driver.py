@@ -197,13 +197,9 @@ class OpenFlowDriver(SubstrateDriver):
                                    extra={**comp.extra, "bridge": bridge, "neighbours":
                                           parse_neighbours(comp.extra.get("neighbours", {}))})
 
-    def _component(self, component_id: str) -> Component | None:
-        key = component_id.lower()
-        return next((c for c in self.inventory() if c.component_id.lower() == key), None)
-
     # ---- admission (pure) -------------------------------------------------------------------------
     def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        comp = self._component(spec.component_id)
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             return Admission.refuse(f"no OpenFlow datapath {spec.component_id}", "BADARGS")
         if _is_fib(spec):
@@ -310,7 +306,7 @@ class OpenFlowDriver(SubstrateDriver):
                           f"({', '.join(self.capabilities.actions)})")
 
     def status(self, spec: SliverSpec) -> OperationalState:
-        comp = self._component(spec.component_id)
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             return OperationalState.FAILED
         phys = comp.extra["bridge"]
@@ -408,7 +404,7 @@ class OpenFlowDriver(SubstrateDriver):
 
     # ---- helpers ----------------------------------------------------------------------------------
     def _resolve(self, spec: SliverSpec) -> tuple[Component, Flowspace, str]:
-        comp = self._component(spec.component_id)
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             raise DriverError(f"no OpenFlow datapath {spec.component_id}")
         if spec.openflow is None:
@@ -506,7 +502,7 @@ class OpenFlowDriver(SubstrateDriver):
         return {k[len(FIB_IDS):]: v for k, v in ids.items() if k.startswith(FIB_IDS)}
 
     def _fib_resolve(self, spec: SliverSpec) -> tuple[Component, str, str]:
-        comp = self._component(spec.component_id)
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             raise DriverError(f"no OpenFlow datapath {spec.component_id}")
         if not spec.sliver_urn:
@@ -597,7 +593,7 @@ class OpenFlowDriver(SubstrateDriver):
         """Pure: normalised routes or RouteError / RouteTableFull (see drivers.openflow.fib)."""
         if not _is_fib(spec):
             raise RouteError(f"sliver {spec.client_id} is a slice flowspace, not a router")
-        comp = self._component(spec.component_id)
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             raise RouteError(f"no OpenFlow datapath {spec.component_id}")
         return check_fib_routes(comp, spec, routes, self.fib_routes)

@@ -91,7 +91,6 @@ class VServerDriver(SubstrateDriver):
         if not self._components:
             raise InventoryError('the vserver driver needs at least one [[components]] table '
                                  'with driver = "vserver"', table=TABLE)
-        self._by_urn = {c.component_id.lower(): c for c in self._components}
         _require_host()
         self.naming = Naming(self.settings.name_prefix)
         self.cgroups = CgroupLayout(Path(self.settings.cgroup_root), self.settings.cgroup_parent,
@@ -143,7 +142,7 @@ class VServerDriver(SubstrateDriver):
         return list(self._components)
 
     def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        comp = self._by_urn.get(spec.component_id.lower())
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             return Admission.refuse(f"component {spec.component_id} is not a vserver node here",
                                     "BADARGS")
@@ -527,7 +526,7 @@ class VServerDriver(SubstrateDriver):
 
     # ---- helpers -------------------------------------------------------------------------------
     def _own(self, spec: SliverSpec) -> None:
-        if spec.component_id.lower() not in self._by_urn:
+        if self._component_by_urn(spec.component_id) is None:
             raise DriverError(f"component {spec.component_id} is not a vserver node here")
 
     def operator_shell(self, sliver_urn: str) -> str:

@@ -131,7 +131,6 @@ class XenDriver(SubstrateDriver):
         self.records = RecordStore(self.state_dir / "domains")
         self.routes = ControlPlaneRoutes(self.state_dir / "routes")
         self._components = [self._component(t) for t in components]
-        self._by_urn = {c.component_id.lower(): c for c in self._components}
         self._conns: dict[str, libvirt.virConnect] = {}
         self._lock = threading.RLock()
 
@@ -166,7 +165,7 @@ class XenDriver(SubstrateDriver):
 
     # ---- admission (pure) -----------------------------------------------------------------------
     def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        comp = self._by_urn.get(spec.component_id.lower())
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             return Admission.refuse(f"no Xen host {spec.component_id}", "BADARGS")
         host = comp.name
@@ -307,7 +306,7 @@ class XenDriver(SubstrateDriver):
 
     # ---- life cycle -----------------------------------------------------------------------------
     def _comp(self, spec: SliverSpec) -> Component:
-        comp = self._by_urn.get(spec.component_id.lower())
+        comp = self._component_by_urn(spec.component_id)
         if comp is None:
             raise DriverError(f"no Xen host {spec.component_id}")
         return comp
@@ -406,7 +405,7 @@ class XenDriver(SubstrateDriver):
         return self._state(dom) if dom is not None else OperationalState.FAILED
 
     def delete(self, spec: SliverSpec) -> None:
-        comp = self._by_urn.get(spec.component_id.lower())
+        comp = self._component_by_urn(spec.component_id)
         handle = handle_for(spec.sliver_urn)
         rec = self.records.get(handle)
         if comp is not None:

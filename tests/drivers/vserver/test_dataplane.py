@@ -112,8 +112,10 @@ def test_stop_start_restart(driver):
         driver.provision(spec)
     h1 = driver.node_handle(c.h1.sliver_urn)
     sleeper = subprocess.Popen(driver.sliver_argv(c.h1.sliver_urn, ["sleep", "60"]))
-    time.sleep(0.2)
-    assert sleeper.pid in driver.cgroups.pids(h1) or driver.cgroups.pids(h1)
+    deadline = time.monotonic() + 5
+    while not driver.cgroups.pids(h1) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert driver.cgroups.pids(h1), "the sleeper never joined the sliver's cgroups"
     assert driver.perform(c.h1, Action.STOP.value) is OperationalState.NOTREADY
     sleeper.wait(timeout=5)
     assert driver.cgroups.pids(h1) == set()

@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
             if command == "wait":
                 return _wait(client, args, profile)
             value = _call(client, command, args, profile)
-            _print(command, value, args, client)
+            _print(command, value, args, client, profile)
             return 0
     except AMError as exc:
         print(f"geni-am client {command}: {exc}", file=sys.stderr)
@@ -292,7 +292,7 @@ def _read_rspec(name: str) -> str:
         raise ClientConfigError(f"cannot read request rspec {name}: {exc}") from None
 
 
-def _print(command: str, value: Any, args: argparse.Namespace, client) -> None:
+def _print(command: str, value: Any, args: argparse.Namespace, client, profile) -> None:
     from am.client import output
 
     mode = getattr(args, "output", "text") or "text"
@@ -325,7 +325,7 @@ def _print(command: str, value: Any, args: argparse.Namespace, client) -> None:
     elif command in ("renew", "poa", "delete"):
         print(output.sliver_table(value or ()))
     elif command == "shutdown":
-        print(f"slice {slice_urn(args.slice, _profile(args))} shut down" if value
+        print(f"slice {slice_urn(args.slice, profile)} shut down" if value
               else "the AM did not shut the slice down")
 
 

@@ -12,34 +12,21 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from am.store.store import AuditRecord as StoreAuditRecord
+from am.store.store import AuditRecord
 
 log = logging.getLogger("am.audit")
 BATCH = 500   # records per transaction at most
 GATHER_S = 0.02   # pause after each batch; a record waits at most about this long (plus a commit)
 
 
-@dataclass(frozen=True)
-class AuditRecord:
-    ts: datetime
-    caller: str
-    tool: str | None
-    method: str
-    target: str
-    code: int
-    message: str
-    duration_ms: float
-
-
 _STOP = object()
 
 
 class QueuedAudit:
-    """An `AuditSink` that hands records to `store.audit(...)` from a background thread."""
+    """An `AuditSink` that hands records to `store.audit_batch(...)` from a background thread."""
 
     def __init__(self, store: Any, max_pending: int = 10000):
         self.store = store
@@ -60,12 +47,10 @@ class QueuedAudit:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            records: list[StoreAuditRecord] = []
+            records: list[AuditRecord] = []
             for item in batch:
-                if isinstance(item, AuditRecord):
-                    records.append(StoreAuditRecord(item.ts, item.caller, item.tool, item.method,
-                                                    item.target, item.code, item.message,
-                                                    item.duration_ms))
+                if isinstance(item, AuditRecord):   # queued as the store's record: no copy
+                    records.append(item)
                     continue
                 self._write(records)          # a marker or stop: everything before it first
                 records = []

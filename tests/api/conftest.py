@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import xmlrpc.client
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 from am.app import create_app
 from am.auth import Authorizer
 from am.config import Settings
+from am.server import AmServer, ServerOptions
 from tests.api.doubles import FakeService
 
 SLICE = "urn:publicid:IDN+geni:gpo:gcf+slice+fixture"
@@ -113,3 +116,20 @@ def api(base_settings, authorizer, service, fx) -> ApiClient:
 
 def code_of(result: dict) -> int:
     return result["code"]["geni_code"]
+
+
+@contextmanager
+def tls_server(settings: Settings, authorizer: Authorizer, service, fx_dir: Path,
+               trust_dir: Path) -> Iterator[AmServer]:
+    """The real cheroot TLS server for `service` on an ephemeral loopback port (gcf's AM
+    certificate), stopped on exit."""
+    srv = AmServer(create_app(settings, service, authorizer),
+                   ServerOptions(host="127.0.0.1", port=0, threads=4,
+                                 cert=str(fx_dir / "am-cert.pem"), key=str(fx_dir / "am-key.pem"),
+                                 trust_roots=str(trust_dir),
+                                 max_request_bytes=settings.max_request_bytes))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from am.app import create_app
-from am.server import PLAIN_HTTP_REFUSAL, AmServer, ServerOptions
-from tests.api.conftest import RSPEC_V, code_of
+from am.server import PLAIN_HTTP_REFUSAL
+from tests.api.conftest import RSPEC_V, code_of, tls_server
 from tests.api.doubles import FakeService
 from tests.api.tlsclient import client_context, proxy
 
@@ -27,15 +26,8 @@ class BigAdService(FakeService):
 
 @pytest.fixture
 def server(base_settings, authorizer, gcf_fixtures, trust_dir):
-    app = create_app(base_settings, BigAdService(), authorizer)
-    srv = AmServer(app, ServerOptions(host="127.0.0.1", port=0, threads=4,
-                                      cert=str(gcf_fixtures / "am-cert.pem"),
-                                      key=str(gcf_fixtures / "am-key.pem"),
-                                      trust_roots=str(trust_dir),
-                                      max_request_bytes=base_settings.max_request_bytes))
-    srv.start()
-    yield srv
-    srv.stop()
+    with tls_server(base_settings, authorizer, BigAdService(), gcf_fixtures, trust_dir) as srv:
+        yield srv
 
 
 def _alice(fx_dir):

@@ -9,22 +9,15 @@ import pytest
 
 from am.app import create_app
 from am.server import AmServer, ServerConfigError, ServerOptions
-from tests.api.conftest import RSPEC_V, SLICE, REQUEST, code_of
+from tests.api.conftest import RSPEC_V, SLICE, REQUEST, code_of, tls_server
 from tests.api.doubles import FakeService
 from tests.api.tlsclient import client_context, proxy, raw_post
 
 
 @pytest.fixture(scope="module")
 def server(base_settings, authorizer, gcf_fixtures, trust_dir):
-    app = create_app(base_settings, FakeService(), authorizer)
-    srv = AmServer(app, ServerOptions(host="127.0.0.1", port=0, threads=4,
-                                      cert=str(gcf_fixtures / "am-cert.pem"),
-                                      key=str(gcf_fixtures / "am-key.pem"),
-                                      trust_roots=str(trust_dir),
-                                      max_request_bytes=base_settings.max_request_bytes))
-    srv.start()
-    yield srv
-    srv.stop()
+    with tls_server(base_settings, authorizer, FakeService(), gcf_fixtures, trust_dir) as srv:
+        yield srv
 
 
 def ctx(fx_dir, who=None):

@@ -38,9 +38,9 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     g.add_argument("--speaks-for", metavar="USER_URN",
                    help="act for this user (geni_speaking_for); pass their speaks-for "
                    "credential with --cred", **d)
-    g.add_argument("--call-timeout", type=float, metavar="S",
+    g.add_argument("--call-timeout", type=_positive(float), metavar="S",
                    help="seconds to wait for one answer (60)", **d)
-    g.add_argument("--busy-retries", type=int, metavar="N",
+    g.add_argument("--busy-retries", type=_positive(int, zero_ok=True), metavar="N",
                    help="retry a busy AM N times with back-off (3)", **d)
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_const", const="json", dest="output",
@@ -151,7 +151,8 @@ def _client(args: argparse.Namespace, profile):
             password = Path(args.key_password_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ClientConfigError(f"cannot read --key-password-file: {exc.strerror}") from None
-    timeout = getattr(args, "call_timeout", None) or 60.0
+    timeout = getattr(args, "call_timeout", None)
+    timeout = 60.0 if timeout is None else timeout
     retries = getattr(args, "busy_retries", None)
     return AMClient(profile.url, profile.cert, profile.key, ca=profile.ca or None,
                     credentials=profile.credentials, timeout=timeout,
@@ -282,14 +283,28 @@ def _read_rspec(name: str) -> str:
 
     from am.client import ClientConfigError
 
-    if name == "-":
-        return sys.stdin.read()
     try:
+        if name == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
         return Path(name).expanduser().read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ClientConfigError(f"request rspec {name} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ClientConfigError(f"cannot read request rspec {name}: {exc}") from None
+
+
+def _positive(kind: type, *, zero_ok: bool = False):
+    """argparse type: a number > 0 (or >= 0), refused with a one-line usage error otherwise."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value != value or value < 0 or (value == 0 and not zero_ok):   # NaN, negative, zero
+            raise argparse.ArgumentTypeError(
+                f"must be {'at least 0' if zero_ok else 'more than 0'}: {text!r}")
+        return value
+    return parse
 
 
 def _print(command: str, value: Any, args: argparse.Namespace, client, profile) -> None:

@@ -207,3 +207,17 @@ def test_poa_argument_order():
     urn = "urn:publicid:IDN+geni-am+slice+my_slice"
     assert _poa_order("geni_stop", [urn]) == ("geni_stop", [urn])
     assert _poa_order("geni_stop", ["a", "b"]) == ("geni_stop", ["a", "b"])
+
+
+def test_numeric_options_are_checked(capsys):
+    """A zero, negative or NaN timeout is a usage error, not a silent default."""
+    import pytest
+
+    from am.cli import main
+    for bad in (["--call-timeout", "0"], ["--call-timeout", "-1"], ["--call-timeout", "nan"],
+                ["--busy-retries", "-2"], ["--busy-retries", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["client", *bad, "getversion"])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert bad[0] in err and ("must be" in err or "not a number" in err), err

@@ -122,8 +122,10 @@ def load_settings(config_file: str | os.PathLike[str] | None = None,
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
+        except OSError as exc:   # a directory, unreadable, ...: a clear error, not a traceback
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
         table = data.get("am", data)
         for key, value in table.items():
             if isinstance(value, dict):

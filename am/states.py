@@ -171,6 +171,11 @@ def allowed(state: State, event: Event) -> bool:
     return state in _BY_EVENT[event].sources
 
 
+def targets(event: Event) -> tuple[State, ...]:
+    """The states `event` may lead to (empty for an event that keeps the state)."""
+    return _BY_EVENT[event].targets or ()
+
+
 def all_states() -> tuple[State, ...]:
     return (UNALLOCATED, *_LIVE)
 

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from am import states
+from am.jobs.queue import submit_all
 from am.states import Alloc, Event, Op
 from am.store import Job, JobState, Sliver, Store, utcnow
 
@@ -59,7 +60,8 @@ class ReconcileReport:
 def reconcile(store: Store, site, queue, *, now: datetime | None = None,
               max_attempts: int | None = None, queued_grace_s: float = 60.0,
               waiting_grace_s: float = 60.0) -> ReconcileReport:
-    """One reconciliation pass (see the module docstring). `queue` has `submit(job_id)`."""
+    """One reconciliation pass (see the module docstring). `queue` has `submit(job_id)` (and
+    `submit_many`, used when present: see `am.jobs.queue.submit_all`)."""
     from am.jobs import runner
 
     max_attempts = max_attempts or runner.DEFAULT_MAX_ATTEMPTS
@@ -90,15 +92,20 @@ def _requeue(store: Store, queue, report: ReconcileReport, *, now: datetime | No
         return
     with store.read() as session:
         attempts = dict(session.execute(select(Job.id, Job.attempts).where(Job.id.in_(ids))).all())
+    resend: list[int] = []
     for job_id in ids:
         if attempts.get(job_id, 0) >= max_attempts:
             reason = f"gave up after {attempts[job_id]} interrupted attempts"
             if _fail_job(store, job_id, reason, report):
                 log.warning("reconcile: job %d: %s", job_id, reason)
             continue
-        log.info("reconcile: re-sending job %d", job_id)
-        queue.submit(job_id)
-        report.requeued.append(job_id)
+        resend.append(job_id)
+    if resend:
+        # as the service does: batched where the queue can (many jobs after a crash), and a
+        # broker failure is logged, not raised (the jobs stay queued for the next pass)
+        log.info("reconcile: re-sending job(s) %s", resend)
+        submit_all(queue, resend)
+        report.requeued.extend(resend)
 
 
 def _fail_job(store: Store, job_id: int, reason: str, report: ReconcileReport) -> bool:

@@ -372,7 +372,7 @@ def _provisioned(store: Store, job_id: int, result: ProvisionResult, *,
             _mark(session, job_id, JobState.DONE,
                   f"sliver became {states.format_state(current)} meanwhile")
         elif (states.allowed(current, Event.PROVISION_DONE)
-              and target in _targets(Event.PROVISION_DONE)):
+              and target in states.targets(Event.PROVISION_DONE)):
             store.transition(session, sliver, Event.PROVISION_DONE, target, error="")
             if then_start and target[1] is Op.NOTREADY:
                 store.transition(session, sliver, Event.START, error="")
@@ -407,18 +407,13 @@ def _record_action(store: Store, session, sliver: Sliver, job_id: int, action: s
               f"sliver became {states.format_state(current)} meanwhile")
         return
     target = (states.Alloc.PROVISIONED, Op(reported.value))
-    if target in _targets(event):
+    if target in states.targets(event):
         store.transition(session, sliver, event, target, error="")
         _mark(session, job_id, JobState.DONE)
     else:
         msg = f"{_GENI_ACTION.get(action, action)}: driver reported {reported.value}"
         store.transition(session, sliver, Event.ACTION_FAILED, error=msg)
         _mark(session, job_id, JobState.FAILED, msg)
-
-
-def _targets(event: Event) -> tuple[states.State, ...]:
-    row = next(t for t in states.TRANSITIONS if t.event is event)
-    return row.targets or ()
 
 
 def _fail(store: Store, job_id: int, action: str, error: str, lease: HeldLease) -> None:

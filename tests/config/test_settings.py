@@ -1,6 +1,8 @@
 """Settings: defaults < TOML file < environment < flags, and precise errors for bad values."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from am.config import ConfigError, Settings, load_settings
@@ -49,7 +51,16 @@ def test_bad_env_value_and_missing_file(tmp_path):
         load_settings(tmp_path / "nope.toml", env={})
 
 
+def test_unreadable_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file"):
+        load_settings(tmp_path, env={})                     # a directory, not a file
+    binary = tmp_path / "am.toml"
+    binary.write_bytes(b"\xff\xfe port = 1")
+    with pytest.raises(ConfigError, match="config file"):
+        load_settings(binary, env={})
+
+
 def test_settings_are_immutable():
     s = Settings()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.port = 1  # type: ignore[misc]

@@ -122,6 +122,36 @@ def test_queued_job_lost_by_broker_is_resent_after_grace(stack_factory):
     assert len(report.requeued) == 1 and queue.sent == report.requeued
 
 
+def test_resends_go_as_one_batch_and_a_refusing_broker_does_not_stop_the_pass(stack_factory):
+    stack = stack_factory(worker=False)
+    urns = _provisioned(stack, "keep2")
+    stack.allocate("lost2", n=2)
+    stack.provision("lost2")
+    with stack.store.write() as s:
+        s.execute(update(Job).where(Job.state == "queued")
+                  .values(updated=utcnow() - timedelta(seconds=120)))
+        waiting = sorted(s.scalars(select(Job.id).where(Job.state == "queued")))
+    assert len(waiting) == 2
+
+    class BatchQueue(ListQueue):
+        def submit_many(self, job_ids) -> None:
+            self.sent.append(list(job_ids))
+
+    batched = BatchQueue()
+    report = reconcile(stack.store, stack.site, batched, queued_grace_s=60)
+    assert report.requeued == waiting and batched.sent == [waiting]
+
+    class DownQueue:
+        def submit(self, job_id: int) -> None:
+            raise ConnectionError("broker down")
+
+    orphan = stack.fake.make_orphan(stack.site.components[0].component_id)
+    report = reconcile(stack.store, stack.site, DownQueue(), queued_grace_s=0)
+    assert report.requeued == waiting           # still queued in the database for next time
+    assert report.released == [orphan]          # the rest of the pass ran
+    assert {o.sliver_urn for o in stack.fake.observed()} == set(urns)
+
+
 def test_file_claim_lets_one_contender_win_per_period(tmp_path):
     claims = [FileClaim(tmp_path) for _ in range(8)]
     wins: list[bool] = []

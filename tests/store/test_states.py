@@ -16,6 +16,13 @@ def test_one_row_per_event_and_every_event_has_a_row():
     assert set(ROWS) == set(Event)
 
 
+def test_targets_lists_each_rows_targets():
+    for event, row in ROWS.items():
+        assert states.targets(event) == (row.targets or ())
+    assert states.targets(Event.RENEW) == ()            # keeps the state
+    assert (Alloc.PROVISIONED, Op.READY) in states.targets(Event.START_DONE)
+
+
 @pytest.mark.parametrize("state,event", list(itertools.product(states.all_states(), Event)))
 def test_every_pair_is_legal_exactly_when_the_table_says(state, event):
     row = ROWS[event]

@@ -82,6 +82,12 @@ def default_state_dir() -> str:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
+#: Numeric settings for which 0 is meaningless (0 is allowed elsewhere: port 0 = any free port,
+#: an interval of 0 = off).
+_POSITIVE = frozenset({"allocation_ttl_s", "max_lease_s", "max_request_bytes",
+                       "reaper_interval_s", "worker_concurrency"})
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Convert a file/env/flag value to the field's type, or raise ConfigError naming the key."""
     default = _FIELDS[name].default
@@ -93,18 +99,25 @@ def _coerce(name: str, value: Any) -> Any:
                 if value.lower() in ("0", "false", "no", "off", ""):
                     return False
                 raise ValueError(value)
-            return bool(value)
-        if isinstance(default, int):
             if isinstance(value, bool):
+                return value
+            raise ValueError(value)
+        if isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise ValueError(value)
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
+            number = type(default)(value)
+            if number != number or number < 0 or (name in _POSITIVE and number == 0):
+                raise ValueError(value)     # NaN, negative, or zero where zero makes no sense
+            return number
         if isinstance(default, tuple):
             if isinstance(value, str):
                 return tuple(v.strip() for v in value.split(",") if v.strip())
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(value)
             return tuple(str(v) for v in value)
-        return str(value)
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return value
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name!r}: cannot use {value!r}") from None
 

@@ -64,3 +64,22 @@ def test_settings_are_immutable():
     s = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("start_on_provision", 5),            # not a boolean
+    ("allocation_ttl_s", 0),              # zero makes every Allocate expire at once
+    ("max_lease_s", -1),
+    ("reaper_interval_s", "nan"),
+    ("max_request_bytes", True),          # a boolean is not a size
+    ("trusted_proxies", 7),               # not a list
+    ("host", ["a"]),                      # not text
+])
+def test_values_of_the_wrong_kind_or_range_are_refused(key, value):
+    with pytest.raises(ConfigError, match=repr(key)):
+        load_settings(env={}, overrides={key: value})
+
+
+def test_zero_is_kept_where_it_means_something():
+    s = load_settings(env={"GENI_AM_PORT": "0", "GENI_AM_ROUTE_SYNC_INTERVAL_S": "0"})
+    assert s.port == 0 and s.route_sync_interval_s == 0.0

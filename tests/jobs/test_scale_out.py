@@ -204,6 +204,9 @@ def test_two_apis_two_workers_survive_losing_one_of_each(tmp_path: Path, postgre
         # mid-run, while the first worker is inside a job: kill it with its pool, and one API
         interrupted = _wait_for_job_held_by(store, workers[0].pid)
         stop_process(workers[0], signal.SIGKILL)
+        with store.read() as session:
+            # the worker may finish that job between our look and the kill (a loaded machine)
+            cut_off = session.get(Job, interrupted).state != "done"
         stop_process(serves[0], signal.SIGKILL)
         assert len(report) < CLIENTS, "the clients were done before anything was killed"
         for t in threads:
@@ -216,7 +219,9 @@ def test_two_apis_two_workers_survive_losing_one_of_each(tmp_path: Path, postgre
         _wait_for_quiet_jobs(store)
         with store.read() as session:
             job = session.get(Job, interrupted)
-            assert job.state == "done" and job.attempts >= 2, (job.state, job.attempts)
+            assert job.state == "done", job.state
+            if cut_off:        # killed inside it: another worker ran it again to the end
+                assert job.attempts >= 2, job.attempts
         _assert_consistent(store, settings, slices)
     finally:
         for proc in procs:

@@ -18,6 +18,7 @@ APT_PACKAGES=(
   openvswitch-switch                    # ovsdb-server + ovs-vswitchd, started by hand (userspace datapath)
   chromium chromium-driver              # the dashboard's browser test
   nginx-light                           # the proxy-mode test (nginx verifies client certificates)
+  openssh-server                        # sshd per container sliver (login with geni_users keys)
 )
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }

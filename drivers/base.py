@@ -357,6 +357,11 @@ class SubstrateDriver(ABC):
     def observed(self) -> list[ObservedSliver]:
         """Everything this driver finds on its substrate, owned or not."""
 
+    def logins(self, spec: SliverSpec) -> tuple[Login, ...] | None:
+        """The logins a node sliver offers now, read after geni_update_users (which may add or
+        drop accounts), or None: whatever provision reported still holds (the default)."""
+        return None
+
     def site_links(self) -> list[SiteLink]:
         """Wiring the driver knows by itself (e.g. the fake switch); the inventory adds the rest."""
         return []

@@ -294,13 +294,18 @@ class FakeDriver(SubstrateDriver):
             client_id=spec.client_id, component_id=comp.component_id, kind=spec.kind.value,
             state=self.capabilities.first_state.value, macs=macs))
         self._maybe_crash("provision", "after")
-        logins = ()
-        if spec.kind is ResourceKind.NODE:
-            logins = tuple(Login(hostname=f"{comp.name}.fake.invalid", port=22, username=u.login)
-                           for u in spec.users)
-        return ProvisionResult(state=OperationalState(row.state), macs=row.macs, logins=logins,
+        return ProvisionResult(state=OperationalState(row.state), macs=row.macs,
+                               logins=self.logins(spec) or (),
                                resource_status=f"fake {spec.kind.value} on {comp.name}",
                                handle=handle)
+
+    def logins(self, spec: SliverSpec) -> tuple[Login, ...]:
+        """One (fake) account per geni_users login on a node sliver."""
+        comp = self._component_by_urn(spec.component_id)
+        if comp is None or spec.kind is not ResourceKind.NODE:
+            return ()
+        return tuple(Login(hostname=f"{comp.name}.fake.invalid", port=22, username=u.login)
+                     for u in spec.users)
 
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
         self._enter("perform", fallible=True)

@@ -206,8 +206,9 @@ def _claim(store: Store, job_id: int, worker_id: str, lease_s: float) -> tuple[H
     The job row is updated first: on PostgreSQL that waits for (and then sees) a concurrent
     worker finishing the same job, whose outcome and lease release commit together."""
     with store.write() as session:
-        row = session.execute(_CLAIM_JOB, {"job": job_id, "owner": worker_id, "now": utcnow()},
-                              execution_options=_NO_SYNC).first()
+        conn = session.connection()
+        row = conn.execute(_CLAIM_JOB, {"job": job_id, "owner": worker_id,
+                                        "now": utcnow()}).first()
         if row is None:
             if session.scalar(select(Job.id).where(Job.id == job_id)) is None:
                 raise JobNotFound(f"no job {job_id}")
@@ -221,7 +222,7 @@ def _claim(store: Store, job_id: int, worker_id: str, lease_s: float) -> tuple[H
             store.drop_lease(session, sliver_id, owner)
             if not store.take_lease(session, sliver_id, worker_id, job_id, lease_s):
                 raise RetryableJobError(f"sliver {sliver_id} is locked by another worker")
-        sliver = session.execute(_SLIVER_FOR_JOB, {"sliver": sliver_id}).one()
+        sliver = conn.execute(_SLIVER_FOR_JOB, {"sliver": sliver_id}).one()
         spec = spec_from_dict(sliver.spec)
         users = store.user_keys(session, sliver.slice_id)
         claimed = _Claimed(
@@ -265,22 +266,25 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
         if action == "provision":
             result = driver.provision(spec)
             if _provisioned(store, job_id, result, then_start=bool(job_args.get("start")),
-                            lease=lease):
+                            lease=lease, known=state, facts=facts):
                 # start_on_provision: the provision half is committed first (Status shows
                 # geni_configuring during the boot, and a retry after a crash in the start
                 # never repeats the provision), then it boots through the same transitions a
                 # geni_start takes
                 new_state = driver.perform(spec, _GENI_ACTION["start"])
-                _acted(store, job_id, "start", OperationalState(new_state), lease)
+                _acted(store, job_id, "start", OperationalState(new_state), lease,
+                       known=(states.Alloc.PROVISIONED, Op.CONFIGURING))
         elif action == "delete":
             _delete(driver, spec, facts)
             _finish(store, job_id, lease=lease)
         elif action == DRIVER_ACTION:
             new_state = _driver_action(driver, spec, job_args)
-            _acted(store, job_id, action, OperationalState(new_state), lease)
+            _acted(store, job_id, action, OperationalState(new_state), lease, known=state)
         else:
             new_state = driver.perform(spec, _GENI_ACTION[action])
-            _acted(store, job_id, action, OperationalState(new_state), lease)
+            logins = driver.logins(spec) if action == "update_users" else None
+            _acted(store, job_id, action, OperationalState(new_state), lease, known=state,
+                   facts=None if logins is None else {**facts, "logins": _login_facts(logins)})
     except DriverError as exc:
         if exc.transient and attempts < max_attempts:
             _requeue(store, job_id, f"{exc} (attempt {attempts} of {max_attempts})", lease)
@@ -352,22 +356,46 @@ def _outcome_tx(store: Store, lease: HeldLease) -> Iterator:
     lease.released = True
 
 
+def _login_facts(logins) -> list[dict]:
+    return [{"hostname": l.hostname, "port": l.port, "username": l.username} for l in logins]
+
+
+def _provision_facts(old: dict, result: ProvisionResult) -> dict:
+    return {**old, "macs": dict(result.macs), "logins": _login_facts(result.logins),
+            **({"handle": result.handle} if result.handle else {})}
+
+
 def _provisioned(store: Store, job_id: int, result: ProvisionResult, *,
-                 then_start: bool = False, lease: HeldLease) -> bool:
+                 then_start: bool = False, lease: HeldLease, known: states.State,
+                 facts: dict) -> bool:
     """Record the provision result. With `then_start` and a sliver that came up geni_notready,
     move it on to geni_configuring (event start), keep the lease and return True: the caller
-    starts it. Otherwise this is the job's last transaction."""
+    starts it. Otherwise this is the job's last transaction.
+
+    `known` and `facts` are what the claim read. The common case is one conditional UPDATE
+    (`Store.transition_if`); a sliver that moved meanwhile is loaded and decided on."""
+    target = (states.Alloc.PROVISIONED, Op(OperationalState(result.state).value))
     with store.write() as session:
+        if (known == (states.Alloc.PROVISIONED, Op.PENDING_ALLOCATION)
+                and target in states.targets(Event.PROVISION_DONE)):
+            starting = then_start and target[1] is Op.NOTREADY
+            moved = store.transition_if(
+                session, lease.sliver_id, known, Event.PROVISION_DONE, target, error="",
+                values={"facts": _provision_facts(facts, result),
+                        "resource_status": result.resource_status})
+            if moved is not None and starting:
+                moved = store.transition_if(session, lease.sliver_id, moved, Event.START,
+                                            error="")
+            if moved is not None:
+                if not starting:
+                    _mark(session, job_id, JobState.DONE)
+                    lease.drop(store, session)
+                return _after_provisioned(lease, starting)
         sliver = _locked_sliver(session, lease.sliver_id)
-        sliver.facts = {**(sliver.facts or {}),
-                        "macs": dict(result.macs),
-                        "logins": [{"hostname": l.hostname, "port": l.port, "username": l.username}
-                                   for l in result.logins],
-                        **({"handle": result.handle} if result.handle else {})}
+        sliver.facts = _provision_facts(sliver.facts or {}, result)
         sliver.resource_status = result.resource_status
         current = states.as_state(sliver.allocation_state, sliver.operational_state)
         starting = False
-        target = (states.Alloc.PROVISIONED, Op(OperationalState(result.state).value))
         if current != (states.Alloc.PROVISIONED, Op.PENDING_ALLOCATION):
             _mark(session, job_id, JobState.DONE,
                   f"sliver became {states.format_state(current)} meanwhile")
@@ -385,16 +413,51 @@ def _provisioned(store: Store, job_id: int, result: ProvisionResult, *,
             _mark(session, job_id, JobState.FAILED, msg)
         if not starting:
             lease.drop(store, session)
+    return _after_provisioned(lease, starting)
+
+
+def _after_provisioned(lease: HeldLease, starting: bool) -> bool:
+    """(After the commit.) The lease went with the outcome unless the start is still to come."""
     if not starting:
         lease.released = True
     return starting
 
 
 def _acted(store: Store, job_id: int, action: str, reported: OperationalState,
-           lease: HeldLease) -> None:
+           lease: HeldLease, *, known: states.State | None = None,
+           facts: dict | None = None) -> None:
+    """Record an action's outcome (and the sliver's new `facts`, if given: the logins after
+    geni_update_users). `known` is the sliver's state as this job last read or wrote it under
+    its lease: if the sliver is still there, one conditional UPDATE records the outcome;
+    otherwise it is loaded and decided on."""
     with _outcome_tx(store, lease) as session:
-        sliver = _locked_sliver(session, lease.sliver_id)
-        _record_action(store, session, sliver, job_id, action, reported)
+        if known is None or not _record_action_if(store, session, lease.sliver_id, known,
+                                                  job_id, action, reported, facts):
+            sliver = _locked_sliver(session, lease.sliver_id)
+            if facts is not None:
+                sliver.facts = {**(sliver.facts or {}), "logins": facts["logins"]}
+            _record_action(store, session, sliver, job_id, action, reported)
+
+
+def _record_action_if(store: Store, session, sliver_id: int, known: states.State, job_id: int,
+                      action: str, reported: OperationalState, facts: dict | None) -> bool:
+    """`_record_action` for a sliver still in `known`; False (nothing written) if it moved."""
+    event = _DONE_EVENT[action]
+    if not states.allowed(known, event):
+        return False
+    target = (states.Alloc.PROVISIONED, Op(reported.value))
+    if target in states.targets(event):
+        values = None if facts is None else {"facts": facts}
+        if store.transition_if(session, sliver_id, known, event, target, error="",
+                               values=values) is None:
+            return False
+        _mark(session, job_id, JobState.DONE)
+        return True
+    msg = f"{_GENI_ACTION.get(action, action)}: driver reported {reported.value}"
+    if store.transition_if(session, sliver_id, known, Event.ACTION_FAILED, error=msg) is None:
+        return False
+    _mark(session, job_id, JobState.FAILED, msg)
+    return True
 
 
 def _record_action(store: Store, session, sliver: Sliver, job_id: int, action: str,
@@ -450,28 +513,30 @@ def _mark(session, job_id: int, state: str, error: str = "", *, lease_owner=_KEE
     """Set the job's state (one prepared UPDATE, no ORM load)."""
     params = {"job": job_id, "state": state, "error": error, "now": utcnow()}
     if lease_owner is _KEEP:
-        session.execute(_MARK_JOB, params, execution_options=_NO_SYNC)
+        session.connection().execute(_MARK_JOB, params)
     else:
-        session.execute(_MARK_JOB_OWNER, {**params, "owner": lease_owner},
-                        execution_options=_NO_SYNC)
+        session.connection().execute(_MARK_JOB_OWNER, {**params, "owner": lease_owner})
 
 
-# The job body's statements, built once: constructing a statement and its cache key costs
-# more CPU than running it on SQLite, and a worker runs these hundreds of times a second.
-_NO_SYNC = {"synchronize_session": False}
+# The job body's statements, built once and on the tables (Core), not the mapped classes:
+# constructing a statement and going through the ORM's statement layer cost more CPU than
+# SQLite takes to run them, and a worker runs these hundreds of times a second.
+_JOBS, _SLIVERS, _SLICES = Job.__table__, Sliver.__table__, Slice.__table__
 _CLAIM_JOB = (
-    update(Job).where(Job.id == bindparam("job"),
-                      Job.state.in_((JobState.QUEUED, JobState.RUNNING)))
-    .values(state=JobState.RUNNING, attempts=Job.attempts + 1, lease_owner=bindparam("owner"),
-            heartbeat=bindparam("now"))
-    .returning(Job.sliver_id, Job.action, Job.attempts, Job.args))
+    update(_JOBS).where(_JOBS.c.id == bindparam("job"),
+                        _JOBS.c.state.in_((JobState.QUEUED, JobState.RUNNING)))
+    .values(state=JobState.RUNNING, attempts=_JOBS.c.attempts + 1,
+            lease_owner=bindparam("owner"), heartbeat=bindparam("now"), updated=bindparam("now"))
+    .returning(_JOBS.c.sliver_id, _JOBS.c.action, _JOBS.c.attempts, _JOBS.c.args))
 _SLIVER_FOR_JOB = (
-    select(Sliver.spec, Sliver.driver, Sliver.facts, Sliver.allocation_state,
-           Sliver.operational_state, Sliver.urn, Sliver.slice_id, Slice.shutdown)
-    .join(Slice, Slice.id == Sliver.slice_id).where(Sliver.id == bindparam("sliver")))
-_MARK_JOB = (update(Job).where(Job.id == bindparam("job"))
+    select(_SLIVERS.c.spec, _SLIVERS.c.driver, _SLIVERS.c.facts, _SLIVERS.c.allocation_state,
+           _SLIVERS.c.operational_state, _SLIVERS.c.urn, _SLIVERS.c.slice_id,
+           _SLICES.c.shutdown)
+    .join(_SLICES, _SLICES.c.id == _SLIVERS.c.slice_id)
+    .where(_SLIVERS.c.id == bindparam("sliver")))
+_MARK_JOB = (update(_JOBS).where(_JOBS.c.id == bindparam("job"))
              .values(state=bindparam("state"), error=bindparam("error"),
-                     heartbeat=bindparam("now")))
+                     heartbeat=bindparam("now"), updated=bindparam("now")))
 _MARK_JOB_OWNER = _MARK_JOB.values(lease_owner=bindparam("owner"))
 _LOCK_SLIVER = (select(Sliver).where(Sliver.id == bindparam("sliver")).with_for_update()
                 .execution_options(populate_existing=True))

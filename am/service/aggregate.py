@@ -41,7 +41,7 @@ from am.service import driver_actions, hybrid
 from am.service.contract import ManifestResult, Options, Principal, SliverInfo, StatusResult
 from am.service.manifests import manifest_for
 from am.states import Alloc, Event, IllegalTransition
-from am.store import (ReservationConflict, Slice, Sliver, Store, StoreError, spec_from_dict,
+from am.store import (Job, ReservationConflict, Slice, Sliver, Store, StoreError, spec_from_dict,
                       spec_to_dict, utcnow)
 from credentials.errors import URNError
 from credentials.urn import parse_urn
@@ -295,7 +295,7 @@ class Aggregate:
         now = self.clock()
         start = self.settings.start_on_provision if options.start is None else options.start
         expires = self._expiry(now, self.settings.max_lease_s, principal, options.end_time)
-        jobs: list[int] = []
+        queued: list[Job] = []
         with self._db(), self.store.write() as session:
             target = self._target(session, urns, lock=True)
             self._refuse_if_shut_down(target.slice)
@@ -311,22 +311,24 @@ class Aggregate:
             infos: list[SliverInfo] = []
             for row in chosen:
                 try:
-                    self.store.transition(session, row, Event.PROVISION)
+                    self.store.transition(session, row, Event.PROVISION, flush=False)
                 except IllegalTransition as exc:
                     if not options.best_effort:
                         raise
                     infos.append(_info(row, error=exc.message))
                     continue
                 row.expires = expires
-                jobs.append(self.store.add_job(
-                    session, row, "provision",
-                    {"start": True} if start else None).id)
+                queued.append(self.store.add_job(session, row, "provision",
+                                                 {"start": True} if start else None,
+                                                 flush=False))
                 done.append(row)
                 infos.append(_info(row))
             if options.users:
                 self.store.put_user_keys(session, target.slice.id, options.users)
             if done:
                 target.slice.expires = max(filter(None, (target.slice.expires, expires)))
+            session.flush()
+            jobs = [job.id for job in queued]
             users = self.store.user_keys(session, target.slice.id)
             manifest = manifest_for(done, am_urn=self.am_urn, users=users, expires=expires)
         self._submit(jobs)
@@ -363,7 +365,7 @@ class Aggregate:
         action_opts = driver_actions.job_options(action, options.extra) if extra else {}
         if action == "geni_update_users" and not options.users:
             raise GeniError(GeniCode.BADARGS, "geni_update_users needs the geni_users option")
-        jobs: list[int] = []
+        queued: list[Job] = []
         infos: list[SliverInfo] = []
         with self._db(), self.store.write() as session:
             target = self._target(session, urns, lock=True)
@@ -381,22 +383,25 @@ class Aggregate:
                                                         spec_from_dict(row.spec), row.urn,
                                                         action_opts)
                         self.store.transition(session, row, Event.DRIVER_ACTION, error="")
-                        jobs.append(self.store.add_job(session, row, DRIVER_ACTION, {
-                            "action": action, "options": action_opts}).id)
+                        queued.append(self.store.add_job(session, row, DRIVER_ACTION, {
+                            "action": action, "options": action_opts}, flush=False))
                     elif action == "geni_updating_users_cancel":
                         self.store.transition(session, row, Event.UPDATE_USERS_CANCEL)
                     else:
                         start_event, _ = states.ACTION_EVENTS[action]
                         self.store.transition(session, row, start_event, error="")
-                        jobs.append(self.store.add_job(session, row, ACTION_JOBS[action]).id)
+                        queued.append(self.store.add_job(session, row, ACTION_JOBS[action],
+                                                         flush=False))
                 except GeniError as exc:
                     if not options.best_effort:
                         raise
                     infos.append(_info(row, error=exc.message))
                     continue
                 infos.append(_info(row))
-            if action == "geni_update_users" and len(jobs) > 0:
+            if action == "geni_update_users" and queued:
                 self.store.put_user_keys(session, target.slice.id, options.users)
+            session.flush()
+            jobs = [job.id for job in queued]
         self._submit(jobs)
         return infos
 

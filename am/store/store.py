@@ -156,9 +156,11 @@ class Store:
 
     # ---- the state machine's only writer -----------------------------------------------
     def transition(self, session: Session, sliver: Sliver, event: Event,
-                   target: State | None = None, *, error: str | None = None) -> State:
+                   target: State | None = None, *, error: str | None = None,
+                   flush: bool = True) -> State:
         """Move `sliver` by `event` as the table in am.states allows, or raise
-        IllegalTransition (a GeniError) and change nothing."""
+        IllegalTransition (a GeniError) and change nothing. `flush=False` leaves the UPDATE to
+        the caller's next flush (a request moving many slivers writes them together)."""
         current = states.as_state(sliver.allocation_state, sliver.operational_state)
         new = states.next_state(current, event, target, subject=f"sliver {sliver.urn}")
         if (current[0] is Alloc.UNALLOCATED) != (new[0] is Alloc.UNALLOCATED):
@@ -167,7 +169,49 @@ class Store:
         sliver.operational_state = new[1].value if new[1] is not None else None
         if error is not None:
             sliver.error = error
-        session.flush()
+        if flush:
+            session.flush()
+        return new
+
+    def transition_if(self, session: Session, sliver_id: int, expected: State, event: Event,
+                      target: State | None = None, *, error: str | None = None,
+                      values: Mapping[str, object] | None = None) -> State | None:
+        """`transition` for a sliver the caller has not loaded: one conditional UPDATE that
+        moves it by `event` only if it is still in `expected` (the state the caller read under
+        its lease), together with the column `values` given. Returns the new state, or None
+        (nothing changed) when the row has moved on meanwhile: the caller then loads it and
+        decides with `transition`. Illegal moves raise IllegalTransition, as `transition` does.
+
+        This is the job runner's hot path: no ORM load, flush or identity map, and the
+        compare-and-set on the state is also the lock (PostgreSQL re-checks the WHERE after
+        waiting for a concurrent writer of the row)."""
+        if expected[1] is None:
+            return None
+        new = states.next_state(expected, event, target, subject=f"sliver {sliver_id}")
+        if (expected[0] is Alloc.UNALLOCATED) != (new[0] is Alloc.UNALLOCATED):
+            mark_usage_changed(session)
+        params: dict[str, object] = {
+            "sliver": sliver_id, "from_alloc": expected[0].value, "from_op": expected[1].value,
+            "allocation_state": new[0].value,
+            "operational_state": new[1].value if new[1] is not None else None,
+            **({"error": error} if error is not None else {}), **(values or {})}
+        keys = tuple(sorted(k for k in params if k in _SETTABLE))
+        stmt = _CAS_SLIVER.get(keys)
+        if stmt is None:
+            unknown = set(values or ()) - _SETTABLE
+            if unknown:
+                raise ValueError(f"transition_if cannot set {sorted(unknown)}")
+            table = Sliver.__table__
+            stmt = (update(table)
+                    .where(table.c.id == bindparam("sliver"),
+                           table.c.allocation_state == bindparam("from_alloc"),
+                           table.c.operational_state == bindparam("from_op"))
+                    .values({**{k: bindparam(k) for k in keys},
+                             "version": table.c.version + 1, "updated": bindparam("now")}))
+            _CAS_SLIVER[keys] = stmt
+        params["now"] = utcnow()
+        if session.connection().execute(stmt, params).rowcount != 1:
+            return None
         return new
 
     # ---- queries -----------------------------------------------------------------------
@@ -348,11 +392,15 @@ class Store:
 
     # ---- jobs and per-sliver leases ---------------------------------------------------
     def add_job(self, session: Session, sliver: Sliver, action: str,
-                args: Mapping | None = None) -> Job:
+                args: Mapping | None = None, *, flush: bool = True) -> Job:
+        """Queue a job row. `flush=False` leaves the INSERT to the caller's next flush, so a
+        request queueing a job per sliver writes them all in one multi-row statement (read
+        the ids after that flush)."""
         job = Job(sliver_id=sliver.id, action=action, state=JobState.QUEUED, attempts=0,
                   args=dict(args or {}))
         session.add(job)
-        session.flush()
+        if flush:
+            session.flush()
         return job
 
     def acquire_lease(self, sliver_id: int, owner: str, job_id: int, ttl_s: float,
@@ -368,7 +416,7 @@ class Store:
         """`acquire_lease` inside the caller's write transaction (a job claims the lease and
         marks itself running in one commit)."""
         now = now or utcnow()
-        taken = session.execute(_take_lease_stmt(session.bind.dialect.name), {
+        taken = session.connection().execute(_take_lease_stmt(session.bind.dialect.name), {
             "sliver": sliver_id, "owner": owner, "job": job_id, "now": now,
             "until": now + timedelta(seconds=ttl_s)})
         return taken.first() is not None
@@ -377,7 +425,8 @@ class Store:
     def drop_lease(session: Session, sliver_id: int, owner: str) -> bool:
         """`release_lease` inside the caller's write transaction (a job records its outcome
         and lets go of the sliver in one commit). True if `owner` held it."""
-        return session.execute(_DROP_LEASE, {"sliver": sliver_id, "owner": owner}).rowcount == 1
+        return session.connection().execute(_DROP_LEASE, {"sliver": sliver_id,
+                                                          "owner": owner}).rowcount == 1
 
     def renew_lease(self, sliver_id: int, owner: str, ttl_s: float) -> bool:
         now = utcnow()
@@ -412,9 +461,8 @@ class Store:
 
     def user_keys(self, session: Session, slice_id: int) -> tuple[UserKeys, ...]:
         by_user: dict[str, list[str]] = {}
-        for row in session.scalars(select(UserKey).where(UserKey.slice_id == slice_id)
-                                   .order_by(UserKey.id)):
-            by_user.setdefault(row.user_urn, []).append(row.key)
+        for user_urn, key in session.connection().execute(_USER_KEYS, {"slice": slice_id}):
+            by_user.setdefault(user_urn, []).append(key)
         return tuple(UserKeys(urn=u, keys=tuple(k)) for u, k in by_user.items())
 
     # ---- audit log (append-only) -------------------------------------------------------
@@ -481,8 +529,18 @@ class Store:
 
 
 _TAKE_LEASE: dict[str, object] = {}
-_DROP_LEASE = delete(SliverLease).where(SliverLease.sliver_id == bindparam("sliver"),
-                                        SliverLease.owner == bindparam("owner"))
+# Core statements on the tables (not the mapped classes): the ORM's bulk-statement layer
+# costs more CPU than SQLite takes to run them, and a worker runs these for every job.
+_LEASES = SliverLease.__table__
+_DROP_LEASE = delete(_LEASES).where(_LEASES.c.sliver_id == bindparam("sliver"),
+                                    _LEASES.c.owner == bindparam("owner"))
+_USER_KEYS = (select(UserKey.__table__.c.user_urn, UserKey.__table__.c.key)
+              .where(UserKey.__table__.c.slice_id == bindparam("slice"))
+              .order_by(UserKey.__table__.c.id))
+#: Columns `transition_if` may set beside the state; the statement per set of keys, built once.
+_SETTABLE = frozenset({"allocation_state", "operational_state", "error", "resource_status",
+                       "facts"})
+_CAS_SLIVER: dict[tuple[str, ...], object] = {}
 
 
 def _take_lease_stmt(dialect: str):
@@ -495,16 +553,16 @@ def _take_lease_stmt(dialect: str):
             from sqlalchemy.dialects.postgresql import insert as upsert
         else:
             from sqlalchemy.dialects.sqlite import insert as upsert
-        stmt = (upsert(SliverLease)
+        stmt = (upsert(_LEASES)
                 .values(sliver_id=bindparam("sliver"), owner=bindparam("owner"),
                         job_id=bindparam("job"), expires=bindparam("until"))
                 .on_conflict_do_update(
-                    index_elements=[SliverLease.sliver_id],
+                    index_elements=[_LEASES.c.sliver_id],
                     set_={"owner": bindparam("owner"), "job_id": bindparam("job"),
                           "expires": bindparam("until")},
-                    where=(SliverLease.expires <= bindparam("now"))
-                    | (SliverLease.owner == bindparam("owner")))
-                .returning(SliverLease.sliver_id))
+                    where=(_LEASES.c.expires <= bindparam("now"))
+                    | (_LEASES.c.owner == bindparam("owner")))
+                .returning(_LEASES.c.sliver_id))
         _TAKE_LEASE[dialect] = stmt
     return stmt
 

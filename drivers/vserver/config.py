@@ -1,7 +1,10 @@
 """The `[drivers.vserver]` table of the inventory: keys, defaults and validation."""
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +14,11 @@ from drivers.inventory import InventoryError
 from drivers.vserver.naming import PREFIX_RE
 
 TABLE = "drivers.vserver"
+UID_SPAN = 1_000_000            # login uids are login_uid_base .. login_uid_base + UID_SPAN - 1
+SSH_TOOLS = ("unshare", "mount")   # util-linux: the per-session mount namespace (docs/vserver.md)
+# sshd_config has no quoting for every key we write paths into (HostKey, SetEnv, the
+# AuthorizedKeysCommand's arguments, where % is a token), and a passwd home has no ":".
+SSHD_UNSAFE_PATH = re.compile(r"""[\s"'\\%#:]""")
 
 
 def _host_memory_mb() -> float:
@@ -37,6 +45,13 @@ class VServerSettings:
     cfs_period_us: int = 100_000
     tc_latency_ms: int = 50                        # tbf queue: how long a packet may wait
     kill_timeout_s: float = 1.0                    # SIGTERM -> SIGKILL grace on stop/delete
+    ssh: bool | str = "auto"                       # SSH login: true, false, "auto" (if sshd)
+    sshd_path: str = "/usr/sbin/sshd"
+    ssh_address: str = "127.0.0.1"                 # where each sliver's SSH port listens
+    ssh_hostname: str | None = None                # login hostname in manifests (ssh_address)
+    ssh_port_min: int = 32200                      # a port per node sliver with users, from here
+    ssh_port_max: int = 32999
+    login_uid_base: int = 1_000_000                # login uids: base .. base + 999999 (UID_SPAN)
 
     @property
     def node_capacity(self) -> dict[str, float]:
@@ -54,13 +69,15 @@ def parse_settings(config: Mapping[str, Any]) -> VServerSettings:
                              table=TABLE, key=sorted(unknown)[0])
     s = {**{k: f.default for k, f in fields.items()}, **config}
 
-    def number(key: str, lo: float, *, integer: bool = False, optional: bool = False) -> None:
+    def number(key: str, lo: float, *, integer: bool = False, optional: bool = False,
+               hi: float | None = None) -> None:
         v = s[key]
         if optional and v is None:
             return
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo \
-                or (integer and not isinstance(v, int)):
-            raise InventoryError(f"must be {'an integer' if integer else 'a number'} >= {lo}, "
+                or (hi is not None and v > hi) or (integer and not isinstance(v, int)):
+            bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+            raise InventoryError(f"must be {'an integer' if integer else 'a number'} {bound}, "
                                  f"not {v!r}", table=TABLE, key=key)
 
     number("cpu", 0.01, optional=True)
@@ -70,6 +87,34 @@ def parse_settings(config: Mapping[str, Any]) -> VServerSettings:
     number("cfs_period_us", 1000, integer=True)
     number("tc_latency_ms", 1, integer=True)
     number("kill_timeout_s", 0)
+    number("ssh_port_min", 1, integer=True, hi=65535)
+    number("ssh_port_max", 1, integer=True, hi=65535)
+    if s["ssh_port_max"] < s["ssh_port_min"]:
+        raise InventoryError(f"must be >= ssh_port_min ({s['ssh_port_min']}), not "
+                             f"{s['ssh_port_max']}", table=TABLE, key="ssh_port_max")
+    number("login_uid_base", 1000, integer=True, hi=2**31 - 1 - UID_SPAN)
+    if not (isinstance(s["ssh"], bool) or s["ssh"] == "auto"):
+        raise InventoryError(f'must be true, false or "auto", not {s["ssh"]!r}',
+                             table=TABLE, key="ssh")
+    if not isinstance(s["sshd_path"], str) or not s["sshd_path"].startswith("/"):
+        raise InventoryError(f"must be an absolute path, not {s['sshd_path']!r}",
+                             table=TABLE, key="sshd_path")
+    try:
+        if not isinstance(s["ssh_address"], str):
+            raise ValueError
+        address = ipaddress.ip_address(s["ssh_address"])
+    except ValueError:
+        raise InventoryError(f"must be an IPv4 or IPv6 address, not {s['ssh_address']!r}",
+                             table=TABLE, key="ssh_address") from None
+    s["ssh_address"] = str(address)
+    host = s["ssh_hostname"]
+    if host is not None and (not isinstance(host, str) or not host or host.split() != [host]):
+        raise InventoryError(f"must be a host name or address, not {host!r}",
+                             table=TABLE, key="ssh_hostname")
+    if host is None and address.is_unspecified:
+        raise InventoryError(f"must be set when ssh_address is {address} (listening on every "
+                             "address): it is the host name users connect to",
+                             table=TABLE, key="ssh_hostname")
     if not isinstance(s["name_prefix"], str) or not PREFIX_RE.match(s["name_prefix"]):
         raise InventoryError("must be 1-4 lower-case letters or digits starting with a letter "
                              "(host interface names are limited to 15 characters)",
@@ -84,4 +129,24 @@ def parse_settings(config: Mapping[str, Any]) -> VServerSettings:
     return VServerSettings(**s)
 
 
-__all__ = ["TABLE", "VServerSettings", "parse_settings"]
+def ssh_enabled(settings: VServerSettings) -> bool:
+    """Whether node slivers get SSH login: `ssh = "auto"` means when sshd is installed. With
+    `ssh = true`, a missing sshd or tool is an error at load rather than logins that never work."""
+    if settings.ssh is False:
+        return False
+    missing = [] if os.access(settings.sshd_path, os.X_OK) else [settings.sshd_path]
+    missing += [t for t in SSH_TOOLS if shutil.which(t) is None]
+    if missing:
+        if settings.ssh == "auto":
+            return False
+        raise InventoryError(f"ssh = true but {', '.join(missing)} is missing (install "
+                             "openssh-server and util-linux, set sshd_path, or set ssh = false)",
+                             table=TABLE, key="ssh")
+    if SSHD_UNSAFE_PATH.search(settings.state_dir):
+        raise InventoryError("contains whitespace, a quote, a backslash, %, # or :, which "
+                             "the slivers' sshd_config and passwd files cannot carry; choose "
+                             "another path or set ssh = false", table=TABLE, key="state_dir")
+    return True
+
+
+__all__ = ["TABLE", "UID_SPAN", "VServerSettings", "parse_settings", "ssh_enabled"]

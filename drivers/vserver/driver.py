@@ -21,6 +21,10 @@ docs/hybrid-routers.md). Its container keeps ip_forward at 0 and gets none of th
 kernel; the route set lives in a `ControlPlaneRoutes` file and changes through `set_routes`
 (PerformOperationalAction `geniam_sync_routes`), which the AM also hands to the forwarding
 sliver's driver, the one that forwards.
+
+SSH login (`logins.SshLogins`): a node sliver with `geni_users` gets one TCP port and a gate
+process in its cgroups that starts `sshd -i` inside the sliver per connection, with accounts in
+the sliver's own passwd/group, never the host's (docs/vserver.md, "SSH login").
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from drivers.base import (
     DriverError,
     ForwardingMode,
     IsolationClass,
+    Login,
     ObservedSliver,
     OperationalState,
     ProvisionResult,
@@ -64,6 +69,7 @@ from drivers.routesync import (
 from drivers.vserver.admission import REMOTE_MODES, admit_sliver
 from drivers.vserver.cgroups import CgroupLayout, kill_pids
 from drivers.vserver.config import TABLE, VServerSettings, parse_settings
+from drivers.vserver.logins import SshLogins
 from drivers.vserver.naming import Naming
 from drivers.vserver.state import StateDir
 from rspec.model import Execute, Route
@@ -102,6 +108,7 @@ class VServerDriver(SubstrateDriver):
             raise DriverError(f"cannot use state_dir {self.settings.state_dir}: "
                               f"{exc.strerror}") from None
         self.routes = ControlPlaneRoutes(self.state.root / "routes")
+        self.ssh = SshLogins(self.settings, self.state, self.cgroups)
 
     def _component(self, table: Mapping[str, Any]) -> Component:
         where = table.get("_table", "components")
@@ -160,9 +167,11 @@ class VServerDriver(SubstrateDriver):
     def _provision_node(self, spec: SliverSpec) -> ProvisionResult:
         handle = self.naming.node(spec.sliver_urn)
         root = self.state.root_dir(handle)
+        self.ssh.check(spec.users)            # a bad login fails before anything is made
         with self.state.lock(handle):
             old = self.state.read(handle) or {}
             rec = _node_record(spec, handle, self.naming, self.settings)
+            rec["ssh"] = old.get("ssh")       # its port and uids stay taken
             rec["stopped"] = old.get("stopped", False)
             rec["installed"] = old.get("installed", False) and old.get("installs") == rec["installs"]
             rec["executes_started"] = old.get("executes_started", False)
@@ -176,6 +185,7 @@ class VServerDriver(SubstrateDriver):
             root.mkdir(parents=True, exist_ok=True)
             services.write_keys(spec.users, root)
             pending = self._converge_node(rec)
+            self.ssh.converge(handle, rec, spec.users, run=not rec["stopped"], may_move=True)
             if not rec["installed"]:
                 for inst in spec.installs:
                     services.run_install(inst, root)
@@ -190,10 +200,17 @@ class VServerDriver(SubstrateDriver):
         if rec["remote_forwarding"]:
             note += (f"; control plane of a router forwarding in {rec['remote_forwarding']} "
                      f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})")
-        return ProvisionResult(state=state, macs=macs, logins=(), handle=handle,
+        return ProvisionResult(state=state, macs=macs, logins=self.ssh.logins(rec), handle=handle,
                                resource_status=f"container {handle} (netns + cgroups, "
                                                f"{rec['cpu']:g} cores, {rec['memory_mb']} MiB)"
-                                               f"{note}; operator shell: see docs/vserver.md")
+                                               f"{note}; {self.ssh.note(rec)}")
+
+    def logins(self, spec: SliverSpec) -> tuple[Login, ...] | None:
+        """The SSH logins a node sliver offers now (geni_update_users may add or drop them)."""
+        if spec.kind is not ResourceKind.NODE:
+            return None
+        rec = self.state.read(self.naming.node(spec.sliver_urn))
+        return None if rec is None else self.ssh.logins(rec)
 
     def _provision_link(self, spec: SliverSpec) -> ProvisionResult:
         handle = self.naming.link(spec.sliver_urn)
@@ -342,7 +359,11 @@ class VServerDriver(SubstrateDriver):
             if rec is None or not hostnet.netns_exists(rec["netns"]):
                 raise DriverError(f"sliver {spec.sliver_urn} does not exist on this host")
             if action == Action.UPDATE_USERS.value:
+                self.ssh.check(spec.users)
                 services.write_keys(spec.users, self.state.root_dir(handle))
+                self.ssh.converge(handle, rec, spec.users, run=not rec["stopped"],
+                                  may_move=False)
+                self.state.write(handle, rec)
                 return OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
             if action in (Action.STOP.value, Action.RESTART.value):
                 rec["stopped"] = True
@@ -356,6 +377,8 @@ class VServerDriver(SubstrateDriver):
             self._converge_node(rec)              # links up
             self._start_executes(rec)
             rec["executes_started"] = True
+            self.state.write(handle, rec)
+            self.ssh.start(handle, rec)
             self.state.write(handle, rec)
             return OperationalState.READY
 

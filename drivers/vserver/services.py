@@ -6,6 +6,8 @@ it as working directory and `$SLIVER_ROOT`. The host has no network beyond loopb
 install URL must be `file://` (or a local path) or http(s) on a loopback address; anything else
 is refused with that reason rather than attempted.
 
+Users' keys are written here for every sliver; SSH login with them is `logins.SshLogins`.
+
 Every process runs through `sliver_argv`: a shell writes its own pid into the sliver's cgroup
 `tasks` files, then execs `nsenter --net` into the sliver's network namespace and the command, so the command and all its children are limited from their first
 instruction. This is also the operator shell (docs/vserver.md).
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from drivers.base import DriverError, UserKeys
 from drivers.hostnet import NETNS_DIR
+from drivers.vserver.accounts import check_names
 from rspec.model import Execute, Install
 
 LOOPBACK_HOSTS = {"localhost", "localhost.localdomain"}
@@ -133,6 +136,7 @@ def start_execute(ex: Execute, index: int, netns: str, tasks_files: Sequence[Pat
 
 def write_keys(users: Sequence[UserKeys], root: Path) -> None:
     """Each user's keys as `<root>/.geni/users/<login>/authorized_keys` (and all in one file)."""
+    check_names(users)                     # a login is a directory name here
     base = root / ".geni" / "users"
     if base.exists():
         shutil.rmtree(base)

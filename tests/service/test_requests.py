@@ -2,6 +2,8 @@
 Shutdown, the reaper, Allocate refusals."""
 from __future__ import annotations
 
+import re
+
 from dataclasses import replace
 from datetime import timedelta
 
@@ -141,7 +143,10 @@ def test_poa_rules(h):
     assert infos[0].operational_status == "geni_updating_users"
     h.run_jobs()
     assert h.am.status(ALICE, [s], Options()).slivers[0].operational_status == "geni_ready"
-    assert "ssh-rsa B" in h.am.describe(ALICE, [s], Options()).manifest
+    manifest = h.am.describe(ALICE, [s], Options()).manifest
+    assert "ssh-rsa B" in manifest
+    # the account geni_update_users added is a login in the manifest now (the driver's logins)
+    assert re.search(r'<login [^>]*username="bob"', manifest), manifest
     h.am.perform_action(ALICE, [s], "geni_stop", Options())
     h.run_jobs()
     assert h.am.status(ALICE, [s], Options()).slivers[0].operational_status == "geni_notready"

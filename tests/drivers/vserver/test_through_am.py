@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import string
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,18 +52,26 @@ class InlineQueue:
         run_job(self.store, self.site, job_id, worker_id="vserver-test")
 
 
-@pytest.fixture
-def am(base_settings, tmp_path, gcf_fixtures):
+def start_am(base_settings, tmp_path, gcf_fixtures, *, vserver_state: Path | None = None,
+             vserver_keys: str = ""):
+    """An AM runtime over one vserver node (jobs run inline), alice's client, the prefix."""
     prefix = "a" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
     inv = tmp_path / "inventory.toml"
-    inv.write_text(f'[drivers.vserver]\nname_prefix = "{prefix}"\nstate_dir = "{tmp_path}/vs"\n'
-                   'cpu = 2\nmemory_mb = 2048\n\n'
+    inv.write_text(f'[drivers.vserver]\nname_prefix = "{prefix}"\n'
+                   f'state_dir = "{vserver_state or tmp_path / "vs"}"\n'
+                   f'cpu = 2\nmemory_mb = 2048\n{vserver_keys}\n'
                    '[[components]]\nname = "vs1"\ndriver = "vserver"\n')
     queue = InlineQueue()
     settings = base_settings.replace(state_dir=str(tmp_path / "am"), inventory=str(inv))
     rt = build_runtime(settings, job_queue=lambda s: (queue, []))
     queue.store, queue.site = rt.store, rt.site
     client = ApiClient(rt.app.test_client(), (gcf_fixtures / "alice-cert.pem").read_text())
+    return client, rt, prefix
+
+
+@pytest.fixture
+def am(base_settings, tmp_path, gcf_fixtures):
+    client, rt, prefix = start_am(base_settings, tmp_path, gcf_fixtures)
     yield client, rt, prefix
     rt.close()
 

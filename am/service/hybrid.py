@@ -13,14 +13,15 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from am.store import Sliver, Store, spec_from_dict
+from am.store import Sliver, Store
+from am.store.codec import stored_param
 
 
 def with_forwarding_slivers(store: Store, session: Session, rows: list[Sliver],
                             now: datetime, *, lock: bool = False) -> list[Sliver]:
     """`rows` plus the live forwarding slivers of the hybrid routers among them (once each,
     in sliver id order so concurrent writers lock in one order)."""
-    wanted = [spec_from_dict(r.spec).params.get("forwarding_sliver") for r in rows]
+    wanted = [stored_param(r.spec, "forwarding_sliver") for r in rows]
     have = {r.urn for r in rows}
     extra = sorted({u for u in wanted if isinstance(u, str) and u not in have})
     if not extra:

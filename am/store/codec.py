@@ -34,6 +34,13 @@ def spec_from_dict(data: Mapping[str, Any]) -> SliverSpec:
     return _decode(data, SliverSpec, "spec")
 
 
+def stored_param(data: Mapping[str, Any], name: str) -> Any:
+    """`spec_from_dict(data).params.get(name)` without decoding the whole spec (the params are
+    stored as the JSON object they are); None for a row without that param."""
+    params = data.get("params") if isinstance(data, Mapping) else None
+    return params.get(name) if isinstance(params, Mapping) else None
+
+
 def _encode(value: Any, hint: Any) -> Any:
     if value is None:
         return None

@@ -91,25 +91,39 @@ class _CountingStore:
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, str, float]] = []
+        self.times: list[float] = []
         self.held = True
 
     def renew_lease(self, sliver_id: int, owner: str, ttl_s: float) -> bool:
+        self.times.append(time.monotonic())
         self.calls.append((sliver_id, owner, ttl_s))
         return self.held
 
 
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_heartbeat_beats_every_third_of_the_lease_and_stops_with_the_block():
     store = _CountingStore()
+    entered = time.monotonic()
     with LeaseHeartbeat(store, HeldLease(7, "w"), lease_s=0.3) as hb:
-        time.sleep(0.55)
+        _wait_for(lambda: len(store.calls) >= 3)
     beats = len(store.calls)
-    assert 3 <= beats <= 6 and hb.renewals == beats
-    assert store.calls[0] == (7, "w", 0.3)
+    assert hb.renewals == beats and store.calls[0] == (7, "w", 0.3)
+    # never early: the first a third of the lease after entering, then a third apart (a
+    # loaded machine may make them late, which the lease's other two thirds absorb)
+    gaps = [b - a for a, b in zip([entered, *store.times], store.times)]
+    assert all(g >= 0.1 - 0.005 for g in gaps), gaps
     time.sleep(0.3)
     assert len(store.calls) == beats            # stopped when the block ended
 
     lost = _CountingStore()
     lost.held = False
     with LeaseHeartbeat(lost, HeldLease(8, "w"), lease_s=0.15):
-        time.sleep(0.4)
+        _wait_for(lambda: len(lost.calls) >= 1)
+        time.sleep(0.2)                         # four more periods: no second renewal
     assert len(lost.calls) == 1                 # a lost lease is not renewed again

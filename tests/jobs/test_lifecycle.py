@@ -12,7 +12,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from am.store import Capacity, Job, Reservation
+from am.store import Capacity, Job, JobState, Reservation
 from tests.jobs.conftest import FAST, Stack
 
 READY, NOTREADY, FAILED = "geni_ready", "geni_notready", "geni_failed"
@@ -127,13 +127,22 @@ def test_transient_errors_exhaust_attempts(stack_factory, broker):
         assert list(s.scalars(select(Job.attempts))) == [3]
 
 
+def _running_jobs(stack: Stack) -> int:
+    with stack.store.read() as s:
+        return int(s.scalar(select(func.count()).select_from(Job)
+                            .where(Job.state == JobState.RUNNING)))
+
+
 def test_delete_during_provision(stack_factory, broker):
     # Slow substrate: Delete arrives while the provision job is inside the driver. The slice
     # ends unallocated, nothing is left on the substrate, the capacity is back.
     stack = stack_factory(broker_url=broker, fake={"latency_s": 0.4})
     urns = stack.allocate("hasty", n=2)
     stack.provision("hasty")
-    time.sleep(0.15)
+    deadline = time.monotonic() + 10
+    while not _running_jobs(stack):       # a worker claimed one: it is inside the slow driver
+        assert time.monotonic() < deadline, "no worker picked up the provision jobs"
+        time.sleep(0.01)
     stack.delete("hasty")
     assert used_capacity(stack) == pytest.approx(0.0)
     wait_jobs_settled(stack)

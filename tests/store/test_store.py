@@ -83,6 +83,12 @@ def test_codec_round_trips_a_rich_spec():
     data = spec_to_dict(spec)
     import json
     assert spec_from_dict(json.loads(json.dumps(data))) == spec
+    # one param read straight off the stored row agrees with the decoded spec
+    from am.store.codec import stored_param
+    stored = json.loads(json.dumps(data))
+    assert stored_param(stored, "image") == spec.params["image"] == "x"
+    assert stored_param(stored, "absent") is None
+    assert stored_param({"params": None}, "image") is None
 
 
 def test_codec_rejects_corrupt_rows():

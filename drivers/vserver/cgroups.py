@@ -1,11 +1,13 @@
-"""Per-sliver cgroup v1 limits: CPU bandwidth (CFS quota) and memory.
+"""Per-sliver cgroup v1 limits: CPU bandwidth (CFS quota), memory and the number of tasks.
 
-This host mounts cgroup v1 (machine-notes §1). A sliver gets `<root>/cpu/<parent>/<name>` and
-`<root>/memory/<parent>/<name>`; every process the driver starts in the sliver is written into
-both `tasks` files before it execs, and its children inherit them. A CFS quota is a hard
+This host mounts cgroup v1 (machine-notes §1). A sliver gets `<root>/<controller>/<parent>/<name>`
+for each of cpu, memory and pids; every process the driver starts in the sliver is written into
+all three `tasks` files before it execs, and its children inherit them. A CFS quota is a hard
 ceiling (the sliver cannot take more than `cpu` cores even on an idle host), unlike
 `cpu.shares`, which only weighs siblings against each other: the ceiling is what keeps a
-misbehaving neighbour from eating a well-behaved one's CPU.
+misbehaving neighbour from eating a well-behaved one's CPU. `pids.max` bounds the tasks
+(processes and threads) of the sliver: past it fork/clone fail with EAGAIN inside the sliver,
+so a fork bomb exhausts its own allowance, not the host's pid space.
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from pathlib import Path
 
 from drivers.base import DriverError
 
-CONTROLLERS = ("cpu", "memory")
+CONTROLLERS = ("cpu", "memory", "pids")
 MIN_QUOTA_US = 1000
+MIN_PIDS = 8                      # a shell, its command and a few helpers
+PID_MAX_LIMIT = 4 * 1024 * 1024   # the kernel's ceiling for pids.max (PID_MAX_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,14 @@ class CgroupLayout:
         return self.root / controller / self.parent
 
     def check(self) -> None:
-        """Raise DriverError unless the controllers are mounted and writable."""
+        """Raise DriverError unless the controllers are mounted and writable; all are looked
+        for before anything is made, so a host lacking one is left untouched."""
         for ctrl in CONTROLLERS:
             base = self.root / ctrl
             if not (base / "tasks").exists():
-                raise DriverError(f"cgroup v1 controller {ctrl!r} is not mounted at {base}")
+                raise DriverError(f"cgroup v1 controller {ctrl!r} is not mounted at {base} "
+                                  f"(mount it: mount -t cgroup -o {ctrl} {ctrl} {base})")
+        for ctrl in CONTROLLERS:
             try:
                 self.parent_dir(ctrl).mkdir(exist_ok=True)
             except OSError as exc:
@@ -56,8 +63,9 @@ class CgroupLayout:
         return found
 
     # ---- one sliver ------------------------------------------------------------------------
-    def create(self, name: str, *, cpu: float, memory_mb: int) -> None:
-        """Create (or update) the sliver's groups with its limits; idempotent."""
+    def create(self, name: str, *, cpu: float, memory_mb: int, pids_max: int) -> None:
+        """Create (or update) the sliver's groups with its limits; idempotent. Lowering
+        `pids_max` below what runs kills nothing: only new forks fail until it is under."""
         for ctrl in CONTROLLERS:
             self.dir(ctrl, name).mkdir(parents=True, exist_ok=True)
         quota = max(MIN_QUOTA_US, int(round(cpu * self.period_us)))
@@ -73,12 +81,18 @@ class CgroupLayout:
                 _write(memsw, str(limit))
             except DriverError:
                 pass   # swap accounting disabled: the RAM limit still holds
+        _write(self.dir("pids", name) / "pids.max", str(pids_max))
 
     def limits(self, name: str) -> dict[str, int]:
         cpu_dir, mem_dir = self.dir("cpu", name), self.dir("memory", name)
         return {"cfs_quota_us": int((cpu_dir / "cpu.cfs_quota_us").read_text()),
                 "cfs_period_us": int((cpu_dir / "cpu.cfs_period_us").read_text()),
-                "memory_limit_bytes": int((mem_dir / "memory.limit_in_bytes").read_text())}
+                "memory_limit_bytes": int((mem_dir / "memory.limit_in_bytes").read_text()),
+                "pids_max": int((self.dir("pids", name) / "pids.max").read_text())}
+
+    def pids_current(self, name: str) -> int:
+        """Tasks (processes and threads) the sliver holds now, as `pids.max` counts them."""
+        return int((self.dir("pids", name) / "pids.current").read_text())
 
     def exists(self, name: str) -> bool:
         return all(self.dir(c, name).is_dir() for c in CONTROLLERS)
@@ -160,4 +174,4 @@ def _write(path: Path, value: str) -> None:
         raise DriverError(f"cannot write {value} to {path}: {exc.strerror}") from None
 
 
-__all__ = ["CONTROLLERS", "CgroupLayout", "kill_pids"]
+__all__ = ["CONTROLLERS", "MIN_PIDS", "PID_MAX_LIMIT", "CgroupLayout", "kill_pids"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.inventory import InventoryError
+from drivers.vserver.cgroups import MIN_PIDS, PID_MAX_LIMIT
 from drivers.vserver.naming import PREFIX_RE
 
 TABLE = "drivers.vserver"
@@ -42,6 +43,7 @@ class VServerSettings:
     memory_mb: float | None = None                 # MiB offered per node (default: half of RAM)
     default_cpu: float = 0.5                       # share of a sliver that asks for none
     default_memory_mb: int = 256
+    default_pids_max: int = 1024                   # tasks (processes + threads) per sliver
     cfs_period_us: int = 100_000
     tc_latency_ms: int = 50                        # tbf queue: how long a packet may wait
     kill_timeout_s: float = 1.0                    # SIGTERM -> SIGKILL grace on stop/delete
@@ -84,6 +86,7 @@ def parse_settings(config: Mapping[str, Any]) -> VServerSettings:
     number("memory_mb", 1, optional=True)
     number("default_cpu", 0.01)
     number("default_memory_mb", 4, integer=True)
+    number("default_pids_max", MIN_PIDS, integer=True, hi=PID_MAX_LIMIT)
     number("cfs_period_us", 1000, integer=True)
     number("tc_latency_ms", 1, integer=True)
     number("kill_timeout_s", 0)

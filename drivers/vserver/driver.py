@@ -1,8 +1,8 @@
 """The vserver driver: Linux-VServer-style container slivers on this host.
 
-Backend: one network namespace plus one cpu and one memory cgroup (v1) per sliver, and a private
-root directory for its files (docs/vserver.md says why not LXC). Links are veth pairs (two
-ends) or a bridge with a veth per end (a LAN), shaped with tc tbf.
+Backend: one network namespace plus one cpu, one memory and one pids cgroup (v1) per sliver, and
+a private root directory for its files (docs/vserver.md says why not LXC). Links are veth pairs
+(two ends) or a bridge with a veth per end (a LAN), shaped with tc tbf.
 
 Order independence (the crux): a link sliver and its node slivers may be provisioned in any
 order by concurrent workers. Both sides derive the same names from the sliver URNs
@@ -181,7 +181,7 @@ class VServerDriver(SubstrateDriver):
                     self.routes.put(handle, spec.routes)
                 except RouteError as exc:
                     raise DriverError(f"node {spec.client_id}: {exc}") from None
-            self.cgroups.create(handle, cpu=rec["cpu"], memory_mb=rec["memory_mb"])
+            self._limit(handle, rec)
             root.mkdir(parents=True, exist_ok=True)
             services.write_keys(spec.users, root)
             pending = self._converge_node(rec)
@@ -202,7 +202,8 @@ class VServerDriver(SubstrateDriver):
                      f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})")
         return ProvisionResult(state=state, macs=macs, logins=self.ssh.logins(rec), handle=handle,
                                resource_status=f"container {handle} (netns + cgroups, "
-                                               f"{rec['cpu']:g} cores, {rec['memory_mb']} MiB)"
+                                               f"{rec['cpu']:g} cores, {rec['memory_mb']} MiB, "
+                                               f"{rec['pids_max']} tasks)"
                                                f"{note}; {self.ssh.note(rec)}")
 
     def logins(self, spec: SliverSpec) -> tuple[Login, ...] | None:
@@ -330,6 +331,13 @@ class VServerDriver(SubstrateDriver):
                     raise          # every interface is up: the route itself is wrong
         return pending
 
+    def _limit(self, handle: str, rec: Record) -> None:
+        """Create the sliver's cgroups or converge them to the record's limits (a record made
+        before the pids limit existed gets today's default)."""
+        rec.setdefault("pids_max", self.settings.default_pids_max)
+        self.cgroups.create(handle, cpu=rec["cpu"], memory_mb=rec["memory_mb"],
+                            pids_max=rec["pids_max"])
+
     def _start_executes(self, rec: Record) -> None:
         root = self.state.root_dir(rec["handle"])
         tasks = self.cgroups.tasks_files(rec["handle"])
@@ -373,7 +381,7 @@ class VServerDriver(SubstrateDriver):
             if action == Action.STOP.value:
                 return OperationalState.NOTREADY
             rec["stopped"] = False
-            self.cgroups.create(handle, cpu=rec["cpu"], memory_mb=rec["memory_mb"])
+            self._limit(handle, rec)
             self._converge_node(rec)              # links up
             self._start_executes(rec)
             rec["executes_started"] = True
@@ -588,6 +596,7 @@ def _node_record(spec: SliverSpec, handle: str, naming: Naming,
         "cpu": float(spec.cpu if spec.cpu is not None else settings.default_cpu),
         "memory_mb": int(spec.memory_mb if spec.memory_mb is not None
                          else settings.default_memory_mb),
+        "pids_max": settings.default_pids_max,      # a limit, not a resource admission counts
         "router": bool(spec.router), "interfaces": interfaces,
         "remote_forwarding": mode.value if (mode := _remote_mode(spec)) else None,
         "routes": [{"destination": r.destination, "gateway": r.gateway, "interface": r.interface}

@@ -143,7 +143,7 @@ def test_orphans_are_observed_and_released(driver):
     stray_ns = f"{prefix}-n0123456789"
     hostnet.netns_add(stray_ns)
     hostnet.veth_add(f"{prefix}eabcdef0123", f"{prefix}pabcdef0123")
-    driver.cgroups.create(f"{prefix}-n9999999999", cpu=0.1, memory_mb=16)
+    driver.cgroups.create(f"{prefix}-n9999999999", cpu=0.1, memory_mb=16, pids_max=16)
     orphans = {o.handle for o in driver.observed() if o.sliver_urn is None}
     assert {stray_ns, f"{prefix}eabcdef0123", f"{prefix}pabcdef0123",
             f"{prefix}-n9999999999"} <= orphans

@@ -1,12 +1,14 @@
 """`Aggregate`: the AM API v3 domain over a Store, a Site (drivers) and a JobQueue.
 
-Allocate is *precommit*: parse, place (engine + drivers' admission), then one transaction that
-writes slivers, reservations and claims, guarded by the database constraints; no substrate is
-touched. Provision, PerformOperationalAction, Delete, Shutdown and the reaper are *postcommit*:
-they write the state change and a job row in one transaction, and hand the job ids to the queue
-only after it committed. Status and Describe read the store only. Every sliver state write goes
-through `Store.transition` (the table in `am.states`); expiry is never compared here except
-through `Store.live_clause` (requests) and `reap` (the periodic task).
+Allocate is *precommit*: parse, place (engine + drivers' admission) on a snapshot of usage,
+then one transaction that locks the placed components, settles the placement against what is
+committed now (am.service.admission) and writes slivers, reservations and claims, with the
+database constraints underneath; no substrate is touched. Provision, PerformOperationalAction,
+Delete, Shutdown and the reaper are *postcommit*: they write the state change and a job row in
+one transaction, and hand the job ids to the queue only after it committed. Status and Describe
+read the store only. Every sliver state write goes through `Store.transition` (the table in
+`am.states`); expiry is never compared here except through `Store.live_clause` (requests) and
+`reap` (the periodic task).
 
 Choices where the spec leaves room (docs/state.md lists them):
   * a shut-down slice refuses Allocate/Provision/POA/Renew/Delete with REFUSED (as the
@@ -22,10 +24,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -38,6 +42,7 @@ from am.errors import GeniCode, GeniError
 from am.jobs.queue import JobQueue, submit_all
 from am.jobs.runner import ACTION_JOBS, DRIVER_ACTION
 from am.service import driver_actions, hybrid
+from am.service.admission import AdmissionContention, Planned, allocate_locked
 from am.service.contract import ManifestResult, Options, Principal, SliverInfo, StatusResult
 from am.service.manifests import manifest_for
 from am.states import Alloc, Event, IllegalTransition
@@ -45,6 +50,10 @@ from am.store import (Job, ReservationConflict, Slice, Sliver, Store, StoreError
                       spec_to_dict, utcnow)
 from credentials.errors import URNError
 from credentials.urn import parse_urn
+
+if TYPE_CHECKING:
+    from am.engine import Placement
+    from drivers.base import Usage
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +220,6 @@ class Aggregate:
     # ---- Allocate ---------------------------------------------------------------------------
     def allocate(self, principal: Principal, slice_urn: str, request_xml: str,
                  options: Options) -> ManifestResult:
-        from am.engine import place
         from rspec.errors import RSpecError
         from rspec.request import parse_request
 
@@ -231,8 +239,29 @@ class Aggregate:
             raise GeniError.from_library(exc, GeniCode.BADARGS) from None
         if not (request.nodes or request.links or request.openflow):
             raise GeniError(GeniCode.BADARGS, "the request names no resources at this aggregate")
+        place = partial(self._place, request, slice_urn)
         with self._db(), self.store.read() as session:
+            generation = self.store.usage_generation(session)   # before the usage it validates
             usage = self.store.usage(session)
+        planned = Planned(place(usage), generation)
+        try:
+            # settled and written under the placed components' admission locks
+            # (am.service.admission): racing Allocates end as if run one after the other
+            with self._db():
+                return allocate_locked(
+                    self.store, planned, place,
+                    partial(self._write_allocation, principal, slice_urn, request, expires))
+        except ReservationConflict as exc:
+            raise GeniError(_conflict_code(exc), f"{exc}; nothing was allocated") from None
+        except AdmissionContention as exc:
+            raise GeniError(GeniCode.BUSY, str(exc)) from None
+        except StoreError as exc:
+            raise GeniError(GeniCode.ERROR, str(exc)) from None
+
+    def _place(self, request, slice_urn: str, usage: Mapping[str, Usage]) -> Placement:
+        """The request placed on `usage`, or GeniError naming every refused element."""
+        from am.engine import place
+
         placement = place(request, self.site, usage, slice_urn=slice_urn,
                           mint_sliver_urn=self._mint, best_effort=False)
         if placement.refusals:
@@ -241,35 +270,36 @@ class Aggregate:
             raise GeniError(_code(code), _refusal_message(request, placement.refusals))
         if not placement.slivers:
             raise GeniError(GeniCode.BADARGS, "nothing in the request could be placed here")
+        return placement
+
+    def _write_allocation(self, principal: Principal, slice_urn: str, request,
+                          expires: datetime, session: Session,
+                          placement: Placement) -> ManifestResult:
+        """The slivers, reservations and claims of a settled placement (inside the write
+        transaction that holds their components' admission locks)."""
+        slc = self.store.get_or_create_slice(session, slice_urn, principal.urn)
+        self._refuse_if_shut_down(slc)
         elements = _element_index(request)
-        try:
-            with self._db(), self.store.write() as session:
-                slc = self.store.get_or_create_slice(session, slice_urn, principal.urn)
-                self._refuse_if_shut_down(slc)
-                rows: list[Sliver] = []
-                # reserve in one global order, so racing writers on PostgreSQL cannot deadlock
-                for planned in sorted(placement.slivers, key=lambda p: p.spec.component_id):
-                    spec = planned.spec
-                    row = Sliver(urn=spec.sliver_urn, slice=slc, client_id=spec.client_id,
-                                 kind=spec.kind.value, driver=planned.driver,
-                                 component_id=spec.component_id, sliver_type=spec.sliver_type,
-                                 allocation_state=Alloc.UNALLOCATED.value, operational_state=None,
-                                 expires=expires, spec=spec_to_dict(spec),
-                                 element_xml=_element_for(request, elements, spec),
-                                 facts={}, error="", resource_status="")
-                    session.add(row)
-                    self.store.transition(session, row, Event.ALLOCATE)
-                    self.store.reserve(session, row, planned.demand, planned.claims)
-                    rows.append(row)
-                slc.expires = max(filter(None, (slc.expires, expires)))
-                manifest = manifest_for(rows, am_urn=self.am_urn, foreign_xml=request.foreign_xml,
-                                        expires=expires)
-                infos = tuple(_info(r) for r in rows)
-        except ReservationConflict as exc:
-            raise GeniError(_conflict_code(exc), f"{exc}; nothing was allocated") from None
-        except StoreError as exc:
-            raise GeniError(GeniCode.ERROR, str(exc)) from None
-        return ManifestResult(manifest=manifest, slice_urn=slc.urn, slivers=infos)
+        rows: list[Sliver] = []
+        # reserve in one global order, so racing writers on PostgreSQL cannot deadlock
+        for planned in sorted(placement.slivers, key=lambda p: p.spec.component_id):
+            spec = planned.spec
+            row = Sliver(urn=spec.sliver_urn, slice=slc, client_id=spec.client_id,
+                         kind=spec.kind.value, driver=planned.driver,
+                         component_id=spec.component_id, sliver_type=spec.sliver_type,
+                         allocation_state=Alloc.UNALLOCATED.value, operational_state=None,
+                         expires=expires, spec=spec_to_dict(spec),
+                         element_xml=_element_for(request, elements, spec),
+                         facts={}, error="", resource_status="")
+            session.add(row)
+            self.store.transition(session, row, Event.ALLOCATE)
+            self.store.reserve(session, row, planned.demand, planned.claims)
+            rows.append(row)
+        slc.expires = max(filter(None, (slc.expires, expires)))
+        manifest = manifest_for(rows, am_urn=self.am_urn, foreign_xml=request.foreign_xml,
+                                expires=expires)
+        return ManifestResult(manifest=manifest, slice_urn=slc.urn,
+                              slivers=tuple(_info(r) for r in rows))
 
     def _mint(self, _client_id: str = "") -> str:
         return f"urn:publicid:IDN+{self.settings.authority}+sliver+{uuid.uuid4().hex}"

@@ -7,7 +7,15 @@ Two ways a caller's certificate reaches the application:
     URL-encoded, in the `X-SSL-Client-Cert` header. That header is believed only from the
     addresses in `settings.trusted_proxies`; from anyone else it is refused outright.
 Either way the application checks the certificate again against the trust roots (chain,
-validity, authority namespace rule), so a lax TLS layer cannot let a stranger in.
+validity, authority namespace rule, and the CRLs of the trust-store CAs), so a lax TLS layer
+cannot let a stranger in.
+
+Revocation is checked here, not in the TLS handshake: OpenSSL's CRL check
+(`VERIFY_CRL_CHECK_LEAF/_CHAIN`) fails every client whose issuer publishes no CRL, and the ssl
+context cannot reload CRLs without a restart. `TrustStore.refresh()` re-reads changed CRL files
+(at most every `crl_refresh_s`) before the identity cache is consulted, and the cache key
+carries the trust fingerprint (roots + CRLs), so a revoked caller is refused on the next call
+after the reload even if its certificate was accepted a moment before.
 
 Credentials are checked by `credentials.verify.CredentialVerifier`; its `CredentialError`s carry
 the GENI code (3 FORBIDDEN, 20-23) that the API returns with the reason.
@@ -15,14 +23,16 @@ the GENI code (3 FORBIDDEN, 20-23) that the API returns with the reason.
 from __future__ import annotations
 
 import threading
+import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Protocol
 
-from am.config import Settings
+from am.config import ConfigError, Settings
 from am.errors import GeniCode, GeniError
 from am.service.contract import Principal
 
@@ -90,12 +100,15 @@ class Authorizer:
         self.verifier = verifier
         self.method_operations = method_operations
         self.operators = frozenset(u.lower() for u in settings.operators)
-        self._identities: OrderedDict[str, CallerIdentity] = OrderedDict()
+        self._identities: OrderedDict[tuple[str, str], CallerIdentity] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, trust_roots: str | None = None) -> "Authorizer":
-        """The production wiring: trust roots directory -> TrustStore -> CredentialVerifier."""
+    def from_settings(cls, settings: Settings, trust_roots: str | None = None, *,
+                      clock: Callable[[], float] | None = None) -> "Authorizer":
+        """The production wiring: trust roots directory (+ CRLs of `crl_dir`, default the same
+        directory) -> TrustStore -> CredentialVerifier. `clock`: the monotonic clock the CRL
+        refresh interval is measured with (tests pass a fake one)."""
         from credentials.cache import VerificationCache
         from credentials.certs import TrustStore
         from credentials.errors import CredentialError
@@ -105,8 +118,13 @@ class Authorizer:
         directory = trust_roots or settings.trust_roots
         if not directory:
             raise GeniError(GeniCode.SERVERERROR, "no trust roots configured (trust_roots)")
+        crl_dir = settings.crl_dir or None
+        if crl_dir is not None and not Path(crl_dir).is_dir():
+            raise ConfigError(f"setting 'crl_dir': CRL directory {crl_dir} does not exist")
         try:
-            trust = TrustStore.from_directory(directory)
+            trust = TrustStore.from_directory(directory, crl_dir=crl_dir,
+                                              crl_refresh_s=settings.crl_refresh_s,
+                                              clock=clock or time.monotonic)
         except CredentialError as exc:
             raise GeniError(GeniCode.SERVERERROR, f"trust roots: {exc}") from None
         verifier = CredentialVerifier(trust, cache=VerificationCache())
@@ -114,13 +132,16 @@ class Authorizer:
 
     # -- identity ---------------------------------------------------------------------------
     def identify(self, caller_pem: str) -> CallerIdentity:
-        """Validate the caller certificate against the trust roots (cached per certificate
-        until it expires): a TLS layer that let a stranger through is caught here."""
+        """Validate the caller certificate against the trust roots and their CRLs (cached per
+        certificate and trust fingerprint until it expires): a TLS layer that let a stranger,
+        or a revoked user, through is caught here."""
         now = datetime.now(timezone.utc)
+        self.trust.refresh()   # re-read changed CRLs first: the fingerprint in the key moves
+        key = (self.trust.fingerprint, caller_pem)
         with self._lock:
-            known = self._identities.get(caller_pem)
+            known = self._identities.get(key)
             if known is not None and known.not_after > now:
-                self._identities.move_to_end(caller_pem)
+                self._identities.move_to_end(key)
                 return known
         from credentials.certs import load_pem_chain
         from credentials.errors import CredentialError
@@ -131,7 +152,7 @@ class Authorizer:
         not_after = min(_not_after(c) for c in identity.chain)
         result = CallerIdentity(urn=identity.urn, not_after=not_after)
         with self._lock:
-            self._identities[caller_pem] = result
+            self._identities[key] = result
             while len(self._identities) > self.IDENTITY_CACHE_SIZE:
                 self._identities.popitem(last=False)
         return result

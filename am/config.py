@@ -30,6 +30,8 @@ class Settings:
     cert: str = ""                            # AM certificate (PEM); dev authority makes one if empty
     key: str = ""
     trust_roots: str = ""                     # directory of PEM trust roots
+    crl_dir: str = ""                         # directory of CRLs (*.crl, PEM/DER); empty = trust_roots
+    crl_refresh_s: float = 60.0               # re-read changed CRL files at most this often; 0 = never
     trusted_proxies: tuple[str, ...] = ()     # addresses allowed to forward a client certificate header
     proxy_mode: bool = False                  # serve plain HTTP behind a TLS-terminating proxy (nginx)
     operators: tuple[str, ...] = ()           # user URNs allowed to call Shutdown with any credential

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -24,8 +25,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from credentials import sign
 from credentials.certs import TrustStore, identity_of, load_pem_chain
+from credentials.crl import CRLError, RevokedEntry, build_crl, parse_crls, verify_crl
 from credentials.document import parse_time
-from credentials.errors import CredentialInvalid
+from credentials.errors import CredentialError, CredentialInvalid
 from credentials.privileges import STAR_EXPANSION
 from credentials.urn import URN, make_urn, parse_urn
 from credentials.verify import CredentialVerifier, check_speaks_for
@@ -35,6 +37,10 @@ USER_DAYS = 365
 SLICE_DAYS = 30
 USER_CRED_DAYS = 30
 SPEAKS_FOR_DAYS = 30
+CRL_DAYS = 30            # nextUpdate of the CRLs `revoke` writes (openssl's default_crl_days)
+CRL_FILE = "ca.crl"      # under trust-roots/, where the AM's default CRL directory is
+REASONS = tuple(r.value for r in x509.ReasonFlags
+                if r not in (x509.ReasonFlags.remove_from_crl,))
 
 
 def _now() -> datetime:
@@ -94,6 +100,18 @@ def _key_pem(key: RSAPrivateKey) -> bytes:
 
 def _cert_pem(certs: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What `DevAuthority.revoke` did."""
+
+    crl: Path
+    entry: RevokedEntry
+    label: str              # the revoked certificate's URN ("" when revoked by serial)
+    already: bool           # the serial was already listed (the CRL was re-signed, dates fresh)
+    total: int              # entries in the CRL now
+    number: int             # its CRL number
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,81 @@ class DevAuthority:
         (path / "ca-cert.pem").write_bytes(_cert_pem([cert]))
         (path / "trust-roots" / "ca-cert.pem").write_bytes(_cert_pem([cert]))
         return cls(path)
+
+    # ------------------------------------------------------------------ revocation
+    @property
+    def crl_path(self) -> Path:
+        return self.dir / "trust-roots" / CRL_FILE
+
+    def revoked(self) -> tuple[dict[int, RevokedEntry], int]:
+        """The entries of this authority's current CRL and its CRL number (empty, 0 if none).
+        The file must verify with this CA's key: a foreign or corrupt CRL is never extended."""
+        path = self.crl_path
+        if not path.exists():
+            return {}, 0
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CRLError(f"cannot read {path}: {exc.strerror}") from None
+        crls = parse_crls(data, str(path))
+        if len(crls) != 1:
+            raise CRLError(f"{path}: holds {len(crls)} CRLs; the authority keeps exactly one")
+        current = verify_crl(crls[0], [self.ca_cert], str(path))
+        return dict(current.entries), current.number or 0
+
+    def revoke(self, cert_path: str | Path | None = None, serial: int | None = None, *,
+               reason: str | None = None, days: int = CRL_DAYS,
+               der: bool = False) -> Revocation:
+        """Add a certificate (the leaf of a PEM file this CA issued, or a bare serial) to this
+        authority's CRL, and write the CRL, signed, to `trust-roots/ca.crl` (PEM, or DER)."""
+        if (cert_path is None) == (serial is None):
+            raise CRLError("revoke needs a certificate file or a serial (exactly one)")
+        if reason is not None and reason not in REASONS:
+            raise CRLError(f"unknown revocation reason {reason!r} (one of {', '.join(REASONS)})")
+        if days < 1:
+            raise CRLError(f"CRL lifetime must be at least 1 day, not {days}")
+        label = ""
+        if cert_path is not None:
+            path = Path(cert_path)
+            try:
+                leaf = load_pem_chain(path.read_bytes())[0]
+            except OSError as exc:
+                raise CRLError(f"cannot read {path}: {exc.strerror}") from None
+            except CredentialError as exc:
+                raise CRLError(f"{path}: {exc}") from None
+            if leaf.issuer != self.ca_cert.subject:
+                raise CRLError(f"{path} was not issued by this authority ({self.urn}) but by "
+                               f"{leaf.issuer.rfc4514_string()!r}")
+            try:
+                leaf.verify_directly_issued_by(self.ca_cert)
+            except (InvalidSignature, ValueError, TypeError):
+                raise CRLError(f"{path} was not signed by this authority's key ({self.urn})") \
+                    from None
+            serial = leaf.serial_number
+            try:
+                label = identity_of(leaf).urn
+            except CredentialInvalid:
+                label = leaf.subject.rfc4514_string()
+        assert serial is not None
+        if serial <= 0:
+            raise CRLError(f"serial {serial} must be positive")
+        if serial == self.ca_cert.serial_number:
+            raise CRLError("the authority cannot revoke its own certificate with its own CRL "
+                           "(remove it from the trust roots instead)")
+        entries, number = self.revoked()
+        already = serial in entries
+        now = _now()
+        if not already:
+            entries[serial] = RevokedEntry(serial, now, reason)
+        crl = build_crl(self.ca_cert, self.ca_key, sorted(entries.values(),
+                                                           key=lambda e: e.serial),
+                        this_update=now, next_update=now + timedelta(days=days),
+                        number=number + 1)
+        encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+        self.crl_path.parent.mkdir(exist_ok=True)
+        written = self._write(str(self.crl_path.relative_to(self.dir)), crl.public_bytes(encoding))
+        return Revocation(crl=written, entry=entries[serial], label=label, already=already,
+                          total=len(entries), number=number + 1)
 
     @property
     def files(self) -> dict[str, Path]:
@@ -300,4 +393,5 @@ def parse_expires(text: str) -> datetime:
     return parse_time(text, "expires")
 
 
-__all__ = ["DevAuthority", "UserFiles", "issue_certificate", "new_key", "parse_expires"]
+__all__ = ["DevAuthority", "Revocation", "UserFiles", "issue_certificate", "new_key",
+           "parse_expires"]

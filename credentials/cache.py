@@ -1,7 +1,8 @@
 """A bounded cache of successful verifications.
 
-Keyed by (SHA-256 of the credential's exact bytes, trust-root fingerprint), so changing the
-trust roots or a single byte of the credential misses. An entry is only served while `now` is
+Keyed by (SHA-256 of the credential's exact bytes, trust fingerprint), so changing the trust
+roots, the CRLs in force (the fingerprint covers them: `TrustStore.fingerprint`) or a single
+byte of the credential misses. An entry is only served while `now` is
 inside its validity window (latest notBefore .. earliest expiry of every level and embedded
 certificate); a stale entry is dropped, never returned. Failures are not cached. Thread-safe:
 the AM verifies from many request threads.

@@ -61,12 +61,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="DNS name or IP (repeatable; default localhost and 127.0.0.1)")
     p.set_defaults(func=_server_cert)
 
+    p = asub.add_parser("revoke", help="revoke a certificate: add it to the authority's CRL "
+                        "(DIR/trust-roots/ca.crl)",
+                        description="Add a certificate this authority issued to its CRL and "
+                        "write the signed CRL to DIR/trust-roots/ca.crl, where an AM using that "
+                        "trust-roots directory picks it up (crl_refresh_s). Revoking a serial "
+                        "already listed re-signs the CRL with fresh dates.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("cert", nargs="?", help="certificate PEM file (its first certificate)")
+    which.add_argument("--serial", help="serial number: decimal, 0x-hex or 1A:2B:.. hex")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--reason", help="RFC 5280 reason, e.g. keyCompromise, superseded, "
+                   "cessationOfOperation, affiliationChanged")
+    p.add_argument("--days", type=int, default=30, help="CRL nextUpdate in days (30)")
+    p.add_argument("--der", action="store_true", help="write DER instead of PEM")
+    p.set_defaults(func=_revoke)
+
     cred = subparsers.add_parser("credential", help="inspect GENI credentials")
     csub = cred.add_subparsers(dest="credential_command", metavar="ACTION")
     cred.set_defaults(func=lambda a: (cred.print_help(), 2)[1])
     p = csub.add_parser("verify", help="verify a credential and say why it fails")
     p.add_argument("file", help="signed-credential XML, or an AM API JSON struct")
-    p.add_argument("--trust-roots", required=True, help="directory of trusted root PEMs")
+    p.add_argument("--trust-roots", required=True, help="directory of trusted root PEMs "
+                   "(and CRLs)")
+    p.add_argument("--crl-dir", help="directory of CRLs (default: the trust-roots directory)")
     p.add_argument("--caller", help="caller certificate PEM (owner must be this caller)")
     p.add_argument("--target", help="URN the credential must target")
     p.add_argument("--privilege", action="append", default=[], metavar="P",
@@ -159,6 +177,24 @@ def _server_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+@_guard
+def _revoke(args: argparse.Namespace) -> int:
+    from credentials.authority import DevAuthority
+    from credentials.crl import format_serial, parse_serial
+    serial = parse_serial(args.serial) if args.serial is not None else None
+    done = DevAuthority(args.dir).revoke(args.cert, serial, reason=args.reason, days=args.days,
+                                         der=args.der)
+    entry = done.entry
+    state = "already revoked" if done.already else "revoked"
+    serial_text = f"serial {format_serial(entry.serial)}"
+    who = f"{done.label} ({serial_text})" if done.label else serial_text
+    print(f"{state}: {who} on {_fmt(entry.revoked_at)}"
+          + (f", reason {entry.reason}" if entry.reason else ""))
+    _wrote(done.crl)
+    print(f"CRL number {done.number}: {done.total} revoked certificate(s)")
+    return 0
+
+
 def _read_credential(path: str) -> bytes:
     from credentials.errors import CredentialInvalid
     from credentials.xmlsafe import to_bytes
@@ -192,7 +228,7 @@ def _verify(args: argparse.Namespace) -> int:
     from credentials.xmlsafe import DEFAULT_MAX_BYTES
 
     data = _read_credential(args.file)
-    trust = TrustStore.from_directory(args.trust_roots)
+    trust = TrustStore.from_directory(args.trust_roots, crl_dir=args.crl_dir)
     verifier = CredentialVerifier(trust)
     # Show the claims first (unverified), so a refusal can still be explained.
     try:

@@ -72,16 +72,18 @@ def _same_principal(a: x509.Certificate, b: x509.Certificate) -> bool:
 
 class _CallerCache:
     """Verified caller chains (the TLS client certificate arrives with every call), keyed by
-    the PEM's SHA-256. An entry is served only inside the validity window of every certificate
-    in the verified chain (leaf to root), so an expired or not-yet-valid caller is re-checked
-    (and refused) like a new one. The trust store is fixed per verifier, so it is not in the key."""
+    (trust fingerprint, the PEM's SHA-256). An entry is served only inside the validity window
+    of every certificate in the verified chain (leaf to root), so an expired or not-yet-valid
+    caller is re-checked (and refused) like a new one. The fingerprint covers the CRLs in force,
+    so after a CRL reload every caller is checked again and a revoked one is refused."""
 
     def __init__(self, max_entries: int = 1024):
         self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, tuple[Identity, datetime, datetime]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, bytes], tuple[Identity, datetime, datetime]] = \
+            OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: bytes, now: datetime) -> Identity | None:
+    def get(self, key: tuple[str, bytes], now: datetime) -> Identity | None:
         with self._lock:
             hit = self._entries.get(key)
             if hit is None:
@@ -93,7 +95,7 @@ class _CallerCache:
             self._entries.move_to_end(key)
             return identity
 
-    def put(self, key: bytes, identity: Identity) -> None:
+    def put(self, key: tuple[str, bytes], identity: Identity) -> None:
         certs = list(identity.chain) or [identity.certificate]   # leaf ... root that signed it
         valid_from = max(c.not_valid_before_utc for c in certs)
         valid_until = min(c.not_valid_after_utc for c in certs)
@@ -117,6 +119,7 @@ class CredentialVerifier:
         """Verify signatures, chains, delegation and expiry (not caller or target)."""
         now = _utc(now)
         data = to_bytes(xml)
+        self.trust.refresh()   # before the cache: its key carries the CRLs in force
         key = None
         if self.cache is not None:
             key = VerificationCache.key(data, self.trust.fingerprint)
@@ -147,12 +150,13 @@ class CredentialVerifier:
     def caller_identity(self, caller_chain_pem: str | bytes,
                         now: datetime | None = None) -> Identity:
         now = _utc(now)
+        self.trust.refresh()   # before the cache: its key carries the CRLs in force
         key = None
         if isinstance(caller_chain_pem, (str, bytes)):   # anything else: load_pem_chain says why
             raw = caller_chain_pem   # a cache key only: surrogates must not raise here
             if isinstance(raw, str):
                 raw = raw.encode("utf-8", "surrogatepass")
-            key = hashlib.sha256(raw).digest()
+            key = (self.trust.fingerprint, hashlib.sha256(raw).digest())
             cached = self._callers.get(key, now)
             if cached is not None:
                 return cached
@@ -162,8 +166,7 @@ class CredentialVerifier:
                 self._callers.put(key, identity)
             return identity
         except CertificateError as exc:
-            raise CertificateError(f"caller certificate refused: {exc}", exc.geni_code) \
-                from None
+            raise type(exc)(f"caller certificate refused: {exc}", exc.geni_code) from None
 
     def authorize(self, caller_chain_pem: str | bytes,
                   credentials: Sequence[Mapping | str | bytes], *, target_urn: str | None,
@@ -362,8 +365,8 @@ class _DocumentCheck:
         try:
             return self.chain(certs)
         except CertificateError as exc:
-            raise CertificateError(f"{what} certificate of credential {level.xml_id}: {exc}",
-                                   exc.geni_code) from None
+            raise type(exc)(f"{what} certificate of credential {level.xml_id}: {exc}",
+                            exc.geni_code) from None
 
     def _level(self, level: Level, signer: Identity) -> None:
         if self.now >= level.expires:

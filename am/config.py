@@ -7,6 +7,7 @@ is `GENI_AM_FOO_BAR`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -38,6 +39,9 @@ class Settings:
     # operator dashboard (am/web; docs/dashboard.md)
     dashboard_users: tuple[str, ...] = ()     # user URNs (besides operators) whose certificate opens the dashboard
     dashboard_token: str = dataclasses.field(default="", repr=False)   # dashboard login token; empty = off
+    dashboard_login_attempts: int = 10        # failed token attempts per client address per window
+    dashboard_login_global_attempts: int = 100   # failed token attempts from all clients per window
+    dashboard_login_window_s: float = 300.0   # the sliding window of those two limits
     # state
     state_dir: str = ""                       # where the SQLite file, dev authority and job files live
     database_url: str = ""                    # empty = sqlite:///<state_dir>/geni-am.sqlite
@@ -87,7 +91,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 #: Numeric settings for which 0 is meaningless (0 is allowed elsewhere: port 0 = any free port,
 #: an interval of 0 = off).
 _POSITIVE = frozenset({"allocation_ttl_s", "max_lease_s", "max_request_bytes",
-                       "reaper_interval_s", "worker_concurrency"})
+                       "reaper_interval_s", "worker_concurrency", "dashboard_login_attempts",
+                       "dashboard_login_global_attempts", "dashboard_login_window_s"})
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -110,6 +115,10 @@ def _coerce(name: str, value: Any) -> Any:
             number = type(default)(value)
             if number != number or number < 0 or (name in _POSITIVE and number == 0):
                 raise ValueError(value)     # NaN, negative, or zero where zero makes no sense
+            if math.isinf(number) or (
+                    isinstance(number, int) and isinstance(value, float) and value != number):
+                raise ValueError(value)     # infinite, or a fraction given for a whole number
+                                            # (a TOML `10.5` is refused, not cut to 10)
             return number
         if isinstance(default, tuple):
             if isinstance(value, str):
@@ -120,7 +129,7 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError(value)
         return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):     # OverflowError: int(inf)
         raise ConfigError(f"setting {name!r}: cannot use {value!r}") from None
 
 

@@ -116,6 +116,16 @@ class AMMetrics:
                                  "Time to answer an API call (handler, excluding transport).",
                                  ["api", "method"], buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
+        # fed by the call observer: CallRecord.audited (am/api/dispatch.py, am/api/audit.py)
+        self.unaudited = Counter("geniam_calls_unaudited", "API calls answered without their "
+                                 "audit entry confirmed (the write failed or was too slow; the "
+                                 "AM log has the record), by API and method.", ["api", "method"],
+                                 registry=self.registry)
+        # fed by the dashboard's token-guess limiter (am/web/ratelimit.py, am/web/dashboard.py)
+        self.dashboard_lockouts = Counter(
+            "geniam_dashboard_lockouts", "Dashboard token-login lockouts (HTTP 429): once per "
+            "client address (scope=address), or for all clients (scope=global), per window.",
+            ["scope"], registry=self.registry)
         self.registry.register(StateCollector(store, credential_cache))
 
     @classmethod
@@ -128,6 +138,8 @@ class AMMetrics:
         """Call observer for `MethodTable.add_observer`."""
         self.calls.labels(record.api, record.method, outcome_label(record.code)).inc()
         self.latency.labels(record.api, record.method).observe(record.duration_s)
+        if not record.audited:
+            self.unaudited.labels(record.api, record.method).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

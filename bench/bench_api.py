@@ -141,6 +141,21 @@ def raw_response(port: int, files: dict, request: str) -> bytes:
         conn.close()
 
 
+def wait_until_serving(url: str, files: dict, server: subprocess.Popen, log: Path,
+                       timeout_s: float = 60) -> None:
+    """Until the AM at `url` answers GetVersion; SystemExit (with its log tail) if it died."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            am_proxy(url, files, True).GetVersion()
+            return
+        except (OSError, ssl.SSLError, xmlrpc.client.ProtocolError):
+            if server.poll() is not None or time.time() > deadline:
+                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise SystemExit("server did not start") from None
+            time.sleep(0.2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -182,16 +197,7 @@ def main() -> int:
     slice_cred = {"geni_type": "geni_sfa", "geni_version": "3",
                   "geni_value": Path(slice_cred_path).read_text()}
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                am_proxy(url, files, True).GetVersion()
-                break
-            except (OSError, ssl.SSLError, xmlrpc.client.ProtocolError):
-                if server.poll() is not None or time.time() > deadline:
-                    print(server_log.read_text(errors="replace")[-3000:], file=sys.stderr)
-                    raise SystemExit("server did not start")
-                time.sleep(0.2)
+        wait_until_serving(url, files, server, server_log)
         print(f"server: {url} (100 fake nodes, {args.threads} threads); client: separate process; "
               f"load average {os.getloadavg()[0]:.2f}")
         lr_opts = {"geni_rspec_version": RSPEC_V}

@@ -3,6 +3,10 @@
 An API version is a `MethodTable`: XML-RPC method name -> handler(call, params) returning the
 `value` of a successful answer (or a full result via `Answer`). Handlers raise `GeniError` for
 refusals; anything unexpected becomes ERROR (2) with a logged traceback, never a Fault.
+
+Every method of a table is classified as state-changing or read-only (the table refuses to be
+built otherwise). A state-changing call, refused or not, is audited *durably*: `call` returns
+(and so the answer goes out) only once the audit sink has committed its record.
 """
 from __future__ import annotations
 
@@ -53,23 +57,44 @@ class CallRecord:
     target: str
     code: int           # geni_code of the answer
     duration_s: float
+    audited: bool = True   # False: answered without its audit record confirmed (logged)
 
 
 CallObserver = Callable[[CallRecord], None]
 
 
+class AuditUnconfirmed(Exception):
+    """The audit sink could not confirm a record in time: the write failed, or it did not
+    finish within the sink's bound, or the record could not even be queued."""
+
+
 class AuditSink(Protocol):
+    """Records one answered call. With `durable`, returns only once the record is committed,
+    or raises `AuditUnconfirmed` within a bounded time; without, it may write later."""
+
     def __call__(self, caller: str, tool: str | None, method: str, target: str, code: int,
-                 message: str, duration_ms: float) -> None: ...
+                 message: str, duration_ms: float, *, durable: bool = False) -> None: ...
 
 
 class MethodTable:
-    """The methods of one API version."""
+    """The methods of one API version. `state_changing` and `read_only` must classify every
+    handler, each in exactly one of them: a new method cannot become fire-and-forget audited
+    by omission."""
 
-    def __init__(self, name: str, handlers: dict[str, Handler],
+    def __init__(self, name: str, handlers: dict[str, Handler], *,
+                 state_changing: frozenset[str], read_only: frozenset[str],
                  audit: AuditSink | None = None, envelope_extra: dict[str, Any] | None = None):
+        unclassified = sorted(set(handlers) - state_changing - read_only)
+        both = sorted(state_changing & read_only)
+        stray = sorted((state_changing | read_only) - set(handlers))
+        if unclassified or both or stray:
+            raise ValueError(f"API {name}: every method must be either state-changing or "
+                             f"read-only (unclassified: {unclassified}, both: {both}, "
+                             f"not a method: {stray})")
         self.name = name
         self.handlers = handlers
+        self.state_changing = state_changing
+        self.read_only = read_only
         self.audit = audit
         self.envelope_extra = envelope_extra or {}
         self.observers: list[CallObserver] = []
@@ -99,16 +124,10 @@ class MethodTable:
             exc = GeniError(GeniCode.ERROR, f"internal error in {call.method} (logged at the AM)")
             result = values.failure(exc, **self.envelope_extra)
             code, message = int(exc.code), exc.message
-        if self.audit is not None:
-            duration_ms = (time.perf_counter() - started) * 1000.0
-            try:
-                self.audit(call.caller_urn or "unauthenticated", call.tool_urn,
-                           f"{self.name}.{call.method}", call.target, code, message, duration_ms)
-            except Exception:
-                log.exception("audit write failed for %s", call.method)
+        audited = self._audit(call, code, message, (time.perf_counter() - started) * 1000.0)
         if self.observers:   # -- call observers (metrics, structured logs): begin
             record = CallRecord(self.name, call.method, call.caller_urn, call.tool_urn,
-                                call.target, code, time.perf_counter() - started)
+                                call.target, code, time.perf_counter() - started, audited)
             for observe in self.observers:
                 try:
                     observe(record)
@@ -116,3 +135,22 @@ class MethodTable:
                     log.exception("call observer failed for %s", call.method)
         # -- call observers: end
         return result
+
+    def _audit(self, call: Call, code: int, message: str, duration_ms: float) -> bool:
+        """Hand the call's record to the sink (waiting for its commit when the method changes
+        state). False when it is not confirmed: the call is still answered (its state change,
+        if any, has committed and hiding it would be worse), and the record is in the log."""
+        if self.audit is None:
+            return True
+        caller, method = call.caller_urn or "unauthenticated", f"{self.name}.{call.method}"
+        try:
+            self.audit(caller, call.tool_urn, method, call.target, code, message, duration_ms,
+                       durable=call.method in self.state_changing)
+            return True
+        except AuditUnconfirmed as exc:
+            log.error("answering %s by %s on %r (geni_code %d, %r) without its audit entry "
+                      "confirmed: %s", method, caller, call.target, code, message[:200], exc)
+        except Exception:
+            log.exception("audit write failed for %s by %s on %r (geni_code %d)", method,
+                          caller, call.target, code)
+        return False

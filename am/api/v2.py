@@ -30,6 +30,11 @@ _V2_STATUS = {
     "geni_updating_users": "configuring",
 }
 
+# Every method is in exactly one of these (MethodTable checks); see am/api/v3.py. ListResources
+# with geni_slice_urn (v2's Describe) is read-only too.
+STATE_CHANGING = frozenset({"CreateSliver", "RenewSliver", "DeleteSliver", "Shutdown"})
+READ_ONLY = frozenset({"GetVersion", "ListResources", "SliverStatus"})
+
 
 def v2_status(info: SliverInfo) -> str:
     if info.allocation_status == "geni_allocated":
@@ -66,7 +71,8 @@ class V2:
             "RenewSliver": self.renew_sliver,
             "DeleteSliver": self.delete_sliver,
             "Shutdown": self.shutdown,
-        }, audit=audit, envelope_extra={"geni_api": 2})
+        }, state_changing=STATE_CHANGING, read_only=READ_ONLY, audit=audit,
+            envelope_extra={"geni_api": 2})
 
     def _principal(self, call: Call, method: str, credentials: list, options: Options,
                    target: str | None) -> Principal:

@@ -19,6 +19,14 @@ from am.errors import GeniCode, GeniError
 from am.service.contract import AggregateService, ManifestResult, Options, Principal
 
 
+# Every method is in exactly one of these (MethodTable checks). A state-changing call, refused
+# or not, is answered only once its audit entry is committed (am/api/audit.py); read-only calls
+# are audited without waiting.
+STATE_CHANGING = frozenset({"Allocate", "Renew", "Provision", "PerformOperationalAction",
+                            "Delete", "Shutdown"})
+READ_ONLY = frozenset({"GetVersion", "ListResources", "Describe", "Status"})
+
+
 class V3:
     """Handlers of the ten v3 methods, bound to one service and one authorizer."""
 
@@ -40,7 +48,8 @@ class V3:
             "PerformOperationalAction": self.perform_operational_action,
             "Delete": self.delete,
             "Shutdown": self.shutdown,
-        }, audit=audit, envelope_extra={"geni_api": 3})
+        }, state_changing=STATE_CHANGING, read_only=READ_ONLY, audit=audit,
+            envelope_extra={"geni_api": 3})
 
     # -- helpers ----------------------------------------------------------------------------
     def _principal(self, call: Call, credentials: list, options: Options,

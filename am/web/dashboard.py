@@ -3,16 +3,18 @@
 Server-rendered HTML (Jinja, autoescaped: everything from the database is untrusted text), one
 CSS file, no JavaScript and nothing loaded from outside the AM; a strict Content-Security-Policy
 says so to the browser. The only non-GET routes are the login and logout forms, which set or
-clear the session cookie and change nothing in the AM.
+clear the session cookie and change nothing in the AM. Token guesses are rate-limited
+(am/web/ratelimit.py): a locked-out client gets 429 with `Retry-After`.
 """
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from flask import (Blueprint, Response, abort, current_app, g, jsonify, redirect,
+                   render_template, request, url_for)
 from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -20,6 +22,7 @@ from am.auth import CallerSource
 from am.config import Settings
 from am.web.login import COOKIE_NAME, SESSION_S, DashboardLogin, Refusal
 from am.web.queries import DashboardQueries
+from am.web.ratelimit import Lockout, LoginLimiter
 from am.web.topology import LEGEND, TopologyError, format_capacity, manifest_to_svg, state_colour
 
 log = logging.getLogger("am.web")
@@ -39,12 +42,16 @@ MAX_TOKEN_CHARS = 4096
 
 
 def make_dashboard(settings: Settings, store: Any, site: Any, authorizer: Any,
-                   caller_source: CallerSource, *, clock=None) -> Blueprint:
+                   caller_source: CallerSource, *, clock=None,
+                   limiter: LoginLimiter | None = None) -> Blueprint:
     """The dashboard blueprint over `store` and `site`; register it with
-    `url_prefix="/dashboard"`. `authorizer.identify(pem)` validates client certificates."""
+    `url_prefix="/dashboard"`. `authorizer.identify(pem)` validates client certificates.
+    `limiter`: the token-guess limiter (default: from the settings, on the monotonic clock).
+    Lockouts are counted in the app's `AMMetrics`, found at request time where `create_app`
+    puts it (`app.extensions["geni_am"]["metrics"]`), when there is one."""
     bp = Blueprint("dashboard", __name__, template_folder="templates",
                    static_folder="static", static_url_path="/static")
-    gate = DashboardLogin(settings, authorizer, caller_source)
+    gate = DashboardLogin(settings, authorizer, caller_source, limiter=limiter)
     queries = DashboardQueries(store, site, clock=clock)
 
     @bp.before_request
@@ -54,6 +61,8 @@ def make_dashboard(settings: Settings, store: Any, site: Any, authorizer: Any,
         if request.endpoint in PUBLIC_ENDPOINTS:
             return None
         who = gate.viewer(request.environ, request.cookies)
+        if isinstance(who, Lockout):
+            return _locked_out(who, gate)
         if isinstance(who, Refusal):
             return _forbidden(who.reason, gate.token_enabled)
         g.viewer = who
@@ -134,7 +143,10 @@ def make_dashboard(settings: Settings, store: Any, site: Any, authorizer: Any,
             return render_template("dashboard/login.html", page="login",
                                    message="token login is disabled at this AM"), 403
         token = request.form.get("token", "")[:MAX_TOKEN_CHARS]
-        if not gate.check_token(token):
+        result = gate.try_token(request.environ, token)
+        if isinstance(result, Lockout):
+            return _locked_out(result, gate)
+        if not result:
             return render_template("dashboard/login.html", page="login",
                                    message="that is not the dashboard token"), 403
         response = redirect(url_for("dashboard.overview"), code=303)
@@ -178,6 +190,42 @@ def _forbidden(reason: str, token_login: bool) -> Response:
     body = render_template("dashboard/forbidden.html", page="forbidden", reason=reason,
                            token_login=token_login, viewer=None)
     return Response(body, status=403, mimetype="text/html")
+
+
+def _locked_out(lockout: Lockout, gate: DashboardLogin) -> Response:
+    """429 for a locked-out token attempt: `Retry-After`, and a page (or JSON, when the client
+    asks for it) saying when to come back. The first refusal of a lockout is logged and
+    counted; the ones after it within the window are not."""
+    window = gate.limiter.window_s
+    if lockout.report:
+        limit = (gate.limiter.per_address if lockout.scope == "address"
+                 else gate.limiter.overall)
+        whose = (f"from {lockout.address}" if lockout.scope == "address"
+                 else f"from all clients together (refusing {lockout.address} first)")
+        log.warning("dashboard: token login locked: %d failed attempts %s within %g s; "
+                    "refusing for %.0f s", limit, whose, window, lockout.retry_after_s,
+                    extra={"event": "dashboard_lockout", "scope": lockout.scope,
+                           "client": lockout.address, "limit": limit, "window_s": window,
+                           "retry_after_s": round(lockout.retry_after_s, 3)})
+        metrics = current_app.extensions.get("geni_am", {}).get("metrics")
+        if metrics is not None:
+            metrics.dashboard_lockouts.labels(lockout.scope).inc()
+    seconds = int(lockout.retry_after_header)
+    retry_at = fmt_time(datetime.now(timezone.utc) + timedelta(seconds=seconds))
+    who = "your address" if lockout.scope == "address" else "all addresses together"
+    reason = (f"too many failed dashboard token attempts from {who}; the token is not checked "
+              f"until {retry_at} (in {seconds} s)")
+    if request.accept_mimetypes.best_match(("text/html", "application/json")) \
+            == "application/json":
+        response = jsonify(error=reason, scope=lockout.scope, retry_after_s=seconds,
+                           retry_at=retry_at)
+        response.status_code = 429
+    else:
+        body = render_template("dashboard/locked.html", page="locked", reason=reason,
+                               retry_at=retry_at, seconds=seconds, viewer=None)
+        response = Response(body, status=429, mimetype="text/html")
+    response.headers["Retry-After"] = lockout.retry_after_header
+    return response
 
 
 def _same_origin() -> bool:

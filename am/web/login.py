@@ -7,6 +7,13 @@ Two ways in, checked in this order on every request:
   * the token `settings.dashboard_token` (empty = token login disabled), presented as
     `Authorization: Bearer <token>` or through the login form, which sets a session cookie.
 
+Every token presented (any `Authorization` header, every login-form post) goes through the
+`LoginLimiter` (am/web/ratelimit.py) first: once a client address, or all of them together,
+has failed too often, the token is not even compared and the caller gets a `Lockout`.
+Certificates are never limited. A valid session cookie still opens the pages during a lockout:
+checking it says nothing about the token, and it keeps logged-in operators working while a
+guesser is held off.
+
 The cookie holds only an expiry time and an HMAC over it, keyed by a key derived from the
 token: changing the token ends every session, and nothing secret is ever stored client-side.
 Comparisons are constant-time (`hmac.compare_digest`).
@@ -23,6 +30,7 @@ from typing import Any
 from am.auth import CallerSource, IdentityRefused
 from am.config import Settings
 from am.errors import GeniError
+from am.web.ratelimit import Lockout, LoginLimiter, client_address
 
 COOKIE_NAME = "geni_am_dashboard"
 SESSION_S = 8 * 3600
@@ -51,14 +59,16 @@ class Refusal:
 class DashboardLogin:
     """Decides, per request environ, whether the caller may see the dashboard."""
 
-    def __init__(self, settings: Settings, authorizer: Any, caller_source: CallerSource,
-                 *, clock=time.time):
+    def __init__(self, settings: Settings, authorizer: Any, caller_source: CallerSource | None,
+                 *, clock=time.time, limiter: LoginLimiter | None = None):
         self.token = settings.dashboard_token
         self.users = frozenset(u.strip().lower()
                                for u in (*settings.dashboard_users, *settings.operators) if u)
         self.authorizer = authorizer
         self.caller_source = caller_source
         self.clock = clock
+        self.limiter = limiter or LoginLimiter.from_settings(settings)
+        self._trusted_proxies = caller_source.trusted_proxies if caller_source else frozenset()
         self._key = (hashlib.sha256(b"geni-am dashboard session\0" + self.token.encode()).digest()
                      if self.token else b"")
 
@@ -67,7 +77,8 @@ class DashboardLogin:
         return bool(self.token)
 
     # ---- the decision -----------------------------------------------------------------------
-    def viewer(self, environ: Mapping[str, Any], cookies: Mapping[str, str]) -> Viewer | Refusal:
+    def viewer(self, environ: Mapping[str, Any],
+               cookies: Mapping[str, str]) -> Viewer | Refusal | Lockout:
         cert_problem = ""
         try:
             pem = self.caller_source.caller_pem(environ)
@@ -86,7 +97,11 @@ class DashboardLogin:
         auth = str(environ.get("HTTP_AUTHORIZATION", ""))
         if auth:
             scheme, _, value = auth.partition(" ")
-            if scheme.lower() == "bearer" and self.check_token(value.strip()):
+            presented = value.strip() if scheme.lower() == "bearer" else ""
+            result = self.try_token(environ, presented)
+            if isinstance(result, Lockout):
+                return result
+            if result:
                 return Viewer("token")
             return Refusal("the Authorization header does not carry the dashboard token")
         if self.check_cookie(cookies.get(COOKIE_NAME, "")):
@@ -96,7 +111,22 @@ class DashboardLogin:
         return Refusal(f"{cert_problem or 'no client certificate'}; {hint}")
 
     # ---- token and cookie -------------------------------------------------------------------
-    def check_token(self, presented: str) -> bool:
+    def try_token(self, environ: Mapping[str, Any], presented: str) -> bool | Lockout:
+        """Whether `presented` is the token, under the limiter: a `Lockout` means it was not
+        compared at all. A wrong (or empty) token counts as a failure of the client address;
+        with token login disabled nothing is counted, there is nothing to guess."""
+        if not self.token_enabled:
+            return False
+        attempt = self.limiter.begin(client_address(environ, self._trusted_proxies))
+        if isinstance(attempt, Lockout):
+            return attempt
+        if self._is_token(presented):
+            self.limiter.succeeded(attempt)
+            return True
+        return False
+
+    def _is_token(self, presented: str) -> bool:
+        """The bare comparison; callers go through `try_token`, which limits it."""
         if not self.token_enabled or not presented:
             return False
         return hmac.compare_digest(presented.encode("utf-8", "replace"), self.token.encode())
@@ -124,4 +154,4 @@ class DashboardLogin:
                         hashlib.sha256).hexdigest()
 
 
-__all__ = ["COOKIE_NAME", "DashboardLogin", "Refusal", "SESSION_S", "Viewer"]
+__all__ = ["COOKIE_NAME", "DashboardLogin", "Lockout", "Refusal", "SESSION_S", "Viewer"]

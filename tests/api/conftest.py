@@ -100,7 +100,7 @@ def make_client(settings: Settings, authorizer: Authorizer, service, cert: str |
                 **app_kw) -> ApiClient:
     audit: list = []
     app = create_app(settings, service, authorizer,
-                     audit=lambda *a: audit.append(a), **app_kw)
+                     audit=lambda *a, **_: audit.append(a), **app_kw)
     return ApiClient(app.test_client(), cert, audit=audit)
 
 

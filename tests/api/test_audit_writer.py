@@ -1,4 +1,4 @@
-"""The background audit writer: batches commits, keeps order, honours flush and close."""
+"""The background audit writer: batches commits, keeps order, honours flush and close, retries."""
 from __future__ import annotations
 
 from am.api.audit import QueuedAudit
@@ -35,7 +35,8 @@ def test_records_are_written_in_order_in_batches(tmp_path):
     store.close()
 
 
-def test_a_failing_database_loses_the_batch_but_not_the_writer(tmp_path):
+def test_a_failing_database_delays_the_batch_and_keeps_the_writer(tmp_path):
+    """A failed write is kept and written again once the database answers (not lost)."""
     store = open_store(f"sqlite:///{tmp_path / 'am.sqlite'}", migrate=True)
     real = store.audit_batch
     fail = [True]
@@ -50,10 +51,16 @@ def test_a_failing_database_loses_the_batch_but_not_the_writer(tmp_path):
     try:
         audit("urn:publicid:IDN+x+user+a", None, "v3.GetVersion", "", 0, "", 1.0)
         audit.flush()
+        assert store.audit_entries() == []
         fail[0] = False
         audit("urn:publicid:IDN+x+user+b", None, "v3.GetVersion", "", 0, "", 1.0)
         audit.flush()
     finally:
         audit.close()
-    assert [e.caller_urn for e in store.audit_entries()] == ["urn:publicid:IDN+x+user+b"]
+    entries = store.audit_entries()
+    assert sorted(e.caller_urn for e in entries) == ["urn:publicid:IDN+x+user+a",
+                                                     "urn:publicid:IDN+x+user+b"]
+    # the late record keeps the time it was made
+    by_urn = {e.caller_urn: e.ts for e in entries}
+    assert by_urn["urn:publicid:IDN+x+user+a"] <= by_urn["urn:publicid:IDN+x+user+b"]
     store.close()

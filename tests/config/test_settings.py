@@ -71,6 +71,10 @@ def test_settings_are_immutable():
     ("allocation_ttl_s", 0),              # zero makes every Allocate expire at once
     ("max_lease_s", -1),
     ("reaper_interval_s", "nan"),
+    ("reaper_interval_s", float("inf")),  # "never" is not a period
+    ("crl_refresh_s", "inf"),
+    ("allocation_ttl_s", 10.5),           # a fraction for a whole number is refused, not cut
+    ("port", float("inf")),
     ("max_request_bytes", True),          # a boolean is not a size
     ("trusted_proxies", 7),               # not a list
     ("host", ["a"]),                      # not text

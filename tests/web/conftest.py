@@ -19,8 +19,12 @@ def populated(tmp_path_factory, gcf_fixtures: Path) -> Populated:
 
 @pytest.fixture(scope="session")
 def app(populated):
-    return create_app(populated.settings, populated.service, populated.authorizer,
-                      call_log=False)
+    """One app for the whole session. Many tests make a wrong guess or two from 127.0.0.1, so
+    its token-guess limits are raised out of their way (whether a test ran into the default
+    limits would depend on the order of the tests); test_ratelimit.py builds its own apps."""
+    settings = populated.settings.replace(dashboard_login_attempts=10_000,
+                                          dashboard_login_global_attempts=10_000)
+    return create_app(settings, populated.service, populated.authorizer, call_log=False)
 
 
 @pytest.fixture

@@ -141,6 +141,22 @@ def raw_response(port: int, files: dict, request: str) -> bytes:
         conn.close()
 
 
+def start_server(state: str, port: int, threads: int, dev,
+                 extra_env: dict[str, str] | None = None):
+    """`geni-am serve` over 100 fake nodes in `state` (its dev authority `dev`), as a
+    subprocess: (process, its log file, URL, client TLS files for `am_proxy`)."""
+    env = dict(os.environ, GENI_AM_FAKE_NODES="100", GENI_AM_STATE_DIR=state, **(extra_env or {}))
+    # the server logs every call: to a file, never to a pipe nobody drains (it would block)
+    log = Path(state) / "server.log"
+    server = subprocess.Popen([sys.executable, "-m", "am", "serve", "--state-dir", state,
+                               "--port", str(port), "--threads", str(threads)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+                              cwd=str(REPO))
+    files = {"ca": str(dev.trust_roots / "ca-cert.pem"), "cert": str(dev.user_cert),
+             "key": str(dev.user_key)}
+    return server, log, f"https://127.0.0.1:{port}/", files
+
+
 def wait_until_serving(url: str, files: dict, server: subprocess.Popen, log: Path,
                        timeout_s: float = 60) -> None:
     """Until the AM at `url` answers GetVersion; SystemExit (with its log tail) if it died."""
@@ -182,16 +198,7 @@ def main() -> int:
     slice_cred_path = DevAuthority(dev.authority_dir).slice("bench", owner="alice")
     top = settings.authority.split(":", 1)[0]
     slice_urn = f"urn:publicid:IDN+{top}+slice+bench"
-    env = dict(os.environ, GENI_AM_FAKE_NODES="100", GENI_AM_STATE_DIR=state)
-    # the server logs every call: to a file, never to a pipe nobody drains (it would block)
-    server_log = Path(state) / "server.log"
-    server = subprocess.Popen([sys.executable, "-m", "am", "serve", "--state-dir", state,
-                               "--port", str(port), "--threads", str(args.threads)],
-                              env=env, stdout=subprocess.DEVNULL,
-                              stderr=server_log.open("wb"), cwd=str(REPO))
-    url = f"https://127.0.0.1:{port}/"
-    files = {"ca": str(dev.trust_roots / "ca-cert.pem"), "cert": str(dev.user_cert),
-             "key": str(dev.user_key)}
+    server, server_log, url, files = start_server(state, port, args.threads, dev)
     user_cred = {"geni_type": "geni_sfa", "geni_version": "3",
                  "geni_value": dev.user_credential.read_text()}
     slice_cred = {"geni_type": "geni_sfa", "geni_version": "3",

@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_api import REQUEST, am_proxy, free_port, pct, wait_until_serving  # noqa: E402
+from bench_api import (REQUEST, am_proxy, free_port, pct, start_server,  # noqa: E402
+                       wait_until_serving)
 
 
 def _check(result: dict, what: str) -> None:
@@ -152,17 +153,9 @@ def main() -> int:
         settings, dev = ensure_dev_authority(Settings(state_dir=state, port=port,
                                                       database_url=database_url))
         top = settings.authority.split(":", 1)[0]
-        env = dict(os.environ, GENI_AM_FAKE_NODES="100", GENI_AM_STATE_DIR=state)
-        if database_url:
-            env["GENI_AM_DATABASE_URL"] = database_url
-        server_log = Path(state) / "server.log"
-        server = subprocess.Popen([sys.executable, "-m", "am", "serve", "--state-dir", state,
-                                   "--port", str(port), "--threads", str(args.threads)],
-                                  env=env, stdout=subprocess.DEVNULL,
-                                  stderr=server_log.open("wb"), cwd=str(REPO))
-        url = f"https://127.0.0.1:{port}/"
-        files = {"ca": str(dev.trust_roots / "ca-cert.pem"), "cert": str(dev.user_cert),
-                 "key": str(dev.user_key)}
+        server, server_log, url, files = start_server(
+            state, port, args.threads, dev,
+            {"GENI_AM_DATABASE_URL": database_url} if database_url else None)
         made = 0
         try:
             wait_until_serving(url, files, server, server_log)

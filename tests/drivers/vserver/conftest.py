@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -22,13 +24,27 @@ def make_driver(tmp_path, **config) -> VServerDriver:
                          authority=AUTH)
 
 
-@pytest.fixture
-def driver(tmp_path):
-    drv = make_driver(tmp_path)
-    yield drv
+def release_all(drv: VServerDriver) -> None:
+    """Remove whatever the driver finds on the host (best effort after a failed test)."""
     for item in drv.observed():
         try:
             drv.release(item.handle)
         except Exception:   # noqa: BLE001 - best effort cleanup after a failed test
             pass
-    drv.close()
+
+
+@contextmanager
+def driven(folder, **config) -> Iterator[VServerDriver]:
+    """`make_driver`, and everything it made released and the driver closed afterwards."""
+    drv = make_driver(folder, **config)
+    try:
+        yield drv
+    finally:
+        release_all(drv)
+        drv.close()
+
+
+@pytest.fixture
+def driver(tmp_path):
+    with driven(tmp_path) as drv:
+        yield drv

@@ -14,7 +14,7 @@ from drivers.inventory import InventoryError
 from drivers.vserver import VServerDriver
 from drivers.vserver.cgroups import CgroupLayout
 from drivers.vserver.config import parse_settings
-from tests.drivers.vserver.conftest import make_driver
+from tests.drivers.vserver.conftest import driven, make_driver
 from tests.drivers.vserver.helpers import AUTH, link, node
 
 WORKLOADS = str(Path(__file__).with_name("workloads.py"))
@@ -109,14 +109,8 @@ def test_cpu_quota_follows_request(driver, cpu, quota):
 @pytest.fixture
 def small_driver(tmp_path):
     """A driver whose slivers may hold 64 tasks each."""
-    drv = make_driver(tmp_path, default_pids_max=64)
-    yield drv
-    for item in drv.observed():
-        try:
-            drv.release(item.handle)
-        except Exception:   # noqa: BLE001 - best effort cleanup after a failed test
-            pass
-    drv.close()
+    with driven(tmp_path, default_pids_max=64) as drv:
+        yield drv
 
 
 def _events_max(drv, handle: str) -> int:

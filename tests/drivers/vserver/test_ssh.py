@@ -25,7 +25,7 @@ from drivers.vserver.logins import GATE, MAX_SESSIONS
 from drivers.vserver.sshd import SshFiles
 from tests.api.conftest import ALICE, BOB, RSPEC_V, SLICE, code_of
 from tests.api.conftest import base_settings, fx, trust_dir  # noqa: F401 - fixtures
-from tests.drivers.vserver.conftest import make_driver
+from tests.drivers.vserver.conftest import driven, make_driver, release_all
 from tests.drivers.vserver.helpers import chain, node
 from tests.drivers.vserver.sshclient import banner, keypair, port_open, refused, ssh
 from tests.drivers.vserver.test_through_am import GA, _node, start_am
@@ -51,20 +51,10 @@ def open_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _cleanup(drv) -> None:
-    for item in drv.observed():
-        try:
-            drv.release(item.handle)
-        except Exception:   # noqa: BLE001 - best effort cleanup after a failed test
-            pass
-
-
 @pytest.fixture
 def sdriver(open_dir):
-    drv = make_driver(open_dir, ssh=True)
-    yield drv
-    _cleanup(drv)
-    drv.close()
+    with driven(open_dir, ssh=True) as drv:
+        yield drv
 
 
 @pytest.fixture
@@ -234,7 +224,7 @@ def test_no_users_or_ssh_off_means_no_gate_and_no_logins(sdriver, open_dir, keys
         with pytest.raises(DriverError, match="'../x' is not a valid account name"):
             off.provision(node("trav", [], users=(user("../x", keys["alice"].public),)))
     finally:
-        _cleanup(off)
+        release_all(off)
         off.close()
 
 
@@ -287,7 +277,7 @@ def test_ports_skip_busy_ones_and_exhaustion_is_an_error(open_dir, keys):
             drv.provision(node("p2", [], users=(user("alice", keys["alice"].public),)))
     finally:
         busy.close()
-        _cleanup(drv)
+        release_all(drv)
         drv.close()
 
 
@@ -368,7 +358,7 @@ def test_login_through_the_am_api(base_settings, tmp_path, gcf_fixtures, fx, ope
         assert not port_open(port)
         assert rt.site.drivers["vserver"].observed() == []
     finally:
-        _cleanup(rt.site.drivers["vserver"])
+        release_all(rt.site.drivers["vserver"])
         rt.close()
 
 
@@ -393,7 +383,7 @@ def test_an_address_the_host_lacks_is_a_clear_error(open_dir, keys):
             drv.provision(node("noaddr", [], users=(user("alice", keys["alice"].public),)))
         assert not err.value.transient
     finally:
-        _cleanup(drv)
+        release_all(drv)
         drv.close()
 
 
@@ -408,3 +398,35 @@ def test_concurrent_provisions_get_distinct_ports_and_uids(sdriver, keys):
     uids = [uid for rec in records for uid in rec["ssh"]["uids"].values()]
     assert len(set(uids)) == 2 * len(specs)
     assert ssh(keys["bob"], "bob", ports[-1], "id -un").stdout.strip() == "bob"
+
+
+def test_gate_and_sessions_fit_under_the_default_pids_max(sdriver, tmp_path):
+    key = keypair(tmp_path, "alice")
+    spec = node("gated", [], users=(user("alice", key.public),))
+    res = sdriver.provision(spec)
+    handle = sdriver.node_handle(spec.sliver_urn)
+    gate = sdriver.state.read(handle)["ssh"]["gate_pid"]
+    pids_cgroup = sdriver.cgroups.dir("pids", handle)
+    assert str(gate) in (pids_cgroup / "cgroup.procs").read_text().split()
+    limit = sdriver.settings.default_pids_max
+    assert sdriver.cgroups.limits(handle)["pids_max"] == limit == 1024
+    port = res.logins[0].port
+    with ThreadPoolExecutor(MAX_SESSIONS) as pool:
+        runs = list(pool.map(lambda _: ssh(key, "alice", port, "cat /proc/self/cgroup; sleep 3",
+                                           timeout=60), range(MAX_SESSIONS)))
+    assert [r.returncode for r in runs] == [0] * MAX_SESSIONS, [r.stderr for r in runs]
+    where = f"/{sdriver.settings.cgroup_parent}/{handle}"
+    assert all(any(line.endswith(f":pids:{where}") for line in r.stdout.splitlines())
+               for r in runs), runs[0].stdout
+    events = (pids_cgroup / "pids.events").read_text().split()
+    assert events[events.index("max") + 1] == "0", "a fork in the sliver hit pids.max"
+    peak_file = pids_cgroup / "pids.peak"
+    if peak_file.exists():
+        peak = int(peak_file.read_text())
+        print(f"\ngate + {MAX_SESSIONS} concurrent SSH sessions: peak {peak} tasks "
+              f"(default pids_max {limit})")
+        assert peak <= limit // 4, "the default limit leaves too little room beside the sessions"
+    deadline = time.monotonic() + 20
+    while sdriver.cgroups.pids_current(handle) > 1:      # sessions gone, the gate stays
+        assert time.monotonic() < deadline, "finished sessions left tasks behind"
+        time.sleep(0.05)

@@ -16,6 +16,8 @@ Life of a sliver as a driver sees it:
 """
 from __future__ import annotations
 
+import re
+
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -175,6 +177,18 @@ class UserKeys:
     def login(self) -> str:
         """Account name: the URN's name part (GENI user names are <= 8 word characters)."""
         return self.urn.rsplit("+", 1)[-1]
+
+    def login_problem(self) -> str | None:
+        """Why `login` cannot be an account name on a node (None: it can). Checked by the API
+        for every geni_users entry, so no driver ever sees a login such as `../x`."""
+        if not LOGIN_RE.match(self.login):
+            return (f"user {self.urn}: login {self.login!r} is not a valid account name "
+                    "(a letter or _ first, then up to 31 letters, digits, _ . -)")
+        return None
+
+
+#: A login (account) name: what useradd and sshd accept, and safe as a directory name.
+LOGIN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -356,6 +370,11 @@ class SubstrateDriver(ABC):
     @abstractmethod
     def observed(self) -> list[ObservedSliver]:
         """Everything this driver finds on its substrate, owned or not."""
+
+    def check_users(self, users: Sequence[UserKeys]) -> None:
+        """Pure: raise DriverError when this driver cannot give these geni_users accounts on
+        its nodes (the API refuses the Provision or geni_update_users with BADARGS before
+        anything is written). Default: every user the API accepted is fine."""
 
     def logins(self, spec: SliverSpec) -> tuple[Login, ...] | None:
         """The logins a node sliver offers now, read after geni_update_users (which may add or

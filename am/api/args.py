@@ -140,12 +140,18 @@ def users_option(value: Any, what: str = "geni_users") -> tuple[UserKeys, ...]:
     for i, entry in enumerate(value):
         if not isinstance(entry, dict) or not isinstance(entry.get("urn"), str):
             raise badargs(f"{what}[{i}] must be a struct with a string urn")
+        if urn_type(entry["urn"]) != "user":
+            raise badargs(f"{what}[{i}].urn must be a user URN, not {entry['urn'][:200]!r}")
         keys = entry.get("keys", [])
         if isinstance(keys, str):
             keys = [keys]
         if not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) for k in keys):
             raise badargs(f"{what}[{i}].keys must be an array of strings")
-        users.append(UserKeys(urn=entry["urn"], keys=tuple(k.strip() for k in keys if k.strip())))
+        user = UserKeys(urn=entry["urn"], keys=tuple(k.strip() for k in keys if k.strip()))
+        problem = user.login_problem()
+        if problem:
+            raise badargs(f"{what}[{i}]: {problem}")
+        users.append(user)
     return tuple(users)
 
 

@@ -50,6 +50,7 @@ from am.store import (Job, ReservationConflict, Slice, Sliver, Store, StoreError
                       spec_to_dict, utcnow)
 from credentials.errors import URNError
 from credentials.urn import parse_urn
+from drivers.base import DriverError, UserKeys
 
 if TYPE_CHECKING:
     from am.engine import Placement
@@ -332,6 +333,7 @@ class Aggregate:
             self._require_live(target, "provision")
             chosen = hybrid.with_forwarding_slivers(self.store, session, target.slivers,
                                                     self.clock(), lock=True)
+            self._check_users(chosen, options.users)
             if target.by_slice:
                 chosen = [s for s in chosen if s.allocation_state == Alloc.ALLOCATED.value]
                 if not chosen:
@@ -403,6 +405,8 @@ class Aggregate:
             self._require_live(target, "act on")
             chosen = hybrid.with_forwarding_slivers(self.store, session, target.slivers,
                                                     self.clock(), lock=True)
+            if action == "geni_update_users":
+                self._check_users(chosen, options.users)
             if extra and target.by_slice:   # a slice-wide driver action: the slivers that have it
                 chosen = [r for r in chosen if self._driver_has(r, action)] or chosen
             for row in chosen:
@@ -434,6 +438,20 @@ class Aggregate:
             jobs = [job.id for job in queued]
         self._submit(jobs)
         return infos
+
+    def _check_users(self, rows: Sequence[Sliver], users: Sequence[UserKeys]) -> None:
+        """BADARGS, before anything is written, when a driver of `rows` cannot give these
+        geni_users accounts (`SubstrateDriver.check_users`: e.g. a container refuses root)."""
+        if not users:
+            return
+        for kind in sorted({r.driver for r in rows}):
+            driver = self.site.drivers.get(kind)
+            if driver is None:
+                continue
+            try:
+                driver.check_users(users)
+            except DriverError as exc:
+                raise GeniError(GeniCode.BADARGS, f"geni_users: {exc}") from None
 
     def _driver_has(self, row: Sliver, action: str) -> bool:
         driver = self.site.drivers.get(row.driver)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ from pathlib import Path
 from drivers.base import DriverError, UserKeys
 from drivers.vserver.config import UID_SPAN
 
-LOGIN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 SHELL = "/bin/sh"
 
 
@@ -63,9 +61,9 @@ def check_names(users: Sequence[UserKeys]) -> None:
     seen: dict[str, str] = {}
     for user in users:
         login = user.login
-        if not LOGIN_RE.match(login):
-            raise DriverError(f"user {user.urn}: login {login!r} is not a valid account name "
-                              "(a letter or _ first, then up to 31 letters, digits, _ . -)")
+        problem = user.login_problem()
+        if problem:
+            raise DriverError(problem)
         if login in seen:
             raise DriverError(f"login {login!r} is claimed by two users ({seen[login]} and "
                               f"{user.urn}); one account cannot belong to both")
@@ -152,5 +150,5 @@ def _atomic(path: Path, text: str, mode: int) -> None:
         raise
 
 
-__all__ = ["HostAccounts", "LOGIN_RE", "assign_uids", "check_logins", "check_names",
+__all__ = ["HostAccounts", "assign_uids", "check_logins", "check_names",
            "write_accounts"]

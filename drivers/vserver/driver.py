@@ -206,6 +206,10 @@ class VServerDriver(SubstrateDriver):
                                                f"{rec['pids_max']} tasks)"
                                                f"{note}; {self.ssh.note(rec)}")
 
+    def check_users(self, users) -> None:
+        """No root, no host account names, one account per login (`SshLogins.check`)."""
+        self.ssh.check(users)
+
     def logins(self, spec: SliverSpec) -> tuple[Login, ...] | None:
         """The SSH logins a node sliver offers now (geni_update_users may add or drop them)."""
         if spec.kind is not ResourceKind.NODE:

@@ -328,6 +328,15 @@ def test_login_through_the_am_api(base_settings, tmp_path, gcf_fixtures, fx, ope
         request = (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" '
                    f'type="request">{_node("h1", [], [])}</rspec>')
         assert code_of(client.call("Allocate", SLICE, cred, request, {})) == 0
+        # a login containers refuse (root is root on the shared kernel) is BADARGS at the API,
+        # before anything is written: the sliver stays allocated
+        root = ALICE.rsplit("+", 1)[0] + "+root"
+        refusal = client.call("Provision", [SLICE], cred, {
+            "geni_rspec_version": RSPEC_V, "geni_users": [{"urn": root, "keys": ["k"]}]})
+        assert code_of(refusal) == 1 and "login 'root' is refused" in refusal["output"], refusal
+        status = client.call("Status", [SLICE], cred, {})
+        assert [s["geni_allocation_status"] for s in status["value"]["geni_slivers"]] \
+            == ["geni_allocated"]
         prov = client.call("Provision", [SLICE], cred, {
             "geni_rspec_version": RSPEC_V,
             "geni_users": [{"urn": ALICE, "keys": [keys["alice"].public]}]})
@@ -343,6 +352,12 @@ def test_login_through_the_am_api(base_settings, tmp_path, gcf_fixtures, fx, ope
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines()[0] == "alice" and f"/geni-am/{prefix}-n" in out.stdout
         assert refused(ssh(keys["bob"], "alice", port, "true"))
+        refusal = client.call("PerformOperationalAction", [SLICE], cred, "geni_update_users",
+                              {"geni_users": [{"urn": root, "keys": ["k"]}]})
+        assert code_of(refusal) == 1 and "root" in refusal["output"], refusal
+        status = client.call("Status", [SLICE], cred, {})
+        assert [s["geni_operational_status"] for s in status["value"]["geni_slivers"]] \
+            == ["geni_ready"]
         # geni_update_users adds bob: his account and his login in the manifest, same port
         poa = client.call("PerformOperationalAction", [SLICE], cred, "geni_update_users", {
             "geni_users": [{"urn": ALICE, "keys": [keys["alice"].public]},

@@ -43,6 +43,10 @@ setup(
             "requests>=2.31",
             "os-ken>=4.2,<5",          # slice controllers in the OpenFlow data-plane tests
             "selenium>=4.20",          # drives Debian's chromium + chromedriver (no downloads)
+            "matplotlib>=3.8",         # bench plots (forwarding, isolation)
+            "atheris>=2.3",            # fuzzing harnesses under fuzz/
+            "ruff>=0.6",               # lint (pyflakes rules) in .ci/run
+            "import-linter>=2.0",      # the layer contracts in .ci/run
         ],
     },
     entry_points={

@@ -1,0 +1,88 @@
+"""Debian packages as image material: downloaded from the archive, unpacked, never installed.
+
+`apt-get download` fetches a package for the host's architecture from the machine's configured
+archive into a cache folder (reused across builds); `dpkg -x` unpacks it into a tree. Nothing is
+installed on the host, so an image may carry a kernel or a daemon the host does not run.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+from drivers.images.store import ImageError
+
+
+def cache_dir() -> Path:
+    """Where downloaded .deb files are kept (GENI_AM_CACHE_DIR, else ~/.cache/geni-am)."""
+    base = Path(os.environ.get("GENI_AM_CACHE_DIR") or Path.home() / ".cache" / "geni-am")
+    d = base / "debs"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _run(argv: list[str], cwd: Path | None = None, timeout: float = 600) -> str:
+    try:
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise ImageError(f"{argv[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise ImageError(f"{' '.join(argv[:3])} took longer than {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise ImageError(f"{' '.join(argv[:3])} failed: {' / '.join(tail)}")
+    return proc.stdout
+
+
+def candidate(package: str) -> str:
+    """The version apt would install now (e.g. for naming and cache keys)."""
+    out = _run(["apt-cache", "policy", package])
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Candidate:"):
+            version = line.split(":", 1)[1].strip()
+            if version and version != "(none)":
+                return version
+    raise ImageError(f"Debian package {package!r} is not in the archive (run apt-get update?)")
+
+
+def depends(package: str) -> list[str]:
+    """The direct Depends of a package (resolves metapackages such as linux-image-cloud-amd64)."""
+    out = _run(["apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+                "--no-breaks", "--no-replaces", "--no-enhances", package])
+    deps = []
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Depends:"):
+            name = line.split(":", 1)[1].strip()
+            if not name.startswith("<"):
+                deps.append(name)
+    return deps
+
+
+def download(packages: Iterable[str]) -> list[Path]:
+    """The .deb file of each package (the archive's candidate), downloading what is not cached."""
+    cache = cache_dir()
+    out = []
+    for pkg in packages:
+        version = candidate(pkg)
+        stem = f"{pkg}_{version.replace(':', '%3a')}_"
+        found = sorted(cache.glob(f"{stem}*.deb"))
+        if not found:
+            _run(["apt-get", "download", "-q", f"{pkg}={version}"], cwd=cache)
+            found = sorted(cache.glob(f"{stem}*.deb"))
+            if not found:
+                raise ImageError(f"apt-get download {pkg} left no .deb in {cache}")
+        out.append(found[-1])
+    return out
+
+
+def extract(debs: Iterable[Path], dest: Path) -> None:
+    """Unpack each .deb's data into dest (dpkg -x), in order."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for deb in debs:
+        _run(["dpkg-deb", "-x", str(deb), str(dest)])
+
+
+__all__ = ["cache_dir", "candidate", "depends", "download", "extract"]

@@ -108,7 +108,7 @@ class SiteLink:
     capacity_kbps: int | None = None
 
 
-# The isolation a sliver type implies (background.md: containers isolate much worse than
+# The isolation a sliver type implies (docs/background.md: containers isolate much worse than
 # hypervisors). Client aliases (emulab-xen, default-vm) mean a Xen-like VM.
 SLIVER_TYPE_ISOLATION: Mapping[str, IsolationClass] = {
     "xen-vm": IsolationClass.HYPERVISOR,

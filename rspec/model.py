@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 
 class IsolationClass(str, enum.Enum):
-    """How strongly a component isolates one sliver from its neighbours (background.md table)."""
+    """How strongly a component isolates one sliver from its neighbours (docs/background.md, the isolation table)."""
 
     HYPERVISOR = "hypervisor"  # Xen: full virtual hardware per VM
     CONTAINER = "container"    # VServer/LXC: one shared kernel, weaker isolation

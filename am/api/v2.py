@@ -1,4 +1,4 @@
-"""GENI AM API v2, composed from the same service calls as v3 (§10 of the digest).
+"""GENI AM API v2, composed from the same service calls as v3 (the v2 mapping in docs/api.md).
 
 v2 names a slice, never slivers; credentials are bare XML strings (structs tolerated).
 CreateSliver = Allocate + Provision with start (v2 has no operational actions, so the slivers

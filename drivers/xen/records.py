@@ -26,6 +26,15 @@ class DomainRecord:
     vifs: list[str] = field(default_factory=list)
     macs: dict[str, str] = field(default_factory=dict)
     vif_by_client: dict[str, str] = field(default_factory=dict)
+    # real guests (a libvirtd URI, not test:): how they boot and what the host made for them
+    domain_type: str | None = None    # xen | kvm | qemu
+    hostname: str | None = None
+    image: str | None = None          # image name and digest it boots
+    image_digest: str | None = None
+    ssh_port: int | None = None
+    bridges: list[str] = field(default_factory=list)            # link bridges its NICs join
+    dom0_ports: list[dict] = field(default_factory=list)        # plumbing.Dom0Port fields
+    failure: str | None = None        # why the last boot failed
 
 
 class RecordStore:

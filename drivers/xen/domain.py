@@ -101,13 +101,7 @@ def build_xml(plan: DomainPlan, domain_type: str = "xen") -> str:
         raise ValueError(f"unknown domain type {domain_type!r}")
     if plan.boot is not None:
         return _booting_xml(plan, domain_type)
-    dom = etree.Element("domain", type="xen")
-    etree.SubElement(dom, "name").text = plan.name
-    meta = etree.SubElement(dom, "metadata")
-    etree.SubElement(meta, f"{{{METADATA_NS}}}sliver", nsmap={"geniam": METADATA_NS},
-                     urn=plan.sliver_urn, host=plan.host)
-    etree.SubElement(dom, "memory", unit="KiB").text = str(plan.memory_mb * 1024)
-    etree.SubElement(dom, "vcpu").text = str(plan.vcpus)
+    dom = _domain(plan, "xen")
     os_el = etree.SubElement(dom, "os")
     etree.SubElement(os_el, "type").text = "hvm" if plan.hvm else "xen"
     etree.SubElement(dom, "on_poweroff").text = "destroy"
@@ -125,19 +119,24 @@ def build_xml(plan: DomainPlan, domain_type: str = "xen") -> str:
     return etree.tostring(dom, encoding="unicode")
 
 
-def _booting_xml(plan: DomainPlan, domain_type: str) -> str:
-    """A VM that boots the image's kernel and initramfs: Xen PV (or HVM), KVM or QEMU."""
-    boot = plan.boot
-    assert boot is not None
-    qemu_like = domain_type in ("kvm", "qemu")
-    dom = etree.Element("domain", type=domain_type,
-                        nsmap={"qemu": QEMU_NS} if qemu_like and boot.ssh_port else None)
+def _domain(plan: DomainPlan, domain_type: str, nsmap: dict | None = None) -> etree._Element:
+    """<domain> with its name, our metadata (owner), memory and vCPUs."""
+    dom = etree.Element("domain", type=domain_type, nsmap=nsmap)
     etree.SubElement(dom, "name").text = plan.name
     meta = etree.SubElement(dom, "metadata")
     etree.SubElement(meta, f"{{{METADATA_NS}}}sliver", nsmap={"geniam": METADATA_NS},
                      urn=plan.sliver_urn, host=plan.host)
     etree.SubElement(dom, "memory", unit="KiB").text = str(plan.memory_mb * 1024)
     etree.SubElement(dom, "vcpu").text = str(plan.vcpus)
+    return dom
+
+
+def _booting_xml(plan: DomainPlan, domain_type: str) -> str:
+    """A VM that boots the image's kernel and initramfs: Xen PV (or HVM), KVM or QEMU."""
+    boot = plan.boot
+    assert boot is not None
+    qemu_like = domain_type in ("kvm", "qemu")
+    dom = _domain(plan, domain_type, {"qemu": QEMU_NS} if qemu_like and boot.ssh_port else None)
     os_el = etree.SubElement(dom, "os")
     if qemu_like:
         etree.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"

@@ -15,12 +15,11 @@ bridge. Dom0 routes between them with the router's own table (`drivers.xen.dom0`
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from drivers import hostnet
+from drivers.xen.records import JsonRecords
 
 
 def link_bridge(prefix: str, slice_urn: str, link_client_id: str) -> str:
@@ -41,35 +40,9 @@ class LinkRecord:
     capacity_kbps: int | None = None
 
 
-class LinkStore:
+class LinkStore(JsonRecords[LinkRecord]):
     def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, bridge: str) -> Path:
-        return self.directory / f"{bridge}.json"
-
-    def put(self, rec: LinkRecord) -> None:
-        tmp = self._path(rec.bridge).with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(rec)))
-        os.replace(tmp, self._path(rec.bridge))
-
-    def get(self, bridge: str) -> LinkRecord | None:
-        try:
-            return LinkRecord(**json.loads(self._path(bridge).read_text()))
-        except FileNotFoundError:
-            return None
-
-    def drop(self, bridge: str) -> None:
-        self._path(bridge).unlink(missing_ok=True)
-
-    def all(self) -> list[LinkRecord]:
-        out = []
-        for p in sorted(self.directory.glob("*.json")):
-            rec = self.get(p.stem)
-            if rec is not None:
-                out.append(rec)
-        return out
+        super().__init__(directory, LinkRecord, "bridge")
 
 
 def bridge_ports(bridge: str) -> list[str]:

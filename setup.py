@@ -12,6 +12,7 @@ setup(
                                     "credentials", "credentials.*"]),
     include_package_data=True,
     package_data={
+        "drivers": ["xen/guest/*"],
         "rspec": ["schemas/*.xsd", "schemas/*/*.xsd", "schemas/*.md"],
         "credentials": ["schemas/*.xsd", "schemas/*.md"],
         "am": ["migrations/*.ini", "migrations/*.py", "migrations/*.mako", "migrations/versions/*.py",

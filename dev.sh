@@ -2,6 +2,7 @@
 # One script for a fresh Debian 12 machine (as root, or with sudo):
 #   ./dev.sh serve [geni-am serve flags]   set everything up, then run the AM on embedded defaults
 #   ./dev.sh test  [pytest args]           set everything up, then run the whole test suite
+#   ./dev.sh lint                          ruff (pyflakes rules) and the import-linter layer contracts
 # Idempotent: a second run only checks what the first one installed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -73,10 +74,16 @@ case "$cmd" in
     ensure_apt; ensure_venv
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  lint)
+    ensure_venv
+    # pyflakes rules (undefined names, unused imports) and the layer contracts in pyproject.toml
+    "$VENV/bin/ruff" check --no-cache .
+    "$VENV/bin/lint-imports" --no-cache
+    ;;
   setup)
     ensure_apt; ensure_venv
     ;;
   *)
-    echo "usage: $0 serve|test|setup [args...]" >&2; exit 2
+    echo "usage: $0 serve|test|lint|setup [args...]" >&2; exit 2
     ;;
 esac

@@ -65,6 +65,8 @@ def run_worker(args: argparse.Namespace) -> int:
             "broker_url": args.broker, "database_url": args.database,
             "inventory": args.inventory, "state_dir": args.state_dir,
             "fake_nodes": args.fake_nodes, "worker_concurrency": args.concurrency})
+        from am.site.default import running_inventory
+        settings = running_inventory(settings)   # the default site of a serve beside it
         broker_for(settings)   # validates broker_url
         if args.batch_handoff_s is not None and not args.batch_handoff_s >= 0:
             raise ValueError(f"--batch-handoff-s must be >= 0, not {args.batch_handoff_s}")

@@ -16,11 +16,10 @@ Life of a sliver as a driver sees it:
 """
 from __future__ import annotations
 
-import re
-
 import enum
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 

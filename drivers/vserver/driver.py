@@ -34,7 +34,6 @@ import os
 import platform
 import shutil
 from collections.abc import Iterable, Mapping
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, ClassVar
 

@@ -202,7 +202,6 @@ def test_bad_broker_url_is_a_config_error(tmp_path):
 
 
 def test_queue_rejects_bad_ids_and_survives_broker_down(tmp_path):
-    from am.jobs.celery_queue import CeleryJobQueue
     from tests.services import free_port
 
     app = make_celery(Settings(state_dir=str(tmp_path), broker_url=f"redis://127.0.0.1:{free_port()}/0"))

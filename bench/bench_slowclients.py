@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_api import am_proxy, free_port, pct, wait_until_serving  # noqa: E402
+from bench_api import am_proxy, free_port, pct, stop_server, wait_until_serving  # noqa: E402
 
 
 class IdleClients:
@@ -130,11 +130,7 @@ def main() -> int:
                       f"p99 {pct(samples, 99) * 1000:8.2f} ms  max {max(samples) * 1000:8.2f} ms"
                       f"{extra}")
     finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     return 0
 
 

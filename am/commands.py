@@ -62,6 +62,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from am.errors import GeniError
     from am.handshakes import ClientLimits
     from am.server import AmServer, ServerConfigError, ServerOptions
+    from am.fileperms import StateDirError, check_state_dir
     from am.site import SiteError
     from drivers.base import DriverError
     from drivers.inventory import InventoryError
@@ -84,10 +85,11 @@ def run_serve(args: argparse.Namespace) -> int:
         if settings.proxy_mode and not settings.trusted_proxies:
             raise ConfigError("--behind-proxy needs trusted_proxies (the proxy's address)")
         files = None
-        settings.state_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for warning in check_state_dir(settings.state_path):
+            print(f"geni-am serve: warning: {warning}", file=sys.stderr)
         if needs_dev_authority(settings):
             settings, files = ensure_dev_authority(settings)
-    except (ConfigError, ServerConfigError, GeniError, OSError) as exc:
+    except (ConfigError, ServerConfigError, GeniError, OSError, StateDirError) as exc:
         print(f"geni-am serve: {exc}", file=sys.stderr)
         return 2
     site = None

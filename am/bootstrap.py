@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from am.config import Settings
+from am.fileperms import private_dir, write_private
 
 DEV_USER = "alice"
 
@@ -85,8 +86,8 @@ def genilib_dir(files: DevFiles) -> Path:
     directory = files.authority_dir / "geni-lib"
     target = directory / f"geni-am-{DEV_USER}-usercred.xml"
     if not target.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(files.user_credential.read_bytes())
+        private_dir(directory)
+        write_private(target, files.user_credential.read_bytes())
     return directory
 
 

@@ -60,7 +60,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from am.bootstrap import banner, ensure_dev_authority, needs_dev_authority
     from am.config import ConfigError
     from am.errors import GeniError
+    from am.handshakes import ClientLimits
     from am.server import AmServer, ServerConfigError, ServerOptions
+    from am.fileperms import StateDirError, check_state_dir
     from am.site import SiteError
     from drivers.base import DriverError
     from drivers.inventory import InventoryError
@@ -83,10 +85,11 @@ def run_serve(args: argparse.Namespace) -> int:
         if settings.proxy_mode and not settings.trusted_proxies:
             raise ConfigError("--behind-proxy needs trusted_proxies (the proxy's address)")
         files = None
-        settings.state_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for warning in check_state_dir(settings.state_path):
+            print(f"geni-am serve: warning: {warning}", file=sys.stderr)
         if needs_dev_authority(settings):
             settings, files = ensure_dev_authority(settings)
-    except (ConfigError, ServerConfigError, GeniError, OSError) as exc:
+    except (ConfigError, ServerConfigError, GeniError, OSError, StateDirError) as exc:
         print(f"geni-am serve: {exc}", file=sys.stderr)
         return 2
     site = None
@@ -107,7 +110,10 @@ def run_serve(args: argparse.Namespace) -> int:
         server = AmServer(runtime.app, ServerOptions(
             host=settings.host, port=settings.port, threads=args.threads,
             tls=not settings.proxy_mode, cert=settings.cert, key=settings.key,
-            trust_roots=settings.trust_roots, max_request_bytes=settings.max_request_bytes))
+            trust_roots=settings.trust_roots, max_request_bytes=settings.max_request_bytes,
+            idle_timeout_s=settings.client_idle_timeout_s,
+            limits=ClientLimits(handshake_timeout_s=settings.tls_handshake_timeout_s,
+                                max_connections_per_client=settings.max_connections_per_client)))
         server.serve_until_signalled(
             on_ready=lambda: print(banner(settings.replace(port=server.port) if not settings.port
                                           else settings, files, site_info), flush=True))

@@ -181,7 +181,9 @@ class VServerDriver(SubstrateDriver):
                 except RouteError as exc:
                     raise DriverError(f"node {spec.client_id}: {exc}") from None
             self._limit(handle, rec)
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(mode=0o711, parents=True, exist_ok=True)   # never the umask's 0777
+            if root.stat().st_mode & 0o022:
+                os.chmod(root, 0o711)
             services.write_keys(spec.users, root)
             pending = self._converge_node(rec)
             self.ssh.converge(handle, rec, spec.users, run=not rec["stopped"], may_move=True)

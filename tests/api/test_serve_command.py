@@ -1,6 +1,8 @@
 """`geni-am serve` as a real process: first run on embedded defaults, then SIGTERM."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import subprocess
@@ -11,6 +13,8 @@ from am.cli import main
 from tests.api.conftest import code_of
 from tests.api.tlsclient import client_context, proxy
 from tests.services import free_port
+
+pytestmark = pytest.mark.slow
 
 
 def test_serve_first_run_prints_settings_and_answers(tmp_path):

@@ -20,10 +20,6 @@ ALICE = Principal(urn="urn:publicid:IDN+geni-am:test:sa+user+alice")
 RSPEC = 'xmlns="http://www.geni.net/resources/rspec/3"'
 
 
-def slice_urn(name: str = "demo") -> str:
-    return f"urn:publicid:IDN+geni-am:test:sa+slice+{name}"
-
-
 def node_xml(client_id: str, *, component: str | None = None, stype: str = "xen-vm",
              iface: bool = False) -> str:
     comp = f' component_id="urn:publicid:IDN+{AUTH}+node+{component}"' if component else ""

@@ -5,11 +5,15 @@ Only the machine-specific paths are rewritten (OVS socket, state dir, name prefi
 else is the shipped file, so a change that breaks the sample breaks this test."""
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 from pathlib import Path
 
 from drivers.ovs import OVSInstance
 from drivers.registry import load_site
+
+pytestmark = pytest.mark.root
 
 SAMPLE = Path(__file__).resolve().parents[3] / "docs" / "inventory-this-host.toml"
 

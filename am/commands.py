@@ -60,6 +60,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from am.bootstrap import banner, ensure_dev_authority, needs_dev_authority
     from am.config import ConfigError
     from am.errors import GeniError
+    from am.handshakes import ClientLimits
     from am.server import AmServer, ServerConfigError, ServerOptions
     from am.fileperms import StateDirError, check_state_dir
     from am.site import SiteError
@@ -109,7 +110,10 @@ def run_serve(args: argparse.Namespace) -> int:
         server = AmServer(runtime.app, ServerOptions(
             host=settings.host, port=settings.port, threads=args.threads,
             tls=not settings.proxy_mode, cert=settings.cert, key=settings.key,
-            trust_roots=settings.trust_roots, max_request_bytes=settings.max_request_bytes))
+            trust_roots=settings.trust_roots, max_request_bytes=settings.max_request_bytes,
+            idle_timeout_s=settings.client_idle_timeout_s,
+            limits=ClientLimits(handshake_timeout_s=settings.tls_handshake_timeout_s,
+                                max_connections_per_client=settings.max_connections_per_client)))
         server.serve_until_signalled(
             on_ready=lambda: print(banner(settings.replace(port=server.port) if not settings.port
                                           else settings, files, site_info), flush=True))

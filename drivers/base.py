@@ -380,6 +380,12 @@ class SubstrateDriver(ABC):
         drop accounts), or None: whatever provision reported still holds (the default)."""
         return None
 
+    def live_status(self, spec: SliverSpec) -> str | None:
+        """What the substrate says about a provisioned sliver now, for geni_resource_status
+        (counters, health), or None: the text stored at provision holds (the default). Must be
+        cheap and must not change anything: Status calls it."""
+        return None
+
     def site_links(self) -> list[SiteLink]:
         """Wiring the driver knows by itself (e.g. the fake switch); the inventory adds the rest."""
         return []

@@ -73,7 +73,7 @@ class CardNames:
     def netns(self) -> str:
         """The card's own network namespace: its switch runs there, so each card's userspace
         datapath (whose `ovs-netdev` device is one per namespace) meets no other OVS."""
-        return f"gnf{self.prefix}"
+        return f"{self.prefix}ns"
 
     def inner(self, port: int) -> str:
         return f"{self.prefix}i{port}"

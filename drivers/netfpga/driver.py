@@ -129,7 +129,8 @@ class NetFPGADriver(SubstrateDriver):
                                  "ports)", table=where, key="ports")
         t["ports"] = tuple({"name": port_name(i), "num": i, "capacity_kbps": 1_000_000}
                            for i in range(self.geometry.ports))
-        t.setdefault("hardware_types", ("netfpga-card",))
+        t.setdefault("hardware_types", ("netfpga-card", "netfpga-card-emulated")
+                     if self.settings["card_process"] else ("netfpga-card",))
         extra = dict(t.get("extra", {}))
         card_file = extra.get("card_file", str(self.state_dir / f"{t['name']}.card"))
         if not isinstance(card_file, str) or not card_file:

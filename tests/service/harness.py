@@ -13,6 +13,7 @@ from am.service.aggregate import Aggregate
 from am.service.contract import Principal
 from am.store import Store, utcnow
 from drivers.fake import make_fake_site
+from tests.support import slice_urn  # noqa: F401 - re-exported: the service tests' slice URNs
 
 AUTH = "geni-am:test"
 AM = f"urn:publicid:IDN+{AUTH}+authority+am"

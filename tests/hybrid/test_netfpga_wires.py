@@ -22,7 +22,7 @@ from am.app import build_runtime
 from drivers import hostnet
 from tests.api.conftest import SLICE, ApiClient, code_of
 from tests.conftest import require_tool
-from tests.hybrid.conftest import AM, GA, InlineQueue, manifest_nodes
+from tests.hybrid.conftest import AM, GA, InlineQueue, manifest_nodes, release_and_close
 
 pytestmark = pytest.mark.root
 
@@ -76,13 +76,7 @@ def am(base_settings, tmp_path, gcf_fixtures, fx) -> Iterator[AM]:
         card.start()
         yield AM(client, rt, [fx.cred("slice-cred-alice")], "")
     finally:
-        for driver in rt.site.drivers.values():
-            for obs in driver.observed():
-                try:
-                    driver.release(obs.handle)
-                except Exception:   # noqa: BLE001 - best effort after a failed test
-                    pass
-        rt.close()
+        release_and_close(rt)
         card.stop()
         card.cleanup()
 

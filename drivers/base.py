@@ -44,6 +44,9 @@ class OperationalState(str, enum.Enum):
     READY_BUSY = "geni_ready_busy"
     FAILED = "geni_failed"
     UPDATING_USERS = "geni_updating_users"
+    #: an extension state (AM API v4 Update): the sliver runs as before while a changed spec
+    #: waits for Provision to commit it; drivers never report it, the AM alone sets it
+    UPDATING = "geni_updating"
 
 
 class Action(str, enum.Enum):
@@ -373,6 +376,17 @@ class SubstrateDriver(ABC):
     @abstractmethod
     def observed(self) -> list[ObservedSliver]:
         """Everything this driver finds on its substrate, owned or not."""
+
+    def check_update(self, old: SliverSpec, new: SliverSpec) -> None:
+        """Pure: raise DriverError when a running sliver `old` cannot become `new` in place
+        (the AM refuses the Update with UNSUPPORTED and the reason, and changes nothing).
+        Default: nothing changes in place; a driver that can reconfigure overrides this."""
+        raise DriverError(f"{self.kind} slivers cannot be reconfigured in place")
+
+    def update(self, old: SliverSpec, new: SliverSpec) -> ProvisionResult:
+        """Reconfigure the running sliver `old` into `new` (Provision after an Update);
+        idempotent, like `provision`. Only called after `check_update` accepted the pair."""
+        raise DriverError(f"{self.kind} slivers cannot be reconfigured in place")
 
     def check_users(self, users: Sequence[UserKeys]) -> None:
         """Pure: raise DriverError when this driver cannot give these geni_users accounts on

@@ -177,6 +177,10 @@ class Capabilities:
                                 Action.UPDATE_USERS.value)
     forwarding_modes: tuple[ForwardingMode, ...] = ()
     links: bool = False                      # can realise links between its own slivers
+    wires: bool = False                      # can take a wire: another component's port that
+                                             # is a plain host interface (Component.extra
+                                             # "wires": port name -> interface, e.g. an
+                                             # emulated NetFPGA card's), into its slivers
     first_state: OperationalState = OperationalState.NOTREADY
 
 

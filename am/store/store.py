@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from am import states
-from am.states import Alloc, Event, State
+from am.states import Alloc, Event, JobState, State
 from am.store.codec import spec_from_dict
 from am.store.database import WRITE_OPTION, make_engine
 from am.store.models import (
@@ -199,13 +199,6 @@ def peak(intervals: Iterable[tuple[datetime, datetime, float]], start: datetime,
         if first is None and limit is not None and held + extra > limit + 1e-6:
             first, culprit = t, iv
     return top, first, culprit
-
-
-class JobState:
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)

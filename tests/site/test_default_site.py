@@ -52,10 +52,10 @@ class Serve:
             if not line:
                 break
             lines.append(line)
-            if "--- geni-lib context ---" in line:
+            if line.strip() == "--- end ---":
                 break
         self.banner = "".join(lines)
-        assert "--- geni-lib context ---" in self.banner, self.proc.stderr.read()
+        assert "--- end ---" in self.banner, self.proc.stderr.read()
 
     def am(self):
         auth = self.state / "authority"

@@ -20,6 +20,7 @@ Choices where the spec leaves room (docs/state.md lists them):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -372,7 +373,23 @@ class Aggregate:
             target = self._target(session, urns)
             self._require_live(target, "report on")
             return StatusResult(slice_urn=target.slice_urn,
-                                slivers=tuple(_info(s) for s in target.slivers))
+                                slivers=tuple(self._live_info(s) for s in target.slivers))
+
+    def _live_info(self, row: Sliver) -> SliverInfo:
+        """A sliver's info, with the resource status its driver reports now when the driver
+        can (a container's executes: running or their exit status and log tail); the stored
+        one otherwise, or when the driver cannot answer."""
+        info = _info(row)
+        driver = self.site.drivers.get(row.driver)
+        live = getattr(driver, "resource_status", None)
+        if live is None or row.allocation_state != "geni_provisioned" or not row.spec:
+            return info
+        try:
+            text = live(spec_from_dict(row.spec))
+        except Exception:  # noqa: BLE001 - a driver's trouble never fails Status
+            log.warning("live resource status of %s failed", row.urn, exc_info=True)
+            return info
+        return dataclasses.replace(info, resource_status=text) if text else info
 
     def describe(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult:
         with self._db(), self.store.read() as session:

@@ -63,14 +63,19 @@ class CgroupLayout:
         return found
 
     # ---- one sliver ------------------------------------------------------------------------
-    def create(self, name: str, *, cpu: float, memory_mb: int, pids_max: int) -> None:
-        """Create (or update) the sliver's groups with its limits; idempotent. Lowering
-        `pids_max` below what runs kills nothing: only new forks fail until it is under."""
+    def create(self, name: str, *, cpu: float | None, memory_mb: int, pids_max: int,
+               shares: int = 1024) -> None:
+        """Create (or update) the sliver's groups with its limits; idempotent. `cpu` None is a
+        fair share: no ceiling, weight `shares` against the other guests (PlanetLab's
+        VServer default); a number of cores is a CFS quota (a reservation admission counted).
+        Lowering `pids_max` below what runs kills nothing: only new forks fail until it is
+        under."""
         for ctrl in CONTROLLERS:
             self.dir(ctrl, name).mkdir(parents=True, exist_ok=True)
-        quota = max(MIN_QUOTA_US, int(round(cpu * self.period_us)))
         cpu_dir = self.dir("cpu", name)
+        _write(cpu_dir / "cpu.shares", str(shares))
         _write(cpu_dir / "cpu.cfs_period_us", str(self.period_us))
+        quota = -1 if cpu is None else max(MIN_QUOTA_US, int(round(cpu * self.period_us)))
         _write(cpu_dir / "cpu.cfs_quota_us", str(quota))
         mem_dir = self.dir("memory", name)
         limit = memory_mb * 1024 * 1024
@@ -86,6 +91,7 @@ class CgroupLayout:
     def limits(self, name: str) -> dict[str, int]:
         cpu_dir, mem_dir = self.dir("cpu", name), self.dir("memory", name)
         return {"cfs_quota_us": int((cpu_dir / "cpu.cfs_quota_us").read_text()),
+                "shares": int((cpu_dir / "cpu.shares").read_text()),
                 "cfs_period_us": int((cpu_dir / "cpu.cfs_period_us").read_text()),
                 "memory_limit_bytes": int((mem_dir / "memory.limit_in_bytes").read_text()),
                 "pids_max": int((self.dir("pids", name) / "pids.max").read_text())}

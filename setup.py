@@ -12,6 +12,7 @@ setup(
                                     "credentials", "credentials.*"]),
     include_package_data=True,
     package_data={
+        "drivers": ["xen/guest/*"],
         "rspec": ["schemas/*.xsd", "schemas/*/*.xsd", "schemas/*.md"],
         "credentials": ["schemas/*.xsd", "schemas/*.md"],
         "am": ["migrations/*.ini", "migrations/*.py", "migrations/*.mako", "migrations/versions/*.py",
@@ -31,6 +32,7 @@ setup(
         "psycopg[binary]>=3.1,<4",
         "cheroot>=10,<12",
         "prometheus_client>=0.20",
+        "tomli-w>=1.0",              # the default site writes its inventory (TOML)
         # Xen hosts through libvirt (builds against Debian's libvirt-dev; test:///default in tests)
         "libvirt-python>=9",
     ],

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from am.config import Settings
+from am.fileperms import private_dir, write_private
 
 DEV_USER = "alice"
 
@@ -85,8 +86,8 @@ def genilib_dir(files: DevFiles) -> Path:
     directory = files.authority_dir / "geni-lib"
     target = directory / f"geni-am-{DEV_USER}-usercred.xml"
     if not target.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(files.user_credential.read_bytes())
+        private_dir(directory)
+        write_private(target, files.user_credential.read_bytes())
     return directory
 
 
@@ -113,10 +114,29 @@ am = AM("geni-am", "{settings.effective_public_url}", "amapiv3", "geni-am")
 """
 
 
-def banner(settings: Settings, files: DevFiles | None) -> str:
+def site_lines(settings: Settings, running=None) -> list[str]:
+    """The banner's account of what this AM serves: each component, its driver, and whether
+    it is real or emulated (`running`: an `am.site.RunningSite` for the default site)."""
+    if running is not None:
+        lines = [f"  site: the default site on this host (inventory {running.inventory}; "
+                 "stopped with serve)"]
+        width = max((len(c.name) for c in running.components), default=4)
+        lines += [f"    {c.name:<{width}}  {c.driver:<9} {c.kind:<9} {c.detail}"
+                  for c in running.components]
+        return lines
+    if settings.inventory:
+        extra = f" plus {settings.fake_nodes} fake nodes" if settings.fake_nodes else ""
+        return [f"  site: inventory {settings.inventory}{extra}"]
+    from drivers.registry import DEFAULT_FAKE_NODES
+    return [f"  site: {settings.fake_nodes or DEFAULT_FAKE_NODES} fake nodes (mocked drivers: "
+            "nothing runs; drop --fake for the real site)"]
+
+
+def banner(settings: Settings, files: DevFiles | None, running=None) -> str:
     """What `geni-am serve` prints when it starts."""
     lines = [f"geni-am serving AM API v3 at {settings.effective_public_url} "
              f"(v2 at {settings.effective_public_url.rstrip('/')}/am/2)",
+             *site_lines(settings, running),
              f"  trust roots:     {settings.trust_roots}",
              f"  AM certificate:  {settings.cert}",
              f"  database:        {settings.effective_database_url}"]

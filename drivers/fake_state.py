@@ -75,7 +75,8 @@ class FakeStateStore:
     def __init__(self, state_dir: Path):
         self.path = Path(state_dir) / "fake-substrate.sqlite"
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))   # SQLite's WAL files follow
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: list[tuple[int, sqlite3.Connection, int]] = []

@@ -238,12 +238,21 @@ class OVSInstance:
             _wait_gone(pid, 5.0)
 
 
+def _alive(pid: int) -> bool:
+    """True while `pid` runs; an exited daemon waiting for its (re)parent to reap it (a
+    zombie: the detached daemons' parent is whatever init this host has) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] != b"Z"
+
+
 def _wait_gone(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return
         time.sleep(0.02)
     try:

@@ -59,7 +59,7 @@ from drivers.base import (
     SubstrateDriver,
     Usage,
 )
-from drivers.images import recipes
+from drivers.images import debs, recipes
 from drivers.images.store import Image, ImageError, ImageStore
 from drivers.inventory import InventoryError, build_component
 from drivers.vserver import services
@@ -114,7 +114,6 @@ class VServerDriver(SubstrateDriver):
             raise DriverError(f"cannot use state_dir {self.settings.state_dir}: "
                               f"{exc.strerror}") from None
         self.routes = ControlPlaneRoutes(self.state.root / "routes")
-        os.chmod(self.state.root, 0o700)
         try:
             self.images = ImageStore(images_dir(self.settings))
         except OSError as exc:
@@ -212,8 +211,9 @@ class VServerDriver(SubstrateDriver):
             except ImageError:
                 pass
             try:
-                return recipes.build(self.images, DEFAULT_IMAGE, name)
-            except ImageError as exc:
+                cache = ImageStore(debs.cache_dir().parent / "built-images")
+                return recipes.build(self.images, DEFAULT_IMAGE, name, cache=cache)
+            except (ImageError, OSError) as exc:
                 raise DriverError(f"cannot build the container image {name!r}: {exc}",
                                   transient=True) from None
 

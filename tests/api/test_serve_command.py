@@ -1,4 +1,5 @@
-"""`geni-am serve` as a real process: first run on embedded defaults, then SIGTERM."""
+"""`geni-am serve` as a real process: first run on embedded defaults (fake nodes; the real
+default site is tests/site), then SIGTERM."""
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ def test_serve_first_run_prints_settings_and_answers(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENI_AM_")}
     proc = subprocess.Popen([sys.executable, "-m", "am", "serve", "--state-dir", str(tmp_path),
-                             "--port", str(port), "--threads", "4"],
+                             "--port", str(port), "--threads", "4", "--fake", "4"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
         lines = []

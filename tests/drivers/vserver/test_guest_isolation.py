@@ -171,7 +171,7 @@ def test_a_60s_execute_leaves_the_sliver_ready_and_exit_codes_show_in_the_status
         took = time.monotonic() - started
         assert res.state is OperationalState.READY and took < 15, took
         assert drv.status(spec) is OperationalState.READY
-        text = _wait_for(lambda: (t := drv.resource_status(spec)) and "exited 3" in t and t)
+        text = _wait_for(lambda: (t := drv.live_status(spec)) and "exited 3" in t and t)
         assert "execute-0: running" in text
         assert "execute-1: exited 3 (hello from execute)" in text
 

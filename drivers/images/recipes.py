@@ -97,7 +97,7 @@ def copy_into(store: ImageStore, image: Image, name: str, *, description: str = 
     staging = store.staging()
     try:
         (staging / "data").rmdir()
-        shutil.copytree(image.data, staging / "data", symlinks=True, copy_function=_link_or_copy)
+        shutil.copytree(image.data, staging / "data", symlinks=True, copy_function=link_or_copy)
         return store.publish(staging, name, kind=image.kind, owner=owner,
                              description=description or image.description, meta=image.meta)
     except BaseException:
@@ -105,7 +105,8 @@ def copy_into(store: ImageStore, image: Image, name: str, *, description: str = 
         raise
 
 
-def _link_or_copy(src: str, dst: str) -> None:
+def link_or_copy(src: str, dst: str) -> None:
+    """Hard-link `src` to `dst` (image files are never written), copying across filesystems."""
     try:
         os.link(src, dst)
     except OSError:
@@ -118,4 +119,4 @@ def _cache_key(r: Recipe, options: dict[str, Any]) -> str:
     return f"{r.name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-__all__ = ["RECIPE_MODULES", "Recipe", "build", "copy_into", "recipe", "recipes"]
+__all__ = ["RECIPE_MODULES", "Recipe", "build", "copy_into", "link_or_copy", "recipe", "recipes"]

@@ -73,10 +73,11 @@ from drivers.routesync import (
 from drivers.vserver.admission import REMOTE_MODES, admit_sliver
 from drivers.vserver.cgroups import CgroupLayout
 from drivers.vserver.config import TABLE, VServerSettings, images_dir, parse_settings
-from drivers.vserver.guest import Guests
+from drivers.vserver.guest import GUEST_IDS, Guests
 from drivers.vserver.images import DEFAULT_IMAGE
 from drivers.vserver.logins import SshLogins
 from drivers.vserver.naming import Naming
+from drivers.vserver.snapshot import snapshot
 from drivers.vserver.state import StateDir
 from rspec.model import Execute, Route
 
@@ -227,6 +228,49 @@ class VServerDriver(SubstrateDriver):
         except ImageError:
             raise DriverError(f"the image {rec['image'].get('name')} ({digest}) of "
                               f"{rec['handle']} is gone from the store") from None
+
+    def create_image(self, spec: SliverSpec, name: str, *, owner: str,
+                     creator: str = "") -> Image:
+        """Snapshot a node sliver's root filesystem (its image with its own layer applied) as a
+        new image `name` owned by `owner` (a project); DriverError if the name is taken or
+        the sliver is not here. Consistent for files the guest does not write meanwhile
+        (stop the sliver first for a quiet copy)."""
+        if spec.kind is not ResourceKind.NODE:
+            raise DriverError(f"sliver {spec.client_id} is a {spec.kind.value}; only a "
+                              "container's root filesystem can become an image")
+        handle = self.naming.node(spec.sliver_urn)
+        with self.state.lock(handle):
+            rec = self.state.read(handle)
+            if rec is None or (rec.get("guest") or {}).get("slot") is None:
+                raise DriverError(f"sliver {spec.sliver_urn} has no guest on this host")
+            base = self._image_dir(rec)
+            try:
+                image = snapshot(self.images, base, self.guests.upper(handle), name,
+                                 id_base=self.guests.host_id(rec), id_count=GUEST_IDS,
+                                 owner=owner, description=f"snapshot of {spec.client_id}",
+                                 meta={"from_sliver": spec.sliver_urn, "creator": creator,
+                                       "base": rec["image"]["digest"]})
+            except ImageError as exc:
+                raise DriverError(str(exc)) from None
+        self.__dict__.pop("_component_index", None)   # advertise it
+        return image
+
+    def list_images(self) -> list[Image]:
+        return [i for i in self.images.list() if i.kind == "rootfs"]
+
+    def delete_image(self, name: str) -> Image:
+        """Remove an image name; refused while a sliver runs on it (its digest)."""
+        try:
+            image = self.images.get(name)
+        except ImageError as exc:
+            raise DriverError(str(exc)) from None
+        with self.state.lock("_image"):
+            users = [r["client_id"] for r in self.state.all().values()
+                     if (r.get("image") or {}).get("digest") == image.digest]
+            if users:
+                raise DriverError(f"image {name} is in use by sliver(s) {', '.join(users)}")
+            self.images.delete(name)
+        return image
 
     def images_in_use(self) -> set[str]:
         """Digests of the images some sliver runs on."""

@@ -53,10 +53,11 @@ class InlineQueue:
 
 
 def start_am(base_settings, tmp_path, gcf_fixtures, *, vserver_state: Path | None = None,
-             vserver_keys: str = ""):
-    """An AM runtime over one vserver node (jobs run inline), alice's client, the prefix."""
+             vserver_keys: str = "", images: tuple[Path, str] | None = None):
+    """An AM runtime over one vserver node (jobs run inline), alice's client, the prefix.
+    `images`: (store, default image name), the tests' shared store by default."""
     prefix = "a" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
-    images, image = test_image()
+    images, image = images or test_image()
     inv = tmp_path / "inventory.toml"
     inv.write_text(f'[drivers.vserver]\nname_prefix = "{prefix}"\n'
                    f'state_dir = "{vserver_state or tmp_path / "vs"}"\n'

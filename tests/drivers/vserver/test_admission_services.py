@@ -55,6 +55,7 @@ def test_node_admission(driver):
     assert driver.admit(other, usage()).reason_code == "BADARGS"
 
 
+@pytest.mark.root
 def test_install_and_execute_run_inside_the_sliver(tmp_path):
     allowed = tmp_path / "installs"
     allowed.mkdir()
@@ -85,6 +86,7 @@ def test_install_and_execute_run_inside_the_sliver(tmp_path):
         assert "ctl.sock -- sh -l" in driver.operator_shell(spec.sliver_urn)
 
 
+@pytest.mark.root
 def test_missing_install_fails_precisely(tmp_path):
     allowed = tmp_path / "installs"
     allowed.mkdir()
@@ -121,6 +123,7 @@ def test_inventory_component(driver):
     assert driver.capabilities.links
 
 
+@pytest.mark.root
 def test_update_users_rewrites_keys(driver):
     c = chain()
     driver.provision(c.h1)

@@ -22,6 +22,8 @@ from tests.drivers.vserver.conftest import driven
 from tests.drivers.vserver.helpers import COMPONENT, guest_read, guest_run, node
 from tests.drivers.vserver.sshclient import keypair, ssh
 
+pytestmark = pytest.mark.root
+
 
 @pytest.fixture
 def secrets():

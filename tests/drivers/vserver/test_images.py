@@ -12,6 +12,8 @@ from tests.api.conftest import base_settings, fx, trust_dir  # noqa: F401 - fixt
 from tests.drivers.vserver.conftest import driven
 from tests.drivers.vserver.helpers import COMPONENT, guest_read, guest_run, node
 
+pytestmark = pytest.mark.root
+
 PROJECT = "urn:publicid:IDN+geni-am:vstest+authority+proj"
 
 

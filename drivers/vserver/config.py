@@ -42,6 +42,8 @@ class VServerSettings:
     cpu_shares: int = 1024                         # every guest's weight against the others
     default_memory_mb: int = 256
     default_pids_max: int = 1024                   # tasks (processes + threads) per sliver
+    disk_read_mbps: float | None = None            # blkio throttle per sliver on its layer's
+    disk_write_mbps: float | None = None           # disk (MB/s; None: none)
     cfs_period_us: int = 100_000
     tc_latency_ms: int = 50                        # tbf queue: how long a packet may wait
     kill_timeout_s: float = 1.0                    # SIGTERM -> SIGKILL grace on stop/delete
@@ -95,6 +97,8 @@ def parse_settings(config: Mapping[str, Any]) -> VServerSettings:
     number("default_memory_mb", 4, integer=True)
     number("default_pids_max", MIN_PIDS, integer=True, hi=PID_MAX_LIMIT)
     number("cfs_period_us", 1000, integer=True)
+    number("disk_read_mbps", 0.01, optional=True)
+    number("disk_write_mbps", 0.01, optional=True)
     number("tc_latency_ms", 1, integer=True)
     number("kill_timeout_s", 0)
     number("ssh_port_min", 1, integer=True, hi=65535)

@@ -71,7 +71,7 @@ from drivers.routesync import (
     normalise_all,
 )
 from drivers.vserver.admission import REMOTE_MODES, admit_sliver
-from drivers.vserver.cgroups import CgroupLayout
+from drivers.vserver.cgroups import CONTROLLERS, CgroupLayout
 from drivers.vserver.config import TABLE, VServerSettings, images_dir, parse_settings
 from drivers.vserver.guest import GUEST_IDS, Guests
 from drivers.vserver.images import DEFAULT_IMAGE
@@ -107,8 +107,10 @@ class VServerDriver(SubstrateDriver):
                                  'with driver = "vserver"', table=TABLE)
         _require_host()
         self.naming = Naming(self.settings.name_prefix)
+        throttled = self.settings.disk_read_mbps or self.settings.disk_write_mbps
         self.cgroups = CgroupLayout(Path(self.settings.cgroup_root), self.settings.cgroup_parent,
-                                    self.settings.cfs_period_us)
+                                    self.settings.cfs_period_us,
+                                    CONTROLLERS + (("blkio",) if throttled else ()))
         self.cgroups.check()
         try:
             self.state = StateDir(Path(self.settings.state_dir) / self.settings.name_prefix)
@@ -592,6 +594,13 @@ class VServerDriver(SubstrateDriver):
         rec.setdefault("pids_max", self.settings.default_pids_max)
         self.cgroups.create(handle, cpu=rec["cpu"], memory_mb=rec["memory_mb"],
                             pids_max=rec["pids_max"], shares=self.settings.cpu_shares)
+        s = self.settings
+        if "blkio" in self.cgroups.controllers:
+            self.state.root_dir(handle).mkdir(mode=0o700, exist_ok=True)
+            self.cgroups.throttle_disk(
+                handle, _disk_of(self.state.root_dir(handle)),
+                read_bps=int(s.disk_read_mbps * 1e6) if s.disk_read_mbps else None,
+                write_bps=int(s.disk_write_mbps * 1e6) if s.disk_write_mbps else None)
 
     def _start_executes(self, rec: Record) -> None:
         for i, ex in enumerate(rec["executes"]):
@@ -909,6 +918,18 @@ def _cidr(address: str, netmask: str) -> str:
     except ValueError as exc:
         raise DriverError(f"bad address {address}/{netmask}: {exc}") from None
     return iface.with_prefixlen
+
+
+def _disk_of(path: Path) -> str:
+    """"MAJ:MIN" of the whole disk holding `path` (blkio throttles disks, not partitions)."""
+    dev = os.stat(path).st_dev
+    sysfs = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    if (sysfs / "partition").exists():
+        return (sysfs.resolve().parent / "dev").read_text().strip()
+    if not sysfs.exists():
+        raise DriverError(f"{path} is on no block device (a tmpfs or overlay?): disk I/O "
+                          "cannot be throttled there; unset disk_read_mbps/disk_write_mbps")
+    return f"{os.major(dev)}:{os.minor(dev)}"
 
 
 def _hostname(client_id: str) -> str:

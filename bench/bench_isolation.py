@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -120,8 +119,8 @@ def main() -> int:
     print(f"\nisolation of a well-behaved container beside a misbehaving one ({args.runs} runs "
           f"of {s:g} s, median; fair CPU shares, 128 MiB, 256 tasks, disk {args.disk_mbps:g} "
           f"MB/s each; fork bomb peaked at {peak_text} tasks)")
-    print(f"| test | article container: well-behaved | article: misbehaving | this driver: "
-          f"well-behaved slowdown % | misbehaving guest |")
+    print("| test | article container: well-behaved | article: misbehaving | this driver: "
+          "well-behaved slowdown % | misbehaving guest |")
     print("|---|---|---|---|---|")
     for case, values in rows.items():
         slow = statistics.median(v for v, _ in values)

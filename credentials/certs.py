@@ -76,18 +76,32 @@ def load_pem_chain(data: str | bytes) -> list[x509.Certificate]:
         raise CertificateError("no PEM certificate found")
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise CertificateError(f"unparseable PEM certificate: {exc}") from None
     if not certs:
         raise CertificateError("no PEM certificate found")
+    for cert in certs:
+        _check_parseable(cert)
     return certs
+
+
+def _check_parseable(cert: x509.Certificate) -> x509.Certificate:
+    """cryptography parses names and extensions only when first read: read them now, so a
+    malformed one is refused here as a CertificateError instead of surfacing as a ValueError
+    from whichever check first looks (found by fuzzing, fuzz/credential_target.py)."""
+    try:
+        cert.subject, cert.issuer, cert.extensions   # noqa: B018 - parsed for their errors
+    except ValueError as exc:
+        raise CertificateError(f"unparseable certificate: {exc}") from None
+    return cert
 
 
 def load_der(data: bytes) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(data)
-    except (ValueError, UnsupportedAlgorithm) as exc:
+        cert = x509.load_der_x509_certificate(data)
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise CertificateError(f"unparseable DER certificate: {exc}") from None
+    return _check_parseable(cert)
 
 
 def identity_of(cert: x509.Certificate) -> Identity:

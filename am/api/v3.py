@@ -11,20 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 from am.api import args, values
-from am.api.dispatch import AuditSink, Call, MethodTable
+from am.api.dispatch import Answer, AuditSink, Call, MethodTable
 from am.api.version import version_v3
 from am.auth import Authorizer
 from am.config import Settings
 from am.errors import GeniCode, GeniError
 from am.service.contract import AggregateService, ManifestResult, Options, Principal
+from am.service.images import Images
 
 
 # Every method is in exactly one of these (MethodTable checks). A state-changing call, refused
 # or not, is answered only once its audit entry is committed (am/api/audit.py); read-only calls
 # are audited without waiting.
 STATE_CHANGING = frozenset({"Allocate", "Renew", "Provision", "PerformOperationalAction",
-                            "Delete", "Shutdown"})
-READ_ONLY = frozenset({"GetVersion", "ListResources", "Describe", "Status"})
+                            "Delete", "Shutdown", "Update", "CreateImage", "DeleteImage"})
+READ_ONLY = frozenset({"GetVersion", "ListResources", "Describe", "Status", "ListImages"})
 
 
 class V3:
@@ -48,6 +49,10 @@ class V3:
             "PerformOperationalAction": self.perform_operational_action,
             "Delete": self.delete,
             "Shutdown": self.shutdown,
+            "Update": self.update,
+            "CreateImage": self.create_image,
+            "ListImages": self.list_images,
+            "DeleteImage": self.delete_image,
         }, state_changing=STATE_CHANGING, read_only=READ_ONLY, audit=audit,
             envelope_extra={"geni_api": 3})
 
@@ -119,12 +124,24 @@ class V3:
         args.check_arity("Allocate", params, ("slice_urn", "credentials", "rspec", "options"))
         slice_urn = args.slice_urn_arg(params[0])
         credentials = args.credentials_arg(params[1])
-        rspec = args.require_string(params[2], "rspec")
-        if not rspec.strip():
-            raise args.badargs("rspec is empty")
+        rspec = args.rspec_arg(params[2])
         options = args.options_arg(params[3])
         principal = self._principal(call, credentials, options, slice_urn)
         result = self.service.allocate(principal, slice_urn, rspec, options)
+        return self._manifest(result)
+
+    def update(self, call: Call, params: tuple[Any, ...]) -> Any:
+        """Update (optional in v3, adopted by v4): the slice, or the named slivers, changed to
+        a new request RSpec; answers like Allocate (manifest + geni_slivers)."""
+        args.check_arity("Update", params, ("urns", "credentials", "rspec", "options"))
+        urns = args.urns_arg(params[0])
+        credentials = args.credentials_arg(params[1])
+        rspec = args.rspec_arg(params[2])
+        options = args.options_arg(params[3])
+        principal = self._principal(call, credentials, options, self._target_of(call, urns))
+        result = self.service.update(principal, list(urns.urns), rspec, options)
+        if result.output:
+            return Answer(self._manifest(result), output=result.output)
         return self._manifest(result)
 
     def renew(self, call: Call, params: tuple[Any, ...]) -> Any:
@@ -180,6 +197,38 @@ class V3:
         principal = self._principal(call, credentials, options, self._target_of(call, urns))
         slivers = self.service.delete(principal, list(urns.urns), options)
         return [values.sliver_struct(s) for s in slivers]
+
+    # -- the ProtoGENI image extension (same names and arguments) ---------------------------
+    def create_image(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("CreateImage", params,
+                         ("slice_urn", "image_name", "sliver_urn", "credentials", "options"))
+        slice_urn = args.slice_urn_arg(params[0])
+        name = args.require_string(params[1], "image_name")
+        sliver_urn = args.require_string(params[2], "sliver_urn")
+        credentials = args.credentials_arg(params[3])
+        options = args.options_arg(params[4])
+        principal = self._principal(call, credentials, options, slice_urn)
+        ref = Images(self.service).create(principal, slice_urn, name, sliver_urn)
+        return [ref.urn, ref.url]
+
+    def list_images(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("ListImages", params, ("creator_urn", "credentials", "options"))
+        creator = args.require_string(params[0], "creator_urn")
+        credentials = args.credentials_arg(params[1])
+        options = args.options_arg(params[2])
+        principal = self._principal(call, credentials, options, None)
+        return [{"urn": r.urn, "url": r.url, "name": r.name, "owner": r.owner,
+                 "creator": r.creator, "size": r.size}
+                for r in Images(self.service).list(principal, creator)]
+
+    def delete_image(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("DeleteImage", params, ("image_urn", "credentials", "options"))
+        image_urn = args.require_string(params[0], "image_urn")
+        credentials = args.credentials_arg(params[1])
+        options = args.options_arg(params[2])
+        principal = self._principal(call, credentials, options, None)
+        Images(self.service).delete(principal, image_urn)
+        return True
 
     def shutdown(self, call: Call, params: tuple[Any, ...]) -> Any:
         args.check_arity("Shutdown", params, ("slice_urn", "credentials", "options"))

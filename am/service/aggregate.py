@@ -40,17 +40,33 @@ from am import states
 from am.config import Settings
 from am.errors import GeniCode, GeniError
 from am.jobs.queue import JobQueue, submit_all
-from am.jobs.runner import ACTION_JOBS, DRIVER_ACTION
 from am.service import driver_actions, hybrid
 from am.service.admission import AdmissionContention, Planned, allocate_locked
-from am.service.contract import ManifestResult, Options, Principal, SliverInfo, StatusResult
+from am.service.contract import (
+    ManifestResult,
+    Options,
+    Principal,
+    SliverInfo,
+    StatusResult,
+)
 from am.service.manifests import manifest_for
-from am.states import Alloc, Event, IllegalTransition
-from am.store import (Job, ReservationConflict, Slice, Sliver, Store, StoreError, spec_from_dict,
-                      spec_to_dict, utcnow)
+from am.states import Alloc, Event, IllegalTransition, Op
+from am.store import (
+    Job,
+    ReservationConflict,
+    Slice,
+    Sliver,
+    Store,
+    StoreError,
+    pending,
+    spec_from_dict,
+    spec_to_dict,
+    utcnow,
+)
+from am.store.store import WindowConflict
 from credentials.errors import URNError
 from credentials.urn import parse_urn
-from drivers.base import DriverError, UserKeys
+from drivers.base import DriverError, SubstrateDriver, UserKeys
 
 if TYPE_CHECKING:
     from am.engine import Placement
@@ -64,7 +80,23 @@ SHUT_DOWN = "slice is shut down"
 # A cached advertisement is rebuilt at least this often even when nothing was reserved, so its
 # `generated` time stays recent; correctness comes from the usage generation, not from this.
 AD_MAX_AGE_S = 60.0
-KNOWN_ACTIONS = (*ACTION_JOBS, "geni_updating_users_cancel")
+KNOWN_ACTIONS = (*states.ACTIONS, "geni_updating_users_cancel")
+_UPDATING_REFUSAL = ("sliver {} is geni_updating: an Update waits for Provision (which "
+                     "commits it) or expiry (which reverts it); operational actions are refused "
+                     "until then, Delete works")
+
+
+#: Allocate option: provision an advance reservation at its start (the reaper does it).
+AUTO_PROVISION = "geniam_auto_provision"
+
+
+@dataclass(frozen=True)
+class Window:
+    """An advance reservation's window [starts, ends)."""
+
+    starts: datetime
+    ends: datetime
+    auto_provision: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +207,15 @@ class Aggregate:
         and XML-RPC-escaped forms by identity."""
         variant = bool(options.available_only)
         comps = self.site.components
+        if options.start_time is not None:   # availability in a window: never cached
+            start = options.start_time.replace(microsecond=0)
+            end = (options.end_time or start + timedelta(hours=1)).replace(microsecond=0)
+            if end <= start:
+                raise GeniError(GeniCode.BADARGS, f"geni_end_time {_iso(end)} is not after "
+                                                  f"geni_start_time {_iso(start)}")
+            with self._db(), self.store.read() as session:
+                return self._build_advertisement(comps, self.store.usage_between(
+                    session, start, end), variant)
         with self._db():
             hit = self._cached_advertisement(variant, self.store.current_generation(), comps)
         if hit is not None:
@@ -221,39 +262,87 @@ class Aggregate:
     # ---- Allocate ---------------------------------------------------------------------------
     def allocate(self, principal: Principal, slice_urn: str, request_xml: str,
                  options: Options) -> ManifestResult:
-        from rspec.errors import RSpecError
-        from rspec.request import parse_request
-
         try:
             parse_urn(slice_urn, "slice")
         except URNError as exc:
             raise GeniError(GeniCode.BADARGS, str(exc)) from None
         now = self.clock()
-        expires = self._expiry(now, self.settings.allocation_ttl_s, principal, options.end_time)
+        window = self._window(now, principal, options)
+        expires = (window.ends if window else
+                   self._expiry(now, self.settings.allocation_ttl_s, principal, options.end_time))
         with self._db(), self.store.read() as session:
             self._refuse_if_shut_down(self.store.find_slice(session, slice_urn))
-        try:
-            request = parse_request(request_xml, am_urns=self.am_urns,
-                                    known_sliver_types=self.site.accepted_sliver_types(),
-                                    max_bytes=self.settings.max_request_bytes)
-        except RSpecError as exc:
-            raise GeniError.from_library(exc, GeniCode.BADARGS) from None
+        request = self._parse(request_xml)
         if not (request.nodes or request.links or request.openflow):
             raise GeniError(GeniCode.BADARGS, "the request names no resources at this aggregate")
-        place = partial(self._place, request, slice_urn)
+        if window is None:
+            place = partial(self._place, request, slice_urn)
+        else:   # placed on what is held in the window, whatever is held now
+            def place(_now_usage: Mapping[str, Usage]) -> Placement:
+                with self.store.read() as session:
+                    usage = self.store.usage_between(session, window.starts, window.ends)
+                    try:
+                        return self._place(request, slice_urn, usage)
+                    except GeniError as exc:   # name the windows it ran into
+                        named = [c.component_id for c in self.site.components
+                                 if c.component_id in exc.message]
+                        held = self.store.windows_on(session, named, window.starts,
+                                                     window.ends)
+                        if held:
+                            exc.message += "; in that window " + ", ".join(
+                                f"{c} is reserved from {_iso(b)} to {_iso(e)}"
+                                for c, b, e in held)
+                        raise
         with self._db(), self.store.read() as session:
             generation = self.store.usage_generation(session)   # before the usage it validates
-            usage = self.store.usage(session)
+            usage = self.store.usage(session) if window is None else {}
         planned = Planned(place(usage), generation)
+        # settled and written under the placed components' admission locks
+        # (am.service.admission): racing Allocates end as if run one after the other
+        return self._admit(planned, place,
+                           partial(self._write_allocation, principal, slice_urn, request,
+                                   expires, window), "nothing was allocated")
+
+    def _window(self, now: datetime, principal: Principal, options: Options) -> Window | None:
+        """The advance reservation window asked for (gcf's geni_start_time and geni_end_time),
+        or None. OUTOFRANGE for a start in the past, a window longer than `max_lease_s` or
+        one ending after the slice credential; BADARGS for an end not after the start."""
+        if options.start_time is None:
+            return None
+        start = options.start_time.replace(microsecond=0)
+        if start <= now:
+            raise GeniError(GeniCode.OUTOFRANGE, f"geni_start_time {_iso(start)} is not in the "
+                                                 f"future (now {_iso(now)})")
+        cred = (principal.credential_expires.replace(microsecond=0)
+                if principal.credential_expires is not None else None)
+        longest = start + timedelta(seconds=self.settings.max_lease_s)
+        auto = bool(options.extra.get(AUTO_PROVISION))
+        if options.end_time is None:
+            end = min(filter(None, (longest, cred)))
+            if end <= start:
+                raise GeniError(GeniCode.OUTOFRANGE, f"the slice credential expires at "
+                                                     f"{_iso(end)}, before geni_start_time "
+                                                     f"{_iso(start)}")
+            return Window(start, end, auto)
+        end = options.end_time.replace(microsecond=0)
+        if end <= start:
+            raise GeniError(GeniCode.BADARGS, f"geni_end_time {_iso(end)} is not after "
+                                              f"geni_start_time {_iso(start)}")
+        if cred is not None and end > cred:
+            raise GeniError(GeniCode.OUTOFRANGE, f"the window ends at {_iso(end)}, after the "
+                                                 f"slice credential expires ({_iso(cred)})")
+        if end > longest:
+            raise GeniError(GeniCode.OUTOFRANGE, f"the window is longer than the longest lease "
+                                                 f"here ({self.settings.max_lease_s} s)")
+        return Window(start, end, auto)
+
+    def _admit(self, planned: Planned, place, write, unchanged: str) -> ManifestResult:
+        """`allocate_locked` with its failures as GENI errors (`unchanged` says what stayed)."""
         try:
-            # settled and written under the placed components' admission locks
-            # (am.service.admission): racing Allocates end as if run one after the other
             with self._db():
-                return allocate_locked(
-                    self.store, planned, place,
-                    partial(self._write_allocation, principal, slice_urn, request, expires))
+                return allocate_locked(self.store, planned, place, write)
         except ReservationConflict as exc:
-            raise GeniError(_conflict_code(exc), f"{exc}; nothing was allocated") from None
+            raise GeniError(_conflict_code(exc), f"{exc}; {unchanged}") from None
         except AdmissionContention as exc:
             raise GeniError(GeniCode.BUSY, str(exc)) from None
         except StoreError as exc:
@@ -266,15 +355,13 @@ class Aggregate:
         placement = place(request, self.site, usage, slice_urn=slice_urn,
                           mint_sliver_urn=self._mint, best_effort=False)
         if placement.refusals:
-            codes = {r.code for r in placement.refusals}
-            code = placement.refusals[0].code if len(codes) > 1 else codes.pop()
-            raise GeniError(_code(code), _refusal_message(request, placement.refusals))
+            raise _refused(request, placement.refusals)
         if not placement.slivers:
             raise GeniError(GeniCode.BADARGS, "nothing in the request could be placed here")
         return placement
 
     def _write_allocation(self, principal: Principal, slice_urn: str, request,
-                          expires: datetime, session: Session,
+                          expires: datetime, window: Window | None, session: Session,
                           placement: Placement) -> ManifestResult:
         """The slivers, reservations and claims of a settled placement (inside the write
         transaction that holds their components' admission locks)."""
@@ -284,23 +371,124 @@ class Aggregate:
         rows: list[Sliver] = []
         # reserve in one global order, so racing writers on PostgreSQL cannot deadlock
         for planned in sorted(placement.slivers, key=lambda p: p.spec.component_id):
-            spec = planned.spec
-            row = Sliver(urn=spec.sliver_urn, slice=slc, client_id=spec.client_id,
-                         kind=spec.kind.value, driver=planned.driver,
-                         component_id=spec.component_id, sliver_type=spec.sliver_type,
-                         allocation_state=Alloc.UNALLOCATED.value, operational_state=None,
-                         expires=expires, spec=spec_to_dict(spec),
-                         element_xml=_element_for(request, elements, spec),
-                         facts={}, error="", resource_status="")
-            session.add(row)
-            self.store.transition(session, row, Event.ALLOCATE)
-            self.store.reserve(session, row, planned.demand, planned.claims)
-            rows.append(row)
+            rows.append(self._new_row(session, slc, request, elements, expires, planned,
+                                      window=window))
         slc.expires = max(filter(None, (slc.expires, expires)))
         manifest = manifest_for(rows, am_urn=self.am_urn, foreign_xml=request.foreign_xml,
                                 expires=expires)
         return ManifestResult(manifest=manifest, slice_urn=slc.urn,
                               slivers=tuple(_info(r) for r in rows))
+
+    # ---- Update -----------------------------------------------------------------------------
+    def update(self, principal: Principal, urns: Sequence[str], request_xml: str,
+               options: Options) -> ManifestResult:
+        """AM API Update: the slice's slivers here (or the named ones) changed to the request
+        (am.service.update says how). All-or-nothing unless geni_best_effort, where each new
+        or changed element that does not fit is left out (new) or left as it is (existing)."""
+        from am.service.update import Updater, bind_request, without
+
+        request = self._parse(request_xml)
+        now = self.clock()
+        pending_until = self._expiry(now, self.settings.allocation_ttl_s, principal,
+                                     options.end_time)
+        with self._db(), self.store.read() as session:
+            target = self._target(session, urns)
+            self._refuse_if_shut_down(target.slice)
+            self._require_live(target, "update")
+            rows = target.slivers
+            waiting = next((r for r in rows if r.waiting), None)
+            if waiting is not None:
+                raise GeniError(GeniCode.UNSUPPORTED,
+                                f"sliver {waiting.urn} is an advance reservation (from "
+                                f"{_iso(waiting.starts)}); Update it after its start, or "
+                                "delete it and allocate again")
+            before = {r.id: r.version for r in rows}
+            held: dict[str, dict[str, float]] = {}
+            for row in rows:
+                per = held.setdefault(row.component_id.lower(), {})
+                for resource, amount in self.store.held(session, row)[0].items():
+                    per[resource] = per.get(resource, 0.0) + amount
+            generation = self.store.usage_generation(session)
+            usage = self.store.usage(session)
+        slice_urn = target.slice_urn
+        request = bind_request(request, rows)
+        by_client = {r.client_id: r.urn for r in rows}
+        urns_here = {r.urn for r in rows}
+        refused: set[str] = set()
+        refusals: list[str] = []
+
+        def mint(client_id: str = "") -> str:
+            return by_client.get(client_id) or self._mint()
+
+        def place(current: Mapping[str, Usage]) -> Placement:
+            from am.engine import place as engine_place
+            placement = engine_place(request, self.site,
+                                     without(current, held, urns_here, slice_urn),
+                                     slice_urn=slice_urn, mint_sliver_urn=mint,
+                                     best_effort=options.best_effort)
+            if placement.refusals and not options.best_effort:
+                raise _refused(request, placement.refusals, "; the slice is unchanged")
+            refused.clear()
+            refused.update(r.client_id for r in placement.refusals)
+            refusals[:] = [str(r) for r in placement.refusals]
+            return placement
+
+        def write(session: Session, placement: Placement) -> ManifestResult:
+            live = {r.id: r for r in self.store.live_slivers(session, self.clock(),
+                                                              urns=list(urns_here),
+                                                              for_update=True)}
+            if {i: r.version for i, r in live.items()} != before:
+                raise GeniError(GeniCode.BUSY, f"slice {slice_urn} changed while this Update "
+                                               "was placed; nothing was changed, retry")
+            slc = self.store.find_slice(session, slice_urn, for_update=True)
+            self._refuse_if_shut_down(slc)
+            elements = _element_index(request)
+            updater = Updater(self.store, session, self.site, now=now,
+                              pending_until=pending_until,
+                              element_for=partial(_element_for, request, elements),
+                              new_row=partial(self._new_row, session, slc, request, elements,
+                                              pending_until))
+            after = updater.apply([live[i] for i in sorted(live)], placement, refused)
+            session.flush()
+            slc.expires = max(filter(None, (slc.expires, *(r.expires for r in after))))
+            manifest = manifest_for(after, am_urn=self.am_urn, foreign_xml=request.foreign_xml,
+                                    users=self.store.user_keys(session, slc.id),
+                                    expires=max((r.expires for r in after), default=None))
+            return ManifestResult(manifest=manifest, slice_urn=slc.urn,
+                                  slivers=tuple(_info(r) for r in after),
+                                  output="; ".join(refusals))
+
+        return self._admit(Planned(place(usage), generation), place, write,
+                           "the slice is unchanged")
+
+    def _new_row(self, session: Session, slc: Slice, request, elements, expires: datetime,
+                 planned, *, window: Window | None = None) -> Sliver:
+        """A new allocated sliver (reserved) for a planned one, as Allocate writes it (with a
+        window: an advance reservation, waiting for its start)."""
+        spec = planned.spec
+        row = Sliver(urn=spec.sliver_urn, slice=slc, client_id=spec.client_id,
+                     kind=spec.kind.value, driver=planned.driver,
+                     component_id=spec.component_id, sliver_type=spec.sliver_type,
+                     allocation_state=Alloc.UNALLOCATED.value, operational_state=None,
+                     expires=expires, spec=spec_to_dict(spec),
+                     element_xml=_element_for(request, elements, spec),
+                     facts={}, error="", resource_status="",
+                     starts=window.starts if window else None, waiting=window is not None,
+                     auto_provision=bool(window and window.auto_provision))
+        session.add(row)
+        self.store.transition(session, row, Event.ALLOCATE)
+        self.store.reserve(session, row, planned.demand, planned.claims, now=self.clock())
+        return row
+
+    def _parse(self, request_xml: str):
+        from rspec.errors import RSpecError
+        from rspec.request import parse_request
+        try:
+            return parse_request(request_xml, am_urns=self.am_urns,
+                                 known_sliver_types=self.site.accepted_sliver_types(),
+                                 max_bytes=self.settings.max_request_bytes)
+        except RSpecError as exc:
+            raise GeniError.from_library(exc, GeniCode.BADARGS) from None
 
     def _mint(self, _client_id: str = "") -> str:
         return f"urn:publicid:IDN+{self.settings.authority}+sliver+{uuid.uuid4().hex}"
@@ -335,13 +523,32 @@ class Aggregate:
                                                     self.clock(), lock=True)
             self._check_users(chosen, options.users)
             if target.by_slice:
-                chosen = [s for s in chosen if s.allocation_state == Alloc.ALLOCATED.value]
+                chosen = [s for s in chosen if s.allocation_state == Alloc.ALLOCATED.value
+                          or s.operational_state == Op.UPDATING.value]
                 if not chosen:
                     raise GeniError(GeniCode.UNSUPPORTED, f"slice {target.slice_urn} has no "
-                                                          "allocated slivers left to provision")
+                                                          "allocated slivers and no pending "
+                                                          "update left to provision")
+            waiting = next((r for r in chosen if r.waiting), None)
+            if waiting is not None:
+                raise GeniError(GeniCode.UNAVAILABLE,
+                                f"sliver {waiting.urn} is reserved from {_iso(waiting.starts)}; "
+                                "it can be provisioned from then on (or Allocate with "
+                                f"{AUTO_PROVISION} to have it provisioned at its start)")
             done: list[Sliver] = []
             infos: list[SliverInfo] = []
+            deleted: list[int] = []
             for row in chosen:
+                if row.operational_state == Op.UPDATING.value:   # commit a pending Update
+                    row.expires = self._extend(session, row, expires)
+                    job = self._commit_update(session, row)
+                    if job is None:
+                        deleted.extend(self._unallocate(session, row, Event.DELETE))
+                    else:
+                        queued.append(job)
+                        done.append(row)
+                    infos.append(_info(row))
+                    continue
                 try:
                     self.store.transition(session, row, Event.PROVISION, flush=False)
                 except IllegalTransition as exc:
@@ -349,7 +556,8 @@ class Aggregate:
                         raise
                     infos.append(_info(row, error=exc.message))
                     continue
-                row.expires = expires
+                if row.starts is None:     # an advance reservation keeps its window's end
+                    row.expires = self._extend(session, row, expires)
                 queued.append(self.store.add_job(session, row, "provision",
                                                  {"start": True} if start else None,
                                                  flush=False))
@@ -360,11 +568,34 @@ class Aggregate:
             if done:
                 target.slice.expires = max(filter(None, (target.slice.expires, expires)))
             session.flush()
-            jobs = [job.id for job in queued]
+            jobs = [job.id for job in queued] + deleted
             users = self.store.user_keys(session, target.slice.id)
             manifest = manifest_for(done, am_urn=self.am_urn, users=users, expires=expires)
         self._submit(jobs)
         return ManifestResult(manifest=manifest, slice_urn=target.slice_urn, slivers=tuple(infos))
+
+    def _extend(self, session: Session, row: Sliver, expires: datetime) -> datetime:
+        """`expires`, or the start of the first reservation window the sliver would run into
+        (UNAVAILABLE if that is now)."""
+        now = self.clock()
+        try:
+            self.store.extend(session, row, expires, now)
+            return expires
+        except WindowConflict as exc:
+            if exc.at <= max(now, row.expires):
+                raise GeniError(GeniCode.UNAVAILABLE, str(exc)) from None
+            self.store.extend(session, row, exc.at, now)
+            return exc.at
+
+    def _commit_update(self, session: Session, row: Sliver) -> Job | None:
+        """Provision of a geni_updating sliver: its update job (None for a pending removal,
+        which the caller deletes). The pending change can no longer be reverted."""
+        change = pending.pending_of(row)
+        if change is None or change.op == pending.REMOVE:
+            return None
+        self.store.transition(session, row, Event.UPDATE_COMMIT, error="")
+        row.pending_until = None
+        return self.store.add_job(session, row, "update", flush=False)
 
     # ---- Status / Describe ------------------------------------------------------------------
     def status(self, principal: Principal, urns: Sequence[str], options: Options) -> StatusResult:
@@ -372,7 +603,23 @@ class Aggregate:
             target = self._target(session, urns)
             self._require_live(target, "report on")
             return StatusResult(slice_urn=target.slice_urn,
-                                slivers=tuple(_info(s) for s in target.slivers))
+                                slivers=tuple(_info(s, live=self._live_status(s))
+                                              for s in target.slivers))
+
+    def _live_status(self, row: Sliver) -> str | None:
+        """A provisioned sliver's geni_resource_status as its driver reports it now (e.g. a
+        NetFPGA slot's counters); None keeps the stored text. A driver error is not the
+        caller's: it is logged and the stored text is shown."""
+        if row.allocation_state != Alloc.PROVISIONED.value:
+            return None
+        driver = self.site.drivers.get(row.driver)
+        if driver is None or type(driver).live_status is SubstrateDriver.live_status:
+            return None
+        try:
+            return driver.live_status(spec_from_dict(row.spec))
+        except Exception as exc:   # noqa: BLE001 - a report, never a failure of Status
+            log.warning("live status of %s: %s", row.urn, exc)
+            return None
 
     def describe(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult:
         with self._db(), self.store.read() as session:
@@ -405,27 +652,31 @@ class Aggregate:
             self._require_live(target, "act on")
             chosen = hybrid.with_forwarding_slivers(self.store, session, target.slivers,
                                                     self.clock(), lock=True)
+            updating = [r for r in chosen if r.operational_state == Op.UPDATING.value]
+            if updating and not options.best_effort:
+                raise GeniError(GeniCode.REFUSED, _UPDATING_REFUSAL.format(updating[0].urn))
             if action == "geni_update_users":
                 self._check_users(chosen, options.users)
             if extra and target.by_slice:   # a slice-wide driver action: the slivers that have it
                 chosen = [r for r in chosen if self._driver_has(r, action)] or chosen
             for row in chosen:
                 try:
+                    if row.operational_state == Op.UPDATING.value:
+                        raise GeniError(GeniCode.REFUSED, _UPDATING_REFUSAL.format(row.urn))
                     self._check_driver_action(row, action)
                     if extra:
                         driver_actions.check_for_sliver(self.site.drivers.get(row.driver),
                                                         spec_from_dict(row.spec), row.urn,
                                                         action_opts)
                         self.store.transition(session, row, Event.DRIVER_ACTION, error="")
-                        queued.append(self.store.add_job(session, row, DRIVER_ACTION, {
+                        queued.append(self.store.add_job(session, row, states.DRIVER_ACTION, {
                             "action": action, "options": action_opts}, flush=False))
                     elif action == "geni_updating_users_cancel":
                         self.store.transition(session, row, Event.UPDATE_USERS_CANCEL)
                     else:
-                        start_event, _ = states.ACTION_EVENTS[action]
-                        self.store.transition(session, row, start_event, error="")
-                        queued.append(self.store.add_job(session, row, ACTION_JOBS[action],
-                                                         flush=False))
+                        job = states.ACTIONS[action]
+                        self.store.transition(session, row, job.start, error="")
+                        queued.append(self.store.add_job(session, row, job.job, flush=False))
                 except GeniError as exc:
                     if not options.best_effort:
                         raise
@@ -497,7 +748,22 @@ class Aggregate:
                 if error:
                     infos.append(_info(row, error=error))
                     continue
+                try:
+                    self.store.extend(session, row, granted, now)
+                except WindowConflict as exc:
+                    if options.extend_alap and exc.at > row.expires:
+                        self.store.extend(session, row, exc.at, now)
+                        row.expires = exc.at
+                        infos.append(_info(row))
+                        continue
+                    if not options.best_effort:
+                        raise GeniError(GeniCode.OUTOFRANGE,
+                                        f"cannot renew to {_iso(granted)}: {exc}") from None
+                    infos.append(_info(row, error=f"cannot renew to {_iso(granted)}: {exc}"))
+                    continue
                 row.expires = granted
+                if row.pending_until is not None:   # a renewed pending Update waits as long
+                    row.pending_until = granted
                 infos.append(_info(row))
             if not error and target.slice is not None:
                 target.slice.expires = max(s.expires for s in target.slivers)
@@ -547,6 +813,8 @@ class Aggregate:
             slc.shutdown, slc.shutdown_at, slc.shutdown_by = True, self.clock(), principal.urn
             for row in self.store.live_slivers(session, self.clock(), slice_id=slc.id,
                                                for_update=True):
+                if row.pending is not None:      # a pending Update is dropped
+                    pending.revert(session, self.store, row)
                 state = states.as_state(row.allocation_state, row.operational_state)
                 if states.allowed(state, Event.SHUTDOWN):
                     self.store.transition(session, row, Event.SHUTDOWN,
@@ -569,9 +837,31 @@ class Aggregate:
             for row in session.scalars(query):
                 jobs.extend(self._unallocate(session, row, Event.EXPIRE))
                 expired.append(row.urn)
+            for row in session.scalars(
+                    select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
+                                         Sliver.pending_until <= now)
+                    .order_by(Sliver.id).with_for_update(skip_locked=True)):
+                pending.revert(session, self.store, row)   # an Update never provisioned
+            jobs.extend(self._start_windows(session, now))
             self.store.retire_empty_slices(session)
         self._submit(jobs)
         return expired
+
+    def _start_windows(self, session: Session, now: datetime) -> list[int]:
+        """Advance reservations whose window began: they hold like any live sliver from now
+        on, and those allocated with geniam_auto_provision are provisioned (jobs returned)."""
+        jobs: list[int] = []
+        start = self.settings.start_on_provision
+        for row in session.scalars(
+                select(Sliver).where(Sliver.waiting.is_(True), Sliver.starts <= now,
+                                     Sliver.allocation_state != Alloc.UNALLOCATED.value)
+                .order_by(Sliver.component_id, Sliver.id).with_for_update(skip_locked=True)):
+            self.store.start_waiting(session, row)
+            if row.auto_provision and not row.slice.shutdown:
+                self.store.transition(session, row, Event.PROVISION)
+                jobs.append(self.store.add_job(session, row, "provision",
+                                               {"start": True} if start else None).id)
+        return jobs
 
     # ---- plumbing ---------------------------------------------------------------------------
     def _submit(self, job_ids: list[int]) -> None:
@@ -596,11 +886,12 @@ class Aggregate:
             raise GeniError(GeniCode.DBERROR, f"database error: {type(exc).__name__}") from None
 
 
-def _info(row: Sliver, *, error: str | None = None) -> SliverInfo:
+def _info(row: Sliver, *, error: str | None = None, live: str | None = None) -> SliverInfo:
     return SliverInfo(sliver_urn=row.urn, allocation_status=row.allocation_state,
                       expires=row.expires, operational_status=row.operational_state,
                       error=row.error if error is None else error,
-                      resource_status=row.resource_status or "", client_id=row.client_id)
+                      resource_status=live or row.resource_status or "", client_id=row.client_id,
+                      start_time=row.starts)
 
 
 def _element_index(request) -> dict[tuple[str, str], str]:
@@ -620,6 +911,13 @@ def _element_for(request, index: dict[tuple[str, str], str], spec) -> str:
         # OpenFlow slivers have no client_id: match the request model (equality ignores XML)
         return next((of.element_xml or "" for of in request.openflow if of == spec.openflow), "")
     return index.get((spec.kind.value, spec.client_id), "")
+
+
+def _refused(request, refusals, tail: str = "") -> GeniError:
+    """One GeniError for a placement's refusals (mixed codes: the first refusal's)."""
+    codes = {r.code for r in refusals}
+    code = refusals[0].code if len(codes) > 1 else codes.pop()
+    return GeniError(_code(code), _refusal_message(request, refusals) + tail)
 
 
 def _refusal_message(request, refusals) -> str:

@@ -35,6 +35,7 @@ class SliverInfo:
     error: str = ""
     resource_status: str = ""
     client_id: str = ""
+    start_time: datetime | None = None         # an advance reservation's geni_start_time
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ManifestResult:
     manifest: str
     slice_urn: str
     slivers: tuple[SliverInfo, ...] = ()
+    output: str = ""                           # what a best-effort call left out, and why
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Options:
     """The GENI options the service cares about, already type-checked by the API layer."""
 
     best_effort: bool = False
+    start_time: datetime | None = None         # Allocate/ListResources: geni_start_time
     end_time: datetime | None = None
     extend_alap: bool = False
     users: tuple[UserKeys, ...] = ()
@@ -75,6 +78,7 @@ class AggregateService(Protocol):
     def advertisement(self, options: Options) -> str: ...
     def describe(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult: ...
     def allocate(self, principal: Principal, slice_urn: str, request_xml: str, options: Options) -> ManifestResult: ...
+    def update(self, principal: Principal, urns: Sequence[str], request_xml: str, options: Options) -> ManifestResult: ...
     def renew(self, principal: Principal, urns: Sequence[str], expiration: datetime, options: Options) -> list[SliverInfo]: ...
     def provision(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult: ...
     def status(self, principal: Principal, urns: Sequence[str], options: Options) -> StatusResult: ...

@@ -22,7 +22,8 @@ from am.app import build_runtime
 from drivers.ovs import OVSInstance
 from tests.api.conftest import ApiClient
 from tests.drivers.openflow.conftest import ovs  # noqa: F401 - re-exported fixture
-from tests.hybrid.conftest import AM, InlineQueue
+from tests.drivers.vserver.helpers import test_image
+from tests.hybrid.conftest import AM, InlineQueue, release_and_close
 
 AUTH = "geni-am:test"
 VS1 = f"urn:publicid:IDN+{AUTH}+node+vs1"
@@ -84,6 +85,7 @@ def inventory(tmp_path, ovs_db: str, dom0: str, *, fib_routes: int = 16,
               fib_flows: int = 64) -> str:
     prefix = "g" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
     neighbours = "\n".join(f'"{addr}" = "{mac}"' for addr, _gw, mac in HOSTS.values())
+    images, image = test_image()
     return f'''
 [drivers.xen]
 uri = "test:///default"
@@ -93,6 +95,9 @@ dom0_netns = "{dom0}"
 [drivers.vserver]
 name_prefix = "{prefix}"
 state_dir = "{tmp_path}/vs"
+images_dir = "{images}"
+default_image = "{image}"
+build_default_image = false
 cpu = 2
 memory_mb = 4096
 
@@ -104,6 +109,7 @@ fib_routes = {fib_routes}
 fib_flows = {fib_flows}
 
 [drivers.netfpga]
+card_process = false    # register model only: these tests check route registers
 state_dir = "{tmp_path}/netfpga"
 route_table_size = 8
 
@@ -161,10 +167,4 @@ def site(switch, base_settings, tmp_path, gcf_fixtures, fx, dom0_netns) -> Itera
     try:
         yield OFSite(AM(client, rt, [fx.cred("slice-cred-alice")], dom0_netns), switch)
     finally:
-        for driver in rt.site.drivers.values():
-            for obs in driver.observed():
-                try:
-                    driver.release(obs.handle)
-                except Exception:   # noqa: BLE001 - best effort after a failed test
-                    pass
-        rt.close()
+        release_and_close(rt)

@@ -20,7 +20,7 @@ import pytest
 
 from am.app import build_runtime
 from drivers import hostnet
-from tests.api.conftest import SLICE, ApiClient, code_of
+from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
 from tests.conftest import require_tool
 from tests.hybrid.conftest import AM, GA, InlineQueue, manifest_nodes, release_and_close
 
@@ -171,6 +171,8 @@ def test_a_netfpga_node_forwards_between_two_containers(am: AM):
             break
         assert time.monotonic() < deadline, text
         time.sleep(0.1)
+    manifest = am.ok("Describe", [SLICE], am.cred, {"geni_rspec_version": RSPEC_V})["geni_rspec"]
+    assert 'resource_status="emulated NetFPGA card nf1 slot' in manifest
     wires = [f"{CARD_PREFIX}p0", f"{CARD_PREFIX}p1"]
     assert all(hostnet.find_link(None, w) is None for w in wires)    # plugged into h1, h2
     assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0

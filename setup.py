@@ -32,6 +32,7 @@ setup(
         "psycopg[binary]>=3.1,<4",
         "cheroot>=10,<12",
         "prometheus_client>=0.20",
+        "tomli-w>=1.0",              # the default site writes its inventory (TOML)
         # Xen hosts through libvirt (builds against Debian's libvirt-dev; test:///default in tests)
         "libvirt-python>=9",
     ],

@@ -11,7 +11,7 @@ import sys
 SERVE_FLAGS = {   # flag -> Settings key
     "host": "host", "port": "port", "cert": "cert", "key": "key",
     "trust_roots": "trust_roots", "database": "database_url", "broker": "broker_url",
-    "inventory": "inventory", "state_dir": "state_dir",
+    "inventory": "inventory", "state_dir": "state_dir", "fake_nodes": "fake_nodes",
 }
 
 
@@ -41,6 +41,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                             "certificates. With no configuration, creates a development "
                             "authority under the state directory and prints client settings.")
     add_settings_flags(parser)
+    parser.add_argument("--fake", type=int, metavar="N", dest="fake_nodes", default=None,
+                        help="serve N fake nodes (the mocked-driver harness) instead of the "
+                        "real default site (fake_nodes; env GENI_AM_FAKE_NODES)")
     parser.add_argument("--threads", type=int, default=16, help="request threads (16)")
     parser.add_argument("--behind-proxy", action="store_true", default=None,
                         help="serve plain HTTP for a TLS-terminating proxy (nginx) listed in "
@@ -57,7 +60,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from am.bootstrap import banner, ensure_dev_authority, needs_dev_authority
     from am.config import ConfigError
     from am.errors import GeniError
+    from am.handshakes import ClientLimits
     from am.server import AmServer, ServerConfigError, ServerOptions
+    from am.fileperms import StateDirError, check_state_dir
+    from am.site import SiteError
     from drivers.base import DriverError
     from drivers.inventory import InventoryError
 
@@ -79,28 +85,66 @@ def run_serve(args: argparse.Namespace) -> int:
         if settings.proxy_mode and not settings.trusted_proxies:
             raise ConfigError("--behind-proxy needs trusted_proxies (the proxy's address)")
         files = None
+        for warning in check_state_dir(settings.state_path):
+            print(f"geni-am serve: warning: {warning}", file=sys.stderr)
         if needs_dev_authority(settings):
             settings, files = ensure_dev_authority(settings)
-        settings.state_path.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, ServerConfigError, GeniError, OSError, StateDirError) as exc:
+        print(f"geni-am serve: {exc}", file=sys.stderr)
+        return 2
+    site = None
+    site_info = None
+    try:
+        if not settings.inventory and not settings.fake_nodes:
+            site, running = start_default_site(settings)
+            settings, site_info = settings.replace(inventory=str(running.inventory)), running
         runtime = build_runtime(settings, behind_proxy=settings.proxy_mode,
                                 job_queue=serve_job_queue)
     except (ConfigError, InventoryError, DriverError, ServerConfigError, GeniError,
-            OSError) as exc:
+            OSError, SiteError) as exc:
         print(f"geni-am serve: {exc}", file=sys.stderr)
+        if site is not None:
+            site.down()
         return 2
     try:
         server = AmServer(runtime.app, ServerOptions(
             host=settings.host, port=settings.port, threads=args.threads,
             tls=not settings.proxy_mode, cert=settings.cert, key=settings.key,
-            trust_roots=settings.trust_roots, max_request_bytes=settings.max_request_bytes))
+            trust_roots=settings.trust_roots, max_request_bytes=settings.max_request_bytes,
+            idle_timeout_s=settings.client_idle_timeout_s,
+            limits=ClientLimits(handshake_timeout_s=settings.tls_handshake_timeout_s,
+                                max_connections_per_client=settings.max_connections_per_client)))
         server.serve_until_signalled(
-            on_ready=lambda: print(banner(settings, files), flush=True))
+            on_ready=lambda: print(banner(settings.replace(port=server.port) if not settings.port
+                                          else settings, files, site_info), flush=True))
     except (ServerConfigError, OSError) as exc:
         print(f"geni-am serve: {exc}", file=sys.stderr)
         return 2
     finally:
         runtime.close()
+        if site is not None:
+            stop_default_site(site)
     return 0
+
+
+def start_default_site(settings):
+    """The real default site (am/site) for a serve with no inventory and no --fake; a host
+    that cannot run it gets SiteError saying what it lacks and how to serve fake nodes."""
+    from am.site import DefaultSite, SiteError
+
+    site = DefaultSite(settings.state_path, settings.authority)
+    try:
+        running = site.up()
+    except SiteError as exc:
+        raise SiteError(f"{exc}. Serve the mocked-driver harness instead: geni-am serve "
+                        "--fake 10 (or give a site with --inventory FILE)") from None
+    return site, running
+
+
+def stop_default_site(site) -> None:
+    report = site.down()
+    for problem in report.problems:
+        print(f"geni-am serve: default site: {problem}", file=sys.stderr)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -52,6 +52,9 @@ class Settings:
     allocation_ttl_s: int = 600               # how long an unprovisioned allocation lives
     max_lease_s: int = 7 * 24 * 3600          # longest sliver lifetime from now
     max_request_bytes: int = 4 * 1024 * 1024  # XML-RPC bodies above this are refused unparsed
+    tls_handshake_timeout_s: float = 5.0      # direct TLS: a handshake not done by then is dropped
+    max_connections_per_client: int = 128     # direct TLS: open connections per client address
+    client_idle_timeout_s: float = 10.0       # socket timeout: idle kept-alive or stalled connection
     reaper_interval_s: float = 30.0
     start_on_provision: bool = True           # a provisioned sliver boots to geni_ready without geni_start
     route_sync_interval_s: float = 60.0       # periodic re-sync of hybrid routers' forwarding planes; 0 = off
@@ -91,6 +94,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 #: Numeric settings for which 0 is meaningless (0 is allowed elsewhere: port 0 = any free port,
 #: an interval of 0 = off).
 _POSITIVE = frozenset({"allocation_ttl_s", "max_lease_s", "max_request_bytes",
+                       "tls_handshake_timeout_s", "max_connections_per_client",
+                       "client_idle_timeout_s",
                        "reaper_interval_s", "worker_concurrency", "dashboard_login_attempts",
                        "dashboard_login_global_attempts", "dashboard_login_window_s"})
 

@@ -5,11 +5,13 @@ cheroot's builtin SSL adapter puts the verified peer certificate into every requ
 as `SSL_CLIENT_CERT` (PEM) when the context's verify_mode is not CERT_NONE (checked in
 cheroot/ssl/builtin.py `get_environ`); `am.auth.CallerSource` reads it from there.
 
-cheroot performs the TLS handshake inside `wrap()`, on its one accept/select thread: handshakes
-are serialised, every kept-alive connection waits while one runs, and a client that connects
-and stays silent stalls the whole server for the socket timeout. `DeferredHandshakeAdapter` and
-`TLSConnection` move the handshake to the worker thread that serves the connection (the same
-full handshake, certificate checks and environ; only the thread changes).
+cheroot would perform the TLS handshake inside `wrap()`, on its one accept/select thread, or
+(deferred) on the request thread that serves the connection; either way a client that connects
+and stays silent stalls requests for the socket timeout. `DeferredHandshakeAdapter` only
+attaches TLS to the accepted socket, and `am.handshakes.Handshaker` completes every handshake on
+a front thread with non-blocking sockets, bounded in time and in connections per client address;
+only finished sessions reach the request threads (the same full handshake, certificate checks
+and environ as cheroot's own).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cheroot import errors as cheroot_errors
@@ -29,6 +31,8 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.makefile import StreamWriter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from am.handshakes import ClientLimits, Handshaker
 
 log = logging.getLogger("am.server")
 
@@ -110,37 +114,29 @@ PLAIN_HTTP_REFUSAL = ("The client sent a plain HTTP request, but this server onl
 
 
 class TLSConnection(cheroot_server.HTTPConnection):
-    """An HTTP connection that completes its TLS handshake (and so learns the verified client
-    certificate for the WSGI environ) before reading its first request."""
+    """An HTTP connection whose TLS handshake the front thread completes (setting `ssl_env`
+    with the verified client certificate) before it reaches a request thread; one that spoke
+    plain HTTP instead gets cheroot's plain-text 400 from the request thread."""
 
     handshake_done = False
+    plain_http = False
+    counted_by: Handshaker | None = None
 
     def communicate(self) -> bool:
-        if not self.handshake_done:
-            adapter = self.server.ssl_adapter
-            if isinstance(adapter, DeferredHandshakeAdapter):
-                if not self._handshake(adapter):
-                    return False
-            self.handshake_done = True
+        if self.plain_http:
+            self._refuse_plain_http(f"{self.remote_addr}:{self.remote_port}")
+            return False
+        if not self.handshake_done:   # never reached: _Server routes these to the handshaker
+            return False
         return super().communicate()
 
-    def _handshake(self, adapter: DeferredHandshakeAdapter) -> bool:
-        peer = f"{self.remote_addr}:{self.remote_port}"
+    def close(self) -> None:
+        counted, self.counted_by = self.counted_by, None
         try:
-            self.socket.do_handshake()
-        except ssl.SSLError as exc:
-            if exc.errno == ssl.SSL_ERROR_SSL and "http request" in str(exc).lower():
-                self._refuse_plain_http(peer)
-            else:
-                self.server.error_log(f"Client {peer} lost during the TLS handshake: {exc}",
-                                      level=logging.INFO)
-            return False
-        except OSError as exc:   # reset, timeout: the client went away
-            self.server.error_log(f"Client {peer} lost during the TLS handshake: {exc}",
-                                  level=logging.INFO)
-            return False
-        self.ssl_env = adapter.get_environ(self.socket)
-        return True
+            super().close()
+        finally:
+            if counted is not None:
+                counted.released(self)
 
     def _refuse_plain_http(self, peer: str) -> None:
         """What cheroot answers a plain-HTTP client on a TLS port: a 400 in plain text."""
@@ -184,6 +180,18 @@ def tls_adapter(cert: str, key: str, trust_roots: str | Path) -> BuiltinSSLAdapt
     return adapter
 
 
+class _Server(wsgi.Server):
+    """cheroot's WSGI server, passing new TLS connections to the handshake thread first."""
+
+    handshaker: Handshaker | None = None
+
+    def process_conn(self, conn) -> None:
+        if self.handshaker is not None and not (conn.handshake_done or conn.plain_http):
+            self.handshaker.admit(conn)
+        else:
+            super().process_conn(conn)
+
+
 @dataclass
 class ServerOptions:
     host: str = "127.0.0.1"
@@ -195,6 +203,8 @@ class ServerOptions:
     trust_roots: str = ""
     max_request_bytes: int = 4 * 1024 * 1024
     shutdown_timeout: float = 5.0
+    idle_timeout_s: float = 10.0   # socket timeout: idle kept-alive connection, stalled read/write
+    limits: ClientLimits = field(default_factory=ClientLimits)
 
 
 class AmServer:
@@ -202,17 +212,21 @@ class AmServer:
 
     def __init__(self, app: Callable, options: ServerOptions):
         self.options = options
-        self.server = wsgi.Server((options.host, options.port), app,
+        self.server = _Server((options.host, options.port), app,
                                   numthreads=options.threads,
                                   max=-1, request_queue_size=128,
                                   shutdown_timeout=options.shutdown_timeout,
-                                  server_name="geni-am")
+                                  server_name="geni-am", timeout=options.idle_timeout_s)
         # cheroot also refuses oversized bodies itself (HTTP 413) before the app sees them.
         self.server.max_request_body_size = options.max_request_bytes + 1024
         if options.tls:
             self.server.ssl_adapter = tls_adapter(options.cert, options.key, options.trust_roots)
             self.server.ConnectionClass = TLSConnection
         self._thread: threading.Thread | None = None
+
+    @property
+    def handshaker(self) -> Handshaker | None:
+        return self.server.handshaker
 
     @property
     def port(self) -> int:
@@ -225,12 +239,23 @@ class AmServer:
 
     def start(self) -> None:
         self.server.prepare()
+        if self.options.tls:
+            adapter = self.server.ssl_adapter
+            self.server.handshaker = Handshaker(
+                self.options.limits, socket_timeout=self.server.timeout,
+                environ=adapter.get_environ,
+                ready=self.server.put_conn,
+                plain_http=lambda conn: setattr(conn, "plain_http", True) or
+                self.server.process_conn(conn))
+            self.server.handshaker.start()
         self._thread = threading.Thread(target=self.server.serve, name="geni-am-http",
                                         daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self.server.stop()
+        if self.server.handshaker is not None:
+            self.server.handshaker.stop()
         if self._thread is not None:
             self._thread.join(self.options.shutdown_timeout + 1)
 

@@ -53,6 +53,10 @@ class Event(str, enum.Enum):
     DELETE = "delete"
     EXPIRE = "expire"
     FAIL = "fail"
+    UPDATE = "update"
+    UPDATE_COMMIT = "update_commit"
+    UPDATE_DONE = "update_done"
+    UPDATE_REVERT = "update_revert"
 
 
 State = tuple[Alloc, Op | None]
@@ -61,7 +65,7 @@ State = tuple[Alloc, Op | None]
 UNALLOCATED: State = (Alloc.UNALLOCATED, None)
 
 _PROVISIONED_OPS = (Op.PENDING_ALLOCATION, Op.NOTREADY, Op.CONFIGURING, Op.STOPPING, Op.READY,
-                    Op.READY_BUSY, Op.FAILED, Op.UPDATING_USERS)
+                    Op.READY_BUSY, Op.FAILED, Op.UPDATING_USERS, Op.UPDATING)
 _LIVE: tuple[State, ...] = ((Alloc.ALLOCATED, Op.PENDING_ALLOCATION),
                             *((Alloc.PROVISIONED, op) for op in _PROVISIONED_OPS))
 
@@ -109,6 +113,17 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Event.ACTION_FAILED, _p(Op.CONFIGURING, Op.STOPPING, Op.UPDATING_USERS,
                                        Op.READY_BUSY),
                _p(Op.FAILED), doc="an action job failed"),
+    Transition(Event.UPDATE, _p(Op.READY, Op.NOTREADY, Op.UPDATING), _p(Op.UPDATING),
+               refusal=GeniCode.BUSY,
+               doc="Update of a provisioned sliver: it keeps running as it was; the change "
+                   "waits for Provision (geni_updating is an extension state, AM API v4)"),
+    Transition(Event.UPDATE_COMMIT, _p(Op.UPDATING), _p(Op.CONFIGURING),
+               doc="Provision of an updated sliver: update job queued (reconfigure in place)"),
+    Transition(Event.UPDATE_DONE, _p(Op.CONFIGURING), _p(Op.READY, Op.NOTREADY),
+               doc="update job: the driver's state after reconfiguring"),
+    Transition(Event.UPDATE_REVERT, _p(Op.UPDATING), _p(Op.READY, Op.NOTREADY),
+               doc="the pending change dropped (not provisioned in time, Shutdown, or an "
+                   "Update back to the running spec): the state it had before"),
     Transition(Event.SHUTDOWN, _p(Op.NOTREADY, Op.CONFIGURING, Op.READY, Op.READY_BUSY,
                                   Op.UPDATING_USERS, Op.FAILED),
                _p(Op.STOPPING), refusal=GeniCode.REFUSED,

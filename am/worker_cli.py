@@ -54,6 +54,7 @@ def _positive(name: str, value: float | int | None) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     from am.config import ConfigError, load_settings
     from am.jobs.celery_app import broker_for, worker_name
+    from am.fileperms import check_state_dir
     from am.jobs.runtime import JobPolicy
 
     try:
@@ -65,10 +66,14 @@ def run_worker(args: argparse.Namespace) -> int:
             "broker_url": args.broker, "database_url": args.database,
             "inventory": args.inventory, "state_dir": args.state_dir,
             "fake_nodes": args.fake_nodes, "worker_concurrency": args.concurrency})
+        from am.site.default import running_inventory
+        settings = running_inventory(settings)   # the default site of a serve beside it
         broker_for(settings)   # validates broker_url
+        for warning in check_state_dir(settings.state_path):
+            print(f"geni-am worker: warning: {warning}", file=sys.stderr)
         if args.batch_handoff_s is not None and not args.batch_handoff_s >= 0:
             raise ValueError(f"--batch-handoff-s must be >= 0, not {args.batch_handoff_s}")
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, OSError) as exc:   # StateDirError is a ValueError
         print(f"geni-am worker: {exc}", file=sys.stderr)
         return 2
 

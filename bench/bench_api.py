@@ -172,6 +172,15 @@ def wait_until_serving(url: str, files: dict, server: subprocess.Popen, log: Pat
             time.sleep(0.2)
 
 
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM (the AM drains and exits), SIGKILL if it has not exited 15 s later."""
+    server.terminate()
+    try:
+        server.wait(15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -255,11 +264,7 @@ def main() -> int:
         print(f"({os.cpu_count()} cores shared by the server and the clients; "
               f"load average now {os.getloadavg()[0]:.2f})")
     finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
         shutil.rmtree(state, ignore_errors=True)
     return 0
 

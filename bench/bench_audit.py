@@ -24,7 +24,6 @@ import multiprocessing as mp
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_api import (REQUEST, am_proxy, free_port, pct, start_server,  # noqa: E402
+from bench_api import (REQUEST, am_proxy, free_port, pct, start_server, stop_server,  # noqa: E402
                        wait_until_serving)
 
 
@@ -200,11 +199,7 @@ def main() -> int:
             print(f"  {args.clients} clients, Allocate + Delete: "
                   f"{sum(counts) / args.seconds:6.0f} state-changing calls/s")
         finally:
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
         store = open_store(settings.effective_database_url)
         try:
             rows = len(store.audit_entries(limit=10 ** 7))

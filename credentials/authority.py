@@ -173,8 +173,9 @@ class DevAuthority:
         if (path / "ca-key.pem").exists():
             raise CredentialInvalid(f"{path} already holds an authority (ca-key.pem exists)")
         urn = make_urn(authority, "authority", "sa")
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "trust-roots").mkdir(exist_ok=True)
+        for d in (path, path / "trust-roots"):   # private keys inside: the owner's alone
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
         key = new_key()
         cert = issue_certificate(subject_urn=urn, public_key=key.public_key(), issuer_cert=None,
                                  issuer_key=key, ca=True, days=CA_DAYS)

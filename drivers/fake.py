@@ -299,6 +299,30 @@ class FakeDriver(SubstrateDriver):
                                resource_status=f"fake {spec.kind.value} on {comp.name}",
                                handle=handle)
 
+    def check_update(self, old: SliverSpec, new: SliverSpec) -> None:
+        """Anything but another kind, sliver type or isolation changes in place here (like a
+        container's interfaces and limits)."""
+        for what in ("kind", "sliver_type", "exclusive", "router"):
+            if getattr(old, what) != getattr(new, what):
+                raise DriverError(f"{what} of {old.client_id} cannot change in place "
+                                  f"({getattr(old, what)} -> {getattr(new, what)})")
+
+    def update(self, old: SliverSpec, new: SliverSpec) -> ProvisionResult:
+        """Reconfigure in place: same handle and state, the new interfaces' MACs."""
+        self._enter("perform", fallible=True)
+        self.check_update(old, new)
+        handle = handle_for(new.sliver_urn)
+        macs = {i.client_id: i.mac or _mac(handle, i.client_id) for i in new.interfaces}
+        state = self.store.reconfigure(handle, new.sliver_urn, macs)
+        if state is None:
+            raise DriverError(f"sliver {new.sliver_urn} does not exist on the fake substrate")
+        comp = self._component_by_urn(new.component_id)
+        return ProvisionResult(state=OperationalState(state), macs=macs,
+                               logins=self.logins(new) or (),
+                               resource_status=f"fake {new.kind.value} on "
+                                               f"{comp.name if comp else '?'} (updated)",
+                               handle=handle)
+
     def logins(self, spec: SliverSpec) -> tuple[Login, ...]:
         """One (fake) account per geni_users login on a node sliver."""
         comp = self._component_by_urn(spec.component_id)

@@ -75,7 +75,8 @@ class FakeStateStore:
     def __init__(self, state_dir: Path):
         self.path = Path(state_dir) / "fake-substrate.sqlite"
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))   # SQLite's WAL files follow
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: list[tuple[int, sqlite3.Connection, int]] = []
@@ -184,6 +185,19 @@ class FakeStateStore:
                        (new, time.time(), handle))
             self._bump(db, sliver_urn, "actions")
         return new
+
+    def reconfigure(self, handle: str, sliver_urn: str | None,
+                    macs: dict[str, str]) -> str | None:
+        """An in-place update: new MACs, same state and creation time (counted as an
+        action); the state, or None if the sliver does not exist."""
+        with self._tx() as db:
+            cur = db.execute("SELECT state FROM slivers WHERE handle = ?", (handle,)).fetchone()
+            if cur is None:
+                return None
+            db.execute("UPDATE slivers SET macs = ?, updated = ? WHERE handle = ?",
+                       (json.dumps(macs), time.time(), handle))
+            self._bump(db, sliver_urn, "actions")
+        return cur[0]
 
     def set_state(self, handle: str, state: str, sliver_urn: str | None) -> bool:
         return self.change_state(handle, sliver_urn, lambda _old: state) is not None

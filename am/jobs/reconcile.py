@@ -31,6 +31,7 @@ from am import states
 from am.jobs.queue import submit_all
 from am.states import Alloc, Event, Op
 from am.store import Job, JobState, Sliver, Store, utcnow
+from drivers.base import OperationalState
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,10 @@ def _check_substrate(store: Store, kind: str, driver, report: ReconcileReport) -
     seen = {o.sliver_urn for o in observed if o.sliver_urn}
     for urn in sorted(expected - seen):
         _mark_lost(store, urn, report)
+    for item in observed:   # there, but the substrate says it is down (e.g. a card's pipeline)
+        if item.sliver_urn in expected and item.state is OperationalState.FAILED:
+            _mark_lost(store, item.sliver_urn, report,
+                       reason=item.detail or "the substrate reports this sliver failed")
     for item in observed:
         if item.sliver_urn is None or item.sliver_urn not in owned:
             try:
@@ -186,8 +191,8 @@ def _check_substrate(store: Store, kind: str, driver, report: ReconcileReport) -
             report.released.append(item.handle)
 
 
-def _mark_lost(store: Store, urn: str, report: ReconcileReport) -> None:
-    reason = "the substrate no longer has this sliver"
+def _mark_lost(store: Store, urn: str, report: ReconcileReport,
+               reason: str = "the substrate no longer has this sliver") -> None:
     with store.write() as session:
         sliver = session.scalars(select(Sliver).where(Sliver.urn == urn).with_for_update()).first()
         if sliver is None:

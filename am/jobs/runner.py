@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, select, update
 
 from am import states
 from am.states import Event, Op
-from am.store import Job, JobState, Slice, Sliver, SliverLease, Store, spec_from_dict, utcnow
+from am.store import Job, JobState, Slice, Sliver, SliverLease, Store, pending, spec_from_dict, utcnow
 from drivers.base import DriverError, OperationalState, ProvisionResult, SliverSpec
 from drivers.routesync import ROUTES_OPTION, RouteError, parse_routes_option
 
@@ -37,12 +37,14 @@ log = logging.getLogger(__name__)
 #: `capabilities.actions`, e.g. geniam_sync_routes). The job's args carry
 #: {"action": <POA action name>, "options": {<the POA options the driver takes>}}.
 DRIVER_ACTION = "driver_action"
-ACTIONS = ("provision", "start", "stop", "restart", "update_users", "delete", DRIVER_ACTION)
+ACTIONS = ("provision", "start", "stop", "restart", "update_users", "delete", DRIVER_ACTION,
+           "update")
 #: POA action name -> job action
 ACTION_JOBS = {"geni_start": "start", "geni_stop": "stop", "geni_restart": "restart",
                "geni_update_users": "update_users"}
 _DONE_EVENT = {"start": Event.START_DONE, "stop": Event.STOP_DONE, "restart": Event.RESTART_DONE,
-               "update_users": Event.UPDATE_USERS_DONE, DRIVER_ACTION: Event.DRIVER_ACTION_DONE}
+               "update_users": Event.UPDATE_USERS_DONE, DRIVER_ACTION: Event.DRIVER_ACTION_DONE,
+               "update": Event.UPDATE_DONE}
 _GENI_ACTION = {v: k for k, v in ACTION_JOBS.items()}
 
 DEFAULT_LEASE_S = 300.0
@@ -171,6 +173,7 @@ class _Claimed:
     shut_down: bool
     state: states.State
     urn: str
+    pending: dict | None = None
 
 
 class _AlreadyFinished(Exception):
@@ -231,7 +234,7 @@ def _claim(store: Store, job_id: int, worker_id: str, lease_s: float) -> tuple[H
             driver_kind=sliver.driver, facts=dict(sliver.facts or {}),
             shut_down=bool(sliver.shutdown),
             state=states.as_state(sliver.allocation_state, sliver.operational_state),
-            urn=sliver.urn)
+            urn=sliver.urn, pending=sliver.pending)
     return HeldLease(sliver_id, worker_id), claimed
 
 
@@ -258,7 +261,7 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
         _finish(store, job_id, note=f"skipped: sliver is {states.format_state(state)}",
                 lease=lease)
         return
-    if shut_down and action in ("provision", "start", "restart", "update_users"):
+    if shut_down and action in ("provision", "start", "restart", "update_users", "update"):
         # an operator shut the slice down: nothing may (re)gain access to the substrate
         _fail(store, job_id, action, "slice was shut down by an operator before this ran", lease)
         return
@@ -277,6 +280,15 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
         elif action == "delete":
             _delete(driver, spec, facts)
             _finish(store, job_id, lease=lease)
+        elif action == "update":
+            if not claimed.pending or not claimed.pending.get("spec"):
+                _fail(store, job_id, action, "no pending update to apply", lease)
+                return
+            new_spec = spec_from_dict(claimed.pending["spec"])
+            if spec.users:
+                new_spec = dataclasses.replace(new_spec, users=spec.users)
+            result = driver.update(spec, new_spec)
+            _updated(store, job_id, result, lease, facts)
         elif action == DRIVER_ACTION:
             new_state = _driver_action(driver, spec, job_args)
             _acted(store, job_id, action, OperationalState(new_state), lease, known=state)
@@ -301,7 +313,7 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
 
 _WAITING_IN = {"provision": Op.PENDING_ALLOCATION, "start": Op.CONFIGURING,
                "restart": Op.CONFIGURING, "stop": Op.STOPPING, "update_users": Op.UPDATING_USERS,
-               DRIVER_ACTION: Op.READY_BUSY}
+               DRIVER_ACTION: Op.READY_BUSY, "update": Op.CONFIGURING}
 
 
 def _driver_action(driver, spec: SliverSpec, args: dict) -> OperationalState:
@@ -423,6 +435,29 @@ def _after_provisioned(lease: HeldLease, starting: bool) -> bool:
     return starting
 
 
+def _updated(store: Store, job_id: int, result: ProvisionResult, lease: HeldLease,
+             facts: dict) -> None:
+    """The driver reconfigured the sliver: its pending spec becomes its spec (reservations
+    shrink to what the new spec needs) and it leaves geni_configuring."""
+    with _outcome_tx(store, lease) as session:
+        sliver = _locked_sliver(session, lease.sliver_id)
+        current = states.as_state(sliver.allocation_state, sliver.operational_state)
+        if current != (states.Alloc.PROVISIONED, Op.CONFIGURING) or not sliver.pending:
+            _mark(session, job_id, JobState.DONE,
+                  f"sliver became {states.format_state(current)} meanwhile")
+            return
+        target = (states.Alloc.PROVISIONED, Op(OperationalState(result.state).value))
+        if target not in states.targets(Event.UPDATE_DONE):
+            msg = f"update: driver reported {result.state.value}"
+            store.transition(session, sliver, Event.ACTION_FAILED, error=msg)
+            _mark(session, job_id, JobState.FAILED, msg)
+            return
+        pending.commit(session, store, sliver, _provision_facts(facts, result),
+                       result.resource_status)
+        store.transition(session, sliver, Event.UPDATE_DONE, target, error="")
+        _mark(session, job_id, JobState.DONE)
+
+
 def _acted(store: Store, job_id: int, action: str, reported: OperationalState,
            lease: HeldLease, *, known: states.State | None = None,
            facts: dict | None = None) -> None:
@@ -531,7 +566,7 @@ _CLAIM_JOB = (
 _SLIVER_FOR_JOB = (
     select(_SLIVERS.c.spec, _SLIVERS.c.driver, _SLIVERS.c.facts, _SLIVERS.c.allocation_state,
            _SLIVERS.c.operational_state, _SLIVERS.c.urn, _SLIVERS.c.slice_id,
-           _SLICES.c.shutdown)
+           _SLICES.c.shutdown, _SLIVERS.c.pending)
     .join(_SLICES, _SLICES.c.id == _SLIVERS.c.slice_id)
     .where(_SLIVERS.c.id == bindparam("sliver")))
 _MARK_JOB = (update(_JOBS).where(_JOBS.c.id == bindparam("job"))

@@ -19,6 +19,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from am.fileperms import private_dir, private_file
+
 WRITE_OPTION = "geniam_write"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 #: Longest pause between two tries of the writers' lock (see _QueuedWriterConnection).
@@ -112,7 +114,10 @@ def _sqlite_engine(url: str) -> Engine:
     if not parsed.database or parsed.database == ":memory:":
         raise StoreURLError("an in-memory SQLite database cannot be shared by the AM and its "
                             "workers; give a file path")
-    Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    db_path = Path(parsed.database).expanduser()
+    if not db_path.parent.exists():
+        private_dir(db_path.parent)
+    private_file(db_path)         # 0600 whatever the umask; SQLite's -wal/-shm copy its mode
     lock_path = str(Path(parsed.database).expanduser()) + ".writers"
 
     class QueuedWriterConnection(_QueuedWriterConnection):

@@ -181,7 +181,9 @@ class VServerDriver(SubstrateDriver):
                 except RouteError as exc:
                     raise DriverError(f"node {spec.client_id}: {exc}") from None
             self._limit(handle, rec)
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(mode=0o711, parents=True, exist_ok=True)   # never the umask's 0777
+            if root.stat().st_mode & 0o022:
+                os.chmod(root, 0o711)
             services.write_keys(spec.users, root)
             pending = self._converge_node(rec)
             self.ssh.converge(handle, rec, spec.users, run=not rec["stopped"], may_move=True)
@@ -204,6 +206,48 @@ class VServerDriver(SubstrateDriver):
                                                f"{rec['cpu']:g} cores, {rec['memory_mb']} MiB, "
                                                f"{rec['pids_max']} tasks)"
                                                f"{note}; {self.ssh.note(rec)}")
+
+    # ---- Update: reconfigure in place ---------------------------------------------------------
+    def check_update(self, old: SliverSpec, new: SliverSpec) -> None:
+        """A container keeps running while its interfaces (hot-plugged as their links come),
+        addresses, routes and cpu/memory limits change, and a link while its capacity is
+        re-shaped. What would need a new container or a new wire is refused."""
+        self._own(new)
+        fixed = (("sliver_type", "disk_image", "router", "forwarding", "exclusive", "installs",
+                  "executes") if old.kind is ResourceKind.NODE else ())
+        for what in ("kind", "component_id", *fixed):
+            if getattr(old, what) != getattr(new, what):
+                raise DriverError(f"its {what} would change; a container keeps those for life")
+        if old.kind is ResourceKind.LINK:
+            if old.link is None or new.link is None:
+                raise DriverError("a link sliver without a link spec")
+            ends = {(e.sliver_urn, e.interface_client_id) for e in old.link.ends}
+            if ends != {(e.sliver_urn, e.interface_client_id) for e in new.link.ends}:
+                raise DriverError("its ends would change; add a link with a new client_id "
+                                  "instead")
+            if old.link.mode != new.link.mode:
+                raise DriverError(f"it would turn from {old.link.mode} into {new.link.mode}")
+        elif old.kind is ResourceKind.NODE:
+            _node_record(new, "check", self.naming, self.settings)   # addresses parse
+
+    def update(self, old: SliverSpec, new: SliverSpec) -> ProvisionResult:
+        """Converge the running sliver to `new` (the same code as provisioning, which is
+        idempotent): new interfaces wait for their links, limits and routes follow; a link's
+        shaping is replaced (or removed)."""
+        self.check_update(old, new)
+        if new.kind is ResourceKind.LINK and new.link and not new.link.capacity_kbps:
+            self._unshape(new)
+        return self.provision(new)
+
+    def _unshape(self, spec: SliverSpec) -> None:
+        rec = _link_record(spec, self.naming.link(spec.sliver_urn), self.naming)
+        for end in rec["ends"]:
+            with self.state.lock(end["node_handle"]):
+                where = self._locate(end)
+                if where is not None:
+                    hostnet.root_qdisc_delete(where[0], where[1].name)
+            if end.get("port"):
+                hostnet.root_qdisc_delete(None, end["port"])
 
     def check_users(self, users) -> None:
         """No root, no host account names, one account per login (`SshLogins.check`)."""

@@ -15,6 +15,7 @@ instruction. This is also the operator shell (docs/vserver.md).
 from __future__ import annotations
 
 import ipaddress
+import os
 import shlex
 import shutil
 import subprocess
@@ -119,14 +120,16 @@ def start_execute(ex: Execute, index: int, netns: str, tasks_files: Sequence[Pat
     problem = execute_problem(ex)
     if problem:
         raise DriverError(problem)
-    logs = root / ".geni"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = geni_dir(root)
     log = logs / f"execute-{index}.log"
+    os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))   # never the umask's
     shell = ex.shell if ex.shell.startswith("/") else f"/bin/{ex.shell or 'sh'}"
     # The inner `&` detaches the command from us: our child exits at once and the command is
-    # reparented, so no zombie is left in a worker process that never waits for it.
+    # reparented, so no zombie is left in a worker process that never waits for it; the
+    # subshell holds none of our pipes, so a long-running command does not keep us waiting.
     inner = (f"({shlex.quote(shell)} -c {shlex.quote(ex.command)} > {shlex.quote(str(log))} 2>&1 "
-             f"< /dev/null; echo \"exit $?\" >> {shlex.quote(str(log))}) &")
+             f"< /dev/null; echo \"exit $?\" >> {shlex.quote(str(log))}) "
+             "> /dev/null 2>&1 < /dev/null &")
     argv = sliver_argv(netns, tasks_files, root, ["sh", "-c", inner])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False,
                           start_new_session=True)
@@ -137,17 +140,33 @@ def start_execute(ex: Execute, index: int, netns: str, tasks_files: Sequence[Pat
 def write_keys(users: Sequence[UserKeys], root: Path) -> None:
     """Each user's keys as `<root>/.geni/users/<login>/authorized_keys` (and all in one file)."""
     check_names(users)                     # a login is a directory name here
-    base = root / ".geni" / "users"
+    base = geni_dir(root) / "users"
     if base.exists():
         shutil.rmtree(base)
-    base.mkdir(parents=True)
+    base.mkdir(mode=0o700)
     every: list[str] = []
     for user in users:
         d = base / user.login
-        d.mkdir(exist_ok=True)
-        (d / "authorized_keys").write_text("".join(k.strip() + "\n" for k in user.keys))
+        d.mkdir(mode=0o700, exist_ok=True)
+        _write_private(d / "authorized_keys", "".join(k.strip() + "\n" for k in user.keys))
         every.extend(k.strip() for k in user.keys)
-    (root / ".geni" / "authorized_keys").write_text("".join(k + "\n" for k in every))
+    _write_private(root / ".geni" / "authorized_keys", "".join(k + "\n" for k in every))
+
+
+def geni_dir(root: Path) -> Path:
+    """`<root>/.geni`, the driver's files in a sliver (keys, sshd, execute logs): root's
+    alone (sshd reads the keys as root), whatever the umask."""
+    d = root / ".geni"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if d.stat().st_mode & 0o077:
+        os.chmod(d, 0o700)
+    return d
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def _inside(root: Path, path: str) -> Path:

@@ -25,8 +25,13 @@ class StateDir:
         self.records = root / "slivers"
         self.locks = root / "locks"
         self.roots = root / "roots"
-        for d in (self.records, self.locks, self.roots):
-            d.mkdir(parents=True, exist_ok=True)
+        # records and locks are root's alone; the roots are traversed (never listed) by the
+        # slivers' logins on their way to their homes
+        for d, mode in ((root, 0o711), (self.records, 0o700), (self.locks, 0o700),
+                        (self.roots, 0o711)):
+            d.mkdir(mode=mode, parents=True, exist_ok=True)
+            if d.stat().st_mode & 0o7777 != mode:
+                os.chmod(d, mode)
 
     # ---- records -------------------------------------------------------------------------
     def path(self, handle: str) -> Path:

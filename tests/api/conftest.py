@@ -120,14 +120,14 @@ def code_of(result: dict) -> int:
 
 @contextmanager
 def tls_server(settings: Settings, authorizer: Authorizer, service, fx_dir: Path,
-               trust_dir: Path) -> Iterator[AmServer]:
+               trust_dir: Path, **options: Any) -> Iterator[AmServer]:
     """The real cheroot TLS server for `service` on an ephemeral loopback port (gcf's AM
-    certificate), stopped on exit."""
+    certificate), stopped on exit; `options` are further ServerOptions."""
     srv = AmServer(create_app(settings, service, authorizer),
                    ServerOptions(host="127.0.0.1", port=0, threads=4,
                                  cert=str(fx_dir / "am-cert.pem"), key=str(fx_dir / "am-key.pem"),
                                  trust_roots=str(trust_dir),
-                                 max_request_bytes=settings.max_request_bytes))
+                                 max_request_bytes=settings.max_request_bytes, **options))
     srv.start()
     try:
         yield srv

@@ -114,7 +114,8 @@ def test_every_registered_method_is_classified(base_settings, authorizer):
         assert set(table.handlers) == table.state_changing | table.read_only
         assert not table.state_changing & table.read_only
     assert tables["v3"].state_changing == {"Allocate", "Provision", "Renew",
-                                           "PerformOperationalAction", "Delete", "Shutdown"}
+                                           "PerformOperationalAction", "Delete", "Shutdown",
+                                           "Update"}
     assert tables["v3"].read_only == {"GetVersion", "ListResources", "Describe", "Status"}
     assert tables["v2"].state_changing == {"CreateSliver", "RenewSliver", "DeleteSliver",
                                            "Shutdown"}

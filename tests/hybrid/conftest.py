@@ -98,6 +98,7 @@ vcpus = {vcpus}
 memory_mb = {memory_mb}
 
 [drivers.netfpga]
+card_process = false    # register model only: these tests check route registers
 state_dir = "{tmp_path}/netfpga"
 slots = {slots}
 route_table_size = {route_table_size}

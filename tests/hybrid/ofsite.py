@@ -104,6 +104,7 @@ fib_routes = {fib_routes}
 fib_flows = {fib_flows}
 
 [drivers.netfpga]
+card_process = false    # register model only: these tests check route registers
 state_dir = "{tmp_path}/netfpga"
 route_table_size = 8
 

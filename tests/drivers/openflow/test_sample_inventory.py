@@ -1,10 +1,13 @@
-"""docs/inventory-this-host.toml, the sample for "this host", loads as documented: a container
-node and the OVS switch wired to it, the switch's ports read from the running bridge.
+"""docs/inventory-this-host.toml, the sample for "this host", loads as documented and describes
+the default site `geni-am serve` runs (am/site): a container node and an OVS switch, the
+switch's ports read from the running bridge.
 
 Only the machine-specific paths are rewritten (OVS socket, state dir, name prefix); everything
 else is the shipped file, so a change that breaks the sample breaks this test."""
 from __future__ import annotations
 
+import random
+import string
 import subprocess
 from pathlib import Path
 
@@ -14,24 +17,49 @@ from drivers.registry import load_site
 SAMPLE = Path(__file__).resolve().parents[3] / "docs" / "inventory-this-host.toml"
 
 
+def assert_same_as_default_site(sample: Path, tmp_path: Path) -> None:
+    """The sample's components are the default site's, table for table (names aside)."""
+    import tomllib
+
+    from am.site import DefaultSite
+
+    site = DefaultSite(tmp_path / "am", "geni-am:localhost")
+    running = site.up()
+    try:
+        default = tomllib.loads(running.inventory.read_text())
+    finally:
+        site.down()
+    ours = tomllib.loads(sample.read_text())
+    for doc in (default, ours):
+        for comp in doc["components"]:
+            comp.pop("extra", None)
+            comp["ports"] = [p["num"] for p in comp.get("ports", ())]
+    assert ours["components"] == default["components"]
+    assert set(ours["drivers"]) == set(default["drivers"])
+    assert ours["site"] == default["site"]
+
+
 def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_path):
     text = SAMPLE.read_text()
+    tag = "".join(random.choices(string.ascii_lowercase, k=4))   # host-wide names: unique
+    ports, bridge = (f"sp{tag}1", f"sp{tag}2"), f"sb{tag}"
     for old, new in (('"unix:/run/geni-am-ovs/db.sock"', f'"{ovs.db}"'),
                      ('"/var/lib/geni-am/vserver"', f'"{tmp_path / "vserver"}"'),
-                     ('name_prefix = "gam"', 'name_prefix = "gsi"')):
+                     ('name_prefix = "gam"', 'name_prefix = "gsi"'),
+                     ('"port1"', f'"{ports[0]}"'), ('"port2"', f'"{ports[1]}"'),
+                     ('"br-gam"', f'"{bridge}"')):
         assert old in text, f"the sample no longer contains {old}"
         text = text.replace(old, new)
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(text)
-    ports = ("port1", "port2")
     try:
         for p in ports:
             subprocess.run(["ip", "link", "add", p, "type", "veth", "peer", "name", f"{p}-peer"],
                            check=True)
             subprocess.run(["ip", "link", "set", p, "up"], check=True)
-        ovs.add_bridge("br-gam", dpid="00:00:00:00:00:00:00:01")
+        ovs.add_bridge(bridge, dpid="00:00:00:00:00:00:00:01")
         for num, p in enumerate(ports, start=1):
-            ovs.client().vsctl("add-port", "br-gam", p, "--", "set", "interface", p,
+            ovs.client().vsctl("add-port", bridge, p, "--", "set", "interface", p,
                                f"ofport_request={num}")
         site = load_site(str(inventory), authority="geni-am:localhost")
         try:
@@ -40,11 +68,12 @@ def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_p
             assert names["vs1"].driver == "vserver" and names["ovs1"].driver == "openflow"
             assert names["ovs1"].dpid == "00:00:00:00:00:00:00:01"
             assert sorted(p.num for p in names["ovs1"].ports) == [1, 2]
-            assert [l.name for l in site.links] == ["vs1-ovs1"]
+            assert site.links == []
             assert {"vserver-container", "openflow-flowspace"} <= site.sliver_types()
+            assert_same_as_default_site(inventory, tmp_path)
         finally:
             site.close()
     finally:
-        ovs.client().vsctl("--if-exists", "del-br", "br-gam")
+        ovs.client().vsctl("--if-exists", "del-br", bridge)
         for p in ports:
             subprocess.run(["ip", "link", "del", p], check=False, capture_output=True)

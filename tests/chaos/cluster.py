@@ -40,10 +40,18 @@ class Managed:
     proc: subprocess.Popen | None = None
     down: bool = False          # held down on purpose (between a kill and its restart)
     starts: int = 0
+    log_from: int = 0           # where this run's output begins in the (appended) log
 
     def launch(self) -> None:
+        self.log_from = self.log.stat().st_size if self.log.exists() else 0
         self.proc = self.start()
         self.starts += 1
+
+    def output(self) -> str:
+        """What the current (or last) run of the process wrote."""
+        with self.log.open("rb") as fh:
+            fh.seek(self.log_from)
+            return fh.read().decode("utf-8", "replace")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -52,7 +60,7 @@ class Managed:
 @dataclass
 class Counts:
     kills: Counter = field(default_factory=Counter)          # kind -> times killed/restarted
-    unexpected_deaths: list[str] = field(default_factory=list)
+    unexpected_deaths: list[tuple[str, str]] = field(default_factory=list)   # (what, output)
     restarts: int = 0
 
 
@@ -163,8 +171,7 @@ class Cluster:
                             continue
                         code = m.proc.returncode if m.proc else None
                         self.counts.unexpected_deaths.append(
-                            f"{m.name} exited with {code} (log {m.log})\n"
-                            f"...{m.log.read_text()[-1500:]}")
+                            (f"{m.name} exited with {code} (log {m.log})", m.output()))
                         m.launch()
                         self.counts.restarts += 1
         self._spawn(loop)

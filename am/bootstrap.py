@@ -55,10 +55,48 @@ def ensure_dev_authority(settings: Settings) -> tuple[Settings, DevFiles]:
         am_cert=directory / "am-cert.pem", am_key=directory / "am-key.pem",
         user_cert=directory / f"{DEV_USER}-cert.pem", user_key=directory / f"{DEV_USER}-key.pem",
         user_credential=directory / f"{DEV_USER}-cred.xml", created=created)
+    user_urn = dev_user_urn(settings)
     updated = settings.replace(cert=settings.cert or str(files.am_cert),
                                key=settings.key or str(files.am_key),
-                               trust_roots=settings.trust_roots or str(files.trust_roots))
+                               trust_roots=settings.trust_roots or str(files.trust_roots),
+                               # the development user may open this AM's dashboard
+                               dashboard_users=tuple(dict.fromkeys(
+                                   (*settings.dashboard_users, user_urn))))
     return updated, files
+
+
+def dev_user_urn(settings: Settings) -> str:
+    return f"urn:publicid:IDN+{settings.authority.split(':', 1)[0]}+user+{DEV_USER}"
+
+
+def browser_bundle(files: DevFiles) -> Path:
+    """The development user's certificate and key as PKCS#12 (password = the user's name), to
+    import into a browser: the AM asks every TLS client for a certificate, the dashboard too."""
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        load_pem_private_key,
+        pkcs12,
+    )
+    from cryptography.x509 import load_pem_x509_certificates
+
+    target = files.authority_dir / f"{DEV_USER}.p12"
+    if not target.exists():
+        certs = load_pem_x509_certificates(files.user_cert.read_bytes())
+        key = load_pem_private_key(files.user_key.read_bytes(), password=None)
+        data = pkcs12.serialize_key_and_certificates(
+            DEV_USER.encode(), key, certs[0], certs[1:] or None,
+            BestAvailableEncryption(DEV_USER.encode()))
+        write_private(target, data)
+    return target
+
+
+def dashboard_lines(settings: Settings, files: DevFiles) -> list[str]:
+    url = settings.effective_public_url.rstrip("/") + "/dashboard/"
+    ca = files.trust_roots / "ca-cert.pem"
+    return [f"  dashboard:       {url}",
+            f"    log in with {DEV_USER}'s certificate: import {browser_bundle(files)} into the "
+            f"browser (password {DEV_USER!r}) and trust {ca},",
+            f"    or: curl --cacert {ca} --cert {files.user_cert} --key {files.user_key} {url}"]
 
 
 def omni_config(settings: Settings, files: DevFiles) -> str:
@@ -92,9 +130,8 @@ def genilib_dir(files: DevFiles) -> Path:
 
 
 def genilib_context(settings: Settings, files: DevFiles) -> str:
-    """A geni-lib snippet building a context for the development user and this AM."""
+    """geni-lib code building a context for the development user (`context`)."""
     return f"""from geni.aggregate.context import Context
-from geni.aggregate.core import AM
 from geni.aggregate.frameworks import Framework
 from geni.aggregate.user import User
 
@@ -103,15 +140,47 @@ framework.cert = "{files.user_cert}"
 framework.key = "{files.user_key}"
 user = User()
 user.name = "{DEV_USER}"
-user.urn = "urn:publicid:IDN+{settings.authority.split(':', 1)[0]}+user+{DEV_USER}"
+user.urn = "{dev_user_urn(settings)}"
 context = Context()
 context.cf = framework
 context.uname = "{DEV_USER}"
 context.datadir = "{genilib_dir(files)}"
 context.addUser(user)
-am = AM("geni-am", "{settings.effective_public_url}", "amapiv3", "geni-am")
-# e.g. am.listresources(context)
 """
+
+
+#: geni-lib 0.9.9.4 imports pkg_resources, which setuptools >= 81 no longer ships.
+GENILIB_SHIM = """import sys, types, warnings
+from importlib import metadata
+try:
+    import pkg_resources  # noqa: F401
+except ImportError:   # geni-lib 0.9.9.4 needs it; setuptools >= 81 no longer ships it
+    sys.modules["pkg_resources"] = types.SimpleNamespace(require=lambda name: [
+        types.SimpleNamespace(project_name=name, version=metadata.version(name))])
+warnings.simplefilter("ignore")   # geni-lib's deprecation and TLS warnings
+"""
+
+
+def genilib_script(settings: Settings, files: DevFiles) -> str:
+    """A geni-lib script that runs as printed: the context, then GetVersion and ListResources
+    at this AM. geni-lib's AM API v3 wrapper has no ListResources (only Allocate, Provision,
+    Delete, POA), so the script reads the advertisement through AM API v2 (`/am/2`), which
+    serves the same site; the "opengeni" type parses GENI v3 advertisements."""
+    v2 = settings.effective_public_url.rstrip("/") + "/am/2"
+    return (GENILIB_SHIM + genilib_context(settings, files) + f"""
+from geni.aggregate.core import AM
+am = AM("geni-am", "{v2}", "amapiv2", "opengeni")
+print("AM API versions:", am.getversion(context)["geni_api_versions"])
+advertisement = am.listresources(context)
+for node in advertisement.nodes:
+    print("node", node.name, node.component_id)
+""")
+
+
+def write_genilib_script(settings: Settings, files: DevFiles) -> Path:
+    """The script, also as a file beside the geni-lib credential (`python <path>`)."""
+    return write_private(genilib_dir(files) / "listresources.py",
+                         genilib_script(settings, files).encode())
 
 
 def site_lines(settings: Settings, running=None) -> list[str]:
@@ -140,6 +209,10 @@ def banner(settings: Settings, files: DevFiles | None, running=None) -> str:
              f"  trust roots:     {settings.trust_roots}",
              f"  AM certificate:  {settings.cert}",
              f"  database:        {settings.effective_database_url}"]
+    if files is None:
+        lines.append(f"  dashboard:       {settings.effective_public_url.rstrip('/')}/dashboard/ "
+                     "(operators' and dashboard_users' certificates"
+                     + (", or the dashboard token)" if settings.dashboard_token else ")"))
     if files is not None:
         lines += [
             f"  development authority {'created' if files.created else 'reused'} in "
@@ -147,6 +220,9 @@ def banner(settings: Settings, files: DevFiles | None, running=None) -> str:
             f"  user certificate: {files.user_cert}",
             f"  user key:         {files.user_key}",
             f"  user credential:  {files.user_credential}",
+            *dashboard_lines(settings, files),
             "", "--- omni_config ---", omni_config(settings, files),
-            "--- geni-lib context ---", genilib_context(settings, files)]
+            "--- geni-lib context ---",
+            f"# python {write_genilib_script(settings, files)} runs the same script",
+            genilib_script(settings, files), "--- end ---"]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 SLICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
-RSPEC_COMMANDS = ("listresources", "describe", "allocate", "provision")
+RSPEC_COMMANDS = ("listresources", "describe", "allocate", "provision", "update")
 
 
 def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -81,6 +81,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("slice", metavar="SLICE")
     p.add_argument("rspec", metavar="RSPEC_FILE", help="request rspec ('-' for stdin)")
     p.add_argument("--end-time", metavar="TIME", help="RFC 3339, or +Nd / +Nh")
+    p = add("update", "Update: change a slice (or named slivers) to a new request rspec; "
+                      "provision the slice afterwards to commit changes to running slivers")
+    p.add_argument("targets", nargs="+", metavar="TARGET")
+    p.add_argument("--rspec", dest="update_rspec", required=True, metavar="RSPEC_FILE",
+                   help="the new request rspec ('-' for stdin)")
+    p.add_argument("--best-effort", action="store_true",
+                   help="admit what fits; leave the rest out (new) or as it is (existing)")
     p = add("renew", "Renew: extend the expiry of slivers")
     p.add_argument("targets", nargs="+", metavar="TARGET")
     p.add_argument("--until", required=True, metavar="TIME", help="RFC 3339, or +Nd / +Nh")
@@ -115,8 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _no_command(args: argparse.Namespace) -> int:
-    print("geni-am client: name a call (getversion, listresources, describe, allocate, renew, "
-          "provision, status, poa, delete, shutdown, wait); see --help", file=sys.stderr)
+    print("geni-am client: name a call (getversion, listresources, describe, allocate, update, "
+          "renew, provision, status, poa, delete, shutdown, wait); see --help", file=sys.stderr)
     return 2
 
 
@@ -258,6 +265,9 @@ def _call(client, command: str, args: argparse.Namespace, profile) -> Any:
     if command == "allocate":
         return client.allocate(slice_urn(args.slice, profile), _read_rspec(args.rspec),
                                end_time=parse_time(args.end_time) if args.end_time else None)
+    if command == "update":
+        return client.update(targets(args.targets, profile), _read_rspec(args.update_rspec),
+                             best_effort=args.best_effort)
     if command == "renew":
         return client.renew(targets(args.targets, profile), parse_time(args.until),
                             best_effort=args.best_effort, extend_alap=args.alap)
@@ -327,7 +337,7 @@ def _print(command: str, value: Any, args: argparse.Namespace, client, profile) 
         print(output.version_text(value))
     elif command == "listresources":
         print(output.rspec_summary(value))
-    elif command in ("describe", "allocate", "provision"):
+    elif command in ("describe", "allocate", "provision", "update"):
         if value.get("geni_urn"):
             print(f"slice {value['geni_urn']}")
         print(output.sliver_table(value.get("geni_slivers") or ()))

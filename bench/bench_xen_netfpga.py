@@ -82,7 +82,7 @@ def bench_xen(tmp: str, netns: str) -> None:
 
 
 def bench_netfpga(tmp: str) -> None:
-    d = NetFPGADriver({"state_dir": f"{tmp}/nf", "route_table_size": 10_000},
+    d = NetFPGADriver({"state_dir": f"{tmp}/nf", "route_table_size": 10_000, "card_process": False},
                       [{"name": "card1"}], authority=AUTH)
     specs = [node(f"vdp{i}", "card1", sliver_type="netfpga-vdp", router=True,
                   interfaces=(InterfaceSpec(f"vdp{i}:if0", "eth1", vlan_tag=100 + i),),
@@ -132,7 +132,7 @@ def _am(tmp: str, netns: str):
     inv = f"{tmp}/am-inventory.toml"
     with open(inv, "w") as f:
         f.write(f'[drivers.xen]\nstate_dir = "{tmp}/am-xen"\ndom0_netns = "{netns}"\n'
-                f'vcpus = 64\nmemory_mb = 65536\n\n[drivers.netfpga]\n'
+                f'vcpus = 64\nmemory_mb = 65536\n\n[drivers.netfpga]\ncard_process = false\n'
                 f'state_dir = "{tmp}/am-nf"\nroute_table_size = 10000\n\n'
                 '[[components]]\nname = "xen1"\ndriver = "xen"\n\n'
                 '[[components]]\nname = "nf1"\ndriver = "netfpga"\n')

@@ -55,6 +55,7 @@ METHOD_OPERATIONS: dict[str, tuple[str, ...]] = {
     "PerformOperationalAction": ("createsliver",),
     "Delete": ("deleteslice",),
     "Shutdown": ("shutdown",),
+    "Update": ("createsliver",),
     # v2
     "CreateSliver": ("createsliver",),
     "SliverStatus": ("getsliceresources",),

@@ -44,6 +44,9 @@ class OperationalState(str, enum.Enum):
     READY_BUSY = "geni_ready_busy"
     FAILED = "geni_failed"
     UPDATING_USERS = "geni_updating_users"
+    #: an extension state (AM API v4 Update): the sliver runs as before while a changed spec
+    #: waits for Provision to commit it; drivers never report it, the AM alone sets it
+    UPDATING = "geni_updating"
 
 
 class Action(str, enum.Enum):
@@ -51,6 +54,16 @@ class Action(str, enum.Enum):
     STOP = "geni_stop"
     RESTART = "geni_restart"
     UPDATE_USERS = "geni_update_users"
+
+
+#: Where each standard action leaves a healthy sliver (AM API v3 section 7). The fake driver
+#: reports these; `am.states` names them as the actions' success targets.
+ACTION_RESULTS: Mapping[str, OperationalState] = {
+    Action.START.value: OperationalState.READY,
+    Action.RESTART.value: OperationalState.READY,
+    Action.STOP.value: OperationalState.NOTREADY,
+    Action.UPDATE_USERS.value: OperationalState.READY,
+}
 
 
 class ResourceKind(str, enum.Enum):
@@ -164,6 +177,10 @@ class Capabilities:
                                 Action.UPDATE_USERS.value)
     forwarding_modes: tuple[ForwardingMode, ...] = ()
     links: bool = False                      # can realise links between its own slivers
+    wires: bool = False                      # can take a wire: another component's port that
+                                             # is a plain host interface (Component.extra
+                                             # "wires": port name -> interface, e.g. an
+                                             # emulated NetFPGA card's), into its slivers
     first_state: OperationalState = OperationalState.NOTREADY
 
 
@@ -370,6 +387,17 @@ class SubstrateDriver(ABC):
     def observed(self) -> list[ObservedSliver]:
         """Everything this driver finds on its substrate, owned or not."""
 
+    def check_update(self, old: SliverSpec, new: SliverSpec) -> None:
+        """Pure: raise DriverError when a running sliver `old` cannot become `new` in place
+        (the AM refuses the Update with UNSUPPORTED and the reason, and changes nothing).
+        Default: nothing changes in place; a driver that can reconfigure overrides this."""
+        raise DriverError(f"{self.kind} slivers cannot be reconfigured in place")
+
+    def update(self, old: SliverSpec, new: SliverSpec) -> ProvisionResult:
+        """Reconfigure the running sliver `old` into `new` (Provision after an Update);
+        idempotent, like `provision`. Only called after `check_update` accepted the pair."""
+        raise DriverError(f"{self.kind} slivers cannot be reconfigured in place")
+
     def check_users(self, users: Sequence[UserKeys]) -> None:
         """Pure: raise DriverError when this driver cannot give these geni_users accounts on
         its nodes (the API refuses the Provision or geni_update_users with BADARGS before
@@ -378,6 +406,12 @@ class SubstrateDriver(ABC):
     def logins(self, spec: SliverSpec) -> tuple[Login, ...] | None:
         """The logins a node sliver offers now, read after geni_update_users (which may add or
         drop accounts), or None: whatever provision reported still holds (the default)."""
+        return None
+
+    def live_status(self, spec: SliverSpec) -> str | None:
+        """What the substrate says about a provisioned sliver now, for geni_resource_status
+        (counters, health), or None: the text stored at provision holds (the default). Must be
+        cheap and must not change anything: Status calls it."""
         return None
 
     def site_links(self) -> list[SiteLink]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drivers.base import (
+    ACTION_RESULTS,
     Action,
     Admission,
     Capabilities,
@@ -68,11 +69,8 @@ FAKE_NODE_SLIVER_TYPES: tuple[str, ...] = (
 FLOWSPACE_TYPE = "openflow-flowspace"
 CRASH_EXIT_CODE = 70
 OPERATIONS = ("admit", "provision", "perform", "status", "delete", "observed")
-ACTION_STATES = {
-    Action.START.value: OperationalState.READY,
-    Action.RESTART.value: OperationalState.READY,
-    Action.STOP.value: OperationalState.NOTREADY,
-}
+#: The state each action leaves a fake sliver in (geni_update_users keeps the state it finds).
+ACTION_STATES = {a: st for a, st in ACTION_RESULTS.items() if a != Action.UPDATE_USERS.value}
 
 CONFIG_DEFAULTS: dict[str, Any] = {
     "nodes": 0,
@@ -299,6 +297,30 @@ class FakeDriver(SubstrateDriver):
                                resource_status=f"fake {spec.kind.value} on {comp.name}",
                                handle=handle)
 
+    def check_update(self, old: SliverSpec, new: SliverSpec) -> None:
+        """Anything but another kind, sliver type or isolation changes in place here (like a
+        container's interfaces and limits)."""
+        for what in ("kind", "sliver_type", "exclusive", "router"):
+            if getattr(old, what) != getattr(new, what):
+                raise DriverError(f"{what} of {old.client_id} cannot change in place "
+                                  f"({getattr(old, what)} -> {getattr(new, what)})")
+
+    def update(self, old: SliverSpec, new: SliverSpec) -> ProvisionResult:
+        """Reconfigure in place: same handle and state, the new interfaces' MACs."""
+        self._enter("perform", fallible=True)
+        self.check_update(old, new)
+        handle = handle_for(new.sliver_urn)
+        macs = {i.client_id: i.mac or _mac(handle, i.client_id) for i in new.interfaces}
+        state = self.store.reconfigure(handle, new.sliver_urn, macs)
+        if state is None:
+            raise DriverError(f"sliver {new.sliver_urn} does not exist on the fake substrate")
+        comp = self._component_by_urn(new.component_id)
+        return ProvisionResult(state=OperationalState(state), macs=macs,
+                               logins=self.logins(new) or (),
+                               resource_status=f"fake {new.kind.value} on "
+                                               f"{comp.name if comp else '?'} (updated)",
+                               handle=handle)
+
     def logins(self, spec: SliverSpec) -> tuple[Login, ...]:
         """One (fake) account per geni_users login on a node sliver."""
         comp = self._component_by_urn(spec.component_id)
@@ -309,7 +331,7 @@ class FakeDriver(SubstrateDriver):
 
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
         self._enter("perform", fallible=True)
-        if action != Action.UPDATE_USERS.value and action not in ACTION_STATES:
+        if action not in ACTION_RESULTS:
             raise DriverError(f"action {action!r} is not supported by the fake substrate")
 
         def decide(current: str) -> str:

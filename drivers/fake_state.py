@@ -186,6 +186,19 @@ class FakeStateStore:
             self._bump(db, sliver_urn, "actions")
         return new
 
+    def reconfigure(self, handle: str, sliver_urn: str | None,
+                    macs: dict[str, str]) -> str | None:
+        """An in-place update: new MACs, same state and creation time (counted as an
+        action); the state, or None if the sliver does not exist."""
+        with self._tx() as db:
+            cur = db.execute("SELECT state FROM slivers WHERE handle = ?", (handle,)).fetchone()
+            if cur is None:
+                return None
+            db.execute("UPDATE slivers SET macs = ?, updated = ? WHERE handle = ?",
+                       (json.dumps(macs), time.time(), handle))
+            self._bump(db, sliver_urn, "actions")
+        return cur[0]
+
     def set_state(self, handle: str, state: str, sliver_urn: str | None) -> bool:
         return self.change_state(handle, sliver_urn, lambda _old: state) is not None
 

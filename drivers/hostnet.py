@@ -25,7 +25,8 @@ REQUIRED_TOOLS = ("ip", "tc", "sysctl", "nsenter")
 
 _EXISTS = ("File exists", "already exists")
 _MISSING = ("Cannot find device", "does not exist", "No such file or directory",
-            "Cannot open network namespace", "Invalid argument")
+            "Cannot open network namespace", "Invalid argument",
+            "Cannot delete qdisc with handle of zero")
 
 
 class HostNetError(DriverError):
@@ -255,6 +256,12 @@ def tbf_replace(netns: str | None, dev: str, kbps: int, *, latency_ms: int = 50)
               "burst", str(burst), "latency", f"{latency_ms}ms"])
 
 
+def root_qdisc_delete(netns: str | None, dev: str) -> None:
+    """Back to the default root qdisc (unshaped); no error if none was set."""
+    tc = ["tc"] + (["-n", netns] if netns else [])
+    run(tc + ["qdisc", "del", "dev", dev, "root"], missing_ok=True)
+
+
 def qdisc_kind(netns: str | None, dev: str) -> str | None:
     tc = ["tc"] + (["-n", netns] if netns else [])
     out = run(tc + ["-j", "qdisc", "show", "dev", dev, "root"], missing_ok=True)
@@ -266,5 +273,5 @@ __all__ = [
     "HostNetError", "IFNAMSIZ", "LinkInfo", "addr_list", "addr_replace", "bridge_add",
     "find_link", "link_delete", "link_move", "link_set", "links", "missing_tools", "netns_add",
     "netns_delete", "netns_exec_argv", "netns_exists", "netns_list", "netns_pids", "qdisc_kind",
-    "route_replace", "routes", "run", "sysctl_get", "sysctl_set", "tbf_replace", "veth_add",
+    "root_qdisc_delete", "route_replace", "routes", "run", "sysctl_get", "sysctl_set", "tbf_replace", "veth_add",
 ]

@@ -155,8 +155,9 @@ class OVSInstance:
     daemons (about 0.05 s), `stop()` asks them to exit and removes nothing of the caller's.
     """
 
-    def __init__(self, rundir: str | Path):
+    def __init__(self, rundir: str | Path, *, netns: str | None = None):
         self.rundir = Path(rundir)
+        self.netns = netns      # run vswitchd (and so its datapath and ports) in this namespace
         self.db_path = self.rundir / "conf.db"
         self.sock = self.rundir / "db.sock"
 
@@ -200,7 +201,8 @@ class OVSInstance:
                    f"--pidfile={d}/ovsdb-server.pid", "--detach",
                    f"--log-file={d}/ovsdb-server.log", f"--unixctl={d}/ovsdb-server.ctl"])
         self._run(["ovs-vsctl", f"--db={self.db}", "--no-wait", "init"])
-        self._run(["ovs-vswitchd", self.db, f"--pidfile={d}/ovs-vswitchd.pid", "--detach",
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self._run([*inside, "ovs-vswitchd", self.db, f"--pidfile={d}/ovs-vswitchd.pid", "--detach",
                    f"--log-file={d}/ovs-vswitchd.log", f"--unixctl={d}/ovs-vswitchd.ctl"])
         return self
 

@@ -45,6 +45,14 @@ def require_string(value: Any, what: str) -> str:
     return value
 
 
+def rspec_arg(value: Any) -> str:
+    """A request RSpec argument: a non-empty string (BADARGS otherwise)."""
+    rspec = require_string(value, "rspec")
+    if not rspec.strip():
+        raise badargs("rspec is empty")
+    return rspec
+
+
 def urn_type(urn: str) -> str | None:
     match = _URN.match(urn)
     return match.group(2).lower() if match else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from am.api import args, values
-from am.api.dispatch import AuditSink, Call, MethodTable
+from am.api.dispatch import Answer, AuditSink, Call, MethodTable
 from am.api.version import version_v3
 from am.auth import Authorizer
 from am.config import Settings
@@ -23,7 +23,7 @@ from am.service.contract import AggregateService, ManifestResult, Options, Princ
 # or not, is answered only once its audit entry is committed (am/api/audit.py); read-only calls
 # are audited without waiting.
 STATE_CHANGING = frozenset({"Allocate", "Renew", "Provision", "PerformOperationalAction",
-                            "Delete", "Shutdown"})
+                            "Delete", "Shutdown", "Update"})
 READ_ONLY = frozenset({"GetVersion", "ListResources", "Describe", "Status"})
 
 
@@ -48,6 +48,7 @@ class V3:
             "PerformOperationalAction": self.perform_operational_action,
             "Delete": self.delete,
             "Shutdown": self.shutdown,
+            "Update": self.update,
         }, state_changing=STATE_CHANGING, read_only=READ_ONLY, audit=audit,
             envelope_extra={"geni_api": 3})
 
@@ -119,12 +120,24 @@ class V3:
         args.check_arity("Allocate", params, ("slice_urn", "credentials", "rspec", "options"))
         slice_urn = args.slice_urn_arg(params[0])
         credentials = args.credentials_arg(params[1])
-        rspec = args.require_string(params[2], "rspec")
-        if not rspec.strip():
-            raise args.badargs("rspec is empty")
+        rspec = args.rspec_arg(params[2])
         options = args.options_arg(params[3])
         principal = self._principal(call, credentials, options, slice_urn)
         result = self.service.allocate(principal, slice_urn, rspec, options)
+        return self._manifest(result)
+
+    def update(self, call: Call, params: tuple[Any, ...]) -> Any:
+        """Update (optional in v3, adopted by v4): the slice, or the named slivers, changed to
+        a new request RSpec; answers like Allocate (manifest + geni_slivers)."""
+        args.check_arity("Update", params, ("urns", "credentials", "rspec", "options"))
+        urns = args.urns_arg(params[0])
+        credentials = args.credentials_arg(params[1])
+        rspec = args.rspec_arg(params[2])
+        options = args.options_arg(params[3])
+        principal = self._principal(call, credentials, options, self._target_of(call, urns))
+        result = self.service.update(principal, list(urns.urns), rspec, options)
+        if result.output:
+            return Answer(self._manifest(result), output=result.output)
         return self._manifest(result)
 
     def renew(self, call: Call, params: tuple[Any, ...]) -> Any:

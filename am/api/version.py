@@ -53,6 +53,7 @@ def version_v3(settings: Settings) -> dict[str, Any]:
         "geni_credential_types": [dict(c) for c in CREDENTIAL_TYPES],
         "geni_single_allocation": 0,
         "geni_allocate": "geni_many",
+        "geni_update": True,              # the optional Update method (AM API v4) is served
         "geni_am_type": AM_TYPE,
         "geni_am_code": _am_code(),
         "geni_handles_speaksfor": True,

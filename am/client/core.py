@@ -159,6 +159,15 @@ class AMClient:
         options = self._options(geni_end_time=rfc3339(end_time) if end_time else None)
         return self._value("Allocate", slice_urn, self.credentials, rspec, options)
 
+    def update(self, urns: Urns, rspec: str, *, best_effort: bool = False) -> dict[str, Any]:
+        """Update: the slice (or the named slivers) changed to `rspec`; Provision commits
+        what changed in provisioned slivers."""
+        options = self._options(geni_best_effort=best_effort or None)
+        value = self._value("Update", _urn_list(urns), self.credentials, rspec, options)
+        if isinstance(value, dict) and "geni_rspec" in value:
+            value["geni_rspec"] = decompress(value["geni_rspec"])
+        return value
+
     def renew(self, urns: Urns, expiration_time: datetime | str, *, best_effort: bool = False,
               extend_alap: bool = False) -> list[dict[str, Any]]:
         options = self._options(geni_best_effort=best_effort or None,

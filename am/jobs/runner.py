@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 
 from am import states
 from am.states import Event, Op
-from am.store import Job, JobState, Slice, Sliver, SliverLease, Store, spec_from_dict, utcnow
+from am.store import Job, JobState, Slice, Sliver, SliverLease, Store, pending, spec_from_dict, utcnow
 from am.store.retry import retry_transient, transient_cause
 from drivers.base import DriverError, OperationalState, ProvisionResult, SliverSpec
 from drivers.routesync import ROUTES_OPTION, RouteError, parse_routes_option
@@ -41,14 +41,11 @@ log = logging.getLogger(__name__)
 #: Job action for an operational action a driver advertises beyond the GENI ones (its
 #: `capabilities.actions`, e.g. geniam_sync_routes). The job's args carry
 #: {"action": <POA action name>, "options": {<the POA options the driver takes>}}.
-DRIVER_ACTION = "driver_action"
-ACTIONS = ("provision", "start", "stop", "restart", "update_users", "delete", DRIVER_ACTION)
+DRIVER_ACTION = states.DRIVER_ACTION
+ACTIONS = tuple(states.JOB_ACTIONS)
 #: POA action name -> job action
-ACTION_JOBS = {"geni_start": "start", "geni_stop": "stop", "geni_restart": "restart",
-               "geni_update_users": "update_users"}
-_DONE_EVENT = {"start": Event.START_DONE, "stop": Event.STOP_DONE, "restart": Event.RESTART_DONE,
-               "update_users": Event.UPDATE_USERS_DONE, DRIVER_ACTION: Event.DRIVER_ACTION_DONE}
-_GENI_ACTION = {v: k for k, v in ACTION_JOBS.items()}
+ACTION_JOBS = {geni: a.job for geni, a in states.ACTIONS.items()}
+_GENI_ACTION = {a.job: geni for geni, a in states.ACTIONS.items()}
 
 DEFAULT_LEASE_S = 300.0
 DEFAULT_MAX_ATTEMPTS = 5
@@ -176,6 +173,7 @@ class _Claimed:
     shut_down: bool
     state: states.State
     urn: str
+    pending: dict | None = None
 
 
 class _AlreadyFinished(Exception):
@@ -242,7 +240,7 @@ def _claim(store: Store, job_id: int, worker_id: str, lease_s: float) -> tuple[H
             driver_kind=sliver.driver, facts=dict(sliver.facts or {}),
             shut_down=bool(sliver.shutdown),
             state=states.as_state(sliver.allocation_state, sliver.operational_state),
-            urn=sliver.urn)
+            urn=sliver.urn, pending=sliver.pending)
     return HeldLease(sliver_id, worker_id), claimed
 
 
@@ -269,7 +267,7 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
         _finish(store, job_id, note=f"skipped: sliver is {states.format_state(state)}",
                 lease=lease)
         return
-    if shut_down and action in ("provision", "start", "restart", "update_users"):
+    if shut_down and action in ("provision", "start", "restart", "update_users", "update"):
         # an operator shut the slice down: nothing may (re)gain access to the substrate
         _fail(store, job_id, action, "slice was shut down by an operator before this ran", lease)
         return
@@ -288,6 +286,15 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
         elif action == "delete":
             _delete(driver, spec, facts)
             _finish(store, job_id, lease=lease)
+        elif action == "update":
+            if not claimed.pending or not claimed.pending.get("spec"):
+                _fail(store, job_id, action, "no pending update to apply", lease)
+                return
+            new_spec = spec_from_dict(claimed.pending["spec"])
+            if spec.users:
+                new_spec = dataclasses.replace(new_spec, users=spec.users)
+            result = driver.update(spec, new_spec)
+            _updated(store, job_id, result, lease, facts)
         elif action == DRIVER_ACTION:
             new_state = _driver_action(driver, spec, job_args)
             _acted(store, job_id, action, OperationalState(new_state), lease, known=state)
@@ -313,11 +320,6 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
             _release_handle(driver, facts)
 
 
-_WAITING_IN = {"provision": Op.PENDING_ALLOCATION, "start": Op.CONFIGURING,
-               "restart": Op.CONFIGURING, "stop": Op.STOPPING, "update_users": Op.UPDATING_USERS,
-               DRIVER_ACTION: Op.READY_BUSY}
-
-
 def _driver_action(driver, spec: SliverSpec, args: dict) -> OperationalState:
     """A driver's own action. A route change (option geniam_routes) first replaces the
     control plane's route set (`set_routes`), then the action syncs the forwarding plane."""
@@ -338,7 +340,7 @@ def _still_wanted(action: str, state: states.State) -> bool:
     """Is the sliver still in the state this job was queued for? (Delete, expiry, Shutdown or
     a cancel may have moved it since; then the job has nothing to do.)"""
     alloc, op = state
-    return alloc is states.Alloc.PROVISIONED and op is _WAITING_IN[action]
+    return alloc is states.Alloc.PROVISIONED and op is states.JOB_ACTIONS[action].waiting
 
 
 def _delete(driver, spec: SliverSpec, facts: dict) -> None:
@@ -439,6 +441,30 @@ def _after_provisioned(lease: HeldLease, starting: bool) -> bool:
 
 
 @retry_transient()
+def _updated(store: Store, job_id: int, result: ProvisionResult, lease: HeldLease,
+             facts: dict) -> None:
+    """The driver reconfigured the sliver: its pending spec becomes its spec (reservations
+    shrink to what the new spec needs) and it leaves geni_configuring."""
+    with _outcome_tx(store, lease) as session:
+        sliver = _locked_sliver(session, lease.sliver_id)
+        current = states.as_state(sliver.allocation_state, sliver.operational_state)
+        if current != (states.Alloc.PROVISIONED, Op.CONFIGURING) or not sliver.pending:
+            _mark(session, job_id, JobState.DONE,
+                  f"sliver became {states.format_state(current)} meanwhile")
+            return
+        target = (states.Alloc.PROVISIONED, Op(OperationalState(result.state).value))
+        if target not in states.targets(Event.UPDATE_DONE):
+            msg = f"update: driver reported {result.state.value}"
+            store.transition(session, sliver, Event.ACTION_FAILED, error=msg)
+            _mark(session, job_id, JobState.FAILED, msg)
+            return
+        pending.commit(session, store, sliver, _provision_facts(facts, result),
+                       result.resource_status)
+        store.transition(session, sliver, Event.UPDATE_DONE, target, error="")
+        _mark(session, job_id, JobState.DONE)
+
+
+@retry_transient()
 def _acted(store: Store, job_id: int, action: str, reported: OperationalState,
            lease: HeldLease, *, known: states.State | None = None,
            facts: dict | None = None) -> None:
@@ -458,7 +484,7 @@ def _acted(store: Store, job_id: int, action: str, reported: OperationalState,
 def _record_action_if(store: Store, session, sliver_id: int, known: states.State, job_id: int,
                       action: str, reported: OperationalState, facts: dict | None) -> bool:
     """`_record_action` for a sliver still in `known`; False (nothing written) if it moved."""
-    event = _DONE_EVENT[action]
+    event = states.JOB_ACTIONS[action].done
     if not states.allowed(known, event):
         return False
     target = (states.Alloc.PROVISIONED, Op(reported.value))
@@ -480,7 +506,7 @@ def _record_action(store: Store, session, sliver: Sliver, job_id: int, action: s
                    reported: OperationalState) -> None:
     """The action's outcome on the (locked) sliver, and the job done or failed."""
     current = states.as_state(sliver.allocation_state, sliver.operational_state)
-    event = _DONE_EVENT[action]
+    event = states.JOB_ACTIONS[action].done
     if not states.allowed(current, event):
         _mark(session, job_id, JobState.DONE,
               f"sliver became {states.format_state(current)} meanwhile")
@@ -528,13 +554,22 @@ def _finish(store: Store, job_id: int, *, lease: HeldLease, failed: bool = False
 _KEEP = object()
 
 
+class IllegalJobTransition(RuntimeError):
+    """A job state write that `am.states.JOB_TRANSITIONS` does not allow (e.g. reopening a
+    finished job)."""
+
+
 def _mark(session, job_id: int, state: str, error: str = "", *, lease_owner=_KEEP) -> None:
-    """Set the job's state (one prepared UPDATE, no ORM load)."""
-    params = {"job": job_id, "state": state, "error": error, "now": utcnow()}
+    """Set the job's state (one prepared UPDATE, no ORM load), guarded by the job table: the
+    UPDATE only matches a row in a state that may move to `state`."""
+    params = {"job": job_id, "state": state, "error": error, "now": utcnow(),
+              "sources": list(states.job_sources(state))}
     if lease_owner is _KEEP:
-        session.connection().execute(_MARK_JOB, params)
+        result = session.connection().execute(_MARK_JOB, params)
     else:
-        session.connection().execute(_MARK_JOB_OWNER, {**params, "owner": lease_owner})
+        result = session.connection().execute(_MARK_JOB_OWNER, {**params, "owner": lease_owner})
+    if result.rowcount != 1:
+        raise IllegalJobTransition(f"job {job_id} cannot become {state} from where it is")
 
 
 # The job body's statements, built once and on the tables (Core), not the mapped classes:
@@ -550,10 +585,11 @@ _CLAIM_JOB = (
 _SLIVER_FOR_JOB = (
     select(_SLIVERS.c.spec, _SLIVERS.c.driver, _SLIVERS.c.facts, _SLIVERS.c.allocation_state,
            _SLIVERS.c.operational_state, _SLIVERS.c.urn, _SLIVERS.c.slice_id,
-           _SLICES.c.shutdown)
+           _SLICES.c.shutdown, _SLIVERS.c.pending)
     .join(_SLICES, _SLICES.c.id == _SLIVERS.c.slice_id)
     .where(_SLIVERS.c.id == bindparam("sliver")))
-_MARK_JOB = (update(_JOBS).where(_JOBS.c.id == bindparam("job"))
+_MARK_JOB = (update(_JOBS).where(_JOBS.c.id == bindparam("job"),
+                                  _JOBS.c.state.in_(bindparam("sources", expanding=True)))
              .values(state=bindparam("state"), error=bindparam("error"),
                      heartbeat=bindparam("now"), updated=bindparam("now")))
 _MARK_JOB_OWNER = _MARK_JOB.values(lease_owner=bindparam("owner"))

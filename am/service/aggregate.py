@@ -40,18 +40,18 @@ from am import states
 from am.config import Settings
 from am.errors import GeniCode, GeniError
 from am.jobs.queue import JobQueue, submit_all
-from am.jobs.runner import ACTION_JOBS, DRIVER_ACTION
 from am.service import driver_actions, hybrid
 from am.service.admission import AdmissionContention, Planned, allocate_locked
 from am.service.contract import ManifestResult, Options, Principal, SliverInfo, StatusResult
 from am.service.manifests import manifest_for
-from am.states import Alloc, Event, IllegalTransition
+from am.states import Alloc, Event, IllegalTransition, Op
+from am.store import pending
 from am.store.retry import retrying, transient_cause
 from am.store import (Job, ReservationConflict, Slice, Sliver, Store, StoreError, spec_from_dict,
                       spec_to_dict, utcnow)
 from credentials.errors import URNError
 from credentials.urn import parse_urn
-from drivers.base import DriverError, UserKeys
+from drivers.base import DriverError, SubstrateDriver, UserKeys
 
 if TYPE_CHECKING:
     from am.engine import Placement
@@ -65,7 +65,10 @@ SHUT_DOWN = "slice is shut down"
 # A cached advertisement is rebuilt at least this often even when nothing was reserved, so its
 # `generated` time stays recent; correctness comes from the usage generation, not from this.
 AD_MAX_AGE_S = 60.0
-KNOWN_ACTIONS = (*ACTION_JOBS, "geni_updating_users_cancel")
+KNOWN_ACTIONS = (*states.ACTIONS, "geni_updating_users_cancel")
+_UPDATING_REFUSAL = ("sliver {} is geni_updating: an Update waits for Provision (which "
+                     "commits it) or expiry (which reverts it); operational actions are refused "
+                     "until then, Delete works")
 
 
 @dataclass(frozen=True)
@@ -241,9 +244,6 @@ class Aggregate:
     @_retried
     def allocate(self, principal: Principal, slice_urn: str, request_xml: str,
                  options: Options) -> ManifestResult:
-        from rspec.errors import RSpecError
-        from rspec.request import parse_request
-
         try:
             parse_urn(slice_urn, "slice")
         except URNError as exc:
@@ -252,12 +252,7 @@ class Aggregate:
         expires = self._expiry(now, self.settings.allocation_ttl_s, principal, options.end_time)
         with self._db(), self.store.read() as session:
             self._refuse_if_shut_down(self.store.find_slice(session, slice_urn))
-        try:
-            request = parse_request(request_xml, am_urns=self.am_urns,
-                                    known_sliver_types=self.site.accepted_sliver_types(),
-                                    max_bytes=self.settings.max_request_bytes)
-        except RSpecError as exc:
-            raise GeniError.from_library(exc, GeniCode.BADARGS) from None
+        request = self._parse(request_xml)
         if not (request.nodes or request.links or request.openflow):
             raise GeniError(GeniCode.BADARGS, "the request names no resources at this aggregate")
         place = partial(self._place, request, slice_urn)
@@ -265,15 +260,19 @@ class Aggregate:
             generation = self.store.usage_generation(session)   # before the usage it validates
             usage = self.store.usage(session)
         planned = Planned(place(usage), generation)
+        # settled and written under the placed components' admission locks
+        # (am.service.admission): racing Allocates end as if run one after the other
+        return self._admit(planned, place,
+                           partial(self._write_allocation, principal, slice_urn, request,
+                                   expires), "nothing was allocated")
+
+    def _admit(self, planned: Planned, place, write, unchanged: str) -> ManifestResult:
+        """`allocate_locked` with its failures as GENI errors (`unchanged` says what stayed)."""
         try:
-            # settled and written under the placed components' admission locks
-            # (am.service.admission): racing Allocates end as if run one after the other
             with self._db():
-                return allocate_locked(
-                    self.store, planned, place,
-                    partial(self._write_allocation, principal, slice_urn, request, expires))
+                return allocate_locked(self.store, planned, place, write)
         except ReservationConflict as exc:
-            raise GeniError(_conflict_code(exc), f"{exc}; nothing was allocated") from None
+            raise GeniError(_conflict_code(exc), f"{exc}; {unchanged}") from None
         except AdmissionContention as exc:
             raise GeniError(GeniCode.BUSY, str(exc)) from None
         except StoreError as exc:
@@ -286,9 +285,7 @@ class Aggregate:
         placement = place(request, self.site, usage, slice_urn=slice_urn,
                           mint_sliver_urn=self._mint, best_effort=False)
         if placement.refusals:
-            codes = {r.code for r in placement.refusals}
-            code = placement.refusals[0].code if len(codes) > 1 else codes.pop()
-            raise GeniError(_code(code), _refusal_message(request, placement.refusals))
+            raise _refused(request, placement.refusals)
         if not placement.slivers:
             raise GeniError(GeniCode.BADARGS, "nothing in the request could be placed here")
         return placement
@@ -304,23 +301,115 @@ class Aggregate:
         rows: list[Sliver] = []
         # reserve in one global order, so racing writers on PostgreSQL cannot deadlock
         for planned in sorted(placement.slivers, key=lambda p: p.spec.component_id):
-            spec = planned.spec
-            row = Sliver(urn=spec.sliver_urn, slice=slc, client_id=spec.client_id,
-                         kind=spec.kind.value, driver=planned.driver,
-                         component_id=spec.component_id, sliver_type=spec.sliver_type,
-                         allocation_state=Alloc.UNALLOCATED.value, operational_state=None,
-                         expires=expires, spec=spec_to_dict(spec),
-                         element_xml=_element_for(request, elements, spec),
-                         facts={}, error="", resource_status="")
-            session.add(row)
-            self.store.transition(session, row, Event.ALLOCATE)
-            self.store.reserve(session, row, planned.demand, planned.claims)
-            rows.append(row)
+            rows.append(self._new_row(session, slc, request, elements, expires, planned))
         slc.expires = max(filter(None, (slc.expires, expires)))
         manifest = manifest_for(rows, am_urn=self.am_urn, foreign_xml=request.foreign_xml,
                                 expires=expires)
         return ManifestResult(manifest=manifest, slice_urn=slc.urn,
                               slivers=tuple(_info(r) for r in rows))
+
+    # ---- Update -----------------------------------------------------------------------------
+    @_retried
+    def update(self, principal: Principal, urns: Sequence[str], request_xml: str,
+               options: Options) -> ManifestResult:
+        """AM API Update: the slice's slivers here (or the named ones) changed to the request
+        (am.service.update says how). All-or-nothing unless geni_best_effort, where each new
+        or changed element that does not fit is left out (new) or left as it is (existing)."""
+        from am.service.update import Updater, bind_request, without
+
+        request = self._parse(request_xml)
+        now = self.clock()
+        pending_until = self._expiry(now, self.settings.allocation_ttl_s, principal,
+                                     options.end_time)
+        with self._db(), self.store.read() as session:
+            target = self._target(session, urns)
+            self._refuse_if_shut_down(target.slice)
+            self._require_live(target, "update")
+            rows = target.slivers
+            before = {r.id: r.version for r in rows}
+            held: dict[str, dict[str, float]] = {}
+            for row in rows:
+                per = held.setdefault(row.component_id.lower(), {})
+                for resource, amount in self.store.held(session, row)[0].items():
+                    per[resource] = per.get(resource, 0.0) + amount
+            generation = self.store.usage_generation(session)
+            usage = self.store.usage(session)
+        slice_urn = target.slice_urn
+        request = bind_request(request, rows)
+        by_client = {r.client_id: r.urn for r in rows}
+        urns_here = {r.urn for r in rows}
+        refused: set[str] = set()
+        refusals: list[str] = []
+
+        def mint(client_id: str = "") -> str:
+            return by_client.get(client_id) or self._mint()
+
+        def place(current: Mapping[str, Usage]) -> Placement:
+            from am.engine import place as engine_place
+            placement = engine_place(request, self.site,
+                                     without(current, held, urns_here, slice_urn),
+                                     slice_urn=slice_urn, mint_sliver_urn=mint,
+                                     best_effort=options.best_effort)
+            if placement.refusals and not options.best_effort:
+                raise _refused(request, placement.refusals, "; the slice is unchanged")
+            refused.clear()
+            refused.update(r.client_id for r in placement.refusals)
+            refusals[:] = [str(r) for r in placement.refusals]
+            return placement
+
+        def write(session: Session, placement: Placement) -> ManifestResult:
+            live = {r.id: r for r in self.store.live_slivers(session, self.clock(),
+                                                              urns=list(urns_here),
+                                                              for_update=True)}
+            if {i: r.version for i, r in live.items()} != before:
+                raise GeniError(GeniCode.BUSY, f"slice {slice_urn} changed while this Update "
+                                               "was placed; nothing was changed, retry")
+            slc = self.store.find_slice(session, slice_urn, for_update=True)
+            self._refuse_if_shut_down(slc)
+            elements = _element_index(request)
+            updater = Updater(self.store, session, self.site, now=now,
+                              pending_until=pending_until,
+                              element_for=partial(_element_for, request, elements),
+                              new_row=partial(self._new_row, session, slc, request, elements,
+                                              pending_until))
+            after = updater.apply([live[i] for i in sorted(live)], placement, refused)
+            session.flush()
+            slc.expires = max(filter(None, (slc.expires, *(r.expires for r in after))))
+            manifest = manifest_for(after, am_urn=self.am_urn, foreign_xml=request.foreign_xml,
+                                    users=self.store.user_keys(session, slc.id),
+                                    expires=max((r.expires for r in after), default=None))
+            return ManifestResult(manifest=manifest, slice_urn=slc.urn,
+                                  slivers=tuple(_info(r) for r in after),
+                                  output="; ".join(refusals))
+
+        return self._admit(Planned(place(usage), generation), place, write,
+                           "the slice is unchanged")
+
+    def _new_row(self, session: Session, slc: Slice, request, elements, expires: datetime,
+                 planned) -> Sliver:
+        """A new allocated sliver (reserved) for a planned one, as Allocate writes it."""
+        spec = planned.spec
+        row = Sliver(urn=spec.sliver_urn, slice=slc, client_id=spec.client_id,
+                     kind=spec.kind.value, driver=planned.driver,
+                     component_id=spec.component_id, sliver_type=spec.sliver_type,
+                     allocation_state=Alloc.UNALLOCATED.value, operational_state=None,
+                     expires=expires, spec=spec_to_dict(spec),
+                     element_xml=_element_for(request, elements, spec),
+                     facts={}, error="", resource_status="")
+        session.add(row)
+        self.store.transition(session, row, Event.ALLOCATE)
+        self.store.reserve(session, row, planned.demand, planned.claims)
+        return row
+
+    def _parse(self, request_xml: str):
+        from rspec.errors import RSpecError
+        from rspec.request import parse_request
+        try:
+            return parse_request(request_xml, am_urns=self.am_urns,
+                                 known_sliver_types=self.site.accepted_sliver_types(),
+                                 max_bytes=self.settings.max_request_bytes)
+        except RSpecError as exc:
+            raise GeniError.from_library(exc, GeniCode.BADARGS) from None
 
     def _mint(self, _client_id: str = "") -> str:
         return f"urn:publicid:IDN+{self.settings.authority}+sliver+{uuid.uuid4().hex}"
@@ -356,13 +445,26 @@ class Aggregate:
                                                     self.clock(), lock=True)
             self._check_users(chosen, options.users)
             if target.by_slice:
-                chosen = [s for s in chosen if s.allocation_state == Alloc.ALLOCATED.value]
+                chosen = [s for s in chosen if s.allocation_state == Alloc.ALLOCATED.value
+                          or s.operational_state == Op.UPDATING.value]
                 if not chosen:
                     raise GeniError(GeniCode.UNSUPPORTED, f"slice {target.slice_urn} has no "
-                                                          "allocated slivers left to provision")
+                                                          "allocated slivers and no pending "
+                                                          "update left to provision")
             done: list[Sliver] = []
             infos: list[SliverInfo] = []
+            deleted: list[int] = []
             for row in chosen:
+                if row.operational_state == Op.UPDATING.value:   # commit a pending Update
+                    row.expires = expires
+                    job = self._commit_update(session, row)
+                    if job is None:
+                        deleted.extend(self._unallocate(session, row, Event.DELETE))
+                    else:
+                        queued.append(job)
+                        done.append(row)
+                    infos.append(_info(row))
+                    continue
                 try:
                     self.store.transition(session, row, Event.PROVISION, flush=False)
                 except IllegalTransition as exc:
@@ -381,11 +483,21 @@ class Aggregate:
             if done:
                 target.slice.expires = max(filter(None, (target.slice.expires, expires)))
             session.flush()
-            jobs = [job.id for job in queued]
+            jobs = [job.id for job in queued] + deleted
             users = self.store.user_keys(session, target.slice.id)
             manifest = manifest_for(done, am_urn=self.am_urn, users=users, expires=expires)
         self._submit(jobs)
         return ManifestResult(manifest=manifest, slice_urn=target.slice_urn, slivers=tuple(infos))
+
+    def _commit_update(self, session: Session, row: Sliver) -> Job | None:
+        """Provision of a geni_updating sliver: its update job (None for a pending removal,
+        which the caller deletes). The pending change can no longer be reverted."""
+        change = pending.pending_of(row)
+        if change is None or change.op == pending.REMOVE:
+            return None
+        self.store.transition(session, row, Event.UPDATE_COMMIT, error="")
+        row.pending_until = None
+        return self.store.add_job(session, row, "update", flush=False)
 
     # ---- Status / Describe ------------------------------------------------------------------
     def status(self, principal: Principal, urns: Sequence[str], options: Options) -> StatusResult:
@@ -393,7 +505,23 @@ class Aggregate:
             target = self._target(session, urns)
             self._require_live(target, "report on")
             return StatusResult(slice_urn=target.slice_urn,
-                                slivers=tuple(_info(s) for s in target.slivers))
+                                slivers=tuple(_info(s, live=self._live_status(s))
+                                              for s in target.slivers))
+
+    def _live_status(self, row: Sliver) -> str | None:
+        """A provisioned sliver's geni_resource_status as its driver reports it now (e.g. a
+        NetFPGA slot's counters); None keeps the stored text. A driver error is not the
+        caller's: it is logged and the stored text is shown."""
+        if row.allocation_state != Alloc.PROVISIONED.value:
+            return None
+        driver = self.site.drivers.get(row.driver)
+        if driver is None or type(driver).live_status is SubstrateDriver.live_status:
+            return None
+        try:
+            return driver.live_status(spec_from_dict(row.spec))
+        except Exception as exc:   # noqa: BLE001 - a report, never a failure of Status
+            log.warning("live status of %s: %s", row.urn, exc)
+            return None
 
     def describe(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult:
         with self._db(), self.store.read() as session:
@@ -427,27 +555,31 @@ class Aggregate:
             self._require_live(target, "act on")
             chosen = hybrid.with_forwarding_slivers(self.store, session, target.slivers,
                                                     self.clock(), lock=True)
+            updating = [r for r in chosen if r.operational_state == Op.UPDATING.value]
+            if updating and not options.best_effort:
+                raise GeniError(GeniCode.REFUSED, _UPDATING_REFUSAL.format(updating[0].urn))
             if action == "geni_update_users":
                 self._check_users(chosen, options.users)
             if extra and target.by_slice:   # a slice-wide driver action: the slivers that have it
                 chosen = [r for r in chosen if self._driver_has(r, action)] or chosen
             for row in chosen:
                 try:
+                    if row.operational_state == Op.UPDATING.value:
+                        raise GeniError(GeniCode.REFUSED, _UPDATING_REFUSAL.format(row.urn))
                     self._check_driver_action(row, action)
                     if extra:
                         driver_actions.check_for_sliver(self.site.drivers.get(row.driver),
                                                         spec_from_dict(row.spec), row.urn,
                                                         action_opts)
                         self.store.transition(session, row, Event.DRIVER_ACTION, error="")
-                        queued.append(self.store.add_job(session, row, DRIVER_ACTION, {
+                        queued.append(self.store.add_job(session, row, states.DRIVER_ACTION, {
                             "action": action, "options": action_opts}, flush=False))
                     elif action == "geni_updating_users_cancel":
                         self.store.transition(session, row, Event.UPDATE_USERS_CANCEL)
                     else:
-                        start_event, _ = states.ACTION_EVENTS[action]
-                        self.store.transition(session, row, start_event, error="")
-                        queued.append(self.store.add_job(session, row, ACTION_JOBS[action],
-                                                         flush=False))
+                        job = states.ACTIONS[action]
+                        self.store.transition(session, row, job.start, error="")
+                        queued.append(self.store.add_job(session, row, job.job, flush=False))
                 except GeniError as exc:
                     if not options.best_effort:
                         raise
@@ -521,6 +653,8 @@ class Aggregate:
                     infos.append(_info(row, error=error))
                     continue
                 row.expires = granted
+                if row.pending_until is not None:   # a renewed pending Update waits as long
+                    row.pending_until = granted
                 infos.append(_info(row))
             if not error and target.slice is not None:
                 target.slice.expires = max(s.expires for s in target.slivers)
@@ -572,6 +706,8 @@ class Aggregate:
             slc.shutdown, slc.shutdown_at, slc.shutdown_by = True, self.clock(), principal.urn
             for row in self.store.live_slivers(session, self.clock(), slice_id=slc.id,
                                                for_update=True):
+                if row.pending is not None:      # a pending Update is dropped
+                    pending.revert(session, self.store, row)
                 state = states.as_state(row.allocation_state, row.operational_state)
                 if states.allowed(state, Event.SHUTDOWN):
                     self.store.transition(session, row, Event.SHUTDOWN,
@@ -595,6 +731,11 @@ class Aggregate:
             for row in session.scalars(query):
                 jobs.extend(self._unallocate(session, row, Event.EXPIRE))
                 expired.append(row.urn)
+            for row in session.scalars(
+                    select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
+                                         Sliver.pending_until <= now)
+                    .order_by(Sliver.id).with_for_update(skip_locked=True)):
+                pending.revert(session, self.store, row)   # an Update never provisioned
             self.store.retire_empty_slices(session)
         self._submit(jobs)
         return expired
@@ -626,11 +767,11 @@ class Aggregate:
             raise GeniError(GeniCode.DBERROR, f"database error: {type(exc).__name__}") from None
 
 
-def _info(row: Sliver, *, error: str | None = None) -> SliverInfo:
+def _info(row: Sliver, *, error: str | None = None, live: str | None = None) -> SliverInfo:
     return SliverInfo(sliver_urn=row.urn, allocation_status=row.allocation_state,
                       expires=row.expires, operational_status=row.operational_state,
                       error=row.error if error is None else error,
-                      resource_status=row.resource_status or "", client_id=row.client_id)
+                      resource_status=live or row.resource_status or "", client_id=row.client_id)
 
 
 def _element_index(request) -> dict[tuple[str, str], str]:
@@ -650,6 +791,13 @@ def _element_for(request, index: dict[tuple[str, str], str], spec) -> str:
         # OpenFlow slivers have no client_id: match the request model (equality ignores XML)
         return next((of.element_xml or "" for of in request.openflow if of == spec.openflow), "")
     return index.get((spec.kind.value, spec.client_id), "")
+
+
+def _refused(request, refusals, tail: str = "") -> GeniError:
+    """One GeniError for a placement's refusals (mixed codes: the first refusal's)."""
+    codes = {r.code for r in refusals}
+    code = refusals[0].code if len(codes) > 1 else codes.pop()
+    return GeniError(_code(code), _refusal_message(request, refusals) + tail)
 
 
 def _refusal_message(request, refusals) -> str:

@@ -22,13 +22,14 @@ import tomli_w
 
 from am.site.base import ComponentInfo, Fragment, SiteContext, SiteError, SiteHelper
 from am.site.containers import ContainerNode, remove_cgroup_dirs
+from am.site.netfpga import EmulatedNetFPGA
 from am.site.switch import OVSSwitch
 from drivers import hostnet
 
 log = logging.getLogger("am.site")
 
 #: The parts of the default site, in start order (stopped in reverse). Append to extend it.
-default_helpers: list[Callable[[], SiteHelper]] = [ContainerNode, OVSSwitch]
+default_helpers: list[Callable[[], SiteHelper]] = [ContainerNode, OVSSwitch, EmulatedNetFPGA]
 
 SITE_NAME = "this-host"
 INVENTORY = "inventory.toml"

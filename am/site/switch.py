@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 
 from am.site.base import ComponentInfo, Fragment, SiteContext, SiteHelper
 from drivers import hostnet
@@ -63,6 +64,7 @@ class OVSSwitch(SiteHelper):
                                capture_output=True, check=False, timeout=10)
             client.vsctl("--may-exist", "add-port", bridge, sw_end, "--", "set", "interface",
                          sw_end, f"ofport_request={num}")
+        _wait_for_datapath(client, bridge, [p[0] for p in ports])
         ports_table = [{"name": sw_end, "num": num} for num, (sw_end, _, _) in
                        enumerate(ports, start=1)]
         hosts = ", ".join(f"{sw}: {ns} {HOST_NET.format(n=n).replace('.0/24', '.1')}"
@@ -96,6 +98,22 @@ class OVSSwitch(SiteHelper):
 
     def markers(self, ctx: SiteContext) -> list[str]:
         return [str(ctx.root / "ovs") + os.sep]
+
+
+def _wait_for_datapath(client, bridge: str, ports: list[str], timeout_s: float = 20.0) -> None:
+    """ovs-vswitchd applies the database asynchronously: wait until the bridge has its
+    datapath id and every port its OpenFlow number, so the driver reads a finished switch."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.dpid(bridge)
+            if set(ports) <= set(client.ofports(bridge)):
+                return
+        except OVSError:
+            pass
+        if time.monotonic() > deadline:
+            raise OVSError(f"bridge {bridge} did not come up within {timeout_s:g} s")
+        time.sleep(0.05)
 
 
 __all__ = ["OVSSwitch"]

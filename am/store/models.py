@@ -85,6 +85,10 @@ class Sliver(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)              # am.store.codec of SliverSpec
     element_xml: Mapped[str] = mapped_column(Text, default="")      # the request element, for manifests
     facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)   # MACs, logins, handle ...
+    # An Update waiting for Provision (am.service.update.Pending as JSON): the new spec and
+    # element, or a removal, with what the sliver holds before and after; None when none.
+    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    pending_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from am import states
-from am.states import Alloc, Event, State
+from am.states import Alloc, Event, JobState, State
 from am.store.codec import spec_from_dict
 from am.store.database import WRITE_OPTION, make_engine
 from am.store.models import (
@@ -135,13 +135,6 @@ class AdmissionLock:
         return True
 
 
-class JobState:
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
 @dataclass(frozen=True)
 class AuditRecord:
     ts: datetime
@@ -184,8 +177,9 @@ class Store:
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(**{WRITE_OPTION: True}),
                                    expire_on_commit=False)
-        # decoded SliverSpec per sliver URN (specs are immutable once written); see usage()
-        self._specs: dict[str, SliverSpec] = {}
+        # decoded SliverSpec per (sliver URN, row version): an Update may change a sliver's
+        # spec, and every write of the row bumps its version; see usage()
+        self._specs: dict[tuple[str, int], SliverSpec] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------
     def migrate(self) -> None:
@@ -419,6 +413,25 @@ class Store:
                 raise ReservationConflict(comp, f"claim {token!r}", "claim") from None
         session.flush()
 
+    @staticmethod
+    def held(session: Session, sliver: Sliver) -> tuple[dict[str, float], tuple[str, ...]]:
+        """What the sliver holds now: amount per resource, and its claim tokens."""
+        demand: dict[str, float] = {}
+        for resource, amount in session.execute(select(Reservation.resource, Reservation.amount)
+                                                .where(Reservation.sliver_id == sliver.id)):
+            demand[resource] = demand.get(resource, 0.0) + amount
+        claims = tuple(sorted(session.scalars(select(Claim.token)
+                                              .where(Claim.sliver_id == sliver.id))))
+        return demand, claims
+
+    def rereserve(self, session: Session, sliver: Sliver, demand: Mapping[str, float],
+                  claims: Iterable[str]) -> None:
+        """Make the sliver hold exactly `demand` and `claims` on its (current) component:
+        an Update changing what a sliver needs, or a commit or revert of one. Raises
+        ReservationConflict like `reserve` (the caller's transaction must roll back)."""
+        self.release(session, sliver)
+        self.reserve(session, sliver, demand, claims)
+
     def release(self, session: Session, sliver: Sliver) -> None:
         """Give back everything the sliver holds (idempotent)."""
         mark_usage_changed(session)
@@ -437,9 +450,10 @@ class Store:
         so it agrees with the CHECK constraint that guards the same numbers.
 
         Cost: two narrow queries (used amounts; URN, component and slice of live slivers). A
-        sliver's spec never changes after Allocate, so decoded specs are kept per sliver URN
-        (unique forever) and only new slivers' specs are read and decoded. Full scans (no
-        `component_ids`) replace the kept set with exactly the live slivers, so it stays bounded."""
+        sliver's spec changes only by an Update, so decoded specs are kept per sliver URN and
+        row version and only new or rewritten slivers' specs are read and decoded. Full scans (no
+        `component_ids`) replace the kept set with exactly the live slivers, so it stays bounded.
+        (Keyed by URN and row version: an Update rewrites a spec under the same URN.)"""
         ids = None if component_ids is None else list(component_ids)
         used: dict[str, dict[str, float]] = {}
         cap_q = select(Capacity.component_id, Capacity.resource, Capacity.used).where(
@@ -448,28 +462,31 @@ class Store:
             cap_q = cap_q.where(Capacity.component_id.in_(ids))
         for component_id, resource, amount in session.execute(cap_q):
             used.setdefault(component_id, {})[resource] = amount
-        live_q = (select(Sliver.id, Sliver.urn, Sliver.component_id, Slice.urn).join(Slice)
+        live_q = (select(Sliver.id, Sliver.urn, Sliver.component_id, Slice.urn, Sliver.version)
+                  .join(Slice)
                   .where(Sliver.allocation_state != Alloc.UNALLOCATED.value)
                   .order_by(Sliver.id))
         if ids is not None:
             live_q = live_q.where(Sliver.component_id.in_(ids))
         live = session.execute(live_q).all()
         known = self._specs
-        missing = [row_id for row_id, urn, _, _ in live if urn not in known]
-        fresh: dict[str, SliverSpec] = {}
+        missing = [row[0] for row in live if (row[1], row[4]) not in known]
+        fresh: dict[tuple[str, int], SliverSpec] = {}
+        by_id = {row[0]: (row[1], row[4]) for row in live}
         for chunk in range(0, len(missing), 500):
-            for urn, spec in session.execute(select(Sliver.urn, Sliver.spec).where(
+            for row_id, spec in session.execute(select(Sliver.id, Sliver.spec).where(
                     Sliver.id.in_(missing[chunk:chunk + 500]))):
-                fresh[urn] = spec_from_dict(spec)
+                fresh[by_id[row_id]] = spec_from_dict(spec)
         specs: dict[str, list[SliverSpec]] = {}
         exclusive: dict[str, str] = {}
-        for _, urn, component_id, slice_urn in live:
-            spec = known.get(urn) or fresh[urn]
+        for _, urn, component_id, slice_urn, version in live:
+            spec = known.get((urn, version)) or fresh[(urn, version)]
             specs.setdefault(component_id, []).append(spec)
             if spec.exclusive:
                 exclusive[component_id] = slice_urn
         if ids is None:   # a full scan knows every live sliver: keep exactly those
-            self._specs = {urn: known.get(urn) or fresh[urn] for _, urn, _, _ in live}
+            self._specs = {(urn, v): known.get((urn, v)) or fresh[(urn, v)]
+                           for _, urn, _, _, v in live}
         keys = set(used) | set(specs) | (set(ids) if ids is not None else set())
         return {cid: Usage(component_id=cid, used=used.get(cid, {}), slivers=tuple(specs.get(cid, ())),
                            exclusive_holder=exclusive.get(cid)) for cid in keys}

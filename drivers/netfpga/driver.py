@@ -10,6 +10,13 @@ Slots are counted as the capacity `vdp_slots` (so the store's CHECK constraint s
 racing requests from taking the last slot); the slot *number* is bound at provision under the
 card lock, because admission cannot know which number a concurrent allocation will free.
 Ports are claims (`port:nf0`, `port:nf0:vlan:100`).
+
+There is no NetFPGA hardware here: each card is emulated (`drivers.netfpga.card`), a process
+that compiles the card's registers into an Open vSwitch userspace pipeline whose ports are real
+interfaces. The driver only ever reads and writes registers; it learns whether the pipeline
+runs, and which configuration it runs, from the card's pipeline registers, so a card whose
+process is gone reports its slivers `geni_failed` with the reason (`card_process = true`, the
+default; `false` leaves a register-only card that forwards nothing, for unit tests).
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,6 +51,7 @@ from drivers.base import (
     Usage,
 )
 from drivers.inventory import InventoryError, build_component
+from drivers.netfpga.card import CardNames, EmulatedCard, check_prefix
 from drivers.netfpga.plane import NetFPGAPlane, port_name
 from drivers.netfpga.registers import CardTables, RegisterError
 from drivers.netfpga.simulated import Geometry, SimulatedCard
@@ -67,7 +76,13 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "slots": 4,
     "route_table_size": 32,
     "filter_table_size": 8,
+    "arp_table_size": 32,
+    "card_process": True,          # an emulated card process runs each card's pipeline
+    "apply_timeout_s": 5.0,        # how long a change waits for the pipeline to run it
+    "heartbeat_stale_s": 5.0,      # a pipeline silent for longer is reported down
 }
+EMULATION = ("emulated NetFPGA card: its registers drive an Open vSwitch userspace pipeline "
+             "(no NetFPGA hardware on this host)")
 
 
 class NetFPGADriver(SubstrateDriver):
@@ -95,7 +110,8 @@ class NetFPGADriver(SubstrateDriver):
         self.routes = ControlPlaneRoutes(self.state_dir / "routes")
         self.geometry = Geometry(ports=s["ports"], slots=s["slots"],
                                  route_depth=s["route_table_size"],
-                                 filter_depth=s["filter_table_size"])
+                                 filter_depth=s["filter_table_size"],
+                                 arp_depth=s["arp_table_size"])
         try:
             self.geometry.validate()
         except RegisterError as exc:
@@ -113,14 +129,32 @@ class NetFPGADriver(SubstrateDriver):
                                  "ports)", table=where, key="ports")
         t["ports"] = tuple({"name": port_name(i), "num": i, "capacity_kbps": 1_000_000}
                            for i in range(self.geometry.ports))
-        t.setdefault("hardware_types", ("netfpga-card",))
+        t.setdefault("hardware_types", ("netfpga-card", "netfpga-card-emulated")
+                     if self.settings["card_process"] else ("netfpga-card",))
         extra = dict(t.get("extra", {}))
         card_file = extra.get("card_file", str(self.state_dir / f"{t['name']}.card"))
         if not isinstance(card_file, str) or not card_file:
             raise InventoryError("must be a path string", table=where, key="extra.card_file")
+        prefix = extra.get("iface_prefix", "".join(ch for ch in str(t["name"]).lower()
+                                                    if ch.isalnum())[:9])
+        try:
+            check_prefix(prefix)
+        except DriverError as exc:
+            raise InventoryError(str(exc), table=where, key="extra.iface_prefix") from None
+        rundir = extra.get("card_rundir", str(self.state_dir / f"{t['name']}.run"))
+        if not isinstance(rundir, str) or not rundir:
+            raise InventoryError("must be a path string", table=where, key="extra.card_rundir")
         g = self.geometry
         t["extra"] = {**extra, "card_file": card_file, "slots": g.slots,
-                      "route_table_size": g.route_depth, "filter_table_size": g.filter_depth}
+                      "route_table_size": g.route_depth, "filter_table_size": g.filter_depth,
+                      "arp_table_size": g.arp_depth, "iface_prefix": prefix,
+                      "card_rundir": rundir,
+                      # the card's ports are host interfaces another driver may take (links)
+                      **({"wires": {port_name(i): CardNames(prefix).wire(i)
+                                    for i in range(g.ports)}}
+                         if self.settings["card_process"] else {}),
+                      "emulation": EMULATION if self.settings["card_process"] else
+                      "register model only: no pipeline, forwards nothing"}
         comp = build_component(t, authority=self.authority, driver=self.kind,
                                default_isolation=IsolationClass.HARDWARE,
                                default_sliver_types=(SLIVER_TYPE,),
@@ -242,6 +276,87 @@ class NetFPGADriver(SubstrateDriver):
                 self._cards[comp.name] = found
             return found
 
+    def emulated_card(self, comp: Component) -> EmulatedCard:
+        """The handle that starts and stops this card's emulation process (tests, site helper);
+        the driver itself never starts it, as it would not power a real card on. The card file
+        is created here first, with the configured geometry."""
+        self.card(comp)
+        return EmulatedCard(comp.extra["card_file"], comp.extra["card_rundir"],
+                            comp.extra["iface_prefix"])
+
+    def names(self, comp: Component) -> CardNames:
+        return CardNames(comp.extra["iface_prefix"])
+
+    def pipeline_problem(self, comp: Component) -> str | None:
+        """Why the card's pipeline is not forwarding, read from its registers (None: it runs)."""
+        if not self.settings["card_process"]:
+            return None
+        _sim, tables = self.card(comp)
+        st = tables.pipeline()
+        if st.pid == 0:
+            return (f"emulated NetFPGA card {comp.name} has no pipeline process (start it: "
+                    f"python -m drivers.netfpga.card start --card-file {comp.extra['card_file']} "
+                    f"--rundir {comp.extra['card_rundir']} --prefix {comp.extra['iface_prefix']})")
+        try:
+            cmdline = Path(f"/proc/{st.pid}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b""
+        if b"drivers.netfpga.card" not in cmdline:
+            return (f"emulated NetFPGA card {comp.name}: its pipeline process (pid {st.pid}) is "
+                    "gone; the card forwards nothing until it is restarted")
+        silent = time.time() - st.heartbeat
+        if st.heartbeat and silent > self.settings["heartbeat_stale_s"]:
+            return (f"emulated NetFPGA card {comp.name}: its pipeline process (pid {st.pid}) "
+                    f"has not reported for {silent:.0f} s")
+        return None
+
+    def wait_applied(self, comp: Component, timeout: float | None = None) -> bool:
+        """Wait until the card's pipeline runs the registers as they are now (a route change
+        is in force when the job that made it ends). False: no pipeline, or it did not catch
+        up in time."""
+        if not self.settings["card_process"] or self.pipeline_problem(comp):
+            return False
+        _sim, tables = self.card(comp)
+        deadline = time.monotonic() + (self.settings["apply_timeout_s"] if timeout is None
+                                       else timeout)
+        while not tables.pipeline().current:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def live_status(self, spec: SliverSpec) -> str | None:
+        """geni_resource_status now: the slot, its ports, and its counters (or why the card
+        is down)."""
+        comp = self._component_by_urn(spec.component_id)
+        if comp is None or spec.kind is not ResourceKind.NODE:
+            return None
+        slot = self.slot_of(spec)
+        if slot is None:
+            return None
+        return self._describe(comp, slot)
+
+    def _describe(self, comp: Component, slot: int) -> str:
+        _sim, tables = self.card(comp)
+        enabled, mask, vlan = tables.slot_config(slot)
+        names = self.names(comp)
+        ports = ", ".join(f"{port_name(p)} ({names.wire(p)})" for p in range(tables.ports)
+                          if mask >> p & 1)
+        where = (f"emulated NetFPGA card {comp.name} slot {slot}"
+                 if self.settings["card_process"] else
+                 f"NetFPGA card {comp.name} slot {slot} (register model only, forwards nothing)")
+        text = (f"{where}, {'enabled' if enabled else 'disabled'}; ports {ports or 'none'}"
+                f"{f' on VLAN {vlan}' if vlan else ' untagged'}")
+        if not self.settings["card_process"]:
+            return text
+        problem = self.pipeline_problem(comp)
+        if problem:
+            return f"{text}; FAILED: {problem}"
+        c = tables.slot_counters(slot)
+        return (f"{text}; CPU port {names.control(slot)}; packets: {c['rx_packets']} in, "
+                f"{c['forwarded']} forwarded, {c['to_cpu']} to CPU, dropped {c['dropped_no_route']} "
+                f"no route, {c['dropped_ttl']} TTL expired, {c['dropped_arp_miss']} ARP miss")
+
     def _owners_path(self, comp: Component) -> Path:
         return Path(comp.extra["card_file"]).with_suffix(".owners.json")
 
@@ -297,8 +412,10 @@ class NetFPGADriver(SubstrateDriver):
                     tables.write_filter(slot, i, own[i] if i < len(own) else None)
                 NetFPGAPlane(tables, slot).clear()
                 self.routes.put(_handle(comp, spec), routes)
-        return ProvisionResult(state=self._state(tables, slot),
-                               resource_status=f"NetFPGA card {comp.name} slot {slot}",
+                tables.clear_arp(slot)
+        self.wait_applied(comp)
+        return ProvisionResult(state=self._state(comp, tables, slot),
+                               resource_status=self._describe(comp, slot),
                                handle=f"{comp.name}:slot{slot}")
 
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
@@ -321,13 +438,17 @@ class NetFPGADriver(SubstrateDriver):
             elif action != Action.UPDATE_USERS.value:
                 raise DriverError(f"action {action!r} is not supported by the NetFPGA driver "
                                   f"(supported: {', '.join(self.capabilities.actions)})")
-            return self._state(tables, slot)
+        problem = self.pipeline_problem(comp)
+        if problem and action != Action.STOP.value:
+            raise DriverError(problem)     # the registers hold it; a restarted card runs it
+        self.wait_applied(comp)
+        return self._state(comp, tables, slot)
 
     def status(self, spec: SliverSpec) -> OperationalState:
         comp = self._comp(spec)
         _sim, tables = self.card(comp)
         slot = self.slot_of(spec)
-        return OperationalState.FAILED if slot is None else self._state(tables, slot)
+        return OperationalState.FAILED if slot is None else self._state(comp, tables, slot)
 
     def delete(self, spec: SliverSpec) -> None:
         comp = self._component_by_urn(spec.component_id)
@@ -351,10 +472,12 @@ class NetFPGADriver(SubstrateDriver):
                 enabled, mask, vlan = tables.slot_config(slot)
                 if slot not in owners and not enabled and not mask:
                     continue
+                state = self._state(comp, tables, slot)
+                problem = self.pipeline_problem(comp) if state is OperationalState.FAILED else None
                 out.append(ObservedSliver(
-                    handle=f"{comp.name}:slot{slot}", sliver_urn=owners.get(slot),
-                    state=self._state(tables, slot),
-                    detail=f"NetFPGA {comp.name} slot {slot}, port mask {mask:#x}, vlan {vlan}"))
+                    handle=f"{comp.name}:slot{slot}", sliver_urn=owners.get(slot), state=state,
+                    detail=problem or f"NetFPGA {comp.name} slot {slot}, port mask {mask:#x}, "
+                                      f"vlan {vlan}"))
         return out
 
     def release(self, handle: str) -> None:
@@ -394,10 +517,12 @@ class NetFPGADriver(SubstrateDriver):
         if slot is None:
             raise DriverError(f"sliver {spec.sliver_urn} holds no slot on card {comp.name}")
         self.routes.put(_handle(comp, spec), routes)
+        result = None
         with sim.locked():
             if tables.slot_config(slot)[0]:
-                return self._sync(comp, tables, slot, spec)
-        return None
+                result = self._sync(comp, tables, slot, spec)
+        self.wait_applied(comp)
+        return result
 
     def check_routes(self, spec: SliverSpec, routes: Iterable[Route]) -> tuple[Route, ...]:
         """Pure: the routes normalised, or RouteError (malformed, unknown interface) /
@@ -436,10 +561,12 @@ class NetFPGADriver(SubstrateDriver):
         NetFPGAPlane(tables, slot).clear()
         for i in range(tables.filter_depth):
             tables.write_filter(slot, i, None)
+        tables.clear_arp(slot)
         tables.configure_slot(slot, enabled=False, port_mask=0, vlan=0)
 
-    @staticmethod
-    def _state(tables: CardTables, slot: int) -> OperationalState:
+    def _state(self, comp: Component, tables: CardTables, slot: int) -> OperationalState:
+        if self.pipeline_problem(comp):
+            return OperationalState.FAILED
         return OperationalState.READY if tables.slot_config(slot)[0] else OperationalState.NOTREADY
 
 
@@ -472,10 +599,18 @@ def _validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise InventoryError(f"unknown key (allowed: {', '.join(sorted(CONFIG_DEFAULTS))})",
                              table=table, key=sorted(unknown)[0])
     s = {**CONFIG_DEFAULTS, **config}
-    for key in ("ports", "slots", "route_table_size", "filter_table_size"):
+    for key in ("ports", "slots", "route_table_size", "filter_table_size", "arp_table_size"):
         v = s[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise InventoryError(f"must be an integer >= 1, not {v!r}", table=table, key=key)
+    if not isinstance(s["card_process"], bool):
+        raise InventoryError(f"must be true or false, not {s['card_process']!r}", table=table,
+                             key="card_process")
+    for key in ("apply_timeout_s", "heartbeat_stale_s"):
+        v = s[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 3600:
+            raise InventoryError(f"must be a number of seconds in (0, 3600), not {v!r}",
+                                 table=table, key=key)
     if s["state_dir"] is not None and (not isinstance(s["state_dir"], str) or not s["state_dir"]):
         raise InventoryError("must be a path string", table=table, key="state_dir")
     return s

@@ -125,9 +125,11 @@ def start_execute(ex: Execute, index: int, netns: str, tasks_files: Sequence[Pat
     os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))   # never the umask's
     shell = ex.shell if ex.shell.startswith("/") else f"/bin/{ex.shell or 'sh'}"
     # The inner `&` detaches the command from us: our child exits at once and the command is
-    # reparented, so no zombie is left in a worker process that never waits for it.
+    # reparented, so no zombie is left in a worker process that never waits for it; the
+    # subshell holds none of our pipes, so a long-running command does not keep us waiting.
     inner = (f"({shlex.quote(shell)} -c {shlex.quote(ex.command)} > {shlex.quote(str(log))} 2>&1 "
-             f"< /dev/null; echo \"exit $?\" >> {shlex.quote(str(log))}) &")
+             f"< /dev/null; echo \"exit $?\" >> {shlex.quote(str(log))}) "
+             "> /dev/null 2>&1 < /dev/null &")
     argv = sliver_argv(netns, tasks_files, root, ["sh", "-c", inner])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False,
                           start_new_session=True)

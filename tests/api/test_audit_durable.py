@@ -33,6 +33,8 @@ from tests.api.conftest import ALICE, REQUEST, SLICE, ApiClient, code_of
 from tests.api.doubles import FakeService
 from tests.services import free_port
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 LIVE = 60.0   # liveness guard for joins and gates: never reached unless something hangs
 
@@ -114,7 +116,8 @@ def test_every_registered_method_is_classified(base_settings, authorizer):
         assert set(table.handlers) == table.state_changing | table.read_only
         assert not table.state_changing & table.read_only
     assert tables["v3"].state_changing == {"Allocate", "Provision", "Renew",
-                                           "PerformOperationalAction", "Delete", "Shutdown"}
+                                           "PerformOperationalAction", "Delete", "Shutdown",
+                                           "Update"}
     assert tables["v3"].read_only == {"GetVersion", "ListResources", "Describe", "Status"}
     assert tables["v2"].state_changing == {"CreateSliver", "RenewSliver", "DeleteSliver",
                                            "Shutdown"}

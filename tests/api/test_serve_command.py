@@ -2,16 +2,23 @@
 default site is tests/site), then SIGTERM."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from am.cli import main
 from tests.api.conftest import code_of
 from tests.api.tlsclient import client_context, proxy
 from tests.services import free_port
+
+pytestmark = pytest.mark.slow
 
 
 def test_serve_first_run_prints_settings_and_answers(tmp_path):
@@ -28,7 +35,7 @@ def test_serve_first_run_prints_settings_and_answers(tmp_path):
             if not line:
                 break
             lines.append(line)
-            if "--- geni-lib context ---" in line:
+            if line.strip() == "--- end ---":
                 break
         text = "".join(lines)
         assert f"https://127.0.0.1:{port}/" in text and "[omni]" in text, proc.stderr.read()
@@ -41,6 +48,22 @@ def test_serve_first_run_prints_settings_and_answers(tmp_path):
                 "geni_value": (auth / "alice-cred.xml").read_text()}
         lr = am.ListResources([cred], {"geni_rspec_version": {"type": "GENI", "version": "3"}})
         assert code_of(lr) == 0 and "advertisement" in lr["value"]
+        # the dashboard opens with alice's certificate, as the banner says
+        dash = f"https://127.0.0.1:{port}/dashboard/"
+        assert dash in text and str(auth / "alice.p12") in text
+        with urllib.request.urlopen(dash, context=ctx, timeout=30) as page:
+            assert page.status == 200 and 'id="live-slices"' in page.read().decode()
+        key, cert, _ = pkcs12.load_key_and_certificates((auth / "alice.p12").read_bytes(), b"alice")
+        assert "alice" in cert.subject.rfc4514_string() + str(cert.extensions)
+        # the geni-lib script runs as printed (copied from the banner into a file)
+        script = text.split("--- geni-lib context ---\n", 1)[1].rsplit("--- end ---", 1)[0]
+        (tmp_path / "snippet.py").write_text(script)
+        ran = subprocess.run([sys.executable, str(tmp_path / "snippet.py")], capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert ran.returncode == 0, ran.stderr
+        assert f"'2': 'https://127.0.0.1:{port}/am/2'" in ran.stdout
+        assert sorted(l.split()[1] for l in ran.stdout.splitlines() if l.startswith("node ")) \
+            == ["fake1", "fake2", "fake3", "fake4"]
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(20)

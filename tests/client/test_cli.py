@@ -8,6 +8,8 @@ import pytest
 from am.cli import main
 from tests.client.conftest import request_rspec
 
+pytestmark = pytest.mark.slow
+
 
 def _cli_for(env, capsys):
     def run(*argv: str, creds: tuple = ()) -> tuple[int, str, str]:
@@ -83,8 +85,17 @@ def test_cli_life_cycle(cli, am_env, tmp_path):
     code, out, _ = cli("renew", "clicycle", "--until", "+2d", creds=creds)
     assert code == 0 and out.count("provisioned") == 2
 
+    grown = tmp_path / "grown.xml"              # Update: one more node; n0 and n1 untouched
+    grown.write_text(request_rspec(3))
+    code, out, err = cli("update", "clicycle", "--rspec", str(grown), creds=creds)
+    assert code == 0, err
+    assert out.count("provisioned") == 2 and out.count("allocated") == 1
+    assert sliver in out
+    code, out, err = cli("provision", "clicycle", creds=creds)
+    assert code == 0 and out.count("provisioned") == 1, err
+
     code, out, _ = cli("delete", "clicycle", creds=creds)
-    assert code == 0 and out.count("unallocated") == 2
+    assert code == 0 and out.count("unallocated") == 3
 
     code, out, err = cli("status", "clicycle", creds=creds)
     assert code == 1 and out == ""

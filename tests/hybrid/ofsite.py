@@ -22,7 +22,7 @@ from am.app import build_runtime
 from drivers.ovs import OVSInstance
 from tests.api.conftest import ApiClient
 from tests.drivers.openflow.conftest import ovs  # noqa: F401 - re-exported fixture
-from tests.hybrid.conftest import AM, InlineQueue
+from tests.hybrid.conftest import AM, InlineQueue, release_and_close
 
 AUTH = "geni-am:test"
 VS1 = f"urn:publicid:IDN+{AUTH}+node+vs1"
@@ -104,6 +104,7 @@ fib_routes = {fib_routes}
 fib_flows = {fib_flows}
 
 [drivers.netfpga]
+card_process = false    # register model only: these tests check route registers
 state_dir = "{tmp_path}/netfpga"
 route_table_size = 8
 
@@ -161,10 +162,4 @@ def site(switch, base_settings, tmp_path, gcf_fixtures, fx, dom0_netns) -> Itera
     try:
         yield OFSite(AM(client, rt, [fx.cred("slice-cred-alice")], dom0_netns), switch)
     finally:
-        for driver in rt.site.drivers.values():
-            for obs in driver.observed():
-                try:
-                    driver.release(obs.handle)
-                except Exception:   # noqa: BLE001 - best effort after a failed test
-                    pass
-        rt.close()
+        release_and_close(rt)

@@ -28,7 +28,7 @@ RSPEC_V = {"type": "GENI", "version": "3"}
 REQUEST = ('<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request">'
            '<node client_id="c1" component_id="urn:publicid:IDN+geni-am:localhost+node+vs1" '
            'exclusive="false"><sliver_type name="vserver-container"/></node></rspec>')
-PREFIX_LETTERS = "svo"          # the site's own names, the vserver and the openflow drivers'
+PREFIX_LETTERS = "svon"         # the site's own names, the vserver, openflow and netfpga drivers'
 
 
 def _env() -> dict[str, str]:
@@ -52,10 +52,10 @@ class Serve:
             if not line:
                 break
             lines.append(line)
-            if "--- geni-lib context ---" in line:
+            if line.strip() == "--- end ---":
                 break
         self.banner = "".join(lines)
-        assert "--- geni-lib context ---" in self.banner, self.proc.stderr.read()
+        assert "--- end ---" in self.banner, self.proc.stderr.read()
 
     def am(self):
         auth = self.state / "authority"
@@ -131,12 +131,14 @@ def test_real_site_serves_a_container_and_leaves_nothing(tmp_path):
         banner = serve.banner
         assert re.search(r"ovs1\s+openflow\s+real", banner), banner
         assert re.search(r"vs1\s+vserver\s+real", banner), banner
+        assert re.search(r"nf1\s+netfpga\s+emulated", banner), banner
         am = serve.am()
         ad = am.ListResources([{"geni_type": "geni_sfa", "geni_version": "3", "geni_value":
                                 (state / "authority" / "alice-cred.xml").read_text()}],
                               {"geni_rspec_version": RSPEC_V})
         assert code_of(ad) == 0
         assert "+node+vs1" in ad["value"] and "+node+ovs1" in ad["value"]
+        assert "+node+nf1" in ad["value"] and "netfpga-card-emulated" in ad["value"]
         # a container's life: allocate, provision, ready (a real namespace), delete (gone)
         urn, cred = container(am, state, "life")
         assert len(sliver_netns(state)) == 1

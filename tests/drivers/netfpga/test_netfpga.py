@@ -25,6 +25,7 @@ def port_urn(p: str) -> str:
 
 def make(tmp_path, **config) -> NetFPGADriver:
     config.setdefault("state_dir", str(tmp_path / "nf"))
+    config.setdefault("card_process", False)     # the register model; test_emulated_card runs it
     return NetFPGADriver(config, [{"name": "nf1"}], authority=AUTH)
 
 
@@ -139,7 +140,7 @@ def test_card_state_is_shared_between_processes(tmp_path):
 import json
 from drivers.netfpga import NetFPGADriver
 from drivers.base import SliverSpec, ResourceKind, Action, InterfaceSpec
-d = NetFPGADriver({{"state_dir": {str(tmp_path / 'nf')!r}}}, [{{"name": "nf1"}}], authority={AUTH!r})
+d = NetFPGADriver({{"state_dir": {str(tmp_path / 'nf')!r}, "card_process": False}}, [{{"name": "nf1"}}], authority={AUTH!r})
 s = SliverSpec(sliver_urn={s.sliver_urn!r}, slice_urn="x", client_id="r1", kind=ResourceKind.NODE,
                component_id={CARD!r}, interfaces=(InterfaceSpec("r1:if0", "eth1", port={port_urn('nf0')!r}),))
 print(json.dumps(d.perform(s, Action.START.value).value))

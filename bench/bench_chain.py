@@ -36,6 +36,7 @@ from drivers.base import OperationalState                                 # noqa
 from drivers.vserver import VServerDriver                                 # noqa: E402
 from tests.api.conftest import RSPEC_V, SLICE, ApiClient, Fixtures, code_of  # noqa: E402
 from tests.conftest import SHARED                                         # noqa: E402
+from tests.drivers.vserver.conftest import release_all                    # noqa: E402
 from tests.drivers.vserver.helpers import test_image                      # noqa: E402
 from tests.drivers.vserver.test_through_am import GA, InlineQueue         # noqa: E402
 
@@ -116,11 +117,7 @@ def through_api(n: int, work: Path) -> tuple[float, float]:
             time.sleep(0.05)
         return t1 - t0, time.perf_counter() - t1
     finally:
-        for obs in driver.observed():
-            try:
-                driver.release(obs.handle)
-            except Exception:   # noqa: BLE001 - best effort
-                pass
+        release_all(driver)
         rt.close()
 
 
@@ -147,11 +144,7 @@ def driver_only(n: int, work: Path) -> tuple[float, float]:
             list(pool.map(drv.delete, specs))
         return t1 - t0, time.perf_counter() - t1
     finally:
-        for obs in drv.observed():
-            try:
-                drv.release(obs.handle)
-            except Exception:   # noqa: BLE001 - best effort
-                pass
+        release_all(drv)
         drv.close()
 
 

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drivers.base import OperationalState, Usage                          # noqa: E402
 from drivers.vserver import VServerDriver                                 # noqa: E402
+from tests.drivers.vserver.conftest import release_all                    # noqa: E402
 from tests.drivers.vserver.helpers import AUTH, COMPONENT, node, test_image  # noqa: E402
 
 
@@ -64,11 +65,7 @@ def main() -> int:
         down = time.monotonic() - t2
         assert drv.observed() == []
     finally:
-        for obs in drv.observed():
-            try:
-                drv.release(obs.handle)
-            except Exception:   # noqa: BLE001 - best effort
-                pass
+        release_all(drv)
         drv.close()
     print(f"{args.guests} guests (no CPU asked, 64 MiB each), {args.workers} workers: "
           f"admission demand per guest {demand}; all ready in {up:.1f} s "

@@ -227,42 +227,68 @@ class GuestRouters:
 
 # ---- the load ---------------------------------------------------------------------------------------
 
-def measure(mode: str, paths: list[Path_], rate_mbit: float, seconds: float) -> Point:
-    """iperf3 UDP through every path at once; delivered = sent x (1 - loss)."""
+def _listening(ports: list[int]) -> bool:
+    out = subprocess.run(["ip", "netns", "exec", DST, "ss", "-Hltn"], capture_output=True,
+                         text=True).stdout
+    return all(f":{p} " in out for p in ports)
+
+
+def _one_run(paths: list[Path_], rate_mbit: float, seconds: float) -> list[dict | None]:
     iperf = shutil.which("iperf3")
     if iperf is None:
         raise SystemExit("iperf3 is not installed (apt-get install iperf3)")
-    warm = [subprocess.Popen(["ip", "netns", "exec", SRC, "ping", "-c", "2", "-W", "5", "-I",
-                              p.source, p.sink], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL) for p in paths]
-    for w in warm:                   # ARP resolved on every hop before the clock starts
-        w.wait(timeout=30)
+    ports = [5201 + n for n in range(len(paths))]
     servers = [subprocess.Popen(["ip", "netns", "exec", DST, iperf, "-s", "-1", "-B", p.sink,
-                                 "-p", str(5201 + n)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for n, p in enumerate(paths)]
-    time.sleep(0.5)          # iperf3 -s has no readiness signal; the clients also retry below
-    clients = []
-    for n, p in enumerate(paths):
-        clients.append(subprocess.Popen(
-            ["ip", "netns", "exec", SRC, iperf, "-c", p.sink, "-B", p.source, "-p", str(5201 + n),
-             "-u", "-b", f"{rate_mbit}M", "-t", str(seconds), "-J", "--connect-timeout", "5000"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    per_router, losses = [], []
+                                 "-p", str(port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for p, port in zip(paths, ports)]
+    deadline = time.monotonic() + 30
+    while not _listening(ports) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    clients = [subprocess.Popen(
+        ["ip", "netns", "exec", SRC, iperf, "-c", p.sink, "-B", p.source, "-p", str(port),
+         "-u", "-b", f"{rate_mbit}M", "-t", str(seconds), "-J", "--connect-timeout", "10000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for p, port in zip(paths, ports)]
+    out: list[dict | None] = []
     for c in clients:
-        out, _ = c.communicate(timeout=seconds + 60)
+        text, _ = c.communicate(timeout=seconds + 90)
         try:
-            end = json.loads(out)["end"]["sum"]
-            lost = float(end.get("lost_percent", 100.0))
-            per_router.append(float(end["bits_per_second"]) * (1 - lost / 100) / 1e6)
-            losses.append(lost)
+            doc = json.loads(text)
+            out.append(None if doc.get("error") else doc["end"]["sum"])
         except (ValueError, KeyError):
-            per_router.append(0.0)
-            losses.append(100.0)
+            out.append(None)
     for s in servers:
         try:
             s.wait(timeout=10)
         except subprocess.TimeoutExpired:
             s.kill()
+            s.wait()
+    return out
+
+
+def measure(mode: str, paths: list[Path_], rate_mbit: float, seconds: float) -> Point:
+    """iperf3 UDP through every path at once; delivered = sent x (1 - loss). A run in which a
+    client could not even reach its server (iperf3's control connection) is run again once;
+    a second failure counts as nothing delivered."""
+    warm = [subprocess.Popen(["ip", "netns", "exec", SRC, "ping", "-c", "2", "-W", "5", "-I",
+                              p.source, p.sink], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for p in paths]
+    for w in warm:                   # ARP resolved on every hop before the clock starts
+        w.wait(timeout=30)
+    sums = _one_run(paths, rate_mbit, seconds)
+    if any(s is None for s in sums):
+        print(f"{mode}: {sum(s is None for s in sums)} iperf3 client(s) failed; running again",
+              flush=True)
+        sums = _one_run(paths, rate_mbit, seconds)
+    per_router, losses = [], []
+    for end in sums:
+        if end is None:
+            per_router.append(0.0)
+            losses.append(100.0)
+            continue
+        lost = float(end.get("lost_percent", 100.0))
+        per_router.append(float(end["bits_per_second"]) * (1 - lost / 100) / 1e6)
+        losses.append(lost)
     return Point(mode, len(paths), rate_mbit * len(paths), sum(per_router),
                  sum(losses) / len(losses), per_router)
 

@@ -129,6 +129,18 @@ def route_sync(tmp: str, n: int) -> None:
     base = int(ipaddress.IPv4Address("11.0.0.0"))
     table = tuple(Route(f"{ipaddress.IPv4Address(base + (i << 8))}/24", "10.93.1.254", "s:if0")
                   for i in range(n))
+    registers = NetFPGADriver({"state_dir": f"{tmp}/regs", "route_table_size": n,
+                               "card_process": False}, [{"name": "nf1"}], authority=AUTH)
+    try:
+        spec = slot_spec("s", [("nf0", "10.93.1.1")], ())
+        registers.provision(spec)
+        registers.perform(spec, Action.START.value)
+        t0 = time.perf_counter()
+        registers.set_routes(spec, table)
+        print(f"netfpga: {n} routes written into a slot's registers (no pipeline): "
+              f"{time.perf_counter() - t0:.2f} s")
+    finally:
+        registers.close()
     with emulated_card(tmp, "bnfb", route_table_size=n) as (driver, card):
         spec = slot_spec("s", [("nf0", "10.93.1.1")], ())
         driver.provision(spec)
@@ -139,7 +151,8 @@ def route_sync(tmp: str, n: int) -> None:
         t_all = time.perf_counter() - t0
         flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-aggregate",
                                 card.names.bridge, "table=2"], capture_output=True, text=True,
-                               env={"OVS_RUNDIR": comp.extra["card_rundir"], "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+                               env={"OVS_RUNDIR": comp.extra["card_rundir"],
+                                    "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
                                check=True).stdout
         count = int(flows.split("flow_count=")[1].split()[0])
         print(f"netfpga: {n} routes synced into a slot and running in its pipeline: "

@@ -108,4 +108,6 @@ def sliver_struct(info: SliverInfo, *, with_error: bool = False) -> dict[str, An
         out["geni_error"] = info.error or ""
     if info.resource_status:
         out["geni_resource_status"] = info.resource_status
+    if info.start_time is not None:
+        out["geni_start_time"] = format_time(info.start_time)
     return out

@@ -35,6 +35,7 @@ class SliverInfo:
     error: str = ""
     resource_status: str = ""
     client_id: str = ""
+    start_time: datetime | None = None         # an advance reservation's geni_start_time
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Options:
     """The GENI options the service cares about, already type-checked by the API layer."""
 
     best_effort: bool = False
+    start_time: datetime | None = None         # Allocate/ListResources: geni_start_time
     end_time: datetime | None = None
     extend_alap: bool = False
     users: tuple[UserKeys, ...] = ()

@@ -405,6 +405,8 @@ def _shown(resource: str, cpu_unit: str):
     """How a refusal shows amounts of `resource`: (format, unit); milli-cores as cores."""
     if resource == CPU_MILLI:
         return (lambda v: f"{v / 1000:g}"), cpu_unit
+    if resource == MEMORY_MB:
+        return str, "MiB of memory"
     return str, resource
 
 

@@ -91,7 +91,7 @@ def test_capacity_refusal_names_host_and_shortfall(make_xen):
     assert not a.ok and a.reason_code == "INSUFFICIENT_NODES"
     assert a.reason == f"component {comp} has 2 of 8 vCPUs free; 4 requested"
     a = d.admit(vm(3, memory_mb=4000), used)
-    assert not a.ok and "3072 of 4096 memory_mb free" in a.reason
+    assert not a.ok and "3072 of 4096 MiB of memory free" in a.reason
     a = d.admit(vm(3, cpu=16), Usage(comp))
     assert not a.ok and a.reason_code == "TOOBIG" and "8 vCPUs in all" in a.reason
     ok = d.admit(vm(3, cpu=1.5, memory_mb=256), used)

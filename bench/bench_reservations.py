@@ -110,14 +110,8 @@ def allocations(agg, samples: int, days: int, rng: random.Random, *, window: boo
 def fresh(url: str | None, tmp: str, name: str):
     if url is None:
         return open_store(f"sqlite:///{tmp}/{name}.sqlite", migrate=True)
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-    parsed = make_url(url)
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    admin.dispose()
+    from bench_provision import _fresh_postgres   # bench/ is on sys.path as the script's folder
+    _fresh_postgres(url)
     return open_store(url, migrate=True)
 
 

@@ -268,9 +268,9 @@ class Aggregate:
             used = usage.get(comp.component_id)
             free[comp.component_id] = {r: max(0.0, c - (used.used.get(r, 0.0) if used else 0.0))
                                        for r, c in comp.capacity.items()}
-            held = used is not None and used.exclusive_holder is not None
-            available[comp.component_id] = not held and all(
-                free[comp.component_id].get(r, 1.0) > 0 for r in ("cpu", "memory_mb"))
+            driver = self.site.drivers.get(comp.driver)
+            # each driver decides from every resource its component has (slots, tables, ...)
+            available[comp.component_id] = driver is not None and driver.available(comp, used)
         links = [AdLink(component_id=f"urn:publicid:IDN+{self.settings.authority}+link+{l.name}",
                         name=l.name, interface_refs=tuple(e.interface_id for e in l.ends),
                         capacity_kbps=l.capacity_kbps) for l in self.site.links]

@@ -577,7 +577,9 @@ def put_file(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
     tmp = f"{parent}/.{os.path.basename(path)}.geni-tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data) if len(data) < (1 << 30) else None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
     finally:
@@ -588,7 +590,8 @@ def put_file(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
 def unpack(fd: int, dest: str, name: str) -> None:
     """A tarball (any compression) is extracted under `dest` with tarfile's "data" filter;
     anything else is copied to dest/name."""
-    make_dirs(dest, 0o755, 0, 0) if not os.path.isdir(dest) else None
+    if not os.path.isdir(dest):
+        make_dirs(dest, 0o755, 0, 0)
     with os.fdopen(os.dup(fd), "rb") as f:
         try:
             with tarfile.open(fileobj=f, mode="r:*") as tar:

@@ -21,6 +21,7 @@ Choices where the spec leaves room (docs/state.md lists them):
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -28,11 +29,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from functools import partial, wraps
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -64,6 +65,7 @@ from am.store import (
     utcnow,
 )
 from am.store.store import WindowConflict
+from am.store.retry import retrying, transient_cause
 from credentials.errors import URNError
 from credentials.urn import parse_urn
 from drivers.base import DriverError, SubstrateDriver, UserKeys
@@ -118,6 +120,24 @@ class _Target:
     slivers: list[Sliver]
     by_slice: bool
     dead: list[Sliver] = field(default_factory=list)   # named slivers already gone
+
+
+def _retried(method):
+    """An API call whose write transaction hit a deadlock or a serialization failure is run
+    again from the start (`am.store.retry`): the transaction was rolled back and nothing was
+    queued, so the call is as if never made. Still conflicting after the retries: BUSY."""
+    @wraps(method)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return retrying(method, self, *args, **kwargs)
+        except DBAPIError as exc:
+            cause = transient_cause(exc)
+            if cause is None:
+                raise
+            log.warning("%s: %s persisted through the retries: %s", method.__name__, cause, exc)
+            raise GeniError(GeniCode.BUSY, f"the database reported a {cause} repeatedly; "
+                                           "retry shortly") from None
+    return wrapped
 
 
 class Aggregate:
@@ -248,9 +268,9 @@ class Aggregate:
             used = usage.get(comp.component_id)
             free[comp.component_id] = {r: max(0.0, c - (used.used.get(r, 0.0) if used else 0.0))
                                        for r, c in comp.capacity.items()}
-            held = used is not None and used.exclusive_holder is not None
-            available[comp.component_id] = not held and all(
-                free[comp.component_id].get(r, 1.0) > 0 for r in ("cpu", "memory_mb"))
+            driver = self.site.drivers.get(comp.driver)
+            # each driver decides from every resource its component has (slots, tables, ...)
+            available[comp.component_id] = driver is not None and driver.available(comp, used)
         links = [AdLink(component_id=f"urn:publicid:IDN+{self.settings.authority}+link+{l.name}",
                         name=l.name, interface_refs=tuple(e.interface_id for e in l.ends),
                         capacity_kbps=l.capacity_kbps) for l in self.site.links]
@@ -259,7 +279,50 @@ class Aggregate:
                                    opstate=default_opstate(sorted(self.site.sliver_types())),
                                    free=free)
 
+    # ---- calendar and find-slot (extensions) ------------------------------------------------
+    def calendar(self, start: datetime | None, hours: int) -> dict:
+        """Free capacity per component and metered resource in each hour of [start, +hours)
+        (start: the next whole hour by default)."""
+        from am.service.calendar import Timeline, free_table
+        start = self._hour(start)
+        with self._db():
+            tl = Timeline.load(self.store, start, timedelta(hours=1), _hours(hours))
+        return {"start": start, "step_s": 3600, "hours": tl.n,
+                "components": free_table(tl, self.site.components)}
+
+    def find_slot(self, principal: Principal, request_xml: str, duration_s: float,
+                  start: datetime | None, hours: int) -> tuple[datetime, datetime] | None:
+        """The earliest whole-hour window of `duration_s` in [start, +hours) in which the
+        whole request fits (as an Allocate with that geni_start_time would place it), or None."""
+        from am.engine import place as engine_place
+        from am.service.calendar import Timeline
+        request = self._parse(request_xml)
+        if not duration_s or duration_s <= 0 or duration_s > self.settings.max_lease_s:
+            raise GeniError(GeniCode.BADARGS, f"duration must be more than 0 and at most "
+                                              f"{self.settings.max_lease_s} s")
+        start = self._hour(start)
+        width = max(1, math.ceil(duration_s / 3600))
+        with self._db():
+            tl = Timeline.load(self.store, start, timedelta(hours=1), _hours(hours) + width)
+        wide = tl.widened(width)
+        slice_urn = f"urn:publicid:IDN+{self.settings.authority}+slice+find-slot"
+        for k in range(_hours(hours)):
+            placement = engine_place(request, self.site, tl.usage(k, width, wide),
+                                     slice_urn=slice_urn, mint_sliver_urn=self._mint)
+            if placement.ok and placement.slivers:
+                begins = start + timedelta(hours=k)
+                return begins, begins + timedelta(seconds=duration_s)
+        return None
+
+    def _hour(self, start: datetime | None) -> datetime:
+        """`start` (default now) rounded up to a whole hour, never in the past."""
+        now = self.clock()
+        when = max(start or now, now)
+        floor = when.replace(minute=0, second=0, microsecond=0)
+        return floor if floor == when else floor + timedelta(hours=1)
+
     # ---- Allocate ---------------------------------------------------------------------------
+    @_retried
     def allocate(self, principal: Principal, slice_urn: str, request_xml: str,
                  options: Options) -> ManifestResult:
         try:
@@ -380,6 +443,7 @@ class Aggregate:
                               slivers=tuple(_info(r) for r in rows))
 
     # ---- Update -----------------------------------------------------------------------------
+    @_retried
     def update(self, principal: Principal, urns: Sequence[str], request_xml: str,
                options: Options) -> ManifestResult:
         """AM API Update: the slice's slivers here (or the named ones) changed to the request
@@ -510,6 +574,7 @@ class Aggregate:
         return expires
 
     # ---- Provision --------------------------------------------------------------------------
+    @_retried
     def provision(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult:
         now = self.clock()
         start = self.settings.start_on_provision if options.start is None else options.start
@@ -634,6 +699,7 @@ class Aggregate:
                                   slivers=tuple(_info(s) for s in target.slivers))
 
     # ---- PerformOperationalAction -----------------------------------------------------------
+    @_retried
     def perform_action(self, principal: Principal, urns: Sequence[str], action: str,
                        options: Options) -> list[SliverInfo]:
         extra = action not in KNOWN_ACTIONS   # a driver's own action (am.service.driver_actions)
@@ -719,6 +785,7 @@ class Aggregate:
                                                   f"support {action}")
 
     # ---- Renew ------------------------------------------------------------------------------
+    @_retried
     def renew(self, principal: Principal, urns: Sequence[str], expiration: datetime,
               options: Options) -> list[SliverInfo]:
         now = self.clock()
@@ -770,6 +837,7 @@ class Aggregate:
         return infos
 
     # ---- Delete -----------------------------------------------------------------------------
+    @_retried
     def delete(self, principal: Principal, urns: Sequence[str], options: Options) -> list[SliverInfo]:
         jobs: list[int] = []
         infos: list[SliverInfo] = []
@@ -800,6 +868,7 @@ class Aggregate:
         return []
 
     # ---- Shutdown ---------------------------------------------------------------------------
+    @_retried
     def shutdown(self, principal: Principal, slice_urn: str, options: Options) -> bool:
         try:
             parse_urn(slice_urn, "slice")
@@ -824,6 +893,7 @@ class Aggregate:
         return True
 
     # ---- the reaper -------------------------------------------------------------------------
+    @_retried
     def reap(self, now: datetime | None = None) -> list[str]:
         """Expire every sliver past its expiry: free its reservations, queue a delete job for
         provisioned ones, retire slice records left empty. Returns the expired sliver URNs."""
@@ -879,9 +949,13 @@ class Aggregate:
         except StaleDataError:
             raise GeniError(GeniCode.BUSY, "the sliver changed under this request; retry") from None
         except OperationalError as exc:
+            if transient_cause(exc):
+                raise   # `_retried` runs the whole call again
             log.warning("database busy or unavailable: %s", exc)
             raise GeniError(GeniCode.BUSY, "the database is busy; retry shortly") from None
         except SQLAlchemyError as exc:
+            if transient_cause(exc):
+                raise
             log.exception("database error")
             raise GeniError(GeniCode.DBERROR, f"database error: {type(exc).__name__}") from None
 
@@ -948,6 +1022,16 @@ def _conflict_code(exc: ReservationConflict) -> GeniCode:
     if exc.what.startswith("kbps:"):
         return GeniCode.INSUFFICIENT_BANDWIDTH
     return GeniCode.INSUFFICIENT_NODES
+
+
+#: The longest horizon of calendar and find-slot (hours).
+MAX_HOURS = 24 * 90
+
+
+def _hours(hours: int) -> int:
+    if not isinstance(hours, int) or isinstance(hours, bool) or not 1 <= hours <= MAX_HOURS:
+        raise GeniError(GeniCode.BADARGS, f"hours must be a whole number from 1 to {MAX_HOURS}")
+    return hours
 
 
 def _iso(when: datetime) -> str:

@@ -35,7 +35,8 @@ class BootPlan:
     console_log: str               # the guest's console, written to a file (readiness, failures)
     agent_socket: str              # host end of the virtio-serial agent port
     agent_port: str = "org.geni.agent.0"
-    cmdline: str = "console=ttyS0 quiet"
+    # no_timer_check: a slow (emulated, busy) host can fail the kernel's IO-APIC timer check
+    cmdline: str = "console=ttyS0 quiet no_timer_check"
     ssh_address: str | None = None  # management NIC: SSH forwarded from ssh_address:ssh_port
     ssh_port: int | None = None
     mgmt_mac: str | None = None

@@ -115,6 +115,8 @@ class PrivateLibvirtd:
         """QEMU processes this daemon started (their pid files are in its private run dir)."""
         out = []
         for f in (self.root / "run" / "qemu").glob("*.pid"):
+            if f.name == "driver.pid":            # libvirtd's own lock file
+                continue
             try:
                 out.append(int(f.read_text().strip()))
             except (OSError, ValueError):

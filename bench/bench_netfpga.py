@@ -125,6 +125,117 @@ def throughput(tmp: str, seconds: float, runs: int) -> tuple[float, float]:
     return statistics.median(slot), statistics.median(veth)
 
 
+def udp(client: str, server: str, address: str, port: int, seconds: float,
+        mbps: float) -> subprocess.Popen:
+    """Start an iperf3 UDP stream at `mbps`; `udp_result` reads it."""
+    subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", str(port)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while f":{port}" not in subprocess.run(["ip", "netns", "exec", server, "ss", "-Hltn"],
+                                          capture_output=True, text=True).stdout:
+        if time.monotonic() > deadline:
+            raise RuntimeError("iperf3 server did not start")
+        time.sleep(0.05)
+    return subprocess.Popen(["ip", "netns", "exec", client, "iperf3", "-c", address, "-p",
+                             str(port), "-u", "-b", f"{mbps}M", "-t", str(seconds), "-J"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def udp_result(proc: subprocess.Popen, seconds: float) -> tuple[float, float]:
+    """(received Mbit/s, loss %) of a stream `udp` started."""
+    out, _ = proc.communicate(timeout=seconds + 30)
+    result = json.loads(out)
+    if "error" in result:
+        raise RuntimeError(f"iperf3: {result['error']}")
+    s = result["end"]["sum"]
+    received = s["bytes"] * 8 * (1 - s["lost_percent"] / 100) / s["seconds"] / 1e6
+    return received, s["lost_percent"]
+
+
+def slots_forwarding(tmp: str, slots: int, seconds: float, mbps: float) -> tuple[float, float]:
+    """`slots` data planes on one emulated card forwarding at once, each its own UDP stream
+    of `mbps` between its own two hosts (ports 2s, 2s+1): (aggregate Mbit/s received, mean
+    loss %). The card has 2 ports per slot."""
+    spaces: list[str] = []
+    try:
+        with emulated_card(tmp, f"bnfs{slots}", ports=max(4, 2 * slots),
+                           slots=max(4, slots)) as (driver, card):
+            pairs = []
+            for s in range(slots):
+                net = [f"10.{100 + s}.1", f"10.{100 + s}.2"]
+                spec = slot_spec(f"f{s}", [(f"nf{2 * s}", f"{net[0]}.1"),
+                                           (f"nf{2 * s + 1}", f"{net[1]}.1")],
+                                 (Route(f"{net[0]}.0/24", None, f"f{s}:if0"),
+                                  Route(f"{net[1]}.0/24", None, f"f{s}:if1")))
+                driver.provision(spec)
+                assert driver.perform(spec, Action.START.value) is OperationalState.READY
+                a, b = f"bnfs{s}a", f"bnfs{s}b"
+                spaces += [a, b]
+                wire_host(a, card.names.wire(2 * s), f"{net[0]}.2/24", f"{net[0]}.1")
+                wire_host(b, card.names.wire(2 * s + 1), f"{net[1]}.2/24", f"{net[1]}.1")
+                wait_ping(a, f"{net[1]}.2")
+                wait_ping(b, f"{net[0]}.2")
+                pairs.append((a, b, f"{net[1]}.2"))
+            streams = [udp(a, b, addr, 5300 + i, seconds, mbps)
+                       for i, (a, b, addr) in enumerate(pairs)]
+            results = [udp_result(p, seconds) for p in streams]
+    finally:
+        for ns in spaces:
+            hostnet.netns_delete(ns)
+    return sum(r[0] for r in results), statistics.mean(r[1] for r in results)
+
+
+class NetFPGASlots:
+    """N slots of one emulated card as N virtual routers, for bench_forwarding's mode table:
+    router i (1..n) has ports nf{2i-2} (wired into namespace `src` as s<i>, address
+    `src_net(i)`.2/24) and nf{2i-1} (into `dst` as d<i>, `dst_net(i)`.2/24); `setup(n)` returns
+    the (source, sink) address pairs, `teardown()` stops the card (its wires go with it)."""
+
+    def __init__(self, most: int, src: str, dst: str, src_net, dst_net, prefix: str = "bnff"):
+        if not 1 <= most <= 16:
+            raise ValueError("an emulated card has 1..16 slots")
+        self.most, self.src, self.dst = most, src, dst
+        self.src_net, self.dst_net, self.prefix = src_net, dst_net, prefix
+        self.tmp = tempfile.mkdtemp(prefix="bench-netfpga-slots-")
+        self._card: tuple[NetFPGADriver, EmulatedCard] | None = None
+
+    def setup(self, n: int) -> list[tuple[str, str]]:
+        self.teardown()
+        driver = NetFPGADriver({"state_dir": f"{self.tmp}/nf{n}", "ports": 2 * self.most,
+                                "slots": self.most},
+                               [{"name": "nf1", "extra": {"iface_prefix": self.prefix}}],
+                               authority=AUTH)
+        card = driver.emulated_card(driver.inventory()[0])
+        self._card = (driver, card)
+        card.start()
+        pairs = []
+        for i in range(1, n + 1):
+            a, b = self.src_net(i), self.dst_net(i)
+            spec = slot_spec(f"fw{i}", [(f"nf{2 * i - 2}", f"{a}.1"), (f"nf{2 * i - 1}", f"{b}.1")],
+                             (Route(f"{a}.0/24", None, f"fw{i}:if0"),
+                              Route(f"{b}.0/24", None, f"fw{i}:if1")))
+            driver.provision(spec)
+            if driver.perform(spec, Action.START.value) is not OperationalState.READY:
+                raise RuntimeError(f"slot for router {i} is not ready")
+            for ns, port, dev, mine, far in ((self.src, 2 * i - 2, f"s{i}", a, b),
+                                             (self.dst, 2 * i - 1, f"d{i}", b, a)):
+                wire = card.names.wire(port)
+                hostnet.link_move(wire, ns)
+                hostnet.link_set(ns, wire, name=dev, up=True)
+                hostnet.addr_replace(ns, dev, f"{mine}.2/24")
+                hostnet.route_replace(ns, f"{far}.0/24", gateway=f"{mine}.1", dev=dev)
+            pairs.append((f"{a}.2", f"{b}.2"))
+        return pairs
+
+    def teardown(self) -> None:
+        if self._card is not None:
+            driver, card = self._card
+            self._card = None
+            card.stop()
+            card.cleanup()
+            driver.close()
+
+
 def route_sync(tmp: str, n: int) -> None:
     base = int(ipaddress.IPv4Address("11.0.0.0"))
     table = tuple(Route(f"{ipaddress.IPv4Address(base + (i << 8))}/24", "10.93.1.254", "s:if0")
@@ -170,12 +281,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="iperf3 run length")
     ap.add_argument("--runs", type=int, default=3, help="iperf3 runs per path (median)")
     ap.add_argument("--routes", type=int, default=10_000)
+    ap.add_argument("--slots", type=int, default=0,
+                    help="also: UDP through 1..N slots at once (aggregate and loss)")
+    ap.add_argument("--mbps", type=float, default=200.0, help="UDP rate per slot")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-netfpga-") as tmp:
         slot, veth = throughput(tmp, args.seconds, args.runs)
         print(f"netfpga: forwarded TCP through one emulated slot: {slot:.2f} Gbit/s; plain veth "
               f"path: {veth:.2f} Gbit/s; ratio {slot / veth:.3f}")
         route_sync(tmp, args.routes)
+        for n in range(1, args.slots + 1):
+            got, loss = slots_forwarding(tmp, n, args.seconds, args.mbps)
+            print(f"netfpga: {n} slot(s) at once, {args.mbps:g} Mbit/s UDP each: "
+                  f"{got:.0f} Mbit/s received in all, {loss:.1f}% lost")
 
 
 if __name__ == "__main__":

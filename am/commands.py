@@ -61,7 +61,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from am.config import ConfigError
     from am.errors import GeniError
     from am.handshakes import ClientLimits
-    from am.server import AmServer, ServerConfigError, ServerOptions
+    from am.auth import Authorizer
+    from am.server import AmServer, ServerConfigError, ServerOptions, tls_adapter
     from am.fileperms import StateDirError, check_state_dir
     from am.site import SiteError
     from drivers.base import DriverError
@@ -96,6 +97,10 @@ def run_serve(args: argparse.Namespace) -> int:
     site_info = None
     try:
         if not settings.inventory and not settings.fake_nodes:
+            # what can be checked without the site first: trust roots, CRLs, certificate/key
+            Authorizer.from_settings(settings)
+            if not settings.proxy_mode:
+                tls_adapter(settings.cert, settings.key, settings.trust_roots)
             site, running = start_default_site(settings)
             settings, site_info = settings.replace(inventory=str(running.inventory)), running
         runtime = build_runtime(settings, behind_proxy=settings.proxy_mode,

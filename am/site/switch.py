@@ -100,7 +100,7 @@ class OVSSwitch(SiteHelper):
         return [str(ctx.root / "ovs") + os.sep]
 
 
-def _wait_for_datapath(client, bridge: str, ports: list[str], timeout_s: float = 20.0) -> None:
+def _wait_for_datapath(client, bridge: str, ports: list[str], timeout_s: float = 60.0) -> None:
     """ovs-vswitchd applies the database asynchronously: wait until the bridge has its
     datapath id and every port its OpenFlow number, so the driver reads a finished switch."""
     deadline = time.monotonic() + timeout_s

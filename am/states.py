@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from am.errors import GeniCode, GeniError
-from drivers.base import OperationalState
+from drivers.base import ACTION_RESULTS, OperationalState
 
 
 class Alloc(str, enum.Enum):
@@ -199,13 +199,131 @@ def live(state: State) -> bool:
     return state[0] is not Alloc.UNALLOCATED
 
 
+def try_transition(state: State, event: Event, target: State | None = None) -> State | None:
+    """The state after `event`, or None when the table does not allow it (no exception): for
+    the "if it is still allowed, move it" decisions of jobs, reaper and reconciler."""
+    row = _BY_EVENT[event]
+    if state not in row.sources:
+        return None
+    if row.targets is None:
+        return state if target in (None, state) else None
+    if target is None:
+        return row.targets[0] if len(row.targets) == 1 else None
+    return target if target in row.targets else None
+
+
+# ---- one descriptor per operational state and per action -------------------------------------
+@dataclass(frozen=True)
+class StateInfo:
+    """An operational state (AM API v3 section 7): `transient` ("wait") states move on by
+    themselves because a job is working on the sliver; stable ("final") ones need an action.
+    `failed_by` is the event that fails a sliver found waiting here with no job left."""
+
+    op: Op
+    transient: bool
+    failed_by: Event | None = None
+
+
+OP_STATES: dict[Op, StateInfo] = {info.op: info for info in (
+    StateInfo(Op.PENDING_ALLOCATION, True, Event.PROVISION_FAILED),
+    StateInfo(Op.NOTREADY, False),
+    StateInfo(Op.CONFIGURING, True, Event.ACTION_FAILED),
+    StateInfo(Op.STOPPING, True, Event.ACTION_FAILED),
+    StateInfo(Op.READY, False),
+    StateInfo(Op.READY_BUSY, True, Event.ACTION_FAILED),
+    StateInfo(Op.FAILED, False),
+    StateInfo(Op.UPDATING_USERS, True, Event.ACTION_FAILED),
+    # an extension (AM API v4 Update): the sliver runs as it was while a changed spec waits
+    # for the experimenter's Provision; no job works on it, expiry of the change reverts it
+    StateInfo(Op.UPDATING, False),
+)}
+assert set(OP_STATES) == set(Op), "one descriptor per operational state"
+#: Operational states a sliver only passes through while a job works on it.
+TRANSIENT: frozenset[Op] = frozenset(op for op, i in OP_STATES.items() if i.transient)
+#: Operational states a sliver stays in until someone acts.
+STABLE: frozenset[Op] = frozenset(op for op, i in OP_STATES.items() if not i.transient)
+
+
+@dataclass(frozen=True)
+class ActionInfo:
+    """One kind of job on a sliver: its name in the job table, its AM API action name (None:
+    not a PerformOperationalAction), the event that queues it (the sliver moves into
+    `waiting`), the events that record success and failure. Delete has no waiting state: the
+    sliver is unallocated when its job is queued."""
+
+    job: str
+    geni: str | None
+    start: Event
+    done: Event | None
+    failed: Event | None
+    waiting: Op | None
+
+    @property
+    def result(self) -> Op | None:
+        """Where a standard action leaves a healthy sliver (drivers.base.ACTION_RESULTS)."""
+        return ACTION_RESULTS.get(self.geni) if self.geni else None
+
+
+#: Job action of an operational action a driver advertises beyond the GENI ones.
+DRIVER_ACTION = "driver_action"
+
+JOBS: tuple[ActionInfo, ...] = (
+    ActionInfo("provision", None, Event.PROVISION, Event.PROVISION_DONE, Event.PROVISION_FAILED,
+               Op.PENDING_ALLOCATION),
+    ActionInfo("start", "geni_start", Event.START, Event.START_DONE, Event.ACTION_FAILED,
+               Op.CONFIGURING),
+    ActionInfo("stop", "geni_stop", Event.STOP, Event.STOP_DONE, Event.ACTION_FAILED,
+               Op.STOPPING),
+    ActionInfo("restart", "geni_restart", Event.RESTART, Event.RESTART_DONE, Event.ACTION_FAILED,
+               Op.CONFIGURING),
+    ActionInfo("update_users", "geni_update_users", Event.UPDATE_USERS, Event.UPDATE_USERS_DONE,
+               Event.ACTION_FAILED, Op.UPDATING_USERS),
+    ActionInfo(DRIVER_ACTION, None, Event.DRIVER_ACTION, Event.DRIVER_ACTION_DONE,
+               Event.ACTION_FAILED, Op.READY_BUSY),
+    ActionInfo("update", None, Event.UPDATE_COMMIT, Event.UPDATE_DONE, Event.ACTION_FAILED,
+               Op.CONFIGURING),
+    ActionInfo("delete", None, Event.DELETE, None, None, None),
+)
+#: job action -> descriptor
+JOB_ACTIONS: dict[str, ActionInfo] = {a.job: a for a in JOBS}
+#: AM API action name -> descriptor (the standard actions a POA queues a job for)
+ACTIONS: dict[str, ActionInfo] = {a.geni: a for a in JOBS if a.geni}
 #: AM API action name -> (event that starts it, event that completes it)
-ACTION_EVENTS: dict[str, tuple[Event, Event]] = {
-    "geni_start": (Event.START, Event.START_DONE),
-    "geni_stop": (Event.STOP, Event.STOP_DONE),
-    "geni_restart": (Event.RESTART, Event.RESTART_DONE),
-    "geni_update_users": (Event.UPDATE_USERS, Event.UPDATE_USERS_DONE),
+ACTION_EVENTS: dict[str, tuple[Event, Event]] = {g: (a.start, a.done) for g, a in ACTIONS.items()}
+assert all(a.waiting is None or OP_STATES[a.waiting].transient for a in JOBS)
+assert all(a.result is None or (Alloc.PROVISIONED, a.result) in targets(a.done) for a in JOBS)
+assert all(a.waiting is None or (Alloc.PROVISIONED, a.waiting) in targets(a.start) for a in JOBS)
+
+
+# ---- jobs have a life of their own ------------------------------------------------------------
+class JobState:
+    """A job row's state (plain strings: they are written to the database as they are)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+#: Legal moves of a job row: claimed by a worker, handed back (retry, lease expiry or a worker
+#: that stopped), finished either way; the reconciler may fail a queued job it gives up on. A
+#: finished job is never reopened (a new job is queued instead).
+JOB_TRANSITIONS: dict[str, frozenset[str]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.DONE}),
+    JobState.RUNNING: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.DONE,
+                                 JobState.FAILED}),
+    JobState.DONE: frozenset(),
+    JobState.FAILED: frozenset(),
 }
+
+
+def job_move_allowed(current: str, new: str) -> bool:
+    return new in JOB_TRANSITIONS.get(current, frozenset())
+
+
+def job_sources(new: str) -> tuple[str, ...]:
+    """The job states a job may move to `new` from (for guarded UPDATEs)."""
+    return tuple(sorted(s for s, to in JOB_TRANSITIONS.items() if new in to))
 
 
 def table_markdown() -> str:

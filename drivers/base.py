@@ -56,6 +56,16 @@ class Action(str, enum.Enum):
     UPDATE_USERS = "geni_update_users"
 
 
+#: Where each standard action leaves a healthy sliver (AM API v3 section 7). The fake driver
+#: reports these; `am.states` names them as the actions' success targets.
+ACTION_RESULTS: Mapping[str, OperationalState] = {
+    Action.START.value: OperationalState.READY,
+    Action.RESTART.value: OperationalState.READY,
+    Action.STOP.value: OperationalState.NOTREADY,
+    Action.UPDATE_USERS.value: OperationalState.READY,
+}
+
+
 class ResourceKind(str, enum.Enum):
     NODE = "node"
     LINK = "link"
@@ -167,6 +177,10 @@ class Capabilities:
                                 Action.UPDATE_USERS.value)
     forwarding_modes: tuple[ForwardingMode, ...] = ()
     links: bool = False                      # can realise links between its own slivers
+    wires: bool = False                      # can take a wire: another component's port that
+                                             # is a plain host interface (Component.extra
+                                             # "wires": port name -> interface, e.g. an
+                                             # emulated NetFPGA card's), into its slivers
     first_state: OperationalState = OperationalState.NOTREADY
 
 

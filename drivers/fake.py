@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drivers.base import (
+    ACTION_RESULTS,
     Action,
     Admission,
     Capabilities,
@@ -68,11 +69,8 @@ FAKE_NODE_SLIVER_TYPES: tuple[str, ...] = (
 FLOWSPACE_TYPE = "openflow-flowspace"
 CRASH_EXIT_CODE = 70
 OPERATIONS = ("admit", "provision", "perform", "status", "delete", "observed")
-ACTION_STATES = {
-    Action.START.value: OperationalState.READY,
-    Action.RESTART.value: OperationalState.READY,
-    Action.STOP.value: OperationalState.NOTREADY,
-}
+#: The state each action leaves a fake sliver in (geni_update_users keeps the state it finds).
+ACTION_STATES = {a: st for a, st in ACTION_RESULTS.items() if a != Action.UPDATE_USERS.value}
 
 CONFIG_DEFAULTS: dict[str, Any] = {
     "nodes": 0,
@@ -333,7 +331,7 @@ class FakeDriver(SubstrateDriver):
 
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
         self._enter("perform", fallible=True)
-        if action != Action.UPDATE_USERS.value and action not in ACTION_STATES:
+        if action not in ACTION_RESULTS:
             raise DriverError(f"action {action!r} is not supported by the fake substrate")
 
         def decide(current: str) -> str:

@@ -1,6 +1,9 @@
 """Turning request links into concrete connections once their end nodes are placed.
 
 All ends on one host: a veth pair (two ends) or a bridge (more), realised by the host's driver.
+Two ends, one of them on a component whose ports are plain host interfaces (an emulated
+NetFPGA card: `extra["wires"]`): a *wire* link, realised by the other end's host driver taking
+that interface into its sliver (`Capabilities.wires`), as a cable plugged into the card.
 Ends on several hosts: a VLAN through a switch every end host is wired to (site links), with a
 tag free on that switch and the link's capacity admitted against each wired switch port
 (`kbps:<port>` capacity). Only single-switch paths are planned: hosts that share no switch get
@@ -64,6 +67,9 @@ class LinkPlacer:
         if link.shared_vlan:
             return Refusal(cid, "UNSUPPORTED", f"shared VLAN {link.shared_vlan!r} is not offered here")
         hosts = {records[n].component.component_id: records[n].component for n, _ in ends}
+        if len(hosts) == 2 and len(ends) == 2 and \
+                any(records[n].component.extra.get("wires") for n, _ in ends):
+            return self._wire(link, ends, records)
         if len(hosts) == 1:
             return self._local(link, ends, next(iter(hosts.values())), records)
         return self._vlan(link, ends, records)
@@ -100,6 +106,44 @@ class LinkPlacer:
                            adm.reason or f"component {host.component_id} refused link")
         self.ledger.commit(host, spec, adm.demand)
         return LinkRecord(link, host, host.driver, spec, dict(adm.demand), adm.claims, ends)
+
+    def _wire(self, link: RequestLink, ends: list[tuple[str, str]],
+              records: Mapping[str, NodeRecord]) -> LinkRecord | Refusal:
+        """One end on a card whose ports are host interfaces, the other on a host whose driver
+        takes such a wire into its sliver."""
+        cid = link.client_id
+        (card_node, card_if), (host_node, host_if) = sorted(
+            ends, key=lambda e: not records[e[0]].component.extra.get("wires"))
+        card, host = records[card_node].component, records[host_node].component
+        if host.extra.get("wires"):
+            return Refusal(cid, "UNSUPPORTED", f"link {cid} joins two cards ({card.name}, "
+                                               f"{host.name}); wire a host or switch between")
+        driver = self.site.drivers[host.driver]
+        if not driver.capabilities.wires:
+            return Refusal(cid, "UNSUPPORTED", f"component {host.name} (node {host_node}) cannot "
+                                               f"take a wire of {card.name} into its sliver")
+        iface = records[card_node].interfaces[card_if]
+        if iface.vlan_tag:
+            return Refusal(cid, "UNSUPPORTED",
+                           f"interface {card_if} is on VLAN {iface.vlan_tag} of {card.name}; a "
+                           f"node on {host.name} cannot tag: link it through a VLAN switch")
+        by_urn = {p.component_id.lower(): p.name for p in card.ports}
+        port = by_urn.get((iface.port or "").lower()) if iface.port else \
+            (card.ports[list(records[card_node].interfaces).index(card_if)].name
+             if list(records[card_node].interfaces).index(card_if) < len(card.ports) else None)
+        wire = card.extra["wires"].get(port) if port else None
+        if wire is None:
+            return Refusal(cid, "BADARGS", f"interface {card_if} of {card_node} is on no port "
+                                           f"of {card.name}")
+        spec = self._spec(link, host, ends, records, "wire",
+                          params={"wires": {host_if: wire}, "card": card.name, "port": port})
+        adm = self._admit(host, spec)
+        if not adm.ok:
+            return Refusal(cid, adm.reason_code or "UNSUPPORTED",
+                           adm.reason or f"component {host.component_id} refused link {cid}")
+        claims = tuple(dict.fromkeys((*adm.claims, f"wire:{card.name}:{port}")))
+        self.ledger.commit(host, spec, adm.demand)
+        return LinkRecord(link, host, host.driver, spec, dict(adm.demand), claims, ends)
 
     def _wires(self, host: Component, port_urn: str | None) -> list[tuple[Component, PortRef, PortRef]]:
         """(switch, host end, switch end) for each wire from `host` to a switch."""

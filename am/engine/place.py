@@ -59,6 +59,10 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
 
     owner = {i.client_id: n.client_id for n in request.nodes for i in n.interfaces}
     linker = LinkPlacer(site, ledger, slice_urn)
+    # a hybrid router whose forwarding plane is on a card with wired ports: its links plug
+    # into the card (its packets are forwarded there), not into its control plane's host
+    ends_on = {**records, **{cid: plane for cid, plane in forwarding.items()
+                             if cid in records and plane.component.extra.get("wires")}}
     links: list[LinkRecord] = []
     for link in request.links:
         ends = [(owner[ref], ref) for ref in link.interface_refs]
@@ -71,7 +75,7 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
                                         f"link {link.client_id} not placed: its end node {n} "
                                         f"(interface {i}) was not placed"))
             continue
-        result = linker.place(link, ends, records)
+        result = linker.place(link, ends, ends_on)
         if isinstance(result, Refusal):
             refusals.append(result)
         else:

@@ -35,9 +35,6 @@ from drivers.base import OperationalState
 
 log = logging.getLogger(__name__)
 
-#: Operational states in which a sliver waits for an open job (the job's action in brackets).
-_WAITING = {Op.PENDING_ALLOCATION: "provision", Op.CONFIGURING: "action",
-            Op.STOPPING: "action", Op.UPDATING_USERS: "action"}
 #: Operational states in which the substrate must have the sliver.
 _ON_SUBSTRATE = (Op.READY, Op.READY_BUSY, Op.NOTREADY)
 
@@ -122,8 +119,9 @@ def _fail_job(store: Store, job_id: int, reason: str, report: ReconcileReport) -
         sliver = session.get(Sliver, job.sliver_id)
         # a provision-and-start job (start_on_provision) may be given up in either half:
         # pending_allocation (provision_failed) or, its provision committed, configuring
-        events = ((Event.PROVISION_FAILED, Event.ACTION_FAILED) if job.action == "provision"
-                  else (Event.ACTION_FAILED,))
+        failed = states.JOB_ACTIONS[job.action].failed
+        events = ((failed, Event.ACTION_FAILED) if failed is not Event.ACTION_FAILED
+                  else (failed,))
         if sliver is not None and any(_fail_sliver(store, session, sliver, event, reason)
                                       for event in events):
             report.failed_slivers.append(sliver.urn)
@@ -132,7 +130,7 @@ def _fail_job(store: Store, job_id: int, reason: str, report: ReconcileReport) -
 
 def _fail_sliver(store: Store, session, sliver: Sliver, event: Event, reason: str) -> bool:
     current = states.as_state(sliver.allocation_state, sliver.operational_state)
-    if not states.allowed(current, event):
+    if states.try_transition(current, event) is None:
         return False
     store.transition(session, sliver, event, error=reason)
     return True
@@ -141,7 +139,7 @@ def _fail_sliver(store: Store, session, sliver: Sliver, event: Event, reason: st
 # ---- 2b: slivers waiting for a job that does not exist ----------------------------------------
 def _fail_orphaned_waits(store: Store, report: ReconcileReport, *, now: datetime,
                          grace_s: float) -> None:
-    waiting = [op.value for op in _WAITING]
+    waiting = sorted(op.value for op in states.TRANSIENT)   # a job works on each of these
     open_jobs = select(Job.sliver_id).where(Job.state.in_((JobState.QUEUED, JobState.RUNNING)))
     with store.write() as session:
         stuck = session.scalars(
@@ -152,7 +150,7 @@ def _fail_orphaned_waits(store: Store, report: ReconcileReport, *, now: datetime
             .with_for_update()).all()
         for sliver in stuck:
             op = Op(sliver.operational_state)
-            event = Event.PROVISION_FAILED if _WAITING[op] == "provision" else Event.ACTION_FAILED
+            event = states.OP_STATES[op].failed_by
             reason = f"no job is working on this sliver ({op.value}); gave up"
             if _fail_sliver(store, session, sliver, event, reason):
                 report.failed_slivers.append(sliver.urn)

@@ -36,16 +36,11 @@ log = logging.getLogger(__name__)
 #: Job action for an operational action a driver advertises beyond the GENI ones (its
 #: `capabilities.actions`, e.g. geniam_sync_routes). The job's args carry
 #: {"action": <POA action name>, "options": {<the POA options the driver takes>}}.
-DRIVER_ACTION = "driver_action"
-ACTIONS = ("provision", "start", "stop", "restart", "update_users", "delete", DRIVER_ACTION,
-           "update")
+DRIVER_ACTION = states.DRIVER_ACTION
+ACTIONS = tuple(states.JOB_ACTIONS)
 #: POA action name -> job action
-ACTION_JOBS = {"geni_start": "start", "geni_stop": "stop", "geni_restart": "restart",
-               "geni_update_users": "update_users"}
-_DONE_EVENT = {"start": Event.START_DONE, "stop": Event.STOP_DONE, "restart": Event.RESTART_DONE,
-               "update_users": Event.UPDATE_USERS_DONE, DRIVER_ACTION: Event.DRIVER_ACTION_DONE,
-               "update": Event.UPDATE_DONE}
-_GENI_ACTION = {v: k for k, v in ACTION_JOBS.items()}
+ACTION_JOBS = {geni: a.job for geni, a in states.ACTIONS.items()}
+_GENI_ACTION = {a.job: geni for geni, a in states.ACTIONS.items()}
 
 DEFAULT_LEASE_S = 300.0
 DEFAULT_MAX_ATTEMPTS = 5
@@ -311,11 +306,6 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
             _release_handle(driver, facts)
 
 
-_WAITING_IN = {"provision": Op.PENDING_ALLOCATION, "start": Op.CONFIGURING,
-               "restart": Op.CONFIGURING, "stop": Op.STOPPING, "update_users": Op.UPDATING_USERS,
-               DRIVER_ACTION: Op.READY_BUSY, "update": Op.CONFIGURING}
-
-
 def _driver_action(driver, spec: SliverSpec, args: dict) -> OperationalState:
     """A driver's own action. A route change (option geniam_routes) first replaces the
     control plane's route set (`set_routes`), then the action syncs the forwarding plane."""
@@ -336,7 +326,7 @@ def _still_wanted(action: str, state: states.State) -> bool:
     """Is the sliver still in the state this job was queued for? (Delete, expiry, Shutdown or
     a cancel may have moved it since; then the job has nothing to do.)"""
     alloc, op = state
-    return alloc is states.Alloc.PROVISIONED and op is _WAITING_IN[action]
+    return alloc is states.Alloc.PROVISIONED and op is states.JOB_ACTIONS[action].waiting
 
 
 def _delete(driver, spec: SliverSpec, facts: dict) -> None:
@@ -477,7 +467,7 @@ def _acted(store: Store, job_id: int, action: str, reported: OperationalState,
 def _record_action_if(store: Store, session, sliver_id: int, known: states.State, job_id: int,
                       action: str, reported: OperationalState, facts: dict | None) -> bool:
     """`_record_action` for a sliver still in `known`; False (nothing written) if it moved."""
-    event = _DONE_EVENT[action]
+    event = states.JOB_ACTIONS[action].done
     if not states.allowed(known, event):
         return False
     target = (states.Alloc.PROVISIONED, Op(reported.value))
@@ -499,7 +489,7 @@ def _record_action(store: Store, session, sliver: Sliver, job_id: int, action: s
                    reported: OperationalState) -> None:
     """The action's outcome on the (locked) sliver, and the job done or failed."""
     current = states.as_state(sliver.allocation_state, sliver.operational_state)
-    event = _DONE_EVENT[action]
+    event = states.JOB_ACTIONS[action].done
     if not states.allowed(current, event):
         _mark(session, job_id, JobState.DONE,
               f"sliver became {states.format_state(current)} meanwhile")
@@ -544,13 +534,22 @@ def _finish(store: Store, job_id: int, *, lease: HeldLease, failed: bool = False
 _KEEP = object()
 
 
+class IllegalJobTransition(RuntimeError):
+    """A job state write that `am.states.JOB_TRANSITIONS` does not allow (e.g. reopening a
+    finished job)."""
+
+
 def _mark(session, job_id: int, state: str, error: str = "", *, lease_owner=_KEEP) -> None:
-    """Set the job's state (one prepared UPDATE, no ORM load)."""
-    params = {"job": job_id, "state": state, "error": error, "now": utcnow()}
+    """Set the job's state (one prepared UPDATE, no ORM load), guarded by the job table: the
+    UPDATE only matches a row in a state that may move to `state`."""
+    params = {"job": job_id, "state": state, "error": error, "now": utcnow(),
+              "sources": list(states.job_sources(state))}
     if lease_owner is _KEEP:
-        session.connection().execute(_MARK_JOB, params)
+        result = session.connection().execute(_MARK_JOB, params)
     else:
-        session.connection().execute(_MARK_JOB_OWNER, {**params, "owner": lease_owner})
+        result = session.connection().execute(_MARK_JOB_OWNER, {**params, "owner": lease_owner})
+    if result.rowcount != 1:
+        raise IllegalJobTransition(f"job {job_id} cannot become {state} from where it is")
 
 
 # The job body's statements, built once and on the tables (Core), not the mapped classes:
@@ -569,7 +568,8 @@ _SLIVER_FOR_JOB = (
            _SLICES.c.shutdown, _SLIVERS.c.pending)
     .join(_SLICES, _SLICES.c.id == _SLIVERS.c.slice_id)
     .where(_SLIVERS.c.id == bindparam("sliver")))
-_MARK_JOB = (update(_JOBS).where(_JOBS.c.id == bindparam("job"))
+_MARK_JOB = (update(_JOBS).where(_JOBS.c.id == bindparam("job"),
+                                  _JOBS.c.state.in_(bindparam("sources", expanding=True)))
              .values(state=bindparam("state"), error=bindparam("error"),
                      heartbeat=bindparam("now"), updated=bindparam("now")))
 _MARK_JOB_OWNER = _MARK_JOB.values(lease_owner=bindparam("owner"))

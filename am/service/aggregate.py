@@ -41,7 +41,6 @@ from am import states
 from am.config import Settings
 from am.errors import GeniCode, GeniError
 from am.jobs.queue import JobQueue, submit_all
-from am.jobs.runner import ACTION_JOBS, DRIVER_ACTION
 from am.service import driver_actions, hybrid
 from am.service.admission import AdmissionContention, Planned, allocate_locked
 from am.service.contract import ManifestResult, Options, Principal, SliverInfo, StatusResult
@@ -66,7 +65,7 @@ SHUT_DOWN = "slice is shut down"
 # A cached advertisement is rebuilt at least this often even when nothing was reserved, so its
 # `generated` time stays recent; correctness comes from the usage generation, not from this.
 AD_MAX_AGE_S = 60.0
-KNOWN_ACTIONS = (*ACTION_JOBS, "geni_updating_users_cancel")
+KNOWN_ACTIONS = (*states.ACTIONS, "geni_updating_users_cancel")
 _UPDATING_REFUSAL = ("sliver {} is geni_updating: an Update waits for Provision (which "
                      "commits it) or expiry (which reverts it); operational actions are refused "
                      "until then, Delete works")
@@ -551,15 +550,14 @@ class Aggregate:
                                                         spec_from_dict(row.spec), row.urn,
                                                         action_opts)
                         self.store.transition(session, row, Event.DRIVER_ACTION, error="")
-                        queued.append(self.store.add_job(session, row, DRIVER_ACTION, {
+                        queued.append(self.store.add_job(session, row, states.DRIVER_ACTION, {
                             "action": action, "options": action_opts}, flush=False))
                     elif action == "geni_updating_users_cancel":
                         self.store.transition(session, row, Event.UPDATE_USERS_CANCEL)
                     else:
-                        start_event, _ = states.ACTION_EVENTS[action]
-                        self.store.transition(session, row, start_event, error="")
-                        queued.append(self.store.add_job(session, row, ACTION_JOBS[action],
-                                                         flush=False))
+                        job = states.ACTIONS[action]
+                        self.store.transition(session, row, job.start, error="")
+                        queued.append(self.store.add_job(session, row, job.job, flush=False))
                 except GeniError as exc:
                     if not options.best_effort:
                         raise

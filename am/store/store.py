@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from am import states
-from am.states import Alloc, Event, State
+from am.states import Alloc, Event, JobState, State
 from am.store.codec import spec_from_dict
 from am.store.database import WRITE_OPTION, make_engine
 from am.store.models import (
@@ -133,13 +133,6 @@ class AdmissionLock:
                 return False
             self._held.add(key)
         return True
-
-
-class JobState:
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)

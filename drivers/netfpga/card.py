@@ -238,6 +238,18 @@ class CardProcess:
                 counts.setdefault(name, 0)
         self.card.hw_report(heartbeat=int(time.time()), ports=ports, slots=slots)
 
+    def heal(self) -> None:
+        """A port whose wire was destroyed (its container's namespace deleted with the wire in
+        it) gets a new cable: the pair is made again and put back on its OpenFlow port."""
+        n = self.names
+        present = {li.name for li in hostnet.links(n.netns)}
+        for p in range(self.card.geometry.ports):
+            if n.inner(p) not in present:
+                self._veth(n.inner(p), n.wire(p))
+                self.ovs.vsctl("--", "--if-exists", "del-port", n.bridge, n.inner(p), "--",
+                               "add-port", n.bridge, n.inner(p), "--", "set", "interface",
+                               n.inner(p), f"ofport_request={port_ofport(p)}")
+
     def software(self, slot: int, frame: bytes) -> None:
         """The card's software path: learn ARP, ask for next hops the ARP table lacks."""
         if len(frame) < 42 or self.state is None:
@@ -302,6 +314,7 @@ class CardProcess:
                             except BlockingIOError:
                                 break
                 if time.monotonic() - last_report >= self.report_s:
+                    self.heal()
                     self.report()
                     last_report = time.monotonic()
             return 0

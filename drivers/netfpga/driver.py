@@ -149,6 +149,10 @@ class NetFPGADriver(SubstrateDriver):
                       "route_table_size": g.route_depth, "filter_table_size": g.filter_depth,
                       "arp_table_size": g.arp_depth, "iface_prefix": prefix,
                       "card_rundir": rundir,
+                      # the card's ports are host interfaces another driver may take (links)
+                      **({"wires": {port_name(i): CardNames(prefix).wire(i)
+                                    for i in range(g.ports)}}
+                         if self.settings["card_process"] else {}),
                       "emulation": EMULATION if self.settings["card_process"] else
                       "register model only: no pipeline, forwards nothing"}
         comp = build_component(t, authority=self.authority, driver=self.kind,

@@ -160,14 +160,20 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
     if link.packet_loss:
         return Admission.refuse(f"link {spec.client_id} asks for {link.packet_loss:g} packet "
                                 "loss: " + NO_NETEM, "UNSUPPORTED")
-    if link.mode not in ("veth", "bridge"):
+    if link.mode not in ("veth", "bridge", "wire"):
         return Admission.refuse(f"vserver node {comp.name} links its containers with veth pairs "
-                                f"or bridges, not {link.mode!r}", "UNSUPPORTED")
+                                f"or bridges, or takes wires, not {link.mode!r}", "UNSUPPORTED")
     if len(link.ends) < 2:
         return Admission.refuse(f"link {spec.client_id} needs at least two ends", "BADARGS")
     foreign = [e.component_id for e in link.ends
                if e.component_id.lower() != comp.component_id.lower()]
-    if foreign:
+    if link.mode == "wire":
+        wires = spec.params.get("wires")
+        if not isinstance(wires, dict) or not wires or len(foreign) != len(link.ends) - 1 or \
+                not all(isinstance(v, str) and IFNAME_RE.match(v) for v in wires.values()):
+            return Admission.refuse(f"link {spec.client_id}: a wire link has one end here and "
+                                    "names the wire (host interface) it takes", "BADARGS")
+    elif foreign:
         return Admission.refuse(f"link {spec.client_id} has ends on {', '.join(foreign)}; a "
                                 f"veth/bridge link stays on {comp.name}", "UNSUPPORTED")
     if link.capacity_kbps is not None and link.capacity_kbps <= 0:

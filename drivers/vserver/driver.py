@@ -86,6 +86,7 @@ class VServerDriver(SubstrateDriver):
         actions=(*(a.value for a in Action), SYNC_ROUTES_ACTION),
         forwarding_modes=(ForwardingMode.GUEST,),
         links=True,
+        wires=True,
     )
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
@@ -269,6 +270,8 @@ class VServerDriver(SubstrateDriver):
             self.state.write(handle, rec)
             if rec["mode"] == "veth":
                 self._build_veth(rec)
+            elif rec["mode"] == "wire":
+                self._take_wires(rec)
             else:
                 self._build_bridge(rec)
             kbps = rec["capacity_kbps"]
@@ -306,6 +309,35 @@ class VServerDriver(SubstrateDriver):
         hostnet.veth_add(a["end"], b["end"])
         for e in (a, b):
             hostnet.link_set(None, e["end"], alias=e["end"])
+
+    def _take_wires(self, rec: Record) -> None:
+        """Plug another component's port (a host interface, e.g. an emulated card's wire end)
+        into the node: it is named by the end's alias, so the node's convergence renames,
+        addresses and raises it like any link end."""
+        for e in rec["ends"]:
+            with self.state.lock(e["node_handle"]):
+                if self._locate(e) is not None:
+                    continue
+                if hostnet.find_link(None, e["wire"]) is None:
+                    raise DriverError(f"wire {e['wire']} (the port link {rec['client_id']} plugs "
+                                      "into) is not on this host: is its card running?",
+                                      transient=True)
+                hostnet.netns_add(e["netns"])
+                hostnet.link_set(None, e["wire"], alias=e["end"])
+                hostnet.link_move(e["wire"], e["netns"])
+
+    def _return_wire(self, end: Mapping[str, Any]) -> None:
+        """Unplug a wire: back to the root namespace under its own name (never deleted: it is
+        another component's port). Caller holds the node lock."""
+        where = self._locate(end)
+        if where is None or where[0] is None:
+            return
+        ns, info = where
+        hostnet.run(["ip", "-n", ns, "link", "set", "dev", info.name, "down"])
+        hostnet.run(["ip", "-n", ns, "link", "set", "dev", info.name, "netns", "1"])
+        hostnet.link_set(None, info.name, name=end["wire"], mac=None)
+        hostnet.run(["ip", "link", "set", "dev", end["wire"], "alias", ""], missing_ok=True)
+        hostnet.link_set(None, end["wire"], up=True)
 
     def _build_bridge(self, rec: Record) -> None:
         br = rec["bridge"]
@@ -492,6 +524,9 @@ class VServerDriver(SubstrateDriver):
         with self.state.lock(rec["handle"]):
             for end in rec["ends"]:
                 with self.state.lock(end["node_handle"]):
+                    if end.get("wire"):
+                        self._return_wire(end)
+                        continue
                     where = self._locate(end)
                     if where is not None:
                         hostnet.link_delete(where[0], where[1].name)
@@ -504,6 +539,10 @@ class VServerDriver(SubstrateDriver):
     def _delete_node(self, handle: str) -> None:
         with self.state.lock(handle):
             self._kill(handle, handle)
+            for rec in self.state.all().values():     # wires go back to their card, unharmed
+                for end in rec.get("ends", ()) if rec.get("kind") == "link" else ():
+                    if end.get("wire") and end["node_handle"] == handle:
+                        self._return_wire(end)
             hostnet.netns_delete(handle)
             self.cgroups.remove(handle, timeout_s=self.settings.kill_timeout_s)
             shutil.rmtree(self.state.root_dir(handle), ignore_errors=True)
@@ -664,12 +703,15 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     if spec.link is None:
         raise DriverError(f"link sliver {spec.client_id} has no link spec")
     mode = spec.link.mode
-    if mode not in ("veth", "bridge"):
-        raise DriverError(f"vserver links are veth pairs or bridges, not {mode!r}")
+    if mode not in ("veth", "bridge", "wire"):
+        raise DriverError(f"vserver links are veth pairs, bridges or wires, not {mode!r}")
     if mode == "veth" and len(spec.link.ends) != 2:
         mode = "bridge"
+    wires = dict(spec.params.get("wires") or {}) if mode == "wire" else {}
     ends = []
     for e in spec.link.ends:
+        if mode == "wire" and e.interface_client_id not in wires:
+            continue                      # the card's end: the wire is its port
         if not e.sliver_urn:
             raise DriverError(f"link {spec.client_id}: end {e.interface_client_id} names no "
                               "node sliver")
@@ -678,7 +720,8 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
                      "interface": e.interface_client_id,
                      "end": naming.end(e.sliver_urn, e.interface_client_id),
                      "port": naming.port(spec.sliver_urn, e.sliver_urn, e.interface_client_id)
-                     if mode == "bridge" else None})
+                     if mode == "bridge" else None,
+                     **({"wire": wires[e.interface_client_id]} if mode == "wire" else {})})
     return {"kind": "link", "handle": handle, "sliver_urn": spec.sliver_urn,
             "slice_urn": spec.slice_urn, "client_id": spec.client_id, "mode": mode,
             "bridge": naming.bridge(spec.sliver_urn) if mode == "bridge" else None,

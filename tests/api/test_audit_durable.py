@@ -33,6 +33,8 @@ from tests.api.conftest import ALICE, REQUEST, SLICE, ApiClient, code_of
 from tests.api.doubles import FakeService
 from tests.services import free_port
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 LIVE = 60.0   # liveness guard for joins and gates: never reached unless something hangs
 

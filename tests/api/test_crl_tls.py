@@ -20,6 +20,8 @@ from tests.api.conftest import RSPEC_V, code_of, tls_server
 from tests.api.doubles import FakeService
 from tests.api.tlsclient import client_context, proxy
 
+pytestmark = pytest.mark.slow
+
 BOB = "urn:publicid:IDN+geni-am+user+bob"
 
 

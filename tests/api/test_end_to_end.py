@@ -12,6 +12,8 @@ from tests.api.conftest import ALICE, EXPIRED_SLICE, RSPEC_V, SLICE, code_of
 from tests.api.tlsclient import client_context, proxy
 from am.server import AmServer, ServerOptions
 
+pytestmark = pytest.mark.slow
+
 REQUEST = ('<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request">'
            '<node client_id="n1" exclusive="false"/></rspec>')
 

@@ -2,6 +2,8 @@
 default site is tests/site), then SIGTERM."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import subprocess
@@ -15,6 +17,8 @@ from am.cli import main
 from tests.api.conftest import code_of
 from tests.api.tlsclient import client_context, proxy
 from tests.services import free_port
+
+pytestmark = pytest.mark.slow
 
 
 def test_serve_first_run_prints_settings_and_answers(tmp_path):

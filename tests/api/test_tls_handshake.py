@@ -12,6 +12,8 @@ from tests.api.conftest import RSPEC_V, code_of, tls_server
 from tests.api.doubles import FakeService
 from tests.api.tlsclient import client_context, proxy
 
+pytestmark = pytest.mark.slow
+
 
 # about 1.3 MB, with non-ASCII text and characters that need escaping
 BIG_AD = ('<rspec type="advertisement">'

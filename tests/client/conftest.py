@@ -17,6 +17,7 @@ from am.config import Settings
 from am.jobs.runner import RetryableJobError, run_job
 from am.server import AmServer, ServerOptions
 from credentials.authority import DevAuthority
+from tests import support
 
 AUTHORITY = "geni-am"          # the dev authority: users and slices
 AM_AUTHORITY = "geni-am:test"  # the AM inside it
@@ -76,7 +77,7 @@ class Env:
         return path
 
     def slice_urn(self, name: str) -> str:
-        return f"urn:publicid:IDN+{AUTHORITY}+slice+{name}"
+        return support.slice_urn(name, AUTHORITY)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ from am.client import AMBusy, Backoff, NeedsStart, Progress, wait_for_slivers
 from am.client.progress import ProgressBar, render
 from am.client.transport import Connection
 
+pytestmark = pytest.mark.slow
+
 
 def sliver(urn: str, op: str, alloc: str = "geni_provisioned", error: str = "") -> dict:
     return {"geni_sliver_urn": urn, "geni_allocation_status": alloc,

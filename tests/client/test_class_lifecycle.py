@@ -8,6 +8,8 @@ import pytest
 from am.client import AMClient, AMError, NeedsStart, NotProvisioned, Progress
 from tests.client.conftest import request_rspec
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def client(am_env):

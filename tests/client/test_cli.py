@@ -8,6 +8,8 @@ import pytest
 from am.cli import main
 from tests.client.conftest import request_rspec
 
+pytestmark = pytest.mark.slow
+
 
 def _cli_for(env, capsys):
     def run(*argv: str, creds: tuple = ()) -> tuple[int, str, str]:

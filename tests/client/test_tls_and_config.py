@@ -8,6 +8,8 @@ import pytest
 
 from am.client import AMClient, ClientConfigError, ClientTLSError, ClientTransportError, load_credential
 
+pytestmark = pytest.mark.slow
+
 
 def test_am_certificate_not_signed_by_given_ca(am_env, gcf_fixtures):
     wrong_ca = gcf_fixtures / "ca-cert.pem"

@@ -19,6 +19,8 @@ from credentials.privileges import METHOD_OPERATIONS
 from credentials.verify import CredentialVerifier
 from tests.conftest import require_tool
 
+pytestmark = pytest.mark.slow
+
 S1 = "urn:publicid:IDN+geni-am+slice+s1"
 
 

@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import REPO
 from tests.interop.stack import LiveAM, live_am
 
+pytestmark = pytest.mark.slow
+
 GUIDE = REPO / "docs" / "experimenter-guide.md"
 MARKER = "<!-- tests/docs: genilib-example -->"
 

@@ -21,7 +21,8 @@ RACERS = 50
 TARGET = component_urn("fake2")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def am(request, tmp_path_factory, gcf_fixtures: Path) -> Iterator[LiveAM]:
     overrides = {}
     if request.param == "postgresql":
@@ -31,6 +32,7 @@ def am(request, tmp_path_factory, gcf_fixtures: Path) -> Iterator[LiveAM]:
         yield live
 
 
+@pytest.mark.slow
 def test_fifty_concurrent_allocates_for_one_exclusive_component(am: LiveAM):
     slices = [am.dev_slice(f"race{i}") for i in range(RACERS)]
     clients = [am.dev_client("carol", [cred]) for _, cred in slices]

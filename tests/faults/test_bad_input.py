@@ -13,6 +13,8 @@ from am.client import AMClient
 from tests.interop.stack import (AM_AUTHORITY, GCF_EXPIRED_SLICE, GCF_SLICE, RSPEC_V, LiveAM,
                                  component_urn, node, request)
 
+pytestmark = pytest.mark.slow
+
 PG2 = ('<rspec xmlns="http://www.protogeni.net/resources/rspec/2" type="request">'
        '<node client_id="n1"/></rspec>')
 

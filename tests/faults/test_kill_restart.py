@@ -70,6 +70,7 @@ def sliver_view(client: AMClient) -> dict[str, str]:
     return {s["geni_sliver_urn"]: s["geni_allocation_status"] for s in status}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_life_cycle_loses_and_duplicates_nothing(tmp_path: Path, gcf_fixtures: Path):
     dev = make_dev_authority(tmp_path / "authority")
     trust = trust_roots(tmp_path / "trust", gcf_fixtures, dev)

@@ -77,6 +77,18 @@ class AM:
         return self.rt.site.drivers["netfpga"]
 
 
+def release_and_close(rt) -> None:
+    """Release everything the runtime's drivers still hold (best effort after a failed test),
+    then close the runtime."""
+    for driver in rt.site.drivers.values():
+        for obs in driver.observed():
+            try:
+                driver.release(obs.handle)
+            except Exception:   # noqa: BLE001 - best effort after a failed test
+                pass
+    rt.close()
+
+
 @pytest.fixture
 def dom0_netns():
     ip = require_tool("ip")
@@ -133,10 +145,7 @@ def make_am(base_settings, tmp_path, gcf_fixtures, fx, dom0_netns):
 
     yield make
     for rt in made:
-        for driver in rt.site.drivers.values():
-            for obs in driver.observed():
-                driver.release(obs.handle)
-        rt.close()
+        release_and_close(rt)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from am.app import build_runtime
 from drivers.ovs import OVSInstance
 from tests.api.conftest import ApiClient
 from tests.drivers.openflow.conftest import ovs  # noqa: F401 - re-exported fixture
-from tests.hybrid.conftest import AM, InlineQueue
+from tests.hybrid.conftest import AM, InlineQueue, release_and_close
 
 AUTH = "geni-am:test"
 VS1 = f"urn:publicid:IDN+{AUTH}+node+vs1"
@@ -162,10 +162,4 @@ def site(switch, base_settings, tmp_path, gcf_fixtures, fx, dom0_netns) -> Itera
     try:
         yield OFSite(AM(client, rt, [fx.cred("slice-cred-alice")], dom0_netns), switch)
     finally:
-        for driver in rt.site.drivers.values():
-            for obs in driver.observed():
-                try:
-                    driver.release(obs.handle)
-                except Exception:   # noqa: BLE001 - best effort after a failed test
-                    pass
-        rt.close()
+        release_and_close(rt)

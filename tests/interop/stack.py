@@ -21,6 +21,7 @@ from typing import Any
 from am.client import AMClient
 from am.config import Settings
 from credentials.authority import DevAuthority
+from tests.support import wait_until
 
 AM_AUTHORITY = "geni-am:interop"
 DEV_AUTHORITY = "geni-am"
@@ -160,16 +161,10 @@ def ensure_pkg_resources() -> None:
 
 def poll_status(client: AMClient, urns: Any, done, timeout: float = 20.0) -> dict:
     """Status every 50 ms until `done(slivers)` holds; the last Status value (or AssertionError)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
+    def settled():
         value = client.status(urns)
-        if done(value["geni_slivers"]):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Status never settled: {value['geni_slivers']}")
-        time.sleep(0.05)
+        return value if done(value["geni_slivers"]) else None
+    return wait_until(settled, "Status to settle", timeout)
 
 
 def all_in(*states: str):

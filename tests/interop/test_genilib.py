@@ -13,6 +13,8 @@ import pytest
 
 from tests.interop.stack import GCF_SLICE, LiveAM, all_in, ensure_pkg_resources, poll_status
 
+pytestmark = pytest.mark.slow
+
 ensure_pkg_resources()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

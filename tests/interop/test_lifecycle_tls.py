@@ -12,6 +12,8 @@ import pytest
 from am.client import AMClient, AMError
 from tests.interop.stack import GCF_SLICE, RSPEC_V, LiveAM, node, request
 
+pytestmark = pytest.mark.slow
+
 READY = "geni_ready"
 
 

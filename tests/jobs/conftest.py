@@ -5,6 +5,7 @@ atomically in db 0, so concurrent test runs on one machine never share a queue.
 """
 from __future__ import annotations
 
+from functools import partial
 import contextlib
 import os
 import subprocess
@@ -20,6 +21,7 @@ from am.config import Settings
 from am.jobs.runtime import JobPolicy, JobSystem
 from am.jobs.tasks import JobRuntime, RetryPolicy
 from am.service.contract import Options, Principal
+from tests import support
 
 REPO = Path(__file__).resolve().parents[2]
 AUTHORITY = "geni-am:jobs-test"
@@ -76,8 +78,7 @@ def request_xml(settings: Settings, n: int = 2, sliver_type: str = "xen-vm") -> 
     return f'<rspec type="request" xmlns="http://www.geni.net/resources/rspec/3">{nodes}</rspec>'
 
 
-def slice_urn(name: str) -> str:
-    return f"urn:publicid:IDN+{AUTHORITY}+slice+{name}"
+slice_urn = partial(support.slice_urn, authority=AUTHORITY)
 
 
 @dataclass
@@ -115,14 +116,10 @@ class Stack:
                 for s in st.slivers}
 
     def wait_ops(self, name: str, wanted: set[str], timeout: float = 20.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
+        def reached():
             st = self.status(name)
-            if st and all(op in wanted for _, op, _ in st.values()):
-                return st
-            if time.monotonic() > deadline:
-                raise AssertionError(f"slice {name} did not reach {wanted}: {st}")
-            time.sleep(0.02)
+            return st if st and all(op in wanted for _, op, _ in st.values()) else None
+        return support.wait_until(reached, f"slice {name} to reach {wanted}", timeout, 0.02)
 
     def close(self) -> None:
         for close in reversed(self.closers):

@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,24 +20,16 @@ from sqlalchemy import func, select
 from am.store import Job, Sliver
 from tests import services
 from tests.jobs.conftest import stop_process, worker_process
+from tests.support import wait_until
+
+pytestmark = pytest.mark.slow
 
 DONE = {"geni_ready", "geni_failed"}
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
 def broker(request) -> str:
     return "" if request.param == "embedded" else request.getfixturevalue("redis_db")
-
-
-def _wait(predicate, what: str, timeout: float = 30.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 def _running_jobs(stack) -> int:
@@ -72,9 +63,9 @@ def test_worker_killed_mid_job_recovers(stack_factory, broker, half: str, tmp_pa
         urns = stack.allocate("victim", n=4)
         stack.provision("victim")
         if half == "provision":
-            _wait(lambda: _running_jobs(stack) > 0, "a provision job to start", interval=0.01)
+            wait_until(lambda: _running_jobs(stack) > 0, "a provision job to start", interval=0.01)
         else:
-            _wait(lambda: "geni_configuring" in _ops(stack, "victim"),
+            wait_until(lambda: "geni_configuring" in _ops(stack, "victim"),
                   "a provision half to commit", interval=0.01)
         stop_process(first, signal.SIGKILL)          # the whole worker, children included
         killed_in = stack.status("victim")
@@ -112,7 +103,7 @@ def test_crash_inside_driver_is_not_done_twice(stack_factory, redis_db, operatio
         stack.fake.arm_crash(operation, "after")
         urns = stack.allocate("crashy", n=1)
         stack.provision("crashy")
-        _wait(lambda: b"exitcode 70" in log.read_bytes(), "the pool child's crash")
+        wait_until(lambda: b"exitcode 70" in log.read_bytes(), "the pool child's crash")
         stack.fake.disarm_crash()
         st = _assert_settled(stack, "crashy", urns)
         assert list(st.values())[0][1] == "geni_ready", st
@@ -193,11 +184,11 @@ def test_child_killed_mid_batch_redelivers_the_batch_without_redoing_done_jobs(
     try:
         urns = stack.allocate("batch", n=5)
         stack.provision("batch")
-        ready = _wait(lambda: [u for u, (_, op, _) in stack.status("batch").items()
+        ready = wait_until(lambda: [u for u, (_, op, _) in stack.status("batch").items()
                                if op == "geni_ready"] or None,
                       "the first job of the batch", interval=0.01)
         stack.fake.arm_crash("provision", "after")
-        _wait(lambda: b"exitcode 70" in log.read_bytes(), "the pool child's crash")
+        wait_until(lambda: b"exitcode 70" in log.read_bytes(), "the pool child's crash")
         stack.fake.disarm_crash()
         before_crash = {u for u, (_, op, _) in stack.status("batch").items() if op == "geni_ready"}
         assert 0 < len(before_crash) < 5, before_crash

@@ -14,20 +14,10 @@ from sqlalchemy import select
 from am.jobs.runner import HeldLease, LeaseHeartbeat
 from am.store import Job, Sliver
 from tests.jobs.conftest import stop_process, worker_process
+from tests.support import stays, wait_until
 
 LEASE_S = 2.0
 OP_S = 3.0       # each fake operation; provision + start = 6 s, three lease lifetimes
-
-
-def _wait(predicate, what: str, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 def _job(stack, job_id: int) -> Job:
@@ -46,8 +36,8 @@ def test_slow_job_keeps_its_lease_until_its_worker_dies(stack_factory, redis_db,
         with stack.store.read() as session:
             sliver_id = session.scalars(select(Sliver.id).where(Sliver.urn == urn)).one()
             job_id = session.scalars(select(Job.id).where(Job.sliver_id == sliver_id)).one()
-        holder = _wait(lambda: stack.store.lease_holder(sliver_id), "a worker to take the job",
-                       timeout=40)[0]
+        holder = wait_until(lambda: stack.store.lease_holder(sliver_id),
+                            "a worker to take the job", timeout=40)[0]
         claimed = time.monotonic()
         first_group = os.getpgid(int(holder.split(":")[1]))
         assert first_group in {w.pid for w in workers}
@@ -100,30 +90,23 @@ class _CountingStore:
         return self.held
 
 
-def _wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_heartbeat_beats_every_third_of_the_lease_and_stops_with_the_block():
     store = _CountingStore()
     entered = time.monotonic()
     with LeaseHeartbeat(store, HeldLease(7, "w"), lease_s=0.3) as hb:
-        _wait_for(lambda: len(store.calls) >= 3)
+        wait_until(lambda: len(store.calls) >= 3, "the heartbeat", timeout=10.0, interval=0.01)
     beats = len(store.calls)
     assert hb.renewals == beats and store.calls[0] == (7, "w", 0.3)
     # never early: the first a third of the lease after entering, then a third apart (a
     # loaded machine may make them late, which the lease's other two thirds absorb)
     gaps = [b - a for a, b in zip([entered, *store.times], store.times)]
     assert all(g >= 0.1 - 0.005 for g in gaps), gaps
-    time.sleep(0.3)
-    assert len(store.calls) == beats            # stopped when the block ended
+    # stopped when the block ended: no beat for three periods
+    stays(lambda: len(store.calls) == beats, "no renewal after the block", duration=0.3)
 
     lost = _CountingStore()
     lost.held = False
     with LeaseHeartbeat(lost, HeldLease(8, "w"), lease_s=0.15):
-        _wait_for(lambda: len(lost.calls) >= 1)
-        time.sleep(0.2)                         # four more periods: no second renewal
-    assert len(lost.calls) == 1                 # a lost lease is not renewed again
+        wait_until(lambda: len(lost.calls) >= 1, "the heartbeat", timeout=10.0, interval=0.01)
+        # a lost lease is not renewed again: four more periods without a second renewal
+        stays(lambda: len(lost.calls) == 1, "a single renewal of a lost lease", duration=0.2)

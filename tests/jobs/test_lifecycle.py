@@ -14,11 +14,14 @@ from sqlalchemy import func, select
 
 from am.store import Capacity, Job, JobState, Reservation
 from tests.jobs.conftest import FAST, Stack
+from tests.support import wait_until
+
+pytestmark = pytest.mark.slow
 
 READY, NOTREADY, FAILED = "geni_ready", "geni_notready", "geni_failed"
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
 def broker(request) -> str:
     if request.param == "embedded":
         return ""
@@ -32,10 +35,7 @@ def open_jobs(stack: Stack) -> int:
 
 
 def wait_jobs_settled(stack: Stack, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while open_jobs(stack):
-        assert time.monotonic() < deadline, f"{open_jobs(stack)} job(s) still open"
-        time.sleep(0.02)
+    wait_until(lambda: open_jobs(stack) == 0, "every job to finish", timeout, 0.02)
 
 
 def used_capacity(stack: Stack) -> float:

@@ -213,6 +213,7 @@ def test_queue_rejects_bad_ids_and_survives_broker_down(tmp_path):
     queue.submit_many([1, 2, 3])    # one batch message: logged, not raised
 
 
+@pytest.mark.slow
 def test_worker_command_refuses_bad_input_without_traceback(tmp_path):
     for args, message in ((["--broker", "amqp://x"], "unsupported scheme"),
                           (["--concurrency", "0"], "must be > 0"),

@@ -15,6 +15,7 @@ from am.service.contract import Options
 from am.store import Sliver, spec_from_dict
 from tests.hybrid.conftest import node, request
 from tests.jobs.conftest import AUTHORITY, USER, build_stack, slice_urn
+from tests.support import wait_until
 
 CARD = f"urn:publicid:IDN+{AUTHORITY}+node+nf1"
 INTERVAL_S = 1.0
@@ -40,17 +41,6 @@ driver = "netfpga"
                     reaper_interval_s=30.0, **overrides)
 
 
-def _wait(predicate, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_flushed_routes_come_back_within_an_interval(tmp_path: Path):
     stack = build_stack(_settings(tmp_path, route_sync_interval_s=INTERVAL_S))
     try:
@@ -71,7 +61,7 @@ def test_flushed_routes_come_back_within_an_interval(tmp_path: Path):
         plane.clear()                  # an operator reset the slot's table
         assert plane.read() == set()
         flushed = time.monotonic()
-        _wait(lambda: plane.read() == installed, "the periodic sync to restore the routes",
+        wait_until(lambda: plane.read() == installed, "the periodic sync to restore the routes",
               timeout=3 * INTERVAL_S + 2)
         assert time.monotonic() - flushed <= 2 * INTERVAL_S + 1.5
         # the sync repairs the data plane only: the sliver's state never moved

@@ -200,7 +200,6 @@ def test_two_apis_two_workers_survive_losing_one_of_each(tmp_path: Path, postgre
         for t in threads:
             t.start()
         assert started.wait(40), "no life cycle got going"
-        time.sleep(1.0)
         # mid-run, while the first worker is inside a job: kill it with its pool, and one API
         interrupted = _wait_for_job_held_by(store, workers[0].pid)
         stop_process(workers[0], signal.SIGKILL)

@@ -16,6 +16,8 @@ from am.metrics import AMMetrics
 from am.api.dispatch import CallRecord
 from tests.client.conftest import request_rspec
 
+pytestmark = pytest.mark.slow
+
 
 def scrape(env, cert: str = "alice") -> tuple[int, str]:
     ctx = ssl.create_default_context(cafile=str(env.ca))

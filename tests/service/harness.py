@@ -13,15 +13,12 @@ from am.service.aggregate import Aggregate
 from am.service.contract import Principal
 from am.store import Store, utcnow
 from drivers.fake import make_fake_site
+from tests.support import slice_urn  # noqa: F401 - re-exported: the service tests' slice URNs
 
 AUTH = "geni-am:test"
 AM = f"urn:publicid:IDN+{AUTH}+authority+am"
 ALICE = Principal(urn="urn:publicid:IDN+geni-am:test:sa+user+alice")
 RSPEC = 'xmlns="http://www.geni.net/resources/rspec/3"'
-
-
-def slice_urn(name: str = "demo") -> str:
-    return f"urn:publicid:IDN+geni-am:test:sa+slice+{name}"
 
 
 def node_xml(client_id: str, *, component: str | None = None, stype: str = "xen-vm",

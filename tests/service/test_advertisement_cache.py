@@ -12,7 +12,8 @@ from am.service.aggregate import Aggregate
 from am.service.contract import Options
 from am.store import Store
 from am.store.models import UsageGeneration
-from tests.service.harness import ALICE, Harness, node_xml, request, slice_urn
+from tests.service.harness import ALICE, Harness, node_xml, request
+from tests.support import slice_urn
 
 FAKE1 = "urn:publicid:IDN+geni-am:test+node+fake1"
 

@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 from am.errors import GeniCode, GeniError
 from am.service.contract import Options
 from am.store import Claim, Reservation, Sliver
-from tests.service.harness import ALICE, Harness, node_xml, request, slice_urn
+from tests.service.harness import ALICE, Harness, node_xml, request
+from tests.support import slice_urn
 
 THREADS = 50
 

@@ -13,6 +13,7 @@ routers' control planes are Xen VMs on libvirt's test driver. Nothing is provisi
 """
 from __future__ import annotations
 
+from functools import partial
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from drivers.registry import Site
 from drivers.xen.driver import XenDriver
 from tests.drivers.openflow.conftest import PHYS, PHYS_DPID, ovs, topology  # noqa: F401
 from tests.service.harness import CollectingQueue
+from tests import support
 
 AUTH = "geni-am:race"
 AM_URN = f"urn:publicid:IDN+{AUTH}+authority+am"
@@ -43,8 +45,7 @@ ROUNDS = 12
 FIB_ROUTES = 16
 
 
-def slice_urn(name: str) -> str:
-    return f"urn:publicid:IDN+{AUTH}:sa+slice+{name}"
+slice_urn = partial(support.slice_urn, authority=f"{AUTH}:sa")
 
 
 def flowspace(port: int, packet: str = "") -> str:

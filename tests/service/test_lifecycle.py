@@ -10,7 +10,8 @@ from am.errors import GeniCode, GeniError
 from am.service.contract import Options
 from am.store import Job, Reservation, Sliver
 from drivers.base import UserKeys
-from tests.service.harness import ALICE, slice_urn, two_nodes_and_link
+from tests.service.harness import ALICE, two_nodes_and_link
+from tests.support import slice_urn
 
 RSPEC3 = "{http://www.geni.net/resources/rspec/3}"
 KEYS = (UserKeys("urn:publicid:IDN+geni-am:test:sa+user+alice", ("ssh-ed25519 AAAAC3Nz alice",)),)

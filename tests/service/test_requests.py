@@ -13,7 +13,8 @@ from lxml import etree
 from am.errors import GeniCode, GeniError
 from am.service.contract import Options
 from drivers.base import UserKeys
-from tests.service.harness import ALICE, AUTH, node_xml, request, slice_urn
+from tests.service.harness import ALICE, AUTH, node_xml, request
+from tests.support import slice_urn
 
 RSPEC3 = "{http://www.geni.net/resources/rspec/3}"
 

@@ -8,7 +8,8 @@ import pytest
 from am.jobs.runner import JobNotFound, RetryableJobError, requeue_interrupted, run_job
 from am.service.contract import Options
 from am.store import Job, utcnow
-from tests.service.harness import ALICE, Harness, node_xml, request, slice_urn
+from tests.service.harness import ALICE, Harness, node_xml, request
+from tests.support import slice_urn
 
 
 def _provisioned(h) -> int:

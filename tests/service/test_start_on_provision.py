@@ -12,7 +12,8 @@ from am.errors import GeniCode, GeniError
 from am.jobs.runner import RetryableJobError, run_job
 from am.service.contract import Options
 from am.store import Job
-from tests.service.harness import ALICE, Harness, node_xml, request, slice_urn
+from tests.service.harness import ALICE, Harness, node_xml, request
+from tests.support import slice_urn
 
 
 def _seed_with_draws(rate: float, fails: tuple[bool, ...]) -> int:

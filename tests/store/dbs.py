@@ -9,7 +9,7 @@ from sqlalchemy import text
 from am.store import Store, open_store
 from am.store.models import Base
 
-BACKENDS = ["sqlite", "postgresql"]
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(scope="session")

@@ -82,3 +82,37 @@ def test_markdown_table_lists_every_event():
     text = states.table_markdown()
     for event in Event:
         assert f"`{event.value}`" in text
+
+
+def test_try_transition_answers_none_where_next_state_raises():
+    for state, event in itertools.product(states.all_states(), Event):
+        row = ROWS[event]
+        for target in (row.targets or (None,)):
+            try:
+                expected = states.next_state(state, event, target)
+            except IllegalTransition:
+                expected = None
+            except ValueError:        # several targets and none named
+                continue
+            assert states.try_transition(state, event, target) == expected
+
+
+def test_every_job_action_has_one_descriptor_used_by_the_runner():
+    from am.jobs import runner
+    assert set(runner.ACTIONS) == set(states.JOB_ACTIONS)
+    assert runner.ACTION_JOBS == {g: a.job for g, a in states.ACTIONS.items()}
+    for job in states.JOBS:
+        if job.waiting is not None:      # the job's start event puts the sliver where it waits
+            assert (Alloc.PROVISIONED, job.waiting) in states.targets(job.start)
+            assert states.OP_STATES[job.waiting].failed_by in (job.failed, Event.ACTION_FAILED)
+
+
+def test_job_states_have_their_own_table():
+    J = states.JobState
+    assert states.job_move_allowed(J.QUEUED, J.RUNNING)
+    assert states.job_move_allowed(J.RUNNING, J.QUEUED)          # retry / lease lost
+    assert states.job_move_allowed(J.RUNNING, J.DONE)
+    for finished in (J.DONE, J.FAILED):                          # never reopened
+        for new in (J.QUEUED, J.RUNNING, J.DONE, J.FAILED):
+            assert not states.job_move_allowed(finished, new)
+    assert states.job_sources(J.RUNNING) == (J.QUEUED, J.RUNNING)

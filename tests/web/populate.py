@@ -21,6 +21,7 @@ from am.service.aggregate import Aggregate
 from am.service.contract import Options, Principal
 from am.store import Store, open_store
 from drivers.fake import make_fake_site
+from tests.support import slice_urn
 
 AUTH = "geni-am:test"
 AM = f"urn:publicid:IDN+{AUTH}+authority+am"
@@ -31,10 +32,6 @@ TOKEN = "dashboard-token-0123456789abcdef"
 HOSTILE_ID = '<script>alert("x")</script>&amp;'
 AUDIT_ENTRIES = 120
 FAIL_REASON = "injected failure in fake provision"
-
-
-def slice_urn(name: str) -> str:
-    return f"urn:publicid:IDN+geni-am:test:sa+slice+{name}"
 
 
 def _node(client_id: str, stype: str, ifaces: tuple[str, ...] = ()) -> str:

@@ -19,6 +19,8 @@ from am.server import AmServer, ServerOptions
 from tests.conftest import require_tool
 from tests.web.populate import TOKEN
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--window-size=1280,1000")

@@ -7,7 +7,8 @@ import pytest
 from lxml import etree, html
 
 from am.web.topology import SVG_NS, StateColour
-from tests.web.populate import AUDIT_ENTRIES, FAIL_REASON, HOSTILE_ID, slice_urn
+from tests.support import slice_urn
+from tests.web.populate import AUDIT_ENTRIES, FAIL_REASON, HOSTILE_ID
 
 SVGQ = {"s": SVG_NS}
 

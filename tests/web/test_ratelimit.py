@@ -24,6 +24,8 @@ from am.web.login import COOKIE_NAME
 from am.web.ratelimit import Attempt, LoginLimiter, Lockout, client_address
 from tests.web.populate import TOKEN
 
+pytestmark = pytest.mark.slow
+
 GOOD = {"Authorization": f"Bearer {TOKEN}"}
 BAD = {"Authorization": "Bearer not-the-token"}
 

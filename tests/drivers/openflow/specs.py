@@ -1,15 +1,17 @@
 """Building OpenFlow sliver specs for the tests."""
 from __future__ import annotations
 
+from functools import partial
+
 from drivers.base import ResourceKind, SliverSpec
 from rspec.model import OFController, OFDatapath, OFGroup, OFMatch, OFPort, OpenFlowSliver, PacketMatch
+from tests import support
 
 AUTHORITY = "geni-am:oftest"
 SW = f"urn:publicid:IDN+{AUTHORITY}+node+sw1"
 
 
-def slice_urn(name: str) -> str:
-    return f"urn:publicid:IDN+{AUTHORITY}+slice+{name}"
+slice_urn = partial(support.slice_urn, authority=AUTHORITY)
 
 
 def sliver(controller: str, ports: tuple[int, ...] = (), *, dpid: str | None = None,

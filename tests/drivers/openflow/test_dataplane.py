@@ -7,7 +7,6 @@ apart.
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
@@ -15,8 +14,9 @@ from drivers.base import OperationalState, Usage
 from drivers.openflow.naming import cookie_match
 from tests.drivers.openflow.conftest import HOSTS, PHYS, PHYS_DPID, in_ns, ns
 from tests.drivers.openflow.specs import spec, sliver
+from tests.support import wait_until
 
-pytestmark = pytest.mark.usefixtures("topology")
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("topology")]
 
 
 def pings(src: int, dst_ip: str, *, source: str | None = None, count: int = 3) -> bool:
@@ -34,7 +34,8 @@ def tcp_echo(src: int, dst: int, port: int = 5601) -> str:
          f"s.bind(('{HOSTS[dst]}',{port}));s.listen(1);s.settimeout(10);c,_=s.accept();"
          "c.sendall(c.recv(100).upper());c.close()"])
     try:
-        time.sleep(0.3)
+        wait_until(lambda: in_ns(dst, "ss", "-ltnH", f"sport = :{port}", check=False).stdout.strip(),
+                   f"the server in {dst} to listen on {port}", timeout=10)
         out = in_ns(src, "python3", "-c",
                     "import socket;c=socket.create_connection"
                     f"(('{HOSTS[dst]}',{port}),timeout=5);c.sendall(b'hello slice');"

@@ -12,6 +12,8 @@ from drivers.openflow.naming import cookie_match
 from tests.drivers.openflow.conftest import AUTHORITY, PHYS
 from tests.drivers.openflow.specs import spec, sliver
 
+pytestmark = pytest.mark.root
+
 CTL = "tcp:127.0.0.1:9"      # nothing listens: the slice bridge keeps retrying, harmlessly
 
 

@@ -11,8 +11,12 @@ import string
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from drivers.ovs import OVSInstance
 from drivers.registry import load_site
+
+pytestmark = pytest.mark.root
 
 SAMPLE = Path(__file__).resolve().parents[3] / "docs" / "inventory-this-host.toml"
 

@@ -3,6 +3,7 @@ slice's overlapping flowspace refused at Allocate, Provision through the job run
 os-ken controller gets its switch, h1 reaches h2), Delete leaves nothing in OVS."""
 from __future__ import annotations
 
+from functools import partial
 import pytest
 from lxml import etree
 
@@ -14,6 +15,9 @@ from am.service.contract import Options, Principal
 from am.store import open_store
 from drivers.registry import Site
 from tests.drivers.openflow.conftest import AUTHORITY, HOSTS, PHYS, PHYS_DPID, in_ns
+from tests import support
+
+pytestmark = pytest.mark.root
 
 AM = f"urn:publicid:IDN+{AUTHORITY}+authority+am"
 SW = f"urn:publicid:IDN+{AUTHORITY}+node+sw1"
@@ -21,8 +25,7 @@ ALICE = Principal(urn=f"urn:publicid:IDN+{AUTHORITY}:sa+user+alice")
 OF = "http://www.geni.net/resources/rspec/ext/openflow/3"
 
 
-def slice_urn(name: str) -> str:
-    return f"urn:publicid:IDN+{AUTHORITY}:sa+slice+{name}"
+slice_urn = partial(support.slice_urn, authority=f"{AUTHORITY}:sa")
 
 
 def of_request(controller: str, ports: tuple[int, ...], packet: str = "") -> str:

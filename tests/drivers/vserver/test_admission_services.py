@@ -55,6 +55,7 @@ def test_node_admission(driver):
     assert driver.admit(other, usage()).reason_code == "BADARGS"
 
 
+@pytest.mark.root
 def test_install_and_execute_run_inside_the_sliver(driver, tmp_path):
     tarball = tmp_path / "app.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
@@ -82,6 +83,7 @@ def test_install_and_execute_run_inside_the_sliver(driver, tmp_path):
     assert "nsenter --net=/run/netns/" in driver.operator_shell(spec.sliver_urn)
 
 
+@pytest.mark.root
 def test_missing_install_fails_precisely(driver):
     spec = node("nofile", [], installs=(Install("file:///nonexistent/x.tgz", "/local"),))
     with pytest.raises(DriverError, match="no such file"):
@@ -115,6 +117,7 @@ def test_inventory_component(driver):
     assert driver.capabilities.links
 
 
+@pytest.mark.root
 def test_update_users_rewrites_keys(driver):
     c = chain()
     driver.provision(c.h1)

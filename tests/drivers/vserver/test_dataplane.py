@@ -1,6 +1,8 @@
 """Real data plane through the driver: h1 - r1 - h2, forwarding, order independence, Delete."""
 from __future__ import annotations
 
+import pytest
+
 import random
 import subprocess
 import threading
@@ -10,6 +12,8 @@ from dataclasses import replace
 from drivers import hostnet
 from drivers.base import Action, OperationalState
 from tests.drivers.vserver.helpers import chain, link, node, ours, ping, snapshot
+
+pytestmark = pytest.mark.root
 
 
 def _gone(driver, before, timeout=3.0):

@@ -16,6 +16,9 @@ from drivers.vserver.cgroups import CgroupLayout
 from drivers.vserver.config import parse_settings
 from tests.drivers.vserver.conftest import driven, make_driver
 from tests.drivers.vserver.helpers import AUTH, link, node
+from tests.support import wait_until
+
+pytestmark = pytest.mark.root
 
 WORKLOADS = str(Path(__file__).with_name("workloads.py"))
 FORKBOMB = str(Path(__file__).with_name("forkbomb.py"))
@@ -68,9 +71,12 @@ def test_cpu_hog_takes_no_more_than_its_share(driver):
     for spec in (good, bad):
         driver.provision(spec)
     alone = _spin(driver, good)
+    procs = driver.cgroups.dir("cpu", driver.node_handle(bad.sliver_urn)) / "cgroup.procs"
+    before = len(procs.read_text().split())
     hog = subprocess.Popen(driver.sliver_argv(bad.sliver_urn, [PY, WORKLOADS, "hog", "3", "3"]),
                            stdout=subprocess.PIPE, text=True)
-    time.sleep(0.3)
+    wait_until(lambda: len(procs.read_text().split()) >= before + 3, "the hog's processes",
+               timeout=15)
     beside = _spin(driver, good)
     hog_cpu = float(hog.communicate(timeout=30)[0])
     loss = (1 - beside / alone) * 100

@@ -30,6 +30,8 @@ from tests.drivers.vserver.helpers import chain, node
 from tests.drivers.vserver.sshclient import banner, keypair, port_open, refused, ssh
 from tests.drivers.vserver.test_through_am import GA, _node, start_am
 
+pytestmark = pytest.mark.root
+
 
 
 @pytest.fixture(autouse=True)

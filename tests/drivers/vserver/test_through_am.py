@@ -17,6 +17,8 @@ from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
 from tests.api.conftest import base_settings, fx, trust_dir  # noqa: F401 - fixtures
 from tests.drivers.vserver.helpers import ours, snapshot
 
+pytestmark = pytest.mark.root
+
 GA = "http://geni-am.org/resources/rspec/ext/geniam/1"
 
 

@@ -1,0 +1,169 @@
+"""Emulated NetFPGA figures: forwarded throughput through one slot against a plain veth path,
+and 10,000 routes synced into a slot with the card's pipeline running them.
+
+Everything real: an emulated card process (its OVS userspace pipeline in its own namespace),
+hosts as network namespaces wired to the card's ports, iperf3 for throughput. Run as root:
+    .venv/bin/python bench/bench_netfpga.py [--seconds 5] [--runs 3] [--routes 10000]
+Names carry the prefix `bnf`; everything is removed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from drivers import hostnet
+from drivers.base import (Action, ForwardingMode, InterfaceSpec, OperationalState, ResourceKind,
+                          SliverSpec)
+from drivers.netfpga import NetFPGADriver
+from drivers.netfpga.card import EmulatedCard
+from rspec.model import Route
+
+AUTH = "geni-am:bench"
+CARD = f"urn:publicid:IDN+{AUTH}+node+nf1"
+
+
+def slot_spec(name: str, ifaces: list[tuple[str, str]], routes: tuple[Route, ...]) -> SliverSpec:
+    """A data plane on the card: (port, own address) per interface."""
+    return SliverSpec(
+        sliver_urn=f"urn:publicid:IDN+{AUTH}+sliver+{name}", slice_urn=f"urn:{name}",
+        client_id=name, kind=ResourceKind.NODE, component_id=CARD, sliver_type="netfpga-vdp",
+        router=True, forwarding=ForwardingMode.HARDWARE,
+        interfaces=tuple(InterfaceSpec(f"{name}:if{i}", f"eth{i}", ((addr, "255.255.255.0"),),
+                                       port=f"urn:publicid:IDN+{AUTH}+interface+nf1:{port}")
+                         for i, (port, addr) in enumerate(ifaces)),
+        routes=routes)
+
+
+def wire_host(ns: str, dev: str, cidr: str, gateway: str | None) -> None:
+    """A namespace holding `dev` (moved in) with one address and a default route."""
+    hostnet.netns_add(ns)
+    hostnet.link_move(dev, ns)
+    hostnet.link_set(ns, dev, up=True)
+    hostnet.addr_replace(ns, dev, cidr)
+    if gateway:
+        hostnet.route_replace(ns, "default", gateway=gateway)
+    subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"],
+                   capture_output=True, check=False)
+
+
+def iperf(client: str, server: str, address: str, seconds: float) -> float:
+    """TCP throughput client -> server in Gbit/s (what the receiver got)."""
+    srv = subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", "5299"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while ":5299" not in subprocess.run(["ip", "netns", "exec", server, "ss", "-Hltn"],
+                                            capture_output=True, text=True).stdout:
+            if time.monotonic() > deadline:
+                raise RuntimeError("iperf3 server did not start")
+            time.sleep(0.05)
+        out = subprocess.run(["ip", "netns", "exec", client, "iperf3", "-c", address, "-p", "5299",
+                              "-t", str(seconds), "-J"], capture_output=True, text=True,
+                             timeout=seconds + 30).stdout
+        result = json.loads(out)
+        if "error" in result:
+            raise RuntimeError(f"iperf3: {result['error']}")
+        return result["end"]["sum_received"]["bits_per_second"] / 1e9
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def wait_ping(ns: str, address: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", address],
+                         capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{ns} cannot reach {address}")
+
+
+@contextmanager
+def emulated_card(tmp: str, prefix: str, **config) -> Iterator[tuple[NetFPGADriver, EmulatedCard]]:
+    driver = NetFPGADriver({"state_dir": f"{tmp}/{prefix}", "apply_timeout_s": 120.0, **config},
+                           [{"name": "nf1", "extra": {"iface_prefix": prefix}}], authority=AUTH)
+    card = driver.emulated_card(driver.inventory()[0])
+    try:
+        card.start()
+        yield driver, card
+    finally:
+        card.stop()
+        card.cleanup()
+        driver.close()
+
+
+def throughput(tmp: str, seconds: float, runs: int) -> tuple[float, float]:
+    """(Gbit/s through one emulated slot, Gbit/s over a plain veth pair), medians."""
+    spaces = ["bnfh1", "bnfh2", "bnfv1", "bnfv2"]
+    try:
+        with emulated_card(tmp, "bnfa") as (driver, card):
+            spec = slot_spec("r", [("nf0", "10.91.1.1"), ("nf1", "10.91.2.1")],
+                             (Route("10.91.1.0/24", None, "r:if0"),
+                              Route("10.91.2.0/24", None, "r:if1")))
+            driver.provision(spec)
+            assert driver.perform(spec, Action.START.value) is OperationalState.READY
+            wire_host("bnfh1", card.names.wire(0), "10.91.1.2/24", "10.91.1.1")
+            wire_host("bnfh2", card.names.wire(1), "10.91.2.2/24", "10.91.2.1")
+            wait_ping("bnfh1", "10.91.2.2")
+            wait_ping("bnfh2", "10.91.1.2")
+            slot = [iperf("bnfh1", "bnfh2", "10.91.2.2", seconds) for _ in range(runs)]
+            print(f"netfpga: counters of the slot: {driver.live_status(spec)}")
+        hostnet.veth_add("bnfva", "bnfvb")
+        wire_host("bnfv1", "bnfva", "10.92.0.1/24", None)
+        wire_host("bnfv2", "bnfvb", "10.92.0.2/24", None)
+        wait_ping("bnfv1", "10.92.0.2")
+        veth = [iperf("bnfv1", "bnfv2", "10.92.0.2", seconds) for _ in range(runs)]
+    finally:
+        for ns in spaces:
+            hostnet.netns_delete(ns)
+    return statistics.median(slot), statistics.median(veth)
+
+
+def route_sync(tmp: str, n: int) -> None:
+    base = int(ipaddress.IPv4Address("11.0.0.0"))
+    table = tuple(Route(f"{ipaddress.IPv4Address(base + (i << 8))}/24", "10.93.1.254", "s:if0")
+                  for i in range(n))
+    with emulated_card(tmp, "bnfb", route_table_size=n) as (driver, card):
+        spec = slot_spec("s", [("nf0", "10.93.1.1")], ())
+        driver.provision(spec)
+        assert driver.perform(spec, Action.START.value) is OperationalState.READY
+        comp = driver.inventory()[0]
+        t0 = time.perf_counter()
+        driver.set_routes(spec, table)               # registers written, then the pipeline
+        t_all = time.perf_counter() - t0
+        flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-aggregate",
+                                card.names.bridge, "table=2"], capture_output=True, text=True,
+                               env={"OVS_RUNDIR": comp.extra["card_rundir"], "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+                               check=True).stdout
+        count = int(flows.split("flow_count=")[1].split()[0])
+        print(f"netfpga: {n} routes synced into a slot and running in its pipeline: "
+              f"{t_all:.2f} s ({count - 1} route flows in table 2)")
+        changed = table[:-100] + tuple(Route(f"12.{i}.0.0/16", "10.93.1.254", "s:if0")
+                                       for i in range(100))
+        t0 = time.perf_counter()
+        driver.set_routes(spec, changed)
+        print(f"netfpga: then 100 of them replaced (a diff): {time.perf_counter() - t0:.2f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0, help="iperf3 run length")
+    ap.add_argument("--runs", type=int, default=3, help="iperf3 runs per path (median)")
+    ap.add_argument("--routes", type=int, default=10_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-netfpga-") as tmp:
+        slot, veth = throughput(tmp, args.seconds, args.runs)
+        print(f"netfpga: forwarded TCP through one emulated slot: {slot:.2f} Gbit/s; plain veth "
+              f"path: {veth:.2f} Gbit/s; ratio {slot / veth:.3f}")
+        route_sync(tmp, args.routes)
+
+
+if __name__ == "__main__":
+    main()

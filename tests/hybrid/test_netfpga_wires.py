@@ -1,0 +1,191 @@
+"""NetFPGA slivers linked to containers through the whole AM, on an emulated card that really
+forwards (root: namespaces, cgroups, a card process with its private OVS).
+
+h1 - r1 - h2: h1 and h2 are vserver containers, r1 is either a `netfpga-vdp` node on the card
+or a hybrid router (control plane in a container, forwarding in a slot). Each link plugs the
+container into one of the card's ports (a wire link). Packets cross the slot with their TTL
+decremented by one; a route change pushed with geniam_sync_routes is in force once the action
+is done; Delete gives the card its wires back.
+"""
+from __future__ import annotations
+
+import random
+import re
+import string
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from am.app import build_runtime
+from drivers import hostnet
+from tests.api.conftest import SLICE, ApiClient, code_of
+from tests.conftest import require_tool
+from tests.hybrid.conftest import AM, GA, InlineQueue, manifest_nodes, release_and_close
+
+pytestmark = pytest.mark.root
+
+AUTH = "geni-am:test"
+VS1 = f"urn:publicid:IDN+{AUTH}+node+vs1"
+NF1 = f"urn:publicid:IDN+{AUTH}+node+nf1"
+TAG = "".join(random.choices(string.ascii_lowercase, k=3))
+CARD_PREFIX = f"w{TAG}"
+SYNC = "geniam_sync_routes"
+
+
+def inventory(tmp_path) -> str:
+    return f'''
+[drivers.vserver]
+name_prefix = "v{TAG}"
+state_dir = "{tmp_path}/vs"
+cpu = 2
+memory_mb = 4096
+
+[drivers.netfpga]
+state_dir = "{tmp_path}/netfpga"
+
+[[components]]
+name = "vs1"
+driver = "vserver"
+
+[[components]]
+name = "nf1"
+driver = "netfpga"
+[components.extra]
+iface_prefix = "{CARD_PREFIX}"
+card_file = "{tmp_path}/card/nf1.card"
+card_rundir = "{tmp_path}/card/run"
+'''
+
+
+@pytest.fixture
+def am(base_settings, tmp_path, gcf_fixtures, fx) -> Iterator[AM]:
+    for tool in ("ovs-vswitchd", "ip", "ping", "ethtool"):
+        require_tool(tool)
+    path = tmp_path / "inventory.toml"
+    path.write_text(inventory(tmp_path))
+    queue = InlineQueue()
+    settings = base_settings.replace(state_dir=str(tmp_path / "am"), inventory=str(path))
+    rt = build_runtime(settings, job_queue=lambda s: (queue, []))
+    queue.store, queue.site = rt.store, rt.site
+    netfpga = rt.site.drivers["netfpga"]
+    card = netfpga.emulated_card(netfpga.inventory()[0])
+    client = ApiClient(rt.app.test_client(), (gcf_fixtures / "alice-cert.pem").read_text())
+    try:
+        card.start()
+        yield AM(client, rt, [fx.cred("slice-cred-alice")], "")
+    finally:
+        release_and_close(rt)
+        card.stop()
+        card.cleanup()
+
+
+def _iface(cid: str, addr: str) -> str:
+    return (f'<interface client_id="{cid}"><ip address="{addr}" netmask="255.255.255.0" '
+            'type="ipv4"/></interface>')
+
+
+def _routes(*routes: tuple[str, str, str]) -> str:
+    """(destination, gateway or "", interface or "") triples as ga:route elements."""
+    out = []
+    for dest, gw, iface in routes:
+        attrs = f' destination="{dest}"' + (f' gateway="{gw}"' if gw else "") + \
+            (f' interface="{iface}"' if iface else "")
+        out.append(f"<ga:route{attrs}/>")
+    return "".join(out)
+
+
+R1_ROUTES = (("10.84.1.0/24", "", "r1:if0"), ("10.84.2.0/24", "", "r1:if1"))
+
+
+def request(router: str) -> str:
+    """h1 (10.84.1.2) - r1 - h2 (10.84.2.2); `router` is r1's node element."""
+    hosts = ""
+    for n, (mine, far) in ((1, ("10.84.1", "10.84.2")), (2, ("10.84.2", "10.84.1"))):
+        hosts += (f'<node client_id="h{n}" component_id="{VS1}" exclusive="false">'
+                  f'<sliver_type name="vserver-container"/>{_iface(f"h{n}:if0", f"{mine}.2")}'
+                  f'<ga:node>{_routes((f"{far}.0/24", f"{mine}.1", ""))}</ga:node></node>')
+    links = "".join(f'<link client_id="l{n}"><interface_ref client_id="{a}"/>'
+                    f'<interface_ref client_id="{b}"/></link>'
+                    for n, (a, b) in ((1, ("h1:if0", "r1:if0")), (2, ("r1:if1", "h2:if0"))))
+    return (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" '
+            f'type="request">{hosts}{router}{links}</rspec>')
+
+
+def vdp_router() -> str:
+    return (f'<node client_id="r1" component_id="{NF1}" exclusive="false">'
+            f'<sliver_type name="netfpga-vdp"/>{_iface("r1:if0", "10.84.1.1")}'
+            f'{_iface("r1:if1", "10.84.2.1")}<ga:node router="true">{_routes(*R1_ROUTES)}'
+            '</ga:node></node>')
+
+
+def hybrid_router() -> str:
+    return (f'<node client_id="r1" component_id="{VS1}" exclusive="false">'
+            f'<sliver_type name="vserver-container"/>{_iface("r1:if0", "10.84.1.1")}'
+            f'{_iface("r1:if1", "10.84.2.1")}<ga:node router="true" forwarding="hardware">'
+            f'{_routes(*R1_ROUTES)}</ga:node></node>')
+
+
+def ping(ns: str, dst: str, wait: float = 1) -> int | None:
+    """The TTL of the reply, None when there was none."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "ping", "-n", "-c", "1", "-W", str(wait),
+                          dst], capture_output=True, text=True, check=False).stdout
+    found = re.search(r"ttl=(\d+)", out)
+    return int(found.group(1)) if found else None
+
+
+def wait_ping(ns: str, dst: str, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while (ttl := ping(ns, dst)) is None:
+        assert time.monotonic() < deadline, f"{ns} never reached {dst}"
+    return ttl
+
+
+def up(am: AM, rspec: str) -> dict[str, str]:
+    """Allocate + Provision; every sliver ready; client_id -> sliver URN."""
+    alloc = am.allocate(rspec)
+    assert code_of(alloc) == 0, alloc
+    urns = {cid: n.get("sliver_id") for cid, n in manifest_nodes(alloc["value"]).items()}
+    value = am.provision([SLICE])                            # nodes and links
+    every = [s["geni_sliver_urn"] for s in value["geni_slivers"]]
+    assert set(am.wait_for(every, "geni_ready").values()) == {"geni_ready"}
+    return urns
+
+
+def container_ns(am: AM, urn: str) -> str:
+    return am.rt.site.drivers["vserver"].naming.node(urn)
+
+
+def test_a_netfpga_node_forwards_between_two_containers(am: AM):
+    urns = up(am, request(vdp_router()))
+    h1, h2 = container_ns(am, urns["h1"]), container_ns(am, urns["h2"])
+    assert wait_ping(h1, "10.84.2.2") == 63                 # h2's 64, one hop through the slot
+    assert wait_ping(h2, "10.84.1.2") == 63
+    deadline = time.monotonic() + 5                         # the card counts every 0.5 s
+    while True:
+        text = am.ok("Status", [urns["r1"]], am.cred, {})["geni_slivers"][0][
+            "geni_resource_status"]
+        assert text.startswith("emulated NetFPGA card nf1 slot"), text
+        if re.search(r"packets: \d+ in, [1-9]\d* forwarded", text):
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+    wires = [f"{CARD_PREFIX}p0", f"{CARD_PREFIX}p1"]
+    assert all(hostnet.find_link(None, w) is None for w in wires)    # plugged into h1, h2
+    assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0
+    assert all(hostnet.find_link(None, w) is not None for w in wires)  # back with the card
+
+
+def test_hybrid_router_forwards_in_the_slot_and_route_changes_take_effect(am: AM):
+    urns = up(am, request(hybrid_router()))
+    h1 = container_ns(am, urns["h1"])
+    assert wait_ping(h1, "10.84.2.2") == 63
+    withdrawn = [{"destination": "10.84.1.0/24", "interface": "r1:if0"}]
+    assert code_of(am.poa([urns["r1"]], SYNC, {"geniam_routes": withdrawn})) == 0
+    am.wait_for([urns["r1"]], "geni_ready")
+    assert ping(h1, "10.84.2.2", wait=0.5) is None           # h2's replies have no way back
+    back = [{"destination": d, "interface": i} for d, _g, i in R1_ROUTES]
+    assert code_of(am.poa([urns["r1"]], SYNC, {"geniam_routes": back})) == 0
+    am.wait_for([urns["r1"]], "geni_ready")
+    assert ping(h1, "10.84.2.2") == 63                       # in force: no waiting

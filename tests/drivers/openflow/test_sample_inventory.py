@@ -51,7 +51,9 @@ def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_p
                      ('"/var/lib/geni-am/vserver"', f'"{tmp_path / "vserver"}"'),
                      ('name_prefix = "gam"', 'name_prefix = "gsi"'),
                      ('"port1"', f'"{ports[0]}"'), ('"port2"', f'"{ports[1]}"'),
-                     ('"br-gam"', f'"{bridge}"')):
+                     ('"br-gam"', f'"{bridge}"'),
+                     ('"/var/lib/geni-am/netfpga', f'"{tmp_path / "netfpga"}'),
+                     ('iface_prefix = "gnf"', f'iface_prefix = "n{tag[:3]}"')):
         assert old in text, f"the sample no longer contains {old}"
         text = text.replace(old, new)
     inventory = tmp_path / "inventory.toml"
@@ -68,7 +70,7 @@ def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_p
         site = load_site(str(inventory), authority="geni-am:localhost")
         try:
             names = {c.name: c for c in site.components}
-            assert set(names) == {"vs1", "ovs1"}
+            assert set(names) == {"vs1", "ovs1", "nf1"}
             assert names["vs1"].driver == "vserver" and names["ovs1"].driver == "openflow"
             assert names["ovs1"].dpid == "00:00:00:00:00:00:00:01"
             assert sorted(p.num for p in names["ovs1"].ports) == [1, 2]

@@ -125,10 +125,82 @@ def throughput(tmp: str, seconds: float, runs: int) -> tuple[float, float]:
     return statistics.median(slot), statistics.median(veth)
 
 
+def udp(client: str, server: str, address: str, port: int, seconds: float,
+        mbps: float) -> subprocess.Popen:
+    """Start an iperf3 UDP stream at `mbps`; `udp_result` reads it."""
+    subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", str(port)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while f":{port}" not in subprocess.run(["ip", "netns", "exec", server, "ss", "-Hltn"],
+                                          capture_output=True, text=True).stdout:
+        if time.monotonic() > deadline:
+            raise RuntimeError("iperf3 server did not start")
+        time.sleep(0.05)
+    return subprocess.Popen(["ip", "netns", "exec", client, "iperf3", "-c", address, "-p",
+                             str(port), "-u", "-b", f"{mbps}M", "-t", str(seconds), "-J"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def udp_result(proc: subprocess.Popen, seconds: float) -> tuple[float, float]:
+    """(received Mbit/s, loss %) of a stream `udp` started."""
+    out, _ = proc.communicate(timeout=seconds + 30)
+    result = json.loads(out)
+    if "error" in result:
+        raise RuntimeError(f"iperf3: {result['error']}")
+    s = result["end"]["sum"]
+    received = s["bytes"] * 8 * (1 - s["lost_percent"] / 100) / s["seconds"] / 1e6
+    return received, s["lost_percent"]
+
+
+def slots_forwarding(tmp: str, slots: int, seconds: float, mbps: float) -> tuple[float, float]:
+    """`slots` data planes on one emulated card forwarding at once, each its own UDP stream
+    of `mbps` between its own two hosts (ports 2s, 2s+1): (aggregate Mbit/s received, mean
+    loss %). The card has 2 ports per slot."""
+    spaces: list[str] = []
+    try:
+        with emulated_card(tmp, f"bnfs{slots}", ports=max(4, 2 * slots),
+                           slots=max(4, slots)) as (driver, card):
+            pairs = []
+            for s in range(slots):
+                net = [f"10.{100 + s}.1", f"10.{100 + s}.2"]
+                spec = slot_spec(f"f{s}", [(f"nf{2 * s}", f"{net[0]}.1"),
+                                           (f"nf{2 * s + 1}", f"{net[1]}.1")],
+                                 (Route(f"{net[0]}.0/24", None, f"f{s}:if0"),
+                                  Route(f"{net[1]}.0/24", None, f"f{s}:if1")))
+                driver.provision(spec)
+                assert driver.perform(spec, Action.START.value) is OperationalState.READY
+                a, b = f"bnfs{s}a", f"bnfs{s}b"
+                spaces += [a, b]
+                wire_host(a, card.names.wire(2 * s), f"{net[0]}.2/24", f"{net[0]}.1")
+                wire_host(b, card.names.wire(2 * s + 1), f"{net[1]}.2/24", f"{net[1]}.1")
+                wait_ping(a, f"{net[1]}.2")
+                wait_ping(b, f"{net[0]}.2")
+                pairs.append((a, b, f"{net[1]}.2"))
+            streams = [udp(a, b, addr, 5300 + i, seconds, mbps)
+                       for i, (a, b, addr) in enumerate(pairs)]
+            results = [udp_result(p, seconds) for p in streams]
+    finally:
+        for ns in spaces:
+            hostnet.netns_delete(ns)
+    return sum(r[0] for r in results), statistics.mean(r[1] for r in results)
+
+
 def route_sync(tmp: str, n: int) -> None:
     base = int(ipaddress.IPv4Address("11.0.0.0"))
     table = tuple(Route(f"{ipaddress.IPv4Address(base + (i << 8))}/24", "10.93.1.254", "s:if0")
                   for i in range(n))
+    registers = NetFPGADriver({"state_dir": f"{tmp}/regs", "route_table_size": n,
+                               "card_process": False}, [{"name": "nf1"}], authority=AUTH)
+    try:
+        spec = slot_spec("s", [("nf0", "10.93.1.1")], ())
+        registers.provision(spec)
+        registers.perform(spec, Action.START.value)
+        t0 = time.perf_counter()
+        registers.set_routes(spec, table)
+        print(f"netfpga: {n} routes written into a slot's registers (no pipeline): "
+              f"{time.perf_counter() - t0:.2f} s")
+    finally:
+        registers.close()
     with emulated_card(tmp, "bnfb", route_table_size=n) as (driver, card):
         spec = slot_spec("s", [("nf0", "10.93.1.1")], ())
         driver.provision(spec)
@@ -139,7 +211,8 @@ def route_sync(tmp: str, n: int) -> None:
         t_all = time.perf_counter() - t0
         flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-aggregate",
                                 card.names.bridge, "table=2"], capture_output=True, text=True,
-                               env={"OVS_RUNDIR": comp.extra["card_rundir"], "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+                               env={"OVS_RUNDIR": comp.extra["card_rundir"],
+                                    "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
                                check=True).stdout
         count = int(flows.split("flow_count=")[1].split()[0])
         print(f"netfpga: {n} routes synced into a slot and running in its pipeline: "
@@ -157,12 +230,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="iperf3 run length")
     ap.add_argument("--runs", type=int, default=3, help="iperf3 runs per path (median)")
     ap.add_argument("--routes", type=int, default=10_000)
+    ap.add_argument("--slots", type=int, default=0,
+                    help="also: UDP through 1..N slots at once (aggregate and loss)")
+    ap.add_argument("--mbps", type=float, default=200.0, help="UDP rate per slot")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-netfpga-") as tmp:
         slot, veth = throughput(tmp, args.seconds, args.runs)
         print(f"netfpga: forwarded TCP through one emulated slot: {slot:.2f} Gbit/s; plain veth "
               f"path: {veth:.2f} Gbit/s; ratio {slot / veth:.3f}")
         route_sync(tmp, args.routes)
+        for n in range(1, args.slots + 1):
+            got, loss = slots_forwarding(tmp, n, args.seconds, args.mbps)
+            print(f"netfpga: {n} slot(s) at once, {args.mbps:g} Mbit/s UDP each: "
+                  f"{got:.0f} Mbit/s received in all, {loss:.1f}% lost")
 
 
 if __name__ == "__main__":

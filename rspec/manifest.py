@@ -56,6 +56,7 @@ class SliverState:
     allocation: str | None = None      # e.g. geni_allocated / geni_provisioned
     operational: str | None = None     # e.g. geni_notready / geni_ready / geni_failed
     error: str | None = None
+    resource_status: str | None = None  # what the substrate said (e.g. "emulated NetFPGA ...")
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _state_element(parent: etree._Element, state: SliverState | None,
     if sliver_id:
         se.set("sliver_id", sliver_id)
     if state is not None:
-        for name in ("allocation", "operational", "error"):
+        for name in ("allocation", "operational", "error", "resource_status"):
             value = getattr(state, name)
             if value is not None:
                 se.set(name, value)

@@ -53,20 +53,48 @@ def redis_server() -> Iterator[str]:
     if _redis_pings(6379):
         yield "redis://127.0.0.1:6379/0"
         return
-    binary = shutil.which("redis-server")
-    if not binary:
-        raise ServiceUnavailable("redis-server is not installed (apt-get install redis-server)")
     with tempfile.TemporaryDirectory(prefix="geniam-redis-") as d:
-        port = free_port()
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", d],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = RedisProcess(d)
+        server.start()
         try:
-            _wait(lambda: _redis_pings(port), "private redis-server", proc)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield server.url
         finally:
-            proc.terminate()
-            proc.wait(10)
+            server.stop()
+
+
+class RedisProcess:
+    """A private redis-server (no persistence) on one loopback port, which a test may kill and
+    start again on the same port (the chaos suite does)."""
+
+    def __init__(self, directory: str, port: int | None = None):
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise ServiceUnavailable("redis-server is not installed (apt-get install redis-server)")
+        self.binary, self.directory = binary, directory
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.directory],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: _redis_pings(self.port), "private redis-server", self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL: every queued message and connection is lost at once."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 def _pg_bin(name: str) -> str:
@@ -127,27 +155,55 @@ def _run_as_postgres(cmd: list[str]) -> None:
 
 
 def _start_private_postgres(d: str) -> str:
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    data, sock = os.path.join(d, "data"), os.path.join(d, "sock")
-    os.makedirs(sock)
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        for path in (d, sock):
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-    port = free_port()
-    _run_as_postgres([initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"])
-    opts = (f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off")
-    _run_as_postgres([pg_ctl, "-D", data, "-l", os.path.join(d, "log"), "-o", opts, "-w", "start"])
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    _wait(lambda: _psql_ok(url), "private PostgreSQL")
-    return url
+    cluster = PostgresCluster(d)
+    cluster.create()
+    cluster.start()
+    return cluster.base_url
 
 
 def _stop_private_postgres(d: str) -> None:
-    with contextlib.suppress(Exception):
-        _run_as_postgres([_pg_bin("pg_ctl"), "-D", os.path.join(d, "data"), "-m", "immediate", "stop"])
-    shutil.rmtree(d, ignore_errors=True)
+    PostgresCluster(d).destroy()
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster (initdb) in `directory`, on a free loopback port, that a
+    test may stop and start again (the chaos suite restarts it under load). fsync is off: the
+    data need not survive the machine, only the server."""
+
+    def __init__(self, directory: str, port: int | None = None):
+        self.directory = directory
+        self.data = os.path.join(directory, "data")
+        self.sock = os.path.join(directory, "sock")
+        self.port = port or free_port()
+
+    @property
+    def base_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def create(self) -> None:
+        os.makedirs(self.sock, exist_ok=True)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            for path in (self.directory, self.sock):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        _run_as_postgres([_pg_bin("initdb"), "-D", self.data, "-A", "trust", "-U", "postgres",
+                          "--no-sync"])
+
+    def start(self) -> None:
+        opts = (f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        _run_as_postgres([_pg_bin("pg_ctl"), "-D", self.data, "-l",
+                          os.path.join(self.directory, "log"), "-o", opts, "-w", "start"])
+        _wait(lambda: _psql_ok(self.base_url), "private PostgreSQL")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`immediate` is a crash as far as clients can tell (no goodbye, recovery at start)."""
+        _run_as_postgres([_pg_bin("pg_ctl"), "-D", self.data, "-m", mode, "-w", "stop"])
+
+    def destroy(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop("immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _wait(ok, what: str, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:

@@ -166,9 +166,11 @@ def users_option(value: Any, what: str = "geni_users") -> tuple[UserKeys, ...]:
 def options_arg(value: Any) -> Options:
     """Type-check the options the service uses; keep all of them in `extra`."""
     options = require_struct(value, "options")
-    end_time = None
+    end_time = start_time = None
     if "geni_end_time" in options:
         end_time = parse_time(options["geni_end_time"], "option geni_end_time")
+    if "geni_start_time" in options:
+        start_time = parse_time(options["geni_start_time"], "option geni_start_time")
     users: tuple[UserKeys, ...] = ()
     if "geni_users" in options:
         users = users_option(options["geni_users"])
@@ -178,6 +180,7 @@ def options_arg(value: Any) -> Options:
         raise badargs("option geni_speaking_for must be a user URN")
     return Options(
         best_effort=_bool_option(options, "geni_best_effort"),
+        start_time=start_time,
         end_time=end_time,
         extend_alap=_bool_option(options, "geni_extend_alap"),
         users=users,

@@ -17,14 +17,15 @@ from am.auth import Authorizer
 from am.config import Settings
 from am.errors import GeniCode, GeniError
 from am.service.contract import AggregateService, ManifestResult, Options, Principal
+from am.service.images import Images
 
 
 # Every method is in exactly one of these (MethodTable checks). A state-changing call, refused
 # or not, is answered only once its audit entry is committed (am/api/audit.py); read-only calls
 # are audited without waiting.
 STATE_CHANGING = frozenset({"Allocate", "Renew", "Provision", "PerformOperationalAction",
-                            "Delete", "Shutdown", "Update"})
-READ_ONLY = frozenset({"GetVersion", "ListResources", "Describe", "Status"})
+                            "Delete", "Shutdown", "Update", "CreateImage", "DeleteImage"})
+READ_ONLY = frozenset({"GetVersion", "ListResources", "Describe", "Status", "ListImages"})
 
 
 class V3:
@@ -49,6 +50,9 @@ class V3:
             "Delete": self.delete,
             "Shutdown": self.shutdown,
             "Update": self.update,
+            "CreateImage": self.create_image,
+            "ListImages": self.list_images,
+            "DeleteImage": self.delete_image,
         }, state_changing=STATE_CHANGING, read_only=READ_ONLY, audit=audit,
             envelope_extra={"geni_api": 3})
 
@@ -193,6 +197,38 @@ class V3:
         principal = self._principal(call, credentials, options, self._target_of(call, urns))
         slivers = self.service.delete(principal, list(urns.urns), options)
         return [values.sliver_struct(s) for s in slivers]
+
+    # -- the ProtoGENI image extension (same names and arguments) ---------------------------
+    def create_image(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("CreateImage", params,
+                         ("slice_urn", "image_name", "sliver_urn", "credentials", "options"))
+        slice_urn = args.slice_urn_arg(params[0])
+        name = args.require_string(params[1], "image_name")
+        sliver_urn = args.require_string(params[2], "sliver_urn")
+        credentials = args.credentials_arg(params[3])
+        options = args.options_arg(params[4])
+        principal = self._principal(call, credentials, options, slice_urn)
+        ref = Images(self.service).create(principal, slice_urn, name, sliver_urn)
+        return [ref.urn, ref.url]
+
+    def list_images(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("ListImages", params, ("creator_urn", "credentials", "options"))
+        creator = args.require_string(params[0], "creator_urn")
+        credentials = args.credentials_arg(params[1])
+        options = args.options_arg(params[2])
+        principal = self._principal(call, credentials, options, None)
+        return [{"urn": r.urn, "url": r.url, "name": r.name, "owner": r.owner,
+                 "creator": r.creator, "size": r.size}
+                for r in Images(self.service).list(principal, creator)]
+
+    def delete_image(self, call: Call, params: tuple[Any, ...]) -> Any:
+        args.check_arity("DeleteImage", params, ("image_urn", "credentials", "options"))
+        image_urn = args.require_string(params[0], "image_urn")
+        credentials = args.credentials_arg(params[1])
+        options = args.options_arg(params[2])
+        principal = self._principal(call, credentials, options, None)
+        Images(self.service).delete(principal, image_urn)
+        return True
 
     def shutdown(self, call: Call, params: tuple[Any, ...]) -> Any:
         args.check_arity("Shutdown", params, ("slice_urn", "credentials", "options"))

@@ -43,12 +43,28 @@ from am.errors import GeniCode, GeniError
 from am.jobs.queue import JobQueue, submit_all
 from am.service import driver_actions, hybrid
 from am.service.admission import AdmissionContention, Planned, allocate_locked
-from am.service.contract import ManifestResult, Options, Principal, SliverInfo, StatusResult
+from am.service.contract import (
+    ManifestResult,
+    Options,
+    Principal,
+    SliverInfo,
+    StatusResult,
+)
 from am.service.manifests import manifest_for
 from am.states import Alloc, Event, IllegalTransition, Op
-from am.store import pending
-from am.store import (Job, ReservationConflict, Slice, Sliver, Store, StoreError, spec_from_dict,
-                      spec_to_dict, utcnow)
+from am.store import (
+    Job,
+    ReservationConflict,
+    Slice,
+    Sliver,
+    Store,
+    StoreError,
+    pending,
+    spec_from_dict,
+    spec_to_dict,
+    utcnow,
+)
+from am.store.store import WindowConflict
 from credentials.errors import URNError
 from credentials.urn import parse_urn
 from drivers.base import DriverError, SubstrateDriver, UserKeys
@@ -69,6 +85,19 @@ KNOWN_ACTIONS = (*states.ACTIONS, "geni_updating_users_cancel")
 _UPDATING_REFUSAL = ("sliver {} is geni_updating: an Update waits for Provision (which "
                      "commits it) or expiry (which reverts it); operational actions are refused "
                      "until then, Delete works")
+
+
+#: Allocate option: provision an advance reservation at its start (the reaper does it).
+AUTO_PROVISION = "geniam_auto_provision"
+
+
+@dataclass(frozen=True)
+class Window:
+    """An advance reservation's window [starts, ends)."""
+
+    starts: datetime
+    ends: datetime
+    auto_provision: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +208,15 @@ class Aggregate:
         and XML-RPC-escaped forms by identity."""
         variant = bool(options.available_only)
         comps = self.site.components
+        if options.start_time is not None:   # availability in a window: never cached
+            start = options.start_time.replace(microsecond=0)
+            end = (options.end_time or start + timedelta(hours=1)).replace(microsecond=0)
+            if end <= start:
+                raise GeniError(GeniCode.BADARGS, f"geni_end_time {_iso(end)} is not after "
+                                                  f"geni_start_time {_iso(start)}")
+            with self._db(), self.store.read() as session:
+                return self._build_advertisement(comps, self.store.usage_between(
+                    session, start, end), variant)
         with self._db():
             hit = self._cached_advertisement(variant, self.store.current_generation(), comps)
         if hit is not None:
@@ -230,22 +268,74 @@ class Aggregate:
         except URNError as exc:
             raise GeniError(GeniCode.BADARGS, str(exc)) from None
         now = self.clock()
-        expires = self._expiry(now, self.settings.allocation_ttl_s, principal, options.end_time)
+        window = self._window(now, principal, options)
+        expires = (window.ends if window else
+                   self._expiry(now, self.settings.allocation_ttl_s, principal, options.end_time))
         with self._db(), self.store.read() as session:
             self._refuse_if_shut_down(self.store.find_slice(session, slice_urn))
         request = self._parse(request_xml)
         if not (request.nodes or request.links or request.openflow):
             raise GeniError(GeniCode.BADARGS, "the request names no resources at this aggregate")
-        place = partial(self._place, request, slice_urn)
+        if window is None:
+            place = partial(self._place, request, slice_urn)
+        else:   # placed on what is held in the window, whatever is held now
+            def place(_now_usage: Mapping[str, Usage]) -> Placement:
+                with self.store.read() as session:
+                    usage = self.store.usage_between(session, window.starts, window.ends)
+                    try:
+                        return self._place(request, slice_urn, usage)
+                    except GeniError as exc:   # name the windows it ran into
+                        named = [c.component_id for c in self.site.components
+                                 if c.component_id in exc.message]
+                        held = self.store.windows_on(session, named, window.starts,
+                                                     window.ends)
+                        if held:
+                            exc.message += "; in that window " + ", ".join(
+                                f"{c} is reserved from {_iso(b)} to {_iso(e)}"
+                                for c, b, e in held)
+                        raise
         with self._db(), self.store.read() as session:
             generation = self.store.usage_generation(session)   # before the usage it validates
-            usage = self.store.usage(session)
+            usage = self.store.usage(session) if window is None else {}
         planned = Planned(place(usage), generation)
         # settled and written under the placed components' admission locks
         # (am.service.admission): racing Allocates end as if run one after the other
         return self._admit(planned, place,
                            partial(self._write_allocation, principal, slice_urn, request,
-                                   expires), "nothing was allocated")
+                                   expires, window), "nothing was allocated")
+
+    def _window(self, now: datetime, principal: Principal, options: Options) -> Window | None:
+        """The advance reservation window asked for (gcf's geni_start_time and geni_end_time),
+        or None. OUTOFRANGE for a start in the past, a window longer than `max_lease_s` or
+        one ending after the slice credential; BADARGS for an end not after the start."""
+        if options.start_time is None:
+            return None
+        start = options.start_time.replace(microsecond=0)
+        if start <= now:
+            raise GeniError(GeniCode.OUTOFRANGE, f"geni_start_time {_iso(start)} is not in the "
+                                                 f"future (now {_iso(now)})")
+        cred = (principal.credential_expires.replace(microsecond=0)
+                if principal.credential_expires is not None else None)
+        longest = start + timedelta(seconds=self.settings.max_lease_s)
+        auto = bool(options.extra.get(AUTO_PROVISION))
+        if options.end_time is None:
+            end = min(filter(None, (longest, cred)))
+            if end <= start:
+                raise GeniError(GeniCode.OUTOFRANGE, f"the slice credential expires at "
+                                                     f"{_iso(end)}, before geni_start_time "
+                                                     f"{_iso(start)}")
+            return Window(start, end, auto)
+        end = options.end_time.replace(microsecond=0)
+        if end <= start:
+            raise GeniError(GeniCode.BADARGS, f"geni_end_time {_iso(end)} is not after "
+                                              f"geni_start_time {_iso(start)}")
+        if cred is not None and end > cred:
+            raise GeniError(GeniCode.OUTOFRANGE, f"the window ends at {_iso(end)}, after the "
+                                                 f"slice credential expires ({_iso(cred)})")
+        if end > longest:
+            raise GeniError(GeniCode.OUTOFRANGE, f"the window is longer than the longest lease "
+                                                 f"here ({self.settings.max_lease_s} s)")
+        return Window(start, end, auto)
 
     def _admit(self, planned: Planned, place, write, unchanged: str) -> ManifestResult:
         """`allocate_locked` with its failures as GENI errors (`unchanged` says what stayed)."""
@@ -272,7 +362,7 @@ class Aggregate:
         return placement
 
     def _write_allocation(self, principal: Principal, slice_urn: str, request,
-                          expires: datetime, session: Session,
+                          expires: datetime, window: Window | None, session: Session,
                           placement: Placement) -> ManifestResult:
         """The slivers, reservations and claims of a settled placement (inside the write
         transaction that holds their components' admission locks)."""
@@ -282,7 +372,8 @@ class Aggregate:
         rows: list[Sliver] = []
         # reserve in one global order, so racing writers on PostgreSQL cannot deadlock
         for planned in sorted(placement.slivers, key=lambda p: p.spec.component_id):
-            rows.append(self._new_row(session, slc, request, elements, expires, planned))
+            rows.append(self._new_row(session, slc, request, elements, expires, planned,
+                                      window=window))
         slc.expires = max(filter(None, (slc.expires, expires)))
         manifest = manifest_for(rows, am_urn=self.am_urn, foreign_xml=request.foreign_xml,
                                 expires=expires)
@@ -306,6 +397,12 @@ class Aggregate:
             self._refuse_if_shut_down(target.slice)
             self._require_live(target, "update")
             rows = target.slivers
+            waiting = next((r for r in rows if r.waiting), None)
+            if waiting is not None:
+                raise GeniError(GeniCode.UNSUPPORTED,
+                                f"sliver {waiting.urn} is an advance reservation (from "
+                                f"{_iso(waiting.starts)}); Update it after its start, or "
+                                "delete it and allocate again")
             before = {r.id: r.version for r in rows}
             held: dict[str, dict[str, float]] = {}
             for row in rows:
@@ -366,8 +463,9 @@ class Aggregate:
                            "the slice is unchanged")
 
     def _new_row(self, session: Session, slc: Slice, request, elements, expires: datetime,
-                 planned) -> Sliver:
-        """A new allocated sliver (reserved) for a planned one, as Allocate writes it."""
+                 planned, *, window: Window | None = None) -> Sliver:
+        """A new allocated sliver (reserved) for a planned one, as Allocate writes it (with a
+        window: an advance reservation, waiting for its start)."""
         spec = planned.spec
         row = Sliver(urn=spec.sliver_urn, slice=slc, client_id=spec.client_id,
                      kind=spec.kind.value, driver=planned.driver,
@@ -375,10 +473,12 @@ class Aggregate:
                      allocation_state=Alloc.UNALLOCATED.value, operational_state=None,
                      expires=expires, spec=spec_to_dict(spec),
                      element_xml=_element_for(request, elements, spec),
-                     facts={}, error="", resource_status="")
+                     facts={}, error="", resource_status="",
+                     starts=window.starts if window else None, waiting=window is not None,
+                     auto_provision=bool(window and window.auto_provision))
         session.add(row)
         self.store.transition(session, row, Event.ALLOCATE)
-        self.store.reserve(session, row, planned.demand, planned.claims)
+        self.store.reserve(session, row, planned.demand, planned.claims, now=self.clock())
         return row
 
     def _parse(self, request_xml: str):
@@ -430,12 +530,18 @@ class Aggregate:
                     raise GeniError(GeniCode.UNSUPPORTED, f"slice {target.slice_urn} has no "
                                                           "allocated slivers and no pending "
                                                           "update left to provision")
+            waiting = next((r for r in chosen if r.waiting), None)
+            if waiting is not None:
+                raise GeniError(GeniCode.UNAVAILABLE,
+                                f"sliver {waiting.urn} is reserved from {_iso(waiting.starts)}; "
+                                "it can be provisioned from then on (or Allocate with "
+                                f"{AUTO_PROVISION} to have it provisioned at its start)")
             done: list[Sliver] = []
             infos: list[SliverInfo] = []
             deleted: list[int] = []
             for row in chosen:
                 if row.operational_state == Op.UPDATING.value:   # commit a pending Update
-                    row.expires = expires
+                    row.expires = self._extend(session, row, expires)
                     job = self._commit_update(session, row)
                     if job is None:
                         deleted.extend(self._unallocate(session, row, Event.DELETE))
@@ -451,7 +557,8 @@ class Aggregate:
                         raise
                     infos.append(_info(row, error=exc.message))
                     continue
-                row.expires = expires
+                if row.starts is None:     # an advance reservation keeps its window's end
+                    row.expires = self._extend(session, row, expires)
                 queued.append(self.store.add_job(session, row, "provision",
                                                  {"start": True} if start else None,
                                                  flush=False))
@@ -467,6 +574,19 @@ class Aggregate:
             manifest = manifest_for(done, am_urn=self.am_urn, users=users, expires=expires)
         self._submit(jobs)
         return ManifestResult(manifest=manifest, slice_urn=target.slice_urn, slivers=tuple(infos))
+
+    def _extend(self, session: Session, row: Sliver, expires: datetime) -> datetime:
+        """`expires`, or the start of the first reservation window the sliver would run into
+        (UNAVAILABLE if that is now)."""
+        now = self.clock()
+        try:
+            self.store.extend(session, row, expires, now)
+            return expires
+        except WindowConflict as exc:
+            if exc.at <= max(now, row.expires):
+                raise GeniError(GeniCode.UNAVAILABLE, str(exc)) from None
+            self.store.extend(session, row, exc.at, now)
+            return exc.at
 
     def _commit_update(self, session: Session, row: Sliver) -> Job | None:
         """Provision of a geni_updating sliver: its update job (None for a pending removal,
@@ -629,6 +749,19 @@ class Aggregate:
                 if error:
                     infos.append(_info(row, error=error))
                     continue
+                try:
+                    self.store.extend(session, row, granted, now)
+                except WindowConflict as exc:
+                    if options.extend_alap and exc.at > row.expires:
+                        self.store.extend(session, row, exc.at, now)
+                        row.expires = exc.at
+                        infos.append(_info(row))
+                        continue
+                    if not options.best_effort:
+                        raise GeniError(GeniCode.OUTOFRANGE,
+                                        f"cannot renew to {_iso(granted)}: {exc}") from None
+                    infos.append(_info(row, error=f"cannot renew to {_iso(granted)}: {exc}"))
+                    continue
                 row.expires = granted
                 if row.pending_until is not None:   # a renewed pending Update waits as long
                     row.pending_until = granted
@@ -710,9 +843,26 @@ class Aggregate:
                                          Sliver.pending_until <= now)
                     .order_by(Sliver.id).with_for_update(skip_locked=True)):
                 pending.revert(session, self.store, row)   # an Update never provisioned
+            jobs.extend(self._start_windows(session, now))
             self.store.retire_empty_slices(session)
         self._submit(jobs)
         return expired
+
+    def _start_windows(self, session: Session, now: datetime) -> list[int]:
+        """Advance reservations whose window began: they hold like any live sliver from now
+        on, and those allocated with geniam_auto_provision are provisioned (jobs returned)."""
+        jobs: list[int] = []
+        start = self.settings.start_on_provision
+        for row in session.scalars(
+                select(Sliver).where(Sliver.waiting.is_(True), Sliver.starts <= now,
+                                     Sliver.allocation_state != Alloc.UNALLOCATED.value)
+                .order_by(Sliver.component_id, Sliver.id).with_for_update(skip_locked=True)):
+            self.store.start_waiting(session, row)
+            if row.auto_provision and not row.slice.shutdown:
+                self.store.transition(session, row, Event.PROVISION)
+                jobs.append(self.store.add_job(session, row, "provision",
+                                               {"start": True} if start else None).id)
+        return jobs
 
     # ---- plumbing ---------------------------------------------------------------------------
     def _submit(self, job_ids: list[int]) -> None:
@@ -742,7 +892,7 @@ def _info(row: Sliver, *, error: str | None = None, live: str | None = None) -> 
                       expires=row.expires, operational_status=row.operational_state,
                       error=row.error if error is None else error,
                       resource_status=live or row.resource_status or "", client_id=row.client_id,
-                      logins=ssh_commands(row))
+                      start_time=row.starts, logins=ssh_commands(row))
 
 
 def ssh_commands(row: Sliver) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ class SliverInfo:
     resource_status: str = ""
     client_id: str = ""
     logins: tuple[str, ...] = ()               # "ssh -p PORT user@host", once provisioned
+    start_time: datetime | None = None         # an advance reservation's geni_start_time
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Options:
     """The GENI options the service cares about, already type-checked by the API layer."""
 
     best_effort: bool = False
+    start_time: datetime | None = None         # Allocate/ListResources: geni_start_time
     end_time: datetime | None = None
     extend_alap: bool = False
     users: tuple[UserKeys, ...] = ()

@@ -29,7 +29,8 @@ def manifest_for(slivers: Iterable[Sliver], *, am_urn: str, users: Sequence[User
         spec = spec_from_dict(row.spec)
         facts = row.facts or {}
         state = SliverState(allocation=row.allocation_state, operational=row.operational_state,
-                            error=row.error or None)
+                            error=row.error or None,
+                            resource_status=row.resource_status or None)
         macs = facts.get("macs", {})
         if spec.kind is ResourceKind.NODE:
             provisioned = row.allocation_state == "geni_provisioned"

@@ -89,6 +89,12 @@ class Sliver(Base):
     # element, or a removal, with what the sliver holds before and after; None when none.
     pending: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     pending_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # An advance reservation (geni_start_time): its window is [starts, expires). `waiting`
+    # while the window has not begun: it holds capacity only in its window (its reservations
+    # are not in `Capacity.used`, its claims only in `holds`); the reaper starts it.
+    starts: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    waiting: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_provision: Mapped[bool] = mapped_column(Boolean, default=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -116,7 +122,7 @@ class Capacity(Base):
 
 class Reservation(Base):
     __tablename__ = "reservations"
-    __table_args__ = (Index(None, "sliver_id"),)
+    __table_args__ = (Index(None, "sliver_id"), Index(None, "component_id", "resource"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sliver_id: Mapped[int] = mapped_column(ForeignKey("slivers.id"))
@@ -135,6 +141,26 @@ class Claim(Base):
     component_id: Mapped[str] = mapped_column(URN)
     token: Mapped[str] = mapped_column(String(255))
     sliver_id: Mapped[int] = mapped_column(ForeignKey("slivers.id"))
+
+
+class Hold(Base):
+    """A sliver's hold on a component over time: a claim token (VLAN tag, slot) or the node's
+    use (shared, or exclusive). Two holds with one `key` (a hash of component and token) whose
+    times overlap conflict unless both are shared. On PostgreSQL an exclusion constraint on
+    (key, holder, tsrange(starts, ends)) enforces it (migration h18_windows); on SQLite
+    `Store.reserve` checks it under the database lock."""
+
+    __tablename__ = "holds"
+    __table_args__ = (Index(None, "key", "starts"), Index(None, "sliver_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sliver_id: Mapped[int] = mapped_column(ForeignKey("slivers.id"))
+    component_id: Mapped[str] = mapped_column(URN)
+    token: Mapped[str] = mapped_column(String(255))
+    key: Mapped[int] = mapped_column(BigInteger)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    starts: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Job(Base):

@@ -14,7 +14,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +36,7 @@ from am.store.models import (
     AuditEntry,
     Capacity,
     Claim,
+    Hold,
     Job,
     Reservation,
     Slice,
@@ -133,6 +144,61 @@ class AdmissionLock:
                 return False
             self._held.add(key)
         return True
+
+
+class WindowConflict(ReservationConflict):
+    """A reservation that would overlap another's window on the same component; `at` is when
+    the other window starts (the latest time this one could end instead)."""
+
+    def __init__(self, component_id: str, what: str, kind: str, starts: datetime,
+                 ends: datetime, at: datetime):
+        super().__init__(component_id, what, kind)
+        self.starts, self.ends, self.at = starts, ends, at
+        self.args = (f"{what} on {component_id} is reserved from {_iso(starts)} to "
+                     f"{_iso(ends)} by another reservation",)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hold_key(component_id: str, token: str) -> int:
+    """The `holds.key` of a token on a component: 63 bits of a keyed hash (a collision only
+    makes two tokens conflict, never lets two holders share one)."""
+    digest = hashlib.blake2b(f"{component_id.strip().lower()}\0{token}".encode(), digest_size=8,
+                             person=b"geniam-holds").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+#: The hold every node sliver has on its component: shared, or exclusive.
+USE_TOKEN = "use"
+
+
+def peak(intervals: Iterable[tuple[datetime, datetime, float]], start: datetime,
+         end: datetime, extra: float = 0.0, limit: float | None = None
+         ) -> tuple[float, datetime | None, tuple[datetime, datetime] | None]:
+    """The most held at once in [start, end) by `intervals` (begin, end, amount), and (when
+    `limit` is given) the first time the held amount plus `extra` exceeds it and the interval
+    that tipped it over. Half-open: an interval ending when another begins never overlaps it."""
+    events: list[tuple[datetime, int, float, tuple[datetime, datetime]]] = []
+    for b, e, amount in intervals:
+        b, e = max(b, start), min(e, end)
+        if b < e and amount:
+            events.append((b, 1, amount, (b, e)))
+            events.append((e, 0, -amount, (b, e)))
+    events.sort(key=lambda ev: (ev[0], ev[1]))     # ends before begins at the same instant
+    held = top = 0.0
+    first: datetime | None = None
+    culprit = None
+    for t, _, amount, iv in events:
+        held += amount
+        top = max(top, held)
+        if first is None and limit is not None and held + extra > limit + 1e-6:
+            first, culprit = t, iv
+    return top, first, culprit
 
 
 @dataclass(frozen=True)
@@ -383,13 +449,24 @@ class Store:
         return AdmissionLock(session, whole_database=self.dialect != "postgresql")
 
     def reserve(self, session: Session, sliver: Sliver, demand: Mapping[str, float],
-                claims: Iterable[str]) -> None:
+                claims: Iterable[str], *, now: datetime | None = None) -> None:
         """Reserve `demand` on the sliver's component and take its claims, or raise
-        ReservationConflict (the caller's transaction must then roll back)."""
+        ReservationConflict (the caller's transaction must then roll back). Over time too:
+        from now (or its window's start) to its expiry, nothing may overlap a reservation
+        window it conflicts with (`WindowConflict`). A `waiting` sliver (advance reservation)
+        holds its demand and claims only in its window."""
         comp = sliver.component_id
         mark_usage_changed(session)
+        now = now or utcnow()
+        start = sliver.starts if sliver.waiting and sliver.starts else now
+        holds = self._holds_of(sliver, claims)
+        self._check_windows(session, sliver, demand, holds, start, sliver.expires)
         for resource, amount in sorted(demand.items()):
             if amount <= 0:
+                continue
+            if sliver.waiting:      # held in its window only: not in what is used now
+                session.add(Reservation(sliver_id=sliver.id, component_id=comp,
+                                        resource=resource, amount=float(amount)))
                 continue
             try:
                 with session.begin_nested():
@@ -404,13 +481,116 @@ class Store:
                                  "(inventory not synchronised)")
             session.add(Reservation(sliver_id=sliver.id, component_id=comp, resource=resource,
                                     amount=float(amount)))
-        for token in sorted(set(claims)):
+        if not sliver.waiting:
+            for token in sorted(set(claims)):
+                try:
+                    with session.begin_nested():
+                        session.add(Claim(component_id=comp, token=token, sliver_id=sliver.id))
+                        session.flush()
+                except IntegrityError:
+                    raise ReservationConflict(comp, f"claim {token!r}", "claim") from None
+        try:
+            with session.begin_nested():
+                for token, shared in holds:
+                    session.add(Hold(sliver_id=sliver.id, component_id=comp, token=token,
+                                     key=hold_key(comp, token), shared=shared, starts=start,
+                                     ends=sliver.expires))
+                session.flush()
+        except IntegrityError:     # PostgreSQL's exclusion constraint: a racing window
+            raise ReservationConflict(comp, "a reservation window", "claim") from None
+        session.flush()
+
+    @staticmethod
+    def _holds_of(sliver: Sliver, claims: Iterable[str]) -> list[tuple[str, bool]]:
+        """(token, shared) the sliver holds on its component over time: its claims, and a
+        node's use of its component (exclusive or shared)."""
+        holds = [(t, False) for t in sorted(set(claims))]
+        if sliver.kind == "node":
+            holds.append((USE_TOKEN, not bool((sliver.spec or {}).get("exclusive"))))
+        return holds
+
+    def _check_windows(self, session: Session, sliver: Sliver, demand: Mapping[str, float],
+                       holds: Sequence[tuple[str, bool]], start: datetime,
+                       end: datetime, *, counted: bool = False) -> None:
+        """WindowConflict if the sliver, held over [start, end), would overlap a window it
+        conflicts with: a hold on the same token (unless both shared), or more of a resource
+        than the component has at some instant. A sliver holding now is checked against
+        advance reservations only (what is held now is `Capacity.used`, under its CHECK;
+        `counted`: the sliver's own demand is already in it)."""
+        comp = sliver.component_id
+        for token, shared in holds:
+            query = (select(Hold.starts, Hold.ends).where(
+                Hold.key == hold_key(comp, token), Hold.starts < end, Hold.ends > start,
+                Hold.sliver_id != sliver.id).order_by(Hold.starts).limit(1))
+            if shared:
+                query = query.where(Hold.shared.is_(False))
+            other = session.execute(query).first()
+            if other is not None:
+                what = ("exclusive use" if token == USE_TOKEN else f"claim {token!r}")
+                raise WindowConflict(comp, what, "claim", other[0], other[1],
+                                     max(other[0], start))
+        wanted = {r: a for r, a in demand.items() if a > 0}
+        if not wanted:
+            return
+        caps = dict(session.execute(select(Capacity.resource, Capacity.capacity).where(
+            Capacity.component_id == comp, Capacity.resource.in_(list(wanted)))).all())
+        rows = session.execute(
+            select(Reservation.resource, Reservation.amount,
+                   func.coalesce(Sliver.starts, Sliver.created), Sliver.expires)
+            .join(Sliver, Sliver.id == Reservation.sliver_id)
+            .where(Reservation.component_id == comp, Reservation.resource.in_(list(wanted)),
+                   Sliver.allocation_state != Alloc.UNALLOCATED.value, Sliver.id != sliver.id,
+                   Sliver.expires > start, func.coalesce(Sliver.starts, Sliver.created) < end,
+                   *(() if sliver.waiting else (Sliver.waiting.is_(True),)))).all()
+        if not rows:
+            return
+        for resource, amount in sorted(wanted.items()):
+            cap = caps.get(resource)
+            if cap is None:
+                continue
+            base = 0.0 if sliver.waiting else float(session.scalar(
+                select(Capacity.used).where(Capacity.component_id == comp,
+                                            Capacity.resource == resource)) or 0.0)
+            if counted:
+                base -= amount
+            ivs = [(b, e, a) for r, a, b, e in rows if r == resource]
+            _, first, culprit = peak(ivs, start, end, extra=amount + base, limit=cap)
+            if first is not None and culprit is not None:
+                raise WindowConflict(comp, f"{resource} capacity", "capacity", culprit[0],
+                                     culprit[1], first)
+
+    def extend(self, session: Session, sliver: Sliver, expires: datetime,
+               now: datetime | None = None) -> None:
+        """Move the sliver's expiry to `expires` with its holds; a later expiry must not run
+        into a window it conflicts with (WindowConflict, whose `at` is the latest end that
+        would fit). The caller sets `sliver.expires` after this returns."""
+        now = now or utcnow()
+        if expires > sliver.expires:
+            demand, claims = self.held(session, sliver)
+            self._check_windows(session, sliver, demand, self._holds_of(sliver, claims),
+                                max(sliver.expires, now), expires,
+                                counted=not sliver.waiting)
+        session.execute(update(Hold).where(Hold.sliver_id == sliver.id).values(ends=expires))
+
+    def start_waiting(self, session: Session, sliver: Sliver) -> None:
+        """An advance reservation's window began: what it holds in its window it now holds
+        like any live sliver (`Capacity.used`, claims)."""
+        mark_usage_changed(session)
+        for res in session.scalars(select(Reservation).where(Reservation.sliver_id == sliver.id)):
             try:
                 with session.begin_nested():
-                    session.add(Claim(component_id=comp, token=token, sliver_id=sliver.id))
-                    session.flush()
+                    session.execute(update(Capacity)
+                                    .where(Capacity.component_id == res.component_id,
+                                           Capacity.resource == res.resource)
+                                    .values(used=Capacity.used + res.amount))
             except IntegrityError:
-                raise ReservationConflict(comp, f"claim {token!r}", "claim") from None
+                raise ReservationConflict(res.component_id, f"{res.resource} capacity",
+                                          "capacity") from None
+        for token in session.scalars(select(Hold.token).where(Hold.sliver_id == sliver.id,
+                                                              Hold.token != USE_TOKEN)):
+            session.add(Claim(component_id=sliver.component_id, token=token,
+                              sliver_id=sliver.id))
+        sliver.waiting = False
         session.flush()
 
     @staticmethod
@@ -420,9 +600,10 @@ class Store:
         for resource, amount in session.execute(select(Reservation.resource, Reservation.amount)
                                                 .where(Reservation.sliver_id == sliver.id)):
             demand[resource] = demand.get(resource, 0.0) + amount
-        claims = tuple(sorted(session.scalars(select(Claim.token)
-                                              .where(Claim.sliver_id == sliver.id))))
-        return demand, claims
+        claims = set(session.scalars(select(Hold.token).where(
+            Hold.sliver_id == sliver.id, Hold.token != USE_TOKEN)))
+        claims.update(session.scalars(select(Claim.token).where(Claim.sliver_id == sliver.id)))
+        return demand, tuple(sorted(claims))
 
     def rereserve(self, session: Session, sliver: Sliver, demand: Mapping[str, float],
                   claims: Iterable[str]) -> None:
@@ -436,12 +617,14 @@ class Store:
         """Give back everything the sliver holds (idempotent)."""
         mark_usage_changed(session)
         for res in session.scalars(select(Reservation).where(Reservation.sliver_id == sliver.id)):
-            session.execute(update(Capacity)
-                            .where(Capacity.component_id == res.component_id,
-                                   Capacity.resource == res.resource)
-                            .values(used=Capacity.used - res.amount))
+            if not sliver.waiting:
+                session.execute(update(Capacity)
+                                .where(Capacity.component_id == res.component_id,
+                                       Capacity.resource == res.resource)
+                                .values(used=Capacity.used - res.amount))
             session.delete(res)
         session.execute(delete(Claim).where(Claim.sliver_id == sliver.id))
+        session.execute(delete(Hold).where(Hold.sliver_id == sliver.id))
         session.flush()
 
     def usage(self, session: Session, component_ids: Iterable[str] | None = None) -> dict[str, Usage]:
@@ -464,7 +647,8 @@ class Store:
             used.setdefault(component_id, {})[resource] = amount
         live_q = (select(Sliver.id, Sliver.urn, Sliver.component_id, Slice.urn, Sliver.version)
                   .join(Slice)
-                  .where(Sliver.allocation_state != Alloc.UNALLOCATED.value)
+                  .where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
+                         Sliver.waiting.is_(False))
                   .order_by(Sliver.id))
         if ids is not None:
             live_q = live_q.where(Sliver.component_id.in_(ids))
@@ -490,6 +674,61 @@ class Store:
         keys = set(used) | set(specs) | (set(ids) if ids is not None else set())
         return {cid: Usage(component_id=cid, used=used.get(cid, {}), slivers=tuple(specs.get(cid, ())),
                            exclusive_holder=exclusive.get(cid)) for cid in keys}
+
+    def usage_between(self, session: Session, start: datetime, end: datetime) -> dict[str, Usage]:
+        """What is held at the busiest instant of [start, end) per component and resource,
+        and the specs of every sliver whose time overlaps it: the usage an advance
+        reservation for that window is admitted against (drivers' own checks run on it as on
+        `usage`). A live sliver counts from when it was made (or its window's start) to its
+        expiry."""
+        begins = func.coalesce(Sliver.starts, Sliver.created)
+        overlap = (Sliver.allocation_state != Alloc.UNALLOCATED.value, Sliver.expires > start,
+                   begins < end)
+        per: dict[tuple[str, str], list[tuple[datetime, datetime, float]]] = {}
+        for comp, resource, amount, b, e in session.execute(
+                select(Reservation.component_id, Reservation.resource, Reservation.amount,
+                       begins, Sliver.expires)
+                .join(Sliver, Sliver.id == Reservation.sliver_id).where(*overlap)):
+            per.setdefault((comp, resource), []).append((b, e, amount))
+        used: dict[str, dict[str, float]] = {}
+        for (comp, resource), ivs in per.items():
+            used.setdefault(comp, {})[resource] = peak(ivs, start, end)[0]
+        live = session.execute(select(Sliver.id, Sliver.urn, Sliver.component_id, Slice.urn,
+                                      Sliver.version).join(Slice).where(*overlap)
+                               .order_by(Sliver.id)).all()
+        specs: dict[str, list[SliverSpec]] = {}
+        exclusive: dict[str, str] = {}
+        for spec, (_, _, comp, slice_urn, _) in zip(self._decoded(session, live), live):
+            specs.setdefault(comp, []).append(spec)
+            if spec.exclusive:
+                exclusive[comp] = slice_urn
+        return {cid: Usage(component_id=cid, used=used.get(cid, {}),
+                           slivers=tuple(specs.get(cid, ())), exclusive_holder=exclusive.get(cid))
+                for cid in set(used) | set(specs)}
+
+    @staticmethod
+    def windows_on(session: Session, component_ids: Iterable[str], start: datetime,
+                   end: datetime) -> list[tuple[str, datetime, datetime]]:
+        """(component, from, until) of the live slivers on these components whose time
+        overlaps [start, end), earliest first (to name them in a refusal)."""
+        begins = func.coalesce(Sliver.starts, Sliver.created)
+        return [tuple(r) for r in session.execute(
+            select(Sliver.component_id, begins, Sliver.expires).where(
+                Sliver.component_id.in_(list(component_ids)),
+                Sliver.allocation_state != Alloc.UNALLOCATED.value,
+                Sliver.expires > start, begins < end).order_by(begins).limit(5))]
+
+    def _decoded(self, session: Session, live) -> list[SliverSpec]:
+        """The specs of `live` rows (id, urn, component, slice urn, version), from the kept
+        decoded specs where possible (read-only: does not change what is kept)."""
+        known = self._specs
+        missing = [row[0] for row in live if (row[1], row[4]) not in known]
+        fresh: dict[int, SliverSpec] = {}
+        for chunk in range(0, len(missing), 500):
+            for row_id, spec in session.execute(select(Sliver.id, Sliver.spec).where(
+                    Sliver.id.in_(missing[chunk:chunk + 500]))):
+                fresh[row_id] = spec_from_dict(spec)
+        return [known.get((row[1], row[4])) or fresh[row[0]] for row in live]
 
     def capacity_rows(self) -> list[tuple[str, str, float, float]]:
         with self.read() as session:

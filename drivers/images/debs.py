@@ -35,38 +35,67 @@ def _run(argv: list[str], cwd: Path | None = None, timeout: float = 600) -> str:
     return proc.stdout
 
 
-def candidate(package: str) -> str:
-    """The version apt would install now (e.g. for naming and cache keys)."""
-    out = _run(["apt-cache", "policy", package])
+def candidates(packages: Iterable[str]) -> dict[str, str]:
+    """The version apt would install now of each package, in one apt-cache call."""
+    names = list(dict.fromkeys(packages))
+    if not names:
+        return {}
+    out = _run(["apt-cache", "policy", *names])
+    found: dict[str, str] = {}
+    current = None
     for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("Candidate:"):
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            current = line.rstrip()[:-1].split(":")[0]
+        elif current and line.strip().startswith("Candidate:"):
             version = line.split(":", 1)[1].strip()
             if version and version != "(none)":
-                return version
-    raise ImageError(f"Debian package {package!r} is not in the archive (run apt-get update?)")
+                found[current] = version
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ImageError(f"Debian package(s) {', '.join(missing)} not in the archive "
+                         "(run apt-get update?)")
+    return found
+
+
+def candidate(package: str) -> str:
+    """The version apt would install now (e.g. for naming and cache keys)."""
+    return candidates([package])[package]
+
+
+def depends_all(packages: Iterable[str]) -> dict[str, list[str]]:
+    """The direct Depends (and Pre-Depends) of each package, in one apt-cache call."""
+    names = list(dict.fromkeys(packages))
+    if not names:
+        return {}
+    out = _run(["apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+                "--no-breaks", "--no-replaces", "--no-enhances", *names])
+    deps: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in out.splitlines():
+        if line and not line[0].isspace():
+            current = deps.setdefault(line.strip(), [])
+            continue
+        line = line.strip().lstrip("|")
+        if current is not None and line.startswith(("Depends:", "PreDepends:")):
+            name = line.split(":", 1)[1].strip()
+            if not name.startswith("<"):
+                current.append(name)
+    return deps
 
 
 def depends(package: str) -> list[str]:
     """The direct Depends of a package (resolves metapackages such as linux-image-cloud-amd64)."""
-    out = _run(["apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
-                "--no-breaks", "--no-replaces", "--no-enhances", package])
-    deps = []
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("Depends:"):
-            name = line.split(":", 1)[1].strip()
-            if not name.startswith("<"):
-                deps.append(name)
-    return deps
+    return depends_all([package]).get(package, [])
 
 
 def download(packages: Iterable[str]) -> list[Path]:
     """The .deb file of each package (the archive's candidate), downloading what is not cached."""
     cache = cache_dir()
+    names = list(packages)
+    versions = candidates(names)
     out = []
-    for pkg in packages:
-        version = candidate(pkg)
+    for pkg in names:
+        version = versions[pkg]
         stem = f"{pkg}_{version.replace(':', '%3a')}_"
         found = sorted(cache.glob(f"{stem}*.deb"))
         if not found:
@@ -85,4 +114,5 @@ def extract(debs: Iterable[Path], dest: Path) -> None:
         _run(["dpkg-deb", "-x", str(deb), str(dest)])
 
 
-__all__ = ["cache_dir", "candidate", "depends", "download", "extract"]
+__all__ = ["cache_dir", "candidate", "candidates", "depends", "depends_all", "download",
+           "extract"]

@@ -7,7 +7,11 @@ seals it content-addressed, so rebuilding the same packages yields the same imag
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
+import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,21 +60,63 @@ def recipes() -> dict[str, Recipe]:
 
 
 def build(store: ImageStore, recipe_name: str, image_name: str | None = None,
-          options: dict[str, Any] | None = None, *, description: str = "") -> Image:
-    """Run a recipe into a staging directory and publish the result; nothing is listed on error."""
+          options: dict[str, Any] | None = None, *, description: str = "",
+          cache: ImageStore | None = None) -> Image:
+    """Run a recipe into a staging directory and publish the result; nothing is listed on error.
+
+    With `cache` (a store shared by the host's AMs, e.g. the default site's and the tests'),
+    a result built before from the same recipe source and options is copied from it (hard
+    links where the filesystem allows) instead of built again; a fresh build is put there."""
     known = recipes()
     if recipe_name not in known:
         raise ImageError(f"no image recipe {recipe_name!r}; recipes: {', '.join(known) or 'none'}")
     r = known[recipe_name]
+    key = _cache_key(r, options or {}) if cache is not None else ""
+    if cache is not None and cache.exists(key):
+        hit = cache.get(key)
+        return copy_into(store, hit, image_name or recipe_name,
+                         description=description or r.description)
     staging = store.staging()
     try:
         meta = r.build(staging / "data", dict(options or {}))
         meta = {"recipe": recipe_name, **(meta or {})}
-        return store.publish(staging, image_name or recipe_name, kind=r.kind,
-                             description=description or r.description, meta=meta)
+        image = store.publish(staging, image_name or recipe_name, kind=r.kind,
+                              description=description or r.description, meta=meta)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if cache is not None:
+        copy_into(cache, image, key, description=image.description)
+    return image
+
+
+def copy_into(store: ImageStore, image: Image, name: str, *, description: str = "",
+              owner: str = "") -> Image:
+    """Publish `image` (from any store) in `store` as `name`: hard links when both share a
+    filesystem, copies otherwise; content-addressed, so the digest is the same."""
+    staging = store.staging()
+    try:
+        (staging / "data").rmdir()
+        shutil.copytree(image.data, staging / "data", symlinks=True, copy_function=link_or_copy)
+        return store.publish(staging, name, kind=image.kind, owner=owner,
+                             description=description or image.description, meta=image.meta)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-__all__ = ["RECIPE_MODULES", "Recipe", "build", "recipe", "recipes"]
+def link_or_copy(src: str, dst: str) -> None:
+    """Hard-link `src` to `dst` (image files are never written), copying across filesystems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _cache_key(r: Recipe, options: dict[str, Any]) -> str:
+    source = inspect.getsource(inspect.getmodule(r.build))
+    blob = json.dumps([r.name, sorted((str(k), str(v)) for k, v in options.items()), source])
+    return f"{r.name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+__all__ = ["RECIPE_MODULES", "Recipe", "build", "copy_into", "link_or_copy", "recipe", "recipes"]

@@ -554,7 +554,7 @@ class NetFPGADriver(SubstrateDriver):
         default = sorted(ports)[0] if ports else None
         fib = {FibEntry(prefix=r.destination, gateway=r.gateway,
                         device=by_client.get(r.interface or "", default)) for r in routes}
-        return sync_plane(NetFPGAPlane(tables, slot), fib)
+        return sync_plane(NetFPGAPlane(tables, slot, one_pass=True), fib)
 
     @staticmethod
     def _wipe(tables: CardTables, slot: int) -> None:

@@ -1,63 +1,31 @@
-"""Login accounts of a node sliver, kept out of the host's /etc.
+"""Login accounts of a node sliver: lines in its guest's own /etc/passwd and /etc/group.
 
-Containers share the host's filesystem, so host accounts (useradd) would put every sliver's
-users on the host and next to each other's. Instead a sliver has its own `passwd` and `group`
-files (the host's entries plus its users) in `<root>/.geni/ssh/`, which each SSH session
-bind-mounts over /etc/passwd and /etc/group in a private mount namespace of its own; the host's
-files are never written.
-
-A login's uid (and its group's gid, the same number) comes from `login_uid_base` upward, unique
-among all slivers of this driver (the caller holds a global lock while choosing), so two slivers'
-users never own each other's files on the shared filesystem. A login keeps its uid for the
-sliver's life, even after `geni_update_users` drops it, so what it left behind is never handed
-to another user.
+The guest has its own root filesystem, so its accounts never touch the host's /etc. A login's
+guest uid (and its group's gid, the same number) is the lowest free one from FIRST_UID, kept
+for the sliver's life even after `geni_update_users` drops the login, so what it left behind
+is never handed to another user. On the host that uid is `guest_id_base + slot * 65536 + uid`:
+unique to this sliver, unprivileged, and no host account's.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 from drivers.base import DriverError, UserKeys
-from drivers.vserver.config import UID_SPAN
 
 SHELL = "/bin/sh"
-
-
-@dataclass(frozen=True)
-class HostAccounts:
-    """The host's /etc/passwd and /etc/group: copied into each sliver's files, never changed."""
-
-    passwd: str
-    group: str
-
-    @classmethod
-    def read(cls, etc: Path = Path("/etc")) -> HostAccounts:
-        try:
-            return cls((etc / "passwd").read_text(), (etc / "group").read_text())
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DriverError(f"cannot read the host's {etc}/passwd or group: {exc}") from None
-
-    @property
-    def names(self) -> set[str]:
-        return {f[0] for f in _rows(self.passwd)} | {f[0] for f in _rows(self.group)}
-
-    @property
-    def ids(self) -> set[int]:
-        """Every uid and gid the host uses (a sliver login must take none of them)."""
-        out: set[int] = set()
-        for fields in _rows(self.passwd):
-            out |= _int(fields, 2) | _int(fields, 3)
-        for fields in _rows(self.group):
-            out |= _int(fields, 2)
-        return out
+FIRST_UID = 1000
+LAST_UID = 60000
+# the image's own accounts and groups (drivers/vserver/images.py): never a login
+SYSTEM_NAMES = frozenset({"root", "sshd", "nobody", "nogroup", "tty", "daemon", "bin", "sys"})
+BASE_PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
+               "sshd:x:100:65534:sshd privilege separation:/run/sshd:/usr/sbin/nologin\n"
+               "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+BASE_GROUP = "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"
 
 
 def check_names(users: Sequence[UserKeys]) -> None:
-    """DriverError naming the first login that is no valid account name (it also names a
-    directory under `<root>/.geni/users/`) or that two users share."""
+    """DriverError naming the first login that is no valid account name or that two users
+    share."""
     seen: dict[str, str] = {}
     for user in users:
         login = user.login
@@ -70,85 +38,45 @@ def check_names(users: Sequence[UserKeys]) -> None:
         seen[login] = user.urn
 
 
-def check_logins(users: Sequence[UserKeys], host: HostAccounts) -> None:
-    """`check_names`, and DriverError for root or a name the host's own accounts use."""
+def check_logins(users: Sequence[UserKeys]) -> None:
+    """`check_names`, and DriverError for root or a system account of the guest's image."""
     check_names(users)
-    taken = host.names
     for user in users:
         if user.login == "root":
-            raise DriverError(f"user {user.urn}: login 'root' is refused (containers share "
-                              "the host's kernel: root in a sliver would be root on the host)")
-        if user.login in taken:
-            raise DriverError(f"user {user.urn}: login {user.login!r} is an account or group "
-                              "of the host itself, so it cannot be a sliver login here")
+            raise DriverError(f"user {user.urn}: login 'root' is refused (a login is an "
+                              "ordinary account of the sliver; its root runs the services)")
+        if user.login in SYSTEM_NAMES:
+            raise DriverError(f"user {user.urn}: login {user.login!r} is a system account of "
+                              "the sliver's image, so it cannot be a login")
 
 
-def assign_uids(handle: str, logins: Iterable[str], *, keep: Mapping[str, int],
-                taken: set[int], base: int) -> dict[str, int]:
-    """A uid per login: the one it has (`keep`), else base + hash(handle, login), probing
-    upward past `taken` (other slivers' uids and the host's ids). Includes `keep`'s logins."""
+def assign_uids(logins: Sequence[str], *, keep: Mapping[str, int]) -> dict[str, int]:
+    """A guest uid per login: the one it has (`keep`), else the lowest free from FIRST_UID.
+    Includes `keep`'s logins."""
     out = dict(keep)
-    used = set(taken) | set(keep.values())
+    used = set(keep.values())
+    uid = FIRST_UID
     for login in logins:
         if login in out:
             continue
-        n = int.from_bytes(hashlib.sha256(f"{handle}\0{login}".encode()).digest()[:8], "big")
-        for step in range(UID_SPAN):
-            uid = base + (n + step) % UID_SPAN
-            if uid not in used:
-                break
-        else:
-            raise DriverError(f"no free login uid left in {base}..{base + UID_SPAN - 1}")
+        while uid in used:
+            uid += 1
+        if uid > LAST_UID:
+            raise DriverError(f"no free login uid left in {FIRST_UID}..{LAST_UID}")
         out[login] = uid
         used.add(uid)
     return out
 
 
-def write_accounts(ssh_dir: Path, root: Path, uids: Mapping[str, int], logins: Sequence[str],
-                   host: HostAccounts) -> None:
-    """`passwd` and `group` for the sliver (host entries + every login that has a uid, so a
-    dropped login's files still show its name) and a home `<root>/home/<login>` per login."""
-    homes = root / "home"
-    homes.mkdir(mode=0o755, exist_ok=True)
+def passwd_and_group(uids: Mapping[str, int]) -> tuple[str, str]:
+    """The guest's /etc/passwd and /etc/group: the image's system accounts plus every login
+    that has a uid (a dropped login's files still show its name)."""
     users, groups = [], []
     for login, uid in sorted(uids.items(), key=lambda kv: kv[1]):
-        users.append(f"{login}:*:{uid}:{uid}:GENI user:{homes / login}:{SHELL}\n")
+        users.append(f"{login}:x:{uid}:{uid}:GENI user:/home/{login}:{SHELL}\n")
         groups.append(f"{login}:x:{uid}:\n")
-    for login in logins:
-        home = homes / login
-        home.mkdir(mode=0o700, exist_ok=True)
-        os.chown(home, uids[login], uids[login])
-    _atomic(ssh_dir / "passwd", _ending(host.passwd) + "".join(users), 0o644)
-    _atomic(ssh_dir / "group", _ending(host.group) + "".join(groups), 0o644)
+    return BASE_PASSWD + "".join(users), BASE_GROUP + "".join(groups)
 
 
-def _rows(text: str) -> list[list[str]]:
-    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
-
-
-def _int(fields: list[str], idx: int) -> set[int]:
-    try:
-        return {int(fields[idx])}
-    except (IndexError, ValueError):
-        return set()
-
-
-def _ending(text: str) -> str:
-    return text if not text or text.endswith("\n") else text + "\n"
-
-
-def _atomic(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-__all__ = ["HostAccounts", "assign_uids", "check_logins", "check_names",
-           "write_accounts"]
+__all__ = ["FIRST_UID", "SYSTEM_NAMES", "assign_uids", "check_logins", "check_names",
+           "passwd_and_group"]

@@ -82,13 +82,14 @@ def _admit_node(comp: Component, spec: SliverSpec, usage: Usage,
     if usage.exclusive_holder and usage.exclusive_holder != spec.slice_urn:
         return Admission.refuse(f"component {cid} is held exclusively by another slice",
                                 "INSUFFICIENT_NODES")
-    for problem in _node_request_problems(spec):
+    for problem in _node_request_problems(spec, settings):
         return Admission.refuse(problem, "BADARGS")
-    cpu = float(spec.cpu if spec.cpu is not None else settings.default_cpu)
+    cpu = spec.cpu if spec.cpu is not None else settings.default_cpu
     mem = float(spec.memory_mb if spec.memory_mb is not None else settings.default_memory_mb)
-    if cpu <= 0 or mem < 4:
+    if (cpu is not None and cpu <= 0) or mem < 4:
         return Admission.refuse("a container needs cpu > 0 and memory_mb >= 4", "BADARGS")
-    demand = {"cpu": cpu, "memory_mb": mem}
+    # no cores asked (and no default reservation): a fair share, which reserves nothing
+    demand = {"memory_mb": mem} if cpu is None else {"cpu": float(cpu), "memory_mb": mem}
     if spec.exclusive:
         if not comp.exclusive_ok:
             return Admission.refuse(f"component {cid} is shared by design (containers); it "
@@ -97,7 +98,7 @@ def _admit_node(comp: Component, spec: SliverSpec, usage: Usage,
             return Admission.refuse(f"component {cid} already hosts {len(usage.slivers)} "
                                     "sliver(s); it cannot be given exclusively",
                                     "INSUFFICIENT_NODES")
-        demand = {k: v for k, v in comp.capacity.items() if k in demand}
+        demand = {k: v for k, v in comp.capacity.items() if k in ("cpu", "memory_mb")}
     for res, amount in demand.items():
         cap = comp.capacity.get(res)
         if cap is None:
@@ -112,7 +113,7 @@ def _admit_node(comp: Component, spec: SliverSpec, usage: Usage,
     return Admission.accept(demand)
 
 
-def _node_request_problems(spec: SliverSpec):
+def _node_request_problems(spec: SliverSpec, settings: VServerSettings):
     names: set[str] = set()
     for iface in spec.interfaces:
         name = iface.name
@@ -141,7 +142,7 @@ def _node_request_problems(spec: SliverSpec):
         if route.interface and route.interface not in {i.client_id for i in spec.interfaces}:
             yield f"route {route.destination} names unknown interface {route.interface!r}"
     for inst in spec.installs:
-        problem = install_url_problem(inst.url)
+        problem = install_url_problem(inst.url, settings.install_dir)
         if problem:
             yield problem
     for ex in spec.executes:

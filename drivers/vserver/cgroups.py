@@ -31,6 +31,7 @@ class CgroupLayout:
     root: Path          # where the v1 hierarchies are mounted, /sys/fs/cgroup
     parent: str         # this AM's directory under each controller, e.g. "geni-am"
     period_us: int = 100_000
+    controllers: tuple[str, ...] = CONTROLLERS   # + "blkio" when disk I/O is throttled
 
     def dir(self, controller: str, name: str) -> Path:
         return self.root / controller / self.parent / name
@@ -41,12 +42,12 @@ class CgroupLayout:
     def check(self) -> None:
         """Raise DriverError unless the controllers are mounted and writable; all are looked
         for before anything is made, so a host lacking one is left untouched."""
-        for ctrl in CONTROLLERS:
+        for ctrl in self.controllers:
             base = self.root / ctrl
             if not (base / "tasks").exists():
                 raise DriverError(f"cgroup v1 controller {ctrl!r} is not mounted at {base} "
                                   f"(mount it: mount -t cgroup -o {ctrl} {ctrl} {base})")
-        for ctrl in CONTROLLERS:
+        for ctrl in self.controllers:
             try:
                 self.parent_dir(ctrl).mkdir(exist_ok=True)
             except OSError as exc:
@@ -55,7 +56,7 @@ class CgroupLayout:
     def names(self) -> set[str]:
         """Sliver cgroups under this AM's parent, in any controller."""
         found: set[str] = set()
-        for ctrl in CONTROLLERS:
+        for ctrl in self.controllers:
             try:
                 found |= {p.name for p in self.parent_dir(ctrl).iterdir() if p.is_dir()}
             except FileNotFoundError:
@@ -63,14 +64,19 @@ class CgroupLayout:
         return found
 
     # ---- one sliver ------------------------------------------------------------------------
-    def create(self, name: str, *, cpu: float, memory_mb: int, pids_max: int) -> None:
-        """Create (or update) the sliver's groups with its limits; idempotent. Lowering
-        `pids_max` below what runs kills nothing: only new forks fail until it is under."""
-        for ctrl in CONTROLLERS:
+    def create(self, name: str, *, cpu: float | None, memory_mb: int, pids_max: int,
+               shares: int = 1024) -> None:
+        """Create (or update) the sliver's groups with its limits; idempotent. `cpu` None is a
+        fair share: no ceiling, weight `shares` against the other guests (PlanetLab's
+        VServer default); a number of cores is a CFS quota (a reservation admission counted).
+        Lowering `pids_max` below what runs kills nothing: only new forks fail until it is
+        under."""
+        for ctrl in self.controllers:
             self.dir(ctrl, name).mkdir(parents=True, exist_ok=True)
-        quota = max(MIN_QUOTA_US, int(round(cpu * self.period_us)))
         cpu_dir = self.dir("cpu", name)
+        _write(cpu_dir / "cpu.shares", str(shares))
         _write(cpu_dir / "cpu.cfs_period_us", str(self.period_us))
+        quota = -1 if cpu is None else max(MIN_QUOTA_US, int(round(cpu * self.period_us)))
         _write(cpu_dir / "cpu.cfs_quota_us", str(quota))
         mem_dir = self.dir("memory", name)
         limit = memory_mb * 1024 * 1024
@@ -83,9 +89,19 @@ class CgroupLayout:
                 pass   # swap accounting disabled: the RAM limit still holds
         _write(self.dir("pids", name) / "pids.max", str(pids_max))
 
+    def throttle_disk(self, name: str, device: str, *, read_bps: int | None,
+                      write_bps: int | None) -> None:
+        """blkio throttling of the sliver's reads and writes on `device` ("MAJ:MIN" of the
+        disk under its layer); 0 lifts a limit. cgroup v1 throttles I/O the sliver's tasks
+        submit themselves (direct I/O, reads, fsync'd writes), not the kernel's writeback."""
+        d = self.dir("blkio", name)
+        for key, bps in (("read", read_bps), ("write", write_bps)):
+            _write(d / f"blkio.throttle.{key}_bps_device", f"{device} {bps or 0}")
+
     def limits(self, name: str) -> dict[str, int]:
         cpu_dir, mem_dir = self.dir("cpu", name), self.dir("memory", name)
         return {"cfs_quota_us": int((cpu_dir / "cpu.cfs_quota_us").read_text()),
+                "shares": int((cpu_dir / "cpu.shares").read_text()),
                 "cfs_period_us": int((cpu_dir / "cpu.cfs_period_us").read_text()),
                 "memory_limit_bytes": int((mem_dir / "memory.limit_in_bytes").read_text()),
                 "pids_max": int((self.dir("pids", name) / "pids.max").read_text())}
@@ -95,14 +111,14 @@ class CgroupLayout:
         return int((self.dir("pids", name) / "pids.current").read_text())
 
     def exists(self, name: str) -> bool:
-        return all(self.dir(c, name).is_dir() for c in CONTROLLERS)
+        return all(self.dir(c, name).is_dir() for c in self.controllers)
 
     def tasks_files(self, name: str) -> list[Path]:
-        return [self.dir(c, name) / "tasks" for c in CONTROLLERS]
+        return [self.dir(c, name) / "tasks" for c in self.controllers]
 
     def pids(self, name: str) -> set[int]:
         pids: set[int] = set()
-        for ctrl in CONTROLLERS:
+        for ctrl in self.controllers:
             try:
                 text = (self.dir(ctrl, name) / "cgroup.procs").read_text()
             except FileNotFoundError:
@@ -116,7 +132,7 @@ class CgroupLayout:
 
     def remove(self, name: str, *, timeout_s: float = 2.0) -> bool:
         """Kill the sliver's processes and remove its groups; False when there were none."""
-        present = [self.dir(c, name) for c in CONTROLLERS if self.dir(c, name).is_dir()]
+        present = [self.dir(c, name) for c in self.controllers if self.dir(c, name).is_dir()]
         if not present:
             return False
         self.kill_all(name, timeout_s=timeout_s)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +14,8 @@ from drivers.vserver.cgroups import MIN_PIDS, PID_MAX_LIMIT
 from drivers.vserver.naming import PREFIX_RE
 
 TABLE = "drivers.vserver"
-UID_SPAN = 1_000_000            # login uids are login_uid_base .. login_uid_base + UID_SPAN - 1
-SSH_TOOLS = ("unshare", "mount")   # util-linux: the per-session mount namespace (docs/vserver.md)
-# sshd_config has no quoting for every key we write paths into (HostKey, SetEnv, the
-# AuthorizedKeysCommand's arguments, where % is a token), and a passwd home has no ":".
-SSHD_UNSAFE_PATH = re.compile(r"""[\s"'\\%#:]""")
+GUEST_IDS = 65536               # host ids per guest (its uids/gids 0..65535)
+MAX_ID = 2**31 - 1              # ids above do not fit ping_group_range (nor some tools)
 
 
 def _host_memory_mb() -> float:
@@ -41,19 +37,31 @@ class VServerSettings:
     cgroup_parent: str = "geni-am"                 # our directory under each controller
     cpu: float | None = None                       # cores offered per node (default: all)
     memory_mb: float | None = None                 # MiB offered per node (default: half of RAM)
-    default_cpu: float = 0.5                       # share of a sliver that asks for none
+    default_cpu: float | None = None               # cores reserved for a sliver that asks for
+                                                   # none; None: a fair share (cpu.shares)
+    cpu_shares: int = 1024                         # every guest's weight against the others
     default_memory_mb: int = 256
     default_pids_max: int = 1024                   # tasks (processes + threads) per sliver
+    disk_read_mbps: float | None = None            # blkio throttle per sliver on its layer's
+    disk_write_mbps: float | None = None           # disk (MB/s; None: none)
     cfs_period_us: int = 100_000
     tc_latency_ms: int = 50                        # tbf queue: how long a packet may wait
     kill_timeout_s: float = 1.0                    # SIGTERM -> SIGKILL grace on stop/delete
     ssh: bool | str = "auto"                       # SSH login: true, false, "auto" (if sshd)
-    sshd_path: str = "/usr/sbin/sshd"
+    sshd_path: str = "/usr/sbin/sshd"              # inside the guest's image
     ssh_address: str = "127.0.0.1"                 # where each sliver's SSH port listens
     ssh_hostname: str | None = None                # login hostname in manifests (ssh_address)
     ssh_port_min: int = 32200                      # a port per node sliver with users, from here
     ssh_port_max: int = 32999
-    login_uid_base: int = 1_000_000                # login uids: base .. base + 999999 (UID_SPAN)
+    images_dir: str | None = None                  # image store (default <state_dir>/../images)
+    default_image: str = "container-busybox"       # a sliver's root filesystem unless it names one
+    build_default_image: bool = True               # build it from its recipe when missing
+    guest_id_base: int = 1_000_000_000             # guest g's ids: base + slot*65536 .. +65535
+    guest_id_slots: int = 16384                    # guests with distinct id ranges
+    guest_tmpfs_mb: int = 64                       # each of a guest's /tmp and /run
+    install_dir: str | None = None                 # file:// installs only from here (None: none)
+    install_max_mb: int = 256                      # largest install download
+    install_timeout_s: float = 60                  # longest install download
 
     @property
     def node_capacity(self) -> dict[str, float]:
@@ -84,10 +92,13 @@ def parse_settings(config: Mapping[str, Any]) -> VServerSettings:
 
     number("cpu", 0.01, optional=True)
     number("memory_mb", 1, optional=True)
-    number("default_cpu", 0.01)
+    number("default_cpu", 0.01, optional=True)
+    number("cpu_shares", 2, integer=True, hi=262144)
     number("default_memory_mb", 4, integer=True)
     number("default_pids_max", MIN_PIDS, integer=True, hi=PID_MAX_LIMIT)
     number("cfs_period_us", 1000, integer=True)
+    number("disk_read_mbps", 0.01, optional=True)
+    number("disk_write_mbps", 0.01, optional=True)
     number("tc_latency_ms", 1, integer=True)
     number("kill_timeout_s", 0)
     number("ssh_port_min", 1, integer=True, hi=65535)
@@ -95,7 +106,23 @@ def parse_settings(config: Mapping[str, Any]) -> VServerSettings:
     if s["ssh_port_max"] < s["ssh_port_min"]:
         raise InventoryError(f"must be >= ssh_port_min ({s['ssh_port_min']}), not "
                              f"{s['ssh_port_max']}", table=TABLE, key="ssh_port_max")
-    number("login_uid_base", 1000, integer=True, hi=2**31 - 1 - UID_SPAN)
+    number("guest_id_slots", 1, integer=True, hi=65535)
+    number("guest_id_base", GUEST_IDS, integer=True,
+           hi=MAX_ID + 1 - GUEST_IDS * s["guest_id_slots"])
+    number("guest_tmpfs_mb", 1, integer=True)
+    number("install_max_mb", 1, integer=True)
+    number("install_timeout_s", 1)
+    if not isinstance(s["build_default_image"], bool):
+        raise InventoryError("must be true or false", table=TABLE, key="build_default_image")
+    if not isinstance(s["default_image"], str) or not re.fullmatch(
+            r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", s["default_image"]):
+        raise InventoryError(f"must be an image name, not {s['default_image']!r}",
+                             table=TABLE, key="default_image")
+    for key in ("images_dir", "install_dir"):
+        if s[key] is not None:
+            if not isinstance(s[key], str) or not s[key].startswith(("/", "~")):
+                raise InventoryError("must be an absolute path", table=TABLE, key=key)
+            s[key] = str(Path(s[key]).expanduser())
     if not (isinstance(s["ssh"], bool) or s["ssh"] == "auto"):
         raise InventoryError(f'must be true, false or "auto", not {s["ssh"]!r}',
                              table=TABLE, key="ssh")
@@ -132,24 +159,17 @@ def parse_settings(config: Mapping[str, Any]) -> VServerSettings:
     return VServerSettings(**s)
 
 
+def images_dir(settings: VServerSettings) -> Path:
+    return Path(settings.images_dir) if settings.images_dir else \
+        Path(settings.state_dir).parent / "images"
+
+
 def ssh_enabled(settings: VServerSettings) -> bool:
-    """Whether node slivers get SSH login: `ssh = "auto"` means when sshd is installed. With
-    `ssh = true`, a missing sshd or tool is an error at load rather than logins that never work."""
-    if settings.ssh is False:
-        return False
-    missing = [] if os.access(settings.sshd_path, os.X_OK) else [settings.sshd_path]
-    missing += [t for t in SSH_TOOLS if shutil.which(t) is None]
-    if missing:
-        if settings.ssh == "auto":
-            return False
-        raise InventoryError(f"ssh = true but {', '.join(missing)} is missing (install "
-                             "openssh-server and util-linux, set sshd_path, or set ssh = false)",
-                             table=TABLE, key="ssh")
-    if SSHD_UNSAFE_PATH.search(settings.state_dir):
-        raise InventoryError("contains whitespace, a quote, a backslash, %, # or :, which "
-                             "the slivers' sshd_config and passwd files cannot carry; choose "
-                             "another path or set ssh = false", table=TABLE, key="state_dir")
-    return True
+    """Whether node slivers get SSH login (sshd runs inside each guest, from its image):
+    `ssh = "auto"` and `true` both mean on; a guest whose image lacks `sshd_path` gets no
+    login (auto) or fails its provision saying so (true)."""
+    return settings.ssh is not False
 
 
-__all__ = ["TABLE", "UID_SPAN", "VServerSettings", "parse_settings", "ssh_enabled"]
+__all__ = ["GUEST_IDS", "TABLE", "VServerSettings", "images_dir", "parse_settings",
+           "ssh_enabled"]

@@ -1,8 +1,10 @@
 """The vserver driver: Linux-VServer-style container slivers on this host.
 
-Backend: one network namespace plus one cpu, one memory and one pids cgroup (v1) per sliver, and
-a private root directory for its files (docs/vserver.md says why not LXC). Links are veth pairs
-(two ends) or a bridge with a veth per end (a LAN), shaped with tc tbf.
+Backend: a guest per node sliver (`guest`, `guestinit`): its own mount, PID, UTS, IPC and user
+namespaces inside one network namespace and one cpu, memory and pids cgroup (v1), rooted in an
+overlay of a read-only image from the content-addressed store (`drivers/images`) and the
+sliver's own layer. Guest root is an unprivileged host uid. Links are veth pairs (two ends) or
+a bridge with a veth per end (a LAN), shaped with tc tbf, all made from the host.
 
 Order independence (the crux): a link sliver and its node slivers may be provisioned in any
 order by concurrent workers. Both sides derive the same names from the sliver URNs
@@ -22,16 +24,17 @@ kernel; the route set lives in a `ControlPlaneRoutes` file and changes through `
 (PerformOperationalAction `geniam_sync_routes`), which the AM also hands to the forwarding
 sliver's driver, the one that forwards.
 
-SSH login (`logins.SshLogins`): a node sliver with `geni_users` gets one TCP port and a gate
-process in its cgroups that starts `sshd -i` inside the sliver per connection, with accounts in
-the sliver's own passwd/group, never the host's (docs/vserver.md, "SSH login").
+SSH login (`logins.SshLogins`): a node sliver with `geni_users` gets one TCP port whose
+listening socket its guest's init holds, starting `sshd -i` inside the guest per connection,
+with accounts in the guest's own /etc/passwd (docs/vserver.md, "SSH login").
 """
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
 import os
-import platform
+import re
+import shlex
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -56,6 +59,8 @@ from drivers.base import (
     SubstrateDriver,
     Usage,
 )
+from drivers.images import debs, recipes
+from drivers.images.store import Image, ImageError, ImageStore
 from drivers.inventory import InventoryError, build_component
 from drivers.vserver import services
 from drivers.routesync import (
@@ -66,10 +71,13 @@ from drivers.routesync import (
     normalise_all,
 )
 from drivers.vserver.admission import REMOTE_MODES, admit_sliver
-from drivers.vserver.cgroups import CgroupLayout, kill_pids
-from drivers.vserver.config import TABLE, VServerSettings, parse_settings
+from drivers.vserver.cgroups import CONTROLLERS, CgroupLayout
+from drivers.vserver.config import TABLE, VServerSettings, images_dir, parse_settings
+from drivers.vserver.guest import GUEST_IDS, Guests
+from drivers.vserver.images import DEFAULT_IMAGE
 from drivers.vserver.logins import SshLogins
 from drivers.vserver.naming import Naming
+from drivers.vserver.snapshot import snapshot
 from drivers.vserver.state import StateDir
 from rspec.model import Execute, Route
 
@@ -99,8 +107,10 @@ class VServerDriver(SubstrateDriver):
                                  'with driver = "vserver"', table=TABLE)
         _require_host()
         self.naming = Naming(self.settings.name_prefix)
+        throttled = self.settings.disk_read_mbps or self.settings.disk_write_mbps
         self.cgroups = CgroupLayout(Path(self.settings.cgroup_root), self.settings.cgroup_parent,
-                                    self.settings.cfs_period_us)
+                                    self.settings.cfs_period_us,
+                                    CONTROLLERS + (("blkio",) if throttled else ()))
         self.cgroups.check()
         try:
             self.state = StateDir(Path(self.settings.state_dir) / self.settings.name_prefix)
@@ -108,7 +118,16 @@ class VServerDriver(SubstrateDriver):
             raise DriverError(f"cannot use state_dir {self.settings.state_dir}: "
                               f"{exc.strerror}") from None
         self.routes = ControlPlaneRoutes(self.state.root / "routes")
-        self.ssh = SshLogins(self.settings, self.state, self.cgroups)
+        try:
+            self.images = ImageStore(images_dir(self.settings))
+        except OSError as exc:
+            raise DriverError(f"cannot use the image store {images_dir(self.settings)}: "
+                              f"{exc.strerror}") from None
+        s = self.settings
+        self.guests = Guests(self.state, self.cgroups, id_base=s.guest_id_base,
+                             id_slots=s.guest_id_slots, tmpfs_mb=s.guest_tmpfs_mb,
+                             kill_timeout_s=s.kill_timeout_s)
+        self.ssh = SshLogins(self.settings, self.state, self.guests)
 
     def _component(self, table: Mapping[str, Any]) -> Component:
         where = table.get("_table", "components")
@@ -131,8 +150,9 @@ class VServerDriver(SubstrateDriver):
                                default_capacity=self.settings.node_capacity,
                                default_forwarding=(ForwardingMode.GUEST,))
         images = comp.sliver_types[0].disk_images or (
-            DiskImage("linux-shared-kernel", os="Linux", version=platform.release(),
-                      description="the host's own Linux kernel and userland", default=True),)
+            DiskImage(self.settings.default_image, os="Linux",
+                      description="the site's container root filesystem (built from Debian "
+                                  "packages; docs/images.md)", default=True),)
         non_linux = [i.name for i in images if i.os.lower() != "linux"]
         if non_linux:
             raise InventoryError(f"containers share the host's Linux kernel; image(s) "
@@ -142,18 +162,123 @@ class VServerDriver(SubstrateDriver):
             comp, sliver_types=tuple(dataclasses.replace(t, disk_images=images)
                                      for t in comp.sliver_types),
             hardware_types=comp.hardware_types or ("pc", "vserver-host"),
-            extra={**comp.extra, "backend": "netns+cgroup-v1"})
+            extra={**comp.extra, "backend": "guest: user+mount+pid+uts+ipc+net namespaces, "
+                                            "overlay root, cgroup v1"})
 
     # ---- inventory and admission -----------------------------------------------------------
     def inventory(self) -> list[Component]:
-        return list(self._components)
+        """The nodes, each advertising the container images in the store now (and the default
+        image, built on first use when missing)."""
+        images = self.disk_images()
+        return [dataclasses.replace(c, sliver_types=tuple(
+            dataclasses.replace(t, disk_images=images) for t in c.sliver_types))
+            for c in self._components]
+
+    def disk_images(self) -> tuple[DiskImage, ...]:
+        default = self.settings.default_image
+        out = [DiskImage(i.name, os="Linux", version=i.short, description=i.description,
+                         default=i.name == default)
+               for i in self.images.list() if i.kind == "rootfs"]
+        if not any(i.name == default for i in out):
+            out.insert(0, DiskImage(default, os="Linux", default=True,
+                                    description="the site's container root filesystem"))
+        return tuple(out)
 
     def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
         comp = self._component_by_urn(spec.component_id)
         if comp is None:
             return Admission.refuse(f"component {spec.component_id} is not a vserver node here",
                                     "BADARGS")
+        if spec.kind is ResourceKind.NODE and spec.disk_image:
+            comp = dataclasses.replace(comp, sliver_types=tuple(
+                dataclasses.replace(t, disk_images=self.disk_images())
+                for t in comp.sliver_types))
         return admit_sliver(comp, spec, usage, self.settings)
+
+    # ---- images ------------------------------------------------------------------------------
+    def image_name(self, spec: SliverSpec) -> str:
+        """The store name a request's disk image means (a URN's last part, or the default)."""
+        if not spec.disk_image:
+            return self.settings.default_image
+        return re.split(r"[+:]", spec.disk_image)[-1]
+
+    def image(self, name: str) -> Image:
+        """The image called `name`, building the default one from its recipe if missing."""
+        try:
+            return self.images.get(name)
+        except ImageError as exc:
+            if name != self.settings.default_image or not self.settings.build_default_image:
+                raise DriverError(f"disk image {name!r}: {exc}") from None
+        with self.state.lock("_image"):
+            try:
+                return self.images.get(name)
+            except ImageError:
+                pass
+            try:
+                cache = ImageStore(debs.cache_dir().parent / "built-images")
+                return recipes.build(self.images, DEFAULT_IMAGE, name, cache=cache)
+            except (ImageError, OSError) as exc:
+                raise DriverError(f"cannot build the container image {name!r}: {exc}",
+                                  transient=True) from None
+
+    def _image_dir(self, rec: Record) -> Path:
+        """The image a sliver was made from, by digest (a later image of its name is not it)."""
+        digest = (rec.get("image") or {}).get("digest")
+        if not digest:
+            return self.image(self.settings.default_image).data
+        try:
+            return self.images.get(digest).data
+        except ImageError:
+            raise DriverError(f"the image {rec['image'].get('name')} ({digest}) of "
+                              f"{rec['handle']} is gone from the store") from None
+
+    def create_image(self, spec: SliverSpec, name: str, *, owner: str,
+                     creator: str = "") -> Image:
+        """Snapshot a node sliver's root filesystem (its image with its own layer applied) as a
+        new image `name` owned by `owner` (a project); DriverError if the name is taken or
+        the sliver is not here. Consistent for files the guest does not write meanwhile
+        (stop the sliver first for a quiet copy)."""
+        if spec.kind is not ResourceKind.NODE:
+            raise DriverError(f"sliver {spec.client_id} is a {spec.kind.value}; only a "
+                              "container's root filesystem can become an image")
+        handle = self.naming.node(spec.sliver_urn)
+        with self.state.lock(handle):
+            rec = self.state.read(handle)
+            if rec is None or (rec.get("guest") or {}).get("slot") is None:
+                raise DriverError(f"sliver {spec.sliver_urn} has no guest on this host")
+            base = self._image_dir(rec)
+            try:
+                image = snapshot(self.images, base, self.guests.upper(handle), name,
+                                 id_base=self.guests.host_id(rec), id_count=GUEST_IDS,
+                                 owner=owner, description=f"snapshot of {spec.client_id}",
+                                 meta={"from_sliver": spec.sliver_urn, "creator": creator,
+                                       "base": rec["image"]["digest"]})
+            except ImageError as exc:
+                raise DriverError(str(exc)) from None
+        self.__dict__.pop("_component_index", None)   # advertise it
+        return image
+
+    def list_images(self) -> list[Image]:
+        return [i for i in self.images.list() if i.kind == "rootfs"]
+
+    def delete_image(self, name: str) -> Image:
+        """Remove an image name; refused while a sliver runs on it (its digest)."""
+        try:
+            image = self.images.get(name)
+        except ImageError as exc:
+            raise DriverError(str(exc)) from None
+        with self.state.lock("_image"):
+            users = [r["client_id"] for r in self.state.all().values()
+                     if (r.get("image") or {}).get("digest") == image.digest]
+            if users:
+                raise DriverError(f"image {name} is in use by sliver(s) {', '.join(users)}")
+            self.images.delete(name)
+        return image
+
+    def images_in_use(self) -> set[str]:
+        """Digests of the images some sliver runs on."""
+        return {(r.get("image") or {}).get("digest") for r in self.state.all().values()
+                if r.get("kind") == "node"} - {None}
 
     # ---- provision --------------------------------------------------------------------------
     def provision(self, spec: SliverSpec) -> ProvisionResult:
@@ -166,33 +291,43 @@ class VServerDriver(SubstrateDriver):
 
     def _provision_node(self, spec: SliverSpec) -> ProvisionResult:
         handle = self.naming.node(spec.sliver_urn)
-        root = self.state.root_dir(handle)
         self.ssh.check(spec.users)            # a bad login fails before anything is made
         with self.state.lock(handle):
             old = self.state.read(handle) or {}
             rec = _node_record(spec, handle, self.naming, self.settings)
             rec["ssh"] = old.get("ssh")       # its port and uids stay taken
+            rec["guest"] = old.get("guest") or {}
             rec["stopped"] = old.get("stopped", False)
             rec["installed"] = old.get("installed", False) and old.get("installs") == rec["installs"]
             rec["executes_started"] = old.get("executes_started", False)
+            if old.get("image"):              # a sliver keeps the image it was made from
+                rec["image"] = old["image"]
             self.state.write(handle, rec)      # first: observed() must know the netns is ours
+            if not old.get("image"):
+                image = self.image(self.image_name(spec))
+                rec["image"] = {"name": image.name, "digest": image.digest}
+                self.state.write(handle, rec)
+            image_dir = self._image_dir(rec)
             if rec["remote_forwarding"] and self.routes.get(handle) is None:
                 try:
                     self.routes.put(handle, spec.routes)
                 except RouteError as exc:
                     raise DriverError(f"node {spec.client_id}: {exc}") from None
             self._limit(handle, rec)
-            root.mkdir(mode=0o711, parents=True, exist_ok=True)   # never the umask's 0777
-            if root.stat().st_mode & 0o022:
-                os.chmod(root, 0o711)
-            services.write_keys(spec.users, root)
             pending = self._converge_node(rec)
-            self.ssh.converge(handle, rec, spec.users, run=not rec["stopped"], may_move=True)
-            if not rec["installed"]:
+            running = not rec["stopped"]
+            if running:
+                self._ensure_guest(handle, rec, image_dir)
+            self.ssh.converge(handle, rec, spec.users, run=running, may_move=True,
+                              image_dir=image_dir)
+            if not rec["installed"] and running:
+                s = self.settings
                 for inst in spec.installs:
-                    services.run_install(inst, root)
+                    services.run_install(inst, self.guests, handle, install_dir=s.install_dir,
+                                         max_bytes=s.install_max_mb * 2**20,
+                                         timeout_s=s.install_timeout_s)
                 rec["installed"] = True
-            if not rec["executes_started"] and not rec["stopped"]:
+            if not rec["executes_started"] and running:
                 self._start_executes(rec)
                 rec["executes_started"] = True
             self.state.write(handle, rec)
@@ -203,10 +338,53 @@ class VServerDriver(SubstrateDriver):
             note += (f"; control plane of a router forwarding in {rec['remote_forwarding']} "
                      f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})")
         return ProvisionResult(state=state, macs=macs, logins=self.ssh.logins(rec), handle=handle,
-                               resource_status=f"container {handle} (netns + cgroups, "
-                                               f"{rec['cpu']:g} cores, {rec['memory_mb']} MiB, "
-                                               f"{rec['pids_max']} tasks)"
-                                               f"{note}; {self.ssh.note(rec)}")
+                               resource_status=f"{self._describe(rec)}{note}; "
+                                               f"{self.ssh.note(rec)}")
+
+    def _describe(self, rec: Record) -> str:
+        cpu = "a fair CPU share" if rec.get("cpu") is None else f"{rec['cpu']:g} cores"
+        image = (rec.get("image") or {}).get("name", "?")
+        return (f"container {rec['handle']} (guest on image {image}, {cpu}, "
+                f"{rec['memory_mb']} MiB, {rec['pids_max']} tasks)")
+
+    def live_status(self, spec: SliverSpec) -> str | None:
+        """What a node sliver's guest reports now: each execute running or its exit status,
+        with the tail of its log (None for links and unknown slivers)."""
+        if spec.kind is not ResourceKind.NODE:
+            return None
+        handle = self.naming.node(spec.sliver_urn)
+        rec = self.state.read(handle)
+        if rec is None:
+            return None
+        parts = [self._describe(rec)]
+        if rec.get("stopped"):
+            parts.append("stopped")
+        elif self.guests.alive(handle, rec):
+            try:
+                children = self.guests.status(handle).get("children", {})
+            except DriverError as exc:
+                children = {}
+                parts.append(str(exc))
+            for name in sorted(children):
+                c = children[name]
+                state = "running" if c["running"] else f"exited {c['exit']}"
+                tail = " | ".join(c.get("tail", "").strip().splitlines()[-3:])
+                parts.append(f"{name}: {state}" + (f" ({tail[-300:]})" if tail else ""))
+        else:
+            parts.append("its guest is not running")
+        parts.append(self.ssh.note(rec))
+        return "; ".join(parts)
+
+    def _ensure_guest(self, handle: str, rec: Record, image_dir: Path) -> None:
+        """The guest runs (started now if it does not: whatever is left of an old one is
+        killed first); caller holds the lock."""
+        if self.guests.alive(handle, rec):
+            return
+        self.guests.stop(handle, rec)
+        # ICMP echo sockets for every guest id (guest root has no CAP_NET_RAW on this netns)
+        hostnet.sysctl_set(rec["netns"], "net.ipv4.ping_group_range", "0 2147483647")
+        self.guests.start(handle, rec, image_dir, hostname=_hostname(rec["client_id"]))
+        self.state.write(handle, rec)
 
     # ---- Update: reconfigure in place ---------------------------------------------------------
     def check_update(self, old: SliverSpec, new: SliverSpec) -> None:
@@ -415,14 +593,19 @@ class VServerDriver(SubstrateDriver):
         before the pids limit existed gets today's default)."""
         rec.setdefault("pids_max", self.settings.default_pids_max)
         self.cgroups.create(handle, cpu=rec["cpu"], memory_mb=rec["memory_mb"],
-                            pids_max=rec["pids_max"])
+                            pids_max=rec["pids_max"], shares=self.settings.cpu_shares)
+        s = self.settings
+        if "blkio" in self.cgroups.controllers:
+            self.state.root_dir(handle).mkdir(mode=0o700, exist_ok=True)
+            self.cgroups.throttle_disk(
+                handle, _disk_of(self.state.root_dir(handle)),
+                read_bps=int(s.disk_read_mbps * 1e6) if s.disk_read_mbps else None,
+                write_bps=int(s.disk_write_mbps * 1e6) if s.disk_write_mbps else None)
 
     def _start_executes(self, rec: Record) -> None:
-        root = self.state.root_dir(rec["handle"])
-        tasks = self.cgroups.tasks_files(rec["handle"])
         for i, ex in enumerate(rec["executes"]):
-            services.start_execute(Execute(ex["shell"], ex["command"]), i, rec["netns"],
-                                   tasks, root)
+            services.start_execute(Execute(ex["shell"], ex["command"]), i, self.guests,
+                                   rec["handle"])
 
     def _macs(self, rec: Record) -> dict[str, str]:
         found = {li.name: li.mac for li in hostnet.links(rec["netns"])}
@@ -445,27 +628,31 @@ class VServerDriver(SubstrateDriver):
             rec = self.state.read(handle)
             if rec is None or not hostnet.netns_exists(rec["netns"]):
                 raise DriverError(f"sliver {spec.sliver_urn} does not exist on this host")
+            image_dir = self._image_dir(rec)
             if action == Action.UPDATE_USERS.value:
                 self.ssh.check(spec.users)
-                services.write_keys(spec.users, self.state.root_dir(handle))
-                self.ssh.converge(handle, rec, spec.users, run=not rec["stopped"],
-                                  may_move=False)
+                running = not rec["stopped"]
+                if running:
+                    self._ensure_guest(handle, rec, image_dir)
+                self.ssh.converge(handle, rec, spec.users, run=running, may_move=False,
+                                  image_dir=image_dir)
                 self.state.write(handle, rec)
                 return OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
             if action in (Action.STOP.value, Action.RESTART.value):
                 rec["stopped"] = True
                 self.state.write(handle, rec)
-                self._kill(handle, rec["netns"])
+                self.guests.stop(handle, rec)     # every process of the guest, verified gone
+                self.state.write(handle, rec)
                 self._converge_node(rec)          # links down
             if action == Action.STOP.value:
                 return OperationalState.NOTREADY
             rec["stopped"] = False
             self._limit(handle, rec)
             self._converge_node(rec)              # links up
+            self._ensure_guest(handle, rec, image_dir)
+            self.ssh.apply(handle, rec)
             self._start_executes(rec)
             rec["executes_started"] = True
-            self.state.write(handle, rec)
-            self.ssh.start(handle, rec)
             self.state.write(handle, rec)
             return OperationalState.READY
 
@@ -504,7 +691,8 @@ class VServerDriver(SubstrateDriver):
             handle = self.naming.node(spec.sliver_urn)
             rec = self.state.read(handle)
             if rec is None or not hostnet.netns_exists(rec["netns"]) \
-                    or not self.cgroups.exists(handle):
+                    or not self.cgroups.exists(handle) \
+                    or (not rec["stopped"] and not self.guests.alive(handle, rec)):
                 return OperationalState.FAILED
         return OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
 
@@ -538,7 +726,7 @@ class VServerDriver(SubstrateDriver):
 
     def _delete_node(self, handle: str) -> None:
         with self.state.lock(handle):
-            self._kill(handle, handle)
+            self.guests.stop(handle, self.state.read(handle))
             for rec in self.state.all().values():     # wires go back to their card, unharmed
                 for end in rec.get("ends", ()) if rec.get("kind") == "link" else ():
                     if end.get("wire") and end["node_handle"] == handle:
@@ -548,10 +736,6 @@ class VServerDriver(SubstrateDriver):
             shutil.rmtree(self.state.root_dir(handle), ignore_errors=True)
             self.state.remove(handle)
             self.routes.drop(handle)
-
-    def _kill(self, handle: str, netns: str) -> None:
-        kill_pids(lambda: self.cgroups.pids(handle) | set(hostnet.netns_pids(netns)),
-                  timeout_s=self.settings.kill_timeout_s)
 
     # ---- reconciliation ------------------------------------------------------------------------
     def observed(self) -> list[ObservedSliver]:
@@ -647,16 +831,14 @@ class VServerDriver(SubstrateDriver):
             raise DriverError(f"component {spec.component_id} is not a vserver node here")
 
     def operator_shell(self, sliver_urn: str) -> str:
-        """The command line that opens a shell inside a node sliver (docs/vserver.md)."""
-        handle = self.naming.node(sliver_urn)
-        return services.operator_shell(handle, self.cgroups.tasks_files(handle),
-                                       self.state.root_dir(handle))
+        """The command line that opens a root shell inside a node sliver's guest
+        (docs/vserver.md): its init starts the shell with this terminal."""
+        return shlex.join(self.sliver_argv(sliver_urn, ["sh", "-l"]))
 
-    def sliver_argv(self, sliver_urn: str, argv: list[str]) -> list[str]:
-        """argv running `argv` inside a node sliver (its netns, cgroups and root)."""
-        handle = self.naming.node(sliver_urn)
-        return services.sliver_argv(handle, self.cgroups.tasks_files(handle),
-                                    self.state.root_dir(handle), argv)
+    def sliver_argv(self, sliver_urn: str, argv: list[str], *, uid: int = 0) -> list[str]:
+        """argv running `argv` inside a node sliver's guest (as its root, or guest `uid`),
+        with the caller's stdin, stdout and stderr; exits with the command's status."""
+        return self.guests.run_argv(self.naming.node(sliver_urn), argv, uid=uid)
 
     def node_handle(self, sliver_urn: str) -> str:
         return self.naming.node(sliver_urn)
@@ -679,7 +861,8 @@ def _node_record(spec: SliverSpec, handle: str, naming: Naming,
     return {
         "kind": "node", "handle": handle, "sliver_urn": spec.sliver_urn,
         "slice_urn": spec.slice_urn, "client_id": spec.client_id, "netns": handle,
-        "cpu": float(spec.cpu if spec.cpu is not None else settings.default_cpu),
+        "cpu": (float(spec.cpu) if spec.cpu is not None
+                else None if settings.default_cpu is None else float(settings.default_cpu)),
         "memory_mb": int(spec.memory_mb if spec.memory_mb is not None
                          else settings.default_memory_mb),
         "pids_max": settings.default_pids_max,      # a limit, not a resource admission counts
@@ -735,6 +918,23 @@ def _cidr(address: str, netmask: str) -> str:
     except ValueError as exc:
         raise DriverError(f"bad address {address}/{netmask}: {exc}") from None
     return iface.with_prefixlen
+
+
+def _disk_of(path: Path) -> str:
+    """"MAJ:MIN" of the whole disk holding `path` (blkio throttles disks, not partitions)."""
+    dev = os.stat(path).st_dev
+    sysfs = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    if (sysfs / "partition").exists():
+        return (sysfs.resolve().parent / "dev").read_text().strip()
+    if not sysfs.exists():
+        raise DriverError(f"{path} is on no block device (a tmpfs or overlay?): disk I/O "
+                          "cannot be throttled there; unset disk_read_mbps/disk_write_mbps")
+    return f"{os.major(dev)}:{os.minor(dev)}"
+
+
+def _hostname(client_id: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", client_id).strip("-")[:63]
+    return name or "guest"
 
 
 def _require_host() -> None:

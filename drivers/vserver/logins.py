@@ -1,125 +1,129 @@
 """SSH login into node slivers with the keys of `geni_users` (docs/vserver.md).
 
-Per node sliver with users: accounts in the sliver's own passwd/group (`accounts`), sshd files
-(`sshd`), one TCP port from `ssh_port_min..ssh_port_max` and one gate process (`sshgate.py`)
-that holds the port and starts `sshd -i` inside the sliver per connection. What a sliver holds
-lives in its record under "ssh": {"port", "address", "uids", "logins", "gate_pid"}. Uids and
-ports are unique across this driver's slivers: they are chosen under one global lock, against
-every record, and written to the sliver's record before that lock is let go.
+Per node sliver with users: accounts in the guest's own /etc/passwd and /etc/group
+(`accounts`), sshd's files in the guest (`sshd`), and one TCP port from
+`ssh_port_min..ssh_port_max` on the host. The driver binds the port and hands the listening
+socket to the guest's init, which starts one `sshd -i` inside the guest per connection (at
+most 16 at a time). So the host runs no sshd and no gate of its own: stopping or deleting
+the guest closes the port with everything else. What a sliver holds lives in its record under
+"ssh": {"port", "address", "uids", "logins", "keys"}. Ports are unique across this driver's
+slivers: chosen under one global lock, against every record.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
 import socket
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from drivers.base import DriverError, Login, UserKeys
-from drivers.vserver import services, sshd
-from drivers.vserver.accounts import (
-    HostAccounts,
-    assign_uids,
-    check_logins,
-    check_names,
-    write_accounts,
-)
-from drivers.vserver.cgroups import CgroupLayout, kill_pids
+from drivers.vserver import sshd
+from drivers.vserver.accounts import assign_uids, check_logins, check_names, passwd_and_group
 from drivers.vserver.config import VServerSettings, ssh_enabled
+from drivers.vserver.guest import Guests
 from drivers.vserver.state import StateDir
 
-GATE = Path(__file__).with_name("sshgate.py")
-GLOBAL_LOCK = "_ssh"          # uids and ports (no sliver handle starts with "_")
-MAX_SESSIONS = 16             # concurrent SSH sessions per sliver; more are closed unanswered
-GATE_START_TIMEOUT_S = 30
+GLOBAL_LOCK = "_ssh"          # ports (no sliver handle starts with "_")
 
 Record = dict[str, Any]
 
 
 class SshLogins:
-    def __init__(self, settings: VServerSettings, state: StateDir, cgroups: CgroupLayout):
+    def __init__(self, settings: VServerSettings, state: StateDir, guests: Guests):
         self.settings = settings
         self.state = state
-        self.cgroups = cgroups
+        self.guests = guests
         self.enabled = ssh_enabled(settings)
         self.hostname = settings.ssh_hostname or settings.ssh_address
 
     # ---- checks (before anything changes) ---------------------------------------------------
     def check(self, users: Sequence[UserKeys]) -> None:
-        """DriverError naming the login when a user cannot have an account here (with SSH
-        off, only names that cannot be a keys directory either)."""
+        """DriverError naming the login when a user cannot have an account in a sliver."""
         if self.enabled and users:
-            check_logins(users, HostAccounts.read())
+            check_logins(users)
         else:
             check_names(users)
 
+    def available(self, image_dir: Path) -> bool:
+        """Whether guests of this image can have logins (the image has sshd)."""
+        if not self.enabled:
+            return False
+        if (image_dir / self.settings.sshd_path.lstrip("/")).exists():
+            return True
+        if self.settings.ssh is True:
+            raise DriverError(f"ssh = true but the image at {image_dir} has no "
+                              f"{self.settings.sshd_path}")
+        return False
+
     # ---- converging ---------------------------------------------------------------------------
     def converge(self, handle: str, rec: Record, users: Sequence[UserKeys], *, run: bool,
-                 may_move: bool) -> None:
-        """Accounts, sshd files and port for `users`, and a running gate when `run` (the caller
-        holds the sliver's lock and writes `rec` afterwards). `may_move`: a recorded port taken
-        by another program may be swapped for a free one (provision reports the new one)."""
-        if not self.enabled or not users:
-            self.drop(handle, rec)
+                 may_move: bool, image_dir: Path) -> None:
+        """Record the accounts, keys and port for `users`; when `run`, write them into the
+        running guest and make sure it listens (the caller holds the sliver's lock and
+        writes `rec` afterwards). `may_move`: a recorded port taken by another program may
+        be swapped for a free one (provision reports the new one)."""
+        if not users or not self.available(image_dir):
+            self.drop(handle, rec, run=run)
             return
-        host = HostAccounts.read()
-        check_logins(users, host)
+        check_logins(users)
         logins = [u.login for u in users]
         old = rec.get("ssh") or {}
-        with self.state.lock(GLOBAL_LOCK):
-            others = {u for h, r in self.state.all().items() if h != handle
-                      for u in (r.get("ssh") or {}).get("uids", {}).values()}
-            uids = assign_uids(handle, logins, keep=old.get("uids", {}), taken=host.ids | others,
-                               base=self.settings.login_uid_base)
-            rec["ssh"] = {**old, "uids": uids, "logins": logins}
-            self.state.write(handle, rec)
-        root = self.state.root_dir(handle)
-        for d in (self.state.roots, root):    # logins traverse them to reach their homes
-            d.chmod(d.stat().st_mode | 0o111)
-        files = sshd.SshFiles.of(root)
-        files.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_accounts(files.dir, root, uids, logins, host)
-        sshd.prepare(files, root, logins)
-        self._gate(handle, rec, run=run, may_move=may_move)
+        uids = assign_uids(logins, keep=old.get("uids", {}))
+        rec["ssh"] = {**old, "uids": uids, "logins": logins,
+                      "keys": {u.login: [k.strip() for k in u.keys] for u in users}}
+        if old.get("address") not in (None, self.settings.ssh_address):
+            rec["ssh"]["port"] = None             # the configured address changed
+        if run:
+            self.apply(handle, rec, may_move=may_move)
+        elif not rec["ssh"].get("port"):
+            with self._listener(handle, rec, may_move=may_move):
+                pass                              # reserve a port for geni_start
 
-    def start(self, handle: str, rec: Record) -> None:
-        """geni_start / geni_restart: the gate again, on the recorded port, with the files as
-        provision or geni_update_users left them."""
-        if self.enabled and (rec.get("ssh") or {}).get("logins"):
-            self._gate(handle, rec, run=True, may_move=False)
+    def apply(self, handle: str, rec: Record, *, may_move: bool = False) -> None:
+        """Write the accounts and sshd files into the running guest and hand it the port."""
+        ssh = rec.get("ssh") or {}
+        if not (self.enabled and ssh.get("logins")):
+            return
+        g = self.guests
+        passwd, group = passwd_and_group(ssh["uids"])
+        g.put(handle, "/etc/passwd", passwd)
+        g.put(handle, "/etc/group", group)
+        g.mkdir(handle, sshd.KEYS_DIR, mode=0o755)
+        for login, uid in ssh["uids"].items():
+            keys = ssh["keys"].get(login, []) if login in ssh["logins"] else []
+            g.put(handle, f"{sshd.KEYS_DIR}/{login}", "".join(k + "\n" for k in keys))
+            if login in ssh["logins"]:
+                g.mkdir(handle, f"/home/{login}", mode=0o700, uid=uid, gid=uid)
+        private, public = sshd.ensure_host_key(g.dir(handle) / "ssh_host_ed25519_key")
+        g.put(handle, sshd.HOST_KEY, private, mode=0o600)
+        g.put(handle, sshd.HOST_KEY + ".pub", public)
+        g.put(handle, sshd.CONFIG, sshd.config_text(ssh["logins"]))
+        if not g.status(handle).get("listening"):
+            with self._listener(handle, rec, may_move=may_move) as listener:
+                g.listen(handle, listener.fileno(), sshd.session_argv(self.settings.sshd_path))
 
-    def drop(self, handle: str, rec: Record) -> None:
-        """No login any more (users gone or SSH turned off): stop the gate and free the port;
-        the uids stay with the sliver (files its users left keep their owner)."""
+    def drop(self, handle: str, rec: Record, *, run: bool) -> None:
+        """No login any more (users gone or SSH off): the guest stops listening and the port
+        is freed; the uids stay with the sliver (files its users left keep their owner)."""
         old = rec.get("ssh")
         if old:
-            self._stop_gate(handle, old)
-            rec["ssh"] = {**old, "logins": [], "port": None, "gate_pid": None}
+            if run and old.get("port"):
+                self.guests.request(handle, {"op": "unlisten"})
+            rec["ssh"] = {**old, "logins": [], "keys": {}, "port": None}
 
-    def _gate(self, handle: str, rec: Record, *, run: bool, may_move: bool) -> None:
-        ssh = rec["ssh"]
-        if ssh.get("address") != self.settings.ssh_address:
-            self._stop_gate(handle, ssh)          # the configured address changed
-            ssh["port"] = None if ssh.get("address") else ssh.get("port")
-        elif self._gate_alive(handle, ssh):
-            return
-        if not run and ssh.get("port"):
-            return                                # stopped: keep the port for geni_start
+    # ---- the port -------------------------------------------------------------------------------
+    def _listener(self, handle: str, rec: Record, *, may_move: bool) -> socket.socket:
+        """A listening socket on the sliver's port (chosen now if it has none), recorded."""
         with self.state.lock(GLOBAL_LOCK):
             used = {r["ssh"]["port"] for h, r in self.state.all().items()
                     if h != handle and (r.get("ssh") or {}).get("port")}
-            listener = self._listen(handle, ssh.get("port"), used, may_move=may_move)
-            ssh.update(port=listener.getsockname()[1], address=self.settings.ssh_address,
-                       gate_pid=None)
+            sock = self._listen(handle, rec["ssh"].get("port"), used, may_move=may_move)
+            rec["ssh"].update(port=sock.getsockname()[1], address=self.settings.ssh_address)
             self.state.write(handle, rec)
-        with listener:
-            if run:
-                ssh["gate_pid"] = self._start_gate(handle, rec, listener)
+        return sock
 
-    # ---- the port -------------------------------------------------------------------------------
     def _listen(self, handle: str, port: int | None, used: set[int], *,
                 may_move: bool) -> socket.socket:
         s = self.settings
@@ -151,45 +155,6 @@ class SshLogins:
                           f"{len(used)} held by other slivers, the rest in use on the host "
                           "(widen ssh_port_min..ssh_port_max)")
 
-    # ---- the gate --------------------------------------------------------------------------------
-    def _start_gate(self, handle: str, rec: Record, listener: socket.socket) -> int:
-        root = self.state.root_dir(handle)
-        files = sshd.SshFiles.of(root)
-        tasks = self.cgroups.tasks_files(handle)
-        session = services.sliver_argv(rec["netns"], tasks, root,
-                                       sshd.session_argv(files, self.settings.sshd_path))
-        fd = listener.fileno()
-        argv = [sys.executable, "-I", str(GATE), "--fd", str(fd), "--sliver", handle,
-                *(a for t in tasks for a in ("--tasks", str(t))), "--log", str(files.log),
-                "--max-sessions", str(MAX_SESSIONS), "--", *session]
-        try:
-            proc = subprocess.run(argv, pass_fds=(fd,), capture_output=True, text=True,
-                                  timeout=GATE_START_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired:
-            raise DriverError(f"the SSH gate of {handle} did not start within "
-                              f"{GATE_START_TIMEOUT_S} s", transient=True) from None
-        out = proc.stdout.strip()
-        if proc.returncode != 0 or not out.isdigit():
-            raise DriverError(f"the SSH gate of {handle} did not start: "
-                              f"{proc.stderr.strip() or f'exit status {proc.returncode}'}")
-        return int(out)
-
-    def _gate_alive(self, handle: str, ssh: Record) -> bool:
-        """Whether the recorded gate runs: in the sliver's cgroup, and this sliver's gate."""
-        pid = ssh.get("gate_pid")
-        if not pid or pid not in self.cgroups.pids(handle):
-            return False
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return str(GATE).encode() in argv and handle.encode() in argv
-
-    def _stop_gate(self, handle: str, ssh: Record) -> None:
-        if self._gate_alive(handle, ssh):
-            kill_pids(lambda: {ssh["gate_pid"]} if self._gate_alive(handle, ssh) else set(),
-                      timeout_s=self.settings.kill_timeout_s)
-
     # ---- what the AM is told ---------------------------------------------------------------
     def logins(self, rec: Record) -> tuple[Login, ...]:
         ssh = rec.get("ssh") or {}
@@ -207,4 +172,4 @@ class SshLogins:
                 f"(accounts: {', '.join(l.username for l in logins)})")
 
 
-__all__ = ["GATE", "MAX_SESSIONS", "SshLogins"]
+__all__ = ["SshLogins"]

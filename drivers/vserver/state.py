@@ -25,10 +25,10 @@ class StateDir:
         self.records = root / "slivers"
         self.locks = root / "locks"
         self.roots = root / "roots"
-        # records and locks are root's alone; the roots are traversed (never listed) by the
-        # slivers' logins on their way to their homes
-        for d, mode in ((root, 0o711), (self.records, 0o700), (self.locks, 0o700),
-                        (self.roots, 0o711)):
+        # root's alone: records, locks and the guests' layers (logins live inside the
+        # guests and never traverse these)
+        for d, mode in ((root, 0o700), (self.records, 0o700), (self.locks, 0o700),
+                        (self.roots, 0o700)):
             d.mkdir(mode=mode, parents=True, exist_ok=True)
             if d.stat().st_mode & 0o7777 != mode:
                 os.chmod(d, mode)

@@ -20,7 +20,7 @@ import pytest
 
 from am.app import build_runtime
 from drivers import hostnet
-from tests.api.conftest import SLICE, ApiClient, code_of
+from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
 from tests.conftest import require_tool
 from tests.hybrid.conftest import AM, GA, InlineQueue, manifest_nodes, release_and_close
 
@@ -171,6 +171,8 @@ def test_a_netfpga_node_forwards_between_two_containers(am: AM):
             break
         assert time.monotonic() < deadline, text
         time.sleep(0.1)
+    manifest = am.ok("Describe", [SLICE], am.cred, {"geni_rspec_version": RSPEC_V})["geni_rspec"]
+    assert 'resource_status="emulated NetFPGA card nf1 slot' in manifest
     wires = [f"{CARD_PREFIX}p0", f"{CARD_PREFIX}p1"]
     assert all(hostnet.find_link(None, w) is None for w in wires)    # plugged into h1, h2
     assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0
@@ -189,3 +191,26 @@ def test_hybrid_router_forwards_in_the_slot_and_route_changes_take_effect(am: AM
     assert code_of(am.poa([urns["r1"]], SYNC, {"geniam_routes": back})) == 0
     am.wait_for([urns["r1"]], "geni_ready")
     assert ping(h1, "10.84.2.2") == 63                       # in force: no waiting
+
+
+def test_killed_card_fails_the_slot_with_its_reason_and_restart_resumes(am: AM):
+    from am.jobs.reconcile import reconcile
+
+    urns = up(am, request(vdp_router()))
+    h1, r1 = container_ns(am, urns["h1"]), urns["r1"]
+    assert wait_ping(h1, "10.84.2.2") == 63
+    netfpga = am.rt.site.drivers["netfpga"]
+    card = netfpga.emulated_card(netfpga.inventory()[0])
+    pid = card.pid()
+    card.kill()
+    report = reconcile(am.rt.store, am.rt.site, InlineQueue())
+    assert r1 in report.failed_slivers
+    [st] = am.ok("Status", [r1], am.cred, {})["geni_slivers"]
+    assert st["geni_operational_status"] == "geni_failed"
+    assert f"pipeline process (pid {pid}) is gone" in st["geni_error"]
+    assert "FAILED" in st["geni_resource_status"]
+    assert ping(h1, "10.84.2.2", wait=0.5) is None            # no card, no forwarding
+    card.start()                                                # rebuilt from the registers
+    assert wait_ping(h1, "10.84.2.2") == 63
+    assert code_of(am.poa([r1], "geni_restart")) == 0
+    assert am.wait_for([r1], "geni_ready") == {r1: "geni_ready"}

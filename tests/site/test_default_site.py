@@ -125,7 +125,7 @@ def container(am, state: Path, name: str) -> tuple[str, list[dict]]:
     prov = am.Provision([urn], cred, {"geni_rspec_version": RSPEC_V})
     assert code_of(prov) == 0, prov
     sliver = wait_ready(am, urn, cred)
-    assert sliver["geni_operational_status"] == "geni_ready", sliver
+    assert sliver["geni_operational_status"] == "geni_ready", sliver.get("geni_error", sliver)
     return urn, cred
 
 

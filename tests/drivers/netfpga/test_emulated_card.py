@@ -65,7 +65,7 @@ def ping(ns: str, dst: str, *, count: int = 1, wait: float = 1) -> tuple[int, in
     return len(ttls), int(ttls[-1]) if ttls else None
 
 
-def wait_ping(ns: str, dst: str, timeout: float = 10) -> int:
+def wait_ping(ns: str, dst: str, timeout: float = 20) -> int:
     """Ping until a reply comes (the card drops a first packet whose next hop it has yet to
     ARP for, as hardware routers do); returns the reply's TTL."""
     deadline = time.monotonic() + timeout
@@ -193,10 +193,10 @@ def test_ping_and_tcp_across_with_ttl_decremented_once(bench: Bench):
     finally:
         server.kill()
         server.wait()
-    bench.wait_counter(bench.a, "forwarded", 2000)
+    bench.wait_counter(bench.a, "forwarded", 1500)
     _sim, tables = bench.driver.card(bench.comp)
     deadline = time.monotonic() + 5                            # counters come every 0.5 s
-    while not (tables.port_counters(0)["rx_bytes"] > 4_000_000 and     # nf0 took it in
+    while not (tables.port_counters(0)["rx_bytes"] > 2_000_000 and     # nf0 took it in
                tables.port_counters(1)["tx_bytes"] > 2_000_000):       # and nf1 sent it on
         assert time.monotonic() < deadline, (tables.port_counters(0), tables.port_counters(1))
         time.sleep(0.05)

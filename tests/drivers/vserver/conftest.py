@@ -13,13 +13,15 @@ from contextlib import contextmanager
 import pytest
 
 from drivers.vserver import VServerDriver
-from tests.drivers.vserver.helpers import AUTH
+from tests.drivers.vserver.helpers import AUTH, test_image
 
 
 def make_driver(tmp_path, **config) -> VServerDriver:
     prefix = "t" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
+    images, name = test_image()
     cfg = {"name_prefix": prefix, "state_dir": str(tmp_path / "state"), "cpu": 2,
-           "memory_mb": 4096, **config}
+           "memory_mb": 4096, "images_dir": str(images), "default_image": name,
+           "build_default_image": False, **config}
     return VServerDriver(cfg, [{"name": "vs1", "driver": "vserver", "_table": "components[0]"}],
                          authority=AUTH)
 

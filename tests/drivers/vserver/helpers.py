@@ -1,6 +1,9 @@
 """Spec builders and host snapshots for the vserver driver tests."""
 from __future__ import annotations
 
+import fcntl
+import functools
+import hashlib
 import os
 import subprocess
 from dataclasses import dataclass
@@ -18,6 +21,25 @@ from rspec.model import Route
 AUTH = "geni-am:vstest"
 COMPONENT = f"urn:publicid:IDN+{AUTH}+node+vs1"
 SLICE = f"urn:publicid:IDN+{AUTH}+slice+chain"
+
+
+@functools.cache
+def test_image() -> tuple[Path, str]:
+    """(store, name) of the tests' container image: the default recipe plus python3 (the
+    workloads run in guests), built once into a store kept in the package cache (named by
+    the recipe's source, so a changed recipe builds anew; a lock serialises parallel runs)."""
+    from drivers.images import debs, recipes
+    from drivers.images.store import ImageStore
+    from drivers.vserver import images
+    source = Path(images.__file__).read_bytes()
+    name = f"test-busybox-py-{hashlib.sha256(source).hexdigest()[:10]}"
+    store_dir = debs.cache_dir().parent / "test-images"
+    store = ImageStore(store_dir)
+    with open(store_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not store.exists(name):
+            recipes.build(store, images.DEFAULT_IMAGE, name, {"python": "1"})
+    return store_dir, name
 
 
 def sliver_urn(name: str) -> str:
@@ -100,6 +122,29 @@ def ours(snap: HostSnapshot, prefix: str) -> HostSnapshot:
     return HostSnapshot(frozenset(n for n in snap.netns if n.startswith(prefix)),
                         frozenset(n for n in snap.links if n.startswith(prefix)),
                         frozenset(c for c in snap.cgroups if c.split("/", 1)[1].startswith(prefix)))
+
+
+def guest_script(driver, spec: SliverSpec, script: str | Path, *args: str) -> list[str]:
+    """argv running a host test script with the guest's python3: the script is copied into
+    the guest first (/opt/tests/<name>), since no host path is visible inside."""
+    script = Path(script)
+    handle = driver.node_handle(spec.sliver_urn)
+    target = f"/opt/tests/{script.name}"
+    driver.guests.put(handle, target, script.read_bytes())
+    return driver.sliver_argv(spec.sliver_urn, ["python3", target, *args])
+
+
+def guest_run(driver, spec: SliverSpec, *argv: str, uid: int = 0,
+              timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run argv inside the sliver's guest (as its root, or guest `uid`)."""
+    return subprocess.run(driver.sliver_argv(spec.sliver_urn, list(argv), uid=uid),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def guest_read(driver, spec: SliverSpec, path: str) -> str | None:
+    """A file's text as the guest sees it, or None when it cannot be read there."""
+    out = guest_run(driver, spec, "cat", path)
+    return out.stdout if out.returncode == 0 else None
 
 
 def ping(driver, spec: SliverSpec, address: str, *, count: int = 1, timeout: int = 2) -> bool:

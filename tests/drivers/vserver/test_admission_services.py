@@ -13,8 +13,8 @@ from drivers.base import DriverError, ForwardingMode, OperationalState, UserKeys
 from drivers.inventory import InventoryError
 from drivers.vserver import VServerDriver
 from rspec.model import Execute, Install
-from tests.drivers.vserver.conftest import make_driver
-from tests.drivers.vserver.helpers import AUTH, COMPONENT, chain, link, node
+from tests.drivers.vserver.conftest import driven, make_driver
+from tests.drivers.vserver.helpers import AUTH, COMPONENT, chain, guest_read, link, node
 
 
 def usage(**used) -> Usage:
@@ -56,38 +56,44 @@ def test_node_admission(driver):
 
 
 @pytest.mark.root
-def test_install_and_execute_run_inside_the_sliver(driver, tmp_path):
-    tarball = tmp_path / "app.tar.gz"
+def test_install_and_execute_run_inside_the_sliver(tmp_path):
+    allowed = tmp_path / "installs"
+    allowed.mkdir()
+    tarball = allowed / "app.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         data = b"echo from-install\n"
         info = tarfile.TarInfo("app/run.sh")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     spec = node("svc", [], installs=(Install(f"file://{tarball}", "/local"),),
-                executes=(Execute("sh", "sh local/app/run.sh > out.txt; "
-                                        "cat /proc/self/cgroup >> out.txt; "
-                                        "readlink /proc/self/ns/net >> out.txt"),),
+                executes=(Execute("sh", "sh /local/app/run.sh > /out.txt; "
+                                        "cat /proc/self/cgroup >> /out.txt; "
+                                        "readlink /proc/self/ns/net >> /out.txt"),),
                 users=(UserKeys("urn:publicid:IDN+x+user+alice", ("ssh-ed25519 AAAA alice",)),))
-    driver.provision(spec)
-    handle = driver.node_handle(spec.sliver_urn)
-    out = driver.state.root_dir(handle) / "out.txt"
-    deadline = time.monotonic() + 5
-    while not (out.exists() and "net:" in out.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    text = out.read_text()
-    assert "from-install" in text
-    assert f"cpu:/geni-am/{handle}" in text and f"memory:/geni-am/{handle}" in text
-    assert text.strip().splitlines()[-1] != hostnet.run(["readlink", "/proc/self/ns/net"]).strip()
-    keys = driver.state.root_dir(handle) / ".geni" / "users" / "alice" / "authorized_keys"
-    assert keys.read_text() == "ssh-ed25519 AAAA alice\n"
-    assert "nsenter --net=/run/netns/" in driver.operator_shell(spec.sliver_urn)
+    with driven(tmp_path, install_dir=str(allowed)) as driver:
+        driver.provision(spec)
+        handle = driver.node_handle(spec.sliver_urn)
+        deadline = time.monotonic() + 10
+        while "net:" not in (text := guest_read(driver, spec, "/out.txt") or "") \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "from-install" in text
+        assert f"cpu:/geni-am/{handle}" in text and f"memory:/geni-am/{handle}" in text
+        assert text.strip().splitlines()[-1] != \
+            hostnet.run(["readlink", "/proc/self/ns/net"]).strip()
+        assert guest_read(driver, spec, "/etc/ssh/authorized_keys/alice") == \
+            "ssh-ed25519 AAAA alice\n"
+        assert "ctl.sock -- sh -l" in driver.operator_shell(spec.sliver_urn)
 
 
 @pytest.mark.root
-def test_missing_install_fails_precisely(driver):
-    spec = node("nofile", [], installs=(Install("file:///nonexistent/x.tgz", "/local"),))
-    with pytest.raises(DriverError, match="no such file"):
-        driver.provision(spec)
+def test_missing_install_fails_precisely(tmp_path):
+    allowed = tmp_path / "installs"
+    allowed.mkdir()
+    spec = node("nofile", [], installs=(Install(f"file://{allowed}/x.tgz", "/local"),))
+    with driven(tmp_path, install_dir=str(allowed)) as driver:
+        with pytest.raises(DriverError, match="No such file"):
+            driver.provision(spec)
 
 
 def test_construction_refuses_non_root_and_bad_config(tmp_path, monkeypatch):
@@ -123,7 +129,6 @@ def test_update_users_rewrites_keys(driver):
     driver.provision(c.h1)
     new = replace(c.h1, users=(UserKeys("urn:publicid:IDN+x+user+bob", ("ssh-rsa BBBB bob",)),))
     assert driver.perform(new, "geni_update_users") is OperationalState.READY
-    root = driver.state.root_dir(driver.node_handle(c.h1.sliver_urn))
-    assert (root / ".geni" / "authorized_keys").read_text() == "ssh-rsa BBBB bob\n"
+    assert guest_read(driver, c.h1, "/etc/ssh/authorized_keys/bob") == "ssh-rsa BBBB bob\n"
     with pytest.raises(DriverError, match="not supported"):
         driver.perform(c.h1, "geni_reboot")

@@ -3,7 +3,6 @@ of tasks (cgroups)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,14 +14,13 @@ from drivers.vserver import VServerDriver
 from drivers.vserver.cgroups import CgroupLayout
 from drivers.vserver.config import parse_settings
 from tests.drivers.vserver.conftest import driven, make_driver
-from tests.drivers.vserver.helpers import AUTH, link, node
+from tests.drivers.vserver.helpers import AUTH, guest_script, link, node
 from tests.support import wait_until
 
 pytestmark = pytest.mark.root
 
-WORKLOADS = str(Path(__file__).with_name("workloads.py"))
-FORKBOMB = str(Path(__file__).with_name("forkbomb.py"))
-PY = sys.executable
+WORKLOADS = Path(__file__).with_name("workloads.py")
+FORKBOMB = Path(__file__).with_name("forkbomb.py")
 
 
 def _pair(driver, kbps=None, cpu=None, memory_mb=None, tag=""):
@@ -35,11 +33,11 @@ def _pair(driver, kbps=None, cpu=None, memory_mb=None, tag=""):
 
 
 def _transfer_kbps(driver, a, b, seconds=2.5) -> float:
-    rx = subprocess.Popen(driver.sliver_argv(b.sliver_urn, [PY, WORKLOADS, "recv", "5001", "0.5"]),
+    rx = subprocess.Popen(guest_script(driver, b, WORKLOADS, "recv", "5001", "0.5"),
                           stdout=subprocess.PIPE, text=True)
     assert rx.stdout.readline().strip() == "listening"
-    tx = subprocess.run(driver.sliver_argv(a.sliver_urn, [PY, WORKLOADS, "send", "10.77.0.2",
-                                                          "5001", str(seconds)]), timeout=30)
+    tx = subprocess.run(guest_script(driver, a, WORKLOADS, "send", "10.77.0.2",
+                                                          "5001", str(seconds)), timeout=30)
     assert tx.returncode == 0
     out, _ = rx.communicate(timeout=30)
     return float(out.strip())
@@ -59,7 +57,7 @@ def test_unshaped_link_is_not_limited(driver):
 
 
 def _spin(driver, spec, seconds=2.0) -> int:
-    out = subprocess.run(driver.sliver_argv(spec.sliver_urn, [PY, WORKLOADS, "spin", str(seconds)]),
+    out = subprocess.run(guest_script(driver, spec, WORKLOADS, "spin", str(seconds)),
                          capture_output=True, text=True, timeout=30, check=True).stdout
     return int(out)
 
@@ -73,7 +71,7 @@ def test_cpu_hog_takes_no_more_than_its_share(driver):
     alone = _spin(driver, good)
     procs = driver.cgroups.dir("cpu", driver.node_handle(bad.sliver_urn)) / "cgroup.procs"
     before = len(procs.read_text().split())
-    hog = subprocess.Popen(driver.sliver_argv(bad.sliver_urn, [PY, WORKLOADS, "hog", "3", "3"]),
+    hog = subprocess.Popen(guest_script(driver, bad, WORKLOADS, "hog", "3", "3"),
                            stdout=subprocess.PIPE, text=True)
     wait_until(lambda: len(procs.read_text().split()) >= before + 3, "the hog's processes",
                timeout=15)
@@ -92,15 +90,16 @@ def test_cpu_hog_takes_no_more_than_its_share(driver):
 def test_memory_limit_kills_an_allocation_over_it(driver):
     small = node("small", [], memory_mb=64)
     driver.provision(small)
-    ok = subprocess.run(driver.sliver_argv(small.sliver_urn, [PY, WORKLOADS, "eat", "16"]),
+    ok = subprocess.run(guest_script(driver, small, WORKLOADS, "eat", "16"),
                         capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0 and "survived" in ok.stdout
-    over = subprocess.run(driver.sliver_argv(small.sliver_urn, [PY, WORKLOADS, "eat", "200"]),
+    over = subprocess.run(guest_script(driver, small, WORKLOADS, "eat", "200"),
                           capture_output=True, text=True, timeout=30)
     assert over.returncode in (-9, 137) and "survived" not in over.stdout
     limits = driver.cgroups.limits(driver.node_handle(small.sliver_urn))
     assert limits["memory_limit_bytes"] == 64 * 1024 * 1024
-    assert limits["cfs_quota_us"] == 50_000 and limits["cfs_period_us"] == 100_000
+    # no cores asked: a fair share (weight, no ceiling), not a reservation
+    assert limits["cfs_quota_us"] == -1 and limits["shares"] == 1024
 
 
 @pytest.mark.parametrize("cpu, quota", [(0.25, 25_000), (1.5, 150_000)])
@@ -126,7 +125,7 @@ def _events_max(drv, handle: str) -> int:
 
 
 def _spawn(drv, spec, n: int) -> float:
-    out = subprocess.run(drv.sliver_argv(spec.sliver_urn, [PY, FORKBOMB, "spawn", str(n)]),
+    out = subprocess.run(guest_script(drv, spec, FORKBOMB, "spawn", str(n)),
                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert int(out[0]) == n
     return float(out[1])
@@ -141,7 +140,7 @@ def test_fork_bomb_is_held_at_its_pids_max_and_the_neighbour_still_forks(small_d
     assert drv.cgroups.limits(hb)["pids_max"] == drv.cgroups.limits(hn)["pids_max"] == 64
     assert drv.state.read(hb)["pids_max"] == 64
     alone = _spawn(drv, neighbour, 30)
-    proc = subprocess.Popen(drv.sliver_argv(bomb.sliver_urn, [PY, FORKBOMB, "bomb", "6"]),
+    proc = subprocess.Popen(guest_script(drv, bomb, FORKBOMB, "bomb", "6"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         samples = []
@@ -187,7 +186,8 @@ def test_pids_max_is_recorded_and_reprovision_converges_it(small_driver):
     assert "64 tasks" in res.resource_status
     s = small_driver.settings
     wider = VServerDriver({"name_prefix": s.name_prefix, "state_dir": s.state_dir, "cpu": 2,
-                           "memory_mb": 4096, "default_pids_max": 200},
+                           "memory_mb": 4096, "default_pids_max": 200,
+                           "images_dir": s.images_dir, "default_image": s.default_image},
                           [{"name": "vs1", "driver": "vserver", "_table": "components[0]"}],
                           authority=AUTH)
     try:
@@ -216,7 +216,8 @@ def test_every_way_into_a_sliver_joins_its_pids_cgroup(small_driver):
     lines = {line.split(":")[1]: line.split(":")[2] for line in out.splitlines()}
     for ctrl in ("cpu", "memory", "pids"):
         assert lines[ctrl] == f"/{small_driver.settings.cgroup_parent}/{handle}", out
-    assert "/pids/" in small_driver.operator_shell(spec.sliver_urn)
+    shell = small_driver.operator_shell(spec.sliver_urn)   # through the guest's init
+    assert f"{handle}/ctl.sock" in shell and shell.endswith("-- sh -l")
 
 
 @pytest.mark.parametrize("value", [7, 0, -1, 64.0, "64", True, 5_000_000])

@@ -1,7 +1,5 @@
-"""SSH login into container slivers with geni_users keys (real sshd, as root).
-
-The state directory sits under a 0755 directory of the test's own: login uids must traverse
-it to reach their homes (pytest's tmp dirs are 0700)."""
+"""SSH login into container slivers with geni_users keys: OpenSSH's sshd from the guest's
+image, one `sshd -i` per connection started by the guest's init inside the guest."""
 from __future__ import annotations
 
 import hashlib
@@ -21,12 +19,12 @@ from drivers import hostnet
 from drivers.base import DriverError, OperationalState, UserKeys
 from drivers.inventory import InventoryError
 from drivers.vserver.config import parse_settings
-from drivers.vserver.logins import GATE, MAX_SESSIONS
-from drivers.vserver.sshd import SshFiles
+from drivers.vserver.guest import INIT
+from drivers.vserver.guestinit import MAX_SESSIONS
 from tests.api.conftest import ALICE, BOB, RSPEC_V, SLICE, code_of
 from tests.api.conftest import base_settings, fx, trust_dir  # noqa: F401 - fixtures
 from tests.drivers.vserver.conftest import driven, make_driver, release_all
-from tests.drivers.vserver.helpers import chain, node
+from tests.drivers.vserver.helpers import chain, guest_read, node
 from tests.drivers.vserver.sshclient import banner, keypair, port_open, refused, ssh
 from tests.drivers.vserver.test_through_am import GA, _node, start_am
 
@@ -37,7 +35,6 @@ pytestmark = pytest.mark.root
 @pytest.fixture(autouse=True)
 def _ssh_installed():
     """The suite fails, never skips, without its tools (./dev.sh installs them)."""
-    assert os.access("/usr/sbin/sshd", os.X_OK), "openssh-server is not installed"
     assert shutil.which("ssh"), "openssh-client is not installed"
 
 
@@ -65,14 +62,20 @@ def keys(tmp_path):
 
 
 def gate_pid(drv, spec) -> int:
-    return drv.state.read(drv.node_handle(spec.sliver_urn))["ssh"]["gate_pid"]
+    """The guest's init: it holds the SSH port and starts the sessions."""
+    return drv.state.read(drv.node_handle(spec.sliver_urn))["guest"]["pid"]
 
 
 def alive(pid: int) -> bool:
     try:
-        return GATE.name in Path(f"/proc/{pid}/cmdline").read_text()
+        return INIT.name in Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
         return False
+
+
+def host_uid(drv, spec, login: str) -> int:
+    rec = drv.state.read(drv.node_handle(spec.sliver_urn))
+    return drv.guests.host_id(rec, rec["ssh"]["uids"][login])
 
 
 def digest(path: str) -> str:
@@ -90,6 +93,7 @@ def test_login_into_a_sliver_through_its_whole_life(sdriver, keys):
         drv.provision(spec)
     handle = drv.node_handle(h1.sliver_urn)
     root = drv.state.root_dir(handle)
+    upper = drv.guests.upper(handle)
     assert [(l.hostname, l.username) for l in res.logins] == [("127.0.0.1", "alice"),
                                                               ("127.0.0.1", "bob")]
     port = res.logins[0].port
@@ -97,12 +101,11 @@ def test_login_into_a_sliver_through_its_whole_life(sdriver, keys):
     assert f"ssh -p {port} alice@127.0.0.1" in res.resource_status
     gate = gate_pid(drv, h1)
     assert gate in drv.cgroups.pids(handle)
-    host_key = SshFiles.of(root).host_key
+    host_key = drv.guests.dir(handle) / "ssh_host_ed25519_key"
     host_key_digest = digest(str(host_key))
     assert host_key.stat().st_mode & 0o777 == 0o600 and host_key.stat().st_uid == 0
 
-    out = ssh(keys["alice"], "alice", port, "id -un; cat /proc/self/cgroup; ip -o addr; "
-                                            "pwd; echo $SLIVER_ROOT")
+    out = ssh(keys["alice"], "alice", port, "id -un; cat /proc/self/cgroup; ip -o addr; pwd")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "alice"
@@ -111,8 +114,9 @@ def test_login_into_a_sliver_through_its_whole_life(sdriver, keys):
     host_addrs = {a.split("/")[0] for a in hostnet.run(["ip", "-o", "addr"]).split()
                   if "/" in a and not a.startswith(("127.", "::1"))}
     assert host_addrs and not any(a in out.stdout for a in host_addrs)
-    assert lines[-2:] == [str(root / "home" / "alice"), str(root)]
-    assert (root / "home" / "alice").stat().st_uid >= 1_000_000
+    assert lines[-1] == "/home/alice"
+    assert (upper / "home" / "alice").stat().st_uid == host_uid(drv, h1, "alice") \
+        >= drv.settings.guest_id_base
 
     assert refused(ssh(keys["bob"], "alice", port, "true"))    # bob's key is not alice's
     assert ssh(keys["bob"], "bob", port, "id -un").stdout.strip() == "bob"
@@ -123,7 +127,7 @@ def test_login_into_a_sliver_through_its_whole_life(sdriver, keys):
     # the host's accounts and login records are untouched; the sliver has its own records
     assert {p: digest(p) for p in host_files} == host_files
     assert "alice" not in Path("/etc/passwd").read_text()
-    assert SshFiles.of(root).acct.joinpath("wtmp").stat().st_size > 0
+    assert "alice:x:1000:1000:" in guest_read(drv, h1, "/etc/passwd")
 
     # provisioning again keeps the gate and the port
     again = drv.provision(h1)
@@ -176,13 +180,12 @@ def test_accounts_are_per_sliver_with_uids_unique_across_slivers(sdriver, keys):
         out = ssh(keys["alice"], "alice", res.logins[0].port, "id -u; id -g; echo $HOME")
         assert out.returncode == 0, out.stderr
         uid, gid, home = out.stdout.split()
-        root = drv.state.root_dir(drv.node_handle(spec.sliver_urn))
-        assert uid == gid and home == str(root / "home" / "alice")
-        passwd = (SshFiles.of(root).dir / "passwd").read_text()
-        assert f"alice:*:{uid}:{uid}:" in passwd
-        assert passwd.startswith(Path("/etc/passwd").read_text())
-        uids.append(int(uid))
-    assert uids[0] != uids[1] and min(uids) >= 1_000_000
+        assert uid == gid == "1000" and home == "/home/alice"
+        passwd = guest_read(drv, spec, "/etc/passwd")
+        assert f"alice:x:{uid}:{uid}:" in passwd and "daemon" not in passwd
+        uids.append(host_uid(drv, spec, "alice"))
+    # the same guest uid is a different unprivileged host uid in each sliver
+    assert uids[0] != uids[1] and min(uids) >= drv.settings.guest_id_base
     # a user dropped by geni_update_users can no longer log in; the port stays while bob has it
     drv.perform(replace(a, users=(user("bob", keys["bob"].public),)), "geni_update_users")
     assert refused(ssh(keys["alice"], "alice", ra.logins[0].port, "true"))
@@ -193,7 +196,7 @@ def test_bad_logins_are_refused_before_anything_is_made(sdriver, keys):
     drv = sdriver
     pub = keys["alice"].public
     for users, word in (((user("root", pub),), "root"),
-                        ((user("daemon", pub),), "daemon"),          # a host account
+                        ((user("sshd", pub),), "sshd"),            # the image's account
                         ((user("bad name", pub),), "'bad name'"),
                         ((UserKeys("urn:publicid:IDN+a+user+alice", (pub,)),
                           UserKeys("urn:publicid:IDN+b+user+alice", (pub,))), "two users")):
@@ -205,24 +208,22 @@ def test_bad_logins_are_refused_before_anything_is_made(sdriver, keys):
     drv.provision(ok)
     with pytest.raises(DriverError, match="root"):
         drv.perform(replace(ok, users=(user("root", pub),)), "geni_update_users")
-    root = drv.state.root_dir(drv.node_handle(ok.sliver_urn))
-    keys_file = root / ".geni" / "users" / "alice" / "authorized_keys"
-    assert keys_file.read_text() == pub + "\n"                    # unchanged by the refusal
+    assert guest_read(drv, ok, "/etc/ssh/authorized_keys/alice") == pub + "\n"  # unchanged
 
 
 def test_no_users_or_ssh_off_means_no_gate_and_no_logins(sdriver, open_dir, keys):
     res = sdriver.provision(node("nousers", []))
     handle = sdriver.node_handle(node("nousers", []).sliver_urn)
     assert res.logins == () and "operator shell" in res.resource_status
-    assert sdriver.cgroups.pids(handle) == set()
+    assert sdriver.cgroups.pids(handle) == {gate_pid(sdriver, node("nousers", []))}  # init only
+    assert not sdriver.guests.status(handle)["listening"]
     off = make_driver(open_dir / "off", ssh=False)
     try:
         spec = node("off", [], users=(user("alice", keys["alice"].public),))
         res = off.provision(spec)
         assert res.logins == () and "operator shell" in res.resource_status
-        root = off.state.root_dir(off.node_handle(spec.sliver_urn))
-        assert not SshFiles.of(root).dir.exists()
-        assert off.cgroups.pids(off.node_handle(spec.sliver_urn)) == set()
+        assert guest_read(off, spec, "/etc/ssh/sshd_config_geni") is None
+        assert not off.guests.status(off.node_handle(spec.sliver_urn))["listening"]
         with pytest.raises(DriverError, match="'../x' is not a valid account name"):
             off.provision(node("trav", [], users=(user("../x", keys["alice"].public),)))
     finally:
@@ -286,7 +287,7 @@ def test_ports_skip_busy_ones_and_exhaustion_is_an_error(open_dir, keys):
 def test_ssh_settings_are_validated(open_dir):
     good = parse_settings({})
     assert (good.ssh, good.ssh_address, good.ssh_port_min, good.ssh_port_max,
-            good.login_uid_base) == ("auto", "127.0.0.1", 32200, 32999, 1_000_000)
+            good.guest_id_base) == ("auto", "127.0.0.1", 32200, 32999, 1_000_000_000)
     for key, value, words in (("ssh", "yes", 'true, false or "auto"'),
                               ("ssh", 1, 'true, false or "auto"'),
                               ("sshd_path", "sbin/sshd", "absolute path"),
@@ -297,8 +298,8 @@ def test_ssh_settings_are_validated(open_dir):
                               ("ssh_port_min", 0, "in 1..65535"),
                               ("ssh_port_max", 70000, "in 1..65535"),
                               ("ssh_port_min", True, "an integer"),
-                              ("login_uid_base", 10, "an integer in 1000.."),
-                              ("login_uid_base", 2**31, "an integer in 1000..")):
+                              ("guest_id_base", 10, "an integer in 65536.."),
+                              ("guest_id_base", 2**31, "an integer in 65536..")):
         with pytest.raises(InventoryError, match=words) as err:
             parse_settings({key: value})
         assert err.value.key == key
@@ -310,16 +311,19 @@ def test_ssh_settings_are_validated(open_dir):
     assert err.value.key == "ssh_hostname"
     v6 = parse_settings({"ssh_address": "::", "ssh_hostname": "am.example.org"})
     assert v6.ssh_address == "::"
-    with pytest.raises(InventoryError, match="missing") as err:
-        make_driver(open_dir, ssh=True, sshd_path="/nonexistent/sshd")
-    assert err.value.key == "ssh"
-    assert not make_driver(open_dir, ssh="auto", sshd_path="/nonexistent/sshd").ssh.enabled
-    assert make_driver(open_dir).ssh.enabled                   # auto, sshd installed
-    spaced = open_dir / "with space"
-    with pytest.raises(InventoryError, match="sshd_config") as err:
-        make_driver(spaced, ssh=True)
-    assert err.value.key == "state_dir"
-    assert not make_driver(spaced, ssh=False).ssh.enabled
+    keyed = (user("alice", "ssh-ed25519 AAAA alice"),)
+    strict = make_driver(open_dir / "strict", ssh=True, sshd_path="/nonexistent/sshd")
+    try:                              # sshd comes from the image: a guest without it, no login
+        with pytest.raises(DriverError, match="has no /nonexistent/sshd"):
+            strict.provision(node("nosshd", [], users=keyed))
+    finally:
+        release_all(strict)
+    lax = make_driver(open_dir / "lax", ssh="auto", sshd_path="/nonexistent/sshd")
+    try:
+        assert lax.provision(node("nosshd", [], users=keyed)).logins == ()
+    finally:
+        release_all(lax)
+    assert make_driver(open_dir / "on").ssh.enabled
 
 
 def test_login_through_the_am_api(base_settings, tmp_path, gcf_fixtures, fx, open_dir, keys):
@@ -379,7 +383,7 @@ def test_login_through_the_am_api(base_settings, tmp_path, gcf_fixtures, fx, ope
         rt.close()
 
 
-def test_a_dead_gate_is_restarted_on_its_port_by_provision(sdriver, keys):
+def test_a_dead_guest_is_restarted_on_its_port_by_provision(sdriver, keys):
     spec = node("dead", [], users=(user("alice", keys["alice"].public),))
     port = sdriver.provision(spec).logins[0].port
     gate = gate_pid(sdriver, spec)
@@ -411,8 +415,7 @@ def test_concurrent_provisions_get_distinct_ports_and_uids(sdriver, keys):
         results = list(pool.map(sdriver.provision, specs))
     ports = [r.logins[0].port for r in results]
     assert len(set(ports)) == len(specs)
-    records = [sdriver.state.read(sdriver.node_handle(s.sliver_urn)) for s in specs]
-    uids = [uid for rec in records for uid in rec["ssh"]["uids"].values()]
+    uids = [host_uid(sdriver, s, login) for s in specs for login in ("alice", "bob")]
     assert len(set(uids)) == 2 * len(specs)
     assert ssh(keys["bob"], "bob", ports[-1], "id -un").stdout.strip() == "bob"
 
@@ -422,7 +425,7 @@ def test_gate_and_sessions_fit_under_the_default_pids_max(sdriver, tmp_path):
     spec = node("gated", [], users=(user("alice", key.public),))
     res = sdriver.provision(spec)
     handle = sdriver.node_handle(spec.sliver_urn)
-    gate = sdriver.state.read(handle)["ssh"]["gate_pid"]
+    gate = gate_pid(sdriver, spec)
     pids_cgroup = sdriver.cgroups.dir("pids", handle)
     assert str(gate) in (pids_cgroup / "cgroup.procs").read_text().split()
     limit = sdriver.settings.default_pids_max

@@ -15,7 +15,7 @@ from am.jobs.runner import run_job
 from drivers.vserver import VServerDriver
 from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
 from tests.api.conftest import base_settings, fx, trust_dir  # noqa: F401 - fixtures
-from tests.drivers.vserver.helpers import ours, snapshot
+from tests.drivers.vserver.helpers import ours, snapshot, test_image
 
 pytestmark = pytest.mark.root
 
@@ -55,12 +55,16 @@ class InlineQueue:
 
 
 def start_am(base_settings, tmp_path, gcf_fixtures, *, vserver_state: Path | None = None,
-             vserver_keys: str = ""):
-    """An AM runtime over one vserver node (jobs run inline), alice's client, the prefix."""
+             vserver_keys: str = "", images: tuple[Path, str] | None = None):
+    """An AM runtime over one vserver node (jobs run inline), alice's client, the prefix.
+    `images`: (store, default image name), the tests' shared store by default."""
     prefix = "a" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
+    images, image = images or test_image()
     inv = tmp_path / "inventory.toml"
     inv.write_text(f'[drivers.vserver]\nname_prefix = "{prefix}"\n'
                    f'state_dir = "{vserver_state or tmp_path / "vs"}"\n'
+                   f'images_dir = "{images}"\ndefault_image = "{image}"\n'
+                   f'build_default_image = false\n'
                    f'cpu = 2\nmemory_mb = 2048\n{vserver_keys}\n'
                    '[[components]]\nname = "vs1"\ndriver = "vserver"\n')
     queue = InlineQueue()

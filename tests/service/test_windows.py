@@ -1,0 +1,139 @@
+"""Advance reservations (geni_start_time / geni_end_time) on a fake site, clock injected."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from lxml import etree
+
+from am.errors import GeniCode, GeniError
+from am.service.aggregate import AUTO_PROVISION
+from am.service.contract import Options, Principal
+from tests.service.harness import ALICE, AM, AUTH, request, slice_urn
+
+H = timedelta(hours=1)
+
+
+def _exclusive(cid: str = "n", comp: str = "fake1") -> str:
+    return request(f'<node client_id="{cid}" component_manager_id="{AM}" '
+                   f'component_id="urn:publicid:IDN+{AUTH}+node+{comp}" exclusive="true">'
+                   '<sliver_type name="xen-vm"/></node>')
+
+
+def _window(h, start_h: float, end_h: float, **extra) -> Options:
+    return Options(start_time=h.clock.now + start_h * H, end_time=h.clock.now + end_h * H,
+                   extra=extra)
+
+
+def _status(h, name: str):
+    return h.am.status(ALICE, [slice_urn(name)], Options()).slivers
+
+
+def test_overlapping_windows_refused_naming_the_first_adjacent_accepted(h):
+    first = h.am.allocate(ALICE, slice_urn("one"), _exclusive(), _window(h, 2, 4))
+    assert first.slivers[0].start_time == (h.clock.now + 2 * H).replace(microsecond=0)
+    assert first.slivers[0].expires == (h.clock.now + 4 * H).replace(microsecond=0)
+    with pytest.raises(GeniError) as err:
+        h.am.allocate(ALICE, slice_urn("two"), _exclusive(), _window(h, 3, 5))
+    assert err.value.code is GeniCode.INSUFFICIENT_NODES
+    start, end = (f"{(h.clock.now + n * H):%Y-%m-%dT%H:%M:%SZ}" for n in (2, 4))
+    assert start in err.value.message and end in err.value.message, err.value.message
+    # adjacent on both sides: accepted
+    h.am.allocate(ALICE, slice_urn("two"), _exclusive(), _window(h, 4, 6))
+    h.am.allocate(ALICE, slice_urn("three"), _exclusive(), _window(h, 1, 2))
+    # nothing is held now: an immediate exclusive Allocate of the node fits (for now)
+    now = h.am.allocate(ALICE, slice_urn("four"), _exclusive(), Options())
+    # ... but its lease cannot run into the first window: Provision caps it at its start
+    prov = h.am.provision(ALICE, [slice_urn("four")], Options())
+    assert prov.slivers[0].expires == (h.clock.now + 1 * H).replace(microsecond=0)
+    assert now.slivers[0].start_time is None
+    with pytest.raises(GeniError) as err:
+        h.am.renew(ALICE, [slice_urn("four")], h.clock.now + 3 * H, Options())
+    assert err.value.code is GeniCode.OUTOFRANGE and "reserved from" in err.value.message
+
+
+def test_future_reservation_holds_nothing_now_and_cannot_be_provisioned_yet(h):
+    h.am.allocate(ALICE, slice_urn("later"), _exclusive(), _window(h, 2, 4))
+    assert all(u == 0 for *_, u in h.store.capacity_rows())
+    status = _status(h, "later")
+    assert status[0].start_time is not None
+    desc = h.am.describe(ALICE, [slice_urn("later")], Options())
+    assert desc.slivers[0].start_time == status[0].start_time
+    with pytest.raises(GeniError) as err:
+        h.am.provision(ALICE, [slice_urn("later")], Options())
+    assert err.value.code is GeniCode.UNAVAILABLE
+    assert f"{h.clock.now + 2 * H:%Y-%m-%dT%H:%M:%SZ}" in err.value.message
+    with pytest.raises(GeniError) as err:
+        h.am.perform_action(ALICE, [slice_urn("later")], "geni_start", Options())
+    assert err.value.code is GeniCode.UNSUPPORTED
+    h.am.renew(ALICE, [slice_urn("later")], h.clock.now + 5 * H, Options())
+    assert _status(h, "later")[0].expires == (h.clock.now + 5 * H).replace(microsecond=0)
+    h.am.delete(ALICE, [slice_urn("later")], Options())
+    h.am.allocate(ALICE, slice_urn("other"), _exclusive(), _window(h, 3, 4))   # freed
+
+
+def test_window_starts_holds_and_ends(h):
+    h.am.allocate(ALICE, slice_urn("w"), _exclusive(), _window(h, 1, 2))
+    h.clock.advance(3600)
+    h.am.reap()
+    assert any(u > 0 for *_, u in h.store.capacity_rows())     # held now
+    with pytest.raises(GeniError):                              # ... against immediate ones
+        h.am.allocate(ALICE, slice_urn("x"), _exclusive(), Options())
+    h.am.provision(ALICE, [slice_urn("w")], Options())
+    h.run_jobs()
+    assert _status(h, "w")[0].operational_status == "geni_ready"
+    assert _status(h, "w")[0].expires == (h.clock.now + H).replace(microsecond=0)
+    h.clock.advance(3600)
+    assert h.am.reap()                                           # ended at its end time
+    h.run_jobs()
+    assert h.driver.observed() == []
+    assert all(u == 0 for *_, u in h.store.capacity_rows())
+
+
+def test_auto_provision_at_start(h):
+    h.am.allocate(ALICE, slice_urn("auto"), _exclusive(), _window(h, 1, 2, **{AUTO_PROVISION: True}))
+    h.clock.advance(3599)
+    h.am.reap()
+    assert h.queue.submitted == []
+    h.clock.advance(1)
+    h.am.reap()
+    assert len(h.queue.submitted) == 1
+    h.run_jobs()
+    assert _status(h, "auto")[0].operational_status == "geni_ready"
+
+
+def test_bad_windows(h):
+    cases = [((-1, 1), GeniCode.OUTOFRANGE, "not in the future"),
+             ((2, 1), GeniCode.BADARGS, "not after"),
+             ((1, 24 * 30), GeniCode.OUTOFRANGE, "longest lease")]
+    for (a, b), code, text in cases:
+        with pytest.raises(GeniError) as err:
+            h.am.allocate(ALICE, slice_urn("bad"), _exclusive(), _window(h, a, b))
+        assert err.value.code is code and text in err.value.message, err.value.message
+    short = Principal(urn=ALICE.urn, credential_expires=h.clock.now + 3 * H)
+    with pytest.raises(GeniError) as err:
+        h.am.allocate(short, slice_urn("bad"), _exclusive(), _window(h, 2, 4))
+    assert err.value.code is GeniCode.OUTOFRANGE and "credential" in err.value.message
+    assert h.store.capacity_rows() and _no_slivers(h)
+
+
+def _no_slivers(h) -> bool:
+    from sqlalchemy import func, select
+
+    from am.store import Sliver
+    with h.store.read() as session:
+        return session.scalar(select(func.count(Sliver.id))) == 0
+
+
+def test_listresources_in_a_window(h):
+    h.am.allocate(ALICE, slice_urn("ad"), _exclusive(), _window(h, 2, 4))
+    ns = "{http://www.geni.net/resources/rspec/3}"
+
+    def available(opts: Options) -> bool:
+        ad = etree.fromstring(h.am.advertisement(opts).encode())
+        node = next(n for n in ad.iter(ns + "node") if n.get("component_id").endswith("+fake1"))
+        return node.find(ns + "available").get("now") == "true"
+
+    assert available(Options())
+    assert not available(Options(start_time=h.clock.now + 3 * H, end_time=h.clock.now + 5 * H))
+    assert available(Options(start_time=h.clock.now + 4 * H, end_time=h.clock.now + 5 * H))

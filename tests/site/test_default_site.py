@@ -72,12 +72,15 @@ class Serve:
 
 
 @pytest.fixture
-def state(tmp_path):
-    """The AM's state directory; whatever a failed test left of its site is taken down."""
-    path = tmp_path / "state"
+def state():
+    """The AM's state directory (short: the guests' control sockets live deep inside it);
+    whatever a failed test left of its site is taken down."""
+    top = Path(tempfile.mkdtemp(prefix="gs-", dir="/tmp"))
+    path = top / "state"
     yield path
     from am.site import DefaultSite
     DefaultSite(path, "geni-am:localhost").down()
+    shutil.rmtree(top, ignore_errors=True)
 
 
 def leftovers(state: Path) -> list[str]:

@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
     p.add_argument("--no-periodic", action="store_true",
                    help="do not take part in running the reaper and reconciler")
+    p.add_argument("--no-supervise", action="store_true",
+                   help="run the Celery worker in this process; by default this process "
+                        "supervises it as a child and starts a new one when it dies")
     tuning = p.add_argument_group("job tuning (defaults suit production)")
     tuning.add_argument("--lease-s", type=float, metavar="S",
                         help="per-sliver lock lifetime; a dead worker's lock is taken over after it")
@@ -84,14 +87,38 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"geni-am worker: {problem}", file=sys.stderr)
         return 1
 
+    hostname = args.hostname or worker_name()
+    if not args.no_supervise:
+        from am.worker_supervisor import Supervisor
+        return Supervisor(_child_argv(args, hostname)).run_until_signalled()
+
     defaults = JobPolicy()
     policy = JobPolicy(lease_s=args.lease_s or defaults.lease_s,
                        queued_grace_s=args.requeue_after_s or defaults.queued_grace_s,
                        reconcile_interval_s=args.reconcile_interval_s,
                        batch_handoff_s=(defaults.batch_handoff_s if args.batch_handoff_s is None
                                         else args.batch_handoff_s))
-    return _run(settings, policy, hostname=args.hostname or worker_name(),
+    return _run(settings, policy, hostname=hostname,
                 pool=args.pool, loglevel=args.loglevel, periodic=not args.no_periodic)
+
+
+def _child_argv(args: argparse.Namespace, hostname: str) -> list[str]:
+    """The supervised Celery worker's command line: these same flags, one node name for all
+    its incarnations, and --no-supervise."""
+    argv = [sys.executable, "-m", "am", "worker", "--no-supervise", "--hostname", hostname,
+            "--pool", args.pool, "--loglevel", args.loglevel]
+    for flag, value in (("--config", args.config), ("--broker", args.broker),
+                        ("--database", args.database), ("--inventory", args.inventory),
+                        ("--state-dir", args.state_dir), ("--fake-nodes", args.fake_nodes),
+                        ("--concurrency", args.concurrency), ("--lease-s", args.lease_s),
+                        ("--requeue-after-s", args.requeue_after_s),
+                        ("--reconcile-interval-s", args.reconcile_interval_s),
+                        ("--batch-handoff-s", args.batch_handoff_s)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.no_periodic:
+        argv.append("--no-periodic")
+    return argv
 
 
 def _preflight(settings) -> str | None:

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drivers.vserver import VServerDriver                                 # noqa: E402
+from tests.drivers.vserver.conftest import release_all                    # noqa: E402
 from tests.drivers.vserver.helpers import (AUTH, guest_script, link, node,  # noqa: E402
                                            test_image)
 
@@ -110,11 +111,7 @@ def main() -> int:
         peak = (drv.cgroups.dir("pids", hb) / "pids.peak")
         peak_text = peak.read_text().strip() if peak.exists() else "?"
     finally:
-        for spec in drv.observed():
-            try:
-                drv.release(spec.handle)
-            except Exception:   # noqa: BLE001 - best effort
-                pass
+        release_all(drv)
         drv.close()
     print(f"\nisolation of a well-behaved container beside a misbehaving one ({args.runs} runs "
           f"of {s:g} s, median; fair CPU shares, 128 MiB, 256 tasks, disk {args.disk_mbps:g} "

@@ -27,6 +27,7 @@ from celery import Celery
 from am.config import ConfigError, Settings
 from am.jobs.celery_queue import PERIODIC_TASKS
 from am.jobs.fs_transport import TRANSPORT_PATH
+from am.jobs.redis_transport import TRANSPORT_PATH as REDIS_TRANSPORT_PATH
 
 DEFAULT_QUEUE = "geni-am"
 
@@ -129,7 +130,8 @@ def make_celery(settings: Settings, *, queue: str = DEFAULT_QUEUE,
         }
     app.conf.update(
         broker_url=choice.url,
-        broker_transport=TRANSPORT_PATH if choice.embedded else None,
+        broker_transport=(TRANSPORT_PATH if choice.embedded
+                          else REDIS_TRANSPORT_PATH if choice.kind == "redis" else None),
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,          # a worker waits for Redis to come back

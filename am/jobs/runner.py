@@ -8,6 +8,9 @@ Celery tasks (`am.jobs.tasks`) call `run_job`; tests call it directly as the "wo
   * every state write goes through `Store.transition` (the table in `am.states`);
   * a transient `DriverError` raises `RetryableJobError` (the Celery layer retries with back-off)
     until `max_attempts`; any other failure marks the sliver `geni_failed` with the cause;
+  * each of the job's transactions is re-run on a database deadlock or serialization failure
+    (`am.store.retry`); one that keeps failing so makes the whole job a `RetryableJobError`,
+    never a failed sliver. Its row locks follow the store's order: sliver, job, lease;
   * a delete job always ends by removing what the driver made (driver.delete, falling back to
     `release(handle)`), whatever state the sliver record is in.
 """
@@ -24,10 +27,12 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import DBAPIError
 
 from am import states
 from am.states import Event, Op
 from am.store import Job, JobState, Slice, Sliver, SliverLease, Store, pending, spec_from_dict, utcnow
+from am.store.retry import retry_transient, transient_cause
 from drivers.base import DriverError, OperationalState, ProvisionResult, SliverSpec
 from drivers.routesync import ROUTES_OPTION, RouteError, parse_routes_option
 
@@ -187,6 +192,11 @@ def run_job(store: Store, site, job_id: int, *, worker_id: str,
         lease, claimed = _claim(store, job_id, worker_id, lease_s)
     except _AlreadyFinished:
         return
+    except DBAPIError as exc:
+        if transient_cause(exc):
+            raise RetryableJobError(f"job {job_id}: {transient_cause(exc)} while claiming it") \
+                from exc
+        raise
     try:
         with LeaseHeartbeat(store, lease, lease_s, heartbeat_s):
             _run_claimed(store, site, job_id, claimed, lease, max_attempts=max_attempts)
@@ -195,6 +205,7 @@ def run_job(store: Store, site, job_id: int, *, worker_id: str,
             store.release_lease(lease.sliver_id, worker_id)
 
 
+@retry_transient()
 def _claim(store: Store, job_id: int, worker_id: str, lease_s: float) -> tuple[HeldLease, _Claimed]:
     """One write transaction: the job marked running, the sliver's lease (one left by a process
     killed on this host is void now, not after `lease_s`: see `_dead_local_owner`), and the
@@ -300,6 +311,9 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
         if action == "delete":
             _release_handle(driver, facts)
     except Exception as exc:   # noqa: BLE001 - a driver bug must not leave the sliver pending forever
+        if transient_cause(exc):   # recording the outcome kept deadlocking: do the job again
+            raise RetryableJobError(f"job {job_id} ({action} {urn}): "
+                                    f"{transient_cause(exc)} recording its outcome") from exc
         log.exception("job %d (%s %s) crashed", job_id, action, urn)
         _fail(store, job_id, action, f"internal error: {type(exc).__name__}: {exc}", lease)
         if action == "delete":
@@ -367,6 +381,7 @@ def _provision_facts(old: dict, result: ProvisionResult) -> dict:
             **({"handle": result.handle} if result.handle else {})}
 
 
+@retry_transient()
 def _provisioned(store: Store, job_id: int, result: ProvisionResult, *,
                  then_start: bool = False, lease: HeldLease, known: states.State,
                  facts: dict) -> bool:
@@ -425,6 +440,7 @@ def _after_provisioned(lease: HeldLease, starting: bool) -> bool:
     return starting
 
 
+@retry_transient()
 def _updated(store: Store, job_id: int, result: ProvisionResult, lease: HeldLease,
              facts: dict) -> None:
     """The driver reconfigured the sliver: its pending spec becomes its spec (reservations
@@ -448,6 +464,7 @@ def _updated(store: Store, job_id: int, result: ProvisionResult, lease: HeldLeas
         _mark(session, job_id, JobState.DONE)
 
 
+@retry_transient()
 def _acted(store: Store, job_id: int, action: str, reported: OperationalState,
            lease: HeldLease, *, known: states.State | None = None,
            facts: dict | None = None) -> None:
@@ -504,6 +521,7 @@ def _record_action(store: Store, session, sliver: Sliver, job_id: int, action: s
         _mark(session, job_id, JobState.FAILED, msg)
 
 
+@retry_transient()
 def _fail(store: Store, job_id: int, action: str, error: str, lease: HeldLease) -> None:
     """Permanent failure: the job fails and the sliver (if still in the job's state) goes to
     geni_failed with the cause as geni_error."""
@@ -520,11 +538,13 @@ def _fail(store: Store, job_id: int, action: str, error: str, lease: HeldLease) 
         _mark(session, job_id, JobState.FAILED, error)
 
 
+@retry_transient()
 def _requeue(store: Store, job_id: int, error: str, lease: HeldLease) -> None:
     with _outcome_tx(store, lease) as session:
         _mark(session, job_id, JobState.QUEUED, error, lease_owner=None)
 
 
+@retry_transient()
 def _finish(store: Store, job_id: int, *, lease: HeldLease, failed: bool = False,
             error: str = "", note: str = "") -> None:
     with _outcome_tx(store, lease) as session:

@@ -29,11 +29,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from functools import partial, wraps
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -65,6 +65,7 @@ from am.store import (
     utcnow,
 )
 from am.store.store import WindowConflict
+from am.store.retry import retrying, transient_cause
 from credentials.errors import URNError
 from credentials.urn import parse_urn
 from drivers.base import DriverError, SubstrateDriver, UserKeys
@@ -119,6 +120,24 @@ class _Target:
     slivers: list[Sliver]
     by_slice: bool
     dead: list[Sliver] = field(default_factory=list)   # named slivers already gone
+
+
+def _retried(method):
+    """An API call whose write transaction hit a deadlock or a serialization failure is run
+    again from the start (`am.store.retry`): the transaction was rolled back and nothing was
+    queued, so the call is as if never made. Still conflicting after the retries: BUSY."""
+    @wraps(method)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return retrying(method, self, *args, **kwargs)
+        except DBAPIError as exc:
+            cause = transient_cause(exc)
+            if cause is None:
+                raise
+            log.warning("%s: %s persisted through the retries: %s", method.__name__, cause, exc)
+            raise GeniError(GeniCode.BUSY, f"the database reported a {cause} repeatedly; "
+                                           "retry shortly") from None
+    return wrapped
 
 
 class Aggregate:
@@ -261,6 +280,7 @@ class Aggregate:
                                    free=free)
 
     # ---- Allocate ---------------------------------------------------------------------------
+    @_retried
     def allocate(self, principal: Principal, slice_urn: str, request_xml: str,
                  options: Options) -> ManifestResult:
         try:
@@ -381,6 +401,7 @@ class Aggregate:
                               slivers=tuple(_info(r) for r in rows))
 
     # ---- Update -----------------------------------------------------------------------------
+    @_retried
     def update(self, principal: Principal, urns: Sequence[str], request_xml: str,
                options: Options) -> ManifestResult:
         """AM API Update: the slice's slivers here (or the named ones) changed to the request
@@ -511,6 +532,7 @@ class Aggregate:
         return expires
 
     # ---- Provision --------------------------------------------------------------------------
+    @_retried
     def provision(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult:
         now = self.clock()
         start = self.settings.start_on_provision if options.start is None else options.start
@@ -635,6 +657,7 @@ class Aggregate:
                                   slivers=tuple(_info(s) for s in target.slivers))
 
     # ---- PerformOperationalAction -----------------------------------------------------------
+    @_retried
     def perform_action(self, principal: Principal, urns: Sequence[str], action: str,
                        options: Options) -> list[SliverInfo]:
         extra = action not in KNOWN_ACTIONS   # a driver's own action (am.service.driver_actions)
@@ -720,6 +743,7 @@ class Aggregate:
                                                   f"support {action}")
 
     # ---- Renew ------------------------------------------------------------------------------
+    @_retried
     def renew(self, principal: Principal, urns: Sequence[str], expiration: datetime,
               options: Options) -> list[SliverInfo]:
         now = self.clock()
@@ -771,6 +795,7 @@ class Aggregate:
         return infos
 
     # ---- Delete -----------------------------------------------------------------------------
+    @_retried
     def delete(self, principal: Principal, urns: Sequence[str], options: Options) -> list[SliverInfo]:
         jobs: list[int] = []
         infos: list[SliverInfo] = []
@@ -801,6 +826,7 @@ class Aggregate:
         return []
 
     # ---- Shutdown ---------------------------------------------------------------------------
+    @_retried
     def shutdown(self, principal: Principal, slice_urn: str, options: Options) -> bool:
         try:
             parse_urn(slice_urn, "slice")
@@ -825,6 +851,7 @@ class Aggregate:
         return True
 
     # ---- the reaper -------------------------------------------------------------------------
+    @_retried
     def reap(self, now: datetime | None = None) -> list[str]:
         """Expire every sliver past its expiry: free its reservations, queue a delete job for
         provisioned ones, retire slice records left empty. Returns the expired sliver URNs."""
@@ -880,9 +907,13 @@ class Aggregate:
         except StaleDataError:
             raise GeniError(GeniCode.BUSY, "the sliver changed under this request; retry") from None
         except OperationalError as exc:
+            if transient_cause(exc):
+                raise   # `_retried` runs the whole call again
             log.warning("database busy or unavailable: %s", exc)
             raise GeniError(GeniCode.BUSY, "the database is busy; retry shortly") from None
         except SQLAlchemyError as exc:
+            if transient_cause(exc):
+                raise
             log.exception("database error")
             raise GeniError(GeniCode.DBERROR, f"database error: {type(exc).__name__}") from None
 

@@ -110,7 +110,9 @@ class Guests:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
         cfg = {"handle": handle, "hostname": hostname[:63] or "guest",
                "netns": f"{NETNS_DIR}/{rec['netns']}",
-               "tasks": [str(t) for t in self.cgroups.tasks_files(handle)],
+               "tasks": [str(self.cgroups.dir(c, handle) / "tasks")
+                         for c in self.cgroups.controllers if c != "memory"],
+               "memory_tasks": str(self.cgroups.dir("memory", handle) / "tasks"),
                "lower": str(image_dir), "layer": str(d / "layer"), "mnt": str(d / "mnt"),
                "ctl": self.ctl(handle), "log": str(d / "init.log"),
                "id_base": self.host_id(rec), "id_count": GUEST_IDS,

@@ -3,7 +3,8 @@
 Run by the driver (as host root) with `python -I guestinit.py start HANDLE` and its
 configuration as JSON on stdin (so no host path shows in the guest's `ps`). In order:
   1. join the sliver's cgroups (every guest process inherits them; the guest cannot leave:
-     no cgroupfs is mounted inside and it has no host privilege to write one);
+     no cgroupfs is mounted inside and it has no host privilege to write one), except its
+     memory cgroup, which each process the init starts enters before it runs anything;
   2. make the guest's user namespace (guest ids 0..count-1 = host ids base..base+count-1,
      so guest root is an unprivileged host uid with no capability outside its namespace);
   3. enter the sliver's network namespace (made and wired by the driver, owned by the host's
@@ -215,6 +216,10 @@ def start(cfg: dict[str, Any]) -> int:
     for tasks in cfg["tasks"]:
         with open(tasks, "w") as f:
             f.write(str(os.getpid()))
+    # The init itself stays out of the sliver's memory cgroup (so a guest at its memory limit
+    # can never have its init OOM-killed, which would end the whole guest); every process it
+    # starts moves itself in first, through this descriptor opened here by host root.
+    memcg = os.open(cfg["memory_tasks"], os.O_WRONLY | os.O_CLOEXEC)
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("-999")               # the OOM killer takes a guest's process, not its init
@@ -260,7 +265,7 @@ def start(cfg: dict[str, Any]) -> int:
         for d in ("/run/sshd", "/var/log/geni"):
             os.makedirs(d, mode=0o755, exist_ok=True)
         _detach(log)
-        init = Init(ctl)
+        init = Init(ctl, memcg)
     except BaseException as exc:  # noqa: BLE001 - the driver gets the reason
         os.write(w, f"the guest could not be built: {exc}".encode())
         os._exit(1)
@@ -296,8 +301,9 @@ class Child:
 
 
 class Init:
-    def __init__(self, ctl: socket.socket):
+    def __init__(self, ctl: socket.socket, memcg: int):
         self.ctl = ctl
+        self.memcg = memcg
         self.ctl.set_inheritable(False)
         self.sel = selectors.DefaultSelector()
         self.children: dict[int, Child] = {}
@@ -367,6 +373,7 @@ class Init:
                     f.write("0")
             except OSError:
                 pass
+            os.write(self.memcg, b"0")       # into the sliver's memory cgroup, or no exec
             if stdio is None:
                 null = os.open(os.devnull, os.O_RDONLY)
                 out = os.open(log or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -477,6 +484,7 @@ class Init:
                 if pid == 0:
                     code = 0
                     try:
+                        os.write(self.memcg, b"0")
                         unpack(fds[0], msg["dest"], msg["name"])
                     except Exception as exc:  # noqa: BLE001
                         os.write(2, f"{exc}\n".encode())

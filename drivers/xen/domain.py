@@ -27,6 +27,21 @@ class VifPlan:
 
 
 @dataclass(frozen=True)
+class BootPlan:
+    """Direct kernel boot of a VM image, with the per-sliver files the driver keeps."""
+
+    kernel: str
+    initrd: str                    # the image's initramfs + this sliver's config archive
+    console_log: str               # the guest's console, written to a file (readiness, failures)
+    agent_socket: str              # host end of the virtio-serial agent port
+    agent_port: str = "org.geni.agent.0"
+    cmdline: str = "console=ttyS0 quiet"
+    ssh_address: str | None = None  # management NIC: SSH forwarded from ssh_address:ssh_port
+    ssh_port: int | None = None
+    mgmt_mac: str | None = None
+
+
+@dataclass(frozen=True)
 class DomainPlan:
     name: str
     sliver_urn: str
@@ -36,6 +51,30 @@ class DomainPlan:
     disk_path: str
     vifs: tuple[VifPlan, ...]
     hvm: bool = False
+    boot: BootPlan | None = None
+
+
+#: libvirt domain types this module writes, and how each boots a direct kernel.
+DOMAIN_TYPES = ("xen", "kvm", "qemu")
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+
+def domain_type_for(uri: str, capabilities_xml: str | None, wanted: str = "auto") -> str:
+    """The domain type for a host: `xen` on a Xen URI (libxl), else `kvm` when the host's
+    capabilities offer it for x86_64 and `wanted` allows, else `qemu` (software emulation)."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme in ("xen", "libxl", "test"):
+        return "xen"
+    if wanted in ("kvm", "qemu"):
+        return wanted
+    if capabilities_xml:
+        caps = etree.fromstring(capabilities_xml.encode())
+        for guest in caps.findall("guest"):
+            arch = guest.find("arch")
+            if arch is not None and arch.get("name") == "x86_64" and \
+                    arch.find("domain[@type='kvm']") is not None:
+                return "kvm"
+    return "qemu"
 
 
 def handle_for(sliver_urn: str) -> str:
@@ -56,14 +95,13 @@ def deterministic_mac(handle: str, client_id: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, 0x16, 0x3e, *digest[:3]))
 
 
-def build_xml(plan: DomainPlan) -> str:
-    dom = etree.Element("domain", type="xen")
-    etree.SubElement(dom, "name").text = plan.name
-    meta = etree.SubElement(dom, "metadata")
-    etree.SubElement(meta, f"{{{METADATA_NS}}}sliver", nsmap={"geniam": METADATA_NS},
-                     urn=plan.sliver_urn, host=plan.host)
-    etree.SubElement(dom, "memory", unit="KiB").text = str(plan.memory_mb * 1024)
-    etree.SubElement(dom, "vcpu").text = str(plan.vcpus)
+def build_xml(plan: DomainPlan, domain_type: str = "xen") -> str:
+    """The domain XML for `plan` on a `domain_type` hypervisor (see `domain_type_for`)."""
+    if domain_type not in DOMAIN_TYPES:
+        raise ValueError(f"unknown domain type {domain_type!r}")
+    if plan.boot is not None:
+        return _booting_xml(plan, domain_type)
+    dom = _domain(plan, "xen")
     os_el = etree.SubElement(dom, "os")
     etree.SubElement(os_el, "type").text = "hvm" if plan.hvm else "xen"
     etree.SubElement(dom, "on_poweroff").text = "destroy"
@@ -78,6 +116,71 @@ def build_xml(plan: DomainPlan) -> str:
         etree.SubElement(iface, "source", bridge=vif.bridge)
         etree.SubElement(iface, "mac", address=vif.mac)
         etree.SubElement(iface, "target", dev=vif.device)
+    return etree.tostring(dom, encoding="unicode")
+
+
+def _domain(plan: DomainPlan, domain_type: str, nsmap: dict | None = None) -> etree._Element:
+    """<domain> with its name, our metadata (owner), memory and vCPUs."""
+    dom = etree.Element("domain", type=domain_type, nsmap=nsmap)
+    etree.SubElement(dom, "name").text = plan.name
+    meta = etree.SubElement(dom, "metadata")
+    etree.SubElement(meta, f"{{{METADATA_NS}}}sliver", nsmap={"geniam": METADATA_NS},
+                     urn=plan.sliver_urn, host=plan.host)
+    etree.SubElement(dom, "memory", unit="KiB").text = str(plan.memory_mb * 1024)
+    etree.SubElement(dom, "vcpu").text = str(plan.vcpus)
+    return dom
+
+
+def _booting_xml(plan: DomainPlan, domain_type: str) -> str:
+    """A VM that boots the image's kernel and initramfs: Xen PV (or HVM), KVM or QEMU."""
+    boot = plan.boot
+    assert boot is not None
+    qemu_like = domain_type in ("kvm", "qemu")
+    dom = _domain(plan, domain_type, {"qemu": QEMU_NS} if qemu_like and boot.ssh_port else None)
+    os_el = etree.SubElement(dom, "os")
+    if qemu_like:
+        etree.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
+    else:
+        etree.SubElement(os_el, "type").text = "hvm" if plan.hvm else "xen"
+    etree.SubElement(os_el, "kernel").text = boot.kernel
+    etree.SubElement(os_el, "initrd").text = boot.initrd
+    cmdline = boot.cmdline if (qemu_like or plan.hvm) else boot.cmdline.replace("ttyS0", "hvc0")
+    etree.SubElement(os_el, "cmdline").text = cmdline
+    etree.SubElement(etree.SubElement(dom, "features"), "acpi")
+    etree.SubElement(dom, "on_poweroff").text = "destroy"
+    etree.SubElement(dom, "on_reboot").text = "restart"
+    etree.SubElement(dom, "on_crash").text = "destroy"
+    devices = etree.SubElement(dom, "devices")
+    for vif in plan.vifs:
+        iface = etree.SubElement(devices, "interface", type="bridge")
+        etree.SubElement(iface, "source", bridge=vif.bridge)
+        etree.SubElement(iface, "mac", address=vif.mac)
+        etree.SubElement(iface, "target", dev=vif.device)
+        if qemu_like:
+            etree.SubElement(iface, "model", type="virtio")
+            etree.SubElement(iface, "rom", enabled="no")
+    if qemu_like or plan.hvm:
+        serial = etree.SubElement(devices, "serial", type="file")
+        etree.SubElement(serial, "source", path=boot.console_log, append="off")
+        etree.SubElement(serial, "target", port="0")
+    else:
+        console = etree.SubElement(devices, "console", type="pty")
+        etree.SubElement(console, "log", file=boot.console_log, append="off")
+        etree.SubElement(console, "target", type="xen", port="0")
+    channel = etree.SubElement(devices, "channel", type="unix")
+    etree.SubElement(channel, "source", mode="bind", path=boot.agent_socket)
+    etree.SubElement(channel, "target", type="virtio" if qemu_like else "xen",
+                     name=boot.agent_port)
+    if qemu_like:
+        etree.SubElement(devices, "memballoon", model="none")
+    if qemu_like and boot.ssh_port and boot.ssh_address and boot.mgmt_mac:
+        # the management NIC: user-mode networking (no host address, restrict=on: the guest
+        # reaches nothing through it) forwarding ssh_address:ssh_port to the guest's port 22
+        cmd = etree.SubElement(dom, f"{{{QEMU_NS}}}commandline")
+        for arg in ("-netdev", f"user,id=geni-mgmt,net=10.0.2.0/24,restrict=on,"
+                               f"hostfwd=tcp:{boot.ssh_address}:{boot.ssh_port}-10.0.2.15:22",
+                    "-device", f"virtio-net-pci,netdev=geni-mgmt,mac={boot.mgmt_mac},addr=0x1e,romfile="):
+            etree.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=arg)
     return etree.tostring(dom, encoding="unicode")
 
 

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import math
+import re
 import shutil
+import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,6 +69,11 @@ from drivers.xen.domain import (
     read_xml,
     vif_name,
 )
+from drivers import hostnet
+from drivers.images.store import Image, ImageError, ImageStore
+from drivers.xen import guest as guestmod
+from drivers.xen import plumbing
+from drivers.xen.domain import BootPlan, domain_type_for
 from drivers.xen.records import DomainRecord, RecordStore
 from rspec.model import Route
 
@@ -87,6 +96,15 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "image_dir": "/var/lib/geni-am/xen-images",
     "disk_images": [{"name": "debian-12", "os": "Linux", "version": "12", "default": True}],
     "forwarding_modes": ["dom0", "guest"],   # order = preference when a request leaves it open
+    # real guests (any URI but test:): images, boot, logins, host interface names
+    "image_store": None,       # the image store folder; VMs boot its `vm` images
+    "default_image": "vm-initramfs",   # the store image a request naming none boots
+    "domain_type": "auto",     # auto (kvm if the host offers it, else qemu) | kvm | qemu
+    "ssh_address": "127.0.0.1",  # where each VM's SSH login is forwarded from
+    "ssh_ports": [22000, 22999],  # ports handed to VM logins (inclusive)
+    "boot_timeout_s": 120,     # a guest not up by then is geni_failed
+    "ifname_prefix": "vt",     # guest taps <prefix><8 hex>.<n>, link bridges <prefix>b<10 hex>
+    "tc_latency_ms": 50,
 }
 
 _LIBVIRT_STATE = {
@@ -115,6 +133,7 @@ class XenDriver(SubstrateDriver):
         actions=(Action.START.value, Action.STOP.value, Action.RESTART.value,
                  Action.UPDATE_USERS.value, SYNC_ROUTES),
         forwarding_modes=(ForwardingMode.DOM0, ForwardingMode.GUEST),
+        links=True,
     )
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
@@ -130,6 +149,8 @@ class XenDriver(SubstrateDriver):
             self._owns_state_dir = True
         self.records = RecordStore(self.state_dir / "domains")
         self.routes = ControlPlaneRoutes(self.state_dir / "routes")
+        self.links = plumbing.LinkStore(self.state_dir / "links")
+        self.images = ImageStore(s["image_store"]) if s["image_store"] else None
         self._components = [self._component(t) for t in components]
         self._conns: dict[str, libvirt.virConnect] = {}
         self._lock = threading.RLock()
@@ -138,7 +159,7 @@ class XenDriver(SubstrateDriver):
     def _component(self, table: Mapping[str, Any]) -> Component:
         s = self.settings
         t = dict(table)
-        t.setdefault("disk_images", s["disk_images"])
+        t.setdefault("disk_images", self._store_images() if self.images else s["disk_images"])
         t.setdefault("hardware_types", ("xen-host",))
         extra = dict(t.get("extra", {}))
         for key in ("uri", "dom0_netns", "bridge"):
@@ -163,12 +184,34 @@ class XenDriver(SubstrateDriver):
     def inventory(self) -> list[Component]:
         return list(self._components)
 
+    def _store_images(self) -> tuple[DiskImage, ...]:
+        """The store's VM images, advertised as the hosts' disk images (read at start-up)."""
+        assert self.images is not None
+        vms = [i for i in self.images.list() if i.kind == "vm"]
+        if not vms:
+            raise InventoryError(f"the image store {self.images.root} has no VM image; build "
+                                 "one: geni-am image build vm-initramfs", table="drivers.xen",
+                                 key="image_store")
+        default = next((i.name for i in vms if i.name == self.settings["default_image"]),
+                       vms[0].name)
+        return tuple(DiskImage(name=i.name, os="Linux", version=i.meta.get("kernel_version", ""),
+                               description=f"{i.description} ({i.digest[:19]})",
+                               default=i.name == default) for i in vms)
+
     # ---- admission (pure) -----------------------------------------------------------------------
     def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
         comp = self._component_by_urn(spec.component_id)
         if comp is None:
             return Admission.refuse(f"no Xen host {spec.component_id}", "BADARGS")
         host = comp.name
+        if spec.kind is ResourceKind.LINK and spec.link is not None:
+            others = {e.component_id.lower() for e in spec.link.ends} - {comp.component_id.lower()}
+            if others:
+                return Admission.refuse(f"Xen host {host} links only VMs on itself", "UNSUPPORTED")
+            if spec.link.mode not in ("veth", "bridge"):
+                return Admission.refuse(f"Xen host {host} makes links as bridges, not "
+                                        f"{spec.link.mode}", "UNSUPPORTED")
+            return Admission.accept({})
         if spec.kind is not ResourceKind.NODE:
             return Admission.refuse(f"Xen host {host} realises nodes, not {spec.kind.value}s",
                                     "UNSUPPORTED")
@@ -257,6 +300,14 @@ class XenDriver(SubstrateDriver):
         uri = comp.extra["uri"]
         with self._lock:
             conn = self._conns.get(uri)
+            if conn is not None and not self._is_test(comp):
+                try:
+                    alive = conn.isAlive()
+                except libvirt.libvirtError:
+                    alive = False
+                if not alive:                       # libvirtd restarted or went away
+                    self._conns.pop(uri, None)
+                    conn = None
             if conn is None:
                 try:
                     conn = libvirt.open(uri)
@@ -313,6 +364,10 @@ class XenDriver(SubstrateDriver):
 
     def provision(self, spec: SliverSpec) -> ProvisionResult:
         comp = self._comp(spec)
+        if spec.kind is ResourceKind.LINK:
+            return self._provision_link(comp, spec)
+        if not self._is_test(comp):
+            return self._provision_vm(comp, spec)
         handle = handle_for(spec.sliver_urn)
         rec = self.records.get(handle)
         if rec is None:
@@ -364,6 +419,10 @@ class XenDriver(SubstrateDriver):
 
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
         comp = self._comp(spec)
+        if spec.kind is ResourceKind.LINK:
+            return OperationalState.READY
+        if not self._is_test(comp):
+            return self._perform_vm(comp, spec, action)
         handle = handle_for(spec.sliver_urn)
         rec = self.records.get(handle)
         if rec is None:
@@ -399,6 +458,11 @@ class XenDriver(SubstrateDriver):
 
     def status(self, spec: SliverSpec) -> OperationalState:
         comp = self._comp(spec)
+        if spec.kind is ResourceKind.LINK:
+            bridge = self._link_bridge(spec)
+            return OperationalState.READY if self.links.get(bridge) else OperationalState.FAILED
+        if not self._is_test(comp):
+            return self._vm_status(comp, self.records.get(handle_for(spec.sliver_urn)))
         handle = handle_for(spec.sliver_urn)
         rec = self.records.get(handle)
         dom = self._converge(comp, rec, handle)
@@ -406,7 +470,13 @@ class XenDriver(SubstrateDriver):
 
     def delete(self, spec: SliverSpec) -> None:
         comp = self._component_by_urn(spec.component_id)
+        if spec.kind is ResourceKind.LINK:
+            self._delete_link(self._link_bridge(spec))
+            return
         handle = handle_for(spec.sliver_urn)
+        if comp is not None and not self._is_test(comp):
+            self._delete_vm(comp, handle)
+            return
         rec = self.records.get(handle)
         if comp is not None:
             if rec is not None:
@@ -418,7 +488,9 @@ class XenDriver(SubstrateDriver):
         self.routes.drop(handle)
 
     def observed(self) -> list[ObservedSliver]:
-        out: list[ObservedSliver] = []
+        out: list[ObservedSliver] = [
+            ObservedSliver(handle=lk.bridge, sliver_urn=lk.sliver_urn, state=OperationalState.READY,
+                           detail=f"link bridge {lk.bridge}") for lk in self.links.all()]
         records = {r.handle: r for r in self.records.all()}
         seen_uris: set[str] = set()
         for comp in self._components:
@@ -426,6 +498,9 @@ class XenDriver(SubstrateDriver):
             if uri in seen_uris:
                 continue
             seen_uris.add(uri)
+            if not self._is_test(comp):
+                out += self._observed_vms(comp, records)
+                continue
             if self._is_test(comp):
                 for rec in records.values():
                     owner = self._by_host(rec.host)
@@ -451,7 +526,20 @@ class XenDriver(SubstrateDriver):
         return out
 
     def release(self, handle: str) -> None:
+        if self.links.get(handle) is not None:
+            self._delete_link(handle)
+            return
         rec = self.records.get(handle)
+        real = self._by_host(rec.host) if rec is not None else None
+        if real is not None and not self._is_test(real):
+            self._delete_vm(real, handle)
+            return
+        if rec is None:
+            for comp in self._components:
+                if not self._is_test(comp):
+                    dom = self._lookup(comp, handle)
+                    if dom is not None:
+                        _destroy_and_undefine(dom)
         for comp in self._components:
             if rec is not None and comp.name != rec.host:
                 continue
@@ -474,6 +562,345 @@ class XenDriver(SubstrateDriver):
         if self._owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self._owns_state_dir = False
+
+
+    # ---- real guests through libvirtd (qemu:///system, xen:///system) ---------------------------
+    def _image(self, comp: Component, wanted: str | None) -> Image:
+        img = _image_for(comp, wanted)
+        if self.images is None:
+            raise DriverError(f"host {comp.name} boots real VMs but the driver has no "
+                              "image_store configured")
+        try:
+            return self.images.get(img.name)
+        except ImageError as exc:
+            raise DriverError(f"disk image {img.name!r}: {exc}") from None
+
+    def _domain_type(self, comp: Component) -> str:
+        try:
+            caps = self._conn(comp).getCapabilities()
+        except libvirt.libvirtError as exc:
+            raise DriverError(f"libvirt at {comp.extra['uri']} cannot tell its capabilities: "
+                              f"{exc.get_error_message()}", transient=True) from None
+        return domain_type_for(comp.extra["uri"], caps, self.settings["domain_type"])
+
+    def _files(self, handle: str) -> guestmod.GuestFiles:
+        return guestmod.GuestFiles(self.state_dir / "vms" / handle)
+
+    def _link_bridge(self, spec: SliverSpec) -> str:
+        return plumbing.link_bridge(self.settings["ifname_prefix"], spec.slice_urn, spec.client_id)
+
+    def _iface_bridge(self, spec: SliverSpec, iface) -> str:
+        return plumbing.link_bridge(self.settings["ifname_prefix"], spec.slice_urn,
+                                    iface.link_client_id or f"iface:{spec.client_id}:{iface.client_id}")
+
+    def _free_ssh_port(self, handle: str) -> int:
+        lo, hi = self.settings["ssh_ports"]
+        used = {r.ssh_port for r in self.records.all() if r.handle != handle}
+        start = lo + int(hashlib.sha256(handle.encode()).hexdigest(), 16) % (hi - lo + 1)
+        for n in range(hi - lo + 1):
+            port = lo + (start - lo + n) % (hi - lo + 1)
+            if port in used:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind((self.settings["ssh_address"], port))
+                except OSError:
+                    continue
+            return port
+        raise DriverError(f"no free SSH port in {lo}-{hi} on {self.settings['ssh_address']}",
+                          transient=True)
+
+    def _new_vm_record(self, comp: Component, spec: SliverSpec, handle: str) -> DomainRecord:
+        image = self._image(comp, spec.disk_image)
+        vcpus, memory = self._size(spec)
+        hexpart = handle[len(DOMAIN_PREFIX):]
+        mode = (spec.forwarding or ForwardingMode.GUEST) if spec.router else None
+        dom0 = mode is ForwardingMode.DOM0
+        vifs, ports, bridges = [], [], []
+        for n, i in enumerate(spec.interfaces):
+            mac = (i.mac or deterministic_mac(handle, i.client_id)).lower()
+            bridge = self._iface_bridge(spec, i)
+            bridges.append(bridge)
+            if dom0:
+                cidr = _cidr(i.ips[0]) if i.ips else None
+                ports.append(plumbing.Dom0Port(vif=vif_name(handle, n), mac=mac, cidr=cidr,
+                                               bridge=bridge))
+            else:
+                vifs.append(VifPlan(client_id=i.client_id, mac=mac, bridge=bridge,
+                                    device=plumbing.tap_name(self.settings["ifname_prefix"],
+                                                             hexpart, n)))
+        files = self._files(handle)
+        port = self._free_ssh_port(handle)
+        dtype = self._domain_type(comp)
+        boot = BootPlan(kernel=str(image.data / image.meta.get("kernel", "vmlinuz")),
+                        initrd=str(files.initrd), console_log=str(files.console),
+                        agent_socket=str(files.agent),
+                        agent_port=image.meta.get("agent_port", "org.geni.agent.0"),
+                        ssh_address=self.settings["ssh_address"], ssh_port=port,
+                        mgmt_mac=deterministic_mac(handle, "geni-mgmt"))
+        plan = DomainPlan(name=handle, sliver_urn=spec.sliver_urn, host=comp.name, vcpus=vcpus,
+                          memory_mb=memory, disk_path="", vifs=tuple(vifs), boot=boot)
+        table = self._free_table(handle) if dom0 else None
+        macs = {i.client_id: (i.mac or deterministic_mac(handle, i.client_id)).lower()
+                for i in spec.interfaces}
+        dev_by_client = {v.client_id: v.device for v in vifs}
+        dev_by_client.update({i.client_id: p.vif for i, p in zip(spec.interfaces, ports)})
+        return DomainRecord(handle=handle, sliver_urn=spec.sliver_urn, host=comp.name,
+                            xml=build_xml(plan, dtype), forwarding=mode.value if mode else None,
+                            table=table, vifs=[p.vif for p in ports] if dom0 else
+                            [v.device for v in vifs], macs=macs, vif_by_client=dev_by_client,
+                            domain_type=dtype, hostname=guestmod.hostname_for(spec.client_id),
+                            image=image.name, image_digest=image.digest, ssh_port=port,
+                            bridges=sorted(set(bridges)),
+                            dom0_ports=[dataclasses.asdict(p) for p in ports])
+
+    def _write_boot(self, comp: Component, spec: SliverSpec, rec: DomainRecord) -> None:
+        """The sliver's initrd: the image's initramfs + its config (re-made at every boot, so
+        a restart boots with the keys and routes the AM has now)."""
+        image = self._image(comp, rec.image)
+        if image.digest != rec.image_digest:
+            raise DriverError(f"image {rec.image} changed since this sliver was provisioned "
+                              f"({rec.image_digest[:19] if rec.image_digest else '?'} -> "
+                              f"{image.digest[:19]})")
+        dom0 = rec.forwarding == ForwardingMode.DOM0.value
+        ifaces = [guestmod.GuestIface(mac=deterministic_mac(rec.handle, "geni-mgmt"),
+                                      cidr=guestmod.MGMT_ADDRESS)]
+        routes = []
+        if not dom0:
+            for i in spec.interfaces:
+                ifaces.append(guestmod.GuestIface(mac=rec.macs[i.client_id],
+                                                  cidr=_cidr(i.ips[0]) if i.ips else None))
+            for r in self.routes.get(rec.handle) or normalise_all(spec.routes):
+                routes.append(guestmod.GuestRoute(
+                    destination=r.destination, gateway=r.gateway,
+                    mac=rec.macs.get(r.interface) if r.interface else None))
+        forward = rec.forwarding == ForwardingMode.GUEST.value
+        lines = guestmod.config_lines(rec.hostname or "node", ifaces, routes, forward)
+        self._files(rec.handle).write_initrd(
+            image.data / image.meta.get("initrd", "initrd.img"), lines,
+            guestmod.user_keys(spec.users))
+
+    def _provision_vm(self, comp: Component, spec: SliverSpec) -> ProvisionResult:
+        handle = handle_for(spec.sliver_urn)
+        guestmod.user_keys(spec.users)                  # refuse bad logins before making anything
+        with self._lock:
+            rec = self.records.get(handle)
+            if rec is None:
+                rec = self._new_vm_record(comp, spec, handle)
+                self.records.put(rec)
+                if self.routes.get(handle) is None:
+                    self.routes.put(handle, self._check_routes(spec))
+        self._write_boot(comp, spec, rec)
+        state = self._vm_status(comp, rec)
+        return ProvisionResult(state=state, macs=dict(rec.macs), logins=self._vm_logins(spec, rec),
+                               resource_status=self._vm_note(comp, rec), handle=handle)
+
+    def _vm_note(self, comp: Component, rec: DomainRecord) -> str:
+        note = (f"{rec.domain_type} domain {rec.handle} on {comp.name} (image {rec.image}), "
+                f"SSH at {self.settings['ssh_address']}:{rec.ssh_port}")
+        if rec.forwarding:
+            note += f", virtual router forwarding in {rec.forwarding}"
+        if rec.failure:
+            note += f"; last boot failed: {rec.failure}"
+        return note
+
+    def _vm_logins(self, spec: SliverSpec, rec: DomainRecord) -> tuple[Login, ...]:
+        return tuple(Login(hostname=self.settings["ssh_address"], port=rec.ssh_port or 22,
+                           username=u.login) for u in spec.users)
+
+    def logins(self, spec: SliverSpec) -> tuple[Login, ...] | None:
+        if spec.kind is not ResourceKind.NODE:
+            return None
+        rec = self.records.get(handle_for(spec.sliver_urn))
+        if rec is None or rec.ssh_port is None:
+            return None
+        return self._vm_logins(spec, rec)
+
+    def check_users(self, users) -> None:
+        """Keys only, one line each, no root (the guest's accounts are made from them)."""
+        guestmod.user_keys(users)
+
+    def _active(self, comp: Component, handle: str) -> libvirt.virDomain | None:
+        dom = self._lookup(comp, handle)
+        try:
+            return dom if dom is not None and dom.isActive() else None
+        except libvirt.libvirtError:
+            return None
+
+    def _boot(self, comp: Component, spec: SliverSpec, rec: DomainRecord) -> None:
+        """Start the guest and wait until it says it is up; on failure nothing keeps running
+        and the record says why."""
+        for p in rec.dom0_ports:
+            plumbing.ensure_dom0_port(plumbing.Dom0Port(**p), comp.extra["dom0_netns"])
+        for b in rec.bridges:
+            hostnet.bridge_add(b)
+        self._write_boot(comp, spec, rec)
+        files = self._files(rec.handle)
+        if not rec.running and self._active(comp, rec.handle) is not None:
+            self._stop_domain(comp, rec.handle)     # left by a crash mid-boot: boot afresh
+        if self._active(comp, rec.handle) is None:
+            files.console.unlink(missing_ok=True)
+            try:
+                self._conn(comp).createXML(rec.xml, 0)
+            except libvirt.libvirtError as exc:
+                code = exc.get_error_code()
+                transient = code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC,
+                                     libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INTERNAL_ERROR)
+                raise DriverError(f"libvirt could not start domain {rec.handle}: "
+                                  f"{exc.get_error_message()}", transient=transient) from None
+        deadline = time.monotonic() + float(self.settings["boot_timeout_s"])
+        why = None
+        while True:
+            if files.ready(rec.hostname or "node"):
+                break
+            if self._active(comp, rec.handle) is None:
+                why = "the guest stopped during boot"
+            elif files.panicked():
+                why = "the guest kernel panicked"
+            elif time.monotonic() > deadline:
+                why = f"the guest did not come up within {self.settings['boot_timeout_s']} s"
+            if why:
+                reason = f"{why}; last console lines: {files.last_lines()}"
+                self._stop_domain(comp, rec.handle)
+                rec.running, rec.failure = False, reason
+                self.records.put(rec)
+                raise DriverError(reason)
+            time.sleep(0.1)
+        rec.running, rec.failure = True, None
+        self.records.put(rec)
+        for b in rec.bridges:
+            lk = self.links.get(b)
+            if lk is not None:
+                plumbing.shape_bridge(b, lk.capacity_kbps,
+                                      latency_ms=self.settings["tc_latency_ms"])
+        if rec.dom0_ports:
+            netns = comp.extra["dom0_netns"]
+            if netns:
+                hostnet.sysctl_set(netns, "net.ipv4.ip_forward", "1")
+            self._sync_forwarding(comp, rec)
+
+    def _stop_domain(self, comp: Component, handle: str) -> None:
+        dom = self._lookup(comp, handle)
+        if dom is not None:
+            _destroy_and_undefine(dom)
+
+    def _halt(self, comp: Component, rec: DomainRecord) -> None:
+        self._clear_forwarding(comp, rec)
+        for p in rec.dom0_ports:
+            plumbing.remove_dom0_port(plumbing.Dom0Port(**p), comp.extra["dom0_netns"])
+        self._stop_domain(comp, rec.handle)
+
+    def _perform_vm(self, comp: Component, spec: SliverSpec, action: str) -> OperationalState:
+        handle = handle_for(spec.sliver_urn)
+        rec = self.records.get(handle)
+        if rec is None:
+            raise DriverError(f"sliver {spec.sliver_urn} has no VM (not provisioned)")
+        if action == Action.START.value:
+            self._boot(comp, spec, rec)
+        elif action == Action.STOP.value:
+            self._halt(comp, rec)
+            rec.running = False
+            self.records.put(rec)
+        elif action == Action.RESTART.value:
+            self._halt(comp, rec)
+            self._boot(comp, spec, rec)
+        elif action == Action.UPDATE_USERS.value:
+            users = guestmod.user_keys(spec.users)
+            self._write_boot(comp, spec, rec)          # the next boot has the same keys
+            if rec.running and self._active(comp, handle) is not None:
+                guestmod.push_users(self._files(handle).agent, users)
+        elif action == SYNC_ROUTES:
+            if rec.running:
+                self._sync_forwarding(comp, rec)
+        else:
+            raise DriverError(f"action {action!r} is not supported by the Xen driver "
+                              f"(supported: {', '.join(self.capabilities.actions)})")
+        return self._vm_status(comp, self.records.get(handle))
+
+    def _vm_status(self, comp: Component, rec: DomainRecord | None) -> OperationalState:
+        if rec is None:
+            return OperationalState.FAILED
+        if not rec.running:
+            return OperationalState.FAILED if rec.failure else OperationalState.NOTREADY
+        if self._active(comp, rec.handle) is None:
+            return OperationalState.FAILED             # killed behind the AM's back
+        if self._files(rec.handle).ready(rec.hostname or "node"):
+            return OperationalState.READY
+        return OperationalState.CONFIGURING
+
+    def vm_failure(self, spec: SliverSpec) -> str | None:
+        """Why the sliver's VM is not up (None when it is, or was never started)."""
+        comp = self._comp(spec)
+        rec = self.records.get(handle_for(spec.sliver_urn))
+        if rec is None:
+            return "no VM (not provisioned)"
+        if rec.failure:
+            return rec.failure
+        if rec.running and self._active(comp, rec.handle) is None:
+            return ("the VM is gone (killed outside the AM); last console lines: "
+                    f"{self._files(rec.handle).last_lines()}")
+        return None
+
+    def _delete_vm(self, comp: Component, handle: str) -> None:
+        rec = self.records.get(handle)
+        if rec is not None:
+            self._halt(comp, rec)
+            for b in rec.bridges:
+                if self.links.get(b) is None and not plumbing.bridge_ports(b):
+                    plumbing.delete_bridge(b)
+        else:
+            self._stop_domain(comp, handle)
+        self._files(handle).remove()
+        self.records.drop(handle)
+        self.routes.drop(handle)
+
+    def _observed_vms(self, comp: Component, records: Mapping[str, DomainRecord]
+                      ) -> list[ObservedSliver]:
+        """Running domains (owner from their metadata) and stopped slivers' records. A record
+        that should run but has no domain is left out: the reconciler then calls it lost."""
+        uri = comp.extra["uri"]
+        try:
+            doms = self._conn(comp).listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except libvirt.libvirtError as exc:
+            raise DriverError(f"libvirt at {uri} cannot list domains: "
+                              f"{exc.get_error_message()}", transient=True) from None
+        out, seen = [], set()
+        for dom in doms:
+            name = dom.name()
+            if not name.startswith(DOMAIN_PREFIX):
+                continue
+            facts = read_xml(dom.XMLDesc())
+            seen.add(name)
+            rec = records.get(name)
+            state = self._vm_status(comp, rec) if rec else OperationalState.READY
+            out.append(ObservedSliver(handle=name, sliver_urn=facts.sliver_urn, state=state,
+                                      detail=f"{rec.domain_type if rec else '?'} domain on "
+                                             f"{comp.name}, {facts.vcpus} vCPU, "
+                                             f"{facts.memory_kib // 1024} MiB"))
+        for rec in records.values():
+            if rec.host == comp.name and rec.handle not in seen and not rec.running:
+                out.append(ObservedSliver(handle=rec.handle, sliver_urn=rec.sliver_urn,
+                                          state=self._vm_status(comp, rec),
+                                          detail=f"stopped VM on {comp.name}"))
+        return out
+
+    # ---- links between VMs on one host -----------------------------------------------------------
+    def _provision_link(self, comp: Component, spec: SliverSpec) -> ProvisionResult:
+        bridge = self._link_bridge(spec)
+        kbps = spec.link.capacity_kbps if spec.link else None
+        self.links.put(plumbing.LinkRecord(sliver_urn=spec.sliver_urn, bridge=bridge,
+                                           capacity_kbps=kbps))
+        if not self._is_test(comp):
+            hostnet.bridge_add(bridge)
+            plumbing.shape_bridge(bridge, kbps, latency_ms=self.settings["tc_latency_ms"])
+        shaped = f", {kbps} kbit/s into each end" if kbps else ""
+        return ProvisionResult(state=OperationalState.READY, handle=bridge,
+                               resource_status=f"bridge {bridge} on {comp.name}{shaped}")
+
+    def _delete_link(self, bridge: str) -> None:
+        if any(not self._is_test(c) for c in self._components):
+            plumbing.delete_bridge(bridge)
+        self.links.drop(bridge)
 
     # ---- routes (hybrid routers) ----------------------------------------------------------------
     def set_routes(self, spec: SliverSpec, routes: Iterable[Route]) -> SyncResult | None:
@@ -515,9 +942,14 @@ class XenDriver(SubstrateDriver):
     def _fib(self, rec: DomainRecord) -> set[FibEntry]:
         routes = self.routes.get(rec.handle) or ()
         default_dev = rec.vifs[0] if rec.vifs else None
-        return {FibEntry(prefix=r.destination, gateway=r.gateway,
-                         device=rec.vif_by_client.get(r.interface or "", default_dev))
-                for r in routes}
+        fib = {FibEntry(prefix=r.destination, gateway=r.gateway,
+                        device=rec.vif_by_client.get(r.interface or "", default_dev))
+               for r in routes}
+        for p in rec.dom0_ports:          # a real router's connected networks, in its own table
+            if p.get("cidr"):
+                net = ipaddress.IPv4Interface(p["cidr"]).network
+                fib.add(FibEntry(prefix=str(net), gateway=None, device=p["vif"]))
+        return fib
 
     def _sync_forwarding(self, comp: Component, rec: DomainRecord) -> SyncResult | None:
         plane = self._plane(comp, rec)
@@ -603,6 +1035,14 @@ def _image_for(comp: Component, wanted: str | None) -> DiskImage:
                       f"{', '.join(sorted({i.name for i in images}))})")
 
 
+def _cidr(ip: tuple[str, str]) -> str:
+    addr, mask = ip
+    try:
+        return str(ipaddress.IPv4Interface(f"{addr}/{mask or 24}"))
+    except ValueError:
+        raise DriverError(f"interface address {addr}/{mask} is not an IPv4 address") from None
+
+
 def _login_host(spec: SliverSpec, comp: Component) -> str:
     for iface in spec.interfaces:
         for addr, _mask in iface.ips:
@@ -622,12 +1062,37 @@ def _validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         low = 0 if key == "guest_router_limit" else 1
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise InventoryError(f"must be an integer >= {low}, not {v!r}", table=table, key=key)
-    for key in ("uri", "bridge", "image_dir"):
+    for key in ("uri", "bridge", "image_dir", "default_image"):
         if not isinstance(s[key], str) or not s[key]:
             raise InventoryError("must be a non-empty string", table=table, key=key)
     for key in ("state_dir", "dom0_netns"):
         if s[key] is not None and (not isinstance(s[key], str) or not s[key]):
             raise InventoryError("must be a non-empty string", table=table, key=key)
+    if s["image_store"] is not None and (not isinstance(s["image_store"], str)
+                                         or not s["image_store"]):
+        raise InventoryError("must be the image store's folder", table=table, key="image_store")
+    if s["domain_type"] not in ("auto", "kvm", "qemu"):
+        raise InventoryError("must be auto, kvm or qemu", table=table, key="domain_type")
+    if not isinstance(s["ssh_address"], str):
+        raise InventoryError("must be an address", table=table, key="ssh_address")
+    try:
+        ipaddress.ip_address(s["ssh_address"])
+    except ValueError:
+        raise InventoryError("must be an IP address", table=table, key="ssh_address") from None
+    ports = s["ssh_ports"]
+    if (not isinstance(ports, (list, tuple)) or len(ports) != 2
+            or any(isinstance(p, bool) or not isinstance(p, int) for p in ports)
+            or not 1 <= ports[0] <= ports[1] <= 65535):
+        raise InventoryError("must be [first, last] ports, 1-65535", table=table, key="ssh_ports")
+    s["ssh_ports"] = (ports[0], ports[1])
+    for key in ("boot_timeout_s", "tc_latency_ms"):
+        v = s[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise InventoryError("must be a positive number", table=table, key=key)
+    if not isinstance(s["ifname_prefix"], str) or not re.match(r"^[a-z][a-z0-9]{0,2}$",
+                                                               s["ifname_prefix"]):
+        raise InventoryError("must be 1-3 lower-case letters or digits", table=table,
+                             key="ifname_prefix")
     if s["simulate_vifs"] is not None and not isinstance(s["simulate_vifs"], bool):
         raise InventoryError("must be true or false", table=table, key="simulate_vifs")
     if not isinstance(s["forwarding_modes"], (list, tuple)) or not s["forwarding_modes"]:

@@ -33,7 +33,9 @@ from drivers.images.store import Image, ImageError, ImageStore
 
 GUEST_DIR = Path(__file__).with_name("guest")
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
-USER_PACKAGES = ("busybox-static", "dropbear-bin", "libc6", "libcrypt1", "libgmp10",
+# busybox (dynamic) is the shell and tools: its sh runs other programs by path, so /bin/ping
+# below is really executed (busybox-static's sh would run its own, unprivileged ping applet)
+USER_PACKAGES = ("busybox", "dropbear-bin", "libc6", "libcrypt1", "libgmp10",
                  "libtomcrypt1", "libtommath1", "zlib1g")
 # What the guest needs from the kernel's modules (virtio NICs and the agent's serial port);
 # their dependencies are added from the modules' own `depends` field.
@@ -67,9 +69,11 @@ def build_vm_initramfs(data: Path, options: dict[str, Any]) -> dict[str, Any]:
         version = vmlinuz[-1].name[len("vmlinuz-"):]
         data.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(vmlinuz[-1], data / "vmlinuz")
-        userland = Path(tmp) / "userland"
+        userland, static = Path(tmp) / "userland", Path(tmp) / "static"
         debs.extract(debs.download(USER_PACKAGES), userland)
+        debs.extract(debs.download(["busybox-static"]), static)
         _assemble_root(root, userland, ktree / "lib/modules" / version)
+        _add_ping(root, static / "bin/busybox")
         (data / "initrd.img").write_bytes(gzip_cpio(root))
     return {"kernel": "vmlinuz", "initrd": "initrd.img", "kernel_version": version,
             "guest_scripts": guest_scripts_digest(),
@@ -78,8 +82,8 @@ def build_vm_initramfs(data: Path, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def guest_scripts_digest() -> str:
-    """sha256 of the guest's init scripts: an image built from older scripts is stale."""
-    h = hashlib.sha256()
+    """sha256 of the recipe and the guest's scripts: an image built from older ones is stale."""
+    h = hashlib.sha256(Path(__file__).read_bytes())       # the recipe itself, too
     for f in sorted(GUEST_DIR.iterdir()):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
@@ -134,6 +138,17 @@ def _assemble_root(root: Path, userland: Path, modules: Path) -> None:
     (root / "etc/shells").write_text("/bin/sh\n")
     (root / "geni/config").write_text("hostname guest\n")     # replaced by the config archive
     (root / "geni/users").write_text("")
+
+
+def _add_ping(root: Path, static_busybox: Path) -> None:
+    """ping needs a raw socket: /bin/ping is busybox-static, setuid root. With no busybox.conf
+    (one makes the static busybox crash for non-root users) it keeps root only for the applets
+    busybox marks as needing it (ping, traceroute, su, passwd, login...) and drops it for all
+    others; su/login/passwd get nowhere as every password is "*". The shell and all else run
+    the plain busybox, unprivileged."""
+    shutil.copy2(static_busybox, root / "bin/busybox-ping")
+    os.chmod(root / "bin/busybox-ping", 0o4755)
+    os.symlink("busybox-ping", root / "bin/ping")
 
 
 def module_order(modules: Path, wanted: Iterable[str]) -> list[tuple[str, Path]]:

@@ -12,6 +12,9 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+R = TypeVar("R", bound=Any)
 
 
 @dataclass
@@ -26,38 +29,56 @@ class DomainRecord:
     vifs: list[str] = field(default_factory=list)
     macs: dict[str, str] = field(default_factory=dict)
     vif_by_client: dict[str, str] = field(default_factory=dict)
+    # real guests (a libvirtd URI, not test:): how they boot and what the host made for them
+    domain_type: str | None = None    # xen | kvm | qemu
+    hostname: str | None = None
+    image: str | None = None          # image name and digest it boots
+    image_digest: str | None = None
+    ssh_port: int | None = None
+    bridges: list[str] = field(default_factory=list)            # link bridges its NICs join
+    dom0_ports: list[dict] = field(default_factory=list)        # plumbing.Dom0Port fields
+    failure: str | None = None        # why the last boot failed
 
 
-class RecordStore:
-    def __init__(self, directory: Path):
+class JsonRecords(Generic[R]):
+    """One JSON file per record (`<key>.json`), replaced atomically."""
+
+    def __init__(self, directory: Path, cls: type[R], key: str):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.cls, self.key = cls, key
 
     def _path(self, handle: str) -> Path:
         return self.directory / f"{handle}.json"
 
-    def get(self, handle: str) -> DomainRecord | None:
+    def get(self, handle: str) -> R | None:
         try:
             data = json.loads(self._path(handle).read_text())
         except FileNotFoundError:
             return None
-        return DomainRecord(**data)
+        return self.cls(**data)
 
-    def put(self, rec: DomainRecord) -> None:
-        tmp = self._path(rec.handle).with_suffix(f".tmp{os.getpid()}")
+    def put(self, rec: R) -> None:
+        path = self._path(getattr(rec, self.key))
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(asdict(rec)))
-        os.replace(tmp, self._path(rec.handle))
+        os.replace(tmp, path)
 
     def drop(self, handle: str) -> None:
         self._path(handle).unlink(missing_ok=True)
 
-    def all(self) -> list[DomainRecord]:
+    def all(self) -> list[R]:
         out = []
         for p in sorted(self.directory.glob("*.json")):
             rec = self.get(p.stem)
             if rec is not None:
                 out.append(rec)
         return out
+
+
+class RecordStore(JsonRecords[DomainRecord]):
+    def __init__(self, directory: Path):
+        super().__init__(directory, DomainRecord, "handle")
 
     def tables_in_use(self) -> set[int]:
         return {r.table for r in self.all() if r.table is not None}

@@ -15,6 +15,7 @@ for m in $(cat /lib/modules/geni.order); do
 done
 ip link set lo up
 
+
 dev_by_mac() {  # the interface whose MAC is $1 (the kernel may take a moment to name it)
   for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
     for d in /sys/class/net/*; do

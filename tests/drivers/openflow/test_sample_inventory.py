@@ -1,5 +1,6 @@
 """docs/inventory-this-host.toml, the sample for "this host", loads as documented and describes
-the default site `geni-am serve` runs (am/site): a container node and an OVS switch, the
+the default site `geni-am serve` runs (am/site): a container node, an OVS switch and an
+emulated NetFPGA card, the
 switch's ports read from the running bridge.
 
 Only the machine-specific paths are rewritten (OVS socket, state dir, name prefix); everything
@@ -49,11 +50,10 @@ def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_p
     ports, bridge = (f"sp{tag}1", f"sp{tag}2"), f"sb{tag}"
     for old, new in (('"unix:/run/geni-am-ovs/db.sock"', f'"{ovs.db}"'),
                      ('"/var/lib/geni-am/vserver"', f'"{tmp_path / "vserver"}"'),
+                     ('"/var/lib/geni-am/netfpga"', f'"{tmp_path / "netfpga"}"'),
                      ('name_prefix = "gam"', 'name_prefix = "gsi"'),
                      ('"port1"', f'"{ports[0]}"'), ('"port2"', f'"{ports[1]}"'),
-                     ('"br-gam"', f'"{bridge}"'),
-                     ('"/var/lib/geni-am/netfpga', f'"{tmp_path / "netfpga"}'),
-                     ('iface_prefix = "gnf"', f'iface_prefix = "n{tag[:3]}"')):
+                     ('"br-gam"', f'"{bridge}"')):
         assert old in text, f"the sample no longer contains {old}"
         text = text.replace(old, new)
     inventory = tmp_path / "inventory.toml"
@@ -71,11 +71,13 @@ def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_p
         try:
             names = {c.name: c for c in site.components}
             assert set(names) == {"vs1", "ovs1", "nf1"}
+            assert names["nf1"].driver == "netfpga"
             assert names["vs1"].driver == "vserver" and names["ovs1"].driver == "openflow"
             assert names["ovs1"].dpid == "00:00:00:00:00:00:00:01"
             assert sorted(p.num for p in names["ovs1"].ports) == [1, 2]
             assert site.links == []
-            assert {"vserver-container", "openflow-flowspace"} <= site.sliver_types()
+            assert {"vserver-container", "openflow-flowspace", "netfpga-vdp"} <= \
+                site.sliver_types()
             assert_same_as_default_site(inventory, tmp_path)
         finally:
             site.close()

@@ -101,11 +101,15 @@ def test_an_execute_reads_no_host_file_stays_in_its_cgroups_and_netns_and_dies_w
         _wait_for(lambda: len(_sleepers(drv, handle)) == 2)
         pids = drv.cgroups.pids(handle)
         netns = _netns_inode(handle)
+        init = drv.state.read(handle)["guest"]["pid"]
         for pid in pids:                                # every process stayed where it was put
             assert os.stat(f"/proc/{pid}/ns/net").st_ino == netns
             cg = Path(f"/proc/{pid}/cgroup").read_text()
-            for ctrl in ("cpu", "memory", "pids"):
+            for ctrl in ("cpu", "pids"):
                 assert f":{ctrl}:/geni-am/{handle}\n" in cg
+            # the init stays out of the memory limit (an OOM never takes it, and with it the
+            # guest); everything it starts is in
+            assert (f":memory:/geni-am/{handle}\n" in cg) == (pid != init)
             status = Path(f"/proc/{pid}/status").read_text()
             uid_line = next(l for l in status.splitlines() if l.startswith("Uid:"))
             assert min(int(u) for u in uid_line.split()[1:]) >= drv.settings.guest_id_base

@@ -55,8 +55,6 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from am.app import build_runtime
-    from am.jobs.runtime import serve_job_queue
     from am.bootstrap import banner, ensure_dev_authority, needs_dev_authority
     from am.config import ConfigError
     from am.errors import GeniError
@@ -103,6 +101,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 tls_adapter(settings.cert, settings.key, settings.trust_roots)
             site, running = start_default_site(settings)
             settings, site_info = settings.replace(inventory=str(running.inventory)), running
+        from am.app import build_runtime          # the heavy part: after the site is up
+        from am.jobs.runtime import serve_job_queue
         runtime = build_runtime(settings, behind_proxy=settings.proxy_mode,
                                 job_queue=serve_job_queue)
     except (ConfigError, InventoryError, DriverError, ServerConfigError, GeniError,

@@ -190,7 +190,7 @@ def test_hybrid_router_forwards_in_the_slot_and_route_changes_take_effect(am: AM
     back = [{"destination": d, "interface": i} for d, _g, i in R1_ROUTES]
     assert code_of(am.poa([urns["r1"]], SYNC, {"geniam_routes": back})) == 0
     am.wait_for([urns["r1"]], "geni_ready")
-    assert ping(h1, "10.84.2.2") == 63                       # in force: no waiting
+    assert ping(h1, "10.84.2.2", wait=3) == 63                      # in force: no waiting
 
 
 def test_killed_card_fails_the_slot_with_its_reason_and_restart_resumes(am: AM):

@@ -21,6 +21,7 @@ Choices where the spec leaves room (docs/state.md lists them):
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -268,9 +269,9 @@ class Aggregate:
             used = usage.get(comp.component_id)
             free[comp.component_id] = {r: max(0.0, c - (used.used.get(r, 0.0) if used else 0.0))
                                        for r, c in comp.capacity.items()}
-            held = used is not None and used.exclusive_holder is not None
-            available[comp.component_id] = not held and all(
-                free[comp.component_id].get(r, 1.0) > 0 for r in ("cpu", "memory_mb"))
+            driver = self.site.drivers.get(comp.driver)
+            # each driver decides from every resource its component has (slots, tables, ...)
+            available[comp.component_id] = driver is not None and driver.available(comp, used)
         links = [AdLink(component_id=f"urn:publicid:IDN+{self.settings.authority}+link+{l.name}",
                         name=l.name, interface_refs=tuple(e.interface_id for e in l.ends),
                         capacity_kbps=l.capacity_kbps) for l in self.site.links]
@@ -278,6 +279,48 @@ class Aggregate:
                                    available_only=available_only, links=links,
                                    opstate=default_opstate(sorted(self.site.sliver_types())),
                                    free=free)
+
+    # ---- calendar and find-slot (extensions) ------------------------------------------------
+    def calendar(self, start: datetime | None, hours: int) -> dict:
+        """Free capacity per component and metered resource in each hour of [start, +hours)
+        (start: the next whole hour by default)."""
+        from am.service.calendar import Timeline, free_table
+        start = self._hour(start)
+        with self._db():
+            tl = Timeline.load(self.store, start, timedelta(hours=1), _hours(hours))
+        return {"start": start, "step_s": 3600, "hours": tl.n,
+                "components": free_table(tl, self.site.components)}
+
+    def find_slot(self, principal: Principal, request_xml: str, duration_s: float,
+                  start: datetime | None, hours: int) -> tuple[datetime, datetime] | None:
+        """The earliest whole-hour window of `duration_s` in [start, +hours) in which the
+        whole request fits (as an Allocate with that geni_start_time would place it), or None."""
+        from am.engine import place as engine_place
+        from am.service.calendar import Timeline
+        request = self._parse(request_xml)
+        if not duration_s or duration_s <= 0 or duration_s > self.settings.max_lease_s:
+            raise GeniError(GeniCode.BADARGS, f"duration must be more than 0 and at most "
+                                              f"{self.settings.max_lease_s} s")
+        start = self._hour(start)
+        width = max(1, math.ceil(duration_s / 3600))
+        with self._db():
+            tl = Timeline.load(self.store, start, timedelta(hours=1), _hours(hours) + width)
+        wide = tl.widened(width)
+        slice_urn = f"urn:publicid:IDN+{self.settings.authority}+slice+find-slot"
+        for k in range(_hours(hours)):
+            placement = engine_place(request, self.site, tl.usage(k, width, wide),
+                                     slice_urn=slice_urn, mint_sliver_urn=self._mint)
+            if placement.ok and placement.slivers:
+                begins = start + timedelta(hours=k)
+                return begins, begins + timedelta(seconds=duration_s)
+        return None
+
+    def _hour(self, start: datetime | None) -> datetime:
+        """`start` (default now) rounded up to a whole hour, never in the past."""
+        now = self.clock()
+        when = max(start or now, now)
+        floor = when.replace(minute=0, second=0, microsecond=0)
+        return floor if floor == when else floor + timedelta(hours=1)
 
     # ---- Allocate ---------------------------------------------------------------------------
     @_retried
@@ -1024,6 +1067,16 @@ def _conflict_code(exc: ReservationConflict) -> GeniCode:
     if exc.what.startswith("kbps:"):
         return GeniCode.INSUFFICIENT_BANDWIDTH
     return GeniCode.INSUFFICIENT_NODES
+
+
+#: The longest horizon of calendar and find-slot (hours).
+MAX_HOURS = 24 * 90
+
+
+def _hours(hours: int) -> int:
+    if not isinstance(hours, int) or isinstance(hours, bool) or not 1 <= hours <= MAX_HOURS:
+        raise GeniError(GeniCode.BADARGS, f"hours must be a whole number from 1 to {MAX_HOURS}")
+    return hours
 
 
 def _iso(when: datetime) -> str:

@@ -359,11 +359,14 @@ class EmulatedCard:
         return CardNames(self.prefix)
 
     def pid(self) -> int | None:
+        """The running card process of this card (a recycled pid is not taken for it)."""
         try:
             pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        ours = b"drivers.netfpga.card" in cmdline and str(self.rundir).encode() in cmdline
+        return pid if ours and _alive(pid) else None
 
     def start(self, timeout: float = 20.0) -> int:
         running = self.pid()

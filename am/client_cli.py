@@ -95,8 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add("calendar", "free capacity per component per hour (this AM's extension)")
     p.add_argument("--from", dest="cal_from", metavar="TIME", help="RFC 3339 or +Nh (next hour)")
     p.add_argument("--hours", type=_positive(int), default=24, metavar="N", help="hours (24)")
-    p.add_argument("--resource", default="cpu", metavar="NAME",
-                   help="the resource the table shows (cpu)")
+    p.add_argument("--resource", default="cpu_milli", metavar="NAME",
+                   help="the resource the table shows (cpu_milli: thousandths of a core)")
     p.add_argument("--png", metavar="FILE", help="also draw the calendar as a PNG chart")
     p = add("find-slot", "the earliest window in which a whole request fits")
     p.add_argument("rspec", metavar="RSPEC_FILE", help="request rspec ('-' for stdin)")

@@ -53,7 +53,7 @@ class Q:
 def fill(store, site, n: int, days: int, rng: random.Random) -> None:
     """n waiting one-node reservations (1 cpu, 1 GiB, 1-8 h) at random hours in `days`."""
     now = utcnow()
-    comps = [c for c in site.components if "cpu" in c.capacity]
+    comps = [c for c in site.components if "cpu_milli" in c.capacity]
     with store.write() as session:
         slc = Slice(urn=f"urn:publicid:IDN+{AUTH}+slice+filler", urn_key="filler", incarnation=0,
                     owner_urn=WHO.urn)
@@ -76,7 +76,7 @@ def fill(store, site, n: int, days: int, rng: random.Random) -> None:
                             "element_xml": "", "facts": {}, "version": 1, "created": now,
                             "updated": now, "starts": start, "waiting": True,
                             "auto_provision": False})
-            for res, amount in (("cpu", 1.0), ("memory_mb", 1024.0)):
+            for res, amount in (("cpu_milli", 1000.0), ("memory_mb", 1024.0)):
                 reservations.append({"sliver_id": i + 1, "component_id": comp, "resource": res,
                                      "amount": amount})
             holds.append({"sliver_id": i + 1, "component_id": comp, "token": USE_TOKEN,

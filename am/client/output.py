@@ -88,7 +88,7 @@ def _expires(sliver: dict[str, Any], now: datetime | None = None) -> str:
     return text
 
 
-def calendar_table(value: dict[str, Any], resource: str = "cpu") -> str:
+def calendar_table(value: dict[str, Any], resource: str = "cpu_milli") -> str:
     """One row per hour, one column per component: the free amount of `resource`."""
     comps = [c for c in value.get("components") or () if c.get("resource") == resource]
     if not comps:

@@ -250,7 +250,7 @@ def test_cli_find_slot_calendar_and_booking(cli, am_env, tmp_path):
     chart = tmp_path / "cal.png"
     code, out, err = cli("calendar", "--hours", "8", "--png", str(chart), creds=creds)
     assert code == 0, err
-    assert out.startswith("free cpu per component and hour") and "HOUR (UTC)" in out
+    assert out.startswith("free cpu_milli per component and hour") and "HOUR (UTC)" in out
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, out, err = cli("find-slot", str(rspec), "--duration", "0", creds=creds)
     assert code == 2 and "more than 0" in err

@@ -156,9 +156,9 @@ def test_calendar_and_find_slot_answer_is_bookable(h):
                   Options(start_time=first + 2 * H, end_time=first + 5 * H))
     cal = h.am.calendar(None, 8)
     assert cal["start"] == first
-    free = {c["name"]: c["free"] for c in cal["components"] if c["resource"] == "cpu"}
-    assert free["fake1"] == [8, 0, 0, 8, 8, 8, 8, 8]
-    assert free["fake2"] == [8, 8, 0, 0, 0, 8, 8, 8]
+    free = {c["name"]: c["free"] for c in cal["components"] if c["resource"] == "cpu_milli"}
+    assert free["fake1"] == [8000, 0, 0, 8000, 8000, 8000, 8000, 8000]
+    assert free["fake2"] == [8000, 8000, 0, 0, 0, 8000, 8000, 8000]
     # two exclusive nodes on fake1 and fake2 for two hours: first fits from hour 5
     both = request(*(f'<node client_id="{c}" component_manager_id="{AM}" component_id='
                      f'"urn:publicid:IDN+{AUTH}+node+{c}" exclusive="true">'

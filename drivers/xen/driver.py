@@ -1083,9 +1083,9 @@ def _validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         v = s[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise InventoryError("must be a positive number", table=table, key=key)
-    if not isinstance(s["ifname_prefix"], str) or not re.match(r"^[a-z][a-z0-9]{0,2}$",
+    if not isinstance(s["ifname_prefix"], str) or not re.match(r"^[a-z][a-z0-9]{0,3}$",
                                                                s["ifname_prefix"]):
-        raise InventoryError("must be 1-3 lower-case letters or digits", table=table,
+        raise InventoryError("must be 1-4 lower-case letters or digits", table=table,
                              key="ifname_prefix")
     if s["simulate_vifs"] is not None and not isinstance(s["simulate_vifs"], bool):
         raise InventoryError("must be true or false", table=table, key="simulate_vifs")

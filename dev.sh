@@ -19,12 +19,12 @@ APT_PACKAGES=(
   openvswitch-switch                    # ovsdb-server + ovs-vswitchd, started by hand (userspace datapath)
   chromium chromium-driver              # the dashboard's browser test
   nginx-light                           # the proxy-mode test (nginx verifies client certificates)
-  openssh-server                        # sshd per container sliver (login with geni_users keys)
+  openssh-server                        # the ssh client tests (sshd itself comes from the guest images)
   qemu-system-x86 qemu-utils            # real VMs under QEMU (TCG here; KVM/Xen on production hosts)
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system   # libvirtd + virtlogd, started by hand
   busybox-static dropbear-bin cpio      # guest initramfs and container images
   debootstrap mmdebstrap e2fsprogs      # Debian root filesystems for images (mke2fs -d, no loop mounts)
-  iperf3 mininet                        # forwarding / chain benchmarks (Mininet is the comparison)
+  iperf3 mininet bridge-utils           # forwarding / chain benchmarks (Mininet, lxbr switches: brctl)
   graphviz socat                        # topology layout; test plumbing
 )
 

@@ -33,6 +33,7 @@ setup(
         "cheroot>=10,<12",
         "prometheus_client>=0.20",
         "tomli-w>=1.0",              # the default site writes its inventory (TOML)
+        "matplotlib>=3.8",           # geni-am client calendar --png
         # Xen hosts through libvirt (builds against Debian's libvirt-dev; test:///default in tests)
         "libvirt-python>=9",
     ],
@@ -45,7 +46,6 @@ setup(
             "requests>=2.31",
             "os-ken>=4.2,<5",          # slice controllers in the OpenFlow data-plane tests
             "selenium>=4.20",          # drives Debian's chromium + chromedriver (no downloads)
-            "matplotlib>=3.8",         # bench plots (forwarding, isolation)
             "atheris>=2.3",            # fuzzing harnesses under fuzz/
             "ruff>=0.6",               # lint (pyflakes rules) in .ci/run
             "import-linter>=2.0",      # the layer contracts in .ci/run

@@ -81,6 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("slice", metavar="SLICE")
     p.add_argument("rspec", metavar="RSPEC_FILE", help="request rspec ('-' for stdin)")
     p.add_argument("--end-time", metavar="TIME", help="RFC 3339, or +Nd / +Nh")
+    p.add_argument("--start-time", metavar="TIME",
+                   help="an advance reservation from TIME (RFC 3339, or +Nh)")
+    p.add_argument("--auto-provision", action="store_true",
+                   help="with --start-time: the AM provisions it at its start")
     p = add("update", "Update: change a slice (or named slivers) to a new request rspec; "
                       "provision the slice afterwards to commit changes to running slivers")
     p.add_argument("targets", nargs="+", metavar="TARGET")
@@ -88,6 +92,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the new request rspec ('-' for stdin)")
     p.add_argument("--best-effort", action="store_true",
                    help="admit what fits; leave the rest out (new) or as it is (existing)")
+    p = add("calendar", "free capacity per component per hour (this AM's extension)")
+    p.add_argument("--from", dest="cal_from", metavar="TIME", help="RFC 3339 or +Nh (next hour)")
+    p.add_argument("--hours", type=_positive(int), default=24, metavar="N", help="hours (24)")
+    p.add_argument("--resource", default="cpu_milli", metavar="NAME",
+                   help="the resource the table shows (cpu_milli: thousandths of a core)")
+    p.add_argument("--png", metavar="FILE", help="also draw the calendar as a PNG chart")
+    p = add("find-slot", "the earliest window in which a whole request fits")
+    p.add_argument("rspec", metavar="RSPEC_FILE", help="request rspec ('-' for stdin)")
+    p.add_argument("--duration", required=True, metavar="D", help="how long: 90m, 2h, 1d, or s")
+    p.add_argument("--from", dest="slot_from", metavar="TIME", help="RFC 3339 or +Nh")
+    p.add_argument("--within", type=_positive(int), default=720, metavar="HOURS",
+                   help="look this many hours ahead (720)")
     p = add("renew", "Renew: extend the expiry of slivers")
     p.add_argument("targets", nargs="+", metavar="TARGET")
     p.add_argument("--until", required=True, metavar="TIME", help="RFC 3339, or +Nd / +Nh")
@@ -264,10 +280,19 @@ def _call(client, command: str, args: argparse.Namespace, profile) -> Any:
         return client.describe(targets(args.targets, profile), compressed=args.compressed)
     if command == "allocate":
         return client.allocate(slice_urn(args.slice, profile), _read_rspec(args.rspec),
-                               end_time=parse_time(args.end_time) if args.end_time else None)
+                               end_time=parse_time(args.end_time) if args.end_time else None,
+                               start_time=parse_time(args.start_time) if args.start_time
+                               else None, auto_provision=args.auto_provision)
     if command == "update":
         return client.update(targets(args.targets, profile), _read_rspec(args.update_rspec),
                              best_effort=args.best_effort)
+    if command == "calendar":
+        return client.calendar(start=parse_time(args.cal_from) if args.cal_from else None,
+                               hours=args.hours)
+    if command == "find-slot":
+        return client.find_slot(_read_rspec(args.rspec), _duration(args.duration),
+                                start=parse_time(args.slot_from) if args.slot_from else None,
+                                hours=args.within)
     if command == "renew":
         return client.renew(targets(args.targets, profile), parse_time(args.until),
                             best_effort=args.best_effort, extend_alap=args.alap)
@@ -286,6 +311,21 @@ def _call(client, command: str, args: argparse.Namespace, profile) -> Any:
     if command == "shutdown":
         return client.shutdown(slice_urn(args.slice, profile))
     raise AssertionError(command)
+
+
+def _duration(text: str) -> float:
+    """Seconds from `90m`, `2h`, `1d`, `3600` or `3600s`."""
+    from am.client import ClientConfigError
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in units else text
+    try:
+        value = float(number) * units.get(unit, 1)
+    except ValueError:
+        raise ClientConfigError(f"--duration {text!r}: say e.g. 90m, 2h or 1d") from None
+    if not value > 0 or value == float("inf"):
+        raise ClientConfigError(f"--duration {text!r} must be more than 0")
+    return value
 
 
 def _read_rspec(name: str) -> str:
@@ -340,10 +380,20 @@ def _print(command: str, value: Any, args: argparse.Namespace, client, profile) 
     elif command in ("describe", "allocate", "provision", "update"):
         if value.get("geni_urn"):
             print(f"slice {value['geni_urn']}")
-        print(output.sliver_table(value.get("geni_slivers") or ()))
+        print(output.sliver_table(value.get("geni_slivers") or (), value.get("geni_rspec")))
         if value.get("geni_rspec"):
             print()
             print(output.rspec_summary(value["geni_rspec"]))
+    elif command == "calendar":
+        print(output.calendar_table(value, args.resource))
+        if args.png:
+            output.calendar_png(value, args.resource, args.png)
+            print(f"chart written to {args.png}")
+    elif command == "find-slot":
+        if value:
+            print(f"fits from {value['geni_start_time']} to {value['geni_end_time']}")
+        else:
+            print(f"no window within {args.within} h fits the whole request")
     elif command == "status":
         print(f"slice {value.get('geni_urn', '?')}")
         print(output.sliver_table(value.get("geni_slivers") or ()))
@@ -386,6 +436,7 @@ def _wait(client, args: argparse.Namespace, profile) -> int:
               file=sys.stderr)
         return 1
     if getattr(args, "output", "text") != "json":
+        print(output.sliver_table(list(progress.slivers)))
         print(f"all {progress.total} sliver(s) ready")
     return 0
 

@@ -63,6 +63,7 @@ class StateCollector(Collector):
                                "1 when the store answered this scrape's queries, else 0.")
         try:
             slivers, jobs = store_counts(self.store)
+            soon = expiring_soon(self.store)
         except Exception:   # noqa: BLE001 - a broken database must not break the scrape
             log.exception("metrics: cannot read the store")
             up.add_metric([], 0.0)
@@ -85,6 +86,13 @@ class StateCollector(Collector):
                                   "Jobs waiting for a worker (state queued).")
         depth.add_metric([], float(jobs.get("queued", 0)))
         yield depth
+        expiring = GaugeMetricFamily(
+            "geniam_slivers_expiring_soon",
+            f"Live slivers whose expiry is within {EXPIRING_SOON_S // 3600} h (renew them or "
+            "lose them).", labels=["allocation_state"])
+        for alloc in ("geni_allocated", "geni_provisioned"):
+            expiring.add_metric([alloc], float(soon.get(alloc, 0)))
+        yield expiring
 
 
 def store_counts(store: Any) -> tuple[dict[tuple[str, str, str], int], dict[str, int]]:
@@ -102,6 +110,27 @@ def store_counts(store: Any) -> tuple[dict[tuple[str, str, str], int], dict[str,
         job_rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
     slivers = {(a, o or "", d): int(n) for a, o, d, n in rows}
     return slivers, {state: int(n) for state, n in job_rows}
+
+
+#: "Soon" for `geniam_slivers_expiring_soon` (and the client's flag on such slivers).
+EXPIRING_SOON_S = 24 * 3600
+
+
+def expiring_soon(store: Any, now: datetime | None = None) -> dict[str, int]:
+    """Live slivers expiring within `EXPIRING_SOON_S`, by allocation state."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from am.store.models import Sliver
+
+    now = now or datetime.now(timezone.utc)
+    with store.read() as session:
+        rows = session.execute(
+            select(Sliver.allocation_state, func.count()).where(
+                store.live_clause(now), Sliver.expires <= now + timedelta(seconds=EXPIRING_SOON_S))
+            .group_by(Sliver.allocation_state)).all()
+    return {alloc: int(n) for alloc, n in rows}
 
 
 class AMMetrics:

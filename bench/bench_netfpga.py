@@ -185,6 +185,57 @@ def slots_forwarding(tmp: str, slots: int, seconds: float, mbps: float) -> tuple
     return sum(r[0] for r in results), statistics.mean(r[1] for r in results)
 
 
+class NetFPGASlots:
+    """N slots of one emulated card as N virtual routers, for bench_forwarding's mode table:
+    router i (1..n) has ports nf{2i-2} (wired into namespace `src` as s<i>, address
+    `src_net(i)`.2/24) and nf{2i-1} (into `dst` as d<i>, `dst_net(i)`.2/24); `setup(n)` returns
+    the (source, sink) address pairs, `teardown()` stops the card (its wires go with it)."""
+
+    def __init__(self, most: int, src: str, dst: str, src_net, dst_net, prefix: str = "bnff"):
+        if not 1 <= most <= 16:
+            raise ValueError("an emulated card has 1..16 slots")
+        self.most, self.src, self.dst = most, src, dst
+        self.src_net, self.dst_net, self.prefix = src_net, dst_net, prefix
+        self.tmp = tempfile.mkdtemp(prefix="bench-netfpga-slots-")
+        self._card: tuple[NetFPGADriver, EmulatedCard] | None = None
+
+    def setup(self, n: int) -> list[tuple[str, str]]:
+        self.teardown()
+        driver = NetFPGADriver({"state_dir": f"{self.tmp}/nf{n}", "ports": 2 * self.most,
+                                "slots": self.most},
+                               [{"name": "nf1", "extra": {"iface_prefix": self.prefix}}],
+                               authority=AUTH)
+        card = driver.emulated_card(driver.inventory()[0])
+        self._card = (driver, card)
+        card.start()
+        pairs = []
+        for i in range(1, n + 1):
+            a, b = self.src_net(i), self.dst_net(i)
+            spec = slot_spec(f"fw{i}", [(f"nf{2 * i - 2}", f"{a}.1"), (f"nf{2 * i - 1}", f"{b}.1")],
+                             (Route(f"{a}.0/24", None, f"fw{i}:if0"),
+                              Route(f"{b}.0/24", None, f"fw{i}:if1")))
+            driver.provision(spec)
+            if driver.perform(spec, Action.START.value) is not OperationalState.READY:
+                raise RuntimeError(f"slot for router {i} is not ready")
+            for ns, port, dev, mine, far in ((self.src, 2 * i - 2, f"s{i}", a, b),
+                                             (self.dst, 2 * i - 1, f"d{i}", b, a)):
+                wire = card.names.wire(port)
+                hostnet.link_move(wire, ns)
+                hostnet.link_set(ns, wire, name=dev, up=True)
+                hostnet.addr_replace(ns, dev, f"{mine}.2/24")
+                hostnet.route_replace(ns, f"{far}.0/24", gateway=f"{mine}.1", dev=dev)
+            pairs.append((f"{a}.2", f"{b}.2"))
+        return pairs
+
+    def teardown(self) -> None:
+        if self._card is not None:
+            driver, card = self._card
+            self._card = None
+            card.stop()
+            card.cleanup()
+            driver.close()
+
+
 def route_sync(tmp: str, n: int) -> None:
     base = int(ipaddress.IPv4Address("11.0.0.0"))
     table = tuple(Route(f"{ipaddress.IPv4Address(base + (i << 8))}/24", "10.93.1.254", "s:if0")

@@ -56,6 +56,8 @@ METHOD_OPERATIONS: dict[str, tuple[str, ...]] = {
     "Delete": ("deleteslice",),
     "Shutdown": ("shutdown",),
     "Update": ("createsliver",),
+    "geniam_Calendar": (),
+    "geniam_FindSlot": (),
     # v2
     "CreateSliver": ("createsliver",),
     "SliverStatus": ("getsliceresources",),

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from drivers.routesync import RouteError, normalise_all
 from rspec.model import (
     Execute,
     ForwardingMode,
@@ -182,6 +183,8 @@ class Capabilities:
                                              # "wires": port name -> interface, e.g. an
                                              # emulated NetFPGA card's), into its slivers
     first_state: OperationalState = OperationalState.NOTREADY
+    routes: bool = False                     # check_routes / set_routes: route changes of routers
+    images: bool = False                     # create_image: snapshots of a sliver's filesystem
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,57 @@ class Usage:
     exclusive_holder: str | None = None                        # slice URN holding it exclusively
 
 
+class Refusal(str, enum.Enum):
+    """Why `admit` refuses: the GENI error code (by name) the AM answers with. An enum, so a
+    misspelt code fails where it is written instead of turning into ERROR at the API."""
+
+    BADARGS = "BADARGS"                      # the request itself is wrong
+    UNSUPPORTED = "UNSUPPORTED"              # this component cannot do that at all
+    TOOBIG = "TOOBIG"                        # more than the component has in all
+    INSUFFICIENT_NODES = "INSUFFICIENT_NODES"    # not enough left now
+    INSUFFICIENT_BANDWIDTH = "INSUFFICIENT_BANDWIDTH"
+    VLAN_UNAVAILABLE = "VLAN_UNAVAILABLE"
+    UNAVAILABLE = "UNAVAILABLE"              # held by another slice (a port, a flowspace cell)
+    REFUSED = "REFUSED"
+    BUSY = "BUSY"
+    OUTOFRANGE = "OUTOFRANGE"
+    EXPIRED = "EXPIRED"
+    ALREADYEXISTS = "ALREADYEXISTS"
+    SEARCHFAILED = "SEARCHFAILED"
+    ERROR = "ERROR"
+
+
+#: Resource names in `Component.capacity`, `Admission.demand` and `Usage.used`. Every amount is
+#: a whole number in the unit the name says, so sums are exact (19 x 100 milli-cores plus 100
+#: fit in 2000; 19 x 0.1 cores plus 0.1 did not fit in 2.0 in floating point).
+CPU_MILLI = "cpu_milli"                      # thousandths of a core (or of a vCPU)
+MEMORY_MB = "memory_mb"                      # MiB
+#: Link bandwidth of a wired port is `kbps:<port>` (kbit/s).
+KBPS_PREFIX = "kbps:"
+
+
+def milli(cores: float) -> int:
+    """Cores (as requested, e.g. 0.1) in whole milli-cores."""
+    return round(float(cores) * 1000)
+
+
+def exact_capacity(capacity: Mapping[str, float]) -> dict[str, int]:
+    """Capacity as configured (cpu in cores, e.g. `cpu = 2`) in whole units: `cpu` becomes
+    `cpu_milli`; every other amount is already whole (MiB, kbit/s, slots, table entries)."""
+    out: dict[str, int] = {}
+    for resource, amount in capacity.items():
+        if resource == "cpu":
+            out[CPU_MILLI] = milli(amount)
+        else:
+            out[resource] = units(amount)
+    return out
+
+
+def units(amount: float) -> int:
+    """An amount (possibly read back from a database float) as the whole number it stands for."""
+    return round(float(amount))
+
+
 @dataclass(frozen=True)
 class Admission:
     """The answer of `admit`: either a demand to reserve, or a refusal with its reason.
@@ -294,8 +348,8 @@ class Admission:
         return cls(ok=True, demand=dict(demand or {}), claims=claims)
 
     @classmethod
-    def refuse(cls, reason: str, code: str = "INSUFFICIENT_NODES") -> "Admission":
-        return cls(ok=False, reason=reason, reason_code=code)
+    def refuse(cls, reason: str, code: Refusal | str = Refusal.INSUFFICIENT_NODES) -> "Admission":
+        return cls(ok=False, reason=reason, reason_code=Refusal(code).value)
 
 
 @dataclass(frozen=True)
@@ -332,6 +386,37 @@ class DriverError(Exception):
         self.transient = transient
 
 
+def check_capacity(comp: Component, admission: Admission, usage: Usage, *,
+                   cpu_unit: str = "cpu") -> Admission:
+    """`admission` as it is if its demand fits `comp` beside `usage`, else the refusal: TOOBIG
+    when the component has less in all, INSUFFICIENT_NODES when not enough is left now. Whole
+    units only (see CPU_MILLI), so the answer never depends on rounding."""
+    for resource, amount in sorted(admission.demand.items()):
+        cap = comp.capacity.get(resource)
+        if cap is None:
+            continue
+        need, total = units(amount), units(cap)
+        left = total - units(usage.used.get(resource, 0))
+        shown, unit = _shown(resource, cpu_unit)
+        if need > total:
+            return Admission.refuse(f"component {comp.component_id} has {shown(total)} {unit} in "
+                                    f"all; {shown(need)} requested", Refusal.TOOBIG)
+        if need > left:
+            return Admission.refuse(f"component {comp.component_id} has {shown(left)} of "
+                                    f"{shown(total)} {unit} free; {shown(need)} requested",
+                                    Refusal.INSUFFICIENT_NODES)
+    return admission
+
+
+def _shown(resource: str, cpu_unit: str):
+    """How a refusal shows amounts of `resource`: (format, unit); milli-cores as cores."""
+    if resource == CPU_MILLI:
+        return (lambda v: f"{v / 1000:g}"), cpu_unit
+    if resource == MEMORY_MB:
+        return str, "MiB of memory"
+    return str, resource
+
+
 class SubstrateDriver(ABC):
     """Base class of every substrate driver.
 
@@ -363,9 +448,43 @@ class SubstrateDriver(ABC):
             self._component_index = index
         return index.get(component_id.lower())
 
-    @abstractmethod
+    #: How refusals name CPU amounts of this driver's components ("cores", "vCPUs").
+    cpu_unit: ClassVar[str] = "cpu"
+
     def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        """Pure admission check; no side effects."""
+        """Pure admission, the same steps for every driver: find the component (BADARGS if it
+        is not this driver's), check a router's routes are routes (BADARGS), ask the driver's
+        own part (`admit_component`), then check its demand against the component's capacity
+        and what `usage` already holds, in exact whole units (TOOBIG, INSUFFICIENT_NODES)."""
+        comp = self._component_by_urn(spec.component_id)
+        if comp is None:
+            return Admission.refuse(f"{spec.component_id} is not a component of the {self.kind} "
+                                    "driver", Refusal.BADARGS)
+        if spec.router and spec.routes:
+            try:
+                normalise_all(spec.routes)
+            except RouteError as exc:
+                return Admission.refuse(f"node {spec.client_id}: {exc}", Refusal.BADARGS)
+        admission = self.admit_component(comp, spec, usage)
+        if not admission.ok:
+            return admission
+        return check_capacity(comp, admission, usage, cpu_unit=self.cpu_unit)
+
+    def admit_component(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
+        """The driver's own admission of `spec` on its component `comp` (found already): what
+        it would reserve, or why not. Pure. The capacity check of the demand comes after."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither admit nor "
+                                  "admit_component")
+
+    def available(self, comp: Component, usage: Usage | None) -> bool:
+        """May the advertisement say `available now="true"` for `comp`? Default: nobody holds
+        it exclusively and every resource it has (link bandwidth aside) has some left.
+        Drivers whose components fill up in other ways (slots, tables) override this."""
+        if usage is not None and usage.exclusive_holder is not None:
+            return False
+        used = usage.used if usage is not None else {}
+        own = {r: c for r, c in comp.capacity.items() if not r.startswith(KBPS_PREFIX)}
+        return bool(own) and all(units(c) - units(used.get(r, 0)) > 0 for r, c in own.items())
 
     @abstractmethod
     def provision(self, spec: SliverSpec) -> ProvisionResult:

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drivers.base import (
+    CPU_MILLI,
+    MEMORY_MB,
     ACTION_RESULTS,
     Action,
     Admission,
@@ -50,7 +52,10 @@ from drivers.base import (
     SliverTypeInfo,
     SubstrateDriver,
     Usage,
+    exact_capacity,
     implied_isolation,
+    milli,
+    units,
 )
 from drivers.fake_state import FakeCounters, FakeStateStore, SliverRow
 from drivers.inventory import (
@@ -127,7 +132,7 @@ class FakeDriver(SubstrateDriver):
     def _build_substrate(self, tables: list[Mapping[str, Any]]
                          ) -> tuple[list[Component], list[SiteLink]]:
         s = self.settings
-        capacity = {"cpu": s["cpu"], "memory_mb": s["memory_mb"],
+        capacity = {"cpu": s["cpu"], MEMORY_MB: s["memory_mb"],
                     "guest_routers": float(s["guest_router_limit"])}
         comps: list[Component] = []
         for table in tables:
@@ -155,7 +160,7 @@ class FakeDriver(SubstrateDriver):
                 sliver_types=tuple(SliverTypeInfo(t, images)
                                    for t in _types_for(iso, s["sliver_types"])),
                 hardware_types=("pc", "fake-pc"), forwarding_modes=s["forwarding_modes"],
-                capacity=dict(capacity), ports=ports, exclusive_ok=s["exclusive_ok"],
+                capacity=exact_capacity(capacity), ports=ports, exclusive_ok=s["exclusive_ok"],
                 extra={"fake": True}))
             if switch:
                 links.append(SiteLink(
@@ -184,10 +189,7 @@ class FakeDriver(SubstrateDriver):
         return list(self._links)
 
     # ---- admission (pure) -----------------------------------------------------------------------
-    def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        comp = self._component_by_urn(spec.component_id)
-        if comp is None:
-            return Admission.refuse(f"no fake component {spec.component_id}", "BADARGS")
+    def admit_component(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
         if spec.kind is ResourceKind.NODE:
             return self._admit_node(comp, spec, usage)
         if spec.kind is ResourceKind.LINK:
@@ -215,10 +217,10 @@ class FakeDriver(SubstrateDriver):
         if usage.exclusive_holder and usage.exclusive_holder != spec.slice_urn:
             return Admission.refuse(f"component {cid} is held exclusively by another slice",
                                     "INSUFFICIENT_NODES")
-        demand: dict[str, float] = {
-            "cpu": float(spec.cpu if spec.cpu is not None else self.settings["default_cpu"]),
-            "memory_mb": float(spec.memory_mb if spec.memory_mb is not None
-                               else self.settings["default_memory_mb"]),
+        demand: dict[str, int] = {
+            CPU_MILLI: milli(spec.cpu if spec.cpu is not None else self.settings["default_cpu"]),
+            MEMORY_MB: units(spec.memory_mb if spec.memory_mb is not None
+                             else self.settings["default_memory_mb"]),
         }
         exclusive = spec.exclusive or stype == "raw-pc"
         if exclusive:
@@ -229,7 +231,7 @@ class FakeDriver(SubstrateDriver):
                 return Admission.refuse(f"component {cid} is shared by {len(usage.slivers)} "
                                         "sliver(s); it cannot be given exclusively",
                                         "INSUFFICIENT_NODES")
-            demand = {k: v for k, v in comp.capacity.items() if k in ("cpu", "memory_mb")}
+            demand = {k: v for k, v in comp.capacity.items() if k in (CPU_MILLI, MEMORY_MB)}
         if spec.router:
             mode = spec.forwarding or ForwardingMode.GUEST
             if mode not in comp.forwarding_modes:
@@ -237,24 +239,14 @@ class FakeDriver(SubstrateDriver):
                                         f"(offers {', '.join(m.value for m in comp.forwarding_modes) or 'none'})",
                                         "UNSUPPORTED")
             if mode is ForwardingMode.GUEST:
-                demand["guest_routers"] = 1.0
-        for res, amount in demand.items():
-            cap = comp.capacity.get(res)
-            if cap is None:
-                continue
-            used = float(usage.used.get(res, 0.0))
-            if amount > cap:
-                return Admission.refuse(f"component {cid} has {_fmt(cap)} {res} in all; "
-                                        f"{_fmt(amount)} requested", "TOOBIG")
-            if used + amount > cap:
-                if res == "guest_routers":
+                demand["guest_routers"] = 1
+                limit, used = comp.capacity.get("guest_routers"), usage.used.get("guest_routers", 0)
+                if limit is not None and units(used) + 1 > units(limit):
                     return Admission.refuse(
-                        f"component {cid} already forwards for {_fmt(used)} guest-forwarding "
-                        f"router(s), its limit is {_fmt(cap)}; ask for dom0 forwarding",
+                        f"component {cid} already forwards for {units(used)} guest-forwarding "
+                        f"router(s), its limit is {units(limit)}; ask for dom0 forwarding",
                         "INSUFFICIENT_NODES")
-                return Admission.refuse(f"component {cid} has {_fmt(cap - used)} of {_fmt(cap)} "
-                                        f"{res} free; {_fmt(amount)} requested", "INSUFFICIENT_NODES")
-        return Admission.accept(demand)
+        return Admission.accept(demand)   # the capacity check follows (SubstrateDriver.admit)
 
     def _admit_link(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
         link = spec.link
@@ -469,10 +461,6 @@ def _isolation_param(spec: SliverSpec) -> IsolationClass | None:
 def _mac(handle: str, client_id: str) -> str:
     digest = hashlib.sha256(f"{handle}/{client_id}".encode()).digest()
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
-
-
-def _fmt(x: float) -> str:
-    return f"{x:g}"
 
 
 def _validate_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from drivers.base import (
     Component,
+    exact_capacity,
     ComponentPort,
     DiskImage,
     ForwardingMode,
@@ -285,7 +286,7 @@ def build_component(table: Mapping[str, Any], *, authority: str, driver: str,
         sliver_types=tuple(SliverTypeInfo(t, images) for t in types),
         hardware_types=tuple(table.get("hardware_types", ())),
         forwarding_modes=tuple(table.get("forwarding_modes", default_forwarding)),
-        capacity={**(default_capacity or {}), **table.get("capacity", {})},
+        capacity=exact_capacity({**(default_capacity or {}), **table.get("capacity", {})}),
         ports=ports,
         exclusive_ok=table.get("exclusive_ok", default_exclusive_ok),
         dpid=table.get("dpid"),

@@ -138,9 +138,9 @@ class RoutesDriver(Protocol):
 
 
 def accepts_routes(driver: object) -> bool:
-    """True if `driver` implements `RoutesDriver`."""
-    return callable(getattr(driver, "check_routes", None)) and \
-        callable(getattr(driver, "set_routes", None))
+    """True if `driver` declares route changes (`Capabilities.routes`: it implements
+    `RoutesDriver`)."""
+    return bool(getattr(getattr(driver, "capabilities", None), "routes", False))
 
 
 class ControlPlaneRoutes:

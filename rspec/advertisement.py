@@ -249,7 +249,11 @@ def _component_ext(out: list[str], comp: ComponentLike, free: Mapping[str, float
     others = []
     for key, total in capacity.items():
         left = free.get(key)
-        if key in ("cpu", "memory_mb"):
+        if key == "cpu_milli":      # accounted in milli-cores, shown in cores
+            s.append(f' cpu="{number(max(total, 0) / 1000)}"')
+            if left is not None:
+                s.append(f' free_cpu="{number(max(left, 0) / 1000)}"')
+        elif key == "memory_mb":
             s.append(f' {key}="{number(max(total, 0))}"')
             if left is not None:
                 s.append(f' free_{key}="{number(max(left, 0))}"')

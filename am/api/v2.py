@@ -1,9 +1,8 @@
 """GENI AM API v2, composed from the same service calls as v3 (the v2 mapping in docs/api.md).
 
 v2 names a slice, never slivers; credentials are bare XML strings (structs tolerated).
-CreateSliver = Allocate + Provision with start (v2 has no operational actions, so the slivers
-boot whatever `start_on_provision` says); if Provision fails, the allocation is deleted again so
-a failed CreateSliver leaves nothing behind.
+CreateSliver = Allocate + Provision with start, undone if Provision fails: the service's
+`am.service.create_sliver` does it; this module only parses arguments and maps answers.
 """
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from am.auth import Authorizer
 from am.config import Settings
 from am.errors import GeniCode, GeniError
 from am.service.contract import AggregateService, Options, Principal, SliverInfo
+from am.service.create_sliver import create_sliver
 
 log = logging.getLogger("am.api")
 
@@ -118,26 +118,7 @@ class V2:
         users = args.users_option(params[3], "users")
         options = args.options_arg(params[4])
         principal = self._principal(call, "CreateSliver", credentials, options, slice_urn)
-        allocated = self.service.allocate(principal, slice_urn, rspec, options)
-        sliver_urns = [s.sliver_urn for s in allocated.slivers]
-        if not sliver_urns:
-            return allocated.manifest
-        # v2 has no operational actions: CreateSliver always boots, whatever start_on_provision
-        provision_options = Options(best_effort=False, end_time=options.end_time,
-                                    users=users or options.users, start=True,
-                                    extra=options.extra)
-        try:
-            provisioned = self.service.provision(principal, sliver_urns, provision_options)
-        except GeniError:
-            self._undo(principal, sliver_urns)
-            raise
-        return provisioned.manifest
-
-    def _undo(self, principal: Principal, sliver_urns: list[str]) -> None:
-        try:
-            self.service.delete(principal, sliver_urns, Options(best_effort=True))
-        except GeniError as exc:
-            log.warning("CreateSliver: could not release the allocation: %s", exc.message)
+        return create_sliver(self.service, principal, slice_urn, rspec, users, options)
 
     def sliver_status(self, call: Call, params: tuple[Any, ...]) -> Any:
         args.check_arity("SliverStatus", params, ("slice_urn", "credentials", "options"))

@@ -25,7 +25,8 @@ from am.service.images import Images
 # are audited without waiting.
 STATE_CHANGING = frozenset({"Allocate", "Renew", "Provision", "PerformOperationalAction",
                             "Delete", "Shutdown", "Update", "CreateImage", "DeleteImage"})
-READ_ONLY = frozenset({"GetVersion", "ListResources", "Describe", "Status", "ListImages"})
+READ_ONLY = frozenset({"GetVersion", "ListResources", "Describe", "Status", "ListImages",
+                       "geniam_Calendar", "geniam_FindSlot"})
 
 
 class V3:
@@ -53,6 +54,8 @@ class V3:
             "CreateImage": self.create_image,
             "ListImages": self.list_images,
             "DeleteImage": self.delete_image,
+            "geniam_Calendar": self.calendar,
+            "geniam_FindSlot": self.find_slot,
         }, state_changing=STATE_CHANGING, read_only=READ_ONLY, audit=audit,
             envelope_extra={"geni_api": 3})
 
@@ -143,6 +146,34 @@ class V3:
         if result.output:
             return Answer(self._manifest(result), output=result.output)
         return self._manifest(result)
+
+    def calendar(self, call: Call, params: tuple[Any, ...]) -> Any:
+        """Extension: free capacity per component and resource per hour (docs/reservations.md).
+        Options: geni_start_time (default the next hour), geniam_hours (default 24)."""
+        args.check_arity("geniam_Calendar", params, ("credentials", "options"))
+        credentials = args.credentials_arg(params[0])
+        options = args.options_arg(params[1])
+        self._principal(call, credentials, options, None)
+        value = self.service.calendar(options.start_time, options.extra.get("geniam_hours", 24))
+        return {**value, "start": values.format_time(value["start"])}
+
+    def find_slot(self, call: Call, params: tuple[Any, ...]) -> Any:
+        """Extension: the earliest window (whole hours) in which the request fits. Options:
+        geniam_duration_s (required), geni_start_time, geniam_hours (default 720)."""
+        args.check_arity("geniam_FindSlot", params, ("credentials", "rspec", "options"))
+        credentials = args.credentials_arg(params[0])
+        rspec = args.rspec_arg(params[1])
+        options = args.options_arg(params[2])
+        duration = options.extra.get("geniam_duration_s")
+        if not isinstance(duration, (int, float)) or isinstance(duration, bool):
+            raise args.badargs("option geniam_duration_s (seconds) is required")
+        principal = self._principal(call, credentials, options, None)
+        found = self.service.find_slot(principal, rspec, float(duration), options.start_time,
+                                       options.extra.get("geniam_hours", 720))
+        if found is None:
+            return {}
+        return {"geni_start_time": values.format_time(found[0]),
+                "geni_end_time": values.format_time(found[1])}
 
     def renew(self, call: Call, params: tuple[Any, ...]) -> Any:
         args.check_arity("Renew", params, ("urns", "credentials", "expiration_time", "options"))

@@ -155,8 +155,14 @@ class AMClient:
         return value
 
     def allocate(self, slice_urn: str, rspec: str, *,
-                 end_time: datetime | str | None = None) -> dict[str, Any]:
-        options = self._options(geni_end_time=rfc3339(end_time) if end_time else None)
+                 end_time: datetime | str | None = None,
+                 start_time: datetime | str | None = None,
+                 auto_provision: bool = False) -> dict[str, Any]:
+        """`start_time`: an advance reservation (gcf's geni_start_time), provisioned by the
+        AM at its start with `auto_provision`."""
+        options = self._options(geni_end_time=rfc3339(end_time) if end_time else None,
+                                geni_start_time=rfc3339(start_time) if start_time else None,
+                                geniam_auto_provision=auto_provision or None)
         return self._value("Allocate", slice_urn, self.credentials, rspec, options)
 
     def update(self, urns: Urns, rspec: str, *, best_effort: bool = False) -> dict[str, Any]:
@@ -167,6 +173,19 @@ class AMClient:
         if isinstance(value, dict) and "geni_rspec" in value:
             value["geni_rspec"] = decompress(value["geni_rspec"])
         return value
+
+    def calendar(self, *, start: datetime | str | None = None, hours: int = 24) -> dict[str, Any]:
+        """Free capacity per component and resource per hour (this AM's geniam_Calendar)."""
+        options = self._options(geni_start_time=rfc3339(start) if start else None,
+                                geniam_hours=hours)
+        return self._value("geniam_Calendar", self.credentials, options)
+
+    def find_slot(self, rspec: str, duration_s: float, *, start: datetime | str | None = None,
+                  hours: int = 720) -> dict[str, Any]:
+        """The earliest window in which the request fits ({} if none within `hours`)."""
+        options = self._options(geniam_duration_s=float(duration_s), geniam_hours=hours,
+                                geni_start_time=rfc3339(start) if start else None)
+        return self._value("geniam_FindSlot", self.credentials, rspec, options)
 
     def renew(self, urns: Urns, expiration_time: datetime | str, *, best_effort: bool = False,
               extend_alap: bool = False) -> list[dict[str, Any]]:

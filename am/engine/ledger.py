@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from drivers.base import Component, SliverSpec, Usage
+from drivers.base import CPU_MILLI, MEMORY_MB, Component, SliverSpec, Usage
 
-LOAD_RESOURCES = ("cpu", "memory_mb")
+LOAD_RESOURCES = (CPU_MILLI, MEMORY_MB)
 
 
 class Ledger:

@@ -562,12 +562,12 @@ class IllegalJobTransition(RuntimeError):
 def _mark(session, job_id: int, state: str, error: str = "", *, lease_owner=_KEEP) -> None:
     """Set the job's state (one prepared UPDATE, no ORM load), guarded by the job table: the
     UPDATE only matches a row in a state that may move to `state`."""
-    params = {"job": job_id, "state": state, "error": error, "now": utcnow(),
-              "sources": list(states.job_sources(state))}
+    params = {"job": job_id, "state": state, "error": error, "now": utcnow()}
     if lease_owner is _KEEP:
-        result = session.connection().execute(_MARK_JOB, params)
+        result = session.connection().execute(_MARK_JOB[state], params)
     else:
-        result = session.connection().execute(_MARK_JOB_OWNER, {**params, "owner": lease_owner})
+        result = session.connection().execute(_MARK_JOB_OWNER[state],
+                                              {**params, "owner": lease_owner})
     if result.rowcount != 1:
         raise IllegalJobTransition(f"job {job_id} cannot become {state} from where it is")
 
@@ -588,11 +588,14 @@ _SLIVER_FOR_JOB = (
            _SLICES.c.shutdown, _SLIVERS.c.pending)
     .join(_SLICES, _SLICES.c.id == _SLIVERS.c.slice_id)
     .where(_SLIVERS.c.id == bindparam("sliver")))
-_MARK_JOB = (update(_JOBS).where(_JOBS.c.id == bindparam("job"),
-                                  _JOBS.c.state.in_(bindparam("sources", expanding=True)))
-             .values(state=bindparam("state"), error=bindparam("error"),
-                     heartbeat=bindparam("now"), updated=bindparam("now")))
-_MARK_JOB_OWNER = _MARK_JOB.values(lease_owner=bindparam("owner"))
+#: new job state -> its UPDATE, matching only a row in a state the job table lets move there
+_MARK_JOB = {new: (update(_JOBS).where(_JOBS.c.id == bindparam("job"),
+                                       _JOBS.c.state.in_(states.job_sources(new)))
+                   .values(state=bindparam("state"), error=bindparam("error"),
+                           heartbeat=bindparam("now"), updated=bindparam("now")))
+             for new in states.JOB_TRANSITIONS}
+_MARK_JOB_OWNER = {new: stmt.values(lease_owner=bindparam("owner"))
+                   for new, stmt in _MARK_JOB.items()}
 _LOCK_SLIVER = (select(Sliver).where(Sliver.id == bindparam("sliver")).with_for_update()
                 .execution_options(populate_existing=True))
 

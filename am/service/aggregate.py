@@ -21,6 +21,8 @@ Choices where the spec leaves room (docs/state.md lists them):
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 import time
 import uuid
@@ -267,9 +269,9 @@ class Aggregate:
             used = usage.get(comp.component_id)
             free[comp.component_id] = {r: max(0.0, c - (used.used.get(r, 0.0) if used else 0.0))
                                        for r, c in comp.capacity.items()}
-            held = used is not None and used.exclusive_holder is not None
-            available[comp.component_id] = not held and all(
-                free[comp.component_id].get(r, 1.0) > 0 for r in ("cpu", "memory_mb"))
+            driver = self.site.drivers.get(comp.driver)
+            # each driver decides from every resource its component has (slots, tables, ...)
+            available[comp.component_id] = driver is not None and driver.available(comp, used)
         links = [AdLink(component_id=f"urn:publicid:IDN+{self.settings.authority}+link+{l.name}",
                         name=l.name, interface_refs=tuple(e.interface_id for e in l.ends),
                         capacity_kbps=l.capacity_kbps) for l in self.site.links]
@@ -277,6 +279,48 @@ class Aggregate:
                                    available_only=available_only, links=links,
                                    opstate=default_opstate(sorted(self.site.sliver_types())),
                                    free=free)
+
+    # ---- calendar and find-slot (extensions) ------------------------------------------------
+    def calendar(self, start: datetime | None, hours: int) -> dict:
+        """Free capacity per component and metered resource in each hour of [start, +hours)
+        (start: the next whole hour by default)."""
+        from am.service.calendar import Timeline, free_table
+        start = self._hour(start)
+        with self._db():
+            tl = Timeline.load(self.store, start, timedelta(hours=1), _hours(hours))
+        return {"start": start, "step_s": 3600, "hours": tl.n,
+                "components": free_table(tl, self.site.components)}
+
+    def find_slot(self, principal: Principal, request_xml: str, duration_s: float,
+                  start: datetime | None, hours: int) -> tuple[datetime, datetime] | None:
+        """The earliest whole-hour window of `duration_s` in [start, +hours) in which the
+        whole request fits (as an Allocate with that geni_start_time would place it), or None."""
+        from am.engine import place as engine_place
+        from am.service.calendar import Timeline
+        request = self._parse(request_xml)
+        if not duration_s or duration_s <= 0 or duration_s > self.settings.max_lease_s:
+            raise GeniError(GeniCode.BADARGS, f"duration must be more than 0 and at most "
+                                              f"{self.settings.max_lease_s} s")
+        start = self._hour(start)
+        width = max(1, math.ceil(duration_s / 3600))
+        with self._db():
+            tl = Timeline.load(self.store, start, timedelta(hours=1), _hours(hours) + width)
+        wide = tl.widened(width)
+        slice_urn = f"urn:publicid:IDN+{self.settings.authority}+slice+find-slot"
+        for k in range(_hours(hours)):
+            placement = engine_place(request, self.site, tl.usage(k, width, wide),
+                                     slice_urn=slice_urn, mint_sliver_urn=self._mint)
+            if placement.ok and placement.slivers:
+                begins = start + timedelta(hours=k)
+                return begins, begins + timedelta(seconds=duration_s)
+        return None
+
+    def _hour(self, start: datetime | None) -> datetime:
+        """`start` (default now) rounded up to a whole hour, never in the past."""
+        now = self.clock()
+        when = max(start or now, now)
+        floor = when.replace(minute=0, second=0, microsecond=0)
+        return floor if floor == when else floor + timedelta(hours=1)
 
     # ---- Allocate ---------------------------------------------------------------------------
     @_retried
@@ -925,7 +969,19 @@ def _info(row: Sliver, *, error: str | None = None, live: str | None = None) -> 
                       expires=row.expires, operational_status=row.operational_state,
                       error=row.error if error is None else error,
                       resource_status=live or row.resource_status or "", client_id=row.client_id,
-                      start_time=row.starts)
+                      start_time=row.starts, logins=ssh_commands(row))
+
+
+def ssh_commands(row: Sliver) -> tuple[str, ...]:
+    """The SSH command of each login a provisioned node sliver has (as its manifest says)."""
+    if row.allocation_state != Alloc.PROVISIONED.value:
+        return ()
+    out = []
+    for login in (row.facts or {}).get("logins", ()):
+        host, user, port = login.get("hostname"), login.get("username"), login.get("port")
+        if host and user:
+            out.append(f"ssh -p {port or 22} {user}@{host}")
+    return tuple(out)
 
 
 def _element_index(request) -> dict[tuple[str, str], str]:
@@ -955,14 +1011,46 @@ def _refused(request, refusals, tail: str = "") -> GeniError:
 
 
 def _refusal_message(request, refusals) -> str:
-    """Each refused element with its reason, led by the shortfall when nodes did not fit
-    (so a client asking for more than the site holds reads how many it is short)."""
-    reasons = "; ".join(f"{r.client_id}: {r.reason}" for r in refusals)
-    nodes = {n.client_id for n in request.nodes}
+    """The refusals grouped by cause, one line each with the elements it refused, led by a
+    summary (the shortfall when nodes did not fit: how many were asked, how many found room).
+    A single refusal is one line: `client_id: reason`."""
+    if len(refusals) == 1:
+        return f"{refusals[0].client_id}: {refusals[0].reason}"
+    nodes = {n.client_id: n for n in request.nodes}
     short = [r for r in refusals if r.client_id in nodes and r.code in CAPACITY_CODES]
-    if not short:
-        return reasons
-    return f"short by {len(short)} of the {len(nodes)} requested node(s): {reasons}"
+    if short:
+        head = f"short by {len(short)} of the {len(nodes)} requested node(s)"
+        exclusive = [cid for cid, n in nodes.items() if _exclusive(n)]
+        if exclusive:
+            refused = sum(1 for r in short if r.client_id in exclusive)
+            head += f" ({len(exclusive)} exclusive node(s) asked, {len(exclusive) - refused} free)"
+    else:
+        head = f"{len(refusals)} element(s) refused"
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in refusals:
+        groups.setdefault((r.code, _node_neutral(r.reason, r.client_id)), []).append(r.client_id)
+    lines = [f"{head}, for {len(groups)} reason(s):"]
+    for (code, reason), ids in groups.items():
+        named = ", ".join(ids[:GROUP_NAMES]) + (f" and {len(ids) - GROUP_NAMES} more"
+                                                 if len(ids) > GROUP_NAMES else "")
+        lines.append(f"  {code} x{len(ids)} ({named}): {reason}")
+    return "\n".join(lines)
+
+
+#: How many client_ids a grouped refusal line names before it says "and N more".
+GROUP_NAMES = 8
+
+
+def _exclusive(node) -> bool:
+    return bool(node.exclusive) or (node.sliver_type or "").lower() == "raw-pc"
+
+
+def _node_neutral(reason: str, client_id: str) -> str:
+    """A refusal's reason without the element's own name, so equal causes group together."""
+    if not client_id:
+        return reason
+    reason = re.sub(rf"\bnode {re.escape(client_id)}(?![\w.-])", "the node", reason)
+    return re.sub(rf"(?<![\w.-]){re.escape(client_id)}(?![\w.-])", "it", reason)
 
 
 #: Refusal codes that mean "not enough room", as opposed to a request the site cannot serve.
@@ -982,6 +1070,16 @@ def _conflict_code(exc: ReservationConflict) -> GeniCode:
     if exc.what.startswith("kbps:"):
         return GeniCode.INSUFFICIENT_BANDWIDTH
     return GeniCode.INSUFFICIENT_NODES
+
+
+#: The longest horizon of calendar and find-slot (hours).
+MAX_HOURS = 24 * 90
+
+
+def _hours(hours: int) -> int:
+    if not isinstance(hours, int) or isinstance(hours, bool) or not 1 <= hours <= MAX_HOURS:
+        raise GeniError(GeniCode.BADARGS, f"hours must be a whole number from 1 to {MAX_HOURS}")
+    return hours
 
 
 def _iso(when: datetime) -> str:

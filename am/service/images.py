@@ -37,7 +37,7 @@ class Images:
         self.authority = aggregate.settings.authority
 
     def _drivers(self) -> list[Any]:
-        return [d for d in self.agg.site.drivers.values() if hasattr(d, "create_image")]
+        return [d for d in self.agg.site.drivers.values() if d.capabilities.images]
 
     def urn(self, name: str) -> str:
         return f"urn:publicid:IDN+{self.authority}+image+{name}"
@@ -64,7 +64,7 @@ class Images:
                 raise GeniError(GeniCode.BADARGS, f"sliver {sliver_urn} is not provisioned")
             spec = spec_from_dict(row.spec)
             driver = agg.site.drivers.get(row.driver)
-        if driver is None or not hasattr(driver, "create_image"):
+        if driver is None or not driver.capabilities.images:
             raise GeniError(GeniCode.UNSUPPORTED, f"sliver {sliver_urn} is not a container; "
                                                   "only containers' file systems become images")
         if any(self._find(d, name) for d in self._drivers()):

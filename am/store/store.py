@@ -787,7 +787,7 @@ class Store:
 
     def _decoded(self, session: Session, live) -> list[SliverSpec]:
         """The specs of `live` rows (id, urn, component, slice urn, version), from the kept
-        decoded specs where possible (read-only: does not change what is kept)."""
+        decoded specs where possible; the ones decoded here are kept too."""
         known = self._specs
         missing = [row[0] for row in live if (row[1], row[4]) not in known]
         fresh: dict[int, SliverSpec] = {}
@@ -795,6 +795,9 @@ class Store:
             for row_id, spec in session.execute(select(Sliver.id, Sliver.spec).where(
                     Sliver.id.in_(missing[chunk:chunk + 500]))):
                 fresh[row_id] = spec_from_dict(spec)
+        for row in live:     # kept like usage()'s (bounded: a full scan replaces the set)
+            if row[0] in fresh:
+                known[(row[1], row[4])] = fresh[row[0]]
         return [known.get((row[1], row[4])) or fresh[row[0]] for row in live]
 
     def capacity_rows(self) -> list[tuple[str, str, float, float]]:

@@ -265,6 +265,8 @@ def state_class(operational: str | None) -> str:
 def fmt_amount(resource: str, value: float) -> str:
     if resource.startswith("kbps"):
         return format_capacity(int(value)) or "0"
+    if resource == "cpu_milli":
+        return f"{value / 1000:g} cores"
     if resource.startswith("memory_mb"):
         return f"{value / 1024:.1f} GiB" if value >= 1024 else f"{value:.0f} MiB"
     return f"{value:g}"

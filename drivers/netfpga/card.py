@@ -40,6 +40,7 @@ from pathlib import Path
 from drivers import hostnet
 from drivers.base import DriverError
 from drivers.netfpga.pipeline import (
+    COOKIE_BASE,
     KINDS,
     compile_flows,
     cpu_macs,
@@ -208,8 +209,7 @@ class CardProcess:
 
     # ---- run ------------------------------------------------------------------------------------
     def compile(self) -> None:
-        gen = self.card.hw_state().generation
-        if gen == self.compiled:
+        if self.card.read(REG_CONFIG_GEN) == self.compiled:
             return
         state = self.card.hw_state()
         flows = compile_flows(state)
@@ -228,7 +228,8 @@ class CardProcess:
                 ports[num - 1] = {"rx_packets": int(m.group(2)), "rx_bytes": int(m.group(3)),
                                   "tx_packets": int(m.group(4)), "tx_bytes": int(m.group(5))}
         slots: dict[int, dict[str, int]] = {s: {} for s in range(self.card.geometry.slots)}
-        for f in self.ovs.dump_flows(self.names.bridge):
+        for f in self.ovs.dump_flows(self.names.bridge,     # the counting flows only
+                                     f"cookie={COOKIE_BASE:#x}/{0xFFFF << 48:#x}"):
             found = kind_of(f.cookie)
             if found and found[1] in slots:
                 name, s = found
@@ -358,11 +359,14 @@ class EmulatedCard:
         return CardNames(self.prefix)
 
     def pid(self) -> int | None:
+        """The running card process of this card (a recycled pid is not taken for it)."""
         try:
             pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        ours = b"drivers.netfpga.card" in cmdline and str(self.rundir).encode() in cmdline
+        return pid if ours and _alive(pid) else None
 
     def start(self, timeout: float = 20.0) -> int:
         running = self.pid()

@@ -88,6 +88,7 @@ EMULATION = ("emulated NetFPGA card: its registers drive an Open vSwitch userspa
 class NetFPGADriver(SubstrateDriver):
     kind: ClassVar[str] = "netfpga"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        routes=True,
         isolation=IsolationClass.HARDWARE,
         sliver_types=(SLIVER_TYPE,),
         actions=(Action.START.value, Action.STOP.value, Action.RESTART.value,
@@ -169,10 +170,7 @@ class NetFPGADriver(SubstrateDriver):
         return list(self._components)
 
     # ---- admission (pure) -----------------------------------------------------------------------
-    def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        comp = self._component_by_urn(spec.component_id)
-        if comp is None:
-            return Admission.refuse(f"no NetFPGA card {spec.component_id}", "BADARGS")
+    def admit_component(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
         card = comp.name
         g = self.geometry
         if spec.kind is not ResourceKind.NODE:

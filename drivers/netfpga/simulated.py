@@ -21,6 +21,7 @@ import mmap
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -284,6 +285,7 @@ class SimulatedCard:
         with self._file_lock():
             _WORD.pack_into(self._map, REG_PIPELINE_PID, pid)
             _WORD.pack_into(self._map, REG_PIPELINE_GEN, 0)
+            _WORD.pack_into(self._map, REG_PIPELINE_BEAT, int(time.time()) & 0xFFFFFFFF)
 
     def hw_detach(self, pid: int) -> None:
         with self._file_lock():

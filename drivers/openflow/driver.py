@@ -93,6 +93,7 @@ FIB_IDS = "geni-fib-"            # physical bridge external_ids key prefix: FIB 
 class OpenFlowDriver(SubstrateDriver):
     kind: ClassVar[str] = "openflow"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        routes=True,
         isolation=IsolationClass.FLOWSPACE,
         sliver_types=(FLOWSPACE_TYPE, FIB_TYPE),
         actions=(Action.START.value, Action.STOP.value, Action.RESTART.value,
@@ -198,10 +199,12 @@ class OpenFlowDriver(SubstrateDriver):
                                           parse_neighbours(comp.extra.get("neighbours", {}))})
 
     # ---- admission (pure) -------------------------------------------------------------------------
-    def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        comp = self._component_by_urn(spec.component_id)
-        if comp is None:
-            return Admission.refuse(f"no OpenFlow datapath {spec.component_id}", "BADARGS")
+    def available(self, comp: Component, usage: Usage | None) -> bool:
+        """Never: a datapath is a shared switch. Slices get flowspace (and route tables) on it
+        through their requests; the switch itself is not a node anyone is handed."""
+        return False
+
+    def admit_component(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
         if _is_fib(spec):
             if FIB_TYPE not in {t.name.lower() for t in comp.sliver_types}:
                 return Admission.refuse(f"datapath {comp.name} does not offer {FIB_TYPE} slivers",

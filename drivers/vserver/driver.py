@@ -89,6 +89,7 @@ Record = dict[str, Any]
 class VServerDriver(SubstrateDriver):
     kind: ClassVar[str] = "vserver"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        routes=True, images=True,
         isolation=IsolationClass.CONTAINER,
         sliver_types=(SLIVER_TYPE,),
         actions=(*(a.value for a in Action), SYNC_ROUTES_ACTION),
@@ -184,11 +185,7 @@ class VServerDriver(SubstrateDriver):
                                     description="the site's container root filesystem"))
         return tuple(out)
 
-    def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        comp = self._component_by_urn(spec.component_id)
-        if comp is None:
-            return Admission.refuse(f"component {spec.component_id} is not a vserver node here",
-                                    "BADARGS")
+    def admit_component(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
         if spec.kind is ResourceKind.NODE and spec.disk_image:
             comp = dataclasses.replace(comp, sliver_types=tuple(
                 dataclasses.replace(t, disk_images=self.disk_images())

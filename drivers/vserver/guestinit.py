@@ -33,6 +33,7 @@ from __future__ import annotations
 import array
 import base64
 import bz2  # noqa: F401 - tarfile's lazy imports, needed after the pivot
+import contextlib
 import ctypes
 import errno
 import gzip  # noqa: F401
@@ -233,7 +234,8 @@ def start(cfg: dict[str, Any]) -> int:
     ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o077)
     try:
-        ctl.bind(cfg["ctl"])
+        with short_path(cfg["ctl"]) as path:
+            ctl.bind(path)
     finally:
         os.umask(old)
     ctl.listen(16)
@@ -577,7 +579,9 @@ def put_file(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
     tmp = f"{parent}/.{os.path.basename(path)}.geni-tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data) if len(data) < (1 << 30) else None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
     finally:
@@ -588,7 +592,8 @@ def put_file(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
 def unpack(fd: int, dest: str, name: str) -> None:
     """A tarball (any compression) is extracted under `dest` with tarfile's "data" filter;
     anything else is copied to dest/name."""
-    make_dirs(dest, 0o755, 0, 0) if not os.path.isdir(dest) else None
+    if not os.path.isdir(dest):
+        make_dirs(dest, 0o755, 0, 0)
     with os.fdopen(os.dup(fd), "rb") as f:
         try:
             with tarfile.open(fileobj=f, mode="r:*") as tar:
@@ -607,6 +612,17 @@ def unpack(fd: int, dest: str, name: str) -> None:
 
 
 # ---- the wire (shared with the driver's client) -------------------------------------------------
+
+@contextlib.contextmanager
+def short_path(path: str):
+    """`path` as /proc/self/fd/N/<name> through an fd of its directory: a Unix socket's path
+    may be only 107 bytes, and state directories can be deeper than that."""
+    fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    finally:
+        os.close(fd)
+
 
 def recv_message(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """One JSON line, with any file descriptors sent along with its first bytes."""
@@ -645,7 +661,8 @@ def request(ctl: str, msg: dict[str, Any], fds: Sequence[int] = (), *,
     """Send one request to a guest's init and return its answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout)
-        conn.connect(ctl)
+        with short_path(ctl) as path:
+            conn.connect(path)
         send_message(conn, msg, fds)
         buf = b""
         while not buf.endswith(b"\n"):

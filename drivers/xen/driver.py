@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 import libvirt
 
 from drivers.base import (
+    CPU_MILLI,
+    MEMORY_MB,
     Action,
     Admission,
     Capabilities,
@@ -47,6 +49,8 @@ from drivers.base import (
     SliverSpec,
     SubstrateDriver,
     Usage,
+    milli,
+    units,
 )
 from drivers.inventory import InventoryError, build_component, parse_forwarding
 from drivers.routesync import (
@@ -127,7 +131,9 @@ libvirt.registerErrorHandler(_quiet_libvirt, None)
 
 class XenDriver(SubstrateDriver):
     kind: ClassVar[str] = "xen"
+    cpu_unit: ClassVar[str] = "vCPUs"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        routes=True,
         isolation=IsolationClass.HYPERVISOR,
         sliver_types=XEN_SLIVER_TYPES,
         actions=(Action.START.value, Action.STOP.value, Action.RESTART.value,
@@ -199,10 +205,7 @@ class XenDriver(SubstrateDriver):
                                default=i.name == default) for i in vms)
 
     # ---- admission (pure) -----------------------------------------------------------------------
-    def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
-        comp = self._component_by_urn(spec.component_id)
-        if comp is None:
-            return Admission.refuse(f"no Xen host {spec.component_id}", "BADARGS")
+    def admit_component(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
         host = comp.name
         if spec.kind is ResourceKind.LINK and spec.link is not None:
             others = {e.component_id.lower() for e in spec.link.ends} - {comp.component_id.lower()}
@@ -231,7 +234,7 @@ class XenDriver(SubstrateDriver):
         except DriverError as exc:
             return Admission.refuse(str(exc), "BADARGS")
         vcpus, memory = self._size(spec)
-        demand: dict[str, float] = {"cpu": float(vcpus), "memory_mb": float(memory)}
+        demand: dict[str, int] = {CPU_MILLI: milli(vcpus), MEMORY_MB: units(memory)}
         if spec.router and spec.params.get("forwarding_plane") and \
                 spec.forwarding in (ForwardingMode.HARDWARE, ForwardingMode.OPENFLOW):
             # a hybrid router's control plane: forwarding runs in a sliver of its own
@@ -256,28 +259,19 @@ class XenDriver(SubstrateDriver):
                                         "at least one interface for Dom0 to forward on",
                                         "BADARGS")
             if mode is ForwardingMode.GUEST:
-                limit = comp.capacity.get("guest_routers", float(self.settings["guest_router_limit"]))
+                limit = units(comp.capacity.get("guest_routers",
+                                                self.settings["guest_router_limit"]))
                 counted = sum(1 for s in usage.slivers if s.router
                               and (s.forwarding or ForwardingMode.GUEST) is ForwardingMode.GUEST)
-                used = max(float(usage.used.get("guest_routers", 0.0)), float(counted))
+                used = max(units(usage.used.get("guest_routers", 0)), counted)
                 if used + 1 > limit:
                     return Admission.refuse(
                         f"host {host} already forwards for {used:g} guest-forwarding virtual "
                         f"routers, its limit is {limit:g} (beyond it per-router and whole-host "
                         f"forwarding performance fall); ask for dom0 forwarding instead",
                         "INSUFFICIENT_NODES")
-                demand["guest_routers"] = 1.0
-        for res, unit in (("cpu", "vCPUs"), ("memory_mb", "MiB of memory")):
-            cap = float(comp.capacity.get(res, 0.0))
-            used = float(usage.used.get(res, 0.0))
-            need = demand[res]
-            if need > cap:
-                return Admission.refuse(f"host {host} has {cap:g} {unit} in all, request needs "
-                                        f"{need:g}", "TOOBIG")
-            if used + need > cap:
-                return Admission.refuse(f"host {host} has {cap - used:g} of {cap:g} {unit} free, "
-                                        f"request needs {need:g}", "INSUFFICIENT_NODES")
-        return Admission.accept(demand)
+                demand["guest_routers"] = 1
+        return Admission.accept(demand)   # the capacity check follows (SubstrateDriver.admit)
 
     def _size(self, spec: SliverSpec) -> tuple[int, int]:
         s = self.settings
@@ -1089,9 +1083,9 @@ def _validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         v = s[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise InventoryError("must be a positive number", table=table, key=key)
-    if not isinstance(s["ifname_prefix"], str) or not re.match(r"^[a-z][a-z0-9]{0,2}$",
+    if not isinstance(s["ifname_prefix"], str) or not re.match(r"^[a-z][a-z0-9]{0,3}$",
                                                                s["ifname_prefix"]):
-        raise InventoryError("must be 1-3 lower-case letters or digits", table=table,
+        raise InventoryError("must be 1-4 lower-case letters or digits", table=table,
                              key="ifname_prefix")
     if s["simulate_vifs"] is not None and not isinstance(s["simulate_vifs"], bool):
         raise InventoryError("must be true or false", table=table, key="simulate_vifs")

@@ -117,8 +117,9 @@ def test_every_registered_method_is_classified(base_settings, authorizer):
         assert not table.state_changing & table.read_only
     assert tables["v3"].state_changing == {"Allocate", "Provision", "Renew",
                                            "PerformOperationalAction", "Delete", "Shutdown",
-                                           "Update"}
-    assert tables["v3"].read_only == {"GetVersion", "ListResources", "Describe", "Status"}
+                                           "Update", "CreateImage", "DeleteImage"}
+    assert tables["v3"].read_only == {"GetVersion", "ListResources", "Describe", "Status",
+                                      "ListImages", "geniam_Calendar", "geniam_FindSlot"}
     assert tables["v2"].state_changing == {"CreateSliver", "RenewSliver", "DeleteSliver",
                                            "Shutdown"}
     assert tables["v2"].read_only == {"GetVersion", "ListResources", "SliverStatus"}

@@ -232,3 +232,26 @@ def test_numeric_options_are_checked(capsys):
         assert exit_.value.code == 2
         err = capsys.readouterr().err
         assert bad[0] in err and ("must be" in err or "not a number" in err), err
+
+
+def test_cli_find_slot_calendar_and_booking(cli, am_env, tmp_path):
+    creds = (am_env.user_cred, am_env.slice_cred("booked"))
+    rspec = tmp_path / "request.xml"
+    rspec.write_text(request_rspec(2))
+    code, out, err = cli("find-slot", str(rspec), "--duration", "2h", "--from", "+3h",
+                         creds=creds)
+    assert code == 0, err
+    assert out.startswith("fits from ")
+    start, end = out.split()[2], out.split()[4]
+    code, out, err = cli("allocate", "booked", str(rspec), "--start-time", start,
+                         "--end-time", end, creds=creds)
+    assert code == 0, err
+    assert out.count(f"{start} .. {end}") == 2        # the window, shown per sliver
+    chart = tmp_path / "cal.png"
+    code, out, err = cli("calendar", "--hours", "8", "--png", str(chart), creds=creds)
+    assert code == 0, err
+    assert out.startswith("free cpu_milli per component and hour") and "HOUR (UTC)" in out
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, err = cli("find-slot", str(rspec), "--duration", "0", creds=creds)
+    assert code == 2 and "more than 0" in err
+    assert cli("delete", "booked", creds=creds)[0] == 0

@@ -178,12 +178,12 @@ def test_crash_can_be_armed_at_run_time_before_the_change(tmp_path):
 
 def test_admission_names_component_and_shortfall(tmp_path):
     d = make(tmp_path, cpu=4)
-    used = Usage(urn("fake1"), {"cpu": 3.5})
+    used = Usage(urn("fake1"), {"cpu_milli": 3500})
     adm = d.admit(spec(cpu=1), used)
     assert not adm.ok and adm.reason_code == "INSUFFICIENT_NODES"
     assert adm.reason == f"component {urn('fake1')} has 0.5 of 4 cpu free; 1 requested"
     ok = d.admit(spec(cpu=0.5, memory_mb=256), used)
-    assert ok.ok and ok.demand == {"cpu": 0.5, "memory_mb": 256.0}
+    assert ok.ok and ok.demand == {"cpu_milli": 500, "memory_mb": 256}
     assert d.admit(spec(cpu=5), Usage(urn("fake1"))).reason_code == "TOOBIG"
 
 
@@ -199,7 +199,7 @@ def test_admission_isolation_and_guest_router_limit(tmp_path):
 
 def test_admission_exclusive(tmp_path):
     d = make(tmp_path)
-    busy = Usage(urn("fake1"), {"cpu": 1}, (spec(9),))
+    busy = Usage(urn("fake1"), {"cpu_milli": 1000}, (spec(9),))
     assert d.admit(spec(exclusive=True), busy).reason_code == "INSUFFICIENT_NODES"
     held = Usage(urn("fake1"), exclusive_holder="urn:other-slice")
     assert not d.admit(spec(), held).ok
@@ -224,3 +224,36 @@ def test_bad_config_names_table_and_key(tmp_path):
         make(tmp_path, crash_on="reboot")
     with pytest.raises(InventoryError, match="'colour'"):
         make(tmp_path, colour="blue")
+
+
+def test_twenty_tenths_of_a_core_fit_two_cores_exactly(tmp_path):
+    """Capacity is accounted in whole milli-cores: in floating point, 19 x 0.1 + 0.1 > 2.0
+    refused the 20th container of 0.1 core on a 2-core node."""
+    d = make(tmp_path, cpu=2)
+    used = 0.0                                       # as the store's column sums reservations
+    for n in range(20):
+        adm = d.admit(spec(n, cpu=0.1, memory_mb=4), Usage(urn("fake1"), {"cpu_milli": used}))
+        assert adm.ok, (n, adm.reason)
+        used += adm.demand["cpu_milli"]
+    full = d.admit(spec(21, cpu=0.1, memory_mb=4), Usage(urn("fake1"), {"cpu_milli": used}))
+    assert not full.ok and full.reason_code == "INSUFFICIENT_NODES"
+    assert "has 0 of 2 cpu free; 0.1 requested" in full.reason
+
+
+def test_availability_comes_from_every_resource_of_the_component(tmp_path):
+    d = make(tmp_path, cpu=2)
+    comp = next(c for c in d.inventory() if c.name == "fake1")
+    assert d.available(comp, None)
+    assert d.available(comp, Usage(comp.component_id, {"cpu_milli": 1900}))
+    assert not d.available(comp, Usage(comp.component_id, {"cpu_milli": 2000}))
+    assert not d.available(comp, Usage(comp.component_id, {"guest_routers": 10}))   # routers full
+    assert not d.available(comp, Usage(comp.component_id, {}, exclusive_holder="urn:s"))
+
+
+def test_refusal_codes_are_an_enum():
+    from drivers.base import Admission, Refusal
+    assert Admission.refuse("x", Refusal.TOOBIG).reason_code == "TOOBIG"
+    with pytest.raises(ValueError):
+        Admission.refuse("x", "TOO_BIG")             # a misspelt code fails where it is written
+    from am.errors import GeniCode
+    assert {r.value for r in Refusal} <= {c.name for c in GeniCode}   # each is a GENI code

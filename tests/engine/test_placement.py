@@ -47,7 +47,7 @@ def test_bound_node_lands_on_named_component_case_insensitively(fake_site, mint)
     (s,) = plan.slivers
     assert s.spec.component_id == node_urn("fake2")
     assert s.driver == "fake" and s.spec.kind is ResourceKind.NODE
-    assert s.demand == {"cpu": 1.0, "memory_mb": 512.0}
+    assert s.demand == {"cpu_milli": 1000, "memory_mb": 512}
     assert mint.calls == ["a"] and s.spec.sliver_urn.endswith("+sliver+1")
 
 
@@ -72,7 +72,7 @@ def test_unbound_nodes_spread_least_used_first_and_deterministically(fake_site, 
 
 def test_existing_usage_steers_unbound_nodes_away(fake_site, mint):
     site = fake_site(2, cpu=4)
-    busy = Usage(node_urn("fake1"), {"cpu": 4.0, "memory_mb": 512.0})
+    busy = Usage(node_urn("fake1"), {"cpu_milli": 4000, "memory_mb": 512})
     plan = run(site, mint, node("a"), node("b"), usage={node_urn("fake1"): busy})
     assert {s.spec.component_id for s in plan.slivers} == {node_urn("fake2")}
 
@@ -88,7 +88,7 @@ def test_capacity_exhaustion_all_or_nothing_names_the_node(fake_site, mint):
 
 def test_two_nodes_of_one_request_do_not_both_take_the_last_slot(fake_site, mint):
     site = fake_site(1, cpu=4)
-    used = Usage(node_urn("fake1"), {"cpu": 3.0})
+    used = Usage(node_urn("fake1"), {"cpu_milli": 3000})
     plan = run(site, mint, node("a", "fake1", cpu=1), node("b", "fake1", cpu=1),
                usage={node_urn("fake1"): used})
     (r,) = plan.refusals
@@ -120,7 +120,7 @@ def test_exclusive_node_takes_a_whole_empty_component(fake_site, mint):
     plan = run(site, mint, RequestNode("pc", sliver_type="raw-pc"), node("vm", "fake1"))
     slivers = by_client(plan)
     assert slivers["pc"].spec.component_id == node_urn("fake2")
-    assert slivers["pc"].spec.exclusive and slivers["pc"].demand["cpu"] == 8.0
+    assert slivers["pc"].spec.exclusive and slivers["pc"].demand["cpu_milli"] == 8000
     plan = run(site, mint, RequestNode("pc", component_id=node_urn("fake1"), exclusive=True),
                node("vm", "fake1"))
     assert [r.client_id for r in plan.refusals] == ["vm"]

@@ -9,6 +9,7 @@ is done; Delete gives the card its wires back.
 """
 from __future__ import annotations
 
+import json
 import random
 import re
 import string
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from am.app import build_runtime
+from am.errors import GeniCode
 from drivers import hostnet
 from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
 from tests.conftest import require_tool
@@ -162,6 +164,22 @@ def test_a_netfpga_node_forwards_between_two_containers(am: AM):
     h1, h2 = container_ns(am, urns["h1"]), container_ns(am, urns["h2"])
     assert wait_ping(h1, "10.84.2.2") == 63                 # h2's 64, one hop through the slot
     assert wait_ping(h2, "10.84.1.2") == 63
+    server = subprocess.Popen(["ip", "netns", "exec", h2, "iperf3", "-s", "-1", "-p", "5316"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:                                                      # TCP across the slot
+        deadline = time.monotonic() + 10
+        while ":5316" not in subprocess.run(["ip", "netns", "exec", h2, "ss", "-Hltn"],
+                                            capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "iperf3 server did not start"
+            time.sleep(0.05)
+        tcp = subprocess.run(["ip", "netns", "exec", h1, "iperf3", "-c", "10.84.2.2", "-p",
+                              "5316", "-n", "1M", "-J"], capture_output=True, text=True,
+                             timeout=60, check=False)
+        result = json.loads(tcp.stdout)
+        assert "error" not in result and result["end"]["sum_sent"]["bytes"] >= 1 << 20, result
+    finally:
+        server.kill()
+        server.wait()
     deadline = time.monotonic() + 5                         # the card counts every 0.5 s
     while True:
         text = am.ok("Status", [urns["r1"]], am.cred, {})["geni_slivers"][0][
@@ -187,10 +205,18 @@ def test_hybrid_router_forwards_in_the_slot_and_route_changes_take_effect(am: AM
     assert code_of(am.poa([urns["r1"]], SYNC, {"geniam_routes": withdrawn})) == 0
     am.wait_for([urns["r1"]], "geni_ready")
     assert ping(h1, "10.84.2.2", wait=0.5) is None           # h2's replies have no way back
+    netfpga = am.rt.site.drivers["netfpga"]
+    _sim, tables = netfpga.card(netfpga.inventory()[0])
+    gen = tables.pipeline().config_generation
+    too_many = withdrawn + [{"destination": f"10.99.{i}.0/24", "gateway": "10.84.1.2"}
+                            for i in range(32)]                # the slot's table holds 32
+    refused = am.poa([urns["r1"]], SYNC, {"geniam_routes": too_many})
+    assert code_of(refused) == GeniCode.TOOBIG, refused
+    assert tables.pipeline().config_generation == gen         # not one register written
     back = [{"destination": d, "interface": i} for d, _g, i in R1_ROUTES]
     assert code_of(am.poa([urns["r1"]], SYNC, {"geniam_routes": back})) == 0
     am.wait_for([urns["r1"]], "geni_ready")
-    assert ping(h1, "10.84.2.2") == 63                       # in force: no waiting
+    assert ping(h1, "10.84.2.2", wait=3) == 63                      # in force: no waiting
 
 
 def test_killed_card_fails_the_slot_with_its_reason_and_restart_resumes(am: AM):

@@ -54,12 +54,12 @@ def test_request_beyond_the_host_is_refused_with_its_reason(make_am):
     too_big = am.allocate(request(node("big", ext='cpu="16"')))
     assert code_of(too_big) == 6, too_big                         # TOOBIG
     assert "xen1" in too_big["output"] and "8 vCPUs in all" in too_big["output"]
-    assert "needs 16" in too_big["output"]
+    assert "16 requested" in too_big["output"]
 
     assert code_of(am.allocate(request(node("a", ext='cpu="6" memory_mb="1024"')))) == 0
     short = am.allocate(request(node("b", ext='cpu="4" memory_mb="1024"')))
     assert code_of(short) == 26, short                            # INSUFFICIENT_NODES
-    assert "host xen1 has 2 of 8 vCPUs free, request needs 4" in short["output"]
+    assert "xen1 has 2 of 8 vCPUs free; 4 requested" in short["output"]
     memory = am.allocate(request(node("c", ext='cpu="1" memory_mb="4000"')))
     assert code_of(memory) == 26 and "3072 of 4096 MiB of memory free" in memory["output"]
     # nothing of the refused requests was reserved: a fitting request still goes through

@@ -24,14 +24,14 @@ XEN = Component(
         "urn:publicid:IDN+am.example.net+image+deb12", "Linux", "12", 'Debian <12> & "co"',
         True),)),),
     hardware_types=("pc",), forwarding_modes=(ForwardingMode.GUEST, ForwardingMode.DOM0),
-    capacity={"cpu": 8, "memory_mb": 16384, "guest_routers": 10},
+    capacity={"cpu_milli": 8000, "memory_mb": 16384, "guest_routers": 10},
     ports=(ComponentPort("urn:publicid:IDN+am.example.net+interface+xen1:eth1", "eth1",
                          capacity_kbps=1_000_000),),
     exclusive_ok=True, location=("KR", 36.35, 127.38))
 VSERVER = Component(
     component_id="urn:publicid:IDN+am.example.net+node+vs1", name="vs1", driver="vserver",
     isolation=IsolationClass.CONTAINER, sliver_types=(SliverTypeInfo("vserver-container"),),
-    forwarding_modes=(ForwardingMode.GUEST,), capacity={"cpu": 4, "memory_mb": 4096})
+    forwarding_modes=(ForwardingMode.GUEST,), capacity={"cpu_milli": 4000, "memory_mb": 4096})
 SWITCH = Component(
     component_id="urn:publicid:IDN+am.example.net+datapath+00:00:00:00:00:00:00:01",
     name="sw1", driver="openflow", isolation=IsolationClass.FLOWSPACE,
@@ -51,7 +51,7 @@ def test_advertisement_content():
     when = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
     text = build(available={VSERVER.component_id: False}, links=[LINK],
                  opstate=default_opstate(["xen-vm"]), generated=when,
-                 free={XEN.component_id: {"cpu": 6, "guest_routers": 3, "memory_mb": -5}})
+                 free={XEN.component_id: {"cpu_milli": 6000, "guest_routers": 3, "memory_mb": -5}})
     root = etree.fromstring(text.encode())
     assert root.get("type") == "advertisement" and root.get("generated") == "2024-05-01T10:00:00Z"
     xen, vs = root.findall(R + "node")

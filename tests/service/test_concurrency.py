@@ -46,12 +46,12 @@ def test_fifty_racing_allocates_exactly_one_wins(store, tmp_path):
         for e in refusals:
             assert "fake1" in e.message
         rows = {(c, r): (cap, used) for c, r, cap, used in store.capacity_rows()}
-        assert rows[("urn:publicid:IDN+geni-am:test+node+fake1", "cpu")] == (1.0, 1.0)
+        assert rows[("urn:publicid:IDN+geni-am:test+node+fake1", "cpu_milli")] == (1000, 1000)
         with store.read() as session:
             live = session.scalars(select(Sliver).where(Sliver.allocation_state != "geni_unallocated")).all()
             assert [s.urn for s in live] == wins
             assert session.scalar(select(func.count(Reservation.id)).where(
-                Reservation.resource == "cpu")) == 1
+                Reservation.resource == "cpu_milli")) == 1
     finally:
         h.close()
 

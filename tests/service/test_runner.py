@@ -35,6 +35,16 @@ def test_done_jobs_are_skipped_and_provision_is_idempotent(h):
         run_job(h.store, h.site, 999999, worker_id="w1")
 
 
+def test_a_finished_job_is_never_reopened(h):
+    """Job state writes pass the job table (am.states.JOB_TRANSITIONS): done is final."""
+    from am.jobs.runner import IllegalJobTransition, _mark
+    job_id = _provisioned(h)
+    run_job(h.store, h.site, job_id, worker_id="w1")
+    with pytest.raises(IllegalJobTransition), h.store.write() as session:
+        _mark(session, job_id, "queued")
+    assert _job(h, job_id).state == "done"
+
+
 def test_a_held_lease_makes_the_job_retryable(h):
     job_id = _provisioned(h)
     job = _job(h, job_id)

@@ -137,3 +137,37 @@ def test_listresources_in_a_window(h):
     assert available(Options())
     assert not available(Options(start_time=h.clock.now + 3 * H, end_time=h.clock.now + 5 * H))
     assert available(Options(start_time=h.clock.now + 4 * H, end_time=h.clock.now + 5 * H))
+
+
+def test_expiring_soon_is_counted(h):
+    from am.metrics import expiring_soon
+    h.am.allocate(ALICE, slice_urn("soon"), _exclusive(), Options())
+    assert expiring_soon(h.store, h.clock.now) == {"geni_allocated": 1}
+    h.am.provision(ALICE, [slice_urn("soon")], Options())
+    assert expiring_soon(h.store, h.clock.now) == {}
+
+
+def test_calendar_and_find_slot_answer_is_bookable(h):
+    first = h.clock.now.replace(minute=0, second=0, microsecond=0) + H
+    # fake1 reserved for hours 1-3 and fake2 for hours 2-5 from the next whole hour
+    h.am.allocate(ALICE, slice_urn("a"), _exclusive("n", "fake1"),
+                  Options(start_time=first + H, end_time=first + 3 * H))
+    h.am.allocate(ALICE, slice_urn("b"), _exclusive("n", "fake2"),
+                  Options(start_time=first + 2 * H, end_time=first + 5 * H))
+    cal = h.am.calendar(None, 8)
+    assert cal["start"] == first
+    free = {c["name"]: c["free"] for c in cal["components"] if c["resource"] == "cpu_milli"}
+    assert free["fake1"] == [8000, 0, 0, 8000, 8000, 8000, 8000, 8000]
+    assert free["fake2"] == [8000, 8000, 0, 0, 0, 8000, 8000, 8000]
+    # two exclusive nodes on fake1 and fake2 for two hours: first fits from hour 5
+    both = request(*(f'<node client_id="{c}" component_manager_id="{AM}" component_id='
+                     f'"urn:publicid:IDN+{AUTH}+node+{c}" exclusive="true">'
+                     '<sliver_type name="xen-vm"/></node>' for c in ("fake1", "fake2")))
+    start, end = h.am.find_slot(ALICE, both, 2 * 3600, None, 24)
+    assert (start, end) == (first + 5 * H, first + 7 * H)
+    booked = h.am.allocate(ALICE, slice_urn("c"), both, Options(start_time=start, end_time=end))
+    assert {i.start_time for i in booked.slivers} == {start}
+    with pytest.raises(GeniError):       # an hour earlier would not have fitted
+        h.am.allocate(ALICE, slice_urn("d"), both,
+                      Options(start_time=start - H, end_time=end - H))
+    assert h.am.find_slot(ALICE, both, 2 * 3600, None, 3) is None

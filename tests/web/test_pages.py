@@ -35,14 +35,14 @@ def test_overview_counts_and_utilization(client, bearer, populated):
     assert ops == {"geni_failed": "1", "geni_pending_allocation": "1", "geni_ready": "5"}
     # the bars agree with the capacity table the store keeps
     rows = populated.store.capacity_rows()
-    used = sum(u for _, r, _, u in rows if r == "cpu")
-    cap = sum(c for _, r, c, _ in rows if r == "cpu")
-    assert used == 5.0      # every live sliver node holds its default 1 CPU
+    used = sum(u for _, r, _, u in rows if r == "cpu_milli")
+    cap = sum(c for _, r, c, _ in rows if r == "cpu_milli")
+    assert used == 5000     # every live sliver node holds its default 1 CPU (in milli-cores)
     (meter,) = doc.xpath("//table[@id='driver-usage']//tr[@data-driver='fake']"
-                         "[@data-resource='cpu']//meter")
+                         "[@data-resource='cpu_milli']//meter")
     assert float(meter.get("value")) == pytest.approx(100 * used / cap, abs=0.05)
     fake1 = doc.xpath("//table[@id='component-usage']//tr[@data-component='fake1']"
-                      "[@data-resource='cpu']//meter")
+                      "[@data-resource='cpu_milli']//meter")
     assert len(fake1) == 1 and float(fake1[0].get("value")) > 0
     components = {r.get("data-component") for r in
                   doc.xpath("//table[@id='component-usage']//tr[@data-component]")}

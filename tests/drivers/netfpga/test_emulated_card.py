@@ -234,7 +234,7 @@ def test_route_change_is_in_force_when_the_sync_returns(bench: Bench):
     bench.driver.set_routes(bench.a, ROUTES_A[:1])              # h2's subnet withdrawn
     assert ping(bench.h1, "10.81.2.2", wait=0.3)[0] == 0
     bench.driver.set_routes(bench.a, ROUTES_A)                  # and back: no waiting
-    assert ping(bench.h1, "10.81.2.2")[0] == 1
+    assert ping(bench.h1, "10.81.2.2", wait=3)[0] == 1
 
 
 def test_route_table_full_refused_before_anything_changes(bench: Bench):
@@ -296,7 +296,7 @@ def test_two_slots_on_vlans_of_one_port_stay_apart(bench: Bench, tmp_path):
         assert count_pings(c2) == c2_pings                      # not one of B's packets
         bench.driver.perform(specs["c"], Action.STOP.value)     # C's slot off: C cut, B not
         assert ping(c1, "10.82.2.2", wait=0.3)[0] == 0
-        assert ping(b1, "10.82.2.2")[0] == 1
+        assert ping(b1, "10.82.2.2", wait=3)[0] == 1
         for spec in specs.values():
             bench.driver.delete(spec)
     finally:

@@ -181,3 +181,12 @@ def test_config_errors(tmp_path):
         NetFPGADriver({"slots": 99, "state_dir": str(tmp_path)}, [], authority=AUTH)
     with pytest.raises(InventoryError, match="ports"):
         NetFPGADriver({"state_dir": str(tmp_path)}, [{"name": "x", "ports": ["a"]}], authority=AUTH)
+
+
+def test_a_card_with_every_slot_taken_is_not_advertised_available(tmp_path):
+    d = make(tmp_path)
+    (card,) = d.inventory()
+    slots = card.capacity["vdp_slots"]
+    assert d.available(card, None)
+    assert d.available(card, Usage(card.component_id, {"vdp_slots": slots - 1}))
+    assert not d.available(card, Usage(card.component_id, {"vdp_slots": slots}))

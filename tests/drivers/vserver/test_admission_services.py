@@ -17,8 +17,9 @@ from tests.drivers.vserver.conftest import driven, make_driver
 from tests.drivers.vserver.helpers import AUTH, COMPONENT, chain, guest_read, link, node
 
 
-def usage(**used) -> Usage:
-    return Usage(component_id=COMPONENT, used=used)
+def usage(cpu: float = 0, **used) -> Usage:
+    """Usage with `cpu` in cores (the store holds milli-cores)."""
+    return Usage(component_id=COMPONENT, used={"cpu_milli": round(cpu * 1000), **used})
 
 
 def test_latency_and_loss_are_refused_with_the_reason(driver):
@@ -33,7 +34,7 @@ def test_latency_and_loss_are_refused_with_the_reason(driver):
 def test_node_admission(driver):
     spec = node("n", [], cpu=1.0, memory_mb=512)
     adm = driver.admit(spec, usage())
-    assert adm.ok and adm.demand == {"cpu": 1.0, "memory_mb": 512.0}
+    assert adm.ok and adm.demand == {"cpu_milli": 1000, "memory_mb": 512}
     assert driver.admit(spec, usage(cpu=1.5)).reason_code == "INSUFFICIENT_NODES"
     assert driver.admit(replace(spec, cpu=3.0), usage()).reason_code == "TOOBIG"
     assert driver.admit(replace(spec, sliver_type="xen-vm"), usage()).reason_code == "UNSUPPORTED"
@@ -118,7 +119,7 @@ def test_construction_refuses_non_root_and_bad_config(tmp_path, monkeypatch):
 def test_inventory_component(driver):
     (comp,) = driver.inventory()
     assert comp.isolation.value == "container" and comp.sliver_types[0].name == "vserver-container"
-    assert comp.capacity == {"cpu": 2.0, "memory_mb": 4096.0}
+    assert comp.capacity == {"cpu_milli": 2000, "memory_mb": 4096}
     assert comp.sliver_types[0].disk_images[0].os == "Linux"
     assert driver.capabilities.links
 

@@ -217,3 +217,18 @@ def test_guest_root_is_an_unprivileged_host_uid_with_its_own_proc(tmp_path):
         upper = drv.guests.upper(drv.node_handle(spec.sliver_urn))
         assert (upper / "marker").stat().st_uid == int(host)
         assert guest_read(drv, replace(spec), "/marker") == "x\n"
+
+
+def test_installs_are_bounded_in_size(tmp_path):
+    allowed = tmp_path / "installs"
+    allowed.mkdir()
+    (allowed / "big.bin").write_bytes(b"\0" * (2 * 2**20 + 1))
+    (allowed / "small.bin").write_bytes(b"ok\n")
+    with driven(tmp_path, install_dir=str(allowed), install_max_mb=2) as drv:
+        big = node("big", [], installs=(Install(f"file://{allowed}/big.bin", "/opt"),))
+        with pytest.raises(DriverError, match="at most 2 MiB"):
+            drv.provision(big)
+        drv.delete(big)
+        small = node("small", [], installs=(Install(f"file://{allowed}/small.bin", "/opt"),))
+        drv.provision(small)
+        assert guest_read(drv, small, "/opt/small.bin") == "ok\n"

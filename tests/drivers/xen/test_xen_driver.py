@@ -86,16 +86,16 @@ print(json.dumps([before, after, [o.sliver_urn for o in d.observed()]]))
 def test_capacity_refusal_names_host_and_shortfall(make_xen):
     d = make_xen(vcpus=8, memory_mb=4096)
     comp = host_urn("xen1")
-    used = Usage(comp, used={"cpu": 6.0, "memory_mb": 1024.0})
+    used = Usage(comp, used={"cpu_milli": 6000, "memory_mb": 1024})
     a = d.admit(vm(3, cpu=4), used)
     assert not a.ok and a.reason_code == "INSUFFICIENT_NODES"
-    assert a.reason == "host xen1 has 2 of 8 vCPUs free, request needs 4"
+    assert a.reason == f"component {comp} has 2 of 8 vCPUs free; 4 requested"
     a = d.admit(vm(3, memory_mb=4000), used)
     assert not a.ok and "3072 of 4096 MiB of memory free" in a.reason
     a = d.admit(vm(3, cpu=16), Usage(comp))
     assert not a.ok and a.reason_code == "TOOBIG" and "8 vCPUs in all" in a.reason
     ok = d.admit(vm(3, cpu=1.5, memory_mb=256), used)
-    assert ok.ok and ok.demand == {"cpu": 2.0, "memory_mb": 256.0}
+    assert ok.ok and ok.demand == {"cpu_milli": 2000, "memory_mb": 256}
 
 
 def test_bad_requests_refused_precisely(make_xen):
@@ -119,7 +119,7 @@ def test_eleventh_guest_router_refused_dom0_router_admitted(make_xen):
     d = make_xen(vcpus=64, memory_mb=65536)
     comp = host_urn("xen1")
     guests = tuple(vm(10 + i, router=True, forwarding=ForwardingMode.GUEST) for i in range(10))
-    full = Usage(comp, used={"cpu": 10.0, "memory_mb": 5120.0, "guest_routers": 10.0},
+    full = Usage(comp, used={"cpu_milli": 10000, "memory_mb": 5120, "guest_routers": 10},
                  slivers=guests)
     a = d.admit(vm(30, router=True, forwarding=ForwardingMode.GUEST), full)
     assert not a.ok and a.reason_code == "INSUFFICIENT_NODES"

@@ -55,6 +55,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
     from am.bootstrap import banner, ensure_dev_authority, needs_dev_authority
     from am.config import ConfigError
     from am.errors import GeniError
@@ -111,6 +114,16 @@ def run_serve(args: argparse.Namespace) -> int:
         if site is not None:
             site.down()
         return 2
+    except SQLAlchemyError as exc:
+        # the database is down or refusing (e.g. a PostgreSQL restart in recovery): transient,
+        # so exit 1 (a supervisor starts serve again), with one line instead of a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        url = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+        print(f"geni-am serve: database {url!r} is not usable: "
+              f"{first}", file=sys.stderr)
+        if site is not None:
+            site.down()
+        return 1
     try:
         server = AmServer(runtime.app, ServerOptions(
             host=settings.host, port=settings.port, threads=args.threads,

@@ -849,24 +849,27 @@ class Aggregate:
                 infos.append(SliverInfo(sliver_urn=row.urn, expires=row.expires,
                                         allocation_status=Alloc.UNALLOCATED.value,
                                         client_id=row.client_id))
-            for row in hybrid.with_forwarding_slivers(self.store, session, target.slivers,
-                                                      self.clock(), lock=True):
-                jobs.extend(self._unallocate(session, row, Event.DELETE))
-                infos.append(SliverInfo(sliver_urn=row.urn, expires=row.expires,
-                                        allocation_status=Alloc.UNALLOCATED.value,
-                                        client_id=row.client_id))
+            rows = hybrid.with_forwarding_slivers(self.store, session, target.slivers,
+                                                  self.clock(), lock=True)
+            jobs = self._unallocate_all(session, rows, Event.DELETE)
+            infos.extend(SliverInfo(sliver_urn=row.urn, expires=row.expires,
+                                    allocation_status=Alloc.UNALLOCATED.value,
+                                    client_id=row.client_id) for row in rows)
         self._submit(jobs)
         return infos
 
     def _unallocate(self, session: Session, row: Sliver, event: Event) -> list[int]:
-        """Delete or expire one sliver: state, reservations and claims go in this transaction;
-        a provisioned sliver also gets a delete job to clean the substrate."""
-        was_provisioned = row.allocation_state == Alloc.PROVISIONED.value
-        self.store.transition(session, row, event)
-        self.store.release(session, row)
-        if was_provisioned:
-            return [self.store.add_job(session, row, "delete").id]
-        return []
+        return self._unallocate_all(session, [row], event)
+
+    def _unallocate_all(self, session: Session, rows: Sequence[Sliver], event: Event) -> list[int]:
+        """Delete or expire slivers (locked by the caller): their states, reservations, claims
+        and holds go in this transaction, in a few statements however many there are (the
+        decision is recorded; the substrate work is queued): a provisioned sliver gets a
+        delete job that cleans the substrate. Returns the job ids."""
+        provisioned = [r.id for r in rows if r.allocation_state == Alloc.PROVISIONED.value]
+        self.store.transition_many(session, rows, event)
+        self.store.release_many(session, rows)
+        return self.store.add_jobs(session, provisioned, "delete")
 
     # ---- Shutdown ---------------------------------------------------------------------------
     @_retried
@@ -905,9 +908,9 @@ class Aggregate:
             query = (select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
                                           Sliver.expires <= now)
                      .order_by(Sliver.id).with_for_update(skip_locked=True))
-            for row in session.scalars(query):
-                jobs.extend(self._unallocate(session, row, Event.EXPIRE))
-                expired.append(row.urn)
+            rows = list(session.scalars(query))
+            jobs.extend(self._unallocate_all(session, rows, Event.EXPIRE))
+            expired.extend(row.urn for row in rows)
             for row in session.scalars(
                     select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
                                          Sliver.pending_until <= now)

@@ -13,7 +13,6 @@ from drivers.base import DriverError
 from drivers.vserver.cgroups import CONTROLLERS, CgroupLayout
 
 NODE_NAME = "vs1"
-UNIX_PATH_MAX = 107
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -37,12 +36,6 @@ class ContainerNode(SiteHelper):
                 out.append(f"cgroup v1 controller {ctrl!r} mounted at {self.cgroup_root / ctrl}")
         if not os.path.exists("/proc/self/ns/net"):
             out.append("network namespaces (CONFIG_NET_NS)")
-        # each guest's control socket lives at <site>/vserver/<p>/roots/<p>-n<hash>/ctl.sock,
-        # and a Unix socket path holds at most 107 bytes
-        longest = len(os.fsencode(ctx.root / "vserver")) + len("/vabc/roots/vabc-n0123456789/ctl.sock")
-        if longest > UNIX_PATH_MAX:
-            out.append(f"a shorter state directory (the containers' control sockets would be "
-                       f"{longest} bytes long, over the {UNIX_PATH_MAX} a Unix socket allows)")
         return out
 
     def start(self, ctx: SiteContext) -> Fragment:

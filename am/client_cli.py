@@ -380,7 +380,7 @@ def _print(command: str, value: Any, args: argparse.Namespace, client, profile) 
     elif command in ("describe", "allocate", "provision", "update"):
         if value.get("geni_urn"):
             print(f"slice {value['geni_urn']}")
-        print(output.sliver_table(value.get("geni_slivers") or ()))
+        print(output.sliver_table(value.get("geni_slivers") or (), value.get("geni_rspec")))
         if value.get("geni_rspec"):
             print()
             print(output.rspec_summary(value["geni_rspec"]))
@@ -436,6 +436,7 @@ def _wait(client, args: argparse.Namespace, profile) -> int:
               file=sys.stderr)
         return 1
     if getattr(args, "output", "text") != "json":
+        print(output.sliver_table(list(progress.slivers)))
         print(f"all {progress.total} sliver(s) ready")
     return 0
 

@@ -55,13 +55,15 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from am.app import build_runtime
-    from am.jobs.runtime import serve_job_queue
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
     from am.bootstrap import banner, ensure_dev_authority, needs_dev_authority
     from am.config import ConfigError
     from am.errors import GeniError
     from am.handshakes import ClientLimits
-    from am.server import AmServer, ServerConfigError, ServerOptions
+    from am.auth import Authorizer
+    from am.server import AmServer, ServerConfigError, ServerOptions, tls_adapter
     from am.fileperms import StateDirError, check_state_dir
     from am.site import SiteError
     from drivers.base import DriverError
@@ -96,8 +98,14 @@ def run_serve(args: argparse.Namespace) -> int:
     site_info = None
     try:
         if not settings.inventory and not settings.fake_nodes:
+            # what can be checked without the site first: trust roots, CRLs, certificate/key
+            Authorizer.from_settings(settings)
+            if not settings.proxy_mode:
+                tls_adapter(settings.cert, settings.key, settings.trust_roots)
             site, running = start_default_site(settings)
             settings, site_info = settings.replace(inventory=str(running.inventory)), running
+        from am.app import build_runtime          # the heavy part: after the site is up
+        from am.jobs.runtime import serve_job_queue
         runtime = build_runtime(settings, behind_proxy=settings.proxy_mode,
                                 job_queue=serve_job_queue)
     except (ConfigError, InventoryError, DriverError, ServerConfigError, GeniError,
@@ -106,6 +114,16 @@ def run_serve(args: argparse.Namespace) -> int:
         if site is not None:
             site.down()
         return 2
+    except SQLAlchemyError as exc:
+        # the database is down or refusing (e.g. a PostgreSQL restart in recovery): transient,
+        # so exit 1 (a supervisor starts serve again), with one line instead of a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        url = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+        print(f"geni-am serve: database {url!r} is not usable: "
+              f"{first}", file=sys.stderr)
+        if site is not None:
+            site.down()
+        return 1
     try:
         server = AmServer(runtime.app, ServerOptions(
             host=settings.host, port=settings.port, threads=args.threads,

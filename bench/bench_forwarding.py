@@ -14,8 +14,10 @@ The plot goes to docs/figures/forwarding.png (with the numbers in forwarding.jso
 bench prints `guest_router_limit`: the largest N at which every guest router still delivers at
 least (100 - --knee-loss) % of its offered load.
 
-Another forwarding mode (e.g. an emulated NetFPGA) joins the same table and plot by adding a
-`Mode` to MODES: `setup(n)` returns the n `Path`s (a source address, the sink address and
+  netfpga  each router is a slot of one emulated NetFPGA card (drivers/netfpga: its registers
+         compiled into an OVS userspace pipeline by the card process; bench_netfpga.NetFPGASlots)
+
+Another forwarding mode joins the same table and plot by adding a `Mode` to MODES: `setup(n)` returns the n `Path`s (a source address, the sink address and
 port to send to) with the routers in place, `teardown()` removes them.
 
 Run as root (about 5-10 minutes on 2 cores):
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from drivers import hostnet  # noqa: E402
 from drivers.base import (Action, ForwardingMode, InterfaceSpec, OperationalState,  # noqa: E402
@@ -295,9 +298,32 @@ def measure(mode: str, paths: list[Path_], rate_mbit: float, seconds: float) -> 
 
 # ---- the registry, the run and the plot -------------------------------------------------------------
 
+def netfpga_mode(most: int) -> Mode:
+    """N slots of one emulated NetFPGA card (at most 16: a card's slot count)."""
+    from bench_netfpga import NetFPGASlots
+
+    slots: list[NetFPGASlots] = []
+
+    def setup(n: int) -> list[Path_]:
+        if not slots:
+            slots.append(NetFPGASlots(min(most, 16), SRC, DST, src_net, dst_net,
+                                      prefix=f"{PREFIX}nf"))
+        ends_up()
+        return [Path_(a, b) for a, b in slots[0].setup(n)]
+
+    def teardown() -> None:
+        if slots:
+            slots[0].teardown()
+        ends_down()
+
+    return Mode("netfpga", "NetFPGA slots (emulated card: OVS userspace pipeline)", setup,
+                teardown)
+
+
 def modes(most: int, memory_mb: int) -> dict[str, Mode]:
     guests = GuestRouters(most, memory_mb)
     return {
+        "netfpga": netfpga_mode(most),
         "dom0": Mode("dom0", "dom0 (forwarding in Dom0, per-router tables)", dom0_setup,
                      dom0_teardown),
         "guest": Mode("guest", "guest (forwarding inside QEMU VMs)", guests.setup,
@@ -333,7 +359,8 @@ def plot(results: dict[str, list[Point]], labels: dict[str, str], limit: int, ou
         ax2.text(limit, ax2.get_ylim()[1] * 0.9, f" guest_router_limit = {limit}", color="grey")
     ax1.legend(fontsize=8)
     ax2.legend(fontsize=8)
-    fig.suptitle("Virtual routers on one host: guest vs dom0 forwarding (UDP, iperf3)")
+    fig.suptitle("Virtual routers on one host: " + " vs ".join(results) +
+                 " forwarding (UDP, iperf3)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -342,7 +369,7 @@ def plot(results: dict[str, list[Point]], labels: dict[str, str], limit: int, ou
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--counts", default="1,2,4,8,12,16")
-    ap.add_argument("--modes", default="dom0,guest")
+    ap.add_argument("--modes", default="dom0,guest,netfpga")
     ap.add_argument("--rate-mbit", type=float, default=10.0, help="offered load per router")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--memory-mb", type=int, default=160, help="memory of each guest router")

@@ -126,10 +126,12 @@ def throughput(tmp: str, seconds: float, runs: int) -> tuple[float, float]:
 
 
 def udp(client: str, server: str, address: str, port: int, seconds: float,
-        mbps: float) -> subprocess.Popen:
-    """Start an iperf3 UDP stream at `mbps`; `udp_result` reads it."""
-    subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", str(port)],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mbps: float, servers: list[subprocess.Popen]) -> subprocess.Popen:
+    """Start an iperf3 UDP stream at `mbps` (its server joins `servers`, for the caller to
+    end); `udp_result` reads it."""
+    servers.append(subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p",
+                                     str(port)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL))
     deadline = time.monotonic() + 10
     while f":{port}" not in subprocess.run(["ip", "netns", "exec", server, "ss", "-Hltn"],
                                           capture_output=True, text=True).stdout:
@@ -176,9 +178,15 @@ def slots_forwarding(tmp: str, slots: int, seconds: float, mbps: float) -> tuple
                 wait_ping(a, f"{net[1]}.2")
                 wait_ping(b, f"{net[0]}.2")
                 pairs.append((a, b, f"{net[1]}.2"))
-            streams = [udp(a, b, addr, 5300 + i, seconds, mbps)
-                       for i, (a, b, addr) in enumerate(pairs)]
-            results = [udp_result(p, seconds) for p in streams]
+            servers: list[subprocess.Popen] = []
+            try:
+                streams = [udp(a, b, addr, 5300 + i, seconds, mbps, servers)
+                           for i, (a, b, addr) in enumerate(pairs)]
+                results = [udp_result(p, seconds) for p in streams]
+            finally:
+                for srv in servers:
+                    srv.kill()
+                    srv.wait()
     finally:
         for ns in spaces:
             hostnet.netns_delete(ns)

@@ -85,6 +85,10 @@ def fill(store, site, n: int, days: int, rng: random.Random) -> None:
         session.execute(insert(Sliver), slivers)
         session.execute(insert(Reservation), reservations)
         session.execute(insert(Hold), holds)
+        if store.dialect == "postgresql":     # ids were given: move the sequence past them
+            from sqlalchemy import text
+            session.execute(text("SELECT setval(pg_get_serial_sequence('slivers', 'id'), "
+                                 "(SELECT max(id) FROM slivers))"))
 
 
 def pct(values: list[float], q: float) -> float:

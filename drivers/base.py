@@ -285,7 +285,14 @@ class Refusal(str, enum.Enum):
     INSUFFICIENT_NODES = "INSUFFICIENT_NODES"    # not enough left now
     INSUFFICIENT_BANDWIDTH = "INSUFFICIENT_BANDWIDTH"
     VLAN_UNAVAILABLE = "VLAN_UNAVAILABLE"
+    UNAVAILABLE = "UNAVAILABLE"              # held by another slice (a port, a flowspace cell)
     REFUSED = "REFUSED"
+    BUSY = "BUSY"
+    OUTOFRANGE = "OUTOFRANGE"
+    EXPIRED = "EXPIRED"
+    ALREADYEXISTS = "ALREADYEXISTS"
+    SEARCHFAILED = "SEARCHFAILED"
+    ERROR = "ERROR"
 
 
 #: Resource names in `Component.capacity`, `Admission.demand` and `Usage.used`. Every amount is

@@ -17,6 +17,7 @@ which means some code under it raised an untyped exception (its traceback is in 
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import shutil
 import tempfile
@@ -81,6 +82,7 @@ def build() -> TestOneInput:
     from drivers.registry import load_site
 
     state = Path(tempfile.mkdtemp(prefix="geniam-fuzz-api-"))
+    atexit.register(shutil.rmtree, state, True)     # the store and fake substrate of this run
     trust = state / "trust"
     trust.mkdir()
     shutil.copy(KEYS / "ca-cert.pem", trust / "ca-cert.pem")

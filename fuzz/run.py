@@ -11,6 +11,7 @@ a memory blow-up) leaves the input in --artifacts (default fuzz/findings/) and t
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -60,7 +61,8 @@ def run_one(name: str, *, seconds: float, runs: int | None, artifacts: Path,
             corpus: Path | None = None, timeout_per_input: int = 20) -> Outcome:
     harness = HARNESSES[name]
     artifacts.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"geniam-fuzz-{name}-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"geniam-fuzz-{name}-") as scratch, \
+            tempfile.TemporaryDirectory(prefix=f"geniam-fuzz-{name}-tmp-") as tmp:
         work = corpus or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "fuzz.one", name,
@@ -71,8 +73,10 @@ def run_one(name: str, *, seconds: float, runs: int | None, artifacts: Path,
             cmd.append(f"-runs={runs}")
         cmd += [str(work), str(harness.corpus)]
         started = time.monotonic()
+        # the harness' own temporary files (the API's store) go where they are removed after:
+        # libFuzzer ends the process without running atexit handlers
         proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, errors="replace")
+                              text=True, errors="replace", env={**os.environ, "TMPDIR": tmp})
         elapsed = time.monotonic() - started
     output = proc.stdout
     made = tuple(sorted(re.findall(r"Test unit written to (\S+)", output)))

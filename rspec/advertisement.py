@@ -245,6 +245,9 @@ def _component_ext(out: list[str], comp: ComponentLike, free: Mapping[str, float
     if comp.forwarding_modes:
         modes = " ".join(enum_value(m) for m in comp.forwarding_modes)
         s.append(f' forwarding_modes="{attr(modes)}"')
+    shaping = (comp.extra or {}).get("link_shaping")
+    if shaping is not None:     # what its links can honour (the rest is refused, not ignored)
+        s.append(f' link_shaping="{attr(" ".join(shaping))}"')
     capacity = comp.capacity or {}
     others = []
     for key, total in capacity.items():

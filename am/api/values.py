@@ -110,4 +110,9 @@ def sliver_struct(info: SliverInfo, *, with_error: bool = False) -> dict[str, An
         out["geni_resource_status"] = info.resource_status
     if info.start_time is not None:
         out["geni_start_time"] = format_time(info.start_time)
+    # this AM's additions (the request's name for the sliver, how to log in): geniam_ prefix
+    if info.client_id:
+        out["geniam_client_id"] = info.client_id
+    if info.logins:
+        out["geniam_ssh"] = list(info.logins)
     return out

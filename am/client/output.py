@@ -23,13 +23,47 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def sliver_table(slivers: Sequence[dict[str, Any]]) -> str:
+def sliver_table(slivers: Sequence[dict[str, Any]], manifest: str | None = None) -> str:
+    """One row per sliver: its client_id, URN, states, expiry, the SSH command of each login
+    and any error. client_id and logins come from this AM's `geniam_client_id`/`geniam_ssh`
+    fields or, for other AMs, from `manifest` (Describe, Allocate, Provision)."""
     if not slivers:
         return "(no slivers)"
-    rows = [(s.get("geni_sliver_urn", "?"), short(s.get("geni_allocation_status")),
-             short(s.get("geni_operational_status")), _expires(s),
-             str(s.get("geni_error") or "")) for s in slivers]
-    return table(rows, ("SLIVER", "ALLOCATION", "OPERATIONAL", "EXPIRES", "ERROR"))
+    names, logins = manifest_facts(manifest) if manifest else ({}, {})
+    rows = []
+    for s in slivers:
+        urn = s.get("geni_sliver_urn", "?")
+        ssh = s.get("geniam_ssh") or logins.get(urn, ())
+        rows.append((s.get("geniam_client_id") or names.get(urn, "-"), urn,
+                     short(s.get("geni_allocation_status")),
+                     short(s.get("geni_operational_status")), _expires(s),
+                     ", ".join(ssh) or "-", str(s.get("geni_error") or "")))
+    return table(rows, ("CLIENT_ID", "SLIVER", "ALLOCATION", "OPERATIONAL", "EXPIRES", "LOGIN",
+                        "ERROR"))
+
+
+def manifest_facts(xml: str) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """sliver URN -> client_id, and sliver URN -> SSH commands, from a manifest."""
+    try:
+        root = etree.fromstring(xml.encode("utf-8"), _PARSER)
+    except etree.XMLSyntaxError:
+        return {}, {}
+    names: dict[str, str] = {}
+    logins: dict[str, tuple[str, ...]] = {}
+    for el in root.iter():
+        sliver = el.get("sliver_id") if isinstance(el.tag, str) else None
+        if not sliver or not el.get("client_id"):
+            continue
+        names[sliver] = el.get("client_id")
+        found = []
+        for login in el.iter():
+            if _local(login) == "login" and login.get("hostname") and login.get("username"):
+                port = login.get("port")
+                found.append(f"ssh -p {port or 22} {login.get('username')}@"
+                             f"{login.get('hostname')}")
+        if found:
+            logins[sliver] = tuple(found)
+    return names, logins
 
 
 #: A sliver expiring sooner than this is flagged (as /metrics counts it).
@@ -115,9 +149,15 @@ def rspec_summary(xml: str) -> str:
         root = etree.fromstring(xml.encode("utf-8"), _PARSER)
     except etree.XMLSyntaxError as exc:
         return f"(unparseable rspec: {exc})\n{xml}"
-    nodes, links = [], []
+    nodes, links, datapaths = [], [], []
     for el in root:
         kind = _local(el)
+        if kind == "datapath":
+            ports = [p.get("name") or p.get("num") for p in el if _local(p) == "port"]
+            datapaths.append((el.get("component_id", "?").rsplit("+", 1)[-1],
+                              el.get("component_id") or "-", el.get("dpid") or "-",
+                              ", ".join(str(p) for p in ports) or "-"))
+            continue
         if kind == "node":
             avail = next((c.get("now") for c in el if _local(c) == "available"), None)
             types = ",".join(c.get("name", "") for c in el if _local(c) == "sliver_type")
@@ -130,9 +170,12 @@ def rspec_summary(xml: str) -> str:
                     for c in el if _local(c) == "interface_ref"]
             links.append((el.get("client_id") or el.get("component_name") or "?",
                           " <-> ".join(ends) or "-"))
-    parts = [f"{root.get('type', 'rspec')} rspec: {len(nodes)} node(s), {len(links)} link(s)"]
+    parts = [f"{root.get('type', 'rspec')} rspec: {len(nodes)} node(s), {len(links)} link(s)"
+             + (f", {len(datapaths)} OpenFlow datapath(s)" if datapaths else "")]
     if nodes:
         parts.append(table(nodes, ("NODE", "COMPONENT", "AVAILABLE", "SLIVER TYPES", "SLIVER")))
+    if datapaths:
+        parts.append(table(datapaths, ("DATAPATH", "COMPONENT", "DPID", "PORTS")))
     if links:
         parts.append(table(links, ("LINK", "ENDS")))
     return "\n".join(parts)

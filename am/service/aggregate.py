@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 import uuid
@@ -848,24 +849,27 @@ class Aggregate:
                 infos.append(SliverInfo(sliver_urn=row.urn, expires=row.expires,
                                         allocation_status=Alloc.UNALLOCATED.value,
                                         client_id=row.client_id))
-            for row in hybrid.with_forwarding_slivers(self.store, session, target.slivers,
-                                                      self.clock(), lock=True):
-                jobs.extend(self._unallocate(session, row, Event.DELETE))
-                infos.append(SliverInfo(sliver_urn=row.urn, expires=row.expires,
-                                        allocation_status=Alloc.UNALLOCATED.value,
-                                        client_id=row.client_id))
+            rows = hybrid.with_forwarding_slivers(self.store, session, target.slivers,
+                                                  self.clock(), lock=True)
+            jobs = self._unallocate_all(session, rows, Event.DELETE)
+            infos.extend(SliverInfo(sliver_urn=row.urn, expires=row.expires,
+                                    allocation_status=Alloc.UNALLOCATED.value,
+                                    client_id=row.client_id) for row in rows)
         self._submit(jobs)
         return infos
 
     def _unallocate(self, session: Session, row: Sliver, event: Event) -> list[int]:
-        """Delete or expire one sliver: state, reservations and claims go in this transaction;
-        a provisioned sliver also gets a delete job to clean the substrate."""
-        was_provisioned = row.allocation_state == Alloc.PROVISIONED.value
-        self.store.transition(session, row, event)
-        self.store.release(session, row)
-        if was_provisioned:
-            return [self.store.add_job(session, row, "delete").id]
-        return []
+        return self._unallocate_all(session, [row], event)
+
+    def _unallocate_all(self, session: Session, rows: Sequence[Sliver], event: Event) -> list[int]:
+        """Delete or expire slivers (locked by the caller): their states, reservations, claims
+        and holds go in this transaction, in a few statements however many there are (the
+        decision is recorded; the substrate work is queued): a provisioned sliver gets a
+        delete job that cleans the substrate. Returns the job ids."""
+        provisioned = [r.id for r in rows if r.allocation_state == Alloc.PROVISIONED.value]
+        self.store.transition_many(session, rows, event)
+        self.store.release_many(session, rows)
+        return self.store.add_jobs(session, provisioned, "delete")
 
     # ---- Shutdown ---------------------------------------------------------------------------
     @_retried
@@ -904,9 +908,9 @@ class Aggregate:
             query = (select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
                                           Sliver.expires <= now)
                      .order_by(Sliver.id).with_for_update(skip_locked=True))
-            for row in session.scalars(query):
-                jobs.extend(self._unallocate(session, row, Event.EXPIRE))
-                expired.append(row.urn)
+            rows = list(session.scalars(query))
+            jobs.extend(self._unallocate_all(session, rows, Event.EXPIRE))
+            expired.extend(row.urn for row in rows)
             for row in session.scalars(
                     select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
                                          Sliver.pending_until <= now)
@@ -965,7 +969,19 @@ def _info(row: Sliver, *, error: str | None = None, live: str | None = None) -> 
                       expires=row.expires, operational_status=row.operational_state,
                       error=row.error if error is None else error,
                       resource_status=live or row.resource_status or "", client_id=row.client_id,
-                      start_time=row.starts)
+                      start_time=row.starts, logins=ssh_commands(row))
+
+
+def ssh_commands(row: Sliver) -> tuple[str, ...]:
+    """The SSH command of each login a provisioned node sliver has (as its manifest says)."""
+    if row.allocation_state != Alloc.PROVISIONED.value:
+        return ()
+    out = []
+    for login in (row.facts or {}).get("logins", ()):
+        host, user, port = login.get("hostname"), login.get("username"), login.get("port")
+        if host and user:
+            out.append(f"ssh -p {port or 22} {user}@{host}")
+    return tuple(out)
 
 
 def _element_index(request) -> dict[tuple[str, str], str]:
@@ -995,14 +1011,46 @@ def _refused(request, refusals, tail: str = "") -> GeniError:
 
 
 def _refusal_message(request, refusals) -> str:
-    """Each refused element with its reason, led by the shortfall when nodes did not fit
-    (so a client asking for more than the site holds reads how many it is short)."""
-    reasons = "; ".join(f"{r.client_id}: {r.reason}" for r in refusals)
-    nodes = {n.client_id for n in request.nodes}
+    """The refusals grouped by cause, one line each with the elements it refused, led by a
+    summary (the shortfall when nodes did not fit: how many were asked, how many found room).
+    A single refusal is one line: `client_id: reason`."""
+    if len(refusals) == 1:
+        return f"{refusals[0].client_id}: {refusals[0].reason}"
+    nodes = {n.client_id: n for n in request.nodes}
     short = [r for r in refusals if r.client_id in nodes and r.code in CAPACITY_CODES]
-    if not short:
-        return reasons
-    return f"short by {len(short)} of the {len(nodes)} requested node(s): {reasons}"
+    if short:
+        head = f"short by {len(short)} of the {len(nodes)} requested node(s)"
+        exclusive = [cid for cid, n in nodes.items() if _exclusive(n)]
+        if exclusive:
+            refused = sum(1 for r in short if r.client_id in exclusive)
+            head += f" ({len(exclusive)} exclusive node(s) asked, {len(exclusive) - refused} free)"
+    else:
+        head = f"{len(refusals)} element(s) refused"
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in refusals:
+        groups.setdefault((r.code, _node_neutral(r.reason, r.client_id)), []).append(r.client_id)
+    lines = [f"{head}, for {len(groups)} reason(s):"]
+    for (code, reason), ids in groups.items():
+        named = ", ".join(ids[:GROUP_NAMES]) + (f" and {len(ids) - GROUP_NAMES} more"
+                                                 if len(ids) > GROUP_NAMES else "")
+        lines.append(f"  {code} x{len(ids)} ({named}): {reason}")
+    return "\n".join(lines)
+
+
+#: How many client_ids a grouped refusal line names before it says "and N more".
+GROUP_NAMES = 8
+
+
+def _exclusive(node) -> bool:
+    return bool(node.exclusive) or (node.sliver_type or "").lower() == "raw-pc"
+
+
+def _node_neutral(reason: str, client_id: str) -> str:
+    """A refusal's reason without the element's own name, so equal causes group together."""
+    if not client_id:
+        return reason
+    reason = re.sub(rf"\bnode {re.escape(client_id)}(?![\w.-])", "the node", reason)
+    return re.sub(rf"(?<![\w.-]){re.escape(client_id)}(?![\w.-])", "it", reason)
 
 
 #: Refusal codes that mean "not enough room", as opposed to a request the site cannot serve.

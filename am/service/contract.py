@@ -35,6 +35,7 @@ class SliverInfo:
     error: str = ""
     resource_status: str = ""
     client_id: str = ""
+    logins: tuple[str, ...] = ()               # "ssh -p PORT user@host", once provisioned
     start_time: datetime | None = None         # an advance reservation's geni_start_time
 
 

@@ -143,6 +143,9 @@ class SiteHelper(ABC):
     """One part of the default site (see the module docstring)."""
 
     name: ClassVar[str]
+    #: The letters of the prefixes (`ctx.prefix(letter)`) this part names things with, so a
+    #: `site down` without a record (its directory gone) still sweeps them.
+    letters: ClassVar[str] = ""
 
     @abstractmethod
     def missing(self, ctx: SiteContext) -> list[str]:

@@ -18,6 +18,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 class ContainerNode(SiteHelper):
     name = "container node"
+    letters = "v"
 
     def __init__(self, cgroup_root: Path = CGROUP_ROOT):
         self.cgroup_root = cgroup_root

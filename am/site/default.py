@@ -145,7 +145,9 @@ class DefaultSite:
             report.problems.append(f"cgroup {leftover} is still busy")
         self.inventory_path.unlink(missing_ok=True)
         (self.ctx.root / PIDFILE).unlink(missing_ok=True)
-        if self.ctx.record.empty or not report.problems:
+        left = self.leftovers()
+        report.problems += [f"still on the host: {what}" for what in left]
+        if not left:                       # keep the record (prefixes) while anything remains
             self.ctx.record.prefixes.clear()
             self.ctx.record.path.unlink(missing_ok=True)
         return report
@@ -185,9 +187,23 @@ class DefaultSite:
             finally:
                 driver.close()
 
+    def _prefixes(self) -> tuple[str, ...]:
+        declared = {letter + self.ctx.tag for h in self.helpers for letter in h.letters}
+        return tuple(sorted(declared | set(self.ctx.record.prefixes)))
+
+    def leftovers(self) -> list[str]:
+        """What of the site is still on the host: namespaces and interfaces with its prefixes,
+        recorded cgroup directories, processes with its markers."""
+        prefixes = self._prefixes()
+        found = [f"netns {n}" for n in hostnet.netns_list() if n.startswith(prefixes)]
+        found += [f"interface {li.name}" for li in hostnet.links(None)
+                  if li.name.startswith(prefixes)]
+        found += [f"cgroup {d}" for d in self.ctx.record.cgroup_dirs if Path(d).exists()]
+        return found
+
     def _sweep(self, report: DownReport) -> None:
         """Namespaces and interfaces in the record or named with one of the site's prefixes."""
-        prefixes = tuple(self.ctx.record.prefixes)
+        prefixes = self._prefixes()
         for ns in sorted(set(self.ctx.record.netns)
                          | {n for n in hostnet.netns_list() if prefixes and n.startswith(prefixes)}):
             try:

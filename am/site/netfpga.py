@@ -21,6 +21,7 @@ CARD_NAME = "nf1"
 
 class EmulatedNetFPGA(SiteHelper):
     name = "emulated netfpga card"
+    letters = "n"
 
     def _config(self, ctx: SiteContext) -> tuple[dict[str, Any], dict[str, Any]]:
         """The driver table and the card's component table."""

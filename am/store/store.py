@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from am import states
 from am.states import Alloc, Event, JobState, State
@@ -318,6 +319,42 @@ class Store:
         if flush:
             session.flush()
         return new
+
+    def transition_many(self, session: Session, rows: Sequence[Sliver], event: Event) -> None:
+        """`transition` by `event` for many loaded (and locked) slivers at once: every move is
+        checked by the state machine first (IllegalTransition for the first refused, nothing
+        written), then one UPDATE per chunk of slivers sharing a (from, to) pair of states
+        instead of one per sliver. The loaded objects are kept in step with what was written.
+        A Delete of 10,000 slivers is then a handful of statements."""
+        groups: dict[tuple[State, State], list[Sliver]] = {}
+        for row in rows:
+            current = states.as_state(row.allocation_state, row.operational_state)
+            new = states.next_state(current, event, None, subject=f"sliver {row.urn}")
+            groups.setdefault((current, new), []).append(row)
+        if any((old[0] is Alloc.UNALLOCATED) != (new[0] is Alloc.UNALLOCATED)
+               for old, new in groups):
+            mark_usage_changed(session)
+        session.flush()   # the caller's pending changes first, in the usual order
+        table, now = Sliver.__table__, utcnow()
+        for (old, new), members in groups.items():
+            op_was = (table.c.operational_state.is_(None) if old[1] is None
+                      else table.c.operational_state == old[1].value)
+            op_new = new[1].value if new[1] is not None else None
+            for chunk in _chunks(members, _CHUNK):
+                done = session.connection().execute(
+                    update(table)
+                    .where(table.c.id.in_([r.id for r in chunk]),
+                           table.c.allocation_state == old[0].value, op_was)
+                    .values(allocation_state=new[0].value, operational_state=op_new,
+                            version=table.c.version + 1, updated=now)).rowcount
+                if done != len(chunk):
+                    raise StoreError(f"{len(chunk) - done} sliver(s) changed under a locked "
+                                     f"{event.value}")
+            for row in members:
+                set_committed_value(row, "allocation_state", new[0].value)
+                set_committed_value(row, "operational_state", op_new)
+                set_committed_value(row, "version", row.version + 1)
+                set_committed_value(row, "updated", now)
 
     def transition_if(self, session: Session, sliver_id: int, expected: State, event: Event,
                       target: State | None = None, *, error: str | None = None,
@@ -613,6 +650,36 @@ class Store:
         self.release(session, sliver)
         self.reserve(session, sliver, demand, claims)
 
+    def release_many(self, session: Session, slivers: Sequence[Sliver]) -> None:
+        """`release` for many slivers at once (idempotent): their reservations summed per
+        component and resource and given back with one UPDATE each, in (component, resource)
+        order (the one order every writer updates capacity rows in), and their reservation,
+        claim and hold rows deleted by sliver id in chunks."""
+        if not slivers:
+            return
+        mark_usage_changed(session)
+        session.flush()
+        waiting = {s.id for s in slivers if s.waiting}
+        back: dict[tuple[str, str], float] = {}
+        ids = sorted(s.id for s in slivers)
+        for chunk in _chunks(ids, _CHUNK):
+            for sliver_id, comp, resource, amount in session.execute(
+                    select(Reservation.sliver_id, Reservation.component_id,
+                           Reservation.resource, Reservation.amount)
+                    .where(Reservation.sliver_id.in_(chunk))):
+                if sliver_id not in waiting:
+                    back[(comp, resource)] = back.get((comp, resource), 0.0) + amount
+        conn = session.connection()
+        for (comp, resource), amount in sorted(back.items()):
+            conn.execute(update(Capacity.__table__)
+                         .where(Capacity.__table__.c.component_id == comp,
+                                Capacity.__table__.c.resource == resource)
+                         .values(used=Capacity.__table__.c.used - amount))
+        for model in (Reservation, Claim, Hold):
+            table = model.__table__
+            for chunk in _chunks(ids, _CHUNK):
+                conn.execute(delete(table).where(table.c.sliver_id.in_(chunk)))
+
     def release(self, session: Session, sliver: Sliver) -> None:
         """Give back everything the sliver holds (idempotent)."""
         mark_usage_changed(session)
@@ -752,6 +819,20 @@ class Store:
             session.flush()
         return job
 
+    @staticmethod
+    def add_jobs(session: Session, sliver_ids: Sequence[int], action: str) -> list[int]:
+        """Queue one `action` job per sliver in multi-row INSERTs (no ORM objects); returns
+        the job ids (in no particular order)."""
+        if not sliver_ids:
+            return []
+        now = utcnow()
+        table = Job.__table__
+        result = session.connection().execute(
+            insert(table).returning(table.c.id),
+            [{"sliver_id": sid, "action": action, "state": JobState.QUEUED, "attempts": 0,
+              "args": {}, "created": now, "updated": now} for sid in sliver_ids])
+        return [row[0] for row in result]
+
     def acquire_lease(self, sliver_id: int, owner: str, job_id: int, ttl_s: float,
                       now: datetime | None = None) -> bool:
         """Take the sliver's lock for `owner`, or take over one whose lease expired (a crashed
@@ -875,6 +956,15 @@ class Store:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("select 1"))
+
+
+#: ids per IN (...) list: well under SQLite's 32,766 bound parameters, and small statements
+_CHUNK = 500
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 _TAKE_LEASE: dict[str, object] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -82,6 +82,23 @@ class SliverRow:
     expires: datetime
     error: str
     live: bool
+    substrate: str = "real"      # "real", "emulated", "simulated" or "fake" (substrate_label)
+
+
+def substrate_label(comp, driver: str) -> str:
+    """What a sliver of `comp` really is, for people: "fake" (the mocked-driver harness:
+    nothing runs), "emulated" (hardware emulated on a real packet engine, e.g. the NetFPGA
+    card), "simulated" (libvirt's test driver: no guest runs), or "real"."""
+    if driver == "fake":
+        return "fake"
+    if comp is None:
+        return "real"
+    kinds = " ".join(comp.hardware_types).lower()
+    if "emulated" in kinds:
+        return "emulated"
+    if "simulated" in kinds or str((comp.extra or {}).get("uri", "")).startswith("test:"):
+        return "simulated"
+    return "real"
 
 
 @dataclass(frozen=True)
@@ -192,10 +209,16 @@ class DashboardQueries:
             slivers = list(session.scalars(select(Sliver).where(Sliver.slice_id == slice_id)
                                            .order_by(Sliver.id)))
             rows = [_sliver_row(s, now) for s in slivers]
+        rows = [replace(r, substrate=substrate_label(self._component(r.component_id), r.driver))
+                for r in rows]
         live = sum(r.live for r in rows)
         failed = sum(r.live and r.operational_state == Op.FAILED.value for r in rows)
         rows.sort(key=lambda r: (not r.live, r.id))
         return SliceDetail(_slice_row(record, live, failed), tuple(rows))
+
+    def _component(self, component_id: str):
+        find = getattr(self.site, "component", None)
+        return find(component_id) if find and component_id else None
 
     def live_sliver_records(self, slice_id: int) -> list[Sliver]:
         """The live slivers of a slice as store rows (detached), for the manifest builder."""

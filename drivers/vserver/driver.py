@@ -164,7 +164,9 @@ class VServerDriver(SubstrateDriver):
                                      for t in comp.sliver_types),
             hardware_types=comp.hardware_types or ("pc", "vserver-host"),
             extra={**comp.extra, "backend": "guest: user+mount+pid+uts+ipc+net namespaces, "
-                                            "overlay root, cgroup v1"})
+                                            "overlay root, cgroup v1",
+                   # tc tbf on the veths; this kernel has no netem (drivers/vserver/admission)
+                   "link_shaping": ("capacity",)})
 
     # ---- inventory and admission -----------------------------------------------------------
     def inventory(self) -> list[Component]:

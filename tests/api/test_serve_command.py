@@ -89,3 +89,20 @@ def test_serve_refuses_a_bad_inventory_with_its_reason(tmp_path, capsys):
     assert rc == 2
     assert str(inv) in err and "components[0]" in err and "driver" in err
     assert "Traceback" not in err
+
+
+def test_serve_with_its_database_down_says_so_in_one_line(tmp_path, capsys):
+    """Found by the chaos suite: serve started while PostgreSQL was restarting died with an
+    OperationalError traceback. Now: one line naming the database (no password), exit 1 (a
+    transient failure: a supervisor starts it again)."""
+    from tests.services import free_port
+    url = f"postgresql+psycopg://geniam:secret@127.0.0.1:{free_port()}/nothing"
+    inv = tmp_path / "inventory.toml"
+    inv.write_text(f'[site]\nname = "x"\n\n[drivers.fake]\nnodes = 1\n'
+                   f'state_dir = "{tmp_path / "substrate"}"\n')
+    rc = main(["serve", "--state-dir", str(tmp_path / "state"), "--database", url,
+               "--inventory", str(inv), "--port", "0"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "is not usable" in err and "127.0.0.1" in err and "Connection refused" in err
+    assert "secret" not in err and "Traceback" not in err

@@ -1,6 +1,8 @@
 """A whole AM deployment on one machine for the chaos suite: a private PostgreSQL cluster and a
 private Redis (both restartable on their ports), two `geni-am serve` processes and two
-`geni-am worker` processes over one fake substrate. The test plays the process supervisor:
+`geni-am worker` processes over one fake substrate. `geni-am worker` supervises its Celery
+worker itself (am/worker_supervisor.py): a worker fault kills that Celery process and its pool,
+and the supervisor starts a new one. For the API processes the test plays the supervisor:
 `Cluster.supervise()` restarts whatever died, and counts deaths it did not cause."""
 from __future__ import annotations
 
@@ -217,7 +219,13 @@ class Cluster:
         self._kill_managed(rng.choice(self.apis), down_s)
 
     def _fault_worker(self, rng: random.Random, down_s: float) -> None:
-        self._kill_managed(rng.choice(self.workers), down_s)
+        """SIGKILL the Celery worker under a `geni-am worker` (its main process and its pool,
+        as the OOM killer or a crash would); the supervisor starts a new one."""
+        m = rng.choice(self.workers)
+        assert m.proc is not None
+        for pid in descendants(m.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _fault_redis(self, rng: random.Random, down_s: float) -> None:
         self.redis.kill()
@@ -230,4 +238,21 @@ class Cluster:
         self.pg.start()
 
     def workers_alive(self) -> list[str]:
-        return [m.name for m in self.workers if m.alive()]
+        """The `geni-am worker`s running with a Celery worker under them."""
+        return [m.name for m in self.workers if m.alive() and any(
+            "--no-supervise" in _cmdline(pid) for pid in descendants(m.proc.pid))]
+
+
+def descendants(pid: int) -> list[int]:
+    try:
+        kids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in descendants(k)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

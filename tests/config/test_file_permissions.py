@@ -80,6 +80,7 @@ def test_state_dir_open_to_others_is_fixed_with_a_warning(tmp_path):
     assert mode(state) == 0o711
 
 
+@pytest.mark.root
 def test_state_dir_of_another_user_is_refused(tmp_path):
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
@@ -88,6 +89,7 @@ def test_state_dir_of_another_user_is_refused(tmp_path):
         check_state_dir(state)
 
 
+@pytest.mark.root
 def test_serve_fixes_a_readable_state_dir_and_says_so(tmp_path, capsys):
     state = tmp_path / "state"
     state.mkdir()

@@ -255,3 +255,5 @@ def test_refusal_codes_are_an_enum():
     assert Admission.refuse("x", Refusal.TOOBIG).reason_code == "TOOBIG"
     with pytest.raises(ValueError):
         Admission.refuse("x", "TOO_BIG")             # a misspelt code fails where it is written
+    from am.errors import GeniCode
+    assert {r.value for r in Refusal} <= {c.name for c in GeniCode}   # each is a GENI code

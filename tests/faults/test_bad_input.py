@@ -204,9 +204,11 @@ def test_unsatisfiable_rspec_names_the_client_id_and_why(alice: AMClient):
     result = alice.call("Allocate", GCF_SLICE, alice.credentials, six, {})
     assert code(result) == 26, result
     out = result["output"]
-    assert "short by 2 of the 6" in out, out
-    refused = [f"big{i}" for i in range(6) if f"big{i}:" in out]
-    assert len(refused) == 2 and all(f"node {cid}" in out for cid in refused), out
+    assert "short by 2 of the 6" in out and "6 exclusive node(s) asked, 4 free" in out, out
+    # one line per cause, naming the nodes it refused, with a count
+    (line,) = [l for l in out.splitlines() if "INSUFFICIENT_NODES x2" in l]
+    refused = [f"big{i}" for i in range(6) if f"big{i}" in line]
+    assert len(refused) == 2 and "the node" in line, out
     # all or nothing: the slice has no slivers
     assert code(alice.call("Status", [GCF_SLICE], alice.credentials, {})) == 12
 

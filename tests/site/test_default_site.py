@@ -71,6 +71,18 @@ class Serve:
         return rc
 
 
+@pytest.fixture
+def state():
+    """The AM's state directory (short: the guests' control sockets live deep inside it);
+    whatever a failed test left of its site is taken down."""
+    top = Path(tempfile.mkdtemp(prefix="gs-", dir="/tmp"))
+    path = top / "state"
+    yield path
+    from am.site import DefaultSite
+    DefaultSite(path, "geni-am:localhost").down()
+    shutil.rmtree(top, ignore_errors=True)
+
+
 def leftovers(state: Path) -> list[str]:
     """What of the site named with its prefixes is still on the host."""
     prefixes = tuple(letter + site_tag(state) for letter in PREFIX_LETTERS)
@@ -124,8 +136,7 @@ def sliver_netns(state: Path) -> set[str]:
     return {n for n in hostnet.netns_list() if n.startswith("v" + site_tag(state))}
 
 
-def test_real_site_serves_a_container_and_leaves_nothing(tmp_path):
-    state = tmp_path / "state"
+def test_real_site_serves_a_container_and_leaves_nothing(state):
     serve = Serve(state)
     try:
         banner = serve.banner
@@ -157,8 +168,7 @@ def test_real_site_serves_a_container_and_leaves_nothing(tmp_path):
     assert not (state / "site" / "inventory.toml").exists()
 
 
-def test_site_down_cleans_up_after_a_killed_serve(tmp_path):
-    state = tmp_path / "state"
+def test_site_down_cleans_up_after_a_killed_serve(state):
     serve = Serve(state)
     try:
         container(serve.am(), state, "crash")
@@ -175,8 +185,7 @@ def test_site_down_cleans_up_after_a_killed_serve(tmp_path):
     assert again.returncode == 0 and "nothing of the default site" in again.stdout
 
 
-def test_fake_flag_serves_fake_nodes(tmp_path):
-    state = tmp_path / "state"
+def test_fake_flag_serves_fake_nodes(state):
     serve = Serve(state, "--fake", "50")
     try:
         assert "50 fake nodes" in serve.banner

@@ -159,3 +159,51 @@ def test_orphans_are_observed_and_released(driver):
     hostnet.netns_delete(driver.node_handle(c.h2.sliver_urn))
     assert c.h2.sliver_urn not in {o.sliver_urn for o in driver.observed()}
     assert driver.status(c.h2) is OperationalState.FAILED
+
+
+def _iperf_mbps(driver, client, server, address: str, seconds: int = 3) -> float:
+    """Received Mbit/s of one iperf3 TCP run from `client` to `server` (the host's iperf3
+    in the two slivers' network namespaces: the shaping is on their interfaces)."""
+    import json
+
+    def in_ns(spec, argv):
+        return ["ip", "netns", "exec", driver.node_handle(spec.sliver_urn), *argv]
+
+    srv = subprocess.Popen(in_ns(server, ["iperf3", "-s", "-1", "-p", "5218"]),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            run = subprocess.run(in_ns(client, [
+                "iperf3", "-c", address, "-p", "5218", "-t", str(seconds), "-J"]),
+                capture_output=True, text=True, timeout=seconds + 30)
+            result = json.loads(run.stdout or "{}")
+            if "error" not in result and result.get("end"):
+                return result["end"]["sum_received"]["bits_per_second"] / 1e6
+            assert time.monotonic() < deadline, result.get("error") or run.stderr
+            time.sleep(0.1)        # the server was not listening yet
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def test_link_capacity_is_enforced_and_reshaped_in_place(driver):
+    a = node("a", [("eth1", "10.77.0.1", "l")])
+    b = node("b", [("eth1", "10.77.0.2", "l")])
+    lnk = link("l", [a, b], kbps=10_000)
+    for spec in (a, b, lnk):
+        driver.provision(spec)
+    mbps = _iperf_mbps(driver, a, b, "10.77.0.2")
+    print(f"iperf3 across a 10 Mb/s link: {mbps:.2f} Mb/s")
+    assert 9.0 <= mbps <= 11.0, mbps
+    # Update: the running link re-shaped (the veths stay, the tbf rate changes)
+    wider = replace(lnk, link=replace(lnk.link, capacity_kbps=40_000))
+    driver.check_update(lnk, wider)
+    driver.update(lnk, wider)
+    out = subprocess.run(["tc", "-n", driver.node_handle(a.sliver_urn), "-j", "qdisc", "show",
+                          "dev", "eth1", "root"], capture_output=True, text=True).stdout
+    assert "tbf" in out and '"rate":5000000' in out.replace(" ", ""), out
+    driver.update(wider, replace(lnk, link=replace(lnk.link, capacity_kbps=None)))
+    assert hostnet.qdisc_kind(driver.node_handle(a.sliver_urn), "eth1") != "tbf"
+    for spec in (a, b, lnk):
+        driver.delete(spec)

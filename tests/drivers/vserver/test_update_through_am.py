@@ -136,3 +136,14 @@ def test_update_a_running_slice(am, fx):
     while ours(snapshot(), prefix) != before_host and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ours(snapshot(), prefix) == before_host
+
+
+def test_advertisement_says_what_links_can_shape(am, fx):
+    from rspec.validate import validate_document
+    client, rt, prefix = am
+    ad = client.call("ListResources", [fx.cred("slice-cred-alice")],
+                     {"geni_rspec_version": RSPEC_V})
+    assert code_of(ad) == 0, ad
+    xml = ad["value"]
+    assert 'link_shaping="capacity"' in xml          # latency and loss: refused, not offered
+    validate_document(xml, "advertisement")

@@ -497,7 +497,10 @@ class Store:
         now = now or utcnow()
         start = sliver.starts if sliver.waiting and sliver.starts else now
         holds = self._holds_of(sliver, claims)
-        self._check_windows(session, sliver, demand, holds, start, sliver.expires)
+        if sliver.waiting:
+            self._note_waiting(session)
+        if self._windows_matter(session, sliver):
+            self._check_windows(session, sliver, demand, holds, start, sliver.expires)
         for resource, amount in sorted(demand.items()):
             if amount <= 0:
                 continue
@@ -545,6 +548,32 @@ class Store:
         if sliver.kind == "node":
             holds.append((USE_TOKEN, not bool((sliver.spec or {}).get("exclusive"))))
         return holds
+
+    _WAITING_KEY = "geniam_any_waiting"
+
+    @classmethod
+    def _note_waiting(cls, session: Session) -> None:
+        """This transaction now holds an advance reservation (see `_windows_matter`)."""
+        session.info[cls._WAITING_KEY] = (session.get_transaction(), True)
+
+    @classmethod
+    def _windows_matter(cls, session: Session, sliver: Sliver) -> bool:
+        """Whether `_check_windows` can find anything for this sliver. A live sliver can only
+        run into advance reservations (what live slivers hold now is settled by capacity and
+        claims), so with none in the database, its window checks are skipped: one query per
+        transaction instead of several per sliver (Provision of a 1,000-sliver slice)."""
+        if sliver.waiting:
+            return True
+        txn = session.get_transaction()
+        cached = session.info.get(cls._WAITING_KEY)
+        if cached is not None and cached[0] is txn:
+            return cached[1]
+        any_waiting = session.scalar(
+            select(Sliver.id).where(Sliver.waiting.is_(True),
+                                    Sliver.allocation_state != Alloc.UNALLOCATED.value)
+            .limit(1)) is not None
+        session.info[cls._WAITING_KEY] = (txn, any_waiting)
+        return any_waiting
 
     def _check_windows(self, session: Session, sliver: Sliver, demand: Mapping[str, float],
                        holds: Sequence[tuple[str, bool]], start: datetime,
@@ -602,12 +631,15 @@ class Store:
         into a window it conflicts with (WindowConflict, whose `at` is the latest end that
         would fit). The caller sets `sliver.expires` after this returns."""
         now = now or utcnow()
-        if expires > sliver.expires:
+        if expires > sliver.expires and self._windows_matter(session, sliver):
             demand, claims = self.held(session, sliver)
             self._check_windows(session, sliver, demand, self._holds_of(sliver, claims),
                                 max(sliver.expires, now), expires,
                                 counted=not sliver.waiting)
-        session.execute(update(Hold).where(Hold.sliver_id == sliver.id).values(ends=expires))
+        # Core, not ORM: no autoflush or session synchronisation per sliver (no Hold is loaded)
+        session.connection().execute(update(Hold.__table__)
+                                     .where(Hold.__table__.c.sliver_id == sliver.id)
+                                     .values(ends=expires))
 
     def start_waiting(self, session: Session, sliver: Sliver) -> None:
         """An advance reservation's window began: what it holds in its window it now holds

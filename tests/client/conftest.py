@@ -24,9 +24,10 @@ AM_AUTHORITY = "geni-am:test"  # the AM inside it
 
 
 class DelayedWorker:
-    """The job queue: a thread runs each submitted job `delay_s` after submission."""
+    """The job queue: a thread runs each submitted job `delay_s` after submission (long
+    enough that a `geni-am client` process started on a busy host still sees it pending)."""
 
-    def __init__(self, delay_s: float = 0.3):
+    def __init__(self, delay_s: float = 1.5):
         self.delay_s = delay_s
         self.store = self.site = None
         self._jobs: queue.Queue[tuple[float, int] | None] = queue.Queue()

@@ -1,8 +1,9 @@
 """The fuzzing harnesses (fuzz/): every seed passes, an untyped error is caught as a finding,
 and a bounded libFuzzer run of every harness finds nothing (the long form is by hand:
-`python -m fuzz.run --seconds 600`, docs/fuzzing.md)."""
+`python -m fuzz.run --seconds 600`, docs/testing-under-faults.md)."""
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -18,8 +19,14 @@ CI_SECONDS = 24          # split between the three harnesses
 
 @pytest.fixture(scope="module")
 def targets():
-    """Each harness' TestOneInput, built once (uninstrumented: plain Python here)."""
-    return {name: h.build() for name, h in HARNESSES.items()}
+    """Each harness' TestOneInput, built once (uninstrumented: plain Python here). The API
+    harness quiets the `am` logger for the fuzzer; put it back for the rest of the suite."""
+    am_log = logging.getLogger("am")
+    saved = (list(am_log.handlers), am_log.propagate)
+    try:
+        yield {name: h.build() for name, h in HARNESSES.items()}
+    finally:
+        am_log.handlers[:], am_log.propagate = saved
 
 
 @pytest.mark.parametrize("name", sorted(HARNESSES))

@@ -24,7 +24,7 @@ TOOLS = {"libvirtd": "libvirt-daemon-system", "virtlogd": "libvirt-daemon-system
          "apt-get": "apt", "dpkg-deb": "dpkg", "modinfo": "kmod", "virsh": "libvirt-clients"}
 
 
-def _site_image(store):
+def site_image(store):
     """The VM image in the site's store: built once per machine into the download cache's
     store (`~/.cache/geni-am/vm-images`), then published into this site's store by hard links
     (a copy when they are on different file systems), so a new state directory does not
@@ -68,7 +68,7 @@ class VMHost(SiteHelper):
         from drivers.images.store import ImageStore
 
         store = ImageStore(ctx.root.parent / "images")
-        image = _site_image(store)
+        image = site_image(store)
         prefix = ctx.prefix("x")
         dom0 = f"{prefix}-dom0"
         ctx.record.note("netns", dom0)

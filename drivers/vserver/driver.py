@@ -333,12 +333,18 @@ class VServerDriver(SubstrateDriver):
             macs = self._macs(rec)
         state = OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
         note = f"; waiting for link(s) on {', '.join(pending)}" if pending else ""
-        if rec["remote_forwarding"]:
-            note += (f"; control plane of a router forwarding in {rec['remote_forwarding']} "
-                     f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})")
+        note += self._router_note(rec, spec)
         return ProvisionResult(state=state, macs=macs, logins=self.ssh.logins(rec), handle=handle,
                                resource_status=f"{self._describe(rec)}{note}; "
                                                f"{self.ssh.note(rec)}")
+
+    @staticmethod
+    def _router_note(rec: Record, spec: SliverSpec) -> str:
+        """A hybrid router's control plane says where its packets are forwarded."""
+        if not rec.get("remote_forwarding"):
+            return ""
+        return (f"; control plane of a router forwarding in {rec['remote_forwarding']} "
+                f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})")
 
     def _describe(self, rec: Record) -> str:
         cpu = "a fair CPU share" if rec.get("cpu") is None else f"{rec['cpu']:g} cores"
@@ -355,7 +361,7 @@ class VServerDriver(SubstrateDriver):
         rec = self.state.read(handle)
         if rec is None:
             return None
-        parts = [self._describe(rec)]
+        parts = [self._describe(rec) + self._router_note(rec, spec)]
         if rec.get("stopped"):
             parts.append("stopped")
         elif self.guests.alive(handle, rec):

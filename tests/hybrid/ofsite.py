@@ -22,7 +22,7 @@ from am.app import build_runtime
 from drivers.ovs import OVSInstance
 from tests.api.conftest import ApiClient
 from tests.drivers.openflow.conftest import ovs  # noqa: F401 - re-exported fixture
-from tests.drivers.vserver.helpers import test_image
+from tests.drivers.vserver.helpers import guest_test_image
 from tests.hybrid.conftest import AM, InlineQueue, release_and_close
 
 AUTH = "geni-am:test"
@@ -85,7 +85,7 @@ def inventory(tmp_path, ovs_db: str, dom0: str, *, fib_routes: int = 16,
               fib_flows: int = 64) -> str:
     prefix = "g" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
     neighbours = "\n".join(f'"{addr}" = "{mac}"' for addr, _gw, mac in HOSTS.values())
-    images, image = test_image()
+    images, image = guest_test_image()
     return f'''
 [drivers.xen]
 uri = "test:///default"

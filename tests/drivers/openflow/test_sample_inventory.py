@@ -55,6 +55,8 @@ def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_p
     for old, new in (('"unix:/run/geni-am-ovs/db.sock"', f'"{ovs.db}"'),
                      ('"/var/lib/geni-am/vserver"', f'"{tmp_path / "vserver"}"'),
                      ('"/var/lib/geni-am/netfpga"', f'"{tmp_path / "netfpga"}"'),
+                     ('"/var/lib/geni-am/xen"', f'"{tmp_path / "xen"}"'),
+                     ('"/var/lib/geni-am/images"', f'"{tmp_path / "images"}"'),
                      ('name_prefix = "gam"', 'name_prefix = "gsi"'),
                      ('"port1"', f'"{ports[0]}"'), ('"port2"', f'"{ports[1]}"'),
                      ('"br-gam"', f'"{bridge}"')):
@@ -62,6 +64,9 @@ def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_p
         text = text.replace(old, new)
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(text)
+    from am.site.vmhost import site_image
+    from drivers.images.store import ImageStore
+    site_image(ImageStore(tmp_path / "images"))     # the VM host's driver wants its image there
     try:
         for p in ports:
             subprocess.run(["ip", "link", "add", p, "type", "veth", "peer", "name", f"{p}-peer"],
@@ -74,7 +79,8 @@ def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_p
         site = load_site(str(inventory), authority="geni-am:localhost")
         try:
             names = {c.name: c for c in site.components}
-            assert set(names) == {"vs1", "ovs1", "nf1"}
+            assert set(names) == {"vs1", "ovs1", "nf1", "vmhost1"}
+            assert names["vmhost1"].driver == "xen"
             assert names["nf1"].driver == "netfpga"
             assert names["vs1"].driver == "vserver" and names["ovs1"].driver == "openflow"
             assert names["ovs1"].dpid == "00:00:00:00:00:00:00:01"

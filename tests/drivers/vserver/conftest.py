@@ -13,12 +13,12 @@ from contextlib import contextmanager
 import pytest
 
 from drivers.vserver import VServerDriver
-from tests.drivers.vserver.helpers import AUTH, test_image
+from tests.drivers.vserver.helpers import AUTH, guest_test_image
 
 
 def make_driver(tmp_path, **config) -> VServerDriver:
     prefix = "t" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
-    images, name = test_image()
+    images, name = guest_test_image()
     cfg = {"name_prefix": prefix, "state_dir": str(tmp_path / "state"), "cpu": 2,
            "memory_mb": 4096, "images_dir": str(images), "default_image": name,
            "build_default_image": False, **config}

@@ -24,7 +24,7 @@ SLICE = f"urn:publicid:IDN+{AUTH}+slice+chain"
 
 
 @functools.cache
-def test_image() -> tuple[Path, str]:
+def guest_test_image() -> tuple[Path, str]:
     """(store, name) of the tests' container image: the default recipe plus python3 (the
     workloads run in guests), built once into a store kept in the package cache (named by
     the recipe's source, so a changed recipe builds anew; a lock serialises parallel runs)."""

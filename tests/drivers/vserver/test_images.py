@@ -21,8 +21,8 @@ def private_store(folder) -> ImageStore:
     """A store of this test's own (snapshots never land in the shared one) holding a copy of
     the tests' image as "base" (hard links: instant)."""
     from drivers.images.recipes import copy_into
-    from tests.drivers.vserver.helpers import test_image
-    shared, name = test_image()
+    from tests.drivers.vserver.helpers import guest_test_image
+    shared, name = guest_test_image()
     store = ImageStore(folder)
     copy_into(store, ImageStore(shared).get(name), "base")
     return store

@@ -15,7 +15,7 @@ from am.jobs.runner import run_job
 from drivers.vserver import VServerDriver
 from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
 from tests.api.conftest import base_settings, fx, trust_dir  # noqa: F401 - fixtures
-from tests.drivers.vserver.helpers import ours, snapshot, test_image
+from tests.drivers.vserver.helpers import ours, snapshot, guest_test_image
 
 pytestmark = pytest.mark.root
 
@@ -59,7 +59,7 @@ def start_am(base_settings, tmp_path, gcf_fixtures, *, vserver_state: Path | Non
     """An AM runtime over one vserver node (jobs run inline), alice's client, the prefix.
     `images`: (store, default image name), the tests' shared store by default."""
     prefix = "a" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
-    images, image = images or test_image()
+    images, image = images or guest_test_image()
     inv = tmp_path / "inventory.toml"
     inv.write_text(f'[drivers.vserver]\nname_prefix = "{prefix}"\n'
                    f'state_dir = "{vserver_state or tmp_path / "vs"}"\n'

@@ -1,6 +1,6 @@
 """Per-sliver cgroup v1 limits: CPU bandwidth (CFS quota), memory and the number of tasks.
 
-This host mounts cgroup v1 (machine-notes §1). A sliver gets `<root>/<controller>/<parent>/<name>`
+This host mounts cgroup v1 (docs/host-notes.md). A sliver gets `<root>/<controller>/<parent>/<name>`
 for each of cpu, memory and pids; every process the driver starts in the sliver is written into
 all three `tasks` files before it execs, and its children inherit them. A CFS quota is a hard
 ceiling (the sliver cannot take more than `cpu` cores even on an idle host), unlike

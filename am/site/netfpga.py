@@ -8,13 +8,11 @@ them. There is no NetFPGA hardware here: the banner and the advertisement say "e
 """
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from am.site.base import ComponentInfo, Fragment, SiteContext, SiteHelper
-from drivers import hostnet
 from drivers.netfpga.card import CardNames, EmulatedCard
-from drivers.ovs import missing_tools
+from am.site.switch import ovs_missing
 
 CARD_NAME = "nf1"
 
@@ -39,11 +37,7 @@ class EmulatedNetFPGA(SiteHelper):
         return EmulatedCard(extra["card_file"], extra["card_rundir"], extra["iface_prefix"])
 
     def missing(self, ctx: SiteContext) -> list[str]:
-        out = [f"{t} (apt-get install openvswitch-switch)" for t in missing_tools()]
-        out += [f"{t} (iproute2/procps)" for t in hostnet.missing_tools()]
-        if shutil.which("ethtool") is None:
-            out.append("ethtool (apt-get install ethtool)")
-        return out
+        return ovs_missing()
 
     def start(self, ctx: SiteContext) -> Fragment:
         from drivers.netfpga import NetFPGADriver

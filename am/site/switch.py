@@ -20,6 +20,15 @@ HOSTS = 2                                   # ports 1..HOSTS, each wired to a ho
 HOST_NET = "10.250.{n}.0/24"                 # host n (1..HOSTS): .1/24 on its eth0
 
 
+def ovs_missing() -> list[str]:
+    """What a site part built on a private Open vSwitch needs and this host lacks."""
+    out = [f"{t} (apt-get install openvswitch-switch)" for t in missing_tools()]
+    out += [f"{t} (iproute2/procps)" for t in hostnet.missing_tools()]
+    if shutil.which("ethtool") is None:
+        out.append("ethtool (apt-get install ethtool)")
+    return out
+
+
 class OVSSwitch(SiteHelper):
     name = "openflow switch"
     letters = "so"
@@ -32,11 +41,7 @@ class OVSSwitch(SiteHelper):
                            for n in range(1, HOSTS + 1)]
 
     def missing(self, ctx: SiteContext) -> list[str]:
-        out = [f"{t} (apt-get install openvswitch-switch)" for t in missing_tools()]
-        out += [f"{t} (iproute2/procps)" for t in hostnet.missing_tools()]
-        if shutil.which("ethtool") is None:
-            out.append("ethtool (apt-get install ethtool)")
-        return out
+        return ovs_missing()
 
     def start(self, ctx: SiteContext) -> Fragment:
         # vswitchd runs in a namespace of its own: the userspace datapath makes a tap device

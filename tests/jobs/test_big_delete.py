@@ -3,7 +3,6 @@
 gone from Status at once while their delete jobs clean the substrate afterwards."""
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 
 from sqlalchemy import event, func, select
@@ -12,6 +11,7 @@ from am.errors import GeniCode, GeniError
 from am.service.contract import Options
 from am.store import Job
 from tests.jobs.conftest import USER, slice_urn
+from tests.support import wait_until
 
 
 @contextmanager
@@ -34,15 +34,6 @@ def _live(stack, name: str) -> int:
     except GeniError as exc:
         assert exc.code == GeniCode.SEARCHFAILED   # nothing live left in the slice
         return 0
-
-
-def _wait(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return bool(condition())
 
 
 def _provisioned_slice(stack, name: str, n: int) -> None:
@@ -77,4 +68,5 @@ def test_the_delete_jobs_clean_the_substrate(stack_factory):
     assert len(stack.fake.observed()) == 6
     stack.aggregate.delete(USER, [slice_urn("gone")], Options())
     assert _live(stack, "gone") == 0   # gone from Status at once
-    assert _wait(lambda: stack.fake.observed() == [])   # and from the substrate soon after
+    # and from the substrate soon after
+    wait_until(lambda: stack.fake.observed() == [], "an empty substrate", timeout=30)

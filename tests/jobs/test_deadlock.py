@@ -4,7 +4,6 @@ deadlock detected" and a failed sliver after one attempt)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import psycopg
 import pytest
@@ -16,6 +15,7 @@ from am.store import Job, Sliver
 from am.service.contract import Options
 from am.store.retry import retry_counts
 from tests.jobs.conftest import USER, slice_urn
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.postgres]
 
@@ -29,15 +29,6 @@ def _waiting_on_lock(admin: psycopg.Connection, query_start: str) -> bool:
         "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
         "AND wait_event_type = 'Lock'").fetchall()
     return any(q.lstrip().upper().startswith(query_start) for (q,) in rows)
-
-
-def _wait(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return bool(condition())
 
 
 def test_a_deadlock_recording_the_outcome_is_retried(stack_factory, postgres_url: str):
@@ -65,10 +56,11 @@ def test_a_deadlock_recording_the_outcome_is_retried(stack_factory, postgres_url
         other.execute("SET deadlock_timeout = '30s'")
         thread = threading.Thread(target=worker)
         thread.start()
-        assert _wait(lambda: _job_state(admin, job_id) == "running")
+        wait_until(lambda: _job_state(admin, job_id) == "running", "the job running",
+                   timeout=30)
         other.execute("UPDATE jobs SET heartbeat = heartbeat WHERE id = %s", (job_id,))
         # the job's outcome transaction: the sliver row first, then it waits for the job row
-        assert _wait(lambda: _waiting_on_lock(admin, "UPDATE JOBS"))
+        wait_until(lambda: _waiting_on_lock(admin, "UPDATE JOBS"), "a lock wait", timeout=30)
         # and now the other transaction wants the sliver row: a cycle
         other.execute("UPDATE slivers SET updated = updated WHERE id = %s", (sliver_id,))
         other.commit()
@@ -104,7 +96,8 @@ def test_an_api_call_caught_in_a_deadlock_is_retried(stack_factory, postgres_url
         other.execute("UPDATE capacity SET used = used WHERE component_id = %s", (component,))
         thread = threading.Thread(target=lambda: result.append(_delete(stack, "apicycle")))
         thread.start()
-        assert _wait(lambda: _waiting_on_lock(admin, "UPDATE CAPACITY"))
+        wait_until(lambda: _waiting_on_lock(admin, "UPDATE CAPACITY"), "a lock wait",
+                   timeout=30)
         other.execute("UPDATE slivers SET updated = updated WHERE id = %s", (sliver_id,))
         other.commit()
         thread.join(60)

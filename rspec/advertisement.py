@@ -135,15 +135,18 @@ def build_advertisement(
     opstate: OpstateSpec | Iterable[OpstateSpec] | None = None,
     generated: datetime | None = None, expires: datetime | None = None,
     free: Mapping[str, Mapping[str, float]] | None = None,
+    hosts: Mapping[str, tuple[str, str, str]] | None = None,
 ) -> str:
     """The advertisement RSpec text (valid against `ad-bundle.xsd`).
 
     `available`: component_id -> available now (missing = available). `available_only`: omit
     unavailable components (the `geni_available` option). `free`: component_id -> resource ->
-    amount left unreserved, advertised next to the capacity.
+    amount left unreserved, advertised next to the capacity. `hosts`: component_id -> (host,
+    host state, why unavailable or ""), on a site of many hosts.
     """
     available = available or {}
     free = free or {}
+    hosts = hosts or {}
     mgr = attr(am_urn)
     out: list[str] = [_HEADER, f' generated="{timestamp(generated or datetime.now(timezone.utc))}"']
     if expires is not None:
@@ -160,7 +163,8 @@ def build_advertisement(
         if is_openflow(comp):
             _datapath(out, comp, mgr, free.get(comp.component_id, {}))
         else:
-            _node(out, comp, mgr, now, free.get(comp.component_id, {}))
+            _node(out, comp, mgr, now, free.get(comp.component_id, {}),
+                  hosts.get(comp.component_id))
     for link in links:
         _link(out, link, mgr)
     out.append("</rspec>\n")
@@ -187,7 +191,7 @@ def _opstate(out: list[str], spec: OpstateSpec, mgr: str) -> None:
 
 
 def _node(out: list[str], comp: ComponentLike, mgr: str, now: bool,
-          free: Mapping[str, float]) -> None:
+          free: Mapping[str, float], host: tuple[str, str, str] | None = None) -> None:
     exclusive = "true" if comp.exclusive_ok else "false"
     out.append(f'  <node component_id="{attr(comp.component_id)}" component_manager_id="{mgr}" '
                f'component_name="{attr(comp.name)}" exclusive="{exclusive}">\n')
@@ -216,7 +220,7 @@ def _node(out: list[str], comp: ComponentLike, mgr: str, now: bool,
         extras = _port_extras(port)
         out.append(f'>{extras}</interface>\n' if extras else '/>\n')
     out.append(f'    <available now="{"true" if now else "false"}"/>\n')
-    _component_ext(out, comp, free)
+    _component_ext(out, comp, free, host)
     out.append('  </node>\n')
 
 
@@ -239,9 +243,14 @@ def _location(tag: str, location: tuple[str, float | None, float | None]) -> str
     return s + '/>'
 
 
-def _component_ext(out: list[str], comp: ComponentLike, free: Mapping[str, float]) -> None:
+def _component_ext(out: list[str], comp: ComponentLike, free: Mapping[str, float],
+                   host: tuple[str, str, str] | None = None) -> None:
     s = [f'    <geniam:component driver="{attr(comp.driver)}" '
          f'isolation="{attr(enum_value(comp.isolation))}"']
+    if host is not None:
+        s.append(f' host="{attr(host[0])}" host_state="{attr(host[1])}"')
+        if host[2]:
+            s.append(f' unavailable_reason="{attr(host[2])}"')
     if comp.forwarding_modes:
         modes = " ".join(enum_value(m) for m in comp.forwarding_modes)
         s.append(f' forwarding_modes="{attr(modes)}"')

@@ -22,6 +22,7 @@ from am.store.store import (
     slice_key,
 )
 from am.store.types import utcnow
+from am.store import hosts as _hosts   # noqa: F401 - its tables belong to the schema
 
 __all__ = [
     "AuditEntry", "AuditRecord", "Capacity", "Claim", "CodecError", "Job", "JobState",

@@ -96,7 +96,9 @@ class VServerDriver(SubstrateDriver):
         forwarding_modes=(ForwardingMode.GUEST,),
         links=True,
         wires=True,
+        link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the veths; no netem here
     )
+    shaping_note: ClassVar[str] = hostnet.NO_NETEM
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
                  *, authority: str):
@@ -164,9 +166,7 @@ class VServerDriver(SubstrateDriver):
                                      for t in comp.sliver_types),
             hardware_types=comp.hardware_types or ("pc", "vserver-host"),
             extra={**comp.extra, "backend": "guest: user+mount+pid+uts+ipc+net namespaces, "
-                                            "overlay root, cgroup v1",
-                   # tc tbf on the veths; this kernel has no netem (drivers/vserver/admission)
-                   "link_shaping": ("capacity",)})
+                                            "overlay root, cgroup v1"})
 
     # ---- inventory and admission -----------------------------------------------------------
     def inventory(self) -> list[Component]:

@@ -135,12 +135,14 @@ def build_advertisement(
     opstate: OpstateSpec | Iterable[OpstateSpec] | None = None,
     generated: datetime | None = None, expires: datetime | None = None,
     free: Mapping[str, Mapping[str, float]] | None = None,
+    stitching: str | None = None,
 ) -> str:
     """The advertisement RSpec text (valid against `ad-bundle.xsd`).
 
     `available`: component_id -> available now (missing = available). `available_only`: omit
     unavailable components (the `geni_available` option). `free`: component_id -> resource ->
-    amount left unreserved, advertised next to the capacity.
+    amount left unreserved, advertised next to the capacity. `stitching`: the top-level
+    `<stitching>` element text (`rspec.stitching.stitching_ad`) when the AM has edge ports.
     """
     available = available or {}
     free = free or {}
@@ -163,6 +165,8 @@ def build_advertisement(
             _node(out, comp, mgr, now, free.get(comp.component_id, {}))
     for link in links:
         _link(out, link, mgr)
+    if stitching:
+        out.append(stitching)
     out.append("</rspec>\n")
     return "".join(out)
 

@@ -1,7 +1,7 @@
 """The site's hosts: heartbeats, load and the components each host owns (am/store/hosts.py).
 
 Revision ID: hosts_heartbeats
-Revises: h18_windows
+Revises: stitch_tags
 Create Date: 2026-12-03
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = 'hosts_heartbeats'
-down_revision = 'h18_windows'
+down_revision = 'stitch_tags'
 branch_labels = None
 depends_on = None
 

@@ -71,11 +71,6 @@ class Site:
         self.name = name
         self._declared_links = list(links)
         self.edges: list[EdgePort] = list(edges)     # ports wired to other aggregates
-
-    def edge(self, interface_id: str) -> EdgePort | None:
-        """The edge port with this URN (a stitching hop's link id), if any."""
-        key = interface_id.strip().lower()
-        return next((e for e in self.edges if e.interface_id.lower() == key), None)
         #: the site's machines (`[hosts.<name>]`); empty: a single-host site (one machine)
         self.hosts: dict[str, HostDecl] = dict(hosts or {})
         #: every inventory component's URN (lower case) -> its host(s), also those of other
@@ -83,6 +78,11 @@ class Site:
         self.host_map: dict[str, tuple[str, ...]] = dict(host_map or {})
         #: the host this process drives (`geni-am worker --host`), None for the whole site
         self.host = host
+
+    def edge(self, interface_id: str) -> EdgePort | None:
+        """The edge port with this URN (a stitching hop's link id), if any."""
+        key = interface_id.strip().lower()
+        return next((e for e in self.edges if e.interface_id.lower() == key), None)
 
     # ---- hosts -------------------------------------------------------------------------------
     def hosts_of(self, component_id: str) -> tuple[str, ...]:

@@ -159,7 +159,10 @@ class Clone:
 
 
 def site_names(state: Path) -> tuple[str, ...]:
-    return tuple(letter + site_tag(state) for letter in PREFIX_LETTERS)
+    """Every name the site gives what it makes on the host (its drivers' prefixes, its cgroups):
+    names made by other tests running on the machine meanwhile are not among them."""
+    tag = site_tag(state)
+    return (*(letter + tag for letter in PREFIX_LETTERS), f"geni-am-{tag}")
 
 
 OUTSIDE = ("/run", "/var/run", "/var/lib", "/var/tmp", "/dev/shm", "/tmp", "/etc/netns",
@@ -176,7 +179,7 @@ def named_for_site(state: Path) -> set[str]:
         except OSError:
             continue
         found.update(f"{top}/{e}" for e in entries
-                     if any(n in e for n in names) or e.startswith("geni-am"))
+                     if any(n in e for n in names))
     return found
 
 

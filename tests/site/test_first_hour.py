@@ -31,6 +31,7 @@ import pytest
 from am.site import site_tag
 from tests.services import free_port
 from tests.site.test_default_site import PREFIX_LETTERS, leftovers
+from tests.support import read_banner
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -124,16 +125,7 @@ class Clone:
             ["./dev.sh", "serve", "--state-dir", str(self.state), "--port", str(self.port),
              "--threads", "4"], cwd=self.dir, env=self.env, text=True,
             stdout=subprocess.PIPE, stderr=open(top / "serve.err", "w"))
-        lines: list[str] = []
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.strip() == "--- end ---":
-                break
-        self.banner = "".join(lines)
+        self.banner = read_banner(self.proc, 300)     # the first start checks apt, too
         assert "--- end ---" in self.banner, (top / "serve.err").read_text()[-3000:]
         self.auth = self.state / "authority"
 

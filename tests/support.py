@@ -48,3 +48,19 @@ def stays(predicate: Callable[[], object], what: str = "condition", duration: fl
         if time.monotonic() >= deadline:
             return
         time.sleep(interval)
+
+
+def read_banner(proc, timeout: float = 90.0) -> str:
+    """The start-up banner a `geni-am serve` process prints on stdout, up to its
+    `--- end ---` line (what was read, when the process stops or the time runs out first)."""
+    lines: list[str] = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.strip() == "--- end ---":
+            break
+    return "".join(lines)
+

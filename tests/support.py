@@ -6,6 +6,7 @@ waits longer than it must.
 """
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -50,9 +51,8 @@ def stays(predicate: Callable[[], object], what: str = "condition", duration: fl
         time.sleep(interval)
 
 
-def read_banner(proc, timeout: float = 90.0) -> str:
-    """The start-up banner a `geni-am serve` process prints on stdout, up to its
-    `--- end ---` line (what was read, when the process stops or the time runs out first)."""
+def read_banner(proc: subprocess.Popen, timeout: float) -> str:
+    """What serve prints on stdout up to its "--- end ---" line (less if it exits first)."""
     lines: list[str] = []
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -63,4 +63,3 @@ def read_banner(proc, timeout: float = 90.0) -> str:
         if line.strip() == "--- end ---":
             break
     return "".join(lines)
-

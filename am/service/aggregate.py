@@ -322,7 +322,8 @@ class Aggregate:
         from rspec.stitching import STITCHING_MODE
         if not self.site.edges:
             return None
-        return {"namespace": namespaces.STITCH2, "stitchingmode": STITCHING_MODE,
+        return {"aggregate": self.am_urn, "namespace": namespaces.STITCH2,
+                "stitchingmode": STITCHING_MODE,
                 "vlan_negotiation": True, "vlan_translation": False,
                 "edge_ports": [{"port": e.interface_id, "remote_aggregate": e.remote_aggregate,
                                 "remote_port": e.remote_port,

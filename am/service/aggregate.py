@@ -346,14 +346,35 @@ class Aggregate:
         width = max(1, math.ceil(duration_s / 3600))
         with self._db():
             tl = Timeline.load(self.store, start, timedelta(hours=1), _hours(hours) + width)
-        wide = tl.widened(width)
         slice_urn = f"urn:publicid:IDN+{self.settings.authority}+slice+find-slot"
-        for k in range(_hours(hours)):
-            placement = engine_place(request, self.site, tl.usage(k, width, wide),
-                                     slice_urn=slice_urn, mint_sliver_urn=self._mint)
-            if placement.ok and placement.slivers:
+
+        def fits(usage: Mapping[str, Usage]) -> bool:
+            placement = engine_place(request, self.site, usage, slice_urn=slice_urn,
+                                     mint_sliver_urn=self._mint)
+            return placement.ok and bool(placement.slivers)
+
+        # Admission is monotone: more held never admits more. So a window that holds all the
+        # window before it held fails as that one did (`shrank` False); and when the request
+        # does not fit even the core [k + m, k + width) that every window from k to k + m
+        # contains, none of those windows fits. After a failed window the largest such m is
+        # found by bisection (the core shrinks as m grows), and that many windows are skipped:
+        # a long request over a busy month costs a few placements per skip, not one a window.
+        skip_to = 0
+        for k, shrank, usage in tl.windows(width, _hours(hours)):
+            if k < skip_to or not shrank:
+                continue
+            if fits(usage()):
                 begins = start + timedelta(hours=k)
                 return begins, begins + timedelta(seconds=duration_s)
+            if width >= 8:
+                failing, fitting = 0, width       # the core at `failing` is known not to fit
+                while fitting - failing > 1:
+                    m = (failing + fitting) // 2
+                    if fits(tl.usage_of(k + m, k + width)):
+                        fitting = m
+                    else:
+                        failing = m
+                skip_to = k + failing + 1
         return None
 
     def _hour(self, start: datetime | None) -> datetime:

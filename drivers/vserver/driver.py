@@ -393,7 +393,10 @@ class VServerDriver(SubstrateDriver):
     @staticmethod
     def _unplugged(rec: Record) -> list[str]:
         """The node's interfaces whose link has not plugged in yet, as the namespace is now
-        (read only; a missing namespace has every linked interface missing)."""
+        (read only; a missing namespace has every linked interface missing). A hybrid
+        router's links plug into its forwarding plane, never into this container: none."""
+        if rec.get("remote_forwarding"):
+            return []
         ns = rec["netns"]
         present = hostnet.links(ns) if hostnet.netns_exists(ns) else []
         seen = {n for x in present for n in (x.alias, x.name)}

@@ -2,7 +2,7 @@
 (am.store.shared_lans).
 
 Revision ID: shared_lans
-Revises: stitch_tags
+Revises: hosts_heartbeats
 Create Date: 2026-12-03
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = 'shared_lans'
-down_revision = 'stitch_tags'
+down_revision = 'hosts_heartbeats'
 branch_labels = None
 depends_on = None
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from drivers import hostnet  # noqa: E402
-from drivers.base import (Action, ForwardingMode, InterfaceSpec, OperationalState,  # noqa: E402
+from drivers.base import (ForwardingMode, InterfaceSpec, OperationalState,  # noqa: E402
                           ResourceKind, SliverSpec)
 from drivers.images import debs  # noqa: E402
 from drivers.images.store import ImageStore  # noqa: E402
@@ -188,8 +188,7 @@ class GuestRouters:
         for s in self.specs:
             self.driver.provision(s)
         with ThreadPoolExecutor(4) as pool:
-            states = list(pool.map(lambda s: self.driver.perform(s, Action.START.value),
-                                   self.specs))
+            states = list(pool.map(self.driver.wait_ready, self.specs))
         assert all(st is OperationalState.READY for st in states), states
         self.boot_s = time.monotonic() - t0
         print(f"guest: {self.most} router VMs booted to GENI-READY in {self.boot_s:.1f} s",

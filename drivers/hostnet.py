@@ -167,6 +167,12 @@ def find_link(netns: str | None, name_or_alias: str) -> LinkInfo | None:
     return None
 
 
+def bridge_ports(bridge: str) -> list[str]:
+    """The interfaces on a root-namespace bridge (none when it is gone): a bridge several
+    drivers' slivers share (a VM's tap and a container's end) goes once nobody is on it."""
+    return [li.name for li in links(None) if li.master == bridge]
+
+
 def veth_add(name: str, peer: str) -> None:
     run(["ip", "link", "add", name, "type", "veth", "peer", "name", peer])
 

@@ -96,6 +96,7 @@ class VServerDriver(SubstrateDriver):
         forwarding_modes=(ForwardingMode.GUEST,),
         links=True,
         wires=True,
+        joins_bridges=True,
     )
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
@@ -725,7 +726,8 @@ class VServerDriver(SubstrateDriver):
                         hostnet.link_delete(where[0], where[1].name)
                 if end.get("port"):
                     hostnet.link_delete(None, end["port"])
-            if rec.get("bridge"):
+            joined = rec.get("mode") == "join"      # another host's bridge: once nobody is on it
+            if rec.get("bridge") and (not joined or not hostnet.bridge_ports(rec["bridge"])):
                 hostnet.link_delete(None, rec["bridge"])
             self.state.remove(rec["handle"])
 
@@ -891,8 +893,8 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     if spec.link is None:
         raise DriverError(f"link sliver {spec.client_id} has no link spec")
     mode = spec.link.mode
-    if mode not in ("veth", "bridge", "wire"):
-        raise DriverError(f"vserver links are veth pairs, bridges or wires, not {mode!r}")
+    if mode not in ("veth", "bridge", "wire", "join"):
+        raise DriverError(f"vserver links are veth pairs, bridges, wires or joins, not {mode!r}")
     if mode == "veth" and len(spec.link.ends) != 2:
         mode = "bridge"
     wires = dict(spec.params.get("wires") or {}) if mode == "wire" else {}
@@ -900,6 +902,8 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     for e in spec.link.ends:
         if mode == "wire" and e.interface_client_id not in wires:
             continue                      # the card's end: the wire is its port
+        if mode == "join" and e.component_id.lower() != spec.component_id.lower():
+            continue                      # the other host's node: already on its bridge
         if not e.sliver_urn:
             raise DriverError(f"link {spec.client_id}: end {e.interface_client_id} names no "
                               "node sliver")
@@ -908,11 +912,12 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
                      "interface": e.interface_client_id,
                      "end": naming.end(e.sliver_urn, e.interface_client_id),
                      "port": naming.port(spec.sliver_urn, e.sliver_urn, e.interface_client_id)
-                     if mode == "bridge" else None,
+                     if mode in ("bridge", "join") else None,
                      **({"wire": wires[e.interface_client_id]} if mode == "wire" else {})})
     return {"kind": "link", "handle": handle, "sliver_urn": spec.sliver_urn,
             "slice_urn": spec.slice_urn, "client_id": spec.client_id, "mode": mode,
-            "bridge": naming.bridge(spec.sliver_urn) if mode == "bridge" else None,
+            "bridge": naming.bridge(spec.sliver_urn) if mode == "bridge" else
+            str(spec.params["bridge"]) if mode == "join" else None,
             "capacity_kbps": spec.link.capacity_kbps, "ends": ends}
 
 

@@ -265,6 +265,7 @@ class Aggregate:
         from rspec.advertisement import AdLink, build_advertisement, default_opstate
         free: dict[str, dict[str, float]] = {}
         available: dict[str, bool] = {}
+        shaping: dict[str, tuple[str, ...]] = {}
         for comp in comps:
             used = usage.get(comp.component_id)
             free[comp.component_id] = {r: max(0.0, c - (used.used.get(r, 0.0) if used else 0.0))
@@ -272,13 +273,15 @@ class Aggregate:
             driver = self.site.drivers.get(comp.driver)
             # each driver decides from every resource its component has (slots, tables, ...)
             available[comp.component_id] = driver is not None and driver.available(comp, used)
+            if driver is not None and (driver.capabilities.links or driver.link_shaping(comp)):
+                shaping[comp.component_id] = driver.link_shaping(comp)   # what links honour
         links = [AdLink(component_id=f"urn:publicid:IDN+{self.settings.authority}+link+{l.name}",
                         name=l.name, interface_refs=tuple(e.interface_id for e in l.ends),
                         capacity_kbps=l.capacity_kbps) for l in self.site.links]
         return build_advertisement(comps, am_urn=self.am_urn, available=available,
                                    available_only=available_only, links=links,
                                    opstate=default_opstate(sorted(self.site.sliver_types())),
-                                   free=free)
+                                   free=free, shaping=shaping)
 
     # ---- calendar and find-slot (extensions) ------------------------------------------------
     def calendar(self, start: datetime | None, hours: int) -> dict:

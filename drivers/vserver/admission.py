@@ -23,7 +23,7 @@ from drivers.base import (
     milli,
     units,
 )
-from drivers.hostnet import IFNAMSIZ
+from drivers.hostnet import IFNAMSIZ, NO_NETEM
 from drivers.routesync import RouteError, normalise_all
 from drivers.vserver.config import VServerSettings
 from drivers.vserver.services import execute_problem, install_url_problem
@@ -32,8 +32,6 @@ from drivers.vserver.services import execute_problem, install_url_problem
 #: router): the AM places the forwarding plane and syncs the routes into it.
 REMOTE_MODES = (ForwardingMode.HARDWARE, ForwardingMode.OPENFLOW)
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-NO_NETEM = ("this kernel has no netem qdisc and no tc police action, so link latency and "
-            "packet loss cannot be emulated here; only capacity (tc tbf) is enforced")
 
 
 def admit_sliver(comp: Component, spec: SliverSpec, usage: Usage,
@@ -148,12 +146,8 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
     link = spec.link
     if link is None:
         return Admission.refuse("link sliver without a link spec", "BADARGS")
-    if link.latency_ms:
-        return Admission.refuse(f"link {spec.client_id} asks for {link.latency_ms:g} ms latency: "
-                                + NO_NETEM, "UNSUPPORTED")
-    if link.packet_loss:
-        return Admission.refuse(f"link {spec.client_id} asks for {link.packet_loss:g} packet "
-                                "loss: " + NO_NETEM, "UNSUPPORTED")
+    # latency and loss: refused before this by SubstrateDriver.admit (link_properties), with
+    # NO_NETEM as the reason
     if link.mode not in ("veth", "bridge", "wire", "join"):
         return Admission.refuse(f"vserver node {comp.name} links its containers with veth pairs "
                                 f"or bridges, takes wires or joins another host's bridge, not "

@@ -97,7 +97,9 @@ class VServerDriver(SubstrateDriver):
         links=True,
         wires=True,
         joins_bridges=True,
+        link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the veths; no netem here
     )
+    shaping_note: ClassVar[str] = hostnet.NO_NETEM
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
                  *, authority: str):
@@ -165,9 +167,7 @@ class VServerDriver(SubstrateDriver):
                                      for t in comp.sliver_types),
             hardware_types=comp.hardware_types or ("pc", "vserver-host"),
             extra={**comp.extra, "backend": "guest: user+mount+pid+uts+ipc+net namespaces, "
-                                            "overlay root, cgroup v1",
-                   # tc tbf on the veths; this kernel has no netem (drivers/vserver/admission)
-                   "link_shaping": ("capacity",)})
+                                            "overlay root, cgroup v1"})
 
     # ---- inventory and admission -----------------------------------------------------------
     def inventory(self) -> list[Component]:
@@ -314,7 +314,7 @@ class VServerDriver(SubstrateDriver):
                 except RouteError as exc:
                     raise DriverError(f"node {spec.client_id}: {exc}") from None
             self._limit(handle, rec)
-            pending = self._converge_node(rec)
+            self._converge_node(rec)
             running = not rec["stopped"]
             if running:
                 self._ensure_guest(handle, rec, image_dir)
@@ -333,8 +333,9 @@ class VServerDriver(SubstrateDriver):
             self.state.write(handle, rec)
             macs = self._macs(rec)
         state = OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
-        note = f"; waiting for link(s) on {', '.join(pending)}" if pending else ""
-        note += self._router_note(rec, spec)
+        # no "waiting for link(s)" here: this text is stored and outlives the wait (the link's
+        # job plugs the interface in later); live_status says what is still missing now
+        note = self._router_note(rec, spec)
         return ProvisionResult(state=state, macs=macs, logins=self.ssh.logins(rec), handle=handle,
                                resource_status=f"{self._describe(rec)}{note}; "
                                                f"{self.ssh.note(rec)}")
@@ -363,6 +364,9 @@ class VServerDriver(SubstrateDriver):
         if rec is None:
             return None
         parts = [self._describe(rec) + self._router_note(rec, spec)]
+        waiting = self._unplugged(rec)
+        if waiting:
+            parts.append(f"waiting for link(s) on {', '.join(waiting)}")
         if rec.get("stopped"):
             parts.append("stopped")
         elif self.guests.alive(handle, rec):
@@ -380,6 +384,16 @@ class VServerDriver(SubstrateDriver):
             parts.append("its guest is not running")
         parts.append(self.ssh.note(rec))
         return "; ".join(parts)
+
+    @staticmethod
+    def _unplugged(rec: Record) -> list[str]:
+        """The node's interfaces whose link has not plugged in yet, as the namespace is now
+        (read only; a missing namespace has every linked interface missing)."""
+        ns = rec["netns"]
+        present = hostnet.links(ns) if hostnet.netns_exists(ns) else []
+        seen = {n for x in present for n in (x.alias, x.name)}
+        return [i["name"] for i in rec["interfaces"]
+                if i.get("linked", True) and i["end"] not in seen]
 
     def _ensure_guest(self, handle: str, rec: Record, image_dir: Path) -> None:
         """The guest runs (started now if it does not: whatever is left of an old one is

@@ -108,6 +108,35 @@ class PortRef:
 
 
 @dataclass(frozen=True)
+class EdgePort:
+    """A port wired to another aggregate (GENI stitching): the inter-site circuit leaves here.
+
+    Stitched links reach it on a VLAN of `vlan_range`; its data plane is an Open vSwitch bridge
+    (`ovs_db`, `bridge`, the port `port` on it; vswitchd in namespace `netns` when not the root
+    one): a node's interface joins the bridge and its packets leave the port tagged (OVS
+    push/pop VLAN, no kernel 802.1Q needed). docs/stitching.md.
+    """
+
+    name: str
+    component_id: str          # node URN of the host or switch the port is on
+    port: str                  # its name on the bridge
+    interface_id: str          # this port's URN (the stitching hop's link id)
+    remote_aggregate: str      # the peer aggregate's URN
+    remote_port: str           # the peer's port URN at the other end of the circuit
+    vlan_range: tuple[int, int]
+    capacity_kbps: int | None = None
+    mtu: int = 1500
+    ovs_db: str | None = None
+    bridge: str | None = None
+    netns: str | None = None
+
+    def data_plane(self) -> dict[str, str | None]:
+        """What a driver needs to plug a node's interface into this edge."""
+        return {"edge": self.name, "edge_port": self.port, "ovs_db": self.ovs_db,
+                "bridge": self.bridge, "netns": self.netns}
+
+
+@dataclass(frozen=True)
 class SiteLink:
     """Physical wiring between two component ports (host eth1 <-> switch port 3).
 

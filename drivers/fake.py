@@ -263,7 +263,7 @@ class FakeDriver(SubstrateDriver):
         link = spec.link
         if link is None:
             return Admission.refuse("link sliver without a link spec", "BADARGS")
-        if link.mode in ("veth", "bridge"):
+        if link.mode in ("veth", "bridge", "stitch"):
             if comp.isolation is IsolationClass.FLOWSPACE:
                 return Admission.refuse(f"{link.mode} links live on a host, not on {comp.component_id}",
                                         "UNSUPPORTED")

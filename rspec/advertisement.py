@@ -136,6 +136,7 @@ def build_advertisement(
     generated: datetime | None = None, expires: datetime | None = None,
     free: Mapping[str, Mapping[str, float]] | None = None,
     shaping: Mapping[str, Sequence[str]] | None = None,
+    stitching: str | None = None,
 ) -> str:
     """The advertisement RSpec text (valid against `ad-bundle.xsd`).
 
@@ -144,6 +145,8 @@ def build_advertisement(
     amount left unreserved, advertised next to the capacity. `shaping`: component_id -> the
     link properties (capacity latency packet_loss) links on it honour, advertised as
     `geniam:component link_shaping` (missing: the component carries no links of its own).
+    `stitching`: the top-level `<stitching>` element text (`rspec.stitching.stitching_ad`)
+    when the AM has edge ports.
     """
     available = available or {}
     free = free or {}
@@ -169,6 +172,8 @@ def build_advertisement(
                   shaping.get(comp.component_id))
     for link in links:
         _link(out, link, mgr)
+    if stitching:
+        out.append(stitching)
     out.append("</rspec>\n")
     return "".join(out)
 

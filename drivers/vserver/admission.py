@@ -148,6 +148,8 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
         return Admission.refuse("link sliver without a link spec", "BADARGS")
     # latency and loss: refused before this by SubstrateDriver.admit (link_properties), with
     # NO_NETEM as the reason
+    if link.mode == "stitch":
+        return _admit_stitch(comp, spec)
     if link.mode not in ("veth", "bridge", "wire", "join"):
         return Admission.refuse(f"vserver node {comp.name} links its containers with veth pairs "
                                 f"or bridges, takes wires or joins another host's bridge, not "
@@ -173,6 +175,25 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
     elif foreign:
         return Admission.refuse(f"link {spec.client_id} has ends on {', '.join(foreign)}; a "
                                 f"veth/bridge link stays on {comp.name}", "UNSUPPORTED")
+    if link.capacity_kbps is not None and link.capacity_kbps <= 0:
+        return Admission.refuse("link capacity must be a positive number of kbit/s", "BADARGS")
+    return Admission.accept()
+
+
+def _admit_stitch(comp: Component, spec: SliverSpec) -> Admission:
+    """A stitched link's local part: one container's interface joined to an edge port's OVS
+    bridge on the link's VLAN (docs/stitching.md)."""
+    link = spec.link
+    assert link is not None
+    if len(link.ends) != 1 or link.ends[0].component_id.lower() != comp.component_id.lower():
+        return Admission.refuse(f"stitched link {spec.client_id}: its one local end must be a "
+                                f"container on {comp.name}", "UNSUPPORTED")
+    if link.vlan_tag is None or not 1 <= link.vlan_tag <= 4094:
+        return Admission.refuse(f"stitched link {spec.client_id} has no VLAN tag", "BADARGS")
+    if not spec.params.get("ovs_db") or not spec.params.get("bridge"):
+        return Admission.refuse(f"edge port {spec.params.get('edge')} of {comp.name} has no "
+                                "Open vSwitch bridge in the inventory (ovs_db, bridge), so a "
+                                "container cannot reach it", "UNSUPPORTED")
     if link.capacity_kbps is not None and link.capacity_kbps <= 0:
         return Admission.refuse("link capacity must be a positive number of kbit/s", "BADARGS")
     return Admission.accept()

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "am.db_cli",         # db upgrade|current|check
     "am.site.cli",       # site check|down
     "drivers.images.cli",  # image build|list|show|delete|verify
+    "drivers.xen.calibrate_cli",  # calibrate forwarding
 )
 
 

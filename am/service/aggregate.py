@@ -20,6 +20,7 @@ Choices where the spec leaves room (docs/state.md lists them):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -112,6 +113,7 @@ class _CachedAd:
     components: list       # the site's inventory list it was built from (compared by identity)
     built: float           # time.monotonic() when built
     xml: str
+    hosts: tuple = ()      # the hosts' states it was built with (am.service.hosts)
 
 
 @dataclass
@@ -157,6 +159,8 @@ class Aggregate:
         self.am_urns = (settings.am_urn, f"urn:publicid:IDN+{settings.authority}+authority+cm")
         self._ads: dict[bool, _CachedAd] = {}   # available_only -> the advertisement
         self._ad_lock = threading.Lock()
+        from am.service.hosts import SiteHosts
+        self.hosts = SiteHosts(store, site, down_after_s=settings.host_down_after_s)
         for warning in store.sync_capacity(site.components):
             log.warning("inventory: %s", warning)
 
@@ -251,7 +255,8 @@ class Aggregate:
                     return hit
                 xml = self._build_advertisement(comps, self.store.usage(session), variant)
                 if generation is not None:
-                    self._ads[variant] = _CachedAd(generation, comps, time.monotonic(), xml)
+                    self._ads[variant] = _CachedAd(generation, comps, time.monotonic(), xml,
+                                                   self.hosts.key())
                 return xml
 
     def _cached_advertisement(self, variant: bool, generation: int | None,
@@ -259,7 +264,8 @@ class Aggregate:
         cached = self._ads.get(variant)
         if (cached is None or generation is None or cached.generation != generation
                 or cached.components is not comps   # the site's inventory was refreshed
-                or time.monotonic() - cached.built > AD_MAX_AGE_S):
+                or time.monotonic() - cached.built > AD_MAX_AGE_S
+                or cached.hosts != self.hosts.key()):   # a host went down or came back
             return None
         return cached.xml
 
@@ -267,6 +273,7 @@ class Aggregate:
         from rspec.advertisement import AdLink, build_advertisement, default_opstate
         free: dict[str, dict[str, float]] = {}
         available: dict[str, bool] = {}
+        hosts = self.hosts.component_hosts()
         shaping: dict[str, tuple[str, ...]] = {}
         for comp in comps:
             used = usage.get(comp.component_id)
@@ -274,7 +281,8 @@ class Aggregate:
                                        for r, c in comp.capacity.items()}
             driver = self.site.drivers.get(comp.driver)
             # each driver decides from every resource its component has (slots, tables, ...)
-            available[comp.component_id] = driver is not None and driver.available(comp, used)
+            available[comp.component_id] = (driver is not None and driver.available(comp, used)
+                                            and not hosts.get(comp.component_id, ("", "", ""))[2])
             if driver is not None and (driver.capabilities.links or driver.link_shaping(comp)):
                 shaping[comp.component_id] = driver.link_shaping(comp)   # what links honour
         links = [AdLink(component_id=f"urn:publicid:IDN+{self.settings.authority}+link+{l.name}",
@@ -283,7 +291,7 @@ class Aggregate:
         return build_advertisement(comps, am_urn=self.am_urn, available=available,
                                    available_only=available_only, links=links,
                                    opstate=default_opstate(sorted(self.site.sliver_types())),
-                                   free=free, shaping=shaping,
+                                   free=free, shaping=shaping, hosts=hosts,
                                    stitching=self._stitching_ad(usage, available_only))
 
     # ---- stitching (docs/stitching.md) ------------------------------------------------------
@@ -314,7 +322,8 @@ class Aggregate:
         from rspec.stitching import STITCHING_MODE
         if not self.site.edges:
             return None
-        return {"namespace": namespaces.STITCH2, "stitchingmode": STITCHING_MODE,
+        return {"aggregate": self.am_urn, "namespace": namespaces.STITCH2,
+                "stitchingmode": STITCHING_MODE,
                 "vlan_negotiation": True, "vlan_translation": False,
                 "edge_ports": [{"port": e.interface_id, "remote_aggregate": e.remote_aggregate,
                                 "remote_port": e.remote_port,
@@ -478,7 +487,14 @@ class Aggregate:
         """The request placed on `usage`, or GeniError naming every refused element."""
         from am.engine import place
 
-        placement = place(request, self.site, usage, slice_urn=slice_urn,
+        for node in request.nodes:   # nothing is placed on a host that is not up
+            down = self.hosts.blocked(node.component_id) if node.component_id else None
+            if down is not None:
+                raise GeniError(GeniCode.UNAVAILABLE, f"node {node.client_id}: component "
+                                                      f"{node.component_id} cannot be used "
+                                                      f"now: {down.why()}; nothing was "
+                                                      "allocated")
+        placement = place(request, self.hosts.placement_site(), usage, slice_urn=slice_urn,
                           mint_sliver_urn=self._mint, best_effort=False)
         if placement.refusals:
             raise _refused(request, placement.refusals)
@@ -735,8 +751,15 @@ class Aggregate:
             target = self._target(session, urns)
             self._require_live(target, "report on")
             return StatusResult(slice_urn=target.slice_urn,
-                                slivers=tuple(_info(s, live=self._live_status(s))
-                                              for s in target.slivers))
+                                slivers=tuple(self._status_info(s) for s in target.slivers))
+
+    def _status_info(self, row: Sliver) -> SliverInfo:
+        """A sliver's Status entry; one on a host that is not up says so (am.service.hosts)."""
+        override = self.hosts.status_override(row) if self.hosts.active else None
+        if override is None:
+            return _info(row, live=self._live_status(row))
+        return dataclasses.replace(_info(row), operational_status=override[0],
+                                   error=override[1])
 
     def _live_status(self, row: Sliver) -> str | None:
         """A provisioned sliver's geni_resource_status as its driver reports it now (e.g. a
@@ -744,6 +767,8 @@ class Aggregate:
         caller's: it is logged and the stored text is shown."""
         if row.allocation_state != Alloc.PROVISIONED.value:
             return None
+        if self.hosts.active and self.site.host_of(row.component_id) is not None:
+            return None   # on another machine: the API process never reaches into a host
         driver = self.site.drivers.get(row.driver)
         if driver is None or type(driver).live_status is SubstrateDriver.live_status:
             return None

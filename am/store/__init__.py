@@ -23,6 +23,7 @@ from am.store.store import (
 )
 from am.store.types import utcnow
 from am.store import stitch_tags  # its table joins the metadata
+from am.store import hosts as _hosts   # noqa: F401 - its tables belong to the schema
 
 __all__ = [
     "AuditEntry", "AuditRecord", "Capacity", "Claim", "CodecError", "Job", "JobState",

@@ -353,8 +353,10 @@ class VServerDriver(SubstrateDriver):
         """A hybrid router's control plane says where its packets are forwarded."""
         if not rec.get("remote_forwarding"):
             return ""
+        cpu = rec.get("control_port")
         return (f"; control plane of a router forwarding in {rec['remote_forwarding']} "
-                f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})")
+                f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})"
+                + (f", plugged into its CPU port {cpu['wire']} as {cpu['name']}" if cpu else ""))
 
     def _describe(self, rec: Record) -> str:
         cpu = "a fair CPU share" if rec.get("cpu") is None else f"{rec['cpu']:g} cores"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from drivers.vserver import VServerDriver                                 # noqa: E402
 from tests.drivers.vserver.conftest import release_all                    # noqa: E402
 from tests.drivers.vserver.helpers import (AUTH, guest_script, link, node,  # noqa: E402
-                                           test_image)
+                                           guest_test_image)
 
 WORK = Path(__file__).with_name("isolation_workloads.py")
 ARTICLE = {   # Deshane et al. 2006, container (Solaris Containers): well-behaved, misbehaving
@@ -72,7 +72,7 @@ def main() -> int:
     ap.add_argument("--disk-mbps", type=float, default=20.0)
     args = ap.parse_args()
     s = args.seconds
-    images, image = test_image()
+    images, image = guest_test_image()
     work = Path(tempfile.mkdtemp(prefix="bench-iso-"))
     drv = VServerDriver({"name_prefix": "bi", "state_dir": str(work / "state"), "cpu": 2,
                          "memory_mb": 4096, "images_dir": str(images), "default_image": image,

@@ -169,8 +169,17 @@ def build_root(cfg: dict[str, Any], userns_fd: int) -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     idmapped_bind(cfg["lower"], lower, userns_fd, readonly=True)
     os.lchown(f"{cfg['layer']}/upper", base, base)    # the guest's "/" is its root's
+    # The overlay's options show in the guest's /proc/self/mountinfo as given: name its
+    # layers relative to the sliver's directory, so no host path (state directory, image
+    # store, sliver handle) is written there. The idmapped bind of the image stays under the
+    # host's tree, which is detached after the pivot.
+    top = os.path.commonpath([mnt, cfg["layer"]])
+    os.chdir(top)
+    rel = {k: os.path.relpath(v, top) for k, v in (
+        ("lowerdir", lower), ("upperdir", f"{cfg['layer']}/upper"),
+        ("workdir", f"{cfg['layer']}/work"))}
     mount("overlay", merged, "overlay", MS_NOSUID | MS_NODEV,
-          f"lowerdir={lower},upperdir={cfg['layer']}/upper,workdir={cfg['layer']}/work")
+          ",".join(f"{k}={v}" for k, v in rel.items()))
     for d in ("proc", "dev", "tmp", "run"):
         _real_dir(f"{merged}/{d}")
     mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)

@@ -6,6 +6,7 @@ waits longer than it must.
 """
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -48,3 +49,17 @@ def stays(predicate: Callable[[], object], what: str = "condition", duration: fl
         if time.monotonic() >= deadline:
             return
         time.sleep(interval)
+
+
+def read_banner(proc: subprocess.Popen, timeout: float) -> str:
+    """What serve prints on stdout up to its "--- end ---" line (less if it exits first)."""
+    lines: list[str] = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.strip() == "--- end ---":
+            break
+    return "".join(lines)

@@ -31,7 +31,9 @@ with accounts in the guest's own /etc/passwd (docs/vserver.md, "SSH login").
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
+import logging
 import os
 import re
 import shlex
@@ -62,6 +64,7 @@ from drivers.base import (
 from drivers.images import debs, recipes
 from drivers.images.store import Image, ImageError, ImageStore
 from drivers.inventory import InventoryError, build_component
+from drivers.ovs import OVSClient, OVSError
 from drivers.vserver import services
 from drivers.routesync import (
     SYNC_ROUTES_ACTION,
@@ -70,7 +73,7 @@ from drivers.routesync import (
     SyncResult,
     normalise_all,
 )
-from drivers.vserver.admission import REMOTE_MODES, admit_sliver
+from drivers.vserver.admission import IFNAME_RE, REMOTE_MODES, admit_sliver
 from drivers.vserver.cgroups import CONTROLLERS, CgroupLayout
 from drivers.vserver.config import TABLE, VServerSettings, images_dir, parse_settings
 from drivers.vserver.guest import GUEST_IDS, Guests
@@ -82,6 +85,9 @@ from drivers.vserver.state import StateDir
 from rspec.model import Execute, Route
 
 SLIVER_TYPE = "vserver-container"
+CONTROL_PORT = "cpu0"      # a hybrid router's forwarding-plane CPU port, in its control plane
+
+log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 
@@ -96,7 +102,9 @@ class VServerDriver(SubstrateDriver):
         forwarding_modes=(ForwardingMode.GUEST,),
         links=True,
         wires=True,
+        link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the veths; no netem here
     )
+    shaping_note: ClassVar[str] = hostnet.NO_NETEM
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
                  *, authority: str):
@@ -164,9 +172,7 @@ class VServerDriver(SubstrateDriver):
                                      for t in comp.sliver_types),
             hardware_types=comp.hardware_types or ("pc", "vserver-host"),
             extra={**comp.extra, "backend": "guest: user+mount+pid+uts+ipc+net namespaces, "
-                                            "overlay root, cgroup v1",
-                   # tc tbf on the veths; this kernel has no netem (drivers/vserver/admission)
-                   "link_shaping": ("capacity",)})
+                                            "overlay root, cgroup v1"})
 
     def close(self) -> None:
         """Stop the guests' fork server (guests run on without it)."""
@@ -302,6 +308,8 @@ class VServerDriver(SubstrateDriver):
             rec["ssh"] = old.get("ssh")       # its port and uids stay taken
             rec["guest"] = old.get("guest") or {}
             rec["stopped"] = old.get("stopped", False)
+            if old.get("control_port"):       # a hybrid router's CPU port stays plugged
+                rec["control_port"] = old["control_port"]
             rec["installed"] = old.get("installed", False) and old.get("installs") == rec["installs"]
             rec["executes_started"] = old.get("executes_started", False)
             if old.get("image"):              # a sliver keeps the image it was made from
@@ -319,7 +327,7 @@ class VServerDriver(SubstrateDriver):
                     raise DriverError(f"node {spec.client_id}: {exc}") from None
             self._limit(handle, rec)
             macs: dict[str, str] = {}
-            pending = self._converge_node(rec, macs=macs)
+            self._converge_node(rec, macs=macs)
             macs.update({i["client_id"]: i["mac"] for i in rec["interfaces"]
                          if i.get("mac") and i["client_id"] not in macs})
             running = not rec["stopped"]
@@ -340,8 +348,9 @@ class VServerDriver(SubstrateDriver):
                 rec["executes_started"] = True
             self.state.write(handle, rec)
         state = OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
-        note = f"; waiting for link(s) on {', '.join(pending)}" if pending else ""
-        note += self._router_note(rec, spec)
+        # no "waiting for link(s)" here: this text is stored and outlives the wait (the link's
+        # job plugs the interface in later); live_status says what is still missing now
+        note = self._router_note(rec, spec)
         return ProvisionResult(state=state, macs=macs, logins=self.ssh.logins(rec), handle=handle,
                                resource_status=f"{self._describe(rec)}{note}; "
                                                f"{self.ssh.note(rec)}")
@@ -370,6 +379,9 @@ class VServerDriver(SubstrateDriver):
         if rec is None:
             return None
         parts = [self._describe(rec) + self._router_note(rec, spec)]
+        waiting = self._unplugged(rec)
+        if waiting:
+            parts.append(f"waiting for link(s) on {', '.join(waiting)}")
         if rec.get("stopped"):
             parts.append("stopped")
         elif self.guests.alive(handle, rec):
@@ -387,6 +399,19 @@ class VServerDriver(SubstrateDriver):
             parts.append("its guest is not running")
         parts.append(self.ssh.note(rec))
         return "; ".join(parts)
+
+    @staticmethod
+    def _unplugged(rec: Record) -> list[str]:
+        """The node's interfaces whose link has not plugged in yet, as the namespace is now
+        (read only; a missing namespace has every linked interface missing). A hybrid
+        router's links plug into its forwarding plane, never into this container: none."""
+        if rec.get("remote_forwarding"):
+            return []
+        ns = rec["netns"]
+        present = hostnet.links(ns) if hostnet.netns_exists(ns) else []
+        seen = {n for x in present for n in (x.alias, x.name)}
+        return [i["name"] for i in rec["interfaces"]
+                if i.get("linked", True) and i["end"] not in seen]
 
     def _ensure_guest(self, handle: str, rec: Record, image_dir: Path) -> None:
         """The guest runs (started now if it does not: whatever is left of an old one is
@@ -464,6 +489,8 @@ class VServerDriver(SubstrateDriver):
                 self._build_veth(rec, fresh=not old)
             elif rec["mode"] == "wire":
                 self._take_wires(rec)
+            elif rec["mode"] == "stitch":
+                self._build_stitch(rec)
             else:
                 self._build_bridge(rec)
             kbps = rec["capacity_kbps"]
@@ -496,8 +523,10 @@ class VServerDriver(SubstrateDriver):
                             hostnet.tbf_replace(end["netns"], here.name, kbps,
                                                 latency_ms=self.settings.tc_latency_ms)
                 if end.get("port") and kbps:
-                    hostnet.tbf_replace(None, end["port"], kbps,
+                    hostnet.tbf_replace(_port_netns(rec), end["port"], kbps,
                                         latency_ms=self.settings.tc_latency_ms)
+            if rec["mode"] == "stitch":
+                self._stitch_flows(rec)
         shaped = f", {rec['capacity_kbps']} kbit/s each way" if rec["capacity_kbps"] else ""
         return ProvisionResult(state=OperationalState.NOTREADY if rec["stopped"]
                                else OperationalState.READY, handle=handle,
@@ -526,6 +555,72 @@ class VServerDriver(SubstrateDriver):
         for index, said in sorted(failed.items()):
             raise hostnet.HostNetError(f"`{hostnet.batch_command(None, cmds, index)}` failed: "
                                        f"{said}", stderr=said)
+
+    def _build_stitch(self, rec: Record) -> None:
+        """A stitched link's local part: a veth whose one end becomes the node's interface and
+        whose other end is a port of the edge's Open vSwitch bridge (in vswitchd's namespace).
+        Its packets leave the edge port tagged with the link's VLAN (`_stitch_flows`)."""
+        (end,) = rec["ends"]
+        st = rec["stitch"]
+        ns = st.get("netns")
+        where = self._locate_locked(end)
+        port_here = hostnet.find_link(ns, end["port"]) or hostnet.find_link(None, end["port"])
+        if where is None or port_here is None:
+            if where is not None:
+                hostnet.link_delete(where[0], where[1].name)
+            for space in {ns, None}:
+                hostnet.link_delete(space, end["port"])
+            hostnet.veth_add(end["end"], end["port"])
+            hostnet.link_set(None, end["end"], alias=end["end"])
+            for dev in (end["end"], end["port"]):
+                hostnet.run(["ip", "link", "set", "dev", dev, "mtu", str(st.get("mtu") or 1500)])
+            # TCP through OVS's userspace datapath needs checksums computed in software
+            hostnet.run(["ethtool", "-K", end["end"], "tx", "off"], missing_ok=True)
+            hostnet.run(["ethtool", "-K", end["port"], "tx", "off"], missing_ok=True)
+            if ns:
+                hostnet.link_move(end["port"], ns)
+        hostnet.link_set(ns, end["port"], up=True)
+
+    def _stitch_flows(self, rec: Record) -> None:
+        """The port on the edge bridge, and two flows (cookie: the link): what the node sends
+        leaves the edge port with the link's VLAN pushed; what arrives there on that VLAN comes
+        to the node with it popped. The bridge is fail-secure: no other traffic passes."""
+        (end,) = rec["ends"]
+        st = rec["stitch"]
+        ovs = OVSClient(st["ovs_db"])
+        bridge = st["bridge"]
+        try:
+            ovs.vsctl("set", "bridge", bridge, "fail_mode=secure", "--",
+                      "--may-exist", "add-port", bridge, end["port"])
+            ofports = ovs.ofports(bridge)
+        except OVSError as exc:
+            raise DriverError(f"stitched link {rec['client_id']}: edge bridge {bridge}: {exc}",
+                              transient=exc.transient) from None
+        if end["port"] not in ofports or st["edge_port"] not in ofports:
+            missing = end["port"] if end["port"] not in ofports else st["edge_port"]
+            raise DriverError(f"stitched link {rec['client_id']}: port {missing} has no OpenFlow "
+                              f"number on {bridge} yet", transient=True)
+        node, edge, tag = ofports[end["port"]], ofports[st["edge_port"]], int(st["tag"])
+        cookie = st["cookie"]
+        ovs.add_flows(bridge, [
+            f"cookie={cookie},priority=100,in_port={node},"
+            f"actions=push_vlan:0x8100,set_field:{4096 + tag}->vlan_vid,output:{edge}",
+            f"cookie={cookie},priority=100,in_port={edge},dl_vlan={tag},"
+            f"actions=pop_vlan,output:{node}"])
+
+    def _unstitch(self, rec: Record) -> None:
+        (end,) = rec["ends"] or ({"port": None},)
+        st = rec["stitch"]
+        ovs = OVSClient(st["ovs_db"])
+        try:
+            ovs.del_flows(st["bridge"], f"cookie={st['cookie']}/-1")
+            if end.get("port"):
+                ovs.vsctl("--if-exists", "del-port", st["bridge"], end["port"])
+        except OVSError as exc:
+            if exc.transient:
+                raise DriverError(f"stitched link {rec['client_id']}: edge bridge "
+                                  f"{st['bridge']}: {exc}", transient=True) from None
+            log.warning("stitched link %s: %s", rec["client_id"], exc)
 
     def _take_wires(self, rec: Record) -> None:
         """Plug another component's port (a host interface, e.g. an emulated card's wire end)
@@ -601,10 +696,11 @@ class VServerDriver(SubstrateDriver):
         pending: list[str] = []
         down: list[str] = []
         cmds: list[list[str]] = []
+        cpu = rec.get("control_port")
         for iface in rec["interfaces"]:
             li = next((x for x in view.links if iface["end"] in (x.alias, x.name)), None)
-            if li is None and not iface.get("linked", True):
-                continue                  # on no link: nothing will ever plug in here
+            if li is None and (cpu or not iface.get("linked", True)):
+                continue                  # on no link, or its link plugs into the forwarding plane
             if li is None:
                 pending.append(iface["name"])
                 continue
@@ -625,7 +721,11 @@ class VServerDriver(SubstrateDriver):
             if not want_up:
                 down.append(name)
         remote = bool(rec.get("remote_forwarding"))
-        forward = "1" if rec["router"] and not remote else "0"
+        if cpu:                            # interfaces first, then the CPU port over them
+            self._apply(ns, cmds, 0, tolerate=False)
+            cmds = []
+            self._converge_control_port(rec, cpu, view.links)
+        forward = "1" if rec["router"] and (cpu or not remote) else "0"
         if hostnet.sysctl_get(ns, "net.ipv4.ip_forward") != forward:
             hostnet.sysctl_set(ns, "net.ipv4.ip_forward", forward)
         names = {i["client_id"]: i["name"] for i in rec["interfaces"]}
@@ -639,13 +739,77 @@ class VServerDriver(SubstrateDriver):
                 continue
             cmds.append(["route", "replace", route["destination"],
                          *(["via", gateway] if gateway else []), *(["dev", dev] if dev else [])])
+        self._apply(ns, cmds, first_route, tolerate=bool(pending or down))
+        return pending
+
+    @staticmethod
+    def _apply(ns: str, cmds: list[list[str]], first_route: int, *, tolerate: bool) -> None:
+        """Run a convergence's commands in one `ip -batch`; a failed route (from index
+        `first_route` on) is tolerated when `tolerate` (its next hop is behind a link not
+        here yet), any other failure raises."""
         failed = hostnet.batch(ns, cmds)
         for index, said in sorted(failed.items()):
-            if index >= first_route and (pending or down):
-                continue           # its next hop is behind a link not here yet
+            if index >= first_route and tolerate:
+                continue
             raise hostnet.HostNetError(f"`{hostnet.batch_command(ns, cmds, index)}` failed: "
                                        f"{said}", stderr=said)
-        return pending
+
+    # ---- a hybrid router's control plane on its forwarding plane's CPU port -----------------
+    def plug_control_port(self, spec: SliverSpec, wire: str) -> bool:
+        """Take the forwarding plane's CPU port (host interface `wire`, e.g. an emulated
+        NetFPGA slot's `<prefix>h<slot>`) into a hybrid router's control-plane container as
+        `cpu0`, carrying every address of the router: packets the plane punts (to the
+        router's own addresses, TTL expired, no route) reach the guest, and what it sends is
+        routed by the plane. False when the container is not (yet) here."""
+        self._own(spec)
+        if not IFNAME_RE.match(wire):
+            raise DriverError(f"control port {wire!r} is not an interface name")
+        handle = self.naming.node(spec.sliver_urn)
+        with self.state.lock(handle):
+            rec = self.state.read(handle)
+            if rec is None or not rec.get("remote_forwarding"):
+                return False
+            rec["control_port"] = {"wire": wire, "name": CONTROL_PORT, "netns": rec["netns"],
+                                   "end": f"{handle}-cpu", "node_handle": handle}
+            self.state.write(handle, rec)
+            self._converge_node(rec)
+        return True
+
+    def _converge_control_port(self, rec: Record, cpu: Mapping[str, Any],
+                               present: list[hostnet.LinkInfo]) -> None:
+        """(Caller holds the node lock.) The CPU port in the guest's namespace as `cpu0` with
+        the router's addresses, and the control plane's routes over it, so the guest's kernel
+        answers for the router and sends ICMP errors for what the plane cannot forward."""
+        ns = rec["netns"]
+        li = next((x for x in present if cpu["end"] in (x.alias, x.name)), None)
+        if li is None:
+            if hostnet.find_link(None, cpu["wire"]) is None:
+                raise DriverError(f"control port {cpu['wire']} of {rec['client_id']} is not on "
+                                  "this host: is its card running?", transient=True)
+            hostnet.link_set(None, cpu["wire"], alias=cpu["end"])
+            hostnet.link_move(cpu["wire"], ns)
+            li = hostnet.find_link(ns, cpu["wire"])
+            assert li is not None
+        if li.name != cpu["name"]:
+            hostnet.link_set(ns, li.name, name=cpu["name"], alias=cpu["end"])
+        for iface in rec["interfaces"]:
+            for cidr in iface["cidrs"]:
+                hostnet.addr_replace(ns, cpu["name"], cidr)
+        hostnet.link_set(ns, cpu["name"], up=not rec["stopped"])
+        for key in ("all", CONTROL_PORT):     # the plane routes; the guest must not redirect
+            hostnet.sysctl_set(ns, f"net.ipv4.conf.{key}.send_redirects", "0")
+        if rec["stopped"]:
+            return
+        hostnet.run(["ip", "-n", ns, "route", "flush", "dev", cpu["name"], "proto", "boot"],
+                    missing_ok=True)
+        for route in self.routes.get(rec["handle"]) or ():
+            if route.gateway:
+                try:
+                    hostnet.route_replace(ns, route.destination, gateway=route.gateway,
+                                          dev=cpu["name"])
+                except hostnet.HostNetError as exc:
+                    log.warning("control plane %s: route %s via %s: %s", rec["client_id"],
+                                route.destination, route.gateway, exc)
 
     def _limit(self, handle: str, rec: Record) -> None:
         """Create the sliver's cgroups or converge them to the record's limits (a record made
@@ -765,6 +929,8 @@ class VServerDriver(SubstrateDriver):
 
     def _delete_link(self, rec: Record) -> None:
         with self.state.lock(rec["handle"]):
+            if rec.get("stitch"):
+                self._unstitch(rec)
             for end in rec["ends"]:
                 with self.state.lock(end["node_handle"]):
                     if end.get("wire"):
@@ -774,7 +940,7 @@ class VServerDriver(SubstrateDriver):
                     if where is not None:
                         hostnet.link_delete(where[0], where[1].name)
                 if end.get("port"):
-                    hostnet.link_delete(None, end["port"])
+                    hostnet.link_delete(_port_netns(rec), end["port"])
             if rec.get("bridge"):
                 hostnet.link_delete(None, rec["bridge"])
             self.state.hold((e["end"] for e in rec["ends"]), False)
@@ -787,6 +953,9 @@ class VServerDriver(SubstrateDriver):
                 for end in rec.get("ends", ()) if rec.get("kind") == "link" else ():
                     if end.get("wire") and end["node_handle"] == handle:
                         self._return_wire(end)
+            node = self.state.read(handle) or {}
+            if node.get("control_port"):             # and so does a CPU port
+                self._return_wire(node["control_port"])
             hostnet.netns_delete(handle)
             self.cgroups.remove(handle, timeout_s=self.settings.kill_timeout_s)
             shutil.rmtree(self.state.root_dir(handle), ignore_errors=True)
@@ -873,9 +1042,12 @@ class VServerDriver(SubstrateDriver):
             raise DriverError(str(exc)) from None
         handle = self.naming.node(spec.sliver_urn)
         with self.state.lock(handle):
-            if self.state.read(handle) is None:
+            rec = self.state.read(handle)
+            if rec is None:
                 raise DriverError(f"sliver {spec.sliver_urn} does not exist on this host")
             self.routes.put(handle, routes)
+            if rec.get("control_port"):
+                self._converge_node(rec)         # the guest's table follows its routes
         return None
 
     def control_routes(self, spec: SliverSpec) -> tuple[Route, ...]:
@@ -942,8 +1114,9 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     if spec.link is None:
         raise DriverError(f"link sliver {spec.client_id} has no link spec")
     mode = spec.link.mode
-    if mode not in ("veth", "bridge", "wire"):
-        raise DriverError(f"vserver links are veth pairs, bridges or wires, not {mode!r}")
+    if mode not in ("veth", "bridge", "wire", "stitch"):
+        raise DriverError(f"vserver links are veth pairs, bridges, wires or stitched, "
+                          f"not {mode!r}")
     if mode == "veth" and len(spec.link.ends) != 2:
         mode = "bridge"
     wires = dict(spec.params.get("wires") or {}) if mode == "wire" else {}
@@ -959,12 +1132,29 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
                      "interface": e.interface_client_id,
                      "end": naming.end(e.sliver_urn, e.interface_client_id),
                      "port": naming.port(spec.sliver_urn, e.sliver_urn, e.interface_client_id)
-                     if mode == "bridge" else None,
+                     if mode in ("bridge", "stitch") else None,
                      **({"wire": wires[e.interface_client_id]} if mode == "wire" else {})})
     return {"kind": "link", "handle": handle, "sliver_urn": spec.sliver_urn,
             "slice_urn": spec.slice_urn, "client_id": spec.client_id, "mode": mode,
             "bridge": naming.bridge(spec.sliver_urn) if mode == "bridge" else None,
-            "capacity_kbps": spec.link.capacity_kbps, "ends": ends}
+            "capacity_kbps": spec.link.capacity_kbps, "ends": ends,
+            **({"stitch": _stitch_record(spec)} if mode == "stitch" else {})}
+
+
+def _stitch_record(spec: SliverSpec) -> Record:
+    """Where a stitched link's port goes: the edge's OVS bridge, its uplink port, the tag, and
+    the flow cookie that names the link's flows."""
+    p = spec.params
+    return {"ovs_db": p.get("ovs_db"), "bridge": p.get("bridge"), "netns": p.get("netns"),
+            "edge": p.get("edge"), "edge_port": p.get("edge_port"), "mtu": p.get("mtu"),
+            "tag": spec.link.vlan_tag if spec.link else None,
+            "cookie": "0x" + hashlib.sha256(spec.sliver_urn.encode()).hexdigest()[:15]}
+
+
+def _port_netns(rec: Record) -> str | None:
+    """The namespace a link's bridge-side ports live in (an edge's vswitchd's for stitched
+    links; the root namespace otherwise)."""
+    return (rec.get("stitch") or {}).get("netns")
 
 
 def _cidr(address: str, netmask: str) -> str:

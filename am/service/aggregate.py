@@ -44,6 +44,7 @@ from am.config import Settings
 from am.errors import GeniCode, GeniError
 from am.jobs.queue import JobQueue, submit_all
 from am.service import driver_actions, hybrid
+from am.service import shared_lans as shared_lan_service
 from am.service.admission import AdmissionContention, Planned, allocate_locked
 from am.service.contract import (
     ManifestResult,
@@ -495,7 +496,8 @@ class Aggregate:
                                                       f"now: {down.why()}; nothing was "
                                                       "allocated")
         placement = place(request, self.hosts.placement_site(), usage, slice_urn=slice_urn,
-                          mint_sliver_urn=self._mint, best_effort=False)
+                          mint_sliver_urn=self._mint, best_effort=False,
+                          shared_lans=shared_lan_service.refs_for(self.store, request))
         if placement.refusals:
             raise _refused(request, placement.refusals)
         if not placement.slivers:
@@ -568,7 +570,9 @@ class Aggregate:
             placement = engine_place(request, self.site,
                                      without(current, held, urns_here, slice_urn),
                                      slice_urn=slice_urn, mint_sliver_urn=mint,
-                                     best_effort=options.best_effort)
+                                     best_effort=options.best_effort,
+                                     shared_lans=shared_lan_service.refs_for(self.store,
+                                                                             request))
             if placement.refusals and not options.best_effort:
                 raise _refused(request, placement.refusals, "; the slice is unchanged")
             refused.clear()
@@ -625,6 +629,7 @@ class Aggregate:
             # the tag on every local hop of its path, racing like any claim
             stitch_tags.claim(session, row, [(h[0], h[1]) for h in spec.params.get("hops", ())],
                               spec.link.vlan_tag)
+        shared_lan_service.register(session, row)      # a link joining a shared LAN
         return row
 
     def _parse(self, request_xml: str):
@@ -794,6 +799,8 @@ class Aggregate:
     @_retried
     def perform_action(self, principal: Principal, urns: Sequence[str], action: str,
                        options: Options) -> list[SliverInfo]:
+        if action in shared_lan_service.ACTIONS:
+            return self._share_action(urns, action, options)
         extra = action not in KNOWN_ACTIONS   # a driver's own action (am.service.driver_actions)
         if extra and action not in driver_actions.advertised_actions(self.site):
             supported = (*KNOWN_ACTIONS, *driver_actions.advertised_actions(self.site))
@@ -847,6 +854,27 @@ class Aggregate:
             jobs = [job.id for job in queued]
         self._submit(jobs)
         return infos
+
+    def _share_action(self, urns: Sequence[str], action: str,
+                      options: Options) -> list[SliverInfo]:
+        """geni_sharelan / geni_unsharelan (am.service.shared_lans): a record, and for unshare
+        the foreign members' link slivers deleted (their delete jobs detach them)."""
+        jobs: list[int] = []
+        with self._db(), self.store.write() as session:
+            target = self._target(session, urns, lock=True)
+            self._refuse_if_shut_down(target.slice)
+            self._require_live(target, "act on")
+            if action == shared_lan_service.SHARE:
+                lan = shared_lan_service.share(session, target.slivers, target.slice_urn,
+                                               options.extra, self.clock())
+            else:
+                lan = shared_lan_service.lan_of(target.slivers, options.extra, action)
+                foreign = shared_lan_service.unshare(session, target.slivers, options.extra,
+                                                     self.clock())
+                jobs = self._unallocate_all(session, foreign, Event.DELETE)
+            info = _info(lan)
+        self._submit(jobs)
+        return [info]
 
     def _check_users(self, rows: Sequence[Sliver], users: Sequence[UserKeys]) -> None:
         """BADARGS, before anything is written, when a driver of `rows` cannot give these
@@ -957,11 +985,14 @@ class Aggregate:
         and holds go in this transaction, in a few statements however many there are (the
         decision is recorded; the substrate work is queued): a provisioned sliver gets a
         delete job that cleans the substrate. Returns the job ids."""
+        # a shared LAN going away detaches the other slices' links to it first
+        foreign = shared_lan_service.ending(session, rows, self.clock())
+        first = self._unallocate_all(session, foreign, Event.DELETE) if foreign else []
         provisioned = [r.id for r in rows if r.allocation_state == Alloc.PROVISIONED.value]
         self.store.transition_many(session, rows, event)
         self.store.release_many(session, rows)
         stitch_tags.release(session, [r.id for r in rows if r.kind == "link"])
-        return self.store.add_jobs(session, provisioned, "delete")
+        return first + self.store.add_jobs(session, provisioned, "delete")
 
     # ---- Shutdown ---------------------------------------------------------------------------
     @_retried

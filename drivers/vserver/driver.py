@@ -360,8 +360,10 @@ class VServerDriver(SubstrateDriver):
         """A hybrid router's control plane says where its packets are forwarded."""
         if not rec.get("remote_forwarding"):
             return ""
+        cpu = rec.get("control_port")
         return (f"; control plane of a router forwarding in {rec['remote_forwarding']} "
-                f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})")
+                f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})"
+                + (f", plugged into its CPU port {cpu['wire']} as {cpu['name']}" if cpu else ""))
 
     def _describe(self, rec: Record) -> str:
         cpu = "a fair CPU share" if rec.get("cpu") is None else f"{rec['cpu']:g} cores"
@@ -653,9 +655,14 @@ class VServerDriver(SubstrateDriver):
 
     def _build_bridge(self, rec: Record) -> None:
         br = rec["bridge"]
-        hostnet.bridge_add(br)
-        if rec["stopped"]:
-            hostnet.link_set(None, br, up=False)
+        if rec.get("joins"):      # another slice's shared LAN: plug into its bridge, never make it
+            if hostnet.find_link(None, br) is None:
+                raise DriverError(f"link {rec['client_id']}: the shared LAN "
+                                  f"{rec['joins']!r} (bridge {br}) is gone")
+        else:
+            hostnet.bridge_add(br)
+            if rec["stopped"]:
+                hostnet.link_set(None, br, up=False)
         for e in rec["ends"]:
             if self._locate_locked(e) is not None:
                 continue
@@ -895,7 +902,7 @@ class VServerDriver(SubstrateDriver):
                         self._converge_node(node)     # up/down and the routes over it
                     else:
                         hostnet.link_set(where[0], where[1].name, up=not rec["stopped"])
-            if rec["bridge"]:
+            if rec["bridge"] and not rec.get("joins"):    # a shared LAN's bridge is its owner's
                 hostnet.link_set(None, rec["bridge"], up=not rec["stopped"])
             return OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
 
@@ -941,7 +948,7 @@ class VServerDriver(SubstrateDriver):
                         hostnet.link_delete(where[0], where[1].name)
                 if end.get("port"):
                     hostnet.link_delete(_port_netns(rec), end["port"])
-            if rec.get("bridge"):
+            if rec.get("bridge") and not rec.get("joins"):
                 hostnet.link_delete(None, rec["bridge"])
             self.state.hold((e["end"] for e in rec["ends"]), False)
             self.state.remove(rec["handle"])
@@ -1134,9 +1141,11 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
                      "port": naming.port(spec.sliver_urn, e.sliver_urn, e.interface_client_id)
                      if mode in ("bridge", "stitch") else None,
                      **({"wire": wires[e.interface_client_id]} if mode == "wire" else {})})
+    lan = spec.params.get("lan_sliver")      # joins the LAN another slice shares
     return {"kind": "link", "handle": handle, "sliver_urn": spec.sliver_urn,
             "slice_urn": spec.slice_urn, "client_id": spec.client_id, "mode": mode,
-            "bridge": naming.bridge(spec.sliver_urn) if mode == "bridge" else None,
+            "joins": spec.params.get("shared_lan") if lan else None,
+            "bridge": naming.bridge(lan or spec.sliver_urn) if mode == "bridge" else None,
             "capacity_kbps": spec.link.capacity_kbps, "ends": ends,
             **({"stitch": _stitch_record(spec)} if mode == "stitch" else {})}
 

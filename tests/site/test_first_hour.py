@@ -5,9 +5,10 @@ with its own --state-dir (the venv running the tests is reused through GENI_AM_V
 code is the one imported), then:
 * the printed snippets run as printed: the geni-lib script from the banner lists the site's
   components, and the dashboard's curl line gets the overview;
-* a geni-lib script allocates a slice with a container `h1`, a hybrid router `r1` (control
-  plane in a container, forwarding in a slot of the emulated NetFPGA card), a container `h2`
-  and a VM `vm1`; `geni-am client` provisions it with an SSH key, waits for it, shows each
+* a geni-lib script allocates the quick start's slice (docs/quickstart.md, "A walk through
+  the real site": the request is read from the page): a container `h1`, a hybrid router `r1`
+  (control plane in a container, forwarding in a slot of the emulated NetFPGA card), a
+  container `h2` and a VM `vm1`; `geni-am client` provisions it with an SSH key, waits for it, shows each
   client_id with its SSH command; over SSH h1 pings h2 across the NetFPGA slot (one hop), the
   VM answers a login; no status says it waits for a link; the client deletes the slice;
 * stopping serve (SIGTERM) leaves no namespace, interface, cgroup, process, or directory named
@@ -37,43 +38,15 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 AUTH = "geni-am:localhost"
-VS1 = f"urn:publicid:IDN+{AUTH}+node+vs1"
-VMHOST = f"urn:publicid:IDN+{AUTH}+node+vmhost1"
 SLICE = "urn:publicid:IDN+geni-am+slice+hour"
 
 
-def _iface(cid: str, addr: str) -> str:
-    return (f'<interface client_id="{cid}"><ip address="{addr}" netmask="255.255.255.0" '
-            'type="ipv4"/></interface>')
+def quickstart_request() -> str:
+    """The request of the quick start's walk through the real site, as the page shows it."""
+    page = (REPO / "docs" / "quickstart.md").read_text(encoding="utf-8")
+    walk = page.split("### A walk through the real site", 1)[1]
+    return walk.split("```xml\n", 1)[1].split("```", 1)[0]
 
-
-# h1 (10.77.1.2) - r1 (hybrid: control plane on vs1, forwarding in a slot of nf1) - h2
-# (10.77.2.2), and a VM on vmhost1. The router's connected subnets are routes without a gateway
-# (docs/netfpga.md).
-REQUEST = f"""<rspec xmlns="http://www.geni.net/resources/rspec/3"
-       xmlns:geniam="http://geni-am.org/resources/rspec/ext/geniam/1" type="request">
-  <node client_id="h1" component_id="{VS1}" exclusive="false">
-    <sliver_type name="vserver-container"/>{_iface("h1:if0", "10.77.1.2")}
-    <geniam:node><geniam:route destination="10.77.2.0/24" gateway="10.77.1.1"/></geniam:node>
-  </node>
-  <node client_id="r1" component_id="{VS1}" exclusive="false">
-    <sliver_type name="vserver-container"/>{_iface("r1:if0", "10.77.1.1")}{_iface("r1:if1", "10.77.2.1")}
-    <geniam:node router="true" forwarding="hardware">
-      <geniam:route destination="10.77.1.0/24" interface="r1:if0"/>
-      <geniam:route destination="10.77.2.0/24" interface="r1:if1"/>
-    </geniam:node>
-  </node>
-  <node client_id="h2" component_id="{VS1}" exclusive="false">
-    <sliver_type name="vserver-container"/>{_iface("h2:if0", "10.77.2.2")}
-    <geniam:node><geniam:route destination="10.77.1.0/24" gateway="10.77.2.1"/></geniam:node>
-  </node>
-  <node client_id="vm1" component_id="{VMHOST}" exclusive="false">
-    <sliver_type name="xen-vm"/>
-  </node>
-  <link client_id="l1"><interface_ref client_id="h1:if0"/><interface_ref client_id="r1:if0"/></link>
-  <link client_id="l2"><interface_ref client_id="r1:if1"/><interface_ref client_id="h2:if0"/></link>
-</rspec>
-"""
 
 # what an experimenter would write with geni-lib: its AM API v3 calls, our request
 GENILIB_ALLOCATE = '''
@@ -238,7 +211,7 @@ def test_a_slice_with_container_vm_and_netfpga_router(clone):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
 
     # geni-lib allocates
-    (clone.top / "request.xml").write_text(REQUEST)
+    (clone.top / "request.xml").write_text(quickstart_request())
     (clone.top / "allocate.py").write_text(GENILIB_ALLOCATE)
     alloc = clone.run([str(clone.venv_bin / "python"), str(clone.top / "allocate.py"),
                        clone.url, str(auth / "trust-roots" / "ca-cert.pem"),

@@ -124,7 +124,7 @@ def build_runtime(settings: Settings, *, behind_proxy: bool = False,
         authorizer = Authorizer.from_settings(settings)
         audit = QueuedAudit(store)
         closers.append(audit.close)
-        metrics = AMMetrics.for_app(store, authorizer)
+        metrics = AMMetrics.for_app(store, authorizer, getattr(service, "hosts", None))
         app = create_app(settings, service, authorizer, audit=audit, behind_proxy=behind_proxy,
                          metrics=metrics)
     except BaseException:

@@ -242,3 +242,33 @@ def test_host_removed_with_live_slivers_is_refused_naming_them(site):
             Sliver.component_id == _node_urn("hostC"))]
     assert "inventory no longer names host hostC holds live sliver(s)" in out
     assert all(urn in out for urn in on_c)
+
+
+def test_hosts_command_and_metrics_show_the_hosts(site):
+    s = site.settings
+    env = {**os.environ, "GENI_AM_HOST_DOWN_AFTER_S": str(DOWN_AFTER_S)}
+    out = subprocess.run([sys.executable, "-m", "am", "hosts", "--database",
+                          s.effective_database_url, "--inventory", s.inventory, "--json"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert set(rows) >= set(HOSTS)
+    assert all(rows[h]["state"] == "up" and rows[h]["age_s"] < 30 for h in HOSTS)
+    assert sum(rows[h]["slivers"] for h in HOSTS) == 6
+
+    from am.metrics import AMMetrics
+    text = AMMetrics(store=site.stack.store, hosts=site.stack.aggregate.hosts).render().decode()
+    for host in HOSTS:
+        assert f'geniam_host_up{{host="{host}"}} 1.0' in text
+        assert f'geniam_host_heartbeat_age_seconds{{host="{host}"}}' in text
+
+    # one host stopped: the command says so and exits 1 (for monitoring)
+    stop_process(site.procs["hostC"], sig=9)
+    support.wait_until(lambda: site.state("hostC") == "down", "hostC to be seen down", 30, 0.1)
+    out = subprocess.run([sys.executable, "-m", "am", "hosts", "--database",
+                          s.effective_database_url, "--inventory", s.inventory],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("hostC"))
+    assert " down " in line

@@ -133,7 +133,8 @@ def _node_request_problems(spec: SliverSpec, settings: VServerSettings):
         if route.interface and route.interface not in {i.client_id for i in spec.interfaces}:
             yield f"route {route.destination} names unknown interface {route.interface!r}"
     for inst in spec.installs:
-        problem = install_url_problem(inst.url, settings.install_dir)
+        problem = install_url_problem(inst.url, settings.install_dir,
+                                      settings.install_allow_networks)
         if problem:
             yield problem
     for ex in spec.executes:

@@ -147,3 +147,20 @@ def test_renew_keeps_the_tag_and_expiry_frees_it(h):
     assert tags_held(h) == []
     res = allocate(h, "two", stitched("102"))
     assert manifest_tags(res.manifest)["lnk"]["local-edge"] == 102
+
+
+def test_racing_allocates_for_one_tag_end_with_one_holder(h):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(i: int):
+        try:
+            allocate(h, f"race{i}", stitched("101"))
+            return "ok"
+        except GeniError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(attempt, range(4)))
+    assert outcomes.count("ok") == 1
+    assert sorted(o for o in outcomes if o != "ok") == [GeniCode.VLAN_UNAVAILABLE] * 3
+    assert tags_held(h) == [(EDGE.lower(), 101)]

@@ -278,7 +278,8 @@ class LinkSpec:
     latency_ms: float | None = None
     packet_loss: float | None = None
     vlan_tag: int | None = None
-    mode: str = "veth"                       # veth | bridge | vlan | flowspace
+    mode: str = "veth"                       # veth | bridge | vlan | flowspace | wire |
+                                             # stitch | cable
 
 
 @dataclass(frozen=True)

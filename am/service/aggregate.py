@@ -547,6 +547,14 @@ class Aggregate:
                                 f"sliver {waiting.urn} is an advance reservation (from "
                                 f"{_iso(waiting.starts)}); Update it after its start, or "
                                 "delete it and allocate again")
+            stitched = next((r.client_id for r in rows if r.kind == "link" and
+                             ((r.spec or {}).get("link") or {}).get("mode") == STITCH_MODE),
+                            None) \
+                or next((l.client_id for l in request.links if l.stitched), None)
+            if stitched is not None:
+                raise GeniError(GeniCode.UNSUPPORTED,
+                                f"link {stitched} is stitched to another aggregate: Update does "
+                                "not renegotiate its VLAN; delete the slice and stitch it again")
             before = {r.id: r.version for r in rows}
             held: dict[str, dict[str, float]] = {}
             for row in rows:

@@ -811,7 +811,8 @@ class Aggregate:
             return self._share_action(urns, action, options)
         extra = action not in KNOWN_ACTIONS   # a driver's own action (am.service.driver_actions)
         if extra and action not in driver_actions.advertised_actions(self.site):
-            supported = (*KNOWN_ACTIONS, *driver_actions.advertised_actions(self.site))
+            supported = (*KNOWN_ACTIONS, *shared_lan_service.ACTIONS,
+                         *driver_actions.advertised_actions(self.site))
             raise GeniError(GeniCode.UNSUPPORTED, f"operational action {action!r} is not "
                                                   f"supported (supported: {', '.join(supported)})")
         action_opts = driver_actions.job_options(action, options.extra) if extra else {}

@@ -6,6 +6,10 @@ NetFPGA card: `extra["wires"]`): a *wire* link, realised by the other end's host
 that interface into its sliver (`Capabilities.wires`), as a cable plugged into the card. A card
 interface on a VLAN (the link's `vlan_tag` hint) takes the port's breakout wire for that VLAN
 (`extra["vlan_wires"]`: the tag popped and pushed by the card, as an access switch port).
+Two ends on two components of this machine, one a VM host whose interfaces are taps on a host
+bridge (`Capabilities.bridge_ports`), the other a host whose driver can join such a bridge
+(`joins_bridges`, containers): a *join* link, realised by the joining driver plugging its
+node's end into the VM's bridge.
 Ends on several hosts: a VLAN through a switch every end host is wired to (site links), with a
 tag free on that switch and the link's capacity admitted against each wired switch port
 (`kbps:<port>` capacity). Only single-switch paths are planned: hosts that share no switch get
@@ -55,8 +59,10 @@ def is_switch(comp: Component) -> bool:
 
 class LinkPlacer:
     def __init__(self, site: Site, ledger: Ledger, slice_urn: str,
-                 shared_lans: Mapping[str, Any] | None = None):
+                 shared_lans: Mapping[str, Any] | None = None,
+                 planes: Mapping[str, NodeRecord] | None = None):
         self.site = site
+        self.planes = planes or {}     # hybrid router client_id -> its forwarding plane
         self.ledger = ledger
         self.slice_urn = slice_urn
         self.shared_lans = shared_lans or {}
@@ -77,6 +83,10 @@ class LinkPlacer:
             return self._wire(link, ends, records)
         if len(hosts) == 1:
             return self._local(link, ends, next(iter(hosts.values())), records)
+        if len(hosts) == 2:
+            joined = self._bridge_join(link, ends, records, list(hosts.values()))
+            if joined is not None:
+                return joined
         return self._vlan(link, ends, records)
 
     def _spec(self, link: RequestLink, comp: Component, ends: list[tuple[str, str]],
@@ -155,6 +165,10 @@ class LinkPlacer:
         (card_node, card_if), (host_node, host_if) = sorted(
             ends, key=lambda e: not records[e[0]].component.extra.get("wires"))
         card, host = records[card_node].component, records[host_node].component
+        plane = self.planes.get(host_node)
+        if plane is not None and is_switch(plane.component):
+            return self._cable(link, ends, records, (card_node, card_if), (host_node, host_if),
+                               plane)
         if host.extra.get("wires"):
             return Refusal(cid, "UNSUPPORTED", f"link {cid} joins two cards ({card.name}, "
                                                f"{host.name}); wire a host or switch between")
@@ -163,14 +177,17 @@ class LinkPlacer:
             return Refusal(cid, "UNSUPPORTED", f"component {host.name} (node {host_node}) cannot "
                                                f"take a wire of {card.name} into its sliver")
         iface = records[card_node].interfaces[card_if]
-        by_urn = {p.component_id.lower(): p.name for p in card.ports}
-        port = by_urn.get((iface.port or "").lower()) if iface.port else \
-            (card.ports[list(records[card_node].interfaces).index(card_if)].name
-             if list(records[card_node].interfaces).index(card_if) < len(card.ports) else None)
+        port = _card_port(records[card_node], card_if)
         wire = card.extra["wires"].get(port) if port else None
         if wire is None:
             return Refusal(cid, "BADARGS", f"interface {card_if} of {card_node} is on no port "
                                            f"of {card.name}")
+        cabled = self._cable_of(card, port)
+        if cabled is not None:
+            return Refusal(cid, "UNSUPPORTED",
+                           f"link {cid}: {card.name} port {port} is cabled to "
+                           f"{cabled.component_id.rsplit('+', 1)[-1]} port {cabled.port}; "
+                           f"it links only to a router forwarding there")
         what = f"wire:{card.name}:{port}"
         if iface.vlan_tag:      # the port's VLAN with the tag popped by the card's breakout
             pattern = (card.extra.get("vlan_wires") or {}).get(port)
@@ -190,6 +207,89 @@ class LinkPlacer:
         claims = tuple(dict.fromkeys((*adm.claims, what)))
         self.ledger.commit(host, spec, adm.demand)
         return LinkRecord(link, host, host.driver, spec, dict(adm.demand), claims, ends)
+
+    def _cable(self, link: RequestLink, ends: list[tuple[str, str]],
+               records: Mapping[str, NodeRecord], card_end: tuple[str, str],
+               router_end: tuple[str, str], plane: NodeRecord) -> LinkRecord | Refusal:
+        """A card interface linked to a hybrid router whose forwarding plane is an OpenFlow
+        datapath: the link is the site's cable between that card port and the datapath port
+        the router's interface owns (its i-th interface is the datapath's i-th port). Nothing
+        is plugged: the cable is there; the link sliver (on the datapath) claims it, so no
+        container takes the card port's wire and no second slice the cable."""
+        cid = link.client_id
+        (card_node, card_if), (router_node, router_if) = card_end, router_end
+        card, sw = records[card_node].component, plane.component
+        iface = records[card_node].interfaces[card_if]
+        port = _card_port(records[card_node], card_if)
+        if port is None:
+            return Refusal(cid, "BADARGS", f"interface {card_if} of {card_node} is on no port "
+                                           f"of {card.name}")
+        if iface.vlan_tag:
+            return Refusal(cid, "UNSUPPORTED",
+                           f"link {cid}: interface {card_if} is on VLAN {iface.vlan_tag} of "
+                           f"{card.name} port {port}, but router {router_node} forwards on "
+                           f"datapath {sw.name} untagged: a cable to a switch carries the "
+                           "card port untagged only")
+        names = [i.client_id for i in plane.spec.interfaces]
+        owned = [p for p in sw.ports if p.num is not None]
+        index = names.index(router_if) if router_if in names else len(owned)
+        if index >= len(owned):
+            return Refusal(cid, "BADARGS", f"link {cid}: interface {router_if} of router "
+                                           f"{router_node} owns no port of datapath {sw.name}")
+        sw_port = owned[index].name
+        far = self._cable_of(card, port)
+        if far is None or far.component_id.lower() != sw.component_id.lower():
+            return Refusal(cid, "UNSUPPORTED",
+                           f"link {cid}: {card.name} port {port} is not cabled to datapath "
+                           f"{sw.name}, so interface {card_if} cannot reach router "
+                           f"{router_node}'s forwarding plane there")
+        if far.port != sw_port:
+            return Refusal(cid, "BADARGS",
+                           f"link {cid}: {card.name} port {port} is cabled to {sw.name} port "
+                           f"{far.port}, but {router_node}'s interface {router_if} is port "
+                           f"{sw_port} (a router's i-th interface is the datapath's i-th port)")
+        spec = self._spec(link, sw, ends, records, "cable",
+                          params={"card": card.name, "port": port, "switch_port": sw_port,
+                                  "cable_ports": [far.port]})
+        adm = self._admit(sw, spec)
+        if not adm.ok:
+            return Refusal(cid, adm.reason_code or "UNSUPPORTED",
+                           adm.reason or f"datapath {sw.component_id} refused link {cid}")
+        claims = tuple(dict.fromkeys((*adm.claims, f"wire:{card.name}:{port}")))
+        self.ledger.commit(sw, spec, adm.demand)
+        return LinkRecord(link, sw, sw.driver, spec, dict(adm.demand), claims, ends)
+
+    def _cable_of(self, card: Component, port: str) -> PortRef | None:
+        """The far end of the site cable plugged into a card's port, if any."""
+        return next((far for _l, mine, far in
+                     self.site.links_by_component.get(card.component_id.lower(), ())
+                     if mine.port == port), None)
+
+    def _bridge_join(self, link: RequestLink, ends: list[tuple[str, str]],
+                     records: Mapping[str, NodeRecord], comps: list[Component]
+                     ) -> LinkRecord | Refusal | None:
+        """Two components of this machine, one whose nodes' interfaces are ports of a host
+        bridge (VM taps: `Capabilities.bridge_ports`) and one whose driver plugs its nodes'
+        ends into such a bridge (`joins_bridges`, e.g. containers): the joining driver
+        realises the link (mode "join") on the other's bridge. None: not such a pair."""
+        caps = {c.component_id: self.site.drivers[c.driver].capabilities for c in comps}
+        owners = [c for c in comps if caps[c.component_id].bridge_ports]
+        joiners = [c for c in comps if caps[c.component_id].joins_bridges and c not in owners]
+        if len(owners) != 1 or len(joiners) != 1:
+            return None
+        owner, joiner = owners[0], joiners[0]
+        bridge = self.site.drivers[owner.driver].shared_bridge(self.slice_urn, link.client_id)
+        if not bridge:
+            return None
+        spec = self._spec(link, joiner, ends, records, "join",
+                          params={"bridge": bridge, "bridge_host": owner.name})
+        adm = self._admit(joiner, spec)
+        if not adm.ok:
+            return Refusal(link.client_id, adm.reason_code or "UNSUPPORTED",
+                           adm.reason or f"component {joiner.component_id} refused link "
+                                         f"{link.client_id}")
+        self.ledger.commit(joiner, spec, adm.demand)
+        return LinkRecord(link, joiner, joiner.driver, spec, dict(adm.demand), adm.claims, ends)
 
     def _wires(self, host: Component, port_urn: str | None) -> list[tuple[Component, PortRef, PortRef]]:
         """(switch, host end, switch end) for each wire from `host` to a switch."""
@@ -300,3 +400,14 @@ class LinkPlacer:
                 return tag
         return Refusal(link.client_id, "VLAN_UNAVAILABLE",
                        f"all VLAN tags {lo}-{hi} on {sw.name} are in use")
+
+
+def _card_port(record: NodeRecord, iface_id: str) -> str | None:
+    """The card port an interface of a card node is on: the port its component_id names,
+    else the card's i-th port for the node's i-th interface."""
+    card = record.component
+    iface = record.interfaces[iface_id]
+    if iface.port:
+        return {p.component_id.lower(): p.name for p in card.ports}.get(iface.port.lower())
+    index = list(record.interfaces).index(iface_id)
+    return card.ports[index].name if index < len(card.ports) else None

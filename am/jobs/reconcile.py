@@ -25,7 +25,6 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 
 from am import states
 from am.jobs.queue import submit_all
@@ -89,7 +88,7 @@ def _requeue(store: Store, queue, report: ReconcileReport, *, now: datetime | No
     if not ids:
         return
     with store.read() as session:
-        attempts = dict(session.execute(select(Job.id, Job.attempts).where(Job.id.in_(ids))).all())
+        attempts = store.jobs.attempts(session, ids)
     resend: list[int] = []
     for job_id in ids:
         if attempts.get(job_id, 0) >= max_attempts:
@@ -139,15 +138,8 @@ def _fail_sliver(store: Store, session, sliver: Sliver, event: Event, reason: st
 # ---- 2b: slivers waiting for a job that does not exist ----------------------------------------
 def _fail_orphaned_waits(store: Store, report: ReconcileReport, *, now: datetime,
                          grace_s: float) -> None:
-    waiting = sorted(op.value for op in states.TRANSIENT)   # a job works on each of these
-    open_jobs = select(Job.sliver_id).where(Job.state.in_((JobState.QUEUED, JobState.RUNNING)))
     with store.write() as session:
-        stuck = session.scalars(
-            select(Sliver).where(Sliver.allocation_state == Alloc.PROVISIONED.value,
-                                 Sliver.operational_state.in_(waiting),
-                                 Sliver.updated <= now - timedelta(seconds=grace_s),
-                                 Sliver.id.not_in(open_jobs))
-            .with_for_update()).all()
+        stuck = store.jobs.slivers_waiting_without_job(session, now - timedelta(seconds=grace_s))
         for sliver in stuck:
             op = Op(sliver.operational_state)
             event = states.OP_STATES[op].failed_by
@@ -161,14 +153,10 @@ def _fail_orphaned_waits(store: Store, report: ReconcileReport, *, now: datetime
 def _check_substrate(store: Store, kind: str, driver, report: ReconcileReport) -> None:
     on_substrate = [op.value for op in _ON_SUBSTRATE]
     with store.read() as session:
-        expected = set(session.scalars(
-            select(Sliver.urn).where(Sliver.driver == kind,
-                                     Sliver.allocation_state == Alloc.PROVISIONED.value,
-                                     Sliver.operational_state.in_(on_substrate))))
+        expected = store.slices.urns_in(session, kind, Alloc.PROVISIONED, on_substrate)
     observed = driver.observed()
     with store.read() as session:
-        owned = set(session.scalars(
-            select(Sliver.urn).where(Sliver.allocation_state != Alloc.UNALLOCATED.value)))
+        owned = store.slices.allocated_urns(session)
     seen = {o.sliver_urn for o in observed if o.sliver_urn}
     for urn in sorted(expected - seen):
         _mark_lost(store, urn, report)
@@ -192,7 +180,7 @@ def _check_substrate(store: Store, kind: str, driver, report: ReconcileReport) -
 def _mark_lost(store: Store, urn: str, report: ReconcileReport,
                reason: str = "the substrate no longer has this sliver") -> None:
     with store.write() as session:
-        sliver = session.scalars(select(Sliver).where(Sliver.urn == urn).with_for_update()).first()
+        sliver = store.slices.lock_by_urn(session, urn)
         if sliver is None:
             return
         state = states.as_state(sliver.allocation_state, sliver.operational_state)

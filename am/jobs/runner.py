@@ -26,12 +26,12 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import DBAPIError
 
 from am import states
 from am.states import Event, Op
-from am.store import Job, JobState, Slice, Sliver, SliverLease, Store, pending, spec_from_dict, utcnow
+from am.store import JobState, Sliver, Store, pending, spec_from_dict, utcnow
+from am.store.jobs import IllegalJobTransition, Jobs
 from am.store.retry import retry_transient, transient_cause
 from drivers.base import DriverError, OperationalState, ProvisionResult, SliverSpec
 from drivers.routesync import ROUTES_OPTION, RouteError, parse_routes_option
@@ -215,23 +215,20 @@ def _claim(store: Store, job_id: int, worker_id: str, lease_s: float) -> tuple[H
     The job row is updated first: on PostgreSQL that waits for (and then sees) a concurrent
     worker finishing the same job, whose outcome and lease release commit together."""
     with store.write() as session:
-        conn = session.connection()
-        row = conn.execute(_CLAIM_JOB, {"job": job_id, "owner": worker_id,
-                                        "now": utcnow()}).first()
+        row = store.jobs.claim(session, job_id, worker_id)
         if row is None:
-            if session.scalar(select(Job.id).where(Job.id == job_id)) is None:
+            if not store.jobs.exists(session, job_id):
                 raise JobNotFound(f"no job {job_id}")
             raise _AlreadyFinished
         sliver_id, action, attempts, args = row
         if not store.take_lease(session, sliver_id, worker_id, job_id, lease_s):
-            owner = session.scalar(select(SliverLease.owner)
-                                   .where(SliverLease.sliver_id == sliver_id)) or "?"
+            owner = store.jobs.lease_owner(session, sliver_id) or "?"
             if not _dead_local_owner(owner):
                 raise RetryableJobError(f"sliver {sliver_id} is locked by {owner}")
             store.drop_lease(session, sliver_id, owner)
             if not store.take_lease(session, sliver_id, worker_id, job_id, lease_s):
                 raise RetryableJobError(f"sliver {sliver_id} is locked by another worker")
-        sliver = conn.execute(_SLIVER_FOR_JOB, {"sliver": sliver_id}).one()
+        sliver = store.jobs.sliver_for_job(session, sliver_id)
         spec = spec_from_dict(sliver.spec)
         users = store.user_keys(session, sliver.slice_id)
         claimed = _Claimed(
@@ -358,8 +355,7 @@ def _release_handle(driver, facts: dict) -> None:
         log.warning("releasing %s failed: %s", handle, exc)
 
 
-def _locked_sliver(session, sliver_id: int) -> Sliver:
-    return session.scalars(_LOCK_SLIVER, {"sliver": sliver_id}).one()
+_locked_sliver = Jobs.lock_sliver
 
 
 @contextlib.contextmanager
@@ -551,53 +547,8 @@ def _finish(store: Store, job_id: int, *, lease: HeldLease, failed: bool = False
         _mark(session, job_id, JobState.FAILED if failed else JobState.DONE, error or note)
 
 
-_KEEP = object()
-
-
-class IllegalJobTransition(RuntimeError):
-    """A job state write that `am.states.JOB_TRANSITIONS` does not allow (e.g. reopening a
-    finished job)."""
-
-
-def _mark(session, job_id: int, state: str, error: str = "", *, lease_owner=_KEEP) -> None:
-    """Set the job's state (one prepared UPDATE, no ORM load), guarded by the job table: the
-    UPDATE only matches a row in a state that may move to `state`."""
-    params = {"job": job_id, "state": state, "error": error, "now": utcnow()}
-    if lease_owner is _KEEP:
-        result = session.connection().execute(_MARK_JOB[state], params)
-    else:
-        result = session.connection().execute(_MARK_JOB_OWNER[state],
-                                              {**params, "owner": lease_owner})
-    if result.rowcount != 1:
-        raise IllegalJobTransition(f"job {job_id} cannot become {state} from where it is")
-
-
-# The job body's statements, built once and on the tables (Core), not the mapped classes:
-# constructing a statement and going through the ORM's statement layer cost more CPU than
-# SQLite takes to run them, and a worker runs these hundreds of times a second.
-_JOBS, _SLIVERS, _SLICES = Job.__table__, Sliver.__table__, Slice.__table__
-_CLAIM_JOB = (
-    update(_JOBS).where(_JOBS.c.id == bindparam("job"),
-                        _JOBS.c.state.in_((JobState.QUEUED, JobState.RUNNING)))
-    .values(state=JobState.RUNNING, attempts=_JOBS.c.attempts + 1,
-            lease_owner=bindparam("owner"), heartbeat=bindparam("now"), updated=bindparam("now"))
-    .returning(_JOBS.c.sliver_id, _JOBS.c.action, _JOBS.c.attempts, _JOBS.c.args))
-_SLIVER_FOR_JOB = (
-    select(_SLIVERS.c.spec, _SLIVERS.c.driver, _SLIVERS.c.facts, _SLIVERS.c.allocation_state,
-           _SLIVERS.c.operational_state, _SLIVERS.c.urn, _SLIVERS.c.slice_id,
-           _SLICES.c.shutdown, _SLIVERS.c.pending)
-    .join(_SLICES, _SLICES.c.id == _SLIVERS.c.slice_id)
-    .where(_SLIVERS.c.id == bindparam("sliver")))
-#: new job state -> its UPDATE, matching only a row in a state the job table lets move there
-_MARK_JOB = {new: (update(_JOBS).where(_JOBS.c.id == bindparam("job"),
-                                       _JOBS.c.state.in_(states.job_sources(new)))
-                   .values(state=bindparam("state"), error=bindparam("error"),
-                           heartbeat=bindparam("now"), updated=bindparam("now")))
-             for new in states.JOB_TRANSITIONS}
-_MARK_JOB_OWNER = {new: stmt.values(lease_owner=bindparam("owner"))
-                   for new, stmt in _MARK_JOB.items()}
-_LOCK_SLIVER = (select(Sliver).where(Sliver.id == bindparam("sliver")).with_for_update()
-                .execution_options(populate_existing=True))
+#: the job's state write, guarded by the job state table (IllegalJobTransition otherwise)
+_mark = Jobs.mark
 
 
 def requeue_interrupted(store: Store, *, now: datetime | None = None,
@@ -608,10 +559,7 @@ def requeue_interrupted(store: Store, *, now: datetime | None = None,
     now = now or utcnow()
     ids: list[int] = []
     with store.write() as session:
-        running = session.execute(
-            select(Job, SliverLease).outerjoin(SliverLease, SliverLease.sliver_id == Job.sliver_id)
-            .where(Job.state == JobState.RUNNING)).all()
-        for job, lease in running:
+        for job, lease in store.jobs.running_with_leases(session):
             dead = lease is not None and lease.job_id == job.id and _dead_local_owner(lease.owner)
             if lease is None or lease.expires <= now or lease.job_id != job.id or dead:
                 if dead:   # void now: the retry must not wait lease_s for the lock
@@ -620,9 +568,7 @@ def requeue_interrupted(store: Store, *, now: datetime | None = None,
                 why = "its worker process is gone" if dead else "lease expired"
                 job.error = (job.error + "; " if job.error else "") + f"interrupted: {why}"
                 ids.append(job.id)
-        stale = session.scalars(select(Job).where(
-            Job.state == JobState.QUEUED,
-            Job.updated <= now - timedelta(seconds=queued_grace_s))).all()
+        stale = store.jobs.queued_before(session, now - timedelta(seconds=queued_grace_s))
         ids.extend(j.id for j in stale if j.id not in ids)
     return sorted(ids)
 
@@ -646,5 +592,5 @@ def _dead_local_owner(owner: str) -> bool:
     return False
 
 
-__all__ = ["ACTION_JOBS", "DRIVER_ACTION", "HeldLease", "JobNotFound", "LeaseHeartbeat",
+__all__ = ["ACTION_JOBS", "DRIVER_ACTION", "HeldLease", "IllegalJobTransition", "JobNotFound", "LeaseHeartbeat",
            "RetryableJobError", "requeue_interrupted", "run_job"]

@@ -33,7 +33,6 @@ from datetime import datetime, timedelta
 from functools import partial, wraps
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -905,16 +904,10 @@ class Aggregate:
         jobs: list[int] = []
         expired: list[str] = []
         with self._db(), self.store.write() as session:
-            query = (select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
-                                          Sliver.expires <= now)
-                     .order_by(Sliver.id).with_for_update(skip_locked=True))
-            rows = list(session.scalars(query))
+            rows = self.store.slices.expired(session, now)
             jobs.extend(self._unallocate_all(session, rows, Event.EXPIRE))
             expired.extend(row.urn for row in rows)
-            for row in session.scalars(
-                    select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
-                                         Sliver.pending_until <= now)
-                    .order_by(Sliver.id).with_for_update(skip_locked=True)):
+            for row in self.store.slices.pending_expired(session, now):
                 pending.revert(session, self.store, row)   # an Update never provisioned
             jobs.extend(self._start_windows(session, now))
             self.store.retire_empty_slices(session)
@@ -926,10 +919,7 @@ class Aggregate:
         on, and those allocated with geniam_auto_provision are provisioned (jobs returned)."""
         jobs: list[int] = []
         start = self.settings.start_on_provision
-        for row in session.scalars(
-                select(Sliver).where(Sliver.waiting.is_(True), Sliver.starts <= now,
-                                     Sliver.allocation_state != Alloc.UNALLOCATED.value)
-                .order_by(Sliver.component_id, Sliver.id).with_for_update(skip_locked=True)):
+        for row in self.store.slices.windows_started(session, now):
             self.store.start_waiting(session, row)
             if row.auto_provision and not row.slice.shutdown:
                 self.store.transition(session, row, Event.PROVISION)

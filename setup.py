@@ -34,6 +34,7 @@ setup(
         "prometheus_client>=0.20",
         "tomli-w>=1.0",              # the default site writes its inventory (TOML)
         "matplotlib>=3.8",           # geni-am client calendar --png
+        "graphviz>=0.20",            # dashboard topology layout (runs Graphviz's dot, apt graphviz)
         # Xen hosts through libvirt (builds against Debian's libvirt-dev; test:///default in tests)
         "libvirt-python>=9",
     ],

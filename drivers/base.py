@@ -108,6 +108,35 @@ class PortRef:
 
 
 @dataclass(frozen=True)
+class EdgePort:
+    """A port wired to another aggregate (GENI stitching): the inter-site circuit leaves here.
+
+    Stitched links reach it on a VLAN of `vlan_range`; its data plane is an Open vSwitch bridge
+    (`ovs_db`, `bridge`, the port `port` on it; vswitchd in namespace `netns` when not the root
+    one): a node's interface joins the bridge and its packets leave the port tagged (OVS
+    push/pop VLAN, no kernel 802.1Q needed). docs/stitching.md.
+    """
+
+    name: str
+    component_id: str          # node URN of the host or switch the port is on
+    port: str                  # its name on the bridge
+    interface_id: str          # this port's URN (the stitching hop's link id)
+    remote_aggregate: str      # the peer aggregate's URN
+    remote_port: str           # the peer's port URN at the other end of the circuit
+    vlan_range: tuple[int, int]
+    capacity_kbps: int | None = None
+    mtu: int = 1500
+    ovs_db: str | None = None
+    bridge: str | None = None
+    netns: str | None = None
+
+    def data_plane(self) -> dict[str, str | None]:
+        """What a driver needs to plug a node's interface into this edge."""
+        return {"edge": self.name, "edge_port": self.port, "ovs_db": self.ovs_db,
+                "bridge": self.bridge, "netns": self.netns}
+
+
+@dataclass(frozen=True)
 class SiteLink:
     """Physical wiring between two component ports (host eth1 <-> switch port 3).
 
@@ -185,6 +214,17 @@ class Capabilities:
     first_state: OperationalState = OperationalState.NOTREADY
     routes: bool = False                     # check_routes / set_routes: route changes of routers
     images: bool = False                     # create_image: snapshots of a sliver's filesystem
+    #: the RSpec link properties its links honour (LINK_PROPERTIES); a link asking for any
+    #: other is refused with UNSUPPORTED at admission, never ignored. Empty: shapes nothing.
+    link_properties: tuple[str, ...] = ()
+
+
+#: RSpec link `<property>` attributes a link sliver may ask for, as the advertisement names
+#: them (`geniam:component link_shaping`): capacity in kbit/s, latency in ms, loss a fraction.
+LINK_CAPACITY = "capacity"
+LINK_LATENCY = "latency"
+LINK_LOSS = "packet_loss"
+LINK_PROPERTIES: tuple[str, ...] = (LINK_CAPACITY, LINK_LATENCY, LINK_LOSS)
 
 
 @dataclass(frozen=True)
@@ -408,6 +448,24 @@ def check_capacity(comp: Component, admission: Admission, usage: Usage, *,
     return admission
 
 
+def unshapeable(spec: SliverSpec, comp: Component, shaping: Sequence[str]) -> str | None:
+    """Why the link sliver `spec` cannot go on `comp`, which shapes only `shaping`: the first
+    property it asks for (a non-zero value) that `comp` cannot honour, named with the link and
+    the component; None when it asks for nothing more than `comp` shapes."""
+    link = spec.link
+    if link is None:
+        return None
+    asked = ((LINK_CAPACITY, link.capacity_kbps, "{:g} kbit/s capacity"),
+             (LINK_LATENCY, link.latency_ms, "{:g} ms latency"),
+             (LINK_LOSS, link.packet_loss, "{:g} packet loss"))
+    for prop, value, shown in asked:
+        if value and prop not in shaping:
+            can = ", ".join(shaping) if shaping else "no link property"
+            return (f"link {spec.client_id} asks for {shown.format(value)}; component "
+                    f"{comp.component_id} ({comp.name}) cannot shape {prop} (it shapes: {can})")
+    return None
+
+
 def _shown(resource: str, cpu_unit: str):
     """How a refusal shows amounts of `resource`: (format, unit); milli-cores as cores."""
     if resource == CPU_MILLI:
@@ -450,6 +508,9 @@ class SubstrateDriver(ABC):
 
     #: How refusals name CPU amounts of this driver's components ("cores", "vCPUs").
     cpu_unit: ClassVar[str] = "cpu"
+    #: Why its links shape no more than they do, added to a refusal of a link property
+    #: (e.g. "this kernel has no netem qdisc").
+    shaping_note: ClassVar[str] = ""
 
     def admit(self, spec: SliverSpec, usage: Usage) -> Admission:
         """Pure admission, the same steps for every driver: find the component (BADARGS if it
@@ -465,10 +526,21 @@ class SubstrateDriver(ABC):
                 normalise_all(spec.routes)
             except RouteError as exc:
                 return Admission.refuse(f"node {spec.client_id}: {exc}", Refusal.BADARGS)
+        if spec.kind is ResourceKind.LINK and spec.link is not None:
+            problem = unshapeable(spec, comp, self.link_shaping(comp))
+            if problem:
+                note = f": {self.shaping_note}" if self.shaping_note else ""
+                return Admission.refuse(problem + note, Refusal.UNSUPPORTED)
         admission = self.admit_component(comp, spec, usage)
         if not admission.ok:
             return admission
         return check_capacity(comp, admission, usage, cpu_unit=self.cpu_unit)
+
+    def link_shaping(self, comp: Component) -> tuple[str, ...]:
+        """The link properties links on `comp` honour (advertised as `link_shaping`, checked
+        by `admit`): the declared `Capabilities.link_properties`, unless a driver knows better
+        per component (a host without netem, say)."""
+        return tuple(self.capabilities.link_properties)
 
     def admit_component(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
         """The driver's own admission of `spec` on its component `comp` (found already): what

@@ -16,6 +16,7 @@ arm it for worker processes that are already running.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from drivers.base import (
     Action,
     Admission,
     Capabilities,
+    LINK_PROPERTIES,
     Component,
     ComponentPort,
     DiskImage,
@@ -100,6 +102,9 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "switch_name": "fake-switch",
     "link_kbps": 1_000_000,
     "vlan_range": [100, 4094],
+    # the link properties its links honour: by default what this kernel can shape (capacity,
+    # no netem); a test of a netem-capable site adds "latency" and "packet_loss"
+    "link_properties": ["capacity"],
 }
 
 
@@ -117,6 +122,8 @@ class FakeDriver(SubstrateDriver):
         super().__init__(config, components, authority=authority)
         self.settings = _validate_config(config)
         s = self.settings
+        self.capabilities = dataclasses.replace(type(self).capabilities,
+                                                link_properties=s["link_properties"])
         self._rng = random.Random(s["seed"])
         self._rng_lock = threading.Lock()
         if s["state_dir"]:
@@ -252,7 +259,7 @@ class FakeDriver(SubstrateDriver):
         link = spec.link
         if link is None:
             return Admission.refuse("link sliver without a link spec", "BADARGS")
-        if link.mode in ("veth", "bridge"):
+        if link.mode in ("veth", "bridge", "stitch"):
             if comp.isolation is IsolationClass.FLOWSPACE:
                 return Admission.refuse(f"{link.mode} links live on a host, not on {comp.component_id}",
                                         "UNSUPPORTED")
@@ -521,6 +528,12 @@ def _validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
             raise InventoryError("must be a non-empty string", table=table, key=key)
     if s["state_dir"] is not None and not isinstance(s["state_dir"], str):
         raise InventoryError("must be a path string", table=table, key="state_dir")
+    props = s["link_properties"]
+    if not isinstance(props, (list, tuple)) or any(p not in LINK_PROPERTIES for p in props):
+        raise InventoryError(f"must be a list of link properties among "
+                             f"{', '.join(LINK_PROPERTIES)}, not {props!r}", table=table,
+                             key="link_properties")
+    s["link_properties"] = tuple(dict.fromkeys(props))
     for key in ("switch", "exclusive_ok"):
         if s[key] is not None and not isinstance(s[key], bool):
             raise InventoryError("must be true or false", table=table, key=key)

@@ -243,6 +243,14 @@ def routes(netns: str | None) -> list[dict]:
 
 # ---- traffic control --------------------------------------------------------------------------
 
+#: What tc shapes on a veth or tap with this kernel: capacity (tbf). It has no netem qdisc and
+#: no police action (checked with `tc qdisc add ... netem` on this host), so link latency and
+#: packet loss cannot be emulated; the drivers built on this module refuse them.
+TC_LINK_PROPERTIES = ("capacity",)
+NO_NETEM = ("this kernel has no netem qdisc and no tc police action, so link latency and "
+            "packet loss cannot be emulated here; only capacity (tc tbf) is enforced")
+
+
 def tbf_replace(netns: str | None, dev: str, kbps: int, *, latency_ms: int = 50) -> None:
     """Shape `dev`'s egress to `kbps` kbit/s with a token bucket.
 
@@ -270,7 +278,7 @@ def qdisc_kind(netns: str | None, dev: str) -> str | None:
 
 
 __all__ = [
-    "HostNetError", "IFNAMSIZ", "LinkInfo", "addr_list", "addr_replace", "bridge_add",
+    "HostNetError", "IFNAMSIZ", "NO_NETEM", "TC_LINK_PROPERTIES", "LinkInfo", "addr_list", "addr_replace", "bridge_add",
     "find_link", "link_delete", "link_move", "link_set", "links", "missing_tools", "netns_add",
     "netns_delete", "netns_exec_argv", "netns_exists", "netns_list", "netns_pids", "qdisc_kind",
     "root_qdisc_delete", "route_replace", "routes", "run", "sysctl_get", "sysctl_set", "tbf_replace", "veth_add",

@@ -35,6 +35,8 @@ COMPONENT_KEYS = frozenset({
     "capacity", "ports", "exclusive_ok", "dpid", "location", "vlan_range", "disk_images", "extra",
 })
 LINK_KEYS = frozenset({"name", "ends", "capacity_kbps"})
+EDGE_KEYS = frozenset({"name", "component", "port", "remote_aggregate", "remote_port",
+                       "vlan_range", "capacity_kbps", "mtu", "ovs_db", "bridge", "netns"})
 PORT_KEYS = frozenset({"name", "num", "capacity_kbps"})
 LOCATION_KEYS = frozenset({"country", "latitude", "longitude"})
 IMAGE_KEYS = frozenset({"name", "os", "version", "description", "default"})
@@ -85,6 +87,25 @@ class LinkDecl:
 
 
 @dataclass(frozen=True)
+class EdgeDecl:
+    """An `[[edges]]` entry: a port wired to another aggregate (stitching), before its
+    component name is resolved."""
+
+    name: str
+    component: str
+    port: str
+    remote_aggregate: str
+    remote_port: str
+    vlan_range: tuple[int, int]
+    capacity_kbps: int | None
+    mtu: int
+    ovs_db: str | None
+    bridge: str | None
+    netns: str | None
+    table: str
+
+
+@dataclass(frozen=True)
 class InventoryFile:
     path: str | None
     site_name: str
@@ -92,6 +113,7 @@ class InventoryFile:
     drivers: Mapping[str, Mapping[str, Any]]                       # kind -> [drivers.<kind>]
     components: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)  # kind -> tables
     links: tuple[LinkDecl, ...] = ()
+    edges: tuple[EdgeDecl, ...] = ()
 
     def driver_kinds(self) -> list[str]:
         """Every driver kind the file uses, in first-mention order."""
@@ -123,11 +145,11 @@ def parse_inventory(text: str, *, path: str | None = None,
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InventoryError(f"not valid TOML: {exc}", file=path) from None
-    unknown = set(data) - {"site", "drivers", "components", "links"}
+    unknown = set(data) - {"site", "drivers", "components", "links", "edges"}
     if unknown:
         key = sorted(unknown)[0]
         raise InventoryError("unknown top-level table or key (expected site, drivers, components, "
-                             "links)", file=path, key=key)
+                             "links, edges)", file=path, key=key)
 
     site = _table(data.get("site", {}), "site", None)
     _no_unknown(site, SITE_KEYS, "site")
@@ -169,8 +191,49 @@ def parse_inventory(text: str, *, path: str | None = None,
             raise InventoryError(f"duplicate link name {link.name!r} (also {seen[link.name]})",
                                  table=link.table, key="name")
         seen[link.name] = link.table
+    edges_raw = data.get("edges", [])
+    if not isinstance(edges_raw, list):
+        raise InventoryError("must be an array of tables ([[edges]])", key="edges")
+    edges = tuple(_validate_edge(_table(raw, f"edges[{i}]", None), f"edges[{i}]")
+                  for i, raw in enumerate(edges_raw))
+    for i, edge in enumerate(edges):
+        if edge.name.lower() in {e.name.lower() for e in edges[:i]}:
+            raise InventoryError(f"duplicate edge name {edge.name!r}", table=edge.table,
+                                 key="name")
     return InventoryFile(path=path, site_name=site_name, authority=authority, drivers=drivers,
-                         components={k: tuple(v) for k, v in by_kind.items()}, links=links)
+                         components={k: tuple(v) for k, v in by_kind.items()}, links=links,
+                         edges=edges)
+
+
+def _validate_edge(raw: Mapping[str, Any], table: str) -> EdgeDecl:
+    _no_unknown(raw, EDGE_KEYS, table)
+    strings = {k: _req_str(raw, k, table)
+               for k in ("component", "port", "remote_aggregate", "remote_port")}
+    for key in ("remote_aggregate", "remote_port"):
+        if not strings[key].lower().startswith("urn:publicid:idn+"):
+            raise InventoryError(f"{strings[key]!r} is not a URN (urn:publicid:IDN+...)",
+                                 table=table, key=key)
+    if "vlan_range" not in raw:
+        raise InventoryError("missing (the VLAN tags the circuit carries, [first, last])",
+                             table=table, key="vlan_range")
+    vlans = parse_vlan_range(raw["vlan_range"], table, "vlan_range")
+    cap = raw.get("capacity_kbps")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0):
+        raise InventoryError(f"must be a positive integer (kbit/s), not {cap!r}", table=table,
+                             key="capacity_kbps")
+    mtu = raw.get("mtu", 1500)
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 9216:
+        raise InventoryError(f"must be a whole number from 576 to 9216, not {mtu!r}",
+                             table=table, key="mtu")
+    optional = {k: _opt_str(raw, k, table) for k in ("ovs_db", "bridge", "netns")}
+    if (optional["ovs_db"] is None) != (optional["bridge"] is None):
+        raise InventoryError("give both ovs_db and bridge (the edge's Open vSwitch), or neither",
+                             table=table, key="bridge" if optional["bridge"] is None else "ovs_db")
+    name = raw.get("name") or f"{strings['component']}:{strings['port']}"
+    if not isinstance(name, str):
+        raise InventoryError("must be a string", table=table, key="name")
+    return EdgeDecl(name=name, vlan_range=vlans, capacity_kbps=cap, mtu=mtu, table=table,
+                    **strings, **optional)
 
 
 def _validate_component(raw: Mapping[str, Any], table: str,

@@ -14,7 +14,14 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from drivers.base import SLIVER_TYPE_ALIASES, Component, PortRef, SiteLink, SubstrateDriver
+from drivers.base import (
+    SLIVER_TYPE_ALIASES,
+    Component,
+    EdgePort,
+    PortRef,
+    SiteLink,
+    SubstrateDriver,
+)
 from drivers.inventory import (
     InventoryError,
     InventoryFile,
@@ -53,11 +60,18 @@ class Site:
     """All drivers of this AM, their components and the physical links between them."""
 
     def __init__(self, drivers: Mapping[str, SubstrateDriver], *, authority: str,
-                 name: str = "geni-am", links: Iterable[SiteLink] = ()):
+                 name: str = "geni-am", links: Iterable[SiteLink] = (),
+                 edges: Iterable[EdgePort] = ()):
         self.drivers: dict[str, SubstrateDriver] = dict(drivers)
         self.authority = authority
         self.name = name
         self._declared_links = list(links)
+        self.edges: list[EdgePort] = list(edges)     # ports wired to other aggregates
+
+    def edge(self, interface_id: str) -> EdgePort | None:
+        """The edge port with this URN (a stitching hop's link id), if any."""
+        key = interface_id.strip().lower()
+        return next((e for e in self.edges if e.interface_id.lower() == key), None)
 
     # ---- components --------------------------------------------------------------------------
     @cached_property
@@ -194,12 +208,14 @@ def load_site(inventory_path: str | None, *, authority: str, fake_nodes: int = 0
             except InventoryError as exc:
                 raise exc.in_file(inv.path) if inv.path else exc from None
         site = Site(drivers, authority=authority, name=inv.site_name,
-                    links=_resolve_links(inv, drivers, authority))
+                    links=_resolve_links(inv, drivers, authority),
+                    edges=_resolve_edges(inv, authority))
         try:
             site.components   # validate now: duplicate URNs surface at start-up, not later
         except InventoryError as exc:
             raise exc.in_file(inv.path) if inv.path else exc from None
         _check_link_ports(inv, site)
+        _check_edges(inv, site)
     except BaseException:
         for d in drivers.values():
             d.close()
@@ -217,6 +233,27 @@ def _resolve_links(inv: InventoryFile, drivers: Mapping[str, SubstrateDriver],
         links.append(SiteLink(name=decl.name, ends=(ends[0], ends[1]),
                               capacity_kbps=decl.capacity_kbps))
     return links
+
+
+def _resolve_edges(inv: InventoryFile, authority: str) -> list[EdgePort]:
+    return [EdgePort(name=d.name, component_id=node_urn(authority, d.component), port=d.port,
+                     interface_id=interface_urn(authority, d.component, d.port),
+                     remote_aggregate=d.remote_aggregate, remote_port=d.remote_port,
+                     vlan_range=d.vlan_range, capacity_kbps=d.capacity_kbps, mtu=d.mtu,
+                     ovs_db=d.ovs_db, bridge=d.bridge, netns=d.netns) for d in inv.edges]
+
+
+def _check_edges(inv: InventoryFile, site: Site) -> None:
+    """Each edge names an existing component; one port carries one edge."""
+    used: set[str] = set()
+    for decl, edge in zip(inv.edges, site.edges):
+        if site.component(edge.component_id) is None:
+            raise InventoryError(f"no component named {decl.component!r}", file=inv.path,
+                                 table=decl.table, key="component")
+        if edge.interface_id.lower() in used:
+            raise InventoryError(f"port {decl.component}:{decl.port} is already an edge",
+                                 file=inv.path, table=decl.table, key="port")
+        used.add(edge.interface_id.lower())
 
 
 def _check_link_ports(inv: InventoryFile, site: Site) -> None:

@@ -135,15 +135,22 @@ def build_advertisement(
     opstate: OpstateSpec | Iterable[OpstateSpec] | None = None,
     generated: datetime | None = None, expires: datetime | None = None,
     free: Mapping[str, Mapping[str, float]] | None = None,
+    shaping: Mapping[str, Sequence[str]] | None = None,
+    stitching: str | None = None,
 ) -> str:
     """The advertisement RSpec text (valid against `ad-bundle.xsd`).
 
     `available`: component_id -> available now (missing = available). `available_only`: omit
     unavailable components (the `geni_available` option). `free`: component_id -> resource ->
-    amount left unreserved, advertised next to the capacity.
+    amount left unreserved, advertised next to the capacity. `shaping`: component_id -> the
+    link properties (capacity latency packet_loss) links on it honour, advertised as
+    `geniam:component link_shaping` (missing: the component carries no links of its own).
+    `stitching`: the top-level `<stitching>` element text (`rspec.stitching.stitching_ad`)
+    when the AM has edge ports.
     """
     available = available or {}
     free = free or {}
+    shaping = shaping or {}
     mgr = attr(am_urn)
     out: list[str] = [_HEADER, f' generated="{timestamp(generated or datetime.now(timezone.utc))}"']
     if expires is not None:
@@ -158,11 +165,15 @@ def build_advertisement(
         if available_only and not now:
             continue
         if is_openflow(comp):
-            _datapath(out, comp, mgr, free.get(comp.component_id, {}))
+            _datapath(out, comp, mgr, free.get(comp.component_id, {}),
+                      shaping.get(comp.component_id))
         else:
-            _node(out, comp, mgr, now, free.get(comp.component_id, {}))
+            _node(out, comp, mgr, now, free.get(comp.component_id, {}),
+                  shaping.get(comp.component_id))
     for link in links:
         _link(out, link, mgr)
+    if stitching:
+        out.append(stitching)
     out.append("</rspec>\n")
     return "".join(out)
 
@@ -187,7 +198,7 @@ def _opstate(out: list[str], spec: OpstateSpec, mgr: str) -> None:
 
 
 def _node(out: list[str], comp: ComponentLike, mgr: str, now: bool,
-          free: Mapping[str, float]) -> None:
+          free: Mapping[str, float], shaping: Sequence[str] | None) -> None:
     exclusive = "true" if comp.exclusive_ok else "false"
     out.append(f'  <node component_id="{attr(comp.component_id)}" component_manager_id="{mgr}" '
                f'component_name="{attr(comp.name)}" exclusive="{exclusive}">\n')
@@ -216,7 +227,7 @@ def _node(out: list[str], comp: ComponentLike, mgr: str, now: bool,
         extras = _port_extras(port)
         out.append(f'>{extras}</interface>\n' if extras else '/>\n')
     out.append(f'    <available now="{"true" if now else "false"}"/>\n')
-    _component_ext(out, comp, free)
+    _component_ext(out, comp, free, shaping)
     out.append('  </node>\n')
 
 
@@ -239,13 +250,13 @@ def _location(tag: str, location: tuple[str, float | None, float | None]) -> str
     return s + '/>'
 
 
-def _component_ext(out: list[str], comp: ComponentLike, free: Mapping[str, float]) -> None:
+def _component_ext(out: list[str], comp: ComponentLike, free: Mapping[str, float],
+                   shaping: Sequence[str] | None) -> None:
     s = [f'    <geniam:component driver="{attr(comp.driver)}" '
          f'isolation="{attr(enum_value(comp.isolation))}"']
     if comp.forwarding_modes:
         modes = " ".join(enum_value(m) for m in comp.forwarding_modes)
         s.append(f' forwarding_modes="{attr(modes)}"')
-    shaping = (comp.extra or {}).get("link_shaping")
     if shaping is not None:     # what its links can honour (the rest is refused, not ignored)
         s.append(f' link_shaping="{attr(" ".join(shaping))}"')
     capacity = comp.capacity or {}
@@ -270,7 +281,8 @@ def _component_ext(out: list[str], comp: ComponentLike, free: Mapping[str, float
         out.append("".join(s) + "/>\n")
 
 
-def _datapath(out: list[str], comp: ComponentLike, mgr: str, free: Mapping[str, float]) -> None:
+def _datapath(out: list[str], comp: ComponentLike, mgr: str, free: Mapping[str, float],
+              shaping: Sequence[str] | None) -> None:
     dpid = comp.dpid or ""
     out.append(f'  <openflow:datapath component_id="{attr(comp.component_id)}" '
                f'component_manager_id="{mgr}" dpid="{attr(dpid)}">\n')
@@ -281,7 +293,7 @@ def _datapath(out: list[str], comp: ComponentLike, mgr: str, free: Mapping[str, 
             continue
         name = f' name="{attr(port.name)}"' if port.name else ""
         out.append(f'    <openflow:port num="{int(port.num)}"{name}/>\n')
-    _component_ext(out, comp, free)
+    _component_ext(out, comp, free, shaping)
     out.append('  </openflow:datapath>\n')
 
 

@@ -19,6 +19,7 @@ from lxml import etree
 from rspec import namespaces as ns
 from rspec.model import IPv4, Login, OpenFlowSliver, RequestLink, RequestNode
 from rspec.serialize import link_element, node_element, openflow_element
+from rspec.stitching import ManifestPath, manifest_stitching
 from rspec.xmltext import timestamp
 
 R = "{%s}" % ns.RSPEC3
@@ -210,8 +211,11 @@ def _link(entry: ManifestLink, facts: dict[str, InterfaceFacts]) -> etree._Eleme
 
 def build_manifest(nodes: Iterable[ManifestNode], links: Iterable[ManifestLink], *,
                    openflow: Iterable[ManifestOpenFlow] = (), foreign_xml: Iterable[str] = (),
-                   expires: datetime | None = None, generated: datetime | None = None) -> str:
-    """The manifest RSpec text. With no entries it is the empty manifest Describe returns."""
+                   expires: datetime | None = None, generated: datetime | None = None,
+                   stitching: Iterable[ManifestPath] = ()) -> str:
+    """The manifest RSpec text. With no entries it is the empty manifest Describe returns.
+    `stitching`: the stitched paths reserved here, written as a `<stitching>` element with
+    the chosen tag on this AM's hops (`rspec.stitching.manifest_stitching`)."""
     nodes = list(nodes)
     facts = {f.client_id: f for n in nodes for f in n.interfaces}
     root = etree.Element(R + "rspec", nsmap=NSMAP)
@@ -240,6 +244,9 @@ def build_manifest(nodes: Iterable[ManifestNode], links: Iterable[ManifestLink],
         if el.tag == R + "link" and el.get("vlantag") is None:
             el.set("vlantag", "")   # the only change: manifest.xsd requires the attribute
         root.append(el)
+    paths = manifest_stitching(stitching, updated=generated)
+    if paths is not None:
+        root.append(paths)
     etree.cleanup_namespaces(root, top_nsmap=NSMAP)
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
             + etree.tostring(root, encoding="unicode") + "\n")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from rspec.stitching import StitchPath
+
 
 class IsolationClass(str, enum.Enum):
     """How strongly a component isolates one sliver from its neighbours (docs/background.md, the isolation table)."""
@@ -140,6 +142,12 @@ class RequestLink:
     shared_vlan: str | None = None             # sharedvlan:link_shared_vlan name
     source_line: int | None = None
     element_xml: str | None = field(default=None, compare=False, repr=False)  # original <link>
+    stitching: StitchPath | None = None        # the <stitching><path> of a stitched link
+
+    @property
+    def stitched(self) -> bool:
+        """A link between aggregates: one with a stitching path."""
+        return self.stitching is not None
 
     @property
     def capacity_kbps(self) -> int | None:

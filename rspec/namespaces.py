@@ -12,6 +12,7 @@ SHARED_VLAN = "http://www.geni.net/resources/rspec/ext/shared-vlan/1"
 SHARED_VLAN_PG = "http://www.protogeni.net/resources/rspec/ext/shared-vlan/1"
 EMULAB = "http://www.protogeni.net/resources/rspec/ext/emulab/1"
 STITCH2 = "http://www.geni.net/resources/rspec/ext/stitch/2/"
+STITCH01 = "http://hpn.east.isi.edu/rspec/ext/stitch/0.1/"   # read in requests too
 GENIAM = "http://geni-am.org/resources/rspec/ext/geniam/1"
 
 SCHEMA_BASE = "http://www.geni.net/resources/rspec/3"
@@ -34,7 +35,8 @@ PREFIXES: dict[str, str] = {
 }
 
 # Extension namespaces this AM understands (for GetVersion).
-UNDERSTOOD_EXTENSIONS: tuple[str, ...] = (OPENFLOW3, OPSTATE, USER, SHARED_VLAN, EMULAB, GENIAM)
+UNDERSTOOD_EXTENSIONS: tuple[str, ...] = (OPENFLOW3, OPSTATE, USER, SHARED_VLAN, EMULAB, GENIAM,
+                                           STITCH2)
 
 
 def q(ns: str, local: str) -> str:

@@ -29,6 +29,7 @@ from rspec.values import (
     check_cidr, check_ip, check_ipv4, check_netmask, parse_bool, parse_float, parse_int,
     split_list,
 )
+from rspec.stitching import STITCH_NAMESPACES, StitchPath, read_paths
 from rspec.xmlsafe import DEFAULT_MAX_BYTES
 
 R = "{%s}" % ns.RSPEC3
@@ -78,6 +79,7 @@ class _RequestReader:
         self.known = None if known_sliver_types is None else set(known_sliver_types)
         self.problems: list[Problem] = []
         self.iface_owner: dict[str, etree._Element] = {}   # interface client_id -> node element
+        self.paths: dict[str, StitchPath] = {}              # stitching path id -> path
 
     # -- helpers -----------------------------------------------------------------------------
     def problem(self, el: etree._Element | None, message: str) -> None:
@@ -98,6 +100,10 @@ class _RequestReader:
         node_els = [c for c in children if c.tag == R + "node"]
         link_els = [c for c in children if c.tag == R + "link"]
         self.index_ids(node_els, link_els)
+        for child in children:
+            if etree.QName(child).namespace in STITCH_NAMESPACES and \
+                    etree.QName(child).localname == "stitching":
+                self.read_stitching(child)
 
         nodes: list[RequestNode] = []
         links: list[RequestLink] = []
@@ -120,8 +126,10 @@ class _RequestReader:
                     foreign.append(_text(child))
                 else:
                     slivers.append(sliver)
+            elif etree.QName(child).namespace in STITCH_NAMESPACES:
+                continue   # the manifest writes the paths this AM reserved (rspec.stitching)
             else:
-                foreign.append(_text(child))   # stitching, unknown extensions: echo unchanged
+                foreign.append(_text(child))   # unknown extensions: echo unchanged
         return Request(nodes=tuple(nodes), links=tuple(links), openflow=tuple(slivers),
                        foreign_xml=tuple(foreign), generated_by=root.get("generated_by"))
 
@@ -305,6 +313,16 @@ class _RequestReader:
         return NodeExtension(isolation=isolation, router=router, forwarding=forwarding,
                              cpu=cpu, memory_mb=memory, routes=tuple(routes))
 
+    # -- stitching ---------------------------------------------------------------------------
+    def read_stitching(self, el: etree._Element) -> None:
+        paths, problems = read_paths(el)
+        for line, message in problems:
+            self.problems.append(Problem(line, "stitching:hop", message))
+        for path in paths:
+            if path.id in self.paths:
+                self.problem(el, f"two stitching paths with id {path.id!r}")
+            self.paths[path.id] = path
+
     # -- links -------------------------------------------------------------------------------
     def link_is_ours(self, el: etree._Element) -> bool:
         managers = [cm.get("name") for cm in el.iterchildren(R + "component_manager")]
@@ -359,6 +377,7 @@ class _RequestReader:
             shared_vlan=shared,
             source_line=el.sourceline,
             element_xml=_text(el),
+            stitching=self.paths.get(cid),
         )
 
     def read_property(self, el: etree._Element, link: str, ends: set[str]) -> LinkProperty:

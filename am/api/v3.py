@@ -36,7 +36,8 @@ class V3:
         self.settings = settings
         self.service = service
         self.authorizer = authorizer
-        self._version = version_v3(settings)
+        stitching = getattr(service, "stitching_version", None)
+        self._version = version_v3(settings, stitching() if callable(stitching) else None)
 
     def table(self, audit: AuditSink | None = None) -> MethodTable:
         return MethodTable("v3", {

@@ -44,7 +44,10 @@ CREDENTIAL_TYPES = [
 ]
 
 
-def version_v3(settings: Settings) -> dict[str, Any]:
+def version_v3(settings: Settings, stitching: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`stitching`: what the AM's edge ports offer (`Aggregate.stitching_version`), when it has
+    any: GetVersion then says the AM stitches (`geniam_stitching`)."""
+    extra = {"geniam_stitching": stitching} if stitching else {}
     return {
         "geni_api": 3,
         "geni_api_versions": api_urls(settings),
@@ -57,6 +60,7 @@ def version_v3(settings: Settings) -> dict[str, Any]:
         "geni_am_type": AM_TYPE,
         "geni_am_code": _am_code(),
         "geni_handles_speaksfor": True,
+        **extra,
     }
 
 

@@ -18,6 +18,7 @@ from am.engine.ledger import Ledger
 from am.engine.links import LinkPlacer, LinkRecord
 from am.engine.nodes import NodePlacer, NodeRecord, with_interfaces
 from am.engine.plan import Placement, PlannedSliver, Refusal
+from am.engine.stitch import place_stitched
 from drivers.base import Usage
 from drivers.registry import Site
 from rspec.model import Request
@@ -65,7 +66,9 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
                              if cid in records and plane.component.extra.get("wires")}}
     links: list[LinkRecord] = []
     for link in request.links:
-        ends = [(owner[ref], ref) for ref in link.interface_refs]
+        # a stitched link's other ends are at other aggregates: only ours are placed here
+        ends = [(owner[ref], ref) for ref in link.interface_refs
+                if not link.stitched or ref in owner]
         missing = [(n, i) for n, i in ends if n not in records]
         if missing:
             if best_effort:
@@ -75,7 +78,10 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
                                         f"link {link.client_id} not placed: its end node {n} "
                                         f"(interface {i}) was not placed"))
             continue
-        result = linker.place(link, ends, ends_on)
+        if link.stitched:
+            result = place_stitched(link, ends, ends_on, site, ledger, slice_urn)
+        else:
+            result = linker.place(link, ends, ends_on)
         if isinstance(result, Refusal):
             refusals.append(result)
         else:
@@ -113,6 +119,13 @@ def _check_request(request: Request) -> list[Refusal]:
             owner[iface.client_id] = node.client_id
     used: dict[str, str] = {}
     for link in request.links:
+        if link.stitched:   # its other ends are beyond the edge port (am.engine.stitch)
+            for ref in (r for r in link.interface_refs if r in owner):
+                if ref in used:
+                    out.append(Refusal(link.client_id, "BADARGS",
+                                       f"interface {ref!r} is already on link {used[ref]}"))
+                used.setdefault(ref, link.client_id)
+            continue
         for ref in link.interface_refs:
             if ref not in owner:
                 out.append(Refusal(link.client_id, "BADARGS",

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import DBAPIError
 
 from am import states
+from am.service import hybrid
 from am.states import Event, Op
 from am.store import JobState, Sliver, Store, pending, spec_from_dict, utcnow
 from am.store.jobs import IllegalJobTransition, Jobs
@@ -271,6 +272,7 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
     try:
         if action == "provision":
             result = driver.provision(spec)
+            hybrid.plug_control_plane(store, site, spec)   # a hybrid router's CPU port
             if _provisioned(store, job_id, result, then_start=bool(job_args.get("start")),
                             lease=lease, known=state, facts=facts):
                 # start_on_provision: the provision half is committed first (Status shows

@@ -50,6 +50,7 @@ from am.service.contract import (
     SliverInfo,
     StatusResult,
 )
+from am.engine.stitch import STITCH_MODE
 from am.service.manifests import manifest_for
 from am.states import Alloc, Event, IllegalTransition, Op
 from am.store import (
@@ -64,6 +65,7 @@ from am.store import (
     spec_to_dict,
     utcnow,
 )
+from am.store import stitch_tags
 from am.store.store import WindowConflict
 from am.store.retry import retrying, transient_cause
 from credentials.errors import URNError
@@ -264,6 +266,7 @@ class Aggregate:
         from rspec.advertisement import AdLink, build_advertisement, default_opstate
         free: dict[str, dict[str, float]] = {}
         available: dict[str, bool] = {}
+        shaping: dict[str, tuple[str, ...]] = {}
         for comp in comps:
             used = usage.get(comp.component_id)
             free[comp.component_id] = {r: max(0.0, c - (used.used.get(r, 0.0) if used else 0.0))
@@ -271,13 +274,51 @@ class Aggregate:
             driver = self.site.drivers.get(comp.driver)
             # each driver decides from every resource its component has (slots, tables, ...)
             available[comp.component_id] = driver is not None and driver.available(comp, used)
+            if driver is not None and (driver.capabilities.links or driver.link_shaping(comp)):
+                shaping[comp.component_id] = driver.link_shaping(comp)   # what links honour
         links = [AdLink(component_id=f"urn:publicid:IDN+{self.settings.authority}+link+{l.name}",
                         name=l.name, interface_refs=tuple(e.interface_id for e in l.ends),
                         capacity_kbps=l.capacity_kbps) for l in self.site.links]
         return build_advertisement(comps, am_urn=self.am_urn, available=available,
                                    available_only=available_only, links=links,
                                    opstate=default_opstate(sorted(self.site.sliver_types())),
-                                   free=free)
+                                   free=free, shaping=shaping,
+                                   stitching=self._stitching_ad(usage, available_only))
+
+    # ---- stitching (docs/stitching.md) ------------------------------------------------------
+    def _stitching_ad(self, usage: Mapping[str, Usage], available_only: bool) -> str | None:
+        """The advertisement's `<stitching>`: this aggregate and its edge ports, each with its
+        VLAN range (only the tags free now when `available_only`)."""
+        from am.engine.ledger import Ledger
+        from am.engine.stitch import stitched_tags
+        from rspec.stitching import EdgeAd, stitching_ad
+        if not self.site.edges:
+            return None
+        ledger = Ledger(usage, "")
+        ads = []
+        for edge in self.site.edges:
+            vlans = frozenset(range(edge.vlan_range[0], edge.vlan_range[1] + 1))
+            comp = self.site.component(edge.component_id)
+            if available_only and comp is not None:
+                vlans -= set(stitched_tags(ledger, comp, edge))
+            ads.append(EdgeAd(port_id=edge.interface_id, remote_port_id=edge.remote_port,
+                              vlans=vlans, capacity_kbps=edge.capacity_kbps, mtu=edge.mtu,
+                              node_id=edge.component_id))
+        return stitching_ad(self.am_urn, self.settings.effective_public_url, ads)
+
+    def stitching_version(self) -> dict | None:
+        """GetVersion's `geniam_stitching`: what this AM's edge ports offer (None: it has none,
+        so it does not stitch)."""
+        from rspec import namespaces
+        from rspec.stitching import STITCHING_MODE
+        if not self.site.edges:
+            return None
+        return {"namespace": namespaces.STITCH2, "stitchingmode": STITCHING_MODE,
+                "vlan_negotiation": True, "vlan_translation": False,
+                "edge_ports": [{"port": e.interface_id, "remote_aggregate": e.remote_aggregate,
+                                "remote_port": e.remote_port,
+                                "vlan_range": f"{e.vlan_range[0]}-{e.vlan_range[1]}"}
+                               for e in self.site.edges]}
 
     # ---- calendar and find-slot (extensions) ------------------------------------------------
     def calendar(self, start: datetime | None, hours: int) -> dict:
@@ -542,6 +583,10 @@ class Aggregate:
         session.add(row)
         self.store.transition(session, row, Event.ALLOCATE)
         self.store.reserve(session, row, planned.demand, planned.claims, now=self.clock())
+        if spec.link is not None and spec.link.mode == STITCH_MODE:
+            # the tag on every local hop of its path, racing like any claim
+            stitch_tags.claim(session, row, [(h[0], h[1]) for h in spec.params.get("hops", ())],
+                              spec.link.vlan_tag)
         return row
 
     def _parse(self, request_xml: str):
@@ -868,6 +913,7 @@ class Aggregate:
         provisioned = [r.id for r in rows if r.allocation_state == Alloc.PROVISIONED.value]
         self.store.transition_many(session, rows, event)
         self.store.release_many(session, rows)
+        stitch_tags.release(session, [r.id for r in rows if r.kind == "link"])
         return self.store.add_jobs(session, provisioned, "delete")
 
     # ---- Shutdown ---------------------------------------------------------------------------

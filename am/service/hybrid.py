@@ -6,6 +6,8 @@ params: the control sliver's `forwarding_sliver` names its forwarding sliver and
 forwarding sliver's `control_sliver` names its control plane. An operation that names only the
 router's (control) sliver URN — Provision, PerformOperationalAction, Delete — also acts on its
 forwarding sliver, so a route change reaches the plane that forwards and Delete frees the slot.
+Once both halves are provisioned the control plane is plugged into the plane's CPU port
+(`plug_control_plane`, called by the provision job).
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from am.store import Sliver, Store
+from drivers.base import SliverSpec
+
+from am.store import Sliver, Store, spec_from_dict
 from am.store.codec import stored_param
 
 
@@ -30,4 +34,37 @@ def with_forwarding_slivers(store: Store, session: Session, rows: list[Sliver],
     return sorted([*rows, *more], key=lambda r: r.id)
 
 
-__all__ = ["with_forwarding_slivers"]
+def plug_control_plane(store: Store, site, spec: SliverSpec) -> bool:
+    """After a provision of either half of a hybrid router: plug the control plane into its
+    forwarding plane's CPU port (a NetFPGA slot's), so packets the plane punts to software
+    reach the control-plane guest. The two halves are provisioned by separate jobs in any
+    order; each job tries once its own half is done, so the later of the two plugs it (both
+    may: plugging is idempotent). True when the port was plugged now."""
+    control_urn = spec.params.get("control_sliver")
+    forwarding_urn = spec.params.get("forwarding_sliver")
+    partner = control_urn or forwarding_urn
+    if not isinstance(partner, str):
+        return False
+    with store.read() as session:
+        rows = store.slivers_by_urn(session, [partner])
+        if not rows:
+            return False
+        other = (spec_from_dict(rows[0].spec), rows[0].driver)
+    if control_urn:
+        (cspec, ckind), fspec, fkind = other, spec, _driver_kind(site, spec)
+    else:
+        (fspec, fkind), cspec, ckind = other, spec, _driver_kind(site, spec)
+    port_of = getattr(site.drivers.get(fkind), "control_port", None)
+    plug = getattr(site.drivers.get(ckind), "plug_control_port", None)
+    if port_of is None or plug is None:
+        return False
+    wire = port_of(fspec)
+    return bool(wire) and plug(cspec, wire)
+
+
+def _driver_kind(site, spec: SliverSpec) -> str | None:
+    comp = site.component(spec.component_id)
+    return comp.driver if comp is not None else None
+
+
+__all__ = ["plug_control_plane", "with_forwarding_slivers"]

@@ -16,6 +16,7 @@ from rspec.manifest import (
     build_manifest,
 )
 from rspec.model import Login
+from rspec.stitching import ManifestPath
 
 
 def manifest_for(slivers: Iterable[Sliver], *, am_urn: str, users: Sequence[UserKeys] = (),
@@ -25,6 +26,7 @@ def manifest_for(slivers: Iterable[Sliver], *, am_urn: str, users: Sequence[User
     nodes: list[ManifestNode] = []
     links: list[ManifestLink] = []
     flows: list[ManifestOpenFlow] = []
+    paths: list[ManifestPath] = []
     for row in slivers:
         spec = spec_from_dict(row.spec)
         facts = row.facts or {}
@@ -47,6 +49,11 @@ def manifest_for(slivers: Iterable[Sliver], *, am_urn: str, users: Sequence[User
                             for u in users) if provisioned else (),
                 sliver_type=spec.sliver_type, disk_image=spec.disk_image, state=state))
         elif spec.kind is ResourceKind.LINK:
+            if spec.link is not None and spec.link.vlan_tag is not None \
+                    and spec.params.get("path_xml"):   # stitched: its path, with the tag chosen
+                paths.append(ManifestPath(spec.params["path_xml"],
+                                          tuple(h[1] for h in spec.params.get("hops", ())),
+                                          spec.link.vlan_tag))
             links.append(ManifestLink(
                 client_id=row.client_id, sliver_id=row.urn,
                 vlantag=spec.link.vlan_tag if spec.link else None,
@@ -54,4 +61,5 @@ def manifest_for(slivers: Iterable[Sliver], *, am_urn: str, users: Sequence[User
         else:
             flows.append(ManifestOpenFlow(sliver_id=row.urn, request=spec.openflow,
                                           element_xml=row.element_xml or None, state=state))
-    return build_manifest(nodes, links, openflow=flows, foreign_xml=foreign_xml, expires=expires)
+    return build_manifest(nodes, links, openflow=flows, foreign_xml=foreign_xml, expires=expires,
+                          stitching=paths)

@@ -22,9 +22,11 @@ from am.store.store import (
     slice_key,
 )
 from am.store.types import utcnow
+from am.store import stitch_tags  # its table joins the metadata
 
 __all__ = [
     "AuditEntry", "AuditRecord", "Capacity", "Claim", "CodecError", "Job", "JobState",
     "Reservation", "ReservationConflict", "Slice", "Sliver", "SliverLease", "Store", "StoreError",
-    "StoreURLError", "UserKey", "open_store", "slice_key", "spec_from_dict", "spec_to_dict", "utcnow",
+    "StoreURLError", "UserKey", "open_store", "slice_key", "spec_from_dict", "spec_to_dict",
+    "stitch_tags", "utcnow",
 ]

@@ -244,12 +244,16 @@ class CardProcess:
         it) gets a new cable: the pair is made again and put back on its OpenFlow port."""
         n = self.names
         present = {li.name for li in hostnet.links(n.netns)}
-        for p in range(self.card.geometry.ports):
-            if n.inner(p) not in present:
-                self._veth(n.inner(p), n.wire(p))
-                self.ovs.vsctl("--", "--if-exists", "del-port", n.bridge, n.inner(p), "--",
-                               "add-port", n.bridge, n.inner(p), "--", "set", "interface",
-                               n.inner(p), f"ofport_request={port_ofport(p)}")
+        mac0 = self.state.port_macs[0] if self.state else None
+        lost = [(n.inner(p), n.wire(p), port_ofport(p), None)
+                for p in range(self.card.geometry.ports) if n.inner(p) not in present]
+        lost += [(n.cpu(s), n.control(s), cpu_ofport(s), cpu_macs(mac0, s)[1] if mac0 else None)
+                 for s in range(self.card.geometry.slots) if n.cpu(s) not in present]
+        for inner, outer, num, mac in lost:      # a control plane's namespace went with it
+            self._veth(inner, outer, outer_mac=mac)
+            self.ovs.vsctl("--", "--if-exists", "del-port", n.bridge, inner, "--",
+                           "add-port", n.bridge, inner, "--", "set", "interface",
+                           inner, f"ofport_request={num}")
 
     def software(self, slot: int, frame: bytes) -> None:
         """The card's software path: learn ARP, ask for next hops the ARP table lacks."""

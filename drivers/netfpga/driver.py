@@ -285,6 +285,15 @@ class NetFPGADriver(SubstrateDriver):
     def names(self, comp: Component) -> CardNames:
         return CardNames(comp.extra["iface_prefix"])
 
+    def control_port(self, spec: SliverSpec) -> str | None:
+        """The host interface of the slot's CPU port (`<prefix>h<slot>`), where a hybrid
+        router's control plane is plugged in; None without a card process or a bound slot."""
+        comp = self._comp(spec)
+        slot = self.slot_of(spec)
+        if slot is None or not self.settings["card_process"]:
+            return None
+        return self.names(comp).control(slot)
+
     def pipeline_problem(self, comp: Component) -> str | None:
         """Why the card's pipeline is not forwarding, read from its registers (None: it runs)."""
         if not self.settings["card_process"]:

@@ -8,9 +8,12 @@ pipeline and a restarted card rebuilds exactly what it ran. Tables, per slot (me
                 ports enter their slot here; nothing else passes
   1  filter     ARP for the slot's own addresses answered with the port's MAC (and the asker
                 learned); ARP replies to the card learned; IPv4 to an own address -> the slot's
-                CPU port; TTL <= 1 dropped (counted); else TTL decremented
+                CPU port; TTL <= 1 not forwarded (counted) but sent to the CPU port, whose
+                control plane answers with ICMP time-exceeded; else TTL decremented
   2  route      longest-prefix match (priority = 1000 + prefix length): next hop -> reg0, out
-                port -> reg1, source MAC = the out port's; no match: dropped (counted)
+                port -> reg1, source MAC = the out port's; no match: not forwarded (counted),
+                sent to the CPU port (ICMP unreachable comes from the control plane) unless it
+                came from there
   3  arp        next hop -> destination MAC from the slot's ARP table; a miss goes to the
                 card's software (which sends an ARP request) and is counted
   4  output     out port, tagged with the slot's VLAN when it has one (counted as forwarded)
@@ -126,9 +129,10 @@ def _slot_flows(x: _Slot) -> list[str]:
     for own in s.filters:
         out.append(f"table=1,priority=200,cookie={c('to_cpu', n):#x},{meta},ip,nw_dst={own},"
                    f"actions=set_field:{cpu_host_mac}->eth_dst,output:{cpu_ofport(n)}")
-    for ttl in (0, 1):
+    to_cpu = f"set_field:{cpu_host_mac}->eth_dst,output:{cpu_ofport(n)}"
+    for ttl in (0, 1):     # expired: not forwarded; the control plane sends time-exceeded
         out.append(f"table=1,priority=150,cookie={c('dropped_ttl', n):#x},{meta},ip,"
-                   f"nw_ttl={ttl},actions=drop")
+                   f"nw_ttl={ttl},actions={to_cpu}")
     out.append(f"table=1,priority=100,{meta},ip,actions=dec_ttl,goto_table:2")
     out.append(f"table=1,priority=0,{meta},actions=drop")
     # 2: route (longest prefix first)
@@ -142,7 +146,13 @@ def _slot_flows(x: _Slot) -> list[str]:
         out.append(f"table=2,priority={1000 + net.prefixlen},{meta},ip{match},"
                    f"actions={nh},set_field:{macs[r.port]}->eth_src,"
                    f"load:{r.port}->NXM_NX_REG1[],goto_table:3")
-    out.append(f"table=2,priority=1,cookie={c('dropped_no_route', n):#x},{meta},actions=drop")
+    # no route: not forwarded; from a port it goes to the control plane (which sends
+    # destination-unreachable), from the control plane itself it is dropped (no loop)
+    out.append(f"table=2,priority=2,cookie={c('dropped_no_route', n):#x},{meta},"
+               f"reg3={NO_INGRESS:#x},actions=drop")
+    out.append(f"table=2,priority=1,cookie={c('dropped_no_route', n):#x},{meta},ip,"
+               f"actions={to_cpu}")
+    out.append(f"table=2,priority=0,{meta},actions=drop")
     # 3: next hop MAC
     for e in s.arp:
         out.append(f"table=3,priority=100,{meta},reg0={int(ipaddress.IPv4Address(e.ip)):#x},"

@@ -23,7 +23,7 @@ from drivers.base import (
     milli,
     units,
 )
-from drivers.hostnet import IFNAMSIZ
+from drivers.hostnet import IFNAMSIZ, NO_NETEM
 from drivers.routesync import RouteError, normalise_all
 from drivers.vserver.config import VServerSettings
 from drivers.vserver.services import execute_problem, install_url_problem
@@ -32,8 +32,6 @@ from drivers.vserver.services import execute_problem, install_url_problem
 #: router): the AM places the forwarding plane and syncs the routes into it.
 REMOTE_MODES = (ForwardingMode.HARDWARE, ForwardingMode.OPENFLOW)
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-NO_NETEM = ("this kernel has no netem qdisc and no tc police action, so link latency and "
-            "packet loss cannot be emulated here; only capacity (tc tbf) is enforced")
 
 
 def admit_sliver(comp: Component, spec: SliverSpec, usage: Usage,
@@ -148,12 +146,10 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
     link = spec.link
     if link is None:
         return Admission.refuse("link sliver without a link spec", "BADARGS")
-    if link.latency_ms:
-        return Admission.refuse(f"link {spec.client_id} asks for {link.latency_ms:g} ms latency: "
-                                + NO_NETEM, "UNSUPPORTED")
-    if link.packet_loss:
-        return Admission.refuse(f"link {spec.client_id} asks for {link.packet_loss:g} packet "
-                                "loss: " + NO_NETEM, "UNSUPPORTED")
+    # latency and loss: refused before this by SubstrateDriver.admit (link_properties), with
+    # NO_NETEM as the reason
+    if link.mode == "stitch":
+        return _admit_stitch(comp, spec)
     if link.mode not in ("veth", "bridge", "wire"):
         return Admission.refuse(f"vserver node {comp.name} links its containers with veth pairs "
                                 f"or bridges, or takes wires, not {link.mode!r}", "UNSUPPORTED")
@@ -170,6 +166,25 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
     elif foreign:
         return Admission.refuse(f"link {spec.client_id} has ends on {', '.join(foreign)}; a "
                                 f"veth/bridge link stays on {comp.name}", "UNSUPPORTED")
+    if link.capacity_kbps is not None and link.capacity_kbps <= 0:
+        return Admission.refuse("link capacity must be a positive number of kbit/s", "BADARGS")
+    return Admission.accept()
+
+
+def _admit_stitch(comp: Component, spec: SliverSpec) -> Admission:
+    """A stitched link's local part: one container's interface joined to an edge port's OVS
+    bridge on the link's VLAN (docs/stitching.md)."""
+    link = spec.link
+    assert link is not None
+    if len(link.ends) != 1 or link.ends[0].component_id.lower() != comp.component_id.lower():
+        return Admission.refuse(f"stitched link {spec.client_id}: its one local end must be a "
+                                f"container on {comp.name}", "UNSUPPORTED")
+    if link.vlan_tag is None or not 1 <= link.vlan_tag <= 4094:
+        return Admission.refuse(f"stitched link {spec.client_id} has no VLAN tag", "BADARGS")
+    if not spec.params.get("ovs_db") or not spec.params.get("bridge"):
+        return Admission.refuse(f"edge port {spec.params.get('edge')} of {comp.name} has no "
+                                "Open vSwitch bridge in the inventory (ovs_db, bridge), so a "
+                                "container cannot reach it", "UNSUPPORTED")
     if link.capacity_kbps is not None and link.capacity_kbps <= 0:
         return Admission.refuse("link capacity must be a positive number of kbit/s", "BADARGS")
     return Admission.accept()

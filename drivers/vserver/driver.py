@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import os
 import re
 import shlex
@@ -70,7 +71,7 @@ from drivers.routesync import (
     SyncResult,
     normalise_all,
 )
-from drivers.vserver.admission import REMOTE_MODES, admit_sliver
+from drivers.vserver.admission import IFNAME_RE, REMOTE_MODES, admit_sliver
 from drivers.vserver.cgroups import CONTROLLERS, CgroupLayout
 from drivers.vserver.config import TABLE, VServerSettings, images_dir, parse_settings
 from drivers.vserver.guest import GUEST_IDS, Guests
@@ -82,6 +83,9 @@ from drivers.vserver.state import StateDir
 from rspec.model import Execute, Route
 
 SLIVER_TYPE = "vserver-container"
+CONTROL_PORT = "cpu0"      # a hybrid router's forwarding-plane CPU port, in its control plane
+
+log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 
@@ -96,7 +100,9 @@ class VServerDriver(SubstrateDriver):
         forwarding_modes=(ForwardingMode.GUEST,),
         links=True,
         wires=True,
+        link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the veths; no netem here
     )
+    shaping_note: ClassVar[str] = hostnet.NO_NETEM
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
                  *, authority: str):
@@ -164,9 +170,7 @@ class VServerDriver(SubstrateDriver):
                                      for t in comp.sliver_types),
             hardware_types=comp.hardware_types or ("pc", "vserver-host"),
             extra={**comp.extra, "backend": "guest: user+mount+pid+uts+ipc+net namespaces, "
-                                            "overlay root, cgroup v1",
-                   # tc tbf on the veths; this kernel has no netem (drivers/vserver/admission)
-                   "link_shaping": ("capacity",)})
+                                            "overlay root, cgroup v1"})
 
     # ---- inventory and admission -----------------------------------------------------------
     def inventory(self) -> list[Component]:
@@ -297,6 +301,8 @@ class VServerDriver(SubstrateDriver):
             rec["ssh"] = old.get("ssh")       # its port and uids stay taken
             rec["guest"] = old.get("guest") or {}
             rec["stopped"] = old.get("stopped", False)
+            if old.get("control_port"):       # a hybrid router's CPU port stays plugged
+                rec["control_port"] = old["control_port"]
             rec["installed"] = old.get("installed", False) and old.get("installs") == rec["installs"]
             rec["executes_started"] = old.get("executes_started", False)
             if old.get("image"):              # a sliver keeps the image it was made from
@@ -313,7 +319,7 @@ class VServerDriver(SubstrateDriver):
                 except RouteError as exc:
                     raise DriverError(f"node {spec.client_id}: {exc}") from None
             self._limit(handle, rec)
-            pending = self._converge_node(rec)
+            self._converge_node(rec)
             running = not rec["stopped"]
             if running:
                 self._ensure_guest(handle, rec, image_dir)
@@ -332,8 +338,9 @@ class VServerDriver(SubstrateDriver):
             self.state.write(handle, rec)
             macs = self._macs(rec)
         state = OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
-        note = f"; waiting for link(s) on {', '.join(pending)}" if pending else ""
-        note += self._router_note(rec, spec)
+        # no "waiting for link(s)" here: this text is stored and outlives the wait (the link's
+        # job plugs the interface in later); live_status says what is still missing now
+        note = self._router_note(rec, spec)
         return ProvisionResult(state=state, macs=macs, logins=self.ssh.logins(rec), handle=handle,
                                resource_status=f"{self._describe(rec)}{note}; "
                                                f"{self.ssh.note(rec)}")
@@ -362,6 +369,9 @@ class VServerDriver(SubstrateDriver):
         if rec is None:
             return None
         parts = [self._describe(rec) + self._router_note(rec, spec)]
+        waiting = self._unplugged(rec)
+        if waiting:
+            parts.append(f"waiting for link(s) on {', '.join(waiting)}")
         if rec.get("stopped"):
             parts.append("stopped")
         elif self.guests.alive(handle, rec):
@@ -379,6 +389,16 @@ class VServerDriver(SubstrateDriver):
             parts.append("its guest is not running")
         parts.append(self.ssh.note(rec))
         return "; ".join(parts)
+
+    @staticmethod
+    def _unplugged(rec: Record) -> list[str]:
+        """The node's interfaces whose link has not plugged in yet, as the namespace is now
+        (read only; a missing namespace has every linked interface missing)."""
+        ns = rec["netns"]
+        present = hostnet.links(ns) if hostnet.netns_exists(ns) else []
+        seen = {n for x in present for n in (x.alias, x.name)}
+        return [i["name"] for i in rec["interfaces"]
+                if i.get("linked", True) and i["end"] not in seen]
 
     def _ensure_guest(self, handle: str, rec: Record, image_dir: Path) -> None:
         """The guest runs (started now if it does not: whatever is left of an old one is
@@ -560,10 +580,11 @@ class VServerDriver(SubstrateDriver):
                      if r.get("kind") == "link" and r.get("stopped") for e in r["ends"]}
         pending: list[str] = []
         down: list[str] = []
+        cpu = rec.get("control_port")
         for iface in rec["interfaces"]:
             li = next((x for x in present if iface["end"] in (x.alias, x.name)), None)
-            if li is None and not iface.get("linked", True):
-                continue                  # on no link: nothing will ever plug in here
+            if li is None and (cpu or not iface.get("linked", True)):
+                continue                  # on no link, or its link plugs into the forwarding plane
             if li is None:
                 pending.append(iface["name"])
                 continue
@@ -579,7 +600,10 @@ class VServerDriver(SubstrateDriver):
             if not want_up:
                 down.append(iface["name"])
         remote = bool(rec.get("remote_forwarding"))
-        hostnet.sysctl_set(ns, "net.ipv4.ip_forward", "1" if rec["router"] and not remote else "0")
+        if cpu:
+            self._converge_control_port(rec, cpu, present)
+        hostnet.sysctl_set(ns, "net.ipv4.ip_forward",
+                           "1" if rec["router"] and (cpu or not remote) else "0")
         names = {i["client_id"]: i["name"] for i in rec["interfaces"]}
         for route in () if remote else rec["routes"]:
             dev = names.get(route["interface"]) if route.get("interface") else None
@@ -592,6 +616,63 @@ class VServerDriver(SubstrateDriver):
                 if not pending and not down:
                     raise          # every interface is up: the route itself is wrong
         return pending
+
+    # ---- a hybrid router's control plane on its forwarding plane's CPU port -----------------
+    def plug_control_port(self, spec: SliverSpec, wire: str) -> bool:
+        """Take the forwarding plane's CPU port (host interface `wire`, e.g. an emulated
+        NetFPGA slot's `<prefix>h<slot>`) into a hybrid router's control-plane container as
+        `cpu0`, carrying every address of the router: packets the plane punts (to the
+        router's own addresses, TTL expired, no route) reach the guest, and what it sends is
+        routed by the plane. False when the container is not (yet) here."""
+        self._own(spec)
+        if not IFNAME_RE.match(wire):
+            raise DriverError(f"control port {wire!r} is not an interface name")
+        handle = self.naming.node(spec.sliver_urn)
+        with self.state.lock(handle):
+            rec = self.state.read(handle)
+            if rec is None or not rec.get("remote_forwarding"):
+                return False
+            rec["control_port"] = {"wire": wire, "name": CONTROL_PORT, "netns": rec["netns"],
+                                   "end": f"{handle}-cpu", "node_handle": handle}
+            self.state.write(handle, rec)
+            self._converge_node(rec)
+        return True
+
+    def _converge_control_port(self, rec: Record, cpu: Mapping[str, Any],
+                               present: list[hostnet.LinkInfo]) -> None:
+        """(Caller holds the node lock.) The CPU port in the guest's namespace as `cpu0` with
+        the router's addresses, and the control plane's routes over it, so the guest's kernel
+        answers for the router and sends ICMP errors for what the plane cannot forward."""
+        ns = rec["netns"]
+        li = next((x for x in present if cpu["end"] in (x.alias, x.name)), None)
+        if li is None:
+            if hostnet.find_link(None, cpu["wire"]) is None:
+                raise DriverError(f"control port {cpu['wire']} of {rec['client_id']} is not on "
+                                  "this host: is its card running?", transient=True)
+            hostnet.link_set(None, cpu["wire"], alias=cpu["end"])
+            hostnet.link_move(cpu["wire"], ns)
+            li = hostnet.find_link(ns, cpu["wire"])
+            assert li is not None
+        if li.name != cpu["name"]:
+            hostnet.link_set(ns, li.name, name=cpu["name"], alias=cpu["end"])
+        for iface in rec["interfaces"]:
+            for cidr in iface["cidrs"]:
+                hostnet.addr_replace(ns, cpu["name"], cidr)
+        hostnet.link_set(ns, cpu["name"], up=not rec["stopped"])
+        for key in ("all", CONTROL_PORT):     # the plane routes; the guest must not redirect
+            hostnet.sysctl_set(ns, f"net.ipv4.conf.{key}.send_redirects", "0")
+        if rec["stopped"]:
+            return
+        hostnet.run(["ip", "-n", ns, "route", "flush", "dev", cpu["name"], "proto", "boot"],
+                    missing_ok=True)
+        for route in self.routes.get(rec["handle"]) or ():
+            if route.gateway:
+                try:
+                    hostnet.route_replace(ns, route.destination, gateway=route.gateway,
+                                          dev=cpu["name"])
+                except hostnet.HostNetError as exc:
+                    log.warning("control plane %s: route %s via %s: %s", rec["client_id"],
+                                route.destination, route.gateway, exc)
 
     def _limit(self, handle: str, rec: Record) -> None:
         """Create the sliver's cgroups or converge them to the record's limits (a record made
@@ -736,6 +817,9 @@ class VServerDriver(SubstrateDriver):
                 for end in rec.get("ends", ()) if rec.get("kind") == "link" else ():
                     if end.get("wire") and end["node_handle"] == handle:
                         self._return_wire(end)
+            node = self.state.read(handle) or {}
+            if node.get("control_port"):             # and so does a CPU port
+                self._return_wire(node["control_port"])
             hostnet.netns_delete(handle)
             self.cgroups.remove(handle, timeout_s=self.settings.kill_timeout_s)
             shutil.rmtree(self.state.root_dir(handle), ignore_errors=True)
@@ -822,9 +906,12 @@ class VServerDriver(SubstrateDriver):
             raise DriverError(str(exc)) from None
         handle = self.naming.node(spec.sliver_urn)
         with self.state.lock(handle):
-            if self.state.read(handle) is None:
+            rec = self.state.read(handle)
+            if rec is None:
                 raise DriverError(f"sliver {spec.sliver_urn} does not exist on this host")
             self.routes.put(handle, routes)
+            if rec.get("control_port"):
+                self._converge_node(rec)         # the guest's table follows its routes
         return None
 
     def control_routes(self, spec: SliverSpec) -> tuple[Route, ...]:

@@ -140,7 +140,9 @@ class XenDriver(SubstrateDriver):
                  Action.UPDATE_USERS.value, SYNC_ROUTES),
         forwarding_modes=(ForwardingMode.DOM0, ForwardingMode.GUEST),
         links=True,
+        link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the member taps; no netem here
     )
+    shaping_note: ClassVar[str] = hostnet.NO_NETEM
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
                  *, authority: str):

@@ -21,7 +21,9 @@ import pytest
 
 from am.app import build_runtime
 from am.errors import GeniCode
+from am.store import utcnow
 from drivers import hostnet
+from drivers.netfpga.plane import NetFPGAPlane
 from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
 from tests.conftest import require_tool
 from tests.hybrid.conftest import AM, GA, InlineQueue, manifest_nodes, release_and_close
@@ -197,16 +199,45 @@ def test_a_netfpga_node_forwards_between_two_containers(am: AM):
     assert all(hostnet.find_link(None, w) is not None for w in wires)  # back with the card
 
 
+def probe(ns: str, dst: str, *extra: str) -> str:
+    """ping's output for one probe (e.g. `-t 1`, a traceroute step)."""
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-n", "-c", "1", "-W", "2",
+                           *extra, dst], capture_output=True, text=True, check=False).stdout
+
+
 def test_hybrid_router_forwards_in_the_slot_and_route_changes_take_effect(am: AM):
+    from am.service.routesync import sync_all_routers
+
     urns = up(am, request(hybrid_router()))
     h1 = container_ns(am, urns["h1"])
     assert wait_ping(h1, "10.84.2.2") == 63
+    # the AM plugged the control plane into the slot's CPU port: it answers for the router
+    netfpga = am.rt.site.drivers["netfpga"]
+    comp = netfpga.inventory()[0]
+    fspec = next(netfpga_spec(am, urns["r1"]))
+    cpu_ns = container_ns(am, urns["r1"])
+    assert hostnet.find_link(cpu_ns, "cpu0") is not None
+    assert hostnet.find_link(None, netfpga.control_port(fspec)) is None
+    assert wait_ping(h1, "10.84.1.1") == 64                  # the guest's kernel answers
+    assert wait_ping(h1, "10.84.2.1") == 64
+    # exceptions go to software: TTL expiry and no route answered by the control plane
+    assert "From 10.84.1.1 icmp_seq=1 Time to live exceeded" in probe(h1, "10.84.2.2", "-t", "1")
+    subprocess.run(["ip", "-n", h1, "route", "add", "10.99.0.0/16", "via", "10.84.1.1"],
+                   check=True)
+    assert "From 10.84.1.1 icmp_seq=1 Destination Net Unreachable" in probe(h1, "10.99.0.1")
+    # drift (the slot's table emptied behind the AM's back) is repaired by one periodic sync
+    slot = netfpga.slot_of(fspec)
+    NetFPGAPlane(netfpga.card(comp)[1], slot).clear()
+    assert netfpga.wait_applied(comp)
+    assert ping(h1, "10.84.2.2", wait=0.5) is None
+    report = sync_all_routers(am.rt.store, am.rt.site)
+    assert not report.failed and len(report.synced) >= 1, report
+    assert wait_ping(h1, "10.84.2.2", timeout=5) == 63
     withdrawn = [{"destination": "10.84.1.0/24", "interface": "r1:if0"}]
     assert code_of(am.poa([urns["r1"]], SYNC, {"geniam_routes": withdrawn})) == 0
     am.wait_for([urns["r1"]], "geni_ready")
     assert ping(h1, "10.84.2.2", wait=0.5) is None           # h2's replies have no way back
-    netfpga = am.rt.site.drivers["netfpga"]
-    _sim, tables = netfpga.card(netfpga.inventory()[0])
+    _sim, tables = netfpga.card(comp)
     gen = tables.pipeline().config_generation
     too_many = withdrawn + [{"destination": f"10.99.{i}.0/24", "gateway": "10.84.1.2"}
                             for i in range(32)]                # the slot's table holds 32
@@ -217,6 +248,20 @@ def test_hybrid_router_forwards_in_the_slot_and_route_changes_take_effect(am: AM
     assert code_of(am.poa([urns["r1"]], SYNC, {"geniam_routes": back})) == 0
     am.wait_for([urns["r1"]], "geni_ready")
     assert ping(h1, "10.84.2.2", wait=3) == 63                      # in force: no waiting
+    cpu = netfpga.control_port(fspec)
+    assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0
+    assert hostnet.find_link(None, cpu) is not None          # the CPU port is the card's again
+
+
+def netfpga_spec(am: AM, control_urn: str):
+    """The forwarding sliver's spec of a hybrid router (its control sliver's partner)."""
+    from am.store import spec_from_dict
+
+    with am.rt.store.read() as session:
+        for row in am.rt.store.live_slivers(session, utcnow()):
+            spec = spec_from_dict(row.spec)
+            if spec.params.get("control_sliver") == control_urn:
+                yield spec
 
 
 def test_killed_card_fails_the_slot_with_its_reason_and_restart_resumes(am: AM):

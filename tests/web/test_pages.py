@@ -80,7 +80,7 @@ def test_slice_detail_slivers_and_topology(client, bearer, populated):
     links = {g.get("data-client-id"): g for g in svg.iterfind(".//s:g[@class='link']", SVGQ)}
     assert set(links) == {"p2p", "lan0"}
     assert links["p2p"].xpath("string(s:text[@class='capacity'])", namespaces=SVGQ) == "100 Mb/s"
-    assert len(links["lan0"].findall("s:line", SVGQ)) == 3
+    assert len(links["lan0"].findall("s:path", SVGQ)) == 3
     assert links["lan0"].find("s:circle[@class='hub']", SVGQ) is not None
 
 

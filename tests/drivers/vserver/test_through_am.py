@@ -100,6 +100,13 @@ def test_chain_through_the_am_api(am, fx):
             break
         time.sleep(0.1)
     assert len(states) == 5 and set(states.values()) == {"geni_ready"}, states
+    # once every link is in, nothing says it waits for one (Status is live, Describe stored)
+    texts = [s.get("geni_resource_status", "") for s in status["value"]["geni_slivers"]]
+    assert all(t for t in texts) and not any("waiting" in t for t in texts), texts
+    described = client.call("Describe", [SLICE], cred, {"geni_rspec_version": RSPEC_V})
+    assert code_of(described) == 0, described
+    assert "container" in described["value"]["geni_rspec"]
+    assert "waiting" not in described["value"]["geni_rspec"]
     driver: VServerDriver = rt.site.drivers["vserver"]
     h1 = next(o for o in driver.observed() if "h1" in o.detail)
     import subprocess
@@ -108,6 +115,12 @@ def test_chain_through_the_am_api(am, fx):
     assert ping.returncode == 0, ping.stdout + ping.stderr
     assert "ttl=63" in ping.stdout                     # one router hop: r1 forwarded it
     assert len(ours(snapshot(), prefix).netns) == 3
+    # a link taken away: its node's live status says which interface waits for one
+    by_cid = {s["geniam_client_id"]: s["geni_sliver_urn"] for s in status["value"]["geni_slivers"]}
+    assert code_of(client.call("Delete", [by_cid["l2"]], cred, {})) == 0
+    h2 = client.call("Status", [by_cid["h2"]], cred, {})
+    assert code_of(h2) == 0, h2
+    assert "waiting for link(s) on" in h2["value"]["geni_slivers"][0]["geni_resource_status"]
     deleted = client.call("Delete", [SLICE], cred, {})
     assert code_of(deleted) == 0, deleted
     deadline = time.monotonic() + 5

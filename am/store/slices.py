@@ -95,26 +95,18 @@ class Slices(Repository):
     def expired(session: Session, now: datetime) -> list[Sliver]:
         """Allocated or provisioned slivers past their expiry, locked (skipping rows another
         reaper holds), in id order."""
-        return list(session.scalars(
-            select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
-                                 Sliver.expires <= now)
-            .order_by(Sliver.id).with_for_update(skip_locked=True)))
+        return _locked_live(session, Sliver.expires <= now)
 
     @staticmethod
     def pending_expired(session: Session, now: datetime) -> list[Sliver]:
         """Live slivers whose pending Update was never provisioned in time, locked."""
-        return list(session.scalars(
-            select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
-                                 Sliver.pending_until <= now)
-            .order_by(Sliver.id).with_for_update(skip_locked=True)))
+        return _locked_live(session, Sliver.pending_until <= now)
 
     @staticmethod
     def windows_started(session: Session, now: datetime) -> list[Sliver]:
         """Advance reservations whose window has begun, locked, in (component, id) order."""
-        return list(session.scalars(
-            select(Sliver).where(Sliver.waiting.is_(True), Sliver.starts <= now,
-                                 Sliver.allocation_state != Alloc.UNALLOCATED.value)
-            .order_by(Sliver.component_id, Sliver.id).with_for_update(skip_locked=True)))
+        return _locked_live(session, Sliver.waiting.is_(True), Sliver.starts <= now,
+                            order=(Sliver.component_id, Sliver.id))
 
     @staticmethod
     def urns_in(session: Session, driver: str, alloc: Alloc,
@@ -134,3 +126,12 @@ class Slices(Repository):
     @staticmethod
     def lock_by_urn(session: Session, urn: str) -> Sliver | None:
         return session.scalars(select(Sliver).where(Sliver.urn == urn).with_for_update()).first()
+
+
+def _locked_live(session: Session, *where: ColumnElement[bool],
+                 order: Sequence = (Sliver.id,)) -> list[Sliver]:
+    """Allocated or provisioned slivers matching `where`, locked FOR UPDATE SKIP LOCKED (two
+    reapers never wait for each other), in `order`."""
+    return list(session.scalars(
+        select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value, *where)
+        .order_by(*order).with_for_update(skip_locked=True)))

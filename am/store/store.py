@@ -19,11 +19,9 @@ not here.
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.orm import Session
 
 from am.states import JobState
 from am.store.admission import AdmissionLock, admission_key
@@ -34,7 +32,7 @@ from am.store.jobs import Jobs
 from am.store.keys import UserKeyRepository
 from am.store.leases import Leases
 from am.store.reservations import USE_TOKEN, Reservations, hold_key, peak
-from am.store.sessions import USAGE_CHANGED, Database, mark_usage_changed
+from am.store.sessions import USAGE_CHANGED, Database, Repository, mark_usage_changed
 from am.store.slices import Slices, live_clause, slice_key
 from am.store.transitions import Transitions
 from am.store.types import utcnow
@@ -75,17 +73,10 @@ class Store:
     def engine(self):
         return self.db.engine
 
-    @property
-    def dialect(self) -> str:
-        return self.db.dialect
-
-    def read(self) -> contextlib.AbstractContextManager[Session]:
-        """A read-only look; objects stay readable (detached) after the block."""
-        return self.db.read()
-
-    def write(self) -> contextlib.AbstractContextManager[Session]:
-        """One transaction (see `Database.write`)."""
-        return self.db.write()
+    # the same sessions as every repository's (see `Database.read` and `Database.write`)
+    dialect = Repository.dialect
+    read = Repository.read
+    write = Repository.write
 
     def migrate(self) -> None:
         self.db.migrate()

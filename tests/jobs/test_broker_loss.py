@@ -18,7 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from am.store import Job, JobState
+from tests import support
 from tests.jobs.conftest import stop_process, worker_process
 from tests.services import _redis_pings, free_port
 
@@ -76,6 +79,11 @@ def _wait(condition, timeout: float) -> bool:
     return bool(condition())
 
 
+def _job_states(stack) -> set[str]:
+    with stack.store.read() as session:
+        return set(session.scalars(select(Job.state)))
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -94,9 +102,12 @@ def test_worker_survives_redis_kill_with_a_job_in_flight(stack_factory, tmp_path
         try:
             stack.allocate("loss", n=1)
             stack.provision("loss")
-            assert _wait(lambda: "geni_am.run_job" in log.read_text(errors="replace")
-                         or "geni_am.run_jobs" in log.read_text(errors="replace"), 60), \
-                log.read_text(errors="replace")[-3000:]
+            # in flight = a pool child has claimed the job (its row is running). "received" in
+            # the worker's log is not enough: a message received but not yet written to a pool
+            # child is dropped by the consumer when the connection goes (Celery flushes the
+            # pool's outbound queue); that job is the reconciler's to re-send, not this test's.
+            support.wait_until(lambda: _job_states(stack) == {JobState.RUNNING},
+                               "the provision job to be running in the worker", 60)
             redis_server.kill()
             # the worker notices the broker is gone while the job still runs; the job ends and
             # is acknowledged while Redis is still away; then Redis returns, empty

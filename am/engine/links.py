@@ -3,7 +3,9 @@
 All ends on one host: a veth pair (two ends) or a bridge (more), realised by the host's driver.
 Two ends, one of them on a component whose ports are plain host interfaces (an emulated
 NetFPGA card: `extra["wires"]`): a *wire* link, realised by the other end's host driver taking
-that interface into its sliver (`Capabilities.wires`), as a cable plugged into the card.
+that interface into its sliver (`Capabilities.wires`), as a cable plugged into the card. A card
+interface on a VLAN (the link's `vlan_tag` hint) takes the port's breakout wire for that VLAN
+(`extra["vlan_wires"]`: the tag popped and pushed by the card, as an access switch port).
 Ends on several hosts: a VLAN through a switch every end host is wired to (site links), with a
 tag free on that switch and the link's capacity admitted against each wired switch port
 (`kbps:<port>` capacity). Only single-switch paths are planned: hosts that share no switch get
@@ -123,10 +125,6 @@ class LinkPlacer:
             return Refusal(cid, "UNSUPPORTED", f"component {host.name} (node {host_node}) cannot "
                                                f"take a wire of {card.name} into its sliver")
         iface = records[card_node].interfaces[card_if]
-        if iface.vlan_tag:
-            return Refusal(cid, "UNSUPPORTED",
-                           f"interface {card_if} is on VLAN {iface.vlan_tag} of {card.name}; a "
-                           f"node on {host.name} cannot tag: link it through a VLAN switch")
         by_urn = {p.component_id.lower(): p.name for p in card.ports}
         port = by_urn.get((iface.port or "").lower()) if iface.port else \
             (card.ports[list(records[card_node].interfaces).index(card_if)].name
@@ -135,13 +133,23 @@ class LinkPlacer:
         if wire is None:
             return Refusal(cid, "BADARGS", f"interface {card_if} of {card_node} is on no port "
                                            f"of {card.name}")
+        what = f"wire:{card.name}:{port}"
+        if iface.vlan_tag:      # the port's VLAN with the tag popped by the card's breakout
+            pattern = (card.extra.get("vlan_wires") or {}).get(port)
+            if pattern is None:
+                return Refusal(cid, "UNSUPPORTED",
+                               f"interface {card_if} is on VLAN {iface.vlan_tag} of {card.name} "
+                               f"port {port}, which has no untagged breakout; a node on "
+                               f"{host.name} cannot tag: link it through a VLAN switch")
+            wire = pattern.format(vlan=iface.vlan_tag)
+            what += f":vlan:{iface.vlan_tag}"
         spec = self._spec(link, host, ends, records, "wire",
                           params={"wires": {host_if: wire}, "card": card.name, "port": port})
         adm = self._admit(host, spec)
         if not adm.ok:
             return Refusal(cid, adm.reason_code or "UNSUPPORTED",
                            adm.reason or f"component {host.component_id} refused link {cid}")
-        claims = tuple(dict.fromkeys((*adm.claims, f"wire:{card.name}:{port}")))
+        claims = tuple(dict.fromkeys((*adm.claims, what)))
         self.ledger.commit(host, spec, adm.demand)
         return LinkRecord(link, host, host.driver, spec, dict(adm.demand), claims, ends)
 

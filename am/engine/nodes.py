@@ -107,10 +107,14 @@ def offered_type(comp: Component, wanted: str | None,
 
 
 class NodePlacer:
-    def __init__(self, site: Site, ledger: Ledger, slice_urn: str):
+    def __init__(self, site: Site, ledger: Ledger, slice_urn: str,
+                 vlan_hints: dict[str, int] | None = None):
         self.site = site
         self.ledger = ledger
         self.slice_urn = slice_urn
+        # interface client_id -> the VLAN its link asks for (ga:link vlan_tag): on a component
+        # with VLAN breakout wires (`extra["vlan_wires"]`) the interface is on that VLAN
+        self.vlan_hints = dict(vlan_hints or {})
         self._order = {c.component_id.lower(): i for i, c in enumerate(site.components)}
         self._heaps: dict[tuple, list[tuple[tuple[float, int], int, Component]]] = {}
         self._exhausted: dict[tuple, Refusal] = {}
@@ -123,9 +127,11 @@ class NodePlacer:
         params: dict = {"isolation": ext.isolation.value} if ext.isolation else {}
         if node.ext.router and control_plane_for(comp, forwarding):
             params["forwarding_plane"] = REMOTE_FORWARDING[forwarding]   # type: ignore[index]
+        tags = self.vlan_hints if comp.extra.get("vlan_wires") else {}
         interfaces = tuple(
             InterfaceSpec(client_id=i.client_id, name=f"eth{n}",
-                          ips=tuple((ip.address, ip.netmask) for ip in i.ips), port=i.component_id)
+                          ips=tuple((ip.address, ip.netmask) for ip in i.ips), port=i.component_id,
+                          vlan_tag=tags.get(i.client_id))
             for n, i in enumerate(node.interfaces, start=1))
         return SliverSpec(
             sliver_urn="", slice_urn=self.slice_urn, client_id=node.client_id,

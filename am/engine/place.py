@@ -39,7 +39,9 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
         return Placement(slivers=[], refusals=bad)
 
     ledger = Ledger(usage, slice_urn)
-    nodes = NodePlacer(site, ledger, slice_urn)
+    nodes = NodePlacer(site, ledger, slice_urn,
+                       {ref: link.vlan_tag for link in request.links if link.vlan_tag
+                        for ref in link.interface_refs})
     records: dict[str, NodeRecord] = {}
     node_refusals: dict[str, Refusal] = {}
     forwarding: dict[str, NodeRecord] = {}     # hybrid router client_id -> its forwarding plane

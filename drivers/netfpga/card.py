@@ -42,6 +42,8 @@ from drivers.base import DriverError
 from drivers.netfpga.pipeline import (
     COOKIE_BASE,
     KINDS,
+    access_ofport,
+    access_wires,
     compile_flows,
     cpu_macs,
     cpu_ofport,
@@ -93,6 +95,18 @@ class CardNames:
 
     def soft(self, slot: int) -> str:
         return f"{self.prefix}s{slot}"
+
+    def access(self, port: int, vlan: int) -> str:
+        """The wire end of port `port`'s VLAN `vlan` with the tag popped (an access port of
+        the card's VLAN breakout): what a container that cannot tag takes."""
+        return f"{self.prefix}t{port}{vlan:03x}"
+
+    def access_pattern(self, port: int) -> str:
+        """`access(port, vlan)` as a format string with the field `vlan` (for inventories)."""
+        return f"{self.prefix}t{port}" + "{vlan:03x}"
+
+    def access_inner(self, port: int, vlan: int) -> str:
+        return f"{self.prefix}u{port}{vlan:03x}"
 
 
 def check_prefix(prefix: str) -> str:
@@ -208,10 +222,28 @@ class CardProcess:
             self.sockets[s] = sock
 
     # ---- run ------------------------------------------------------------------------------------
+    def breakout(self, state: CardState) -> None:
+        """An access wire (`<prefix>t<port><vlan>`) for every VLAN a slot has on a port: the
+        breakout switch on the card's side of the cable, made in OVS (the kernel here has no
+        802.1Q). Wires no slot uses any more are kept (one may be in a container)."""
+        n = self.names
+        present = {li.name for li in hostnet.links(n.netns)}
+        args: list[str] = []
+        for port, vlan in access_wires(state):
+            inner = n.access_inner(port, vlan)
+            if inner in present:
+                continue
+            self._veth(inner, n.access(port, vlan))
+            args += ["--", "--may-exist", "add-port", n.bridge, inner, "--", "set", "interface",
+                     inner, f"ofport_request={access_ofport(port, vlan)}"]
+        if args:
+            self.ovs.vsctl(*args[1:])
+
     def compile(self) -> None:
         if self.card.read(REG_CONFIG_GEN) == self.compiled:
             return
         state = self.card.hw_state()
+        self.breakout(state)
         flows = compile_flows(state)
         self.ovs.run(["ovs-ofctl", "-O", "OpenFlow13", "replace-flows", self.names.bridge, "-"],
                      input="\n".join(flows) + "\n")

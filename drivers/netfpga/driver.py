@@ -52,6 +52,7 @@ from drivers.base import (
 )
 from drivers.inventory import InventoryError, build_component
 from drivers.netfpga.card import CardNames, EmulatedCard, check_prefix
+from drivers.netfpga.pipeline import MAX_ACCESS_PORT
 from drivers.netfpga.plane import NetFPGAPlane, port_name
 from drivers.netfpga.registers import CardTables, RegisterError
 from drivers.netfpga.simulated import Geometry, SimulatedCard
@@ -152,7 +153,10 @@ class NetFPGADriver(SubstrateDriver):
                       "card_rundir": rundir,
                       # the card's ports are host interfaces another driver may take (links)
                       **({"wires": {port_name(i): CardNames(prefix).wire(i)
-                                    for i in range(g.ports)}}
+                                    for i in range(g.ports)},
+                          # a VLAN of a port, tag popped (the card's breakout): str.format(vlan=)
+                          "vlan_wires": {port_name(i): CardNames(prefix).access_pattern(i)
+                                         for i in range(min(g.ports, MAX_ACCESS_PORT + 1))}}
                          if self.settings["card_process"] else {}),
                       "emulation": EMULATION if self.settings["card_process"] else
                       "register model only: no pipeline, forwards nothing"}

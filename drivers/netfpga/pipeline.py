@@ -16,7 +16,10 @@ pipeline and a restarted card rebuilds exactly what it ran. Tables, per slot (me
                 came from there
   3  arp        next hop -> destination MAC from the slot's ARP table; a miss goes to the
                 card's software (which sends an ARP request) and is counted
-  4  output     out port, tagged with the slot's VLAN when it has one (counted as forwarded)
+  4  output     out port, tagged with the slot's VLAN when it has one (counted as forwarded);
+                a tagged slot's port also has an access wire (the VLAN breakout): the same
+                frame goes out of it untagged, and what comes in on it enters as that
+                port's VLAN (reg4 = 1 marks it)
 
 Counting is by cookie: `cookie(kind, slot)`; the card process sums flow counters per cookie
 into the slot's counter registers.
@@ -59,6 +62,20 @@ def soft_ofport(slot: int) -> int:
     return 200 + slot
 
 
+MAX_ACCESS_PORT = 14       # access wires exist for ports 0..14 (their OpenFlow numbers fit)
+
+
+def access_ofport(port: int, vlan: int) -> int:
+    """OpenFlow port of the access wire of `port`'s VLAN `vlan` (below OFPP_MAX 0xff00)."""
+    return 1024 + (port << 12 | vlan)
+
+
+def access_wires(state: CardState) -> list[tuple[int, int]]:
+    """(port, VLAN) of every slot's tagged port: each gets an access wire."""
+    return sorted({(p, s.vlan) for s in state.slots if s.vlan and s.port_mask
+                   for p in s.ports if p <= MAX_ACCESS_PORT and p < len(state.port_macs)})
+
+
 def cpu_macs(port0_mac: str, slot: int) -> tuple[str, str]:
     """(card side, control-plane side) MACs of a slot's CPU port, derived from the card's."""
     head = port0_mac.rsplit(":", 1)[0]
@@ -77,6 +94,17 @@ class _Slot:
     def tag(self) -> str:
         v = self.s.vlan
         return f"push_vlan:0x8100,set_field:{4096 | v}->vlan_vid," if v else ""
+
+    def access(self, port: int) -> int | None:
+        """The access wire's OpenFlow port of a tagged slot's port (None: untagged slot)."""
+        v = self.s.vlan
+        return access_ofport(port, v) if v and port <= MAX_ACCESS_PORT else None
+
+    def out(self, port: int) -> str:
+        """Actions sending a packet out of `port` as this slot: untagged on the access wire
+        (if any), then tagged on the port (in that order: the tag is pushed last)."""
+        a = self.access(port)
+        return f"{f'output:{a},' if a else ''}{self.tag()}output:{port_ofport(port)}"
 
 
 def _responder(mac: str, *, own: str | None) -> str:
@@ -112,7 +140,12 @@ def _slot_flows(x: _Slot) -> list[str]:
         out.append(f"table=0,priority=100,cookie={c('rx_packets', n):#x},in_port={port_ofport(p)},"
                    f"{sel}set_field:{n}->metadata,load:{p}->NXM_NX_REG3[],goto_table:1")
         out.append(f"table=0,priority=100,in_port={soft_ofport(n)},dl_src={macs[p]},"
-                   f"actions={x.tag()}output:{port_ofport(p)}")
+                   f"actions={x.out(p)}")
+        if x.access(p):     # the access wire: this port's VLAN with the tag already popped
+            out.append(f"table=0,priority=100,cookie={c('rx_packets', n):#x},"
+                       f"in_port={x.access(p)},vlan_tci=0x0000/0x1fff,actions="
+                       f"set_field:{n}->metadata,load:{p}->NXM_NX_REG3[],"
+                       f"load:1->NXM_NX_REG4[],goto_table:1")
     out.append(f"table=0,priority=100,in_port={cpu_ofport(n)},arp,arp_op=1,"
                f"actions={_responder(cpu_card_mac, own=None)},IN_PORT")
     out.append(f"table=0,priority=90,in_port={cpu_ofport(n)},ip,actions=set_field:{n}->metadata,"
@@ -120,9 +153,13 @@ def _slot_flows(x: _Slot) -> list[str]:
     # 1: filter
     for p in ports:
         for own in s.filters:
+            learn = f"clone(set_field:{macs[p]}->eth_dst,output:{soft_ofport(n)})"
             out.append(f"table=1,priority=300,{meta},reg3={p},arp,arp_op=1,arp_tpa={own},"
-                       f"actions=clone(set_field:{macs[p]}->eth_dst,output:{soft_ofport(n)}),"
-                       f"{_responder(macs[p], own=own)},{x.tag()}IN_PORT")
+                       f"actions={learn},{_responder(macs[p], own=own)},{x.tag()}IN_PORT")
+            if x.access(p):                  # asked on the access wire: answered untagged
+                out.append(f"table=1,priority=301,{meta},reg3={p},reg4=1,arp,arp_op=1,"
+                           f"arp_tpa={own},actions={learn},{_responder(macs[p], own=own)},"
+                           "IN_PORT")
         out.append(f"table=1,priority=250,{meta},reg3={p},arp,arp_op=2,"
                    f"actions=set_field:{macs[p]}->eth_dst,output:{soft_ofport(n)}")
     out.append(f"table=1,priority=200,{meta},arp,actions=drop")
@@ -161,12 +198,18 @@ def _slot_flows(x: _Slot) -> list[str]:
                f"actions=move:NXM_NX_REG0[]->NXM_OF_IP_SRC[],output:{soft_ofport(n)}")
     # 4: output
     for p in ports:
-        out.append(f"table=4,priority=110,cookie={c('forwarded', n):#x},{meta},reg1={p},"
-                   f"reg3={p},actions={x.tag()}IN_PORT")
-        out.append(f"table=4,priority=100,cookie={c('forwarded', n):#x},{meta},reg1={p},"
-                   f"actions={x.tag()}output:{port_ofport(p)}")
+        a = x.access(p)
+        fwd = f"cookie={c('forwarded', n):#x},{meta},reg1={p}"
+        if a:            # back out of the port it came in by: IN_PORT for that wire
+            out.append(f"table=4,priority=120,{fwd},reg3={p},reg4=1,"
+                       f"actions=IN_PORT,{x.tag()}output:{port_ofport(p)}")
+            out.append(f"table=4,priority=110,{fwd},reg3={p},"
+                       f"actions=output:{a},{x.tag()}IN_PORT")
+        else:
+            out.append(f"table=4,priority=110,{fwd},reg3={p},actions={x.tag()}IN_PORT")
+        out.append(f"table=4,priority=100,{fwd},actions={x.out(p)}")
     return out
 
 
-__all__ = ["COOKIE_BASE", "KINDS", "compile_flows", "cookie", "cpu_macs", "cpu_ofport",
+__all__ = ["COOKIE_BASE", "KINDS", "access_ofport", "access_wires", "compile_flows", "cookie", "cpu_macs", "cpu_ofport",
            "kind_of", "port_ofport", "soft_ofport"]

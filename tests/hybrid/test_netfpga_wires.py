@@ -285,3 +285,58 @@ def test_killed_card_fails_the_slot_with_its_reason_and_restart_resumes(am: AM):
     assert wait_ping(h1, "10.84.2.2") == 63
     assert code_of(am.poa([r1], "geni_restart")) == 0
     assert am.wait_for([r1], "geni_ready") == {r1: "geni_ready"}
+
+
+def count_pings(ns: str) -> int:
+    """Echo requests that reached a container (an iptables counter in its namespace)."""
+    def rules() -> str:
+        return subprocess.run(["ip", "netns", "exec", ns, "iptables", "-L", "INPUT", "-v", "-x",
+                               "-n"], capture_output=True, text=True, check=True).stdout
+    rows = [line.split() for line in rules().splitlines() if "icmptype 8" in line]
+    if not rows:
+        subprocess.run(["ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-p", "icmp",
+                        "--icmp-type", "echo-request", "-j", "ACCEPT"], check=True)
+        return 0
+    return int(rows[0][0])
+
+
+def test_two_slots_on_vlans_of_one_port_wired_to_their_own_containers(am: AM):
+    """Slots b and c share ports nf0 and nf1, b on VLAN 100 and c on VLAN 200 (the links'
+    vlan_tag); each end is a container that cannot tag: it takes the card's breakout wire of
+    that VLAN. b's packets never reach c's containers."""
+    require_tool("iptables")
+    nodes = links = ""
+    for sl, vlan, net in (("b", 100, "10.85"), ("c", 200, "10.86")):
+        ifs = "".join(f'<interface client_id="{sl}:if{k}" component_id="urn:publicid:IDN+{AUTH}'
+                      f'+interface+nf1:nf{k}"><ip address="{net}.{k + 1}.1" '
+                      'netmask="255.255.255.0" type="ipv4"/></interface>' for k in (0, 1))
+        routes = _routes((f"{net}.1.0/24", "", f"{sl}:if0"), (f"{net}.2.0/24", "", f"{sl}:if1"))
+        nodes += (f'<node client_id="{sl}" component_id="{NF1}" exclusive="false">'
+                  f'<sliver_type name="netfpga-vdp"/>{ifs}<ga:node router="true">{routes}'
+                  '</ga:node></node>')
+        for k, (mine, far) in enumerate(((f"{net}.1", f"{net}.2"), (f"{net}.2", f"{net}.1"))):
+            h = f"h{sl}{k + 1}"
+            nodes += (f'<node client_id="{h}" component_id="{VS1}" exclusive="false">'
+                      f'<sliver_type name="vserver-container"/>{_iface(f"{h}:if0", f"{mine}.2")}'
+                      f'<ga:node>{_routes((f"{far}.0/24", f"{mine}.1", ""))}</ga:node></node>')
+            links += (f'<link client_id="l{sl}{k}"><interface_ref client_id="{h}:if0"/>'
+                      f'<interface_ref client_id="{sl}:if{k}"/><ga:link vlan_tag="{vlan}"/>'
+                      '</link>')
+    urns = up(am, f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" '
+                  f'type="request">{nodes}{links}</rspec>')
+    for sl, vlan in (("b", 100), ("c", 200)):
+        text = am.ok("Status", [urns[sl]], am.cred, {})["geni_slivers"][0]["geni_resource_status"]
+        assert f"on VLAN {vlan}" in text, text
+    hb1, hb2, hc1, hc2 = (container_ns(am, urns[h]) for h in ("hb1", "hb2", "hc1", "hc2"))
+    assert hostnet.find_link(None, f"{CARD_PREFIX}t0064") is None     # in hb1 (VLAN 100 of nf0)
+    assert wait_ping(hb1, "10.85.2.2") == 63
+    assert wait_ping(hc1, "10.86.2.2") == 63
+    hb2_seen, hc2_seen = count_pings(hb2), count_pings(hc2)
+    assert ping(hb1, "10.85.2.2") == 63
+    subprocess.run(["ip", "-n", hc1, "route", "add", "10.85.0.0/16", "via", "10.86.1.1"],
+                   check=True)
+    assert ping(hc1, "10.85.2.2", wait=0.5) is None             # c's slot has no way into b
+    assert count_pings(hb2) == hb2_seen + 1                       # b's one ping, nothing of c's
+    assert count_pings(hc2) == hc2_seen                           # and not one of b's in c
+    assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0
+    assert hostnet.find_link(None, f"{CARD_PREFIX}t0064") is not None  # back with the card

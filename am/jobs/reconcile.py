@@ -32,6 +32,12 @@ from am.states import Alloc, Event, Op
 from am.store import Job, JobState, Sliver, Store, utcnow
 from drivers.base import OperationalState
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drivers.registry import Site
+    from am.jobs.queue import JobQueue
+
 log = logging.getLogger(__name__)
 
 #: Operational states in which the substrate must have the sliver.
@@ -54,7 +60,7 @@ class ReconcileReport:
         return bool(self.requeued or self.failed_jobs or self.failed_slivers or self.released)
 
 
-def reconcile(store: Store, site, queue, *, now: datetime | None = None,
+def reconcile(store: Store, site: Site, queue: JobQueue, *, now: datetime | None = None,
               max_attempts: int | None = None, queued_grace_s: float = 60.0,
               waiting_grace_s: float = 60.0) -> ReconcileReport:
     """One reconciliation pass (see the module docstring). `queue` has `submit(job_id)` (and
@@ -80,7 +86,7 @@ def reconcile(store: Store, site, queue, *, now: datetime | None = None,
 
 
 # ---- 1 + 2a: interrupted jobs ---------------------------------------------------------------
-def _requeue(store: Store, queue, report: ReconcileReport, *, now: datetime | None,
+def _requeue(store: Store, queue: JobQueue, report: ReconcileReport, *, now: datetime | None,
              max_attempts: int, queued_grace_s: float) -> None:
     from am.jobs import runner
 

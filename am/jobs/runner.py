@@ -36,6 +36,11 @@ from am.store.retry import transient_cause
 from drivers.base import DriverError, OperationalState, ProvisionResult, SliverSpec
 from drivers.routesync import ROUTES_OPTION, RouteError, parse_routes_option
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drivers.registry import Site
+
 log = logging.getLogger(__name__)
 
 #: Job action for an operational action a driver advertises beyond the GENI ones (its
@@ -139,7 +144,7 @@ class _HeartbeatThread:
                     self.remove(hb)
 
 
-def run_job(store: Store, site, job_id: int, *, worker_id: str,
+def run_job(store: Store, site: Site, job_id: int, *, worker_id: str,
             lease_s: float = DEFAULT_LEASE_S, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
             heartbeat_s: float | None = None) -> None:
     """Run job `job_id` to completion (or record why it could not).
@@ -181,7 +186,7 @@ def _lease_taker(store: Store, worker_id: str, lease_s: float):
     return take
 
 
-def _run_claimed(task: SliverTask, site, *, max_attempts: int) -> None:
+def _run_claimed(task: SliverTask, site: Site, *, max_attempts: int) -> None:
     claimed = task.claimed
     action, attempts, job_args, spec = claimed.action, claimed.attempts, claimed.args, claimed.spec
     driver_kind, facts, shut_down = claimed.driver_kind, claimed.facts, claimed.shut_down

@@ -73,6 +73,7 @@ from credentials.urn import parse_urn
 from drivers.base import DriverError, SubstrateDriver, UserKeys
 
 if TYPE_CHECKING:
+    from drivers.registry import Site
     from am.engine import Placement
     from drivers.base import Usage
 
@@ -145,7 +146,7 @@ def _retried(method):
 class Aggregate:
     """Implements `am.service.contract.AggregateService`."""
 
-    def __init__(self, settings: Settings, store: Store, site, queue: JobQueue, *,
+    def __init__(self, settings: Settings, store: Store, site: Site, queue: JobQueue, *,
                  clock: Callable[[], datetime] = utcnow):
         self.settings = settings
         self.store = store

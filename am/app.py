@@ -102,6 +102,7 @@ def build_runtime(settings: Settings, *, behind_proxy: bool = False,
     from am.metrics import AMMetrics
     from am.service.aggregate import Aggregate
     from am.store.store import open_store
+    from drivers.inventory import InventoryError
     from drivers.registry import load_site
 
     closers: list[Callable[[], None]] = []
@@ -111,13 +112,19 @@ def build_runtime(settings: Settings, *, behind_proxy: bool = False,
         site = load_site(settings.inventory or None, authority=settings.authority,
                          fake_nodes=settings.fake_nodes, state_dir=str(settings.state_path))
         closers.append(site.close)
+        from am.jobs.hosts import JobRouter, removed_hosts_problem
+        problem = removed_hosts_problem(store, site)
+        if problem:
+            raise InventoryError(problem, file=settings.inventory or None)
         queue, queue_closers = job_queue(settings)
         closers.extend(queue_closers)
+        if site.hosts and hasattr(queue, "router"):   # each job to its host's queue
+            queue.router = JobRouter(store, site)
         service = Aggregate(settings=settings, store=store, site=site, queue=queue)
         authorizer = Authorizer.from_settings(settings)
         audit = QueuedAudit(store)
         closers.append(audit.close)
-        metrics = AMMetrics.for_app(store, authorizer)
+        metrics = AMMetrics.for_app(store, authorizer, getattr(service, "hosts", None))
         app = create_app(settings, service, authorizer, audit=audit, behind_proxy=behind_proxy,
                          metrics=metrics)
     except BaseException:

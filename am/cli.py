@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "am.worker_cli",     # worker
     "am.client_cli",     # client (AM API v3 client)
     "am.db_cli",         # db upgrade|current|check
+    "am.hosts_cli",      # hosts (a site of many hosts)
     "am.site.cli",       # site check|down
     "drivers.images.cli",  # image build|list|show|delete|verify
 )

@@ -127,6 +127,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--best-effort", action="store_true")
     p = add("shutdown", "Shutdown: operator emergency stop of a slice")
     p.add_argument("slice", metavar="SLICE")
+    p = add("stitch", "a stitched request across aggregates: Allocate at each in path order, "
+                      "carrying the VLAN tag; retry on VLAN_UNAVAILABLE; Provision; delete "
+                      "everything if the whole fails (docs/stitching.md)")
+    p.add_argument("slice", metavar="SLICE")
+    p.add_argument("rspec", metavar="RSPEC_FILE", help="request rspec ('-' for stdin)")
+    p.add_argument("--am", dest="ams", action="append", required=True, metavar="URL",
+                   help="an aggregate's AM API v3 URL; repeat for each aggregate of the path")
+    p.add_argument("--attempts", type=_positive(int), default=5, metavar="N",
+                   help="rounds before giving up on VLAN_UNAVAILABLE (5)")
+    p.add_argument("--no-provision", action="store_true", help="allocate only")
     p = add("wait", "poll Status until every sliver is ready or failed (progress on stderr)")
     p.add_argument("targets", nargs="+", metavar="TARGET")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
@@ -257,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
     command = args.client_command
     try:
         profile = _profile(args)
+        if command == "stitch":
+            return _stitch(args, profile)
         with _client(args, profile) as client:
             if command == "wait":
                 return _wait(client, args, profile)
@@ -269,6 +281,32 @@ def run(args: argparse.Namespace) -> int:
     except ClientError as exc:
         print(f"geni-am client {command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _stitch(args: argparse.Namespace, profile) -> int:
+    """`client stitch`: one client per --am, the same certificate and credentials."""
+    import dataclasses
+    import json
+
+    from am.client.stitch import stitch
+
+    clients = [_client(args, dataclasses.replace(profile, url=url)) for url in args.ams]
+    try:
+        result = stitch(clients, slice_urn(args.slice, profile), _read_rspec(args.rspec),
+                        attempts=args.attempts, provision=not args.no_provision,
+                        say=lambda m: print(m, file=sys.stderr))
+    finally:
+        for c in clients:
+            c.close()
+    if args.output == "json":
+        print(json.dumps(dataclasses.asdict(result), indent=2, sort_keys=True))
+    elif args.output == "xml":
+        print("\n".join(result.manifests.values()))
+    else:
+        tags = ", ".join(f"{p}: VLAN {t}" for p, t in sorted(result.tags.items())) or "no path"
+        print(f"{result.slice_urn}: stitched at {len(args.ams)} aggregate(s) in "
+              f"{result.rounds} round(s); {tags}")
+    return 0
 
 
 def _call(client, command: str, args: argparse.Namespace, profile) -> Any:

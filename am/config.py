@@ -60,6 +60,8 @@ class Settings:
     route_sync_interval_s: float = 60.0       # periodic re-sync of hybrid routers' forwarding planes; 0 = off
     # workers
     worker_concurrency: int = 2
+    host_heartbeat_s: float = 5.0             # a site of many hosts: each host's worker beats this often
+    host_down_after_s: float = 20.0           # a host silent this long is down (docs/hosts.md)
 
     # ---- derived -------------------------------------------------------------------------
     @property
@@ -97,6 +99,7 @@ _POSITIVE = frozenset({"allocation_ttl_s", "max_lease_s", "max_request_bytes",
                        "tls_handshake_timeout_s", "max_connections_per_client",
                        "client_idle_timeout_s",
                        "reaper_interval_s", "worker_concurrency", "dashboard_login_attempts",
+                       "host_heartbeat_s", "host_down_after_s",
                        "dashboard_login_global_attempts", "dashboard_login_window_s"})
 
 

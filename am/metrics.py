@@ -39,13 +39,16 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class StateCollector(Collector):
     """Scrape-time figures: live slivers by state and driver, jobs by state, cache counters."""
 
-    def __init__(self, store: Any = None, cache: Any = None):
+    def __init__(self, store: Any = None, cache: Any = None, hosts: Any = None):
         self.store = store
         self.cache = cache
+        self.hosts = hosts      # am.service.hosts.SiteHosts on a site of many hosts
 
     def collect(self) -> Iterator[Metric]:
         if self.store is not None:
             yield from self._store_metrics()
+        if self.hosts is not None and self.hosts.active:
+            yield from self._host_metrics()
         if self.cache is not None:
             hits = CounterMetricFamily("geniam_credential_cache_hits",
                                        "Credential verifications answered from the cache.")
@@ -95,6 +98,29 @@ class StateCollector(Collector):
         yield expiring
 
 
+    def _host_metrics(self) -> Iterator[Metric]:
+        """Per host of the site: up (1) or not, seconds since its last heartbeat, its load."""
+        from am.store.types import utcnow
+        try:
+            views = self.hosts.repo.views(sorted(self.hosts.site.hosts))
+        except Exception:   # noqa: BLE001 - a broken database must not break the scrape
+            log.exception("metrics: cannot read the hosts")
+            return
+        up = GaugeMetricFamily("geniam_host_up", "1 when the host's worker heartbeats, else 0 "
+                               "(down or never seen).", labels=["host"])
+        age = GaugeMetricFamily("geniam_host_heartbeat_age_seconds",
+                                "Seconds since the host's last heartbeat.", labels=["host"])
+        load = GaugeMetricFamily("geniam_host_load", "The host's 1-minute load average at its "
+                                 "last heartbeat.", labels=["host"])
+        now = utcnow()
+        for name, view in sorted(views.items()):
+            up.add_metric([name], 1.0 if view.state == "up" else 0.0)
+            if view.heartbeat is not None:
+                age.add_metric([name], max(0.0, (now - view.heartbeat).total_seconds()))
+                load.add_metric([name], float(view.load))
+        yield from (up, age, load)
+
+
 def store_counts(store: Any) -> tuple[dict[tuple[str, str, str], int], dict[str, int]]:
     """(live slivers by (allocation, operational, driver), jobs by state) in one read."""
     from sqlalchemy import func, select
@@ -136,7 +162,7 @@ def expiring_soon(store: Any, now: datetime | None = None) -> dict[str, int]:
 class AMMetrics:
     """The metrics of one app: its registry, the call instruments and the `/metrics` view."""
 
-    def __init__(self, *, store: Any = None, credential_cache: Any = None):
+    def __init__(self, *, store: Any = None, credential_cache: Any = None, hosts: Any = None):
         self.registry = CollectorRegistry()
         self.calls = Counter("geniam_calls", "API calls answered, by API, method and outcome "
                              "(the GENI code label, e.g. SUCCESS, FORBIDDEN).",
@@ -155,13 +181,14 @@ class AMMetrics:
             "geniam_dashboard_lockouts", "Dashboard token-login lockouts (HTTP 429): once per "
             "client address (scope=address), or for all clients (scope=global), per window.",
             ["scope"], registry=self.registry)
-        self.registry.register(StateCollector(store, credential_cache))
+        self.registry.register(StateCollector(store, credential_cache, hosts))
 
     @classmethod
-    def for_app(cls, store: Any, authorizer: Any) -> "AMMetrics":
-        """Wire to a store and to the authorizer's credential cache (when it has one)."""
+    def for_app(cls, store: Any, authorizer: Any, hosts: Any = None) -> "AMMetrics":
+        """Wire to a store, to the authorizer's credential cache (when it has one) and to the
+        site's hosts (`am.service.hosts.SiteHosts`, when the site has hosts)."""
         cache = getattr(getattr(authorizer, "verifier", None), "cache", None)
-        return cls(store=store, credential_cache=cache)
+        return cls(store=store, credential_cache=cache, hosts=hosts)
 
     def observe_call(self, record: CallRecord) -> None:
         """Call observer for `MethodTable.add_observer`."""

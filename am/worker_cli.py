@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pool", choices=("prefork", "threads", "solo"), default="prefork",
                    help="execution pool (default: prefork, one process per concurrent job)")
     p.add_argument("--hostname", "-n", metavar="NAME", help="worker node name")
+    p.add_argument("--host", metavar="NAME",
+                   help="be the agent of this host of the inventory ([hosts.NAME]): drive only "
+                        "its components, with its driver settings, and take only its jobs "
+                        "(its own queue) and site-wide work; heartbeat as this host")
     p.add_argument("--loglevel", "-l", default="INFO",
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
     p.add_argument("--no-periodic", action="store_true",
@@ -82,12 +86,12 @@ def run_worker(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.loglevel,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-    problem = _preflight(settings)
+    problem = _preflight(settings, args.host)
     if problem:
         print(f"geni-am worker: {problem}", file=sys.stderr)
         return 1
 
-    hostname = args.hostname or worker_name()
+    hostname = args.hostname or worker_name(f"geni-am-{args.host}" if args.host else "geni-am")
     if not args.no_supervise:
         from am.worker_supervisor import Supervisor
         return Supervisor(_child_argv(args, hostname)).run_until_signalled()
@@ -98,8 +102,8 @@ def run_worker(args: argparse.Namespace) -> int:
                        reconcile_interval_s=args.reconcile_interval_s,
                        batch_handoff_s=(defaults.batch_handoff_s if args.batch_handoff_s is None
                                         else args.batch_handoff_s))
-    return _run(settings, policy, hostname=hostname,
-                pool=args.pool, loglevel=args.loglevel, periodic=not args.no_periodic)
+    return _run(settings, policy, hostname=hostname, pool=args.pool, loglevel=args.loglevel,
+                periodic=not args.no_periodic, host=args.host)
 
 
 def _child_argv(args: argparse.Namespace, hostname: str) -> list[str]:
@@ -107,6 +111,8 @@ def _child_argv(args: argparse.Namespace, hostname: str) -> list[str]:
     its incarnations, and --no-supervise."""
     argv = [sys.executable, "-m", "am", "worker", "--no-supervise", "--hostname", hostname,
             "--pool", args.pool, "--loglevel", args.loglevel]
+    if args.host:
+        argv += ["--host", args.host]
     for flag, value in (("--config", args.config), ("--broker", args.broker),
                         ("--database", args.database), ("--inventory", args.inventory),
                         ("--state-dir", args.state_dir), ("--fake-nodes", args.fake_nodes),
@@ -121,10 +127,13 @@ def _child_argv(args: argparse.Namespace, hostname: str) -> list[str]:
     return argv
 
 
-def _preflight(settings) -> str | None:
+def _preflight(settings, host: str | None = None) -> str | None:
     """Fail fast, with a message, on a database or inventory the worker could not use, instead
-    of starting a worker whose every job crashes. Nothing stays open (children fork later)."""
+    of starting a worker whose every job crashes: a host the inventory does not name, or hosts
+    removed from it while they hold live slivers. Nothing stays open (children fork later)."""
+    from am.jobs.hosts import removed_hosts_problem
     from am.store import open_store
+    from drivers.base import DriverError
     from drivers.inventory import InventoryError
     from drivers.registry import load_site
 
@@ -132,41 +141,61 @@ def _preflight(settings) -> str | None:
         store = open_store(settings.effective_database_url)
         try:
             store.ping()
-        finally:
+        except Exception:
             store.close()
+            raise
     except Exception as exc:   # noqa: BLE001 - any driver error means "cannot use it"
         return f"database {settings.effective_database_url!r} is not usable: {exc}"
     try:
-        site = load_site(settings.inventory or None, authority=settings.authority,
-                         fake_nodes=settings.fake_nodes, state_dir=str(settings.state_path))
-        site.close()
-    except (InventoryError, OSError) as exc:
-        return f"inventory: {exc}"
-    return None
+        try:
+            site = load_site(settings.inventory or None, authority=settings.authority,
+                             fake_nodes=settings.fake_nodes, state_dir=str(settings.state_path),
+                             host=host)
+        except (InventoryError, DriverError, OSError) as exc:
+            return f"inventory: {exc}"
+        try:
+            if host is not None and not site.components_on(host):
+                return (f"inventory: host {host!r} has no components (give some "
+                        f'[[components]] host = "{host}")')
+            try:
+                return removed_hosts_problem(store, site)
+            except Exception as exc:   # noqa: BLE001 - e.g. the schema is not migrated yet
+                return f"database {settings.effective_database_url!r} is not usable: {exc}"
+        finally:
+            site.close()
+    finally:
+        store.close()
 
 
-def _run(settings, policy, *, hostname: str, pool: str, loglevel: str, periodic: bool) -> int:
+def _run(settings, policy, *, hostname: str, pool: str, loglevel: str, periodic: bool,
+         host: str | None = None) -> int:
     from celery import signals
 
     from am.jobs.embedded import period_claim, periodic_tasks
+    from am.jobs.hosts import SITE_QUEUE, host_queue
     from am.jobs.periodic import PeriodicTimer
     from am.jobs.runtime import JobSystem
 
-    jobs = JobSystem(settings, policy=policy)
+    jobs = JobSystem(settings, policy=policy, host=host)
     timer: PeriodicTimer | None = None
+    heartbeat = None
+    if host is not None:
+        heartbeat = _host_start(jobs, host, hostname, policy)
 
     def on_ready(sender=None, **_kw) -> None:
         # Started once the pool's children exist, so no fork inherits the timer's thread.
         nonlocal timer
         if periodic and timer is None:
-            timer = PeriodicTimer(
-                periodic_tasks(settings, jobs.queue,
-                               reconcile_interval_s=policy.reconcile_interval_s),
-                period_claim(settings, hostname))
+            tasks = periodic_tasks(settings, jobs.queue,
+                                   reconcile_interval_s=policy.reconcile_interval_s)
+            if host is not None:
+                tasks.append(_host_reconcile_task(settings, jobs, host, policy))
+            timer = PeriodicTimer(tasks, period_claim(settings, hostname))
             timer.start()
 
     signals.worker_ready.connect(on_ready, weak=False)
-    worker = jobs.app.Worker(hostname=hostname, pool_cls=pool,
+    queues = [host_queue(host), SITE_QUEUE] if host is not None else [SITE_QUEUE]
+    worker = jobs.app.Worker(hostname=hostname, pool_cls=pool, queues=queues,
                              concurrency=settings.worker_concurrency, loglevel=loglevel,
                              quiet=True, without_gossip=True, without_mingle=True,
                              without_heartbeat=True, optimization="fair")
@@ -176,8 +205,42 @@ def _run(settings, policy, *, hostname: str, pool: str, loglevel: str, periodic:
         signals.worker_ready.disconnect(on_ready)
         if timer is not None:
             timer.stop()
+        if heartbeat is not None:
+            heartbeat.stop()
         jobs.close()
     return int(worker.exitcode or 0)
+
+
+def _host_start(jobs, host: str, hostname: str, policy):
+    """A host's agent comes up: record what it owns, reconcile the host against the database
+    (lost slivers failed, orphans removed) *before* taking new work, then heartbeat."""
+    import os
+
+    from am.jobs.hosts import HostHeartbeat
+    from am.jobs.reconcile import reconcile
+    from am.store.hosts import HostRepository
+
+    log = logging.getLogger("am.worker")
+    rt = jobs.runtime()
+    repo = HostRepository(rt.store, down_after_s=jobs.settings.host_down_after_s)
+    repo.register(host, rt.site.components_on(host), worker=hostname, pid=os.getpid())
+    report = reconcile(rt.store, rt.site, rt.queue, max_attempts=policy.max_attempts,
+                       queued_grace_s=policy.queued_grace_s,
+                       waiting_grace_s=policy.waiting_grace_s)
+    log.info("host %s: reconciled before taking work: %s", host, report.as_dict())
+    return HostHeartbeat(repo, host, every_s=jobs.settings.host_heartbeat_s,
+                         worker=hostname).start()
+
+
+def _host_reconcile_task(settings, jobs, host: str, policy):
+    """This host's own reconciler (its substrate against the database), on its own queue."""
+    from am.jobs.celery_queue import RECONCILE
+    from am.jobs.hosts import host_queue
+    from am.jobs.periodic import PeriodicTask
+
+    every = policy.reconcile_interval_s or max(5.0, 2 * settings.reaper_interval_s)
+    return PeriodicTask(f"reconcile@{host}", every,
+                        lambda: jobs.queue.send_periodic(RECONCILE, queue=host_queue(host)))
 
 
 __all__ = ["register", "run_worker"]

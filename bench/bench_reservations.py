@@ -9,7 +9,9 @@ that is dropped and re-created):
     with a 2 h window on an empty store, and the same among N reservations spread over D days
     (the target: the last at most 2x the first);
   * find-slot for a 20-node request over D days of hourly slots: the time to the first fit,
-    and a full scan of every slot (a request that fits nowhere).
+    and a request that fits only after the reservations end (D days of exclusive use), each
+    twice: the first call decodes the slivers' specs it needs, the store keeps them for the
+    next (as in a running AM, where Allocate and ListResources keep them warm).
 The N reservations are written in bulk (one transaction), as N Allocates with windows would
 leave them: waiting slivers with their reservations and holds.
 """
@@ -159,13 +161,15 @@ def main() -> None:
     for name, xml, duration in (
             ("find-slot 20 nodes x 2 h, first fit", request(20), 2 * 3600),
             ("find-slot 20 exclusive nodes x 2 h", request(20, exclusive=True), 2 * 3600),
-            (f"find-slot 20 exclusive nodes x {args.days} d (no fit: every slot)",
+            (f"find-slot 20 exclusive nodes x {args.days} d (fits at the end)",
              request(20, exclusive=True), args.days * 86400)):
-        t = time.perf_counter()
-        found = agg.find_slot(WHO, xml, duration, None, hours)
-        took = time.perf_counter() - t
+        took = []
+        for _ in range(2):      # the first decodes the specs it needs; the store keeps them
+            t = time.perf_counter()
+            found = agg.find_slot(WHO, xml, duration, None, hours)
+            took.append(time.perf_counter() - t)
         where = f"from {found[0]:%Y-%m-%d %H:%M}" if found else "none"
-        print(f"  {name:48s} {took:6.3f} s  ({where})")
+        print(f"  {name:48s} {took[0]:6.3f} s, again {took[1]:6.3f} s  ({where})")
     store.close()
 
 

@@ -197,6 +197,8 @@ class Component:
     dpid: str | None = None                  # OpenFlow datapath id, "00:00:..:01"
     location: tuple[str, float | None, float | None] | None = None  # (country, lat, lon)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    hosts: tuple[str, ...] = ()              # the site's host(s) it is on (inventory `host`);
+                                             # () = the site's only machine; a switch may span several
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ Nothing here instantiates drivers: `drivers.registry.load_site` does that with t
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -33,7 +34,10 @@ SITE_KEYS = frozenset({"name", "authority", "description"})
 COMPONENT_KEYS = frozenset({
     "name", "driver", "isolation", "sliver_types", "hardware_types", "forwarding_modes",
     "capacity", "ports", "exclusive_ok", "dpid", "location", "vlan_range", "disk_images", "extra",
+    "host",
 })
+#: keys of a `[hosts.<name>]` table (docs/inventory.md, "Hosts")
+HOST_KEYS = frozenset({"address", "description", "drivers"})
 LINK_KEYS = frozenset({"name", "ends", "capacity_kbps"})
 EDGE_KEYS = frozenset({"name", "component", "port", "remote_aggregate", "remote_port",
                        "vlan_range", "capacity_kbps", "mtu", "ovs_db", "bridge", "netns"})
@@ -87,6 +91,20 @@ class LinkDecl:
 
 
 @dataclass(frozen=True)
+class HostDecl:
+    """A `[hosts.<name>]` entry: one machine of the site, run by its own `geni-am worker --host`.
+
+    `address` is its address on the site's physical network (the underlay tunnels between
+    hosts ride on); `drivers` holds per-driver-kind settings that override `[drivers.<kind>]`
+    in that host's worker (its own state directory, bridge names, ...)."""
+
+    name: str
+    address: str | None = None
+    description: str = ""
+    drivers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class EdgeDecl:
     """An `[[edges]]` entry: a port wired to another aggregate (stitching), before its
     component name is resolved."""
@@ -114,6 +132,7 @@ class InventoryFile:
     components: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)  # kind -> tables
     links: tuple[LinkDecl, ...] = ()
     edges: tuple[EdgeDecl, ...] = ()
+    hosts: Mapping[str, HostDecl] = field(default_factory=dict)                # name -> host
 
     def driver_kinds(self) -> list[str]:
         """Every driver kind the file uses, in first-mention order."""
@@ -145,11 +164,11 @@ def parse_inventory(text: str, *, path: str | None = None,
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InventoryError(f"not valid TOML: {exc}", file=path) from None
-    unknown = set(data) - {"site", "drivers", "components", "links", "edges"}
+    unknown = set(data) - {"site", "drivers", "components", "links", "edges", "hosts"}
     if unknown:
         key = sorted(unknown)[0]
-        raise InventoryError("unknown top-level table or key (expected site, drivers, components, "
-                             "links, edges)", file=path, key=key)
+        raise InventoryError("unknown top-level table or key (expected site, hosts, drivers, "
+                             "components, links, edges)", file=path, key=key)
 
     site = _table(data.get("site", {}), "site", None)
     _no_unknown(site, SITE_KEYS, "site")
@@ -165,6 +184,8 @@ def parse_inventory(text: str, *, path: str | None = None,
                                  f"{', '.join(sorted(known_drivers)) or 'none'})", table=table)
         drivers[kind] = dict(_table(cfg, table, None))
 
+    hosts = _hosts(_table(data.get("hosts", {}), "hosts", None), known_drivers)
+
     comps_raw = data.get("components", [])
     if not isinstance(comps_raw, list):
         raise InventoryError("must be an array of tables ([[components]])", key="components")
@@ -173,6 +194,11 @@ def parse_inventory(text: str, *, path: str | None = None,
     for i, raw in enumerate(comps_raw):
         table = f"components[{i}]"
         comp = _validate_component(_table(raw, table, None), table, known_drivers)
+        for host in comp.get("hosts", ()):
+            if host not in hosts:
+                raise InventoryError(f"host {host!r} is not named in [hosts] (named: "
+                                     f"{', '.join(sorted(hosts)) or 'none'})", table=table,
+                                     key="host")
         lower = comp["name"].lower()
         if lower in names:
             raise InventoryError(f"duplicate component name {comp['name']!r} (also {names[lower]})",
@@ -202,7 +228,42 @@ def parse_inventory(text: str, *, path: str | None = None,
                                  key="name")
     return InventoryFile(path=path, site_name=site_name, authority=authority, drivers=drivers,
                          components={k: tuple(v) for k, v in by_kind.items()}, links=links,
-                         edges=edges)
+                         edges=edges, hosts=hosts)
+
+
+def _hosts(raw: Mapping[str, Any], known_drivers: set[str] | None) -> dict[str, HostDecl]:
+    """The `[hosts.<name>]` tables: each a machine of the site with its own worker."""
+    hosts: dict[str, HostDecl] = {}
+    lower: dict[str, str] = {}
+    for name, value in raw.items():
+        table = f"hosts.{name}"
+        if not NAME_RE.match(name):
+            raise InventoryError(f"{name!r} is not a valid host name (letters, digits, '_', "
+                                 "'.', '-')", table=table)
+        if name.lower() in lower:
+            raise InventoryError(f"duplicate host name {name!r} (also {lower[name.lower()]})",
+                                 table=table)
+        lower[name.lower()] = name
+        host = _table(value, table, None)
+        _no_unknown(host, HOST_KEYS, table)
+        address = _opt_str(host, "address", table)
+        if address is not None:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise InventoryError(f"{address!r} is not an IP address", table=table,
+                                     key="address") from None
+        drivers: dict[str, Mapping[str, Any]] = {}
+        for kind, cfg in _table(host.get("drivers", {}), table, "drivers").items():
+            if known_drivers is not None and kind not in known_drivers:
+                raise InventoryError(f"unknown driver kind {kind!r} (installed: "
+                                     f"{', '.join(sorted(known_drivers)) or 'none'})",
+                                     table=table, key=f"drivers.{kind}")
+            drivers[kind] = dict(_table(cfg, table, f"drivers.{kind}"))
+        hosts[name] = HostDecl(name=name, address=address,
+                               description=_opt_str(host, "description", table) or "",
+                               drivers=drivers)
+    return hosts
 
 
 def _validate_edge(raw: Mapping[str, Any], table: str) -> EdgeDecl:
@@ -295,6 +356,15 @@ def _validate_component(raw: Mapping[str, Any], table: str,
         out["disk_images"] = _images(raw["disk_images"], table)
     if "extra" in raw:
         out["extra"] = dict(_table(raw["extra"], table, "extra"))
+    if "host" in raw:   # one host, or several for a switch spanning them (a physical fabric)
+        value = raw["host"]
+        names = [value] if isinstance(value, str) else value
+        if (not isinstance(names, list) or not names
+                or not all(isinstance(n, str) and n for n in names)
+                or len({n.lower() for n in names}) != len(names)):
+            raise InventoryError(f"must be a host name or a list of distinct host names, not "
+                                 f"{value!r}", table=table, key="host")
+        out["hosts"] = tuple(names)
     return out
 
 
@@ -355,6 +425,7 @@ def build_component(table: Mapping[str, Any], *, authority: str, driver: str,
         dpid=table.get("dpid"),
         location=table.get("location"),
         extra=extra,
+        hosts=tuple(table.get("hosts", ())),
     )
 
 
@@ -476,7 +547,7 @@ def _images(value: Any, table: str) -> tuple[DiskImage, ...]:
 
 
 __all__ = [
-    "InventoryError", "InventoryFile", "LinkDecl", "build_component", "interface_urn",
+    "HostDecl", "InventoryError", "InventoryFile", "LinkDecl", "build_component", "interface_urn",
     "load_inventory", "node_urn", "parse_forwarding", "parse_inventory", "parse_isolation",
     "parse_vlan_range",
 ]

@@ -127,11 +127,19 @@ class OVSClient:
         return ports
 
     def dpid(self, bridge: str) -> str:
-        """The bridge's datapath id as 8 colon-separated hex octets."""
-        raw = self.get("Bridge", bridge, "datapath_id").strip('"')
-        if len(raw) != 16:
-            raise OVSError(f"bridge {bridge} has no datapath id yet ({raw!r})", transient=True)
-        return ":".join(raw[i:i + 2] for i in range(0, 16, 2))
+        """The bridge's datapath id as 8 colon-separated hex octets.
+
+        ovs-vswitchd fills `datapath_id` in shortly after the bridge appears; on a loaded host
+        that can lag the `add-br` transaction, so an empty id is waited for (up to the client's
+        timeout) before it counts as an error."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            raw = self.get("Bridge", bridge, "datapath_id").strip('"')
+            if len(raw) == 16:
+                return ":".join(raw[i:i + 2] for i in range(0, 16, 2))
+            if time.monotonic() >= deadline:
+                raise OVSError(f"bridge {bridge} has no datapath id yet ({raw!r})", transient=True)
+            time.sleep(0.05)
 
     def dump_flows(self, bridge: str, match: str | None = None) -> list[FlowEntry]:
         args = ["dump-flows", "--no-names", bridge] + ([match] if match else [])

@@ -23,6 +23,7 @@ from drivers.base import (
     SubstrateDriver,
 )
 from drivers.inventory import (
+    HostDecl,
     InventoryError,
     InventoryFile,
     interface_urn,
@@ -61,17 +62,46 @@ class Site:
 
     def __init__(self, drivers: Mapping[str, SubstrateDriver], *, authority: str,
                  name: str = "geni-am", links: Iterable[SiteLink] = (),
+                 hosts: Mapping[str, HostDecl] | None = None,
+                 host_map: Mapping[str, tuple[str, ...]] | None = None,
+                 host: str | None = None,
                  edges: Iterable[EdgePort] = ()):
         self.drivers: dict[str, SubstrateDriver] = dict(drivers)
         self.authority = authority
         self.name = name
         self._declared_links = list(links)
         self.edges: list[EdgePort] = list(edges)     # ports wired to other aggregates
+        #: the site's machines (`[hosts.<name>]`); empty: a single-host site (one machine)
+        self.hosts: dict[str, HostDecl] = dict(hosts or {})
+        #: every inventory component's URN (lower case) -> its host(s), also those of other
+        #: hosts whose drivers this process did not load
+        self.host_map: dict[str, tuple[str, ...]] = dict(host_map or {})
+        #: the host this process drives (`geni-am worker --host`), None for the whole site
+        self.host = host
 
     def edge(self, interface_id: str) -> EdgePort | None:
         """The edge port with this URN (a stitching hop's link id), if any."""
         key = interface_id.strip().lower()
         return next((e for e in self.edges if e.interface_id.lower() == key), None)
+
+    # ---- hosts -------------------------------------------------------------------------------
+    def hosts_of(self, component_id: str) -> tuple[str, ...]:
+        """The host(s) a component is on; () when the site names no hosts for it."""
+        found = self.host_map.get(component_id.lower())
+        if found is not None:
+            return found
+        comp = self.component(component_id)
+        return comp.hosts if comp is not None else ()
+
+    def host_of(self, component_id: str) -> str | None:
+        """The one host that owns a component's slivers (its jobs go to that host's queue);
+        None for a component on no host or spanning several (site-wide work)."""
+        hosts = self.hosts_of(component_id)
+        return hosts[0] if len(hosts) == 1 else None
+
+    def components_on(self, host: str) -> list[str]:
+        """URNs (lower case) of the inventory components on `host`."""
+        return sorted(urn for urn, hosts in self.host_map.items() if host in hosts)
 
     # ---- components --------------------------------------------------------------------------
     @cached_property
@@ -168,13 +198,19 @@ class Site:
 
 
 def load_site(inventory_path: str | None, *, authority: str, fake_nodes: int = 0,
-              state_dir: str | None = None) -> Site:
+              state_dir: str | None = None, host: str | None = None) -> Site:
     """The site from an inventory file, or with no file a built-in fake site.
 
     `fake_nodes` > 0 without a file serves that many fake nodes (DEFAULT_FAKE_NODES otherwise);
     with a file it adds a fake driver with that many nodes. `state_dir` is where the fake
     substrate keeps its state when the inventory does not say (share it between the server and
     its workers so they see one substrate).
+
+    `host` (a `geni-am worker --host NAME`): only that host's part of the site is loaded: the
+    drivers of the components on it, each configured with `[drivers.<kind>]` overridden by
+    `[hosts.NAME.drivers.<kind>]`, and the links between its own components. The site still
+    knows which host every other component is on (`Site.host_map`). A host the inventory does
+    not name is an InventoryError.
     """
     registry = available_drivers()
     if inventory_path:
@@ -187,6 +223,12 @@ def load_site(inventory_path: str | None, *, authority: str, fake_nodes: int = 0
         raise InventoryError(f"site authority {inv.authority!r} differs from the AM's authority "
                              f"{authority!r}", file=inv.path, table="site", key="authority")
     base_dir = Path(inventory_path).resolve().parent if inventory_path else None
+    host_map = {node_urn(authority, t["name"]).lower(): tuple(t.get("hosts", ()))
+                for tables in inv.components.values() for t in tables}
+    if host is not None and host not in inv.hosts:
+        raise InventoryError(f"host {host!r} is not named in the inventory (hosts: "
+                             f"{', '.join(sorted(inv.hosts)) or 'none'})", file=inv.path,
+                             table="hosts")
     drivers: dict[str, SubstrateDriver] = {}
     try:
         for kind in inv.driver_kinds() + (["fake"] if fake_nodes and "fake" not in inv.drivers
@@ -195,7 +237,13 @@ def load_site(inventory_path: str | None, *, authority: str, fake_nodes: int = 0
             if cls is None:
                 raise InventoryError(f"driver kind {kind!r} is not installed", file=inv.path,
                                      table=f"drivers.{kind}")
+            tables = list(inv.components.get(kind, ()))
             config: dict[str, Any] = dict(inv.drivers.get(kind, {}))
+            if host is not None:
+                tables = [t for t in tables if host in t.get("hosts", ())]
+                if not tables:
+                    continue        # nothing of this kind on this host
+                config.update(inv.hosts[host].drivers.get(kind, {}))
             if kind == "fake":
                 if fake_nodes:
                     config["nodes"] = fake_nodes
@@ -204,12 +252,20 @@ def load_site(inventory_path: str | None, *, authority: str, fake_nodes: int = 0
                 elif "state_dir" not in config and state_dir:
                     config["state_dir"] = str(Path(state_dir) / "fake-substrate")
             try:
-                drivers[kind] = cls(config, list(inv.components.get(kind, ())), authority=authority)
+                drivers[kind] = cls(config, tables, authority=authority)
             except InventoryError as exc:
                 raise exc.in_file(inv.path) if inv.path else exc from None
+        decls = inv.links
+        if host is not None:   # a host's worker wires only what lies within the host
+            decls = tuple(d for d in decls
+                          if all(host in host_map.get(node_urn(authority, c).lower(), ())
+                                 for c, _ in d.ends))
+            inv = dataclasses.replace(inv, links=decls, edges=tuple(
+                e for e in inv.edges
+                if host in host_map.get(node_urn(authority, e.component).lower(), ())))
         site = Site(drivers, authority=authority, name=inv.site_name,
-                    links=_resolve_links(inv, drivers, authority),
-                    edges=_resolve_edges(inv, authority))
+                    links=_resolve_links(inv, drivers, authority), hosts=inv.hosts,
+                    host_map=host_map, host=host, edges=_resolve_edges(inv, authority))
         try:
             site.components   # validate now: duplicate URNs surface at start-up, not later
         except InventoryError as exc:

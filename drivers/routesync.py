@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +56,40 @@ class FibEntry:
         return ipaddress.IPv4Network(self.prefix)
 
 
+def _canonical_v4(text: str) -> int | None:
+    """The address as an integer if `text` is already a canonical dotted quad, else None
+    (then `ipaddress` decides, with its error messages). inet_aton/inet_ntoa are C: a
+    10,000-route sync parses 20,000 addresses, which `ipaddress` made the bulk of its time."""
+    try:
+        packed = socket.inet_aton(text)
+    except (OSError, TypeError, ValueError):
+        return None
+    return int.from_bytes(packed, "big") if socket.inet_ntoa(packed) == text else None
+
+
+def _fast_normalise(route: Route) -> Route | None:
+    """`normalise` for a route already in canonical form (the common case: what the request
+    parser, a route push or a stored set hands over); None when it is not (slow path)."""
+    addr, slash, plen = route.destination.partition("/")
+    if not slash or not plen.isdigit() or str(int(plen)) != plen or int(plen) > 32:
+        return None
+    ip = _canonical_v4(addr)
+    if ip is None or ip & (0xFFFFFFFF >> int(plen)):          # host bits: the slow path says so
+        return None
+    gw = route.gateway
+    if gw is not None and _canonical_v4(gw) is None:
+        return None
+    return route
+
+
 def normalise(route: Route) -> Route:
     """The route with its prefix in canonical form; RouteError when it is not IPv4 CIDR.
 
     Host bits are refused rather than silently cleared: "10.0.0.1/24" is most likely a typo.
     """
+    fast = _fast_normalise(route) if isinstance(route.destination, str) else None
+    if fast is not None:
+        return fast
     try:
         net = ipaddress.IPv4Network(route.destination, strict=True)
     except ValueError as exc:

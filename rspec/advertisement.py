@@ -137,6 +137,7 @@ def build_advertisement(
     free: Mapping[str, Mapping[str, float]] | None = None,
     shaping: Mapping[str, Sequence[str]] | None = None,
     stitching: str | None = None,
+    hosts: Mapping[str, tuple[str, str, str]] | None = None,
 ) -> str:
     """The advertisement RSpec text (valid against `ad-bundle.xsd`).
 
@@ -147,10 +148,12 @@ def build_advertisement(
     `geniam:component link_shaping` (missing: the component carries no links of its own).
     `stitching`: the top-level `<stitching>` element text (`rspec.stitching.stitching_ad`)
     when the AM has edge ports.
+    `hosts`: component_id -> (host, host state, why unavailable or ""), on a site of many hosts.
     """
     available = available or {}
     free = free or {}
     shaping = shaping or {}
+    hosts = hosts or {}
     mgr = attr(am_urn)
     out: list[str] = [_HEADER, f' generated="{timestamp(generated or datetime.now(timezone.utc))}"']
     if expires is not None:
@@ -169,7 +172,7 @@ def build_advertisement(
                       shaping.get(comp.component_id))
         else:
             _node(out, comp, mgr, now, free.get(comp.component_id, {}),
-                  shaping.get(comp.component_id))
+                  shaping.get(comp.component_id), hosts.get(comp.component_id))
     for link in links:
         _link(out, link, mgr)
     if stitching:
@@ -198,7 +201,8 @@ def _opstate(out: list[str], spec: OpstateSpec, mgr: str) -> None:
 
 
 def _node(out: list[str], comp: ComponentLike, mgr: str, now: bool,
-          free: Mapping[str, float], shaping: Sequence[str] | None) -> None:
+          free: Mapping[str, float], shaping: Sequence[str] | None,
+          host: tuple[str, str, str] | None = None) -> None:
     exclusive = "true" if comp.exclusive_ok else "false"
     out.append(f'  <node component_id="{attr(comp.component_id)}" component_manager_id="{mgr}" '
                f'component_name="{attr(comp.name)}" exclusive="{exclusive}">\n')
@@ -227,7 +231,7 @@ def _node(out: list[str], comp: ComponentLike, mgr: str, now: bool,
         extras = _port_extras(port)
         out.append(f'>{extras}</interface>\n' if extras else '/>\n')
     out.append(f'    <available now="{"true" if now else "false"}"/>\n')
-    _component_ext(out, comp, free, shaping)
+    _component_ext(out, comp, free, shaping, host)
     out.append('  </node>\n')
 
 
@@ -251,9 +255,14 @@ def _location(tag: str, location: tuple[str, float | None, float | None]) -> str
 
 
 def _component_ext(out: list[str], comp: ComponentLike, free: Mapping[str, float],
-                   shaping: Sequence[str] | None) -> None:
+                   shaping: Sequence[str] | None,
+                   host: tuple[str, str, str] | None = None) -> None:
     s = [f'    <geniam:component driver="{attr(comp.driver)}" '
          f'isolation="{attr(enum_value(comp.isolation))}"']
+    if host is not None:
+        s.append(f' host="{attr(host[0])}" host_state="{attr(host[1])}"')
+        if host[2]:
+            s.append(f' unavailable_reason="{attr(host[2])}"')
     if comp.forwarding_modes:
         modes = " ".join(enum_value(m) for m in comp.forwarding_modes)
         s.append(f' forwarding_modes="{attr(modes)}"')

@@ -346,9 +346,16 @@ class _RequestReader:
                 self.problem(ref, f"link {cid!r}: interface {rid!r} is referenced twice")
             else:
                 refs.append(rid)
-        if len(refs) < 2:
+        shared = None
+        for child in _elements(el):
+            if child.tag in _SHARED_VLAN_TAGS:
+                shared = (child.get("name") or "").strip() or None
+                if shared is None:
+                    self.problem(child, f"link {cid!r}: link_shared_vlan without a name")
+        # a link joining a shared LAN may have one end here: the LAN is the other
+        if len(refs) < (1 if shared else 2):
             self.problem(el, f"link {cid!r} has {len(refs)} distinct interface_ref(s); a link "
-                             "needs at least two ends")
+                             "needs at least two ends (one when it joins a shared LAN)")
         ends = set(refs) | {cid}   # ProtoGENI/geni-lib LANs use the link itself as dest_id
         properties: list[LinkProperty] = []
         for prop in el.iterchildren(R + "property"):
@@ -360,12 +367,6 @@ class _RequestReader:
         for hint in el.iterchildren(GA + "link"):
             if hint.get("vlan_tag") is not None:
                 vlan_tag = int(hint.get("vlan_tag"))   # range checked by geniam.xsd
-        shared = None
-        for child in _elements(el):
-            if child.tag in _SHARED_VLAN_TAGS:
-                shared = (child.get("name") or "").strip() or None
-                if shared is None:
-                    self.problem(child, f"link {cid!r}: link_shared_vlan without a name")
         return RequestLink(
             client_id=cid,
             interface_refs=tuple(refs),

@@ -6,6 +6,7 @@ waits longer than it must.
 """
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -68,3 +69,17 @@ def wait_jobs_quiet(store, timeout: float = 30.0, interval: float = 0.2) -> None
     a timeout names the jobs still open."""
     wait_until(lambda: not open_jobs(store), "every job to finish", timeout, interval,
                detail=lambda: f"jobs still open: {open_jobs(store)}")
+
+
+def read_banner(proc: subprocess.Popen, timeout: float) -> str:
+    """What serve prints on stdout up to its "--- end ---" line (less if it exits first)."""
+    lines: list[str] = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.strip() == "--- end ---":
+            break
+    return "".join(lines)

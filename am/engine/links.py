@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from am.engine.ledger import Ledger
 from am.engine.nodes import NodeRecord
@@ -53,10 +54,12 @@ def is_switch(comp: Component) -> bool:
 
 
 class LinkPlacer:
-    def __init__(self, site: Site, ledger: Ledger, slice_urn: str):
+    def __init__(self, site: Site, ledger: Ledger, slice_urn: str,
+                 shared_lans: Mapping[str, Any] | None = None):
         self.site = site
         self.ledger = ledger
         self.slice_urn = slice_urn
+        self.shared_lans = shared_lans or {}
         self._order = {c.component_id: i for i, c in enumerate(site.components)}
 
     def place(self, link: RequestLink, ends: list[tuple[str, str]],
@@ -66,9 +69,9 @@ class LinkPlacer:
         if link.link_type not in PLAIN_LINK_TYPES:
             return Refusal(cid, "UNSUPPORTED", f"link type {link.link_type!r} is not offered here "
                                                "(plain layer-2 links only)")
-        if link.shared_vlan:
-            return Refusal(cid, "UNSUPPORTED", f"shared VLAN {link.shared_vlan!r} is not offered here")
         hosts = {records[n].component.component_id: records[n].component for n, _ in ends}
+        if link.shared_vlan:
+            return self._join(link, ends, hosts, records)
         if len(hosts) == 2 and len(ends) == 2 and \
                 any(records[n].component.extra.get("wires") for n, _ in ends):
             return self._wire(link, ends, records)
@@ -91,6 +94,40 @@ class LinkPlacer:
                           kind=ResourceKind.LINK, component_id=comp.component_id, link=spec,
                           params=dict(params or {}))
 
+    def _join(self, link: RequestLink, ends: list[tuple[str, str]],
+              hosts: Mapping[str, Component], records: Mapping[str, NodeRecord]
+              ) -> LinkRecord | Refusal:
+        """A link joining the LAN another slice shares under the token `link.shared_vlan`
+        (ProtoGENI's `link_shared_vlan`): a bridge port per end, on the LAN's own bridge."""
+        cid, token = link.client_id, link.shared_vlan
+        ref = self.shared_lans.get(token)
+        if ref is None:
+            return Refusal(cid, "SEARCHFAILED", f"link {cid}: no LAN is shared under the name "
+                                                f"{token!r} here (a wrong token, or unshared)")
+        if ref.slice_urn == self.slice_urn:
+            return Refusal(cid, "BADARGS", f"link {cid}: LAN {token!r} is this slice's own; "
+                                           "add the interfaces to it instead")
+        lan_host = self.site.component(ref.component_id)
+        away = sorted(n for n, _ in ends
+                      if records[n].component.component_id.lower() != ref.component_id.lower())
+        if lan_host is None or away:
+            return Refusal(cid, "UNSUPPORTED", f"link {cid}: shared LAN {token!r} is a bridge "
+                                               f"on {ref.component_id}; node(s) "
+                                               f"{', '.join(away)} are elsewhere")
+        driver = self.site.drivers[lan_host.driver]
+        if not driver.capabilities.links:
+            return Refusal(cid, "UNSUPPORTED", f"component {lan_host.component_id} cannot "
+                                               "link its slivers")
+        spec = self._spec(link, lan_host, ends, records, "bridge",
+                          params={"shared_lan": token, "lan_sliver": ref.lan_sliver_urn})
+        adm = self._admit(lan_host, spec)
+        if not adm.ok:
+            return Refusal(cid, adm.reason_code or "UNSUPPORTED",
+                           adm.reason or f"component {lan_host.component_id} refused link {cid}")
+        self.ledger.commit(lan_host, spec, adm.demand)
+        return LinkRecord(link, lan_host, lan_host.driver, spec, dict(adm.demand), adm.claims,
+                          ends)
+
     def _admit(self, comp: Component, spec: SliverSpec) -> Admission:
         return self.site.drivers[comp.driver].admit(spec, self.ledger.usage(comp))
 
@@ -100,7 +137,8 @@ class LinkPlacer:
         if not driver.capabilities.links:
             return Refusal(link.client_id, "UNSUPPORTED",
                            f"component {host.component_id} cannot link its slivers")
-        mode = "veth" if len(ends) == 2 else "bridge"
+        # a LAN (link_type "lan", or more than two ends) is a bridge: it can be shared
+        mode = "veth" if len(ends) == 2 and link.link_type != "lan" else "bridge"
         spec = self._spec(link, host, ends, records, mode)
         adm = self._admit(host, spec)
         if not adm.ok:

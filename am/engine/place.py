@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from am.engine.flowspace import FlowspaceRecord, place_openflow
 from am.engine.ledger import Ledger
@@ -31,12 +32,18 @@ def mac_for(sliver_urn: str, interface_client_id: str) -> str:
 
 
 def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn: str,
-          mint_sliver_urn: Callable[[str], str], best_effort: bool = False) -> Placement:
-    """Map `request` onto `site` given what is already reserved (`usage`, by component URN)."""
+          mint_sliver_urn: Callable[[str], str], best_effort: bool = False,
+          shared_lans: Mapping[str, Any] | None = None) -> Placement:
+    """Map `request` onto `site` given what is already reserved (`usage`, by component URN).
+
+    `shared_lans`: token -> the LAN another slice shares under it (anything with
+    `component_id` and `lan_sliver_urn`), for links that join one (`link_shared_vlan`)."""
     refusals: list[Refusal] = []
     bad = _check_request(request)
     if bad:
         return Placement(slivers=[], refusals=bad)
+    shared_lans = shared_lans or {}
+    request = _bind_joiners(request, shared_lans)
 
     ledger = Ledger(usage, slice_urn)
     nodes = NodePlacer(site, ledger, slice_urn,
@@ -61,7 +68,7 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
                     if n.client_id in node_refusals)
 
     owner = {i.client_id: n.client_id for n in request.nodes for i in n.interfaces}
-    linker = LinkPlacer(site, ledger, slice_urn)
+    linker = LinkPlacer(site, ledger, slice_urn, shared_lans)
     # a hybrid router whose forwarding plane is on a card with wired ports: its links plug
     # into the card (its packets are forwarded there), not into its control plane's host
     ends_on = {**records, **{cid: plane for cid, plane in forwarding.items()
@@ -104,6 +111,22 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
                      refusals=refusals)
 
 
+def _bind_joiners(request: Request, shared_lans: Mapping[str, Any]) -> Request:
+    """Unbound nodes with an interface on a link that joins a shared LAN go where the LAN is
+    (a shared LAN is a bridge on one host)."""
+    where = {}
+    for link in request.links:
+        ref = shared_lans.get(link.shared_vlan) if link.shared_vlan else None
+        if ref is not None:
+            where.update(dict.fromkeys(link.interface_refs, ref.component_id))
+    if not where:
+        return request
+    nodes = tuple(replace(n, component_id=next((where[i.client_id] for i in n.interfaces
+                                                 if i.client_id in where), None))
+                  if n.component_id is None else n for n in request.nodes)
+    return replace(request, nodes=nodes)
+
+
 def _check_request(request: Request) -> list[Refusal]:
     """Request-level mistakes no placement can fix (the parser checks most; be sure)."""
     out: list[Refusal] = []
@@ -137,7 +160,7 @@ def _check_request(request: Request) -> list[Refusal]:
                 out.append(Refusal(link.client_id, "BADARGS",
                                    f"interface {ref!r} is already on link {used[ref]}"))
             used.setdefault(ref, link.client_id)
-        if len(link.interface_refs) < 2:
+        if len(link.interface_refs) < (1 if link.shared_vlan else 2):   # a shared LAN is an end
             out.append(Refusal(link.client_id, "BADARGS",
                                f"link {link.client_id} needs at least two interfaces at this AM"))
     return out

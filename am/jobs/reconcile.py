@@ -73,8 +73,10 @@ def reconcile(store: Store, site: Site, queue: JobQueue, *, now: datetime | None
              queued_grace_s=queued_grace_s)
     _fail_orphaned_waits(store, report, now=now or utcnow(), grace_s=waiting_grace_s)
     for kind, driver in site.drivers.items():
+        if _hosted_elsewhere(site, driver):
+            continue
         try:
-            _check_substrate(store, kind, driver, report)
+            _check_substrate(store, kind, driver, report, site)
         except Exception as exc:   # noqa: BLE001 - one broken driver must not stop the others
             log.warning("reconcile: driver %s: %s", kind, exc)
             report.errors.append(f"{kind}: {exc}")
@@ -83,6 +85,16 @@ def reconcile(store: Store, site: Site, queue: JobQueue, *, now: datetime | None
                  "released %d orphan(s)", len(report.requeued), len(report.failed_jobs),
                  len(report.failed_slivers), len(report.released))
     return report
+
+
+def _hosted_elsewhere(site, driver) -> bool:
+    """On a site of many hosts, a process that is no host's agent (`geni-am serve`, a worker
+    without --host) never observes the substrate of components that live on hosts: their
+    own workers reconcile them."""
+    if not getattr(site, "hosts", None) or getattr(site, "host", None) is not None:
+        return False
+    comps = [c for c in site.components if c.driver == driver.kind]
+    return bool(comps) and all(site.host_of(c.component_id) is not None for c in comps)
 
 
 # ---- 1 + 2a: interrupted jobs ---------------------------------------------------------------
@@ -156,10 +168,16 @@ def _fail_orphaned_waits(store: Store, report: ReconcileReport, *, now: datetime
 
 
 # ---- 2c + 3: substrate drift ------------------------------------------------------------------
-def _check_substrate(store: Store, kind: str, driver, report: ReconcileReport) -> None:
+def _check_substrate(store: Store, kind: str, driver, report: ReconcileReport,
+                     site=None) -> None:
+    """`site` (a host's part of a site of many hosts, `Site.host` set): only slivers on the
+    components this process drives are expected here; other hosts reconcile their own."""
     on_substrate = [op.value for op in _ON_SUBSTRATE]
+    mine = site.component if getattr(site, "host", None) else None
     with store.read() as session:
-        expected = store.slices.urns_in(session, kind, Alloc.PROVISIONED, on_substrate)
+        expected = {urn for urn, component in store.slices.provisioned_on_substrate(
+                        session, kind, on_substrate)
+                    if mine is None or mine(component) is not None}
     observed = driver.observed()
     with store.read() as session:
         owned = store.slices.allocated_urns(session)

@@ -41,18 +41,28 @@ class JobPolicy:
     batch_handoff_s: float = DEFAULT_BATCH_HANDOFF_S   # a slower batch spreads out; 0: never
 
 
-def build_process_runtime(settings: Settings, queue: CeleryJobQueue) -> JobRuntime:
-    """Open the store and the site for this process (a `geni-am worker` process or child)."""
+def build_process_runtime(settings: Settings, queue: CeleryJobQueue, *,
+                          host: str | None = None) -> JobRuntime:
+    """Open the store and the site for this process (a `geni-am worker` process or child).
+    With `host` (`geni-am worker --host`), only that host's part of the site is loaded, and
+    on a site of many hosts jobs are routed to, and checked against, their hosts' queues."""
+    from am.jobs.hosts import HostGuard, JobRouter
     from am.service.aggregate import Aggregate
     from am.store import open_store
     from drivers.registry import load_site
 
     store = open_store(settings.effective_database_url)
     site = load_site(settings.inventory or None, authority=settings.authority,
-                     fake_nodes=settings.fake_nodes, state_dir=str(settings.state_path))
+                     fake_nodes=settings.fake_nodes, state_dir=str(settings.state_path),
+                     host=host)
+    guard = None
+    if site.hosts:
+        router = JobRouter(store, site)
+        queue.router = router
+        guard = HostGuard(router, host)
     aggregate = Aggregate(settings, store, site, queue)
     return JobRuntime(store=store, site=site, aggregate=aggregate, queue=queue,
-                      worker_id=f"{socket.gethostname()}:{os.getpid()}")
+                      worker_id=f"{socket.gethostname()}:{os.getpid()}", guard=guard)
 
 
 class PerProcessRuntime:
@@ -98,12 +108,14 @@ class JobSystem:
     """
 
     def __init__(self, settings: Settings, *, policy: JobPolicy = JobPolicy(),
-                 queue_name: str = DEFAULT_QUEUE):
+                 queue_name: str = DEFAULT_QUEUE, host: str | None = None):
         self.settings = settings
         self.policy = policy
+        self.host = host
         self.app: Celery = make_celery(settings, queue=queue_name)
         self.queue = CeleryJobQueue(self.app, batch_size=policy.batch_size)
-        self._per_process = PerProcessRuntime(lambda: build_process_runtime(settings, self.queue))
+        self._per_process = PerProcessRuntime(
+            lambda: build_process_runtime(settings, self.queue, host=host))
         self._fixed: JobRuntime | None = None
         self.tasks: JobTasks = register_tasks(
             self.app, self.runtime, retry=policy.retry, lease_s=policy.lease_s,

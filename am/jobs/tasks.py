@@ -35,6 +35,7 @@ from celery import Celery, Task
 from am.jobs.celery_queue import MAX_BATCH_SIZE, REAP, RECONCILE, RUN_JOB, RUN_JOBS, SYNC_ROUTES
 
 if TYPE_CHECKING:
+    from am.jobs.hosts import HostGuard
     from am.jobs.queue import JobQueue
     from am.service.aggregate import Aggregate
     from am.store import Store
@@ -65,6 +66,27 @@ class JobRuntime:
     aggregate: Aggregate  # for reap
     queue: JobQueue       # the reconciler re-sends through it
     worker_id: str
+    guard: HostGuard | None = None   # on a site of many hosts, else None
+
+
+def _route(rt: JobRuntime, job_id: int) -> dict:
+    """Send options keeping a re-sent job on its host's queue (none on a one-host site)."""
+    router = getattr(rt.guard, "router", None)
+    if router is None or not router.active:
+        return {}
+    from am.jobs.hosts import host_queue
+    return {"queue": host_queue(router.hosts_of_jobs([job_id]).get(job_id))}
+
+
+def _refused(app: Celery, rt: JobRuntime, job_id: int) -> bool:
+    """True if this worker must not run the job (another host owns it): it was re-routed."""
+    if rt.guard is None:
+        return False
+    queue = rt.guard.check(job_id)
+    if queue is None:
+        return False
+    rt.guard.refuse(app, job_id, queue)
+    return True
 
 
 RuntimeProvider = Callable[[], JobRuntime]
@@ -106,6 +128,8 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
         # One lease owner per executing thread: two pool threads of one process must not
         # both pass the per-sliver lock as "the same owner".
         owner = f"{rt.worker_id}:{threading.get_ident()}"
+        if _refused(self.app, rt, job_id):
+            return
         try:
             runner.run_job(rt.store, rt.site, job_id, worker_id=owner, lease_s=lease,
                            max_attempts=attempts)
@@ -136,9 +160,11 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
         may_hand_off = batch_handoff_s > 0
         for index, job_id in enumerate(ids):
             if may_hand_off and index and time.monotonic() - started > batch_handoff_s:
-                if _hand_off(self.app, ids[index:]):
+                if _hand_off(self.app, ids[index:], rt):
                     return
                 may_hand_off = False      # the broker is away: run the rest here
+            if _refused(self.app, rt, job_id):
+                continue
             try:
                 runner.run_job(rt.store, rt.site, job_id, worker_id=owner, lease_s=lease,
                                max_attempts=attempts)
@@ -150,7 +176,8 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
                 log.info("job %d: transient failure (%s); retry 1 in %.2f s",
                          job_id, exc, countdown)
                 try:
-                    self.app.send_task(RUN_JOB, args=(job_id,), countdown=countdown, retries=1)
+                    self.app.send_task(RUN_JOB, args=(job_id,), countdown=countdown, retries=1,
+                                       **_route(rt, job_id))
                 except Exception as send_exc:   # noqa: BLE001 - the reconciler re-sends it
                     log.warning("job %d: could not queue its retry (%s); the reconciler will "
                                 "re-send it", job_id, send_exc)
@@ -200,13 +227,13 @@ def _batch_ids(job_ids: object) -> list[int] | None:
     return job_ids
 
 
-def _hand_off(app: Celery, rest: list[int]) -> bool:
+def _hand_off(app: Celery, rest: list[int], rt: JobRuntime | None = None) -> bool:
     """Send `rest` as single `run_job` messages so other workers share a slow batch; False
     (keep going here) if the broker refused any. Already-sent ones then run twice at worst,
     which the lease and the done-check make harmless."""
     try:
         for job_id in rest:
-            app.send_task(RUN_JOB, args=(job_id,))
+            app.send_task(RUN_JOB, args=(job_id,), **(_route(rt, job_id) if rt else {}))
     except Exception as exc:   # noqa: BLE001
         log.warning("could not hand off jobs %s (%s); running them here", rest, exc)
         return False

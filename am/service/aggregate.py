@@ -20,6 +20,7 @@ Choices where the spec leaves room (docs/state.md lists them):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -42,6 +43,7 @@ from am.config import Settings
 from am.errors import GeniCode, GeniError
 from am.jobs.queue import JobQueue, submit_all
 from am.service import driver_actions, hybrid
+from am.service import shared_lans as shared_lan_service
 from am.service.admission import AdmissionContention, Planned, allocate_locked
 from am.service.contract import (
     ManifestResult,
@@ -112,6 +114,7 @@ class _CachedAd:
     components: list       # the site's inventory list it was built from (compared by identity)
     built: float           # time.monotonic() when built
     xml: str
+    hosts: tuple = ()      # the hosts' states it was built with (am.service.hosts)
 
 
 @dataclass
@@ -157,6 +160,8 @@ class Aggregate:
         self.am_urns = (settings.am_urn, f"urn:publicid:IDN+{settings.authority}+authority+cm")
         self._ads: dict[bool, _CachedAd] = {}   # available_only -> the advertisement
         self._ad_lock = threading.Lock()
+        from am.service.hosts import SiteHosts
+        self.hosts = SiteHosts(store, site, down_after_s=settings.host_down_after_s)
         for warning in store.sync_capacity(site.components):
             log.warning("inventory: %s", warning)
 
@@ -251,7 +256,8 @@ class Aggregate:
                     return hit
                 xml = self._build_advertisement(comps, self.store.usage(session), variant)
                 if generation is not None:
-                    self._ads[variant] = _CachedAd(generation, comps, time.monotonic(), xml)
+                    self._ads[variant] = _CachedAd(generation, comps, time.monotonic(), xml,
+                                                   self.hosts.key())
                 return xml
 
     def _cached_advertisement(self, variant: bool, generation: int | None,
@@ -259,7 +265,8 @@ class Aggregate:
         cached = self._ads.get(variant)
         if (cached is None or generation is None or cached.generation != generation
                 or cached.components is not comps   # the site's inventory was refreshed
-                or time.monotonic() - cached.built > AD_MAX_AGE_S):
+                or time.monotonic() - cached.built > AD_MAX_AGE_S
+                or cached.hosts != self.hosts.key()):   # a host went down or came back
             return None
         return cached.xml
 
@@ -267,6 +274,7 @@ class Aggregate:
         from rspec.advertisement import AdLink, build_advertisement, default_opstate
         free: dict[str, dict[str, float]] = {}
         available: dict[str, bool] = {}
+        hosts = self.hosts.component_hosts()
         shaping: dict[str, tuple[str, ...]] = {}
         for comp in comps:
             used = usage.get(comp.component_id)
@@ -274,7 +282,8 @@ class Aggregate:
                                        for r, c in comp.capacity.items()}
             driver = self.site.drivers.get(comp.driver)
             # each driver decides from every resource its component has (slots, tables, ...)
-            available[comp.component_id] = driver is not None and driver.available(comp, used)
+            available[comp.component_id] = (driver is not None and driver.available(comp, used)
+                                            and not hosts.get(comp.component_id, ("", "", ""))[2])
             if driver is not None and (driver.capabilities.links or driver.link_shaping(comp)):
                 shaping[comp.component_id] = driver.link_shaping(comp)   # what links honour
         links = [AdLink(component_id=f"urn:publicid:IDN+{self.settings.authority}+link+{l.name}",
@@ -283,7 +292,7 @@ class Aggregate:
         return build_advertisement(comps, am_urn=self.am_urn, available=available,
                                    available_only=available_only, links=links,
                                    opstate=default_opstate(sorted(self.site.sliver_types())),
-                                   free=free, shaping=shaping,
+                                   free=free, shaping=shaping, hosts=hosts,
                                    stitching=self._stitching_ad(usage, available_only))
 
     # ---- stitching (docs/stitching.md) ------------------------------------------------------
@@ -314,7 +323,8 @@ class Aggregate:
         from rspec.stitching import STITCHING_MODE
         if not self.site.edges:
             return None
-        return {"namespace": namespaces.STITCH2, "stitchingmode": STITCHING_MODE,
+        return {"aggregate": self.am_urn, "namespace": namespaces.STITCH2,
+                "stitchingmode": STITCHING_MODE,
                 "vlan_negotiation": True, "vlan_translation": False,
                 "edge_ports": [{"port": e.interface_id, "remote_aggregate": e.remote_aggregate,
                                 "remote_port": e.remote_port,
@@ -346,14 +356,35 @@ class Aggregate:
         width = max(1, math.ceil(duration_s / 3600))
         with self._db():
             tl = Timeline.load(self.store, start, timedelta(hours=1), _hours(hours) + width)
-        wide = tl.widened(width)
         slice_urn = f"urn:publicid:IDN+{self.settings.authority}+slice+find-slot"
-        for k in range(_hours(hours)):
-            placement = engine_place(request, self.site, tl.usage(k, width, wide),
-                                     slice_urn=slice_urn, mint_sliver_urn=self._mint)
-            if placement.ok and placement.slivers:
+
+        def fits(usage: Mapping[str, Usage]) -> bool:
+            placement = engine_place(request, self.site, usage, slice_urn=slice_urn,
+                                     mint_sliver_urn=self._mint)
+            return placement.ok and bool(placement.slivers)
+
+        # Admission is monotone: more held never admits more. So a window that holds all the
+        # window before it held fails as that one did (`shrank` False); and when the request
+        # does not fit even the core [k + m, k + width) that every window from k to k + m
+        # contains, none of those windows fits. After a failed window the largest such m is
+        # found by bisection (the core shrinks as m grows), and that many windows are skipped:
+        # a long request over a busy month costs a few placements per skip, not one a window.
+        skip_to = 0
+        for k, shrank, usage in tl.windows(width, _hours(hours)):
+            if k < skip_to or not shrank:
+                continue
+            if fits(usage()):
                 begins = start + timedelta(hours=k)
                 return begins, begins + timedelta(seconds=duration_s)
+            if width >= 8:
+                failing, fitting = 0, width       # the core at `failing` is known not to fit
+                while fitting - failing > 1:
+                    m = (failing + fitting) // 2
+                    if fits(tl.usage_of(k + m, k + width)):
+                        fitting = m
+                    else:
+                        failing = m
+                skip_to = k + failing + 1
         return None
 
     def _hour(self, start: datetime | None) -> datetime:
@@ -457,8 +488,16 @@ class Aggregate:
         """The request placed on `usage`, or GeniError naming every refused element."""
         from am.engine import place
 
-        placement = place(request, self.site, usage, slice_urn=slice_urn,
-                          mint_sliver_urn=self._mint, best_effort=False)
+        for node in request.nodes:   # nothing is placed on a host that is not up
+            down = self.hosts.blocked(node.component_id) if node.component_id else None
+            if down is not None:
+                raise GeniError(GeniCode.UNAVAILABLE, f"node {node.client_id}: component "
+                                                      f"{node.component_id} cannot be used "
+                                                      f"now: {down.why()}; nothing was "
+                                                      "allocated")
+        placement = place(request, self.hosts.placement_site(), usage, slice_urn=slice_urn,
+                          mint_sliver_urn=self._mint, best_effort=False,
+                          shared_lans=shared_lan_service.refs_for(self.store, request))
         if placement.refusals:
             raise _refused(request, placement.refusals)
         if not placement.slivers:
@@ -531,7 +570,9 @@ class Aggregate:
             placement = engine_place(request, self.site,
                                      without(current, held, urns_here, slice_urn),
                                      slice_urn=slice_urn, mint_sliver_urn=mint,
-                                     best_effort=options.best_effort)
+                                     best_effort=options.best_effort,
+                                     shared_lans=shared_lan_service.refs_for(self.store,
+                                                                             request))
             if placement.refusals and not options.best_effort:
                 raise _refused(request, placement.refusals, "; the slice is unchanged")
             refused.clear()
@@ -588,6 +629,7 @@ class Aggregate:
             # the tag on every local hop of its path, racing like any claim
             stitch_tags.claim(session, row, [(h[0], h[1]) for h in spec.params.get("hops", ())],
                               spec.link.vlan_tag)
+        shared_lan_service.register(session, row)      # a link joining a shared LAN
         return row
 
     def _parse(self, request_xml: str):
@@ -714,8 +756,15 @@ class Aggregate:
             target = self._target(session, urns)
             self._require_live(target, "report on")
             return StatusResult(slice_urn=target.slice_urn,
-                                slivers=tuple(_info(s, live=self._live_status(s))
-                                              for s in target.slivers))
+                                slivers=tuple(self._status_info(s) for s in target.slivers))
+
+    def _status_info(self, row: Sliver) -> SliverInfo:
+        """A sliver's Status entry; one on a host that is not up says so (am.service.hosts)."""
+        override = self.hosts.status_override(row) if self.hosts.active else None
+        if override is None:
+            return _info(row, live=self._live_status(row))
+        return dataclasses.replace(_info(row), operational_status=override[0],
+                                   error=override[1])
 
     def _live_status(self, row: Sliver) -> str | None:
         """A provisioned sliver's geni_resource_status as its driver reports it now (e.g. a
@@ -723,6 +772,8 @@ class Aggregate:
         caller's: it is logged and the stored text is shown."""
         if row.allocation_state != Alloc.PROVISIONED.value:
             return None
+        if self.hosts.active and self.site.host_of(row.component_id) is not None:
+            return None   # on another machine: the API process never reaches into a host
         driver = self.site.drivers.get(row.driver)
         if driver is None or type(driver).live_status is SubstrateDriver.live_status:
             return None
@@ -748,6 +799,8 @@ class Aggregate:
     @_retried
     def perform_action(self, principal: Principal, urns: Sequence[str], action: str,
                        options: Options) -> list[SliverInfo]:
+        if action in shared_lan_service.ACTIONS:
+            return self._share_action(urns, action, options)
         extra = action not in KNOWN_ACTIONS   # a driver's own action (am.service.driver_actions)
         if extra and action not in driver_actions.advertised_actions(self.site):
             supported = (*KNOWN_ACTIONS, *driver_actions.advertised_actions(self.site))
@@ -801,6 +854,27 @@ class Aggregate:
             jobs = [job.id for job in queued]
         self._submit(jobs)
         return infos
+
+    def _share_action(self, urns: Sequence[str], action: str,
+                      options: Options) -> list[SliverInfo]:
+        """geni_sharelan / geni_unsharelan (am.service.shared_lans): a record, and for unshare
+        the foreign members' link slivers deleted (their delete jobs detach them)."""
+        jobs: list[int] = []
+        with self._db(), self.store.write() as session:
+            target = self._target(session, urns, lock=True)
+            self._refuse_if_shut_down(target.slice)
+            self._require_live(target, "act on")
+            if action == shared_lan_service.SHARE:
+                lan = shared_lan_service.share(session, target.slivers, target.slice_urn,
+                                               options.extra, self.clock())
+            else:
+                lan = shared_lan_service.lan_of(target.slivers, options.extra, action)
+                foreign = shared_lan_service.unshare(session, target.slivers, options.extra,
+                                                     self.clock())
+                jobs = self._unallocate_all(session, foreign, Event.DELETE)
+            info = _info(lan)
+        self._submit(jobs)
+        return [info]
 
     def _check_users(self, rows: Sequence[Sliver], users: Sequence[UserKeys]) -> None:
         """BADARGS, before anything is written, when a driver of `rows` cannot give these
@@ -911,11 +985,14 @@ class Aggregate:
         and holds go in this transaction, in a few statements however many there are (the
         decision is recorded; the substrate work is queued): a provisioned sliver gets a
         delete job that cleans the substrate. Returns the job ids."""
+        # a shared LAN going away detaches the other slices' links to it first
+        foreign = shared_lan_service.ending(session, rows, self.clock())
+        first = self._unallocate_all(session, foreign, Event.DELETE) if foreign else []
         provisioned = [r.id for r in rows if r.allocation_state == Alloc.PROVISIONED.value]
         self.store.transition_many(session, rows, event)
         self.store.release_many(session, rows)
         stitch_tags.release(session, [r.id for r in rows if r.kind == "link"])
-        return self.store.add_jobs(session, provisioned, "delete")
+        return first + self.store.add_jobs(session, provisioned, "delete")
 
     # ---- Shutdown ---------------------------------------------------------------------------
     @_retried

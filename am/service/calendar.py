@@ -1,68 +1,59 @@
 """Capacity over time: the free capacity per component per step (the client's `calendar`),
 and the earliest window in which a whole request fits (`find-slot`).
 
-Both read what is held over the horizon once (`Timeline.load`: every live sliver's time, from
-when it was made or its window's start to its expiry, its reservations and its spec) and then
-work in memory: per component and resource the busiest amount in each step (a sweep), per
-component the slivers in each step (buckets). A candidate window is then placed by the same
-engine as Allocate (drivers' admission included) on the usage of that window, so the answer
-is what an Allocate with that geni_start_time would get at that moment.
+Both read what is held over the horizon once (`Timeline.load`: two queries, every live
+sliver's time as seconds computed by the database, from when it was made or its window's start
+to its expiry, and its reservations) and then work in memory: per component and resource the
+busiest amount in each step (a sweep over the events), per component each sliver's span of
+steps. Windows are walked incrementally (`Timeline.windows`: a sliver enters and leaves once),
+and a candidate window is placed by the same engine as Allocate (drivers' admission included)
+on that window's usage, so the answer is what an Allocate with that geni_start_time would get
+at that moment. Specs are decoded only for the windows placed (and kept by the store).
 """
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import Float, cast, func, select
 
 from am.states import Alloc
 from am.store import Reservation, Slice, Sliver, Store
 from drivers.base import SliverSpec, Usage
 
 
-def step_peaks(intervals: Iterable[tuple[datetime, datetime, float]], start: datetime,
-               step: timedelta, n: int) -> list[float]:
-    """The most held at once by `intervals` within each of the `n` steps from `start`
-    (times turned into step positions once; the sweep is then plain arithmetic)."""
-    size = step.total_seconds()
+def position_peaks(intervals: Iterable[tuple[float, float, float]], n: int) -> list[float]:
+    """The most held at once by `intervals` (begin, end, amount; in steps from the start, as
+    floats) within each of the `n` steps. Steps without an event inside are filled a run at a
+    time, so the cost follows the events, not the horizon."""
     events: list[tuple[float, float]] = []
     for b, e, amount in intervals:
         if b < e and amount:
-            events += [((b - start).total_seconds() / size, amount),
-                       ((e - start).total_seconds() / size, -amount)]
+            events += [(b, amount), (e, -amount)]
     events.sort()                                  # releases before takes at one instant
     peaks = [0.0] * n
     held = 0.0
-    i, count = 0, len(events)
-    for k in range(n):
+    i, count, k = 0, len(events), 0
+    while k < n:
         while i < count and events[i][0] <= k:     # held when the step begins
             held += events[i][1]
             i += 1
+        nxt = events[i][0] if i < count else math.inf
+        if nxt >= k + 1:                           # steps up to the next event's are flat
+            flat = n if nxt == math.inf else min(n, math.floor(nxt))
+            peaks[k:flat] = [held if held > 0 else 0.0] * (flat - k)
+            k = flat
+            continue
         top = held
         while i < count and events[i][0] < k + 1:
             held += events[i][1]
             top = max(top, held)
             i += 1
         peaks[k] = top if top > 0 else 0.0
+        k += 1
     return peaks
-
-
-def window_max(values: Sequence[float], width: int) -> list[float]:
-    """max(values[k:k+width]) for every k (a monotone deque: linear time)."""
-    out: list[float] = []
-    q: deque[int] = deque()
-    for i, v in enumerate(values):
-        while q and values[q[-1]] <= v:
-            q.pop()
-        q.append(i)
-        if q[0] <= i - width:
-            q.popleft()
-        if i >= width - 1:
-            out.append(values[q[0]])
-    return out
 
 
 @dataclass
@@ -73,7 +64,8 @@ class Timeline:
     step: timedelta
     n: int
     peaks: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    buckets: dict[str, list[list[tuple[int, str]]]] = field(default_factory=dict)
+    #: per component: (first step, step after the last, sliver id, slice URN) of each sliver
+    spans: dict[str, list[tuple[int, int, int, str]]] = field(default_factory=dict)
     raw: dict[int, tuple[str, int]] = field(default_factory=dict)     # id -> (urn, version)
     specs: dict[int, SliverSpec] = field(default_factory=dict)        # decoded when needed
     store: Store | None = None
@@ -85,28 +77,37 @@ class Timeline:
         overlap = (Sliver.allocation_state != Alloc.UNALLOCATED.value, Sliver.expires > start,
                    begins < end)
         tl = cls(start, step, n)
-        per: dict[tuple[str, str], list[tuple[datetime, datetime, float]]] = {}
+        # One row per live sliver with its times as seconds since the epoch, computed by the
+        # database (turning 10,000 timestamps into datetimes was most of the read), then its
+        # reservations by sliver id; both as plain Core rows.
         with store.read() as session:
-            for comp, res, amount, b, e in session.execute(
-                    select(Reservation.component_id, Reservation.resource, Reservation.amount,
-                           begins, Sliver.expires)
-                    .join(Sliver, Sliver.id == Reservation.sliver_id).where(*overlap)):
-                per.setdefault((comp, res), []).append((b, e, amount))
-            live = session.execute(select(Sliver.id, Sliver.urn, Sliver.component_id,
-                                          Slice.urn, Sliver.version, begins, Sliver.expires)
-                                   .join(Slice).where(*overlap).order_by(Sliver.id)).all()
+            conn = session.connection()
+            live = conn.execute(select(Sliver.id, Sliver.urn, Sliver.component_id, Slice.urn,
+                                       Sliver.version, _epoch(begins, store.dialect),
+                                       _epoch(Sliver.expires, store.dialect))
+                                .join(Slice).where(*overlap).order_by(Sliver.id)).all()
+            held = conn.execute(
+                select(Reservation.sliver_id, Reservation.component_id, Reservation.resource,
+                       Reservation.amount)
+                .join(Sliver, Sliver.id == Reservation.sliver_id).where(*overlap)).all()
         tl.store = store
-        for (comp, res), ivs in per.items():
-            tl.peaks.setdefault(comp, {})[res] = step_peaks(ivs, start, step, n)
+        origin, size = start.timestamp(), step.total_seconds()
+        spans: dict[int, tuple[float, float]] = {}
         for sid, urn, comp, slice_urn, version, b, e in live:
             tl.raw[sid] = (urn, version)
-            slots = tl.buckets.get(comp)
-            if slots is None:
-                slots = tl.buckets[comp] = [[] for _ in range(n)]
-            first = max(0, math.floor((b - start) / step))
-            last = min(n, math.ceil((e - start) / step))
-            for k in range(first, last):
-                slots[k].append((sid, slice_urn))
+            # in steps from `start`; seconds rounded to the millisecond first, so the database's
+            # float arithmetic never moves a sliver that starts on the hour into the hour before
+            b, e = round(float(b) - origin, 3) / size, round(float(e) - origin, 3) / size
+            spans[sid] = (b, e)
+            first, last = max(0, math.floor(b)), min(n, math.ceil(e))
+            if first < last:
+                tl.spans.setdefault(comp, []).append((first, last, sid, slice_urn))
+        per: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for sid, comp, res, amount in held:
+            if sid in spans:
+                per.setdefault((comp, res), []).append((*spans[sid], amount))
+        for (comp, res), ivs in per.items():
+            tl.peaks.setdefault(comp, {})[res] = position_peaks(ivs, n)
         return tl
 
     def _specs_of(self, ids: Iterable[int]) -> dict[int, SliverSpec]:
@@ -119,26 +120,79 @@ class Timeline:
             self.specs.update(zip(missing, decoded))
         return self.specs
 
-    def usage(self, k: int, width: int, wide: dict[tuple[str, str], list[float]]
-              ) -> dict[str, Usage]:
-        """The usage of steps [k, k + width) (`wide`: window maxima per (comp, resource))."""
+    def _usage(self, comp: str, used: dict[str, float], seen: dict[int, str]) -> Usage:
+        specs = self._specs_of(seen)
+        holder = next((s for sid, s in seen.items() if specs[sid].exclusive), None)
+        return Usage(component_id=comp, used=used, slivers=tuple(specs[sid] for sid in seen),
+                     exclusive_holder=holder)
+
+    def usage_of(self, a: int, b: int) -> dict[str, Usage]:
+        """The usage of steps [a, b) (read directly; `windows` walks many cheaply)."""
         out: dict[str, Usage] = {}
-        for comp in set(self.peaks) | set(self.buckets):
-            used = {res: wide[(comp, res)][k] for res in self.peaks.get(comp, {})}
-            seen: dict[int, str] = {}
-            for slot in self.buckets.get(comp, ())[k:k + width]:
-                for sid, slice_urn in slot:
-                    seen[sid] = slice_urn
-            specs = self._specs_of(seen)
-            holder = next((s for sid, s in seen.items() if specs[sid].exclusive), None)
-            out[comp] = Usage(component_id=comp, used=used,
-                              slivers=tuple(specs[sid] for sid in seen),
-                              exclusive_holder=holder)
+        for comp in set(self.peaks) | set(self.spans):
+            used = {res: max(vals[a:b], default=0.0)
+                    for res, vals in self.peaks.get(comp, {}).items()}
+            seen = {sid: slc for first, last, sid, slc in self.spans.get(comp, ())
+                    if first < b and last > a}
+            out[comp] = self._usage(comp, used, seen)
         return out
 
-    def widened(self, width: int) -> dict[tuple[str, str], list[float]]:
-        return {(comp, res): window_max(vals, width)
-                for comp, per in self.peaks.items() for res, vals in per.items()}
+    def windows(self, width: int, count: int
+                ) -> Iterator[tuple[int, bool, Callable[[], dict[str, Usage]]]]:
+        """(k, shrank, usage) for the windows [k, k + width), k = 0 .. count - 1, in order;
+        `usage()` gives that window's usage (valid until the next step).
+
+        Incremental: a sliver enters the window once and leaves once, and a component's
+        `Usage` is rebuilt, when asked for, only if its slivers or its busiest amounts changed
+        (the same dict, updated in place). `shrank` says whether anything left the window since
+        the previous one; when nothing did, this window holds at least all the previous one
+        held (a sliver busy in the step that left is still busy when the next step begins), so
+        a request that did not fit there does not fit here either."""
+        comps = sorted(set(self.peaks) | set(self.spans))
+        enter: dict[int, list[tuple[str, int, str]]] = {}
+        leave: dict[int, list[tuple[str, int]]] = {}
+        for comp, spans in self.spans.items():
+            for first, last, sid, slice_urn in spans:
+                enter.setdefault(first, []).append((comp, sid, slice_urn))
+                leave.setdefault(last, []).append((comp, sid))
+        active: dict[str, dict[int, str]] = {c: {} for c in comps}
+        usage: dict[str, Usage] = {}
+        built: dict[str, dict[str, float]] = {}
+        dirty: set[str] = set(comps)      # changed since the usage was last built
+        current = 0
+
+        def build() -> dict[str, Usage]:
+            k = current
+            for comp in comps:
+                used = {res: max(vals[k:k + width], default=0.0)   # asked-for k only
+                        for res, vals in self.peaks.get(comp, {}).items()}
+                if comp in dirty or built.get(comp) != used:
+                    built[comp] = used
+                    usage[comp] = self._usage(comp, used, active[comp])
+            dirty.clear()
+            return usage
+
+        entered = -1          # every sliver whose first step <= entered is in
+        for k in range(count):
+            current = k
+            shrank = k == 0
+            for step in range(entered + 1, k + width):
+                for comp, sid, slice_urn in enter.get(step, ()):
+                    active[comp][sid] = slice_urn
+                    dirty.add(comp)
+            entered = max(entered, k + width - 1)
+            for comp, sid in leave.get(k, ()):      # last == k: busy up to step k - 1 only
+                if active[comp].pop(sid, None) is not None:
+                    dirty.add(comp)
+                    shrank = True
+            yield k, shrank, build
+
+
+def _epoch(column, dialect: str):
+    """`column` (a naive UTC timestamp) as seconds since the epoch, a float, in SQL."""
+    if dialect == "sqlite":
+        return (func.julianday(column) - 2440587.5) * 86400.0
+    return cast(func.extract("epoch", column), Float)
 
 
 def free_table(tl: Timeline, components: Iterable) -> list[dict]:
@@ -153,4 +207,4 @@ def free_table(tl: Timeline, components: Iterable) -> list[dict]:
     return rows
 
 
-__all__ = ["Timeline", "free_table", "step_peaks", "window_max"]
+__all__ = ["Timeline", "free_table", "position_peaks"]

@@ -23,10 +23,12 @@ from am.store.store import (
 )
 from am.store.types import utcnow
 from am.store import stitch_tags  # its table joins the metadata
+from am.store import shared_lans  # its tables join the metadata
+from am.store import hosts as _hosts   # noqa: F401 - its tables belong to the schema
 
 __all__ = [
     "AuditEntry", "AuditRecord", "Capacity", "Claim", "CodecError", "Job", "JobState",
     "Reservation", "ReservationConflict", "Slice", "Sliver", "SliverLease", "Store", "StoreError",
     "StoreURLError", "UserKey", "open_store", "slice_key", "spec_from_dict", "spec_to_dict",
-    "stitch_tags", "utcnow",
+    "shared_lans", "stitch_tags", "utcnow",
 ]

@@ -10,7 +10,7 @@ import dataclasses
 import enum
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
@@ -31,7 +31,7 @@ def spec_to_dict(spec: SliverSpec) -> dict[str, Any]:
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> SliverSpec:
-    return _decode(data, SliverSpec, "spec")
+    return _decoder(SliverSpec)(data, "spec")
 
 
 def stored_param(data: Mapping[str, Any], name: str) -> Any:
@@ -61,61 +61,101 @@ def _encode(value: Any, hint: Any) -> Any:
     raise CodecError(f"cannot encode {type(value).__name__} value {value!r}")
 
 
-def _decode(data: Any, hint: Any, where: str) -> Any:
+Decoder = Callable[[Any, str], Any]
+
+
+@cache
+def _decoder(hint: Any) -> Decoder:
+    """The function decoding values of type `hint`, built once per type (the type hints are
+    read here, not for every value: a month of reservations decodes thousands of specs)."""
     origin = typing.get_origin(hint)
     if hint is Any:
-        return data
+        return lambda data, where: data
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
-        if data is None:
-            if type(None) in args:
-                return None
-            raise CodecError(f"{where}: null not allowed")
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _decode(data, arg, where)
-            except CodecError:
-                continue
-        raise CodecError(f"{where}: {data!r} matches none of {hint}")
+        nullable = type(None) in args
+        options = [_decoder(a) for a in args if a is not type(None)]
+
+        def union(data: Any, where: str) -> Any:
+            if data is None:
+                if nullable:
+                    return None
+                raise CodecError(f"{where}: null not allowed")
+            for option in options:
+                try:
+                    return option(data, where)
+                except CodecError:
+                    continue
+            raise CodecError(f"{where}: {data!r} matches none of {hint}")
+        return union
     if origin is tuple:
-        if not isinstance(data, list):
-            raise CodecError(f"{where}: expected a list, got {type(data).__name__}")
         args = typing.get_args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(v, args[0], f"{where}[{i}]") for i, v in enumerate(data))
-        if len(args) != len(data):
-            raise CodecError(f"{where}: expected {len(args)} items")
-        return tuple(_decode(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(data, args)))
+            item = _decoder(args[0])
+
+            def many(data: Any, where: str) -> Any:
+                if not isinstance(data, list):
+                    raise CodecError(f"{where}: expected a list, got {type(data).__name__}")
+                return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(data))
+            return many
+        items = [_decoder(a) for a in args]
+
+        def fixed(data: Any, where: str) -> Any:
+            if not isinstance(data, list):
+                raise CodecError(f"{where}: expected a list, got {type(data).__name__}")
+            if len(items) != len(data):
+                raise CodecError(f"{where}: expected {len(items)} items")
+            return tuple(d(v, f"{where}[{i}]") for i, (v, d) in enumerate(zip(data, items)))
+        return fixed
     if origin in (dict, Mapping, typing.Mapping) or hint in (dict, Mapping):
-        if not isinstance(data, dict):
-            raise CodecError(f"{where}: expected an object")
-        return dict(data)
+        def mapping(data: Any, where: str) -> Any:
+            if not isinstance(data, dict):
+                raise CodecError(f"{where}: expected an object")
+            return dict(data)
+        return mapping
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _dataclass_decoder(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        def member(data: Any, where: str) -> Any:
+            try:
+                return hint(data)
+            except ValueError:
+                raise CodecError(f"{where}: {data!r} is not a {hint.__name__}") from None
+        return member
+    if hint is float:
+        def number(data: Any, where: str) -> Any:
+            if isinstance(data, bool) or not isinstance(data, (int, float)):
+                raise CodecError(f"{where}: expected a number")
+            return float(data)
+        return number
+    if hint in (int, str, bool):
+        def plain(data: Any, where: str) -> Any:
+            if not isinstance(data, hint) or (hint is int and isinstance(data, bool)):
+                raise CodecError(f"{where}: expected {hint.__name__}, got {data!r}")
+            return data
+        return plain
+
+    def unsupported(data: Any, where: str) -> Any:
+        raise CodecError(f"{where}: unsupported type {hint!r}")
+    return unsupported
+
+
+def _dataclass_decoder(cls: type) -> Decoder:
+    fields: dict[str, Decoder] = {}
+    names = frozenset(f.name for f in dataclasses.fields(cls))
+
+    def decode(data: Any, where: str) -> Any:
         if not isinstance(data, dict):
-            raise CodecError(f"{where}: expected an object for {hint.__name__}")
-        hints = _hints(hint)
-        names = {f.name for f in dataclasses.fields(hint)}
-        unknown = set(data) - names
+            raise CodecError(f"{where}: expected an object for {cls.__name__}")
+        if not fields:      # filled on first use: a dataclass may refer to itself
+            hints = _hints(cls)
+            fields.update({name: _decoder(hints[name]) for name in names})
+        unknown = data.keys() - names
         if unknown:
-            raise CodecError(f"{where}: unknown fields {sorted(unknown)} for {hint.__name__}")
-        kwargs = {k: _decode(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+            raise CodecError(f"{where}: unknown fields {sorted(unknown)} for {cls.__name__}")
+        kwargs = {k: fields[k](v, f"{where}.{k}") for k, v in data.items()}
         try:
-            return hint(**kwargs)
+            return cls(**kwargs)
         except TypeError as exc:
             raise CodecError(f"{where}: {exc}") from None
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(data)
-        except ValueError:
-            raise CodecError(f"{where}: {data!r} is not a {hint.__name__}") from None
-    if hint is float:
-        if isinstance(data, bool) or not isinstance(data, (int, float)):
-            raise CodecError(f"{where}: expected a number")
-        return float(data)
-    if hint in (int, str, bool):
-        if not isinstance(data, hint) or (hint is int and isinstance(data, bool)):
-            raise CodecError(f"{where}: expected {hint.__name__}, got {data!r}")
-        return data
-    raise CodecError(f"{where}: unsupported type {hint!r}")
+    return decode

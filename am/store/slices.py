@@ -109,13 +109,13 @@ class Slices(Repository):
                             order=(Sliver.component_id, Sliver.id))
 
     @staticmethod
-    def urns_in(session: Session, driver: str, alloc: Alloc,
-                operational: Sequence[str]) -> set[str]:
-        """URNs of `driver`'s slivers in allocation state `alloc` and one of `operational`."""
-        return set(session.scalars(
-            select(Sliver.urn).where(Sliver.driver == driver,
-                                     Sliver.allocation_state == alloc.value,
-                                     Sliver.operational_state.in_(list(operational)))))
+    def provisioned_on_substrate(session: Session, driver: str,
+                                 operational: Sequence[str]) -> list[tuple[str, str]]:
+        """(URN, component) of `driver`'s provisioned slivers in one of `operational`."""
+        return [tuple(r) for r in session.execute(
+            select(Sliver.urn, Sliver.component_id).where(
+                Sliver.driver == driver, Sliver.allocation_state == Alloc.PROVISIONED.value,
+                Sliver.operational_state.in_(list(operational))))]
 
     @staticmethod
     def allocated_urns(session: Session) -> set[str]:

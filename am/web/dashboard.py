@@ -89,7 +89,15 @@ def make_dashboard(settings: Settings, store: Any, site: Any, authorizer: Any,
     @bp.get("/")
     def overview() -> str:
         return render_template("dashboard/overview.html", page="overview",
-                               o=queries.overview())
+                               o=queries.overview(), hosts=_hosts())
+
+    def _hosts() -> list:
+        """The site's hosts and their heartbeats (a site of many hosts; else empty)."""
+        if not getattr(site, "hosts", None):
+            return []
+        from am.store.hosts import HostRepository
+        repo = HostRepository(store, down_after_s=settings.host_down_after_s)
+        return list(repo.views(sorted(site.hosts)).values())
 
     @bp.get("/slices")
     def slices() -> str:

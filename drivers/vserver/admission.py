@@ -153,8 +153,9 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
     if link.mode not in ("veth", "bridge", "wire"):
         return Admission.refuse(f"vserver node {comp.name} links its containers with veth pairs "
                                 f"or bridges, or takes wires, not {link.mode!r}", "UNSUPPORTED")
-    if len(link.ends) < 2:
-        return Admission.refuse(f"link {spec.client_id} needs at least two ends", "BADARGS")
+    if len(link.ends) < (1 if spec.params.get("shared_lan") else 2):
+        return Admission.refuse(f"link {spec.client_id} needs at least two ends (one when it "
+                                "joins a shared LAN)", "BADARGS")
     foreign = [e.component_id for e in link.ends
                if e.component_id.lower() != comp.component_id.lower()]
     if link.mode == "wire":

@@ -31,6 +31,7 @@ with accounts in the guest's own /etc/passwd (docs/vserver.md, "SSH login").
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import logging
 import os
@@ -63,6 +64,7 @@ from drivers.base import (
 from drivers.images import debs, recipes
 from drivers.images.store import Image, ImageError, ImageStore
 from drivers.inventory import InventoryError, build_component
+from drivers.ovs import OVSClient, OVSError
 from drivers.vserver import services
 from drivers.routesync import (
     SYNC_ROUTES_ACTION,
@@ -350,8 +352,10 @@ class VServerDriver(SubstrateDriver):
         """A hybrid router's control plane says where its packets are forwarded."""
         if not rec.get("remote_forwarding"):
             return ""
+        cpu = rec.get("control_port")
         return (f"; control plane of a router forwarding in {rec['remote_forwarding']} "
-                f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})")
+                f"({spec.params.get('forwarding_sliver', 'its forwarding sliver')})"
+                + (f", plugged into its CPU port {cpu['wire']} as {cpu['name']}" if cpu else ""))
 
     def _describe(self, rec: Record) -> str:
         cpu = "a fair CPU share" if rec.get("cpu") is None else f"{rec['cpu']:g} cores"
@@ -393,7 +397,10 @@ class VServerDriver(SubstrateDriver):
     @staticmethod
     def _unplugged(rec: Record) -> list[str]:
         """The node's interfaces whose link has not plugged in yet, as the namespace is now
-        (read only; a missing namespace has every linked interface missing)."""
+        (read only; a missing namespace has every linked interface missing). A hybrid
+        router's links plug into its forwarding plane, never into this container: none."""
+        if rec.get("remote_forwarding"):
+            return []
         ns = rec["netns"]
         present = hostnet.links(ns) if hostnet.netns_exists(ns) else []
         seen = {n for x in present for n in (x.alias, x.name)}
@@ -475,6 +482,8 @@ class VServerDriver(SubstrateDriver):
                 self._build_veth(rec)
             elif rec["mode"] == "wire":
                 self._take_wires(rec)
+            elif rec["mode"] == "stitch":
+                self._build_stitch(rec)
             else:
                 self._build_bridge(rec)
             kbps = rec["capacity_kbps"]
@@ -494,8 +503,10 @@ class VServerDriver(SubstrateDriver):
                     if node is not None:
                         self._converge_node(node)
                 if end.get("port") and kbps:
-                    hostnet.tbf_replace(None, end["port"], kbps,
+                    hostnet.tbf_replace(_port_netns(rec), end["port"], kbps,
                                         latency_ms=self.settings.tc_latency_ms)
+            if rec["mode"] == "stitch":
+                self._stitch_flows(rec)
         shaped = f", {rec['capacity_kbps']} kbit/s each way" if rec["capacity_kbps"] else ""
         return ProvisionResult(state=OperationalState.NOTREADY if rec["stopped"]
                                else OperationalState.READY, handle=handle,
@@ -512,6 +523,72 @@ class VServerDriver(SubstrateDriver):
         hostnet.veth_add(a["end"], b["end"])
         for e in (a, b):
             hostnet.link_set(None, e["end"], alias=e["end"])
+
+    def _build_stitch(self, rec: Record) -> None:
+        """A stitched link's local part: a veth whose one end becomes the node's interface and
+        whose other end is a port of the edge's Open vSwitch bridge (in vswitchd's namespace).
+        Its packets leave the edge port tagged with the link's VLAN (`_stitch_flows`)."""
+        (end,) = rec["ends"]
+        st = rec["stitch"]
+        ns = st.get("netns")
+        where = self._locate_locked(end)
+        port_here = hostnet.find_link(ns, end["port"]) or hostnet.find_link(None, end["port"])
+        if where is None or port_here is None:
+            if where is not None:
+                hostnet.link_delete(where[0], where[1].name)
+            for space in {ns, None}:
+                hostnet.link_delete(space, end["port"])
+            hostnet.veth_add(end["end"], end["port"])
+            hostnet.link_set(None, end["end"], alias=end["end"])
+            for dev in (end["end"], end["port"]):
+                hostnet.run(["ip", "link", "set", "dev", dev, "mtu", str(st.get("mtu") or 1500)])
+            # TCP through OVS's userspace datapath needs checksums computed in software
+            hostnet.run(["ethtool", "-K", end["end"], "tx", "off"], missing_ok=True)
+            hostnet.run(["ethtool", "-K", end["port"], "tx", "off"], missing_ok=True)
+            if ns:
+                hostnet.link_move(end["port"], ns)
+        hostnet.link_set(ns, end["port"], up=True)
+
+    def _stitch_flows(self, rec: Record) -> None:
+        """The port on the edge bridge, and two flows (cookie: the link): what the node sends
+        leaves the edge port with the link's VLAN pushed; what arrives there on that VLAN comes
+        to the node with it popped. The bridge is fail-secure: no other traffic passes."""
+        (end,) = rec["ends"]
+        st = rec["stitch"]
+        ovs = OVSClient(st["ovs_db"])
+        bridge = st["bridge"]
+        try:
+            ovs.vsctl("set", "bridge", bridge, "fail_mode=secure", "--",
+                      "--may-exist", "add-port", bridge, end["port"])
+            ofports = ovs.ofports(bridge)
+        except OVSError as exc:
+            raise DriverError(f"stitched link {rec['client_id']}: edge bridge {bridge}: {exc}",
+                              transient=exc.transient) from None
+        if end["port"] not in ofports or st["edge_port"] not in ofports:
+            missing = end["port"] if end["port"] not in ofports else st["edge_port"]
+            raise DriverError(f"stitched link {rec['client_id']}: port {missing} has no OpenFlow "
+                              f"number on {bridge} yet", transient=True)
+        node, edge, tag = ofports[end["port"]], ofports[st["edge_port"]], int(st["tag"])
+        cookie = st["cookie"]
+        ovs.add_flows(bridge, [
+            f"cookie={cookie},priority=100,in_port={node},"
+            f"actions=push_vlan:0x8100,set_field:{4096 + tag}->vlan_vid,output:{edge}",
+            f"cookie={cookie},priority=100,in_port={edge},dl_vlan={tag},"
+            f"actions=pop_vlan,output:{node}"])
+
+    def _unstitch(self, rec: Record) -> None:
+        (end,) = rec["ends"] or ({"port": None},)
+        st = rec["stitch"]
+        ovs = OVSClient(st["ovs_db"])
+        try:
+            ovs.del_flows(st["bridge"], f"cookie={st['cookie']}/-1")
+            if end.get("port"):
+                ovs.vsctl("--if-exists", "del-port", st["bridge"], end["port"])
+        except OVSError as exc:
+            if exc.transient:
+                raise DriverError(f"stitched link {rec['client_id']}: edge bridge "
+                                  f"{st['bridge']}: {exc}", transient=True) from None
+            log.warning("stitched link %s: %s", rec["client_id"], exc)
 
     def _take_wires(self, rec: Record) -> None:
         """Plug another component's port (a host interface, e.g. an emulated card's wire end)
@@ -544,9 +621,14 @@ class VServerDriver(SubstrateDriver):
 
     def _build_bridge(self, rec: Record) -> None:
         br = rec["bridge"]
-        hostnet.bridge_add(br)
-        if rec["stopped"]:
-            hostnet.link_set(None, br, up=False)
+        if rec.get("joins"):      # another slice's shared LAN: plug into its bridge, never make it
+            if hostnet.find_link(None, br) is None:
+                raise DriverError(f"link {rec['client_id']}: the shared LAN "
+                                  f"{rec['joins']!r} (bridge {br}) is gone")
+        else:
+            hostnet.bridge_add(br)
+            if rec["stopped"]:
+                hostnet.link_set(None, br, up=False)
         for e in rec["ends"]:
             if self._locate_locked(e) is not None:
                 continue
@@ -762,7 +844,7 @@ class VServerDriver(SubstrateDriver):
                         self._converge_node(node)     # up/down and the routes over it
                     else:
                         hostnet.link_set(where[0], where[1].name, up=not rec["stopped"])
-            if rec["bridge"]:
+            if rec["bridge"] and not rec.get("joins"):    # a shared LAN's bridge is its owner's
                 hostnet.link_set(None, rec["bridge"], up=not rec["stopped"])
             return OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
 
@@ -796,6 +878,8 @@ class VServerDriver(SubstrateDriver):
 
     def _delete_link(self, rec: Record) -> None:
         with self.state.lock(rec["handle"]):
+            if rec.get("stitch"):
+                self._unstitch(rec)
             for end in rec["ends"]:
                 with self.state.lock(end["node_handle"]):
                     if end.get("wire"):
@@ -805,8 +889,8 @@ class VServerDriver(SubstrateDriver):
                     if where is not None:
                         hostnet.link_delete(where[0], where[1].name)
                 if end.get("port"):
-                    hostnet.link_delete(None, end["port"])
-            if rec.get("bridge"):
+                    hostnet.link_delete(_port_netns(rec), end["port"])
+            if rec.get("bridge") and not rec.get("joins"):
                 hostnet.link_delete(None, rec["bridge"])
             self.state.remove(rec["handle"])
 
@@ -978,8 +1062,9 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     if spec.link is None:
         raise DriverError(f"link sliver {spec.client_id} has no link spec")
     mode = spec.link.mode
-    if mode not in ("veth", "bridge", "wire"):
-        raise DriverError(f"vserver links are veth pairs, bridges or wires, not {mode!r}")
+    if mode not in ("veth", "bridge", "wire", "stitch"):
+        raise DriverError(f"vserver links are veth pairs, bridges, wires or stitched, "
+                          f"not {mode!r}")
     if mode == "veth" and len(spec.link.ends) != 2:
         mode = "bridge"
     wires = dict(spec.params.get("wires") or {}) if mode == "wire" else {}
@@ -995,12 +1080,31 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
                      "interface": e.interface_client_id,
                      "end": naming.end(e.sliver_urn, e.interface_client_id),
                      "port": naming.port(spec.sliver_urn, e.sliver_urn, e.interface_client_id)
-                     if mode == "bridge" else None,
+                     if mode in ("bridge", "stitch") else None,
                      **({"wire": wires[e.interface_client_id]} if mode == "wire" else {})})
+    lan = spec.params.get("lan_sliver")      # joins the LAN another slice shares
     return {"kind": "link", "handle": handle, "sliver_urn": spec.sliver_urn,
             "slice_urn": spec.slice_urn, "client_id": spec.client_id, "mode": mode,
-            "bridge": naming.bridge(spec.sliver_urn) if mode == "bridge" else None,
-            "capacity_kbps": spec.link.capacity_kbps, "ends": ends}
+            "joins": spec.params.get("shared_lan") if lan else None,
+            "bridge": naming.bridge(lan or spec.sliver_urn) if mode == "bridge" else None,
+            "capacity_kbps": spec.link.capacity_kbps, "ends": ends,
+            **({"stitch": _stitch_record(spec)} if mode == "stitch" else {})}
+
+
+def _stitch_record(spec: SliverSpec) -> Record:
+    """Where a stitched link's port goes: the edge's OVS bridge, its uplink port, the tag, and
+    the flow cookie that names the link's flows."""
+    p = spec.params
+    return {"ovs_db": p.get("ovs_db"), "bridge": p.get("bridge"), "netns": p.get("netns"),
+            "edge": p.get("edge"), "edge_port": p.get("edge_port"), "mtu": p.get("mtu"),
+            "tag": spec.link.vlan_tag if spec.link else None,
+            "cookie": "0x" + hashlib.sha256(spec.sliver_urn.encode()).hexdigest()[:15]}
+
+
+def _port_netns(rec: Record) -> str | None:
+    """The namespace a link's bridge-side ports live in (an edge's vswitchd's for stitched
+    links; the root namespace otherwise)."""
+    return (rec.get("stitch") or {}).get("netns")
 
 
 def _cidr(address: str, netmask: str) -> str:

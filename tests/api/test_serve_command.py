@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -17,6 +16,7 @@ from am.cli import main
 from tests.api.conftest import code_of
 from tests.api.tlsclient import client_context, proxy
 from tests.services import free_port
+from tests.support import read_banner
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +28,7 @@ def test_serve_first_run_prints_settings_and_answers(tmp_path):
                              "--port", str(port), "--threads", "4", "--fake", "4"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
-        lines = []
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.strip() == "--- end ---":
-                break
-        text = "".join(lines)
+        text = read_banner(proc, 60)
         assert f"https://127.0.0.1:{port}/" in text and "[omni]" in text, proc.stderr.read()
         auth = tmp_path / "authority"
         ctx = client_context(str(auth / "trust-roots" / "ca-cert.pem"),

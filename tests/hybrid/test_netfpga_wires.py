@@ -218,6 +218,9 @@ def test_hybrid_router_forwards_in_the_slot_and_route_changes_take_effect(am: AM
     cpu_ns = container_ns(am, urns["r1"])
     assert hostnet.find_link(cpu_ns, "cpu0") is not None
     assert hostnet.find_link(None, netfpga.control_port(fspec)) is None
+    [st] = am.ok("Status", [urns["r1"]], am.cred, {})["geni_slivers"]
+    assert f"plugged into its CPU port {netfpga.control_port(fspec)} as cpu0" in \
+        st["geni_resource_status"], st
     assert wait_ping(h1, "10.84.1.1") == 64                  # the guest's kernel answers
     assert wait_ping(h1, "10.84.2.1") == 64
     # exceptions go to software: TTL expiry and no route answered by the control plane

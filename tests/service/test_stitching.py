@@ -132,3 +132,18 @@ def test_the_database_refuses_a_second_holder_of_a_tag_on_a_hop(h):
             node = session.scalars(select(Sliver).where(Sliver.client_id == "na")).one()
             stitch_tags.claim(session, node, [(EDGE, "x")], 100)
     assert tags_held(h) == [(EDGE.lower(), 100)]
+
+
+def test_renew_keeps_the_tag_and_expiry_frees_it(h):
+    from datetime import timedelta
+    allocate(h, "one", stitched("102"))
+    later = h.clock.now + timedelta(seconds=h.settings.allocation_ttl_s * 2)
+    h.am.renew(ALICE, [slice_urn("one")], later, Options())
+    h.clock.advance(h.settings.allocation_ttl_s + 1)      # past the first expiry, not the renewed
+    h.am.reap()
+    assert tags_held(h) == [(EDGE.lower(), 102)]
+    h.clock.advance(h.settings.allocation_ttl_s * 2)
+    h.am.reap()
+    assert tags_held(h) == []
+    res = allocate(h, "two", stitched("102"))
+    assert manifest_tags(res.manifest)["lnk"]["local-edge"] == 102

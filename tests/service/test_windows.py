@@ -171,3 +171,27 @@ def test_calendar_and_find_slot_answer_is_bookable(h):
         h.am.allocate(ALICE, slice_urn("d"), both,
                       Options(start_time=start - H, end_time=end - H))
     assert h.am.find_slot(ALICE, both, 2 * 3600, None, 3) is None
+
+
+def test_find_slot_skipping_agrees_with_placing_every_window(h):
+    """find-slot skips windows it can prove full (admission is monotone); its answers for
+    long and short requests over a busy day equal a scan placing every window."""
+    from am.engine import place as engine_place
+    from am.service.calendar import Timeline
+
+    first = h.clock.now.replace(minute=0, second=0, microsecond=0) + H
+    busy = [("fake1", 0, 9), ("fake2", 3, 14), ("fake3", 0, 2), ("fake3", 12, 13),
+            ("fake1", 15, 16), ("fake2", 20, 22)]
+    for i, (comp, a, b) in enumerate(busy):
+        h.am.allocate(ALICE, slice_urn(f"busy{i}"), _exclusive("n", comp),
+                      Options(start_time=first + a * H, end_time=first + b * H))
+    two = request(*(f'<node client_id="n{i}" component_manager_id="{AM}" exclusive="true">'
+                    '<sliver_type name="xen-vm"/></node>' for i in range(2)))
+    for hours in (1, 2, 5, 8, 10, 12):
+        tl = Timeline.load(h.store, first, H, 48 + hours)
+        naive = next((k for k in range(48) if engine_place(
+            h.am._parse(two), h.site, tl.usage_of(k, k + hours),
+            slice_urn=slice_urn("probe"), mint_sliver_urn=h.am._mint).ok), None)
+        found = h.am.find_slot(ALICE, two, hours * 3600, None, 48)
+        assert naive is not None and found == (first + naive * H, first + (naive + hours) * H), \
+            (hours, naive, found)

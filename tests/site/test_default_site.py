@@ -21,6 +21,7 @@ from drivers import hostnet
 from tests.api.conftest import code_of
 from tests.api.tlsclient import client_context, proxy
 from tests.services import free_port
+from tests.support import read_banner
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -45,16 +46,7 @@ class Serve:
             [sys.executable, "-m", "am", "serve", "--state-dir", str(state), "--port",
              str(self.port), "--threads", "4", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), text=True)
-        lines: list[str] = []
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.strip() == "--- end ---":
-                break
-        self.banner = "".join(lines)
+        self.banner = read_banner(self.proc, 90)
         assert "--- end ---" in self.banner, self.proc.stderr.read()
 
     def am(self):

@@ -30,3 +30,22 @@ def test_route_validation():
                 [{"destination": "10.0.0.0/8", "gateway": 5}]):
         with pytest.raises(RouteError):
             parse_routes_option(bad)
+
+
+@pytest.mark.parametrize("destination", ["10.0.0.0/24", "10.0.0.1/24", "0.0.0.0/0", "10.0.0.0/024",
+                                         "10.0.0.0", "1.2.3/24", "10.0.0.0/33", "010.0.0.0/8",
+                                         "255.255.255.255/32", "10.1.0.0/15", "a/24", "10.0.0.0/+8"])
+@pytest.mark.parametrize("gateway", [None, "10.0.0.1", "10.0.0.01", "1.2.3", "0x0a000001"])
+def test_normalise_matches_ipaddress_on_every_form(destination, gateway):
+    """The canonical-form fast path (inet_aton) gives what the ipaddress path gives, and the
+    same refusals, for canonical and non-canonical spellings alike."""
+    import ipaddress
+
+    try:
+        want = Route(str(ipaddress.IPv4Network(destination, strict=True)),
+                     str(ipaddress.IPv4Address(gateway)) if gateway else None)
+    except ValueError:
+        with pytest.raises(RouteError):
+            normalise_all([Route(destination, gateway)])
+    else:
+        assert normalise_all([Route(destination, gateway)]) == (want,)

@@ -1,6 +1,5 @@
 """The state machine's only writer: every change of a sliver's allocation or operational state
-goes through `Transitions` (the table in `am.states`; the database refuses any other move, see
-migration 0007)."""
+goes through `Transitions` (the table in `am.states`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

@@ -2,10 +2,11 @@
 
 Three figures per N, each "build until the two ends ping, then tear down":
   api:     Allocate + Provision through the AM API v3 (XML-RPC bodies, credentials, the
-           service and the job runner; in-process Flask client, jobs run inline as the tests
-           run them, no TLS), Status until every sliver is geni_ready, the ends ping over N-1
+           service and the job runner; in-process Flask client, no TLS; jobs run by 2 threads,
+           as the AM's default worker runs them: worker_concurrency = 2), Status until every sliver is geni_ready, the ends ping over N-1
            router hops; then Delete until nothing of it is left. Each node is a guest with its
-           own root filesystem, a fair CPU share and an SSH-capable image.
+           own root filesystem, a fair CPU share and an SSH login (geni_users: one account
+           with a key; after the timed part, one login is checked with OpenSSH's client).
   driver:  the same chain straight through the vserver driver (2 threads), for the API's share.
   mininet: `mn --switch lxbr --controller none --topo linear,N --test none` (Debian's mininet:
            network namespaces on Linux bridges, no own filesystems, no logins), whole run.
@@ -32,15 +33,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from am.app import build_runtime                                          # noqa: E402
 from am.config import Settings                                            # noqa: E402
 from bench.bench_vserver import chain_specs                               # noqa: E402
+from drivers import hostnet                                               # noqa: E402
 from drivers.base import OperationalState                                 # noqa: E402
 from drivers.vserver import VServerDriver                                 # noqa: E402
 from tests.api.conftest import RSPEC_V, SLICE, ApiClient, Fixtures, code_of  # noqa: E402
 from tests.conftest import SHARED                                         # noqa: E402
 from tests.drivers.vserver.conftest import release_all                    # noqa: E402
-from tests.drivers.vserver.helpers import test_image                      # noqa: E402
-from tests.drivers.vserver.test_through_am import GA, InlineQueue         # noqa: E402
+from drivers.base import UserKeys                                          # noqa: E402
+from tests.drivers.vserver.helpers import guest_test_image                # noqa: E402
+from tests.drivers.vserver.sshclient import keypair, ssh                  # noqa: E402
+from am.jobs.runner import run_job                                         # noqa: E402
+from tests.drivers.vserver.test_through_am import GA                      # noqa: E402
 
 COMP = "urn:publicid:IDN+geni-am:test+node+vs1"
+USER = "urn:publicid:IDN+geni:gpo:gcf+user+alice"
+
+
+def ping_through(sliver_argv, first: str, last_netns: str, n: int, tries: int = 10) -> bool:
+    """The first node pings the last across n-2 routers. A chain of 100 is longer than
+    Linux's default TTL (64) both ways: the echo goes with TTL 255 and the last node's
+    default TTL is raised to 255 (from the host: a guest may not change its namespace's
+    sysctls). The first echo waits for ARP at every hop, so a few tries."""
+    hostnet.sysctl_set(last_netns, "net.ipv4.ip_default_ttl", "255")
+    for _ in range(tries):
+        if subprocess.run(sliver_argv(first, ["ping", "-c1", "-W3", "-t", "255",
+                                              f"{net(n - 2)}.2"]),
+                          capture_output=True).returncode == 0:
+            return True
+    return False
+
+
+def check_login(logins, key) -> None:
+    """One node's SSH login works (outside the timed part)."""
+    login = next(iter(logins))
+    out = ssh(key, login.username, login.port, "id -un", host=login.hostname or "127.0.0.1")
+    assert out.returncode == 0 and out.stdout.strip() == login.username, out
 
 
 def net(i: int) -> str:
@@ -73,12 +100,30 @@ def chain_rspec(n: int) -> str:
             f'type="request">{"".join(parts)}</rspec>')
 
 
-def through_api(n: int, work: Path) -> tuple[float, float]:
+class ThreadQueue:
+    """The job queue of a worker with 2 threads (the default worker_concurrency)."""
+
+    def __init__(self, threads: int = 2):
+        self.store = self.site = None
+        self.pool = ThreadPoolExecutor(threads)
+        self.futures = []
+
+    def submit(self, job_id: int) -> None:
+        self.futures.append(self.pool.submit(run_job, self.store, self.site, job_id,
+                                             worker_id="bench-chain"))
+
+    def check(self) -> None:
+        for f in [f for f in self.futures if f.done()]:
+            f.result()                     # a crashed job fails the bench with its error
+            self.futures.remove(f)
+
+
+def through_api(n: int, work: Path, key, phases: dict[str, float]) -> tuple[float, float]:
     gcf = SHARED / "fixtures" / "gcf"
     trust = work / "trust"
     trust.mkdir()
     shutil.copy(gcf / "ca-cert.pem", trust / "ca-cert.pem")
-    images, image = test_image()
+    images, image = guest_test_image()
     prefix = "c" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
     inv = work / "inventory.toml"
     inv.write_text(f'[drivers.vserver]\nname_prefix = "{prefix}"\nstate_dir = "{work}/vs"\n'
@@ -88,7 +133,7 @@ def through_api(n: int, work: Path) -> tuple[float, float]:
     settings = Settings(trust_roots=str(trust), authority="geni-am:test",
                         state_dir=str(work / "am"), inventory=str(inv),
                         max_request_bytes=16 * 1024 * 1024)
-    queue = InlineQueue()
+    queue = ThreadQueue()
     rt = build_runtime(settings, job_queue=lambda s: (queue, []))
     queue.store, queue.site = rt.store, rt.site
     client = ApiClient(rt.app.test_client(), (gcf / "alice-cert.pem").read_text())
@@ -98,48 +143,67 @@ def through_api(n: int, work: Path) -> tuple[float, float]:
         t0 = time.perf_counter()
         alloc = client.call("Allocate", SLICE, cred, chain_rspec(n), {})
         assert code_of(alloc) == 0, alloc
-        prov = client.call("Provision", [SLICE], cred, {"geni_rspec_version": RSPEC_V})
+        phases["allocate"] = time.perf_counter() - t0
+        prov = client.call("Provision", [SLICE], cred, {
+            "geni_rspec_version": RSPEC_V, "geni_users": [{"urn": USER, "keys": [key.public]}]})
         assert code_of(prov) == 0, prov
+        phases["provision call"] = time.perf_counter() - t0 - phases["allocate"]
         while True:
             status = client.call("Status", [SLICE], cred, {})
             states = {s["geni_operational_status"] for s in status["value"]["geni_slivers"]}
             if states == {"geni_ready"}:
                 break
             assert "geni_failed" not in states, status
+            queue.check()
             time.sleep(0.05)
+        phases["until all ready"] = time.perf_counter() - t0 - sum(phases.values())
         first = next(s.sliver_urn for s in driver.observed() if "(n0)" in s.detail)
-        ping = subprocess.run(driver.sliver_argv(first, ["ping", "-c1", "-W2",
-                                                         f"{net(n - 2)}.2"]), capture_output=True)
-        assert ping.returncode == 0, ping.stdout
+        last = next(driver.node_handle(s.sliver_urn) for s in driver.observed()
+                    if f"(n{n - 1})" in s.detail)
+        assert ping_through(driver.sliver_argv, first, last, n), "end-to-end ping failed"
         t1 = time.perf_counter()
+        phases["ping"] = t1 - t0 - sum(phases.values())
+        logins = [driver.logins(s) for s in driver_specs(rt, driver)]
+        assert all(logins) and len(logins) == n, "a node without an SSH login"
+        check_login(logins[0], key)
         assert code_of(client.call("Delete", [SLICE], cred, {})) == 0
         while driver.observed():
+            queue.check()
             time.sleep(0.05)
         return t1 - t0, time.perf_counter() - t1
     finally:
+        queue.pool.shutdown(wait=True)
         release_all(driver)
         rt.close()
 
 
-def driver_only(n: int, work: Path) -> tuple[float, float]:
-    images, image = test_image()
+def driver_specs(rt, driver: VServerDriver) -> list:
+    """The node slivers' specs as the AM stored them."""
+    from am.store import spec_from_dict, utcnow
+    with rt.store.read() as session:
+        specs = [spec_from_dict(r.spec) for r in rt.store.live_slivers(session, utcnow())]
+    return [s for s in specs if s.kind.value == "node"]
+
+
+def driver_only(n: int, work: Path, key) -> tuple[float, float]:
+    images, image = guest_test_image()
     drv = VServerDriver({"name_prefix": "cd", "state_dir": str(work / "drv"), "cpu": 2,
                          "memory_mb": 16384, "images_dir": str(images), "default_image": image,
                          "build_default_image": False},
                         [{"name": "vs1", "driver": "vserver"}], authority="geni-am:bench")
     nodes, links = chain_specs(n, 0)
-    nodes = [dataclasses.replace(s, cpu=None, memory_mb=32) for s in nodes]
+    users = (UserKeys(USER, (key.public,)),)
+    nodes = [dataclasses.replace(s, cpu=None, memory_mb=32, users=users) for s in nodes]
     specs = nodes + links
     random.Random(0).shuffle(specs)
     try:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(2) as pool:
             assert all(r.state is OperationalState.READY for r in pool.map(drv.provision, specs))
-        ok = subprocess.run(drv.sliver_argv(nodes[0].sliver_urn,
-                                            ["ping", "-c1", "-W2", f"{net(n - 2)}.2"]),
-                            capture_output=True).returncode == 0
-        assert ok, "end-to-end ping failed"
+        assert ping_through(drv.sliver_argv, nodes[0].sliver_urn,
+                            drv.node_handle(nodes[-1].sliver_urn), n), "end-to-end ping failed"
         t1 = time.perf_counter()
+        check_login(drv.logins(nodes[-1]), key)
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(drv.delete, specs))
         return t1 - t0, time.perf_counter() - t1
@@ -165,13 +229,17 @@ def main() -> int:
     args = ap.parse_args()
     for n in args.nodes:
         work = Path(tempfile.mkdtemp(prefix="bench-chain-"))
-        api_up, api_down = through_api(n, work)
-        drv_up, drv_down = driver_only(n, work)
+        key = keypair(work, "alice")
+        phases: dict[str, float] = {}
+        api_up, api_down = through_api(n, work, key, phases)
+        drv_up, drv_down = driver_only(n, work, key)
         mn = None if args.skip_mininet else mininet(n)
         mn_text = "skipped" if mn is None else f"{mn:.1f} s (build + teardown)"
         ratio = "" if mn is None else f"; API build / Mininet = {api_up / mn:.2f}"
         print(f"N={n}: API {api_up:.1f} s to all ready + ends pinging, delete {api_down:.1f} s; "
               f"driver only {drv_up:.1f} s, delete {drv_down:.1f} s; mininet {mn_text}{ratio}",
+              flush=True)
+        print(f"N={n}: API phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()),
               flush=True)
     return 0
 

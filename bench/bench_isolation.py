@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drivers.vserver import VServerDriver                                 # noqa: E402
 from tests.drivers.vserver.conftest import release_all                    # noqa: E402
-from tests.drivers.vserver.helpers import (AUTH, guest_script, link, node,  # noqa: E402
-                                           test_image)
+from tests.drivers.vserver.helpers import (AUTH, WORKLOADS, guest_script,  # noqa: E402
+                                           guest_test_image, link, node)
 
-WORK = Path(__file__).with_name("isolation_workloads.py")
+WORK = WORKLOADS
 ARTICLE = {   # Deshane et al. 2006, container (Solaris Containers): well-behaved, misbehaving
     "CPU": ("0", "0"), "memory": ("DNR", "DNR"), "fork": ("90.03", "87.80"),
     "disk intensive": ("1.48", "1.23"), "network (receiver)": ("1.24", "1.67"),
@@ -57,12 +57,12 @@ def beside(drv, good, bad, good_args, bad_args, *, warmup: float = 0.5) -> tuple
 
 def tcp(drv, pair, port: int, s: float) -> float:
     a, b = pair
-    rx = subprocess.Popen(guest_script(drv, b, WORK, "tcp_recv", str(port), str(s)),
+    rx = subprocess.Popen(guest_script(drv, b, WORK, "recv", str(port), "0.3"),
                           stdout=subprocess.PIPE, text=True)
     assert rx.stdout.readline().strip() == "listening"
-    subprocess.run(guest_script(drv, a, WORK, "tcp_send", "10.88.0.2", str(port), str(s)),
+    subprocess.run(guest_script(drv, a, WORK, "send", "10.88.0.2", str(port), str(s)),
                    check=True, timeout=60)
-    return float(rx.communicate(timeout=60)[0].split()[-1]) * 8 / 1e6 / max(s - 0.3, 0.1)
+    return float(rx.communicate(timeout=60)[0].split()[-1]) / 1000     # Mbit/s
 
 
 def main() -> int:
@@ -72,7 +72,7 @@ def main() -> int:
     ap.add_argument("--disk-mbps", type=float, default=20.0)
     args = ap.parse_args()
     s = args.seconds
-    images, image = test_image()
+    images, image = guest_test_image()
     work = Path(tempfile.mkdtemp(prefix="bench-iso-"))
     drv = VServerDriver({"name_prefix": "bi", "state_dir": str(work / "state"), "cpu": 2,
                          "memory_mb": 4096, "images_dir": str(images), "default_image": image,

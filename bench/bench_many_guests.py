@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from drivers.base import OperationalState, Usage                          # noqa: E402
 from drivers.vserver import VServerDriver                                 # noqa: E402
 from tests.drivers.vserver.conftest import release_all                    # noqa: E402
-from tests.drivers.vserver.helpers import AUTH, COMPONENT, node, test_image  # noqa: E402
+from tests.drivers.vserver.helpers import AUTH, COMPONENT, node, guest_test_image  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:
@@ -37,7 +37,7 @@ def main() -> int:
     ap.add_argument("--guests", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    images, image = test_image()
+    images, image = guest_test_image()
     work = Path(tempfile.mkdtemp(prefix="bench-many-"))
     drv = VServerDriver({"name_prefix": "bm", "state_dir": str(work / "state"), "cpu": 2,
                          "memory_mb": 8192, "images_dir": str(images), "default_image": image,

@@ -2,19 +2,27 @@
 
 Shared by the drivers that build a data plane on this host (vserver containers; the Xen driver
 may use a namespace to stand in for Dom0). Every call is one `ip`/`tc` process: about 1-3 ms
-here, cheap enough for tens of slivers, and it needs no helper process per namespace (pyroute2's
-`NetNS` forks one). Failures raise `HostNetError` (a `DriverError`) carrying the command and
+idle, 20-50 ms on a loaded host, and it needs no helper process per namespace (pyroute2's
+`NetNS` forks one). So work that grows with a topology goes through `batch` (many iproute2
+commands in one `ip -batch` process for one namespace) and `show` (a namespace's links and
+routes in one process), and sysctls are written from a thread that has entered the namespace
+(`setns` is per thread), with no process at all: a chain of N routers needs O(N) processes,
+not O(N^2). Failures raise `HostNetError` (a `DriverError`) carrying the command and
 what iproute2 said; the "already there"/"already gone" answers of idempotent steps are not
 errors (see `exists_ok` / `missing_ok`).
 """
 from __future__ import annotations
 
+import ctypes
+import errno
+import ipaddress
 import json
 import os
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from drivers.base import DriverError
@@ -99,8 +107,20 @@ def netns_add(name: str) -> bool:
     if netns_exists(name):
         return False
     run(["ip", "netns", "add", name], exists_ok=True)
-    run(["ip", "-n", name, "link", "set", "lo", "up"])
+    in_netns(name, _loopback_up)
     return True
+
+
+def _loopback_up() -> None:
+    """Raise `lo` of the calling thread's namespace (SIOCGIFFLAGS/SIOCSIFFLAGS, no process)."""
+    import fcntl
+    import socket
+    import struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        req = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(sock, 0x8913, req))[1]
+        if not flags & 1:
+            fcntl.ioctl(sock, 0x8914, struct.pack("16sh", b"lo", flags | 1))
 
 
 def netns_delete(name: str) -> bool:
@@ -123,40 +143,214 @@ def netns_exec_argv(name: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", name, *argv]
 
 
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def in_netns(netns: str, fn: Callable[[], object]) -> object:
+    """`fn()` run in a short-lived thread that has entered the named network namespace
+    (setns(2) moves only the calling thread), so no process is started. /proc/sys/net opened
+    there is that namespace's. HostNetError if the namespace cannot be entered."""
+    result: dict[str, object] = {}
+
+    def body() -> None:
+        try:
+            fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            result["error"] = HostNetError(f"cannot open network namespace {netns}: "
+                                           f"{exc.strerror}")
+            return
+        try:
+            # a namespace another process is creating exists as a file before it is
+            # mounted (setns fails with EINVAL): that window is short, so retry
+            for attempt in range(50):
+                if _libc.setns(fd, CLONE_NEWNET) == 0:
+                    break
+                err = ctypes.get_errno()
+                if err != errno.EINVAL or attempt == 49:
+                    result["error"] = HostNetError(f"cannot enter network namespace {netns}: "
+                                                   f"{os.strerror(err)}")
+                    return
+                os.close(fd)
+                time.sleep(0.01)
+                fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.close(fd)
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            result["error"] = exc
+
+    t = threading.Thread(target=body, name=f"netns-{netns}", daemon=True)
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]            # type: ignore[misc]
+    return result.get("value")
+
+
+def _sysctl_path(key: str) -> str:
+    if not key or "/" in key or ".." in key.split("."):
+        raise HostNetError(f"bad sysctl name {key!r}")
+    return "/proc/sys/" + key.replace(".", "/")
+
+
 def sysctl_set(netns: str | None, key: str, value: str) -> None:
-    argv = ["sysctl", "-qw", f"{key}={value}"]
-    run(netns_exec_argv(netns, argv) if netns else argv)
+    """Write a sysctl (of `netns`, or of this process's namespace when None)."""
+    path = _sysctl_path(key)
+
+    def write() -> None:
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as exc:
+            raise HostNetError(f"sysctl {key}={value} failed"
+                               f"{f' in {netns}' if netns else ''}: {exc.strerror}") from None
+
+    in_netns(netns, write) if netns else write()
 
 
 def sysctl_get(netns: str | None, key: str) -> str:
-    argv = ["sysctl", "-n", key]
-    return run(netns_exec_argv(netns, argv) if netns else argv).strip()
+    path = _sysctl_path(key)
+
+    def read() -> str:
+        try:
+            with open(path) as f:
+                return " ".join(f.read().split())
+        except OSError as exc:
+            raise HostNetError(f"sysctl {key} cannot be read"
+                               f"{f' in {netns}' if netns else ''}: {exc.strerror}") from None
+
+    return str(in_netns(netns, read) if netns else read())
 
 
 # ---- links ------------------------------------------------------------------------------------
 
-def links(netns: str | None = None, *, details: bool = False) -> list[LinkInfo]:
-    """Every interface in the namespace (root when None).
-
-    A namespace that another process is creating right now exists as a file before it is
-    mounted (setns then fails with EINVAL); that window is short, so the read is retried.
-    """
-    argv = _ip(netns) + ["-j"] + (["-d"] if details else []) + ["link", "show"]
+def _run_retrying(argv: list[str], netns: str | None, *, input: str | None = None) -> str:
+    """A read of a namespace; one that another process is creating right now exists as a file
+    before it is mounted (setns then fails with EINVAL): that window is short, so retry."""
     for attempt in range(50):
         try:
-            out = run(argv)
-            break
+            return run(argv, input=input)
         except HostNetError as exc:
             if not netns or "Invalid argument" not in exc.stderr or attempt == 49:
                 raise
             time.sleep(0.01)
+    raise AssertionError("unreachable")
+
+
+def _link_infos(items: list[dict], details: bool) -> list[LinkInfo]:
     result = []
-    for item in json.loads(out or "[]"):
+    for item in items:
         kind = (item.get("linkinfo") or {}).get("info_kind") if details else None
         result.append(LinkInfo(name=item["ifname"], alias=item.get("ifalias"),
                                up="UP" in item.get("flags", ()), mac=item.get("address"),
                                master=item.get("master"), kind=kind))
     return result
+
+
+def links(netns: str | None = None, *, details: bool = False) -> list[LinkInfo]:
+    """Every interface in the namespace (root when None)."""
+    argv = _ip(netns) + ["-j"] + (["-d"] if details else []) + ["link", "show"]
+    return _link_infos(json.loads(_run_retrying(argv, netns) or "[]"), details)
+
+
+@dataclass(frozen=True)
+class NetnsView:
+    """A namespace's interfaces, IPv4 addresses and IPv4 routes, read in one process."""
+
+    links: list[LinkInfo]
+    addresses: dict[str, list[str]]      # interface -> ["10.0.0.1/24", ...]
+    routes: list[dict]                   # as `ip -j route show` reports them
+
+    def has_route(self, destination: str, gateway: str | None = None,
+                  dev: str | None = None) -> bool:
+        want = route_key(destination)
+        return any(route_key(r.get("dst", "")) == want
+                   and (gateway is None or r.get("gateway") == gateway)
+                   and (dev is None or r.get("dev") == dev) for r in self.routes)
+
+
+def route_key(destination: str) -> str:
+    """A route destination in one spelling ("default" = 0.0.0.0/0, a host without /32)."""
+    if destination in ("default", ""):
+        return "0.0.0.0/0"
+    try:
+        return str(ipaddress.ip_network(destination, strict=False))
+    except ValueError:
+        return destination
+
+
+def show(netns: str | None) -> NetnsView:
+    """Links, addresses and routes of a namespace through one `ip -j -batch` process."""
+    out = _run_retrying(_ip(netns) + ["-j", "-batch", "-"], netns,
+                        input="link show\naddr show\nroute show\n")
+    decoder, parts, pos = json.JSONDecoder(), [], 0
+    while len(parts) < 3:
+        while pos < len(out) and out[pos].isspace():
+            pos += 1
+        if pos >= len(out):
+            raise HostNetError(f"`ip -j -batch` in {netns or 'the root namespace'} answered "
+                               f"{len(parts)} of 3 tables")
+        value, pos = decoder.raw_decode(out, pos)
+        parts.append(value)
+    addrs: dict[str, list[str]] = {}
+    for item in parts[1]:
+        addrs[item.get("ifname", "")] = [f"{a['local']}/{a['prefixlen']}"
+                                         for a in item.get("addr_info", ())
+                                         if a.get("family") == "inet"]
+    return NetnsView(_link_infos(parts[0], False), addrs, parts[2])
+
+
+def batch(netns: str | None, commands: Sequence[Sequence[str]]) -> dict[int, str]:
+    """Run iproute2 `ip` commands (without the leading "ip") in one `ip -force -batch`
+    process in `netns`; ip carries on past a failing command. Returns {index: what ip said}
+    for the commands that failed (empty when all succeeded)."""
+    if not commands:
+        return {}
+    lines = []
+    for cmd in commands:
+        if not cmd or any(not a or any(c.isspace() or c in "\"'#\\" for c in a) for a in cmd):
+            raise HostNetError(f"bad iproute2 batch command {list(cmd)!r}")
+        lines.append(" ".join(cmd))
+    argv = _ip(netns) + ["-force", "-batch", "-"]
+    for attempt in range(50):
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60,
+                                  input="\n".join(lines) + "\n")
+        except FileNotFoundError:
+            raise HostNetError("ip is not installed on this host") from None
+        except subprocess.TimeoutExpired:
+            raise HostNetError(f"`ip -batch` of {len(lines)} commands timed out",
+                               transient=True) from None
+        # the namespace not mounted yet (being created): ip could not enter it, ran nothing
+        if not (netns and proc.returncode != 0 and "Command failed" not in proc.stderr
+                and "Invalid argument" in proc.stderr) or attempt == 49:
+            break
+        time.sleep(0.01)
+    failed: dict[int, str] = {}
+    said: list[str] = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("Command failed -:"):
+            try:
+                index = int(line.rsplit(":", 1)[1]) - 1
+            except ValueError:
+                index = -1
+            failed[index] = " ".join(said).strip() or "failed"
+            said = []
+        elif line.strip():
+            said.append(line.strip())
+    if proc.returncode != 0 and not failed:
+        raise HostNetError(f"`{' '.join(argv)}` failed: "
+                           f"{proc.stderr.strip() or f'exit {proc.returncode}'}",
+                           stderr=proc.stderr.strip())
+    return failed
+
+
+def batch_command(netns: str | None, commands: Sequence[Sequence[str]], index: int) -> str:
+    """The command line `batch` ran as command `index` (for error messages)."""
+    return " ".join(_ip(netns) + list(commands[index])) if 0 <= index < len(commands) \
+        else " ".join(_ip(netns) + ["-batch"])
 
 
 def find_link(netns: str | None, name_or_alias: str) -> LinkInfo | None:
@@ -165,6 +359,23 @@ def find_link(netns: str | None, name_or_alias: str) -> LinkInfo | None:
         if link.name == name_or_alias or link.alias == name_or_alias:
             return link
     return None
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    """The interfaces on a root-namespace bridge (none when it is gone): a bridge several
+    drivers' slivers share (a VM's tap and a container's end) goes once nobody is on it."""
+    return [li.name for li in links(None) if li.master == bridge]
+
+
+def root_has_link(name: str) -> bool:
+    """Whether this process's namespace has an interface called `name` (by name only, not
+    alias): one ioctl (if_nametoindex) in this namespace, no process."""
+    import socket
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
 
 
 def veth_add(name: str, peer: str) -> None:
@@ -278,8 +489,10 @@ def qdisc_kind(netns: str | None, dev: str) -> str | None:
 
 
 __all__ = [
-    "HostNetError", "IFNAMSIZ", "NO_NETEM", "TC_LINK_PROPERTIES", "LinkInfo", "addr_list", "addr_replace", "bridge_add",
-    "find_link", "link_delete", "link_move", "link_set", "links", "missing_tools", "netns_add",
+    "HostNetError", "IFNAMSIZ", "NO_NETEM", "TC_LINK_PROPERTIES", "LinkInfo", "NetnsView",
+    "addr_list", "addr_replace", "batch", "batch_command", "bridge_add", "find_link", "in_netns",
+    "root_has_link", "route_key", "show", "link_delete", "link_move", "link_set", "links",
+    "missing_tools", "netns_add",
     "netns_delete", "netns_exec_argv", "netns_exists", "netns_list", "netns_pids", "qdisc_kind",
     "root_qdisc_delete", "route_replace", "routes", "run", "sysctl_get", "sysctl_set", "tbf_replace", "veth_add",
 ]

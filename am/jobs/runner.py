@@ -30,7 +30,16 @@ from am import states
 from am.service import hybrid
 from am.states import Op
 from am.store import JobState, Store, spec_from_dict, utcnow
-from am.jobs.task import AlreadyFinished, HeldLease, JobNotFound, RetryableJobError, SliverTask
+from am.jobs.task import (
+    DEFAULT_POLL_S,
+    POLLED_ACTIONS,
+    AlreadyFinished,
+    HeldLease,
+    JobNotFound,
+    PollLater,
+    RetryableJobError,
+    SliverTask,
+)
 from am.store.jobs import IllegalJobTransition, Jobs
 from am.store.retry import transient_cause
 from drivers.base import DriverError, OperationalState, ProvisionResult, SliverSpec
@@ -220,9 +229,10 @@ def _run_claimed(task: SliverTask, site: Site, *, max_attempts: int) -> None:
                 # geni_configuring during the boot, and a retry after a crash in the start
                 # never repeats the provision), then it boots through the same transitions a
                 # geni_start takes
-                new_state = driver.perform(spec, _GENI_ACTION["start"])
-                task.acted("start", OperationalState(new_state),
-                           known=(states.Alloc.PROVISIONED, Op.CONFIGURING))
+                new_state = OperationalState(driver.perform(spec, _GENI_ACTION["start"]))
+                if new_state is Op.CONFIGURING:
+                    task.poll_again(job_args)
+                task.acted("start", new_state, known=(states.Alloc.PROVISIONED, Op.CONFIGURING))
         elif action == "delete":
             _delete(driver, spec, facts)
             task.finish()
@@ -239,9 +249,14 @@ def _run_claimed(task: SliverTask, site: Site, *, max_attempts: int) -> None:
             new_state = _driver_action(driver, spec, job_args)
             task.acted(action, OperationalState(new_state), known=state)
         else:
-            new_state = driver.perform(spec, _GENI_ACTION[action])
+            # a poll of a start under way asks the driver as a start does: a restart's second
+            # look must not restart it again
+            geni = _GENI_ACTION["start" if job_args.get("poll") else action]
+            new_state = OperationalState(driver.perform(spec, geni))
+            if new_state is Op.CONFIGURING and action in POLLED_ACTIONS:
+                task.poll_again(job_args)
             logins = driver.logins(spec) if action == "update_users" else None
-            task.acted(action, OperationalState(new_state), known=state,
+            task.acted(action, new_state, known=state,
                        facts=None if logins is None else {**facts,
                                                           "logins": _login_facts(logins)})
     except DriverError as exc:
@@ -251,6 +266,8 @@ def _run_claimed(task: SliverTask, site: Site, *, max_attempts: int) -> None:
         task.failed(action, str(exc) or type(exc).__name__)
         if action == "delete":
             _release_handle(driver, facts)
+    except PollLater:
+        raise                    # queued again already: the worker sends the next look
     except Exception as exc:   # noqa: BLE001 - a driver bug must not leave the sliver pending forever
         if transient_cause(exc):   # recording the outcome kept deadlocking: do the job again
             raise RetryableJobError(f"job {job_id} ({action} {urn}): "
@@ -353,5 +370,6 @@ def _dead_local_owner(owner: str) -> bool:
     return False
 
 
-__all__ = ["ACTION_JOBS", "DRIVER_ACTION", "HeldLease", "IllegalJobTransition", "JobNotFound", "LeaseHeartbeat",
-           "RetryableJobError", "requeue_interrupted", "run_job"]
+__all__ = ["ACTION_JOBS", "DEFAULT_POLL_S", "DRIVER_ACTION", "HeldLease", "IllegalJobTransition",
+           "JobNotFound", "LeaseHeartbeat", "POLLED_ACTIONS", "PollLater", "RetryableJobError",
+           "requeue_interrupted", "run_job"]

@@ -37,6 +37,27 @@ class JobNotFound(LookupError):
     pass
 
 
+#: Seconds between two looks at a sliver whose start is under way on the substrate.
+DEFAULT_POLL_S = 0.3
+#: Job actions whose driver may answer "under way" (their waiting state): the job then polls.
+POLLED_ACTIONS = ("start", "restart")
+
+
+class PollLater(Exception):
+    """The job's action is under way on the substrate (a VM booting): the driver started it
+    and reported the action's waiting state. The job is queued again with its lease dropped
+    (the sliver stays in its waiting state, an open job still works on it) and should be run
+    again after `delay_s`; that run asks the driver once more (`perform(geni_start)` on a
+    booting sliver reports its progress) and records ready, or failed with the driver's
+    reason. A poll is not an attempt: it does not count against `max_attempts`. The queue's
+    worker sends the re-run (`am.jobs.tasks`); if that message is lost, the reconciler
+    re-sends the queued job after its grace."""
+
+    def __init__(self, job_id: int, delay_s: float = DEFAULT_POLL_S):
+        super().__init__(f"job {job_id}: under way on the substrate; look again in {delay_s} s")
+        self.job_id, self.delay_s = job_id, delay_s
+
+
 class AlreadyFinished(Exception):
     """Raised inside the claiming transaction to roll it back: the job is done or failed."""
 
@@ -200,6 +221,18 @@ class SliverTask:
                         self.store.transition(session, sliver, event, error=error)
                         break
             self.store.jobs.mark(session, self.job_id, JobState.FAILED, error)
+
+    def poll_again(self, args: dict) -> None:
+        """The driver started the action and it is under way (a VM booting): queue the job
+        again as a poll (its args say so, the attempt is given back, the lease dropped) and
+        raise PollLater for the worker to re-send it."""
+        self._queue_poll({**args, "poll": True})
+        raise PollLater(self.job_id)
+
+    @retry_transient()
+    def _queue_poll(self, args: dict) -> None:
+        with self._outcome_tx() as session:
+            self.store.jobs.queue_poll(session, self.job_id, args)
 
     @retry_transient()
     def requeue(self, error: str) -> None:

@@ -92,6 +92,15 @@ class Jobs(Repository):
         if result.rowcount != 1:
             raise IllegalJobTransition(f"job {job_id} cannot become {state} from where it is")
 
+    @staticmethod
+    def queue_poll(session: Session, job_id: int, args: Mapping) -> None:
+        """A running job handed back as a readiness poll: queued, unowned, its attempt given
+        back, `args` as given (they say it is a poll)."""
+        result = session.connection().execute(_POLL_JOB, {"job": job_id, "now": utcnow(),
+                                                          "args": dict(args)})
+        if result.rowcount != 1:
+            raise IllegalJobTransition(f"job {job_id} cannot be queued again from where it is")
+
     # ---- the reconciler's queries -------------------------------------------------------
     @staticmethod
     def running_with_leases(session: Session) -> list[tuple[Job, SliverLease | None]]:
@@ -150,5 +159,12 @@ _MARK_JOB = {new: (update(_JOBS).where(_JOBS.c.id == bindparam("job"),
              for new in states.JOB_TRANSITIONS}
 _MARK_JOB_OWNER = {new: stmt.values(lease_owner=bindparam("owner"))
                    for new, stmt in _MARK_JOB.items()}
+#: a running job handed back as a readiness poll: queued, unowned, its attempt given back
+_POLL_JOB = (
+    update(_JOBS).where(_JOBS.c.id == bindparam("job"), _JOBS.c.state == JobState.RUNNING)
+    .values(state=JobState.QUEUED, lease_owner=None, attempts=_JOBS.c.attempts - 1,
+            args=bindparam("args", type_=_JOBS.c.args.type),
+            error="under way on the substrate; looking again shortly",
+            heartbeat=bindparam("now"), updated=bindparam("now")))
 _LOCK_SLIVER = (select(Sliver).where(Sliver.id == bindparam("sliver")).with_for_update()
                 .execution_options(populate_existing=True))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.inventory import InventoryError
+from drivers.vserver.fetch import parse_networks
 from drivers.vserver.cgroups import MIN_PIDS, PID_MAX_LIMIT
 from drivers.vserver.naming import PREFIX_RE
 
@@ -62,6 +63,9 @@ class VServerSettings:
     install_dir: str | None = None                 # file:// installs only from here (None: none)
     install_max_mb: int = 256                      # largest install download
     install_timeout_s: float = 60                  # longest install download
+    # http(s) installs never reach loopback, link-local, private or the host's own
+    # addresses (SSRF), except inside these networks ("127.0.0.0/8", "10.1.0.0/16", ...)
+    install_allow_networks: tuple[str, ...] = ()
 
     @property
     def node_capacity(self) -> dict[str, float]:
@@ -145,6 +149,15 @@ def parse_settings(config: Mapping[str, Any]) -> VServerSettings:
         raise InventoryError(f"must be set when ssh_address is {address} (listening on every "
                              "address): it is the host name users connect to",
                              table=TABLE, key="ssh_hostname")
+    nets = s["install_allow_networks"]
+    if isinstance(nets, str) or not isinstance(nets, (list, tuple)) \
+            or not all(isinstance(n, str) for n in nets):
+        raise InventoryError("must be a list of IP networks, e.g. [\"127.0.0.0/8\"]",
+                             table=TABLE, key="install_allow_networks")
+    try:
+        s["install_allow_networks"] = tuple(str(n) for n in parse_networks(nets))
+    except ValueError as exc:
+        raise InventoryError(str(exc), table=TABLE, key="install_allow_networks") from None
     if not isinstance(s["name_prefix"], str) or not PREFIX_RE.match(s["name_prefix"]):
         raise InventoryError("must be 1-4 lower-case letters or digits starting with a letter "
                              "(host interface names are limited to 15 characters)",

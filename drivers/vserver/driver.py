@@ -102,6 +102,7 @@ class VServerDriver(SubstrateDriver):
         forwarding_modes=(ForwardingMode.GUEST,),
         links=True,
         wires=True,
+        joins_bridges=True,
         link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the veths; no netem here
     )
     shaping_note: ClassVar[str] = hostnet.NO_NETEM
@@ -173,6 +174,11 @@ class VServerDriver(SubstrateDriver):
             hardware_types=comp.hardware_types or ("pc", "vserver-host"),
             extra={**comp.extra, "backend": "guest: user+mount+pid+uts+ipc+net namespaces, "
                                             "overlay root, cgroup v1"})
+
+    def close(self) -> None:
+        """Stop the guests' fork server (guests run on without it)."""
+        self.guests.close()
+        super().close()
 
     # ---- inventory and admission -----------------------------------------------------------
     def inventory(self) -> list[Component]:
@@ -321,7 +327,10 @@ class VServerDriver(SubstrateDriver):
                 except RouteError as exc:
                     raise DriverError(f"node {spec.client_id}: {exc}") from None
             self._limit(handle, rec)
-            self._converge_node(rec)
+            macs: dict[str, str] = {}
+            self._converge_node(rec, macs=macs)
+            macs.update({i["client_id"]: i["mac"] for i in rec["interfaces"]
+                         if i.get("mac") and i["client_id"] not in macs})
             running = not rec["stopped"]
             if running:
                 self._ensure_guest(handle, rec, image_dir)
@@ -331,6 +340,7 @@ class VServerDriver(SubstrateDriver):
                 s = self.settings
                 for inst in spec.installs:
                     services.run_install(inst, self.guests, handle, install_dir=s.install_dir,
+                                         allow_networks=s.install_allow_networks,
                                          max_bytes=s.install_max_mb * 2**20,
                                          timeout_s=s.install_timeout_s)
                 rec["installed"] = True
@@ -338,7 +348,6 @@ class VServerDriver(SubstrateDriver):
                 self._start_executes(rec)
                 rec["executes_started"] = True
             self.state.write(handle, rec)
-            macs = self._macs(rec)
         state = OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
         # no "waiting for link(s)" here: this text is stored and outlives the wait (the link's
         # job plugs the interface in later); live_status says what is still missing now
@@ -478,8 +487,9 @@ class VServerDriver(SubstrateDriver):
             old = self.state.read(handle) or {}
             rec["stopped"] = old.get("stopped", False)
             self.state.write(handle, rec)
+            self.state.hold((e["end"] for e in rec["ends"]), rec["stopped"])
             if rec["mode"] == "veth":
-                self._build_veth(rec)
+                self._build_veth(rec, fresh=not old)
             elif rec["mode"] == "wire":
                 self._take_wires(rec)
             elif rec["mode"] == "stitch":
@@ -490,18 +500,31 @@ class VServerDriver(SubstrateDriver):
             for end in rec["ends"]:
                 with self.state.lock(end["node_handle"]):
                     hostnet.netns_add(end["netns"])
-                    if hostnet.find_link(None, end["end"]) is not None:
+                    if hostnet.root_has_link(end["end"]):
                         hostnet.link_move(end["end"], end["netns"])
-                    here = hostnet.find_link(end["netns"], end["end"])
-                    if here is None:
+                    node = self.state.read(end["node_handle"])
+                    iface = next((i for i in (node or {}).get("interfaces", ())
+                                  if i["end"] == end["end"]), None)
+                    if iface is not None:      # the node renames it: shape it by its new name
+                        pending = self._converge_node(node)
+                        name = None if iface["name"] in pending else iface["name"]
+                    else:                      # no node yet: nothing renamed the end
+                        name = end["end"]
+                    if name is None:
                         raise DriverError(f"link end {end['end']} vanished while wiring "
                                           f"{spec.client_id}", transient=True)
                     if kbps:
-                        hostnet.tbf_replace(end["netns"], here.name, kbps,
-                                            latency_ms=self.settings.tc_latency_ms)
-                    node = self.state.read(end["node_handle"])
-                    if node is not None:
-                        self._converge_node(node)
+                        try:
+                            hostnet.tbf_replace(end["netns"], name, kbps,
+                                                latency_ms=self.settings.tc_latency_ms)
+                        except hostnet.HostNetError:
+                            here = hostnet.find_link(end["netns"], end["end"])
+                            if here is None or here.name == name:
+                                raise DriverError(f"link end {end['end']} vanished while "
+                                                  f"wiring {spec.client_id}",
+                                                  transient=True) from None
+                            hostnet.tbf_replace(end["netns"], here.name, kbps,
+                                                latency_ms=self.settings.tc_latency_ms)
                 if end.get("port") and kbps:
                     hostnet.tbf_replace(_port_netns(rec), end["port"], kbps,
                                         latency_ms=self.settings.tc_latency_ms)
@@ -512,17 +535,29 @@ class VServerDriver(SubstrateDriver):
                                else OperationalState.READY, handle=handle,
                                resource_status=f"{rec['mode']} link {handle}{shaped}")
 
-    def _build_veth(self, rec: Record) -> None:
+    def _build_veth(self, rec: Record, *, fresh: bool = False) -> None:
+        """The pair, each end named and aliased by its end name, already in its node's
+        namespace: one `ip -batch` process. `fresh`: no earlier attempt made this link (its
+        record is new), so nothing of it can exist and the ends need not be looked for."""
         a, b = rec["ends"]
-        where = [self._locate_locked(e) for e in (a, b)]
-        if all(w is not None for w in where):
-            return
-        for e, w in zip((a, b), where):     # half a pair is useless: clear it, build anew
-            if w is not None:
-                hostnet.link_delete(w[0], w[1].name)
-        hostnet.veth_add(a["end"], b["end"])
         for e in (a, b):
-            hostnet.link_set(None, e["end"], alias=e["end"])
+            hostnet.netns_add(e["netns"])
+        if not fresh:
+            where = [self._locate_locked(e) for e in (a, b)]
+            if all(w is not None for w in where):
+                return
+            for e, w in zip((a, b), where):     # half a pair is useless: clear it, build anew
+                if w is not None:
+                    hostnet.link_delete(w[0], w[1].name)
+        cmds = [["link", "add", a["end"], "type", "veth", "peer", "name", b["end"]],
+                *(["link", "set", "dev", e["end"], "alias", e["end"], "netns", e["netns"]]
+                  for e in (a, b))]
+        failed = hostnet.batch(None, cmds)
+        if 0 in failed and fresh and any(x in failed[0] for x in ("File exists", "exists")):
+            return self._build_veth(rec)        # debris of a lost attempt: clear it first
+        for index, said in sorted(failed.items()):
+            raise hostnet.HostNetError(f"`{hostnet.batch_command(None, cmds, index)}` failed: "
+                                       f"{said}", stderr=said)
 
     def _build_stitch(self, rec: Record) -> None:
         """A stitched link's local part: a veth whose one end becomes the node's interface and
@@ -643,61 +678,89 @@ class VServerDriver(SubstrateDriver):
 
     def _locate(self, end: Mapping[str, Any]) -> tuple[str | None, hostnet.LinkInfo] | None:
         """(namespace, interface) of a link end: still in the root namespace or in its node's."""
-        info = hostnet.find_link(None, end["end"])
-        if info is not None:
-            return None, info
+        if hostnet.root_has_link(end["end"]):
+            info = hostnet.find_link(None, end["end"])
+            if info is not None:
+                return None, info
         if hostnet.netns_exists(end["netns"]):
             info = hostnet.find_link(end["netns"], end["end"])
             if info is not None:
                 return end["netns"], info
         return None
 
-    def _converge_node(self, rec: Record) -> list[str]:
+    def _converge_node(self, rec: Record, *, macs: dict[str, str] | None = None) -> list[str]:
         """Wire up what is there of a node's network (caller holds the node lock); returns the
-        interfaces still waiting for their link."""
+        interfaces still waiting for their link; `macs` gets each present interface's MAC
+        (by client_id).
+
+        One `ip -batch` reads the namespace (links, addresses, routes) and one applies what
+        differs: renames, addresses, up/down and the missing routes, so a node converged once
+        per link costs a few processes whatever its number of routes (a chain of N routers
+        holds N^2 routes; one process per route made N = 100 take minutes)."""
         ns = rec["netns"]
         hostnet.netns_add(ns)
-        present = hostnet.links(ns)
-        held_down = {e["end"] for r in self.state.all().values()
-                     if r.get("kind") == "link" and r.get("stopped") for e in r["ends"]}
+        view = hostnet.show(ns)
+        held_down = self.state.held_down({i["end"] for i in rec["interfaces"]})
         pending: list[str] = []
         down: list[str] = []
+        cmds: list[list[str]] = []
         cpu = rec.get("control_port")
         for iface in rec["interfaces"]:
-            li = next((x for x in present if iface["end"] in (x.alias, x.name)), None)
+            li = next((x for x in view.links if iface["end"] in (x.alias, x.name)), None)
             if li is None and (cpu or not iface.get("linked", True)):
                 continue                  # on no link, or its link plugs into the forwarding plane
             if li is None:
                 pending.append(iface["name"])
                 continue
-            mac = iface.get("mac")
-            if li.name != iface["name"] or (mac and (li.mac or "").lower() != mac.lower()):
-                hostnet.link_set(ns, li.name, name=iface["name"], alias=iface["end"],
-                                 mac=mac if mac and (li.mac or "").lower() != mac.lower() else None)
-            for cidr in iface["cidrs"]:
-                hostnet.addr_replace(ns, iface["name"], cidr)
+            name, mac = iface["name"], iface.get("mac")
+            new_mac = mac if mac and (li.mac or "").lower() != mac.lower() else None
+            if macs is not None and (new_mac or li.mac):
+                macs[iface["client_id"]] = new_mac or li.mac
+            if li.name != name or new_mac:
+                cmds.append(["link", "set", "dev", li.name, "down"])
+                cmds.append(["link", "set", "dev", li.name, "name", name, "alias", iface["end"],
+                             *(["address", new_mac] if new_mac else [])])
+            have = set(view.addresses.get(li.name, ())) if li.name == name else set()
+            cmds += [["addr", "replace", cidr, "dev", name]
+                     for cidr in iface["cidrs"] if cidr not in have]
             want_up = not rec["stopped"] and iface["end"] not in held_down
-            if want_up != li.up or li.name != iface["name"]:
-                hostnet.link_set(ns, iface["name"], up=want_up)
+            if want_up != li.up or li.name != name or new_mac:
+                cmds.append(["link", "set", "dev", name, "up" if want_up else "down"])
             if not want_up:
-                down.append(iface["name"])
+                down.append(name)
         remote = bool(rec.get("remote_forwarding"))
-        if cpu:
-            self._converge_control_port(rec, cpu, present)
-        hostnet.sysctl_set(ns, "net.ipv4.ip_forward",
-                           "1" if rec["router"] and (cpu or not remote) else "0")
+        if cpu:                            # interfaces first, then the CPU port over them
+            self._apply(ns, cmds, 0, tolerate=False)
+            cmds = []
+            self._converge_control_port(rec, cpu, view.links)
+        forward = "1" if rec["router"] and (cpu or not remote) else "0"
+        if hostnet.sysctl_get(ns, "net.ipv4.ip_forward") != forward:
+            hostnet.sysctl_set(ns, "net.ipv4.ip_forward", forward)
         names = {i["client_id"]: i["name"] for i in rec["interfaces"]}
+        first_route = len(cmds)
         for route in () if remote else rec["routes"]:
             dev = names.get(route["interface"]) if route.get("interface") else None
             if rec["stopped"] or (route.get("interface") and dev in pending + down):
                 continue           # the kernel drops routes over a down link; back on start
-            try:
-                hostnet.route_replace(ns, route["destination"], gateway=route.get("gateway"),
-                                      dev=dev)
-            except hostnet.HostNetError:
-                if not pending and not down:
-                    raise          # every interface is up: the route itself is wrong
+            gateway = route.get("gateway")
+            if view.has_route(route["destination"], gateway, dev):
+                continue
+            cmds.append(["route", "replace", route["destination"],
+                         *(["via", gateway] if gateway else []), *(["dev", dev] if dev else [])])
+        self._apply(ns, cmds, first_route, tolerate=bool(pending or down))
         return pending
+
+    @staticmethod
+    def _apply(ns: str, cmds: list[list[str]], first_route: int, *, tolerate: bool) -> None:
+        """Run a convergence's commands in one `ip -batch`; a failed route (from index
+        `first_route` on) is tolerated when `tolerate` (its next hop is behind a link not
+        here yet), any other failure raises."""
+        failed = hostnet.batch(ns, cmds)
+        for index, said in sorted(failed.items()):
+            if index >= first_route and tolerate:
+                continue
+            raise hostnet.HostNetError(f"`{hostnet.batch_command(ns, cmds, index)}` failed: "
+                                       f"{said}", stderr=said)
 
     # ---- a hybrid router's control plane on its forwarding plane's CPU port -----------------
     def plug_control_port(self, spec: SliverSpec, wire: str) -> bool:
@@ -775,11 +838,6 @@ class VServerDriver(SubstrateDriver):
             services.start_execute(Execute(ex["shell"], ex["command"]), i, self.guests,
                                    rec["handle"])
 
-    def _macs(self, rec: Record) -> dict[str, str]:
-        found = {li.name: li.mac for li in hostnet.links(rec["netns"])}
-        return {i["client_id"]: found.get(i["name"]) or i.get("mac") or ""
-                for i in rec["interfaces"] if found.get(i["name"]) or i.get("mac")}
-
     # ---- operational actions ------------------------------------------------------------------
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
         self._own(spec)
@@ -834,6 +892,7 @@ class VServerDriver(SubstrateDriver):
                 return OperationalState.NOTREADY if rec["stopped"] else OperationalState.READY
             rec["stopped"] = action == Action.STOP.value
             self.state.write(handle, rec)
+            self.state.hold((e["end"] for e in rec["ends"]), rec["stopped"])
             for end in rec["ends"]:
                 with self.state.lock(end["node_handle"]):
                     where = self._locate(end)
@@ -890,8 +949,11 @@ class VServerDriver(SubstrateDriver):
                         hostnet.link_delete(where[0], where[1].name)
                 if end.get("port"):
                     hostnet.link_delete(_port_netns(rec), end["port"])
-            if rec.get("bridge") and not rec.get("joins"):
+            joined = rec.get("mode") == "join"      # another host's bridge: once nobody is on it
+            if rec.get("bridge") and not rec.get("joins") and \
+                    (not joined or not hostnet.bridge_ports(rec["bridge"])):
                 hostnet.link_delete(None, rec["bridge"])
+            self.state.hold((e["end"] for e in rec["ends"]), False)
             self.state.remove(rec["handle"])
 
     def _delete_node(self, handle: str) -> None:
@@ -1062,8 +1124,8 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     if spec.link is None:
         raise DriverError(f"link sliver {spec.client_id} has no link spec")
     mode = spec.link.mode
-    if mode not in ("veth", "bridge", "wire", "stitch"):
-        raise DriverError(f"vserver links are veth pairs, bridges, wires or stitched, "
+    if mode not in ("veth", "bridge", "wire", "join", "stitch"):
+        raise DriverError(f"vserver links are veth pairs, bridges, wires, joins or stitched, "
                           f"not {mode!r}")
     if mode == "veth" and len(spec.link.ends) != 2:
         mode = "bridge"
@@ -1072,6 +1134,8 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     for e in spec.link.ends:
         if mode == "wire" and e.interface_client_id not in wires:
             continue                      # the card's end: the wire is its port
+        if mode == "join" and e.component_id.lower() != spec.component_id.lower():
+            continue                      # the other host's node: already on its bridge
         if not e.sliver_urn:
             raise DriverError(f"link {spec.client_id}: end {e.interface_client_id} names no "
                               "node sliver")
@@ -1080,13 +1144,14 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
                      "interface": e.interface_client_id,
                      "end": naming.end(e.sliver_urn, e.interface_client_id),
                      "port": naming.port(spec.sliver_urn, e.sliver_urn, e.interface_client_id)
-                     if mode in ("bridge", "stitch") else None,
+                     if mode in ("bridge", "join", "stitch") else None,
                      **({"wire": wires[e.interface_client_id]} if mode == "wire" else {})})
     lan = spec.params.get("lan_sliver")      # joins the LAN another slice shares
     return {"kind": "link", "handle": handle, "sliver_urn": spec.sliver_urn,
             "slice_urn": spec.slice_urn, "client_id": spec.client_id, "mode": mode,
             "joins": spec.params.get("shared_lan") if lan else None,
-            "bridge": naming.bridge(lan or spec.sliver_urn) if mode == "bridge" else None,
+            "bridge": naming.bridge(lan or spec.sliver_urn) if mode == "bridge" else
+            str(spec.params["bridge"]) if mode == "join" else None,
             "capacity_kbps": spec.link.capacity_kbps, "ends": ends,
             **({"stitch": _stitch_record(spec)} if mode == "stitch" else {})}
 

@@ -15,14 +15,17 @@ sliver's life, so no two guests (nor a guest and the host) share a host uid.
 """
 from __future__ import annotations
 
+import array
 import base64
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +45,98 @@ ID_LOCK = "_ids"
 Record = dict[str, Any]
 
 
+def put_item(path: str, data: bytes | str, *, mode: int = 0o644, uid: int = 0,
+             gid: int = 0) -> dict[str, Any]:
+    raw = data.encode() if isinstance(data, str) else data
+    return {"op": "put", "path": path, "mode": mode, "uid": uid, "gid": gid,
+            "data": base64.b64encode(raw).decode()}
+
+
+def mkdir_item(path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> dict[str, Any]:
+    return {"op": "mkdir", "path": path, "mode": mode, "uid": uid, "gid": gid}
+
+
+class Zygote:
+    """The driver's fork server for guest inits (`guestinit.zygote`): started on first use,
+    one per driver process, ended by `close` or when this process exits (it reads end of
+    file on its control socket). Safe from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._ctl: socket.socket | None = None
+
+    def _ensure(self) -> socket.socket:
+        if self._proc is not None and self._proc.poll() is None and self._ctl is not None:
+            return self._ctl
+        self._stop_locked()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", str(INIT), "zygote", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+        except OSError as exc:
+            ours.close()
+            raise DriverError(f"cannot start the guest fork server: {exc}") from None
+        finally:
+            theirs.close()
+        self._ctl = ours
+        return ours
+
+    def start(self, cfg: dict[str, Any], timeout: float) -> str:
+        """Start one guest (`guestinit.start` in a forked child); what it printed."""
+        mine, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with mine:
+            try:
+                with self._lock:
+                    ctl = self._ensure()
+                    ctl.sendmsg([b"s"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          array.array("i", [child.fileno()]).tobytes())])
+            except OSError as exc:
+                raise DriverError(f"the guest fork server does not answer: {exc}",
+                                  transient=True) from None
+            finally:
+                child.close()
+            mine.settimeout(timeout)
+            mine.sendall(json.dumps(cfg).encode())
+            mine.shutdown(socket.SHUT_WR)
+            out = b""
+            try:
+                while chunk := mine.recv(65536):
+                    out += chunk
+            except TimeoutError:
+                raise DriverError(f"the guest of {cfg['handle']} did not start within "
+                                  f"{timeout:g} s", transient=True) from None
+        return out.decode(errors="replace")
+
+    def _stop_locked(self) -> None:
+        if self._ctl is not None:
+            self._ctl.close()
+            self._ctl = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The start time of process `pid` (clock ticks after boot), None if there is none: with
+    the pid it names one process for the host's uptime."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(stat_line.rsplit(b")", 1)[1].split()[19])
+
+
 class Guests:
     def __init__(self, state: StateDir, cgroups: CgroupLayout, *, id_base: int, id_slots: int,
                  tmpfs_mb: int, kill_timeout_s: float):
@@ -51,6 +146,10 @@ class Guests:
         self.id_slots = id_slots
         self.tmpfs_mb = tmpfs_mb
         self.kill_timeout_s = kill_timeout_s
+        self.zygote = Zygote()
+
+    def close(self) -> None:
+        self.zygote.close()
 
     # ---- host paths -------------------------------------------------------------------------
     def dir(self, handle: str) -> Path:
@@ -69,8 +168,10 @@ class Guests:
         if guest.get("slot") is not None:
             return guest["slot"]
         with self.state.lock(ID_LOCK):
-            taken = {r["guest"]["slot"] for h, r in self.state.all().items()
-                     if h != handle and (r.get("guest") or {}).get("slot") is not None}
+            held = self.state.claims("slots", lambda: {
+                r["guest"]["slot"]: h for h, r in self.state.all().items()
+                if (r.get("guest") or {}).get("slot") is not None})
+            taken = {slot for slot, h in held.items() if h != handle}
             first = int(hashlib.sha256(handle.encode()).hexdigest(), 16) % self.id_slots
             for i in range(self.id_slots):
                 slot = (first + i) % self.id_slots
@@ -81,6 +182,7 @@ class Guests:
                                   "raise guest_id_slots)")
             guest["slot"] = slot
             self.state.write(handle, rec)
+            self.state.set_claim("slots", held, handle, slot)
         return slot
 
     def host_id(self, rec: Record, guest_id: int = 0) -> int:
@@ -88,11 +190,15 @@ class Guests:
 
     # ---- life -----------------------------------------------------------------------------------
     def alive(self, handle: str, rec: Record) -> bool:
-        """Whether the recorded init runs: in the sliver's cgroup and this sliver's init."""
-        pid = (rec.get("guest") or {}).get("pid")
+        """Whether the recorded init runs: in the sliver's cgroup, the very process started
+        (its start time; a reused pid has another)."""
+        guest = rec.get("guest") or {}
+        pid = guest.get("pid")
         if not pid or pid not in self.cgroups.pids(handle):
             return False
-        try:
+        if guest.get("started") is not None:
+            return proc_start_time(pid) == guest["started"]
+        try:                              # a record from before start times were kept
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
@@ -117,20 +223,15 @@ class Guests:
                "ctl": self.ctl(handle), "log": str(d / "init.log"),
                "id_base": self.host_id(rec), "id_count": GUEST_IDS,
                "tmpfs_mb": self.tmpfs_mb}
-        argv = [sys.executable, "-I", str(INIT), "start", handle]
-        try:
-            proc = subprocess.run(argv, input=json.dumps(cfg), capture_output=True, text=True,
-                                  timeout=START_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired:
-            raise DriverError(f"the guest of {handle} did not start within "
-                              f"{START_TIMEOUT_S} s", transient=True) from None
-        out = proc.stdout.strip()
-        if proc.returncode != 0 or not out.isdigit():
+        out = self.zygote.start(cfg, START_TIMEOUT_S).strip()
+        if not out.isdigit():
             raise DriverError(f"the guest of {handle} did not start: "
-                              f"{proc.stderr.strip() or f'exit status {proc.returncode}'}")
-        rec["guest"]["pid"] = int(out)
+                              f"{out or 'no answer from its init'}")
+        pid = int(out)
+        rec["guest"]["pid"] = pid
+        rec["guest"]["started"] = proc_start_time(pid)
         rec["guest"]["image"] = str(image_dir)
-        return int(out)
+        return pid
 
     def stop(self, handle: str, rec: Record | None) -> None:
         """End every process of the guest: SIGKILL its init (the kernel then kills the whole
@@ -150,6 +251,7 @@ class Guests:
             time.sleep(0.01)
         if rec is not None and rec.get("guest"):
             rec["guest"]["pid"] = None
+            rec["guest"].pop("started", None)
 
     # ---- requests --------------------------------------------------------------------------------
     def request(self, handle: str, msg: dict[str, Any], fds: Sequence[int] = (), *,
@@ -164,13 +266,16 @@ class Guests:
 
     def put(self, handle: str, path: str, data: bytes | str, *, mode: int = 0o644,
             uid: int = 0, gid: int = 0) -> None:
-        raw = data.encode() if isinstance(data, str) else data
-        self.request(handle, {"op": "put", "path": path, "mode": mode, "uid": uid, "gid": gid,
-                              "data": base64.b64encode(raw).decode()})
+        self.request(handle, put_item(path, data, mode=mode, uid=uid, gid=gid))
 
     def mkdir(self, handle: str, path: str, *, mode: int = 0o755, uid: int = 0,
               gid: int = 0) -> None:
-        self.request(handle, {"op": "mkdir", "path": path, "mode": mode, "uid": uid, "gid": gid})
+        self.request(handle, mkdir_item(path, mode=mode, uid=uid, gid=gid))
+
+    def files(self, handle: str, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Several `put_item`/`mkdir_item` writes in order, in one request; the answer says
+        whether the guest holds an SSH listening socket ("listening")."""
+        return self.request(handle, {"op": "files", "items": list(items)})
 
     def spawn(self, handle: str, name: str, argv: Sequence[str], *, log: str) -> int:
         return self.request(handle, {"op": "spawn", "name": name, "argv": list(argv),

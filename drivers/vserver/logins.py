@@ -22,7 +22,7 @@ from drivers.base import DriverError, Login, UserKeys
 from drivers.vserver import sshd
 from drivers.vserver.accounts import assign_uids, check_logins, check_names, passwd_and_group
 from drivers.vserver.config import VServerSettings, ssh_enabled
-from drivers.vserver.guest import Guests
+from drivers.vserver.guest import Guests, mkdir_item, put_item
 from drivers.vserver.state import StateDir
 
 GLOBAL_LOCK = "_ssh"          # ports (no sliver handle starts with "_")
@@ -88,19 +88,18 @@ class SshLogins:
             return
         g = self.guests
         passwd, group = passwd_and_group(ssh["uids"])
-        g.put(handle, "/etc/passwd", passwd)
-        g.put(handle, "/etc/group", group)
-        g.mkdir(handle, sshd.KEYS_DIR, mode=0o755)
+        items = [put_item("/etc/passwd", passwd), put_item("/etc/group", group),
+                 mkdir_item(sshd.KEYS_DIR, mode=0o755)]
         for login, uid in ssh["uids"].items():
             keys = ssh["keys"].get(login, []) if login in ssh["logins"] else []
-            g.put(handle, f"{sshd.KEYS_DIR}/{login}", "".join(k + "\n" for k in keys))
+            items.append(put_item(f"{sshd.KEYS_DIR}/{login}", "".join(k + "\n" for k in keys)))
             if login in ssh["logins"]:
-                g.mkdir(handle, f"/home/{login}", mode=0o700, uid=uid, gid=uid)
+                items.append(mkdir_item(f"/home/{login}", mode=0o700, uid=uid, gid=uid))
         private, public = sshd.ensure_host_key(g.dir(handle) / "ssh_host_ed25519_key")
-        g.put(handle, sshd.HOST_KEY, private, mode=0o600)
-        g.put(handle, sshd.HOST_KEY + ".pub", public)
-        g.put(handle, sshd.CONFIG, sshd.config_text(ssh["logins"]))
-        if not g.status(handle).get("listening"):
+        items += [put_item(sshd.HOST_KEY, private, mode=0o600),
+                  put_item(sshd.HOST_KEY + ".pub", public),
+                  put_item(sshd.CONFIG, sshd.config_text(ssh["logins"]))]
+        if not g.files(handle, items).get("listening"):   # one round trip to the guest
             with self._listener(handle, rec, may_move=may_move) as listener:
                 g.listen(handle, listener.fileno(), sshd.session_argv(self.settings.sshd_path))
 
@@ -117,11 +116,14 @@ class SshLogins:
     def _listener(self, handle: str, rec: Record, *, may_move: bool) -> socket.socket:
         """A listening socket on the sliver's port (chosen now if it has none), recorded."""
         with self.state.lock(GLOBAL_LOCK):
-            used = {r["ssh"]["port"] for h, r in self.state.all().items()
-                    if h != handle and (r.get("ssh") or {}).get("port")}
+            held = self.state.claims("ports", lambda: {
+                r["ssh"]["port"]: h for h, r in self.state.all().items()
+                if (r.get("ssh") or {}).get("port")})
+            used = {p for p, h in held.items() if h != handle}
             sock = self._listen(handle, rec["ssh"].get("port"), used, may_move=may_move)
             rec["ssh"].update(port=sock.getsockname()[1], address=self.settings.ssh_address)
             self.state.write(handle, rec)
+            self.state.set_claim("ports", held, handle, rec["ssh"]["port"])
         return sock
 
     def _listen(self, handle: str, port: int | None, used: set[int], *,

@@ -1,8 +1,9 @@
 """Installs and executes of a container sliver: checked here, carried out inside its guest.
 
 Installs: the driver fetches the URL on the host (a `file://` URL only from inside the
-configured `install_dir`, with symlinks resolved first; `http(s)` only on loopback, since this
-host reaches no other network), at most `install_max_mb` in `install_timeout_s`, into an
+configured `install_dir`, with symlinks resolved first; `http(s)` only from public addresses,
+or from networks the operator allows in `install_allow_networks`, resolved once and connected
+to by address: `fetch`), at most `install_max_mb` in `install_timeout_s`, into an
 unlinked temporary file, and hands the open file to the guest's init, which unpacks it as the
 guest's root (tarballs through tarfile's "data" filter, other files copied). So an install can
 never read a host file outside `install_dir`, nor write outside the guest.
@@ -13,25 +14,27 @@ never waits for them, and their state and log tail show in the sliver's resource
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import tempfile
 import time
 import urllib.parse
-import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from drivers.base import DriverError
+from drivers.vserver import fetch
 from drivers.vserver.guest import Guests
 from rspec.model import Execute, Install
 
-LOOPBACK_HOSTS = {"localhost", "localhost.localdomain"}
 ALLOWED_SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash"}
 CHUNK = 1 << 16
 
 
-def install_url_problem(url: str, install_dir: str | None = None) -> str | None:
-    """Why this install URL cannot be fetched here, or None when it can (pure)."""
+def install_url_problem(url: str, install_dir: str | None = None,
+                        allow_networks: Sequence[str] = ()) -> str | None:
+    """Why this install URL cannot be fetched here, or None when it can. An http(s) URL's
+    host is resolved (`fetch.checked_address`); the fetch checks it again and connects to
+    the address it checked."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme in ("", "file"):
         if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
@@ -45,17 +48,13 @@ def install_url_problem(url: str, install_dir: str | None = None) -> str | None:
                     f"from ({install_dir})")
         return None
     if parsed.scheme in ("http", "https"):
-        host = (parsed.hostname or "").lower()
-        if host in LOOPBACK_HOSTS:
-            return None
         try:
-            if ipaddress.ip_address(host).is_loopback:
-                return None
-        except ValueError:
-            pass
-        return (f"install URL {url!r} is not on a loopback address; this host reaches no "
-                "network beyond loopback, so installs must be file:// URLs in the install "
-                "directory or http(s)://127.0.0.1 URLs")
+            fetch.checked_address(url, fetch.parse_networks(allow_networks))
+        except fetch.InstallRefused as exc:
+            return str(exc)
+        except DriverError as exc:
+            return f"install URL {url!r} cannot be checked: {exc}"
+        return None
     return f"install URL scheme {parsed.scheme!r} is not supported (file, http, https)"
 
 
@@ -78,20 +77,22 @@ def execute_problem(ex: Execute) -> str | None:
 
 
 def run_install(inst: Install, guests: Guests, handle: str, *, install_dir: str | None,
-                max_bytes: int, timeout_s: float) -> None:
-    """Fetch `inst.url` (checked again: the policy may have changed since admission) and
-    have the guest unpack it under `inst.install_path`."""
-    problem = install_url_problem(inst.url, install_dir)
-    if problem:
-        raise DriverError(problem)
+                max_bytes: int, timeout_s: float, allow_networks: Sequence[str] = ()) -> None:
+    """Fetch `inst.url` (checked again: the policy, or what the name resolves to, may have
+    changed since admission) and have the guest unpack it under `inst.install_path`."""
+    parsed = urllib.parse.urlparse(inst.url)
+    if parsed.scheme not in ("http", "https"):
+        problem = install_url_problem(inst.url, install_dir)
+        if problem:
+            raise DriverError(problem)
     dest = "/" + (inst.install_path or "/").strip("/")
     if any(part == ".." for part in dest.split("/")):
         raise DriverError(f"install path {inst.install_path!r} leaves the sliver's root")
-    parsed = urllib.parse.urlparse(inst.url)
     name = Path(urllib.parse.unquote(parsed.path)).name or "download"
     with tempfile.TemporaryFile() as tmp:
         if parsed.scheme in ("http", "https"):
-            _download(inst.url, tmp, max_bytes=max_bytes, timeout_s=timeout_s)
+            fetch.fetch(inst.url, tmp, allow=fetch.parse_networks(allow_networks),
+                        max_bytes=max_bytes, timeout_s=timeout_s)
         else:
             _copy_local(inst.url, parsed, tmp, install_dir, max_bytes=max_bytes)
         tmp.flush()
@@ -112,21 +113,6 @@ def _copy_local(url: str, parsed, out, install_dir: str | None, *, max_bytes: in
             raise DriverError(f"install {url}: not a regular file of at most "
                               f"{max_bytes // 2**20} MiB")
         _copy_bounded(f, out, url, max_bytes=max_bytes, deadline=None)
-
-
-def _download(url: str, out, *, max_bytes: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    try:
-        with urllib.request.urlopen(url, timeout=min(timeout_s, 30)) as resp:
-            length = resp.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                raise DriverError(f"install {url}: {int(length)} bytes is more than the "
-                                  f"{max_bytes // 2**20} MiB allowed")
-            _copy_bounded(resp, out, url, max_bytes=max_bytes, deadline=deadline)
-    except DriverError:
-        raise
-    except OSError as exc:
-        raise DriverError(f"install {url}: {exc}", transient=True) from None
 
 
 def _copy_bounded(src, out, url: str, *, max_bytes: int, deadline: float | None) -> None:

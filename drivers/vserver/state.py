@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,11 @@ class StateDir:
         self.records = root / "slivers"
         self.locks = root / "locks"
         self.roots = root / "roots"
+        self.held = root / "held"
         # root's alone: records, locks and the guests' layers (logins live inside the
         # guests and never traverse these)
         for d, mode in ((root, 0o700), (self.records, 0o700), (self.locks, 0o700),
-                        (self.roots, 0o700)):
+                        (self.roots, 0o700), (self.held, 0o700)):
             d.mkdir(mode=mode, parents=True, exist_ok=True)
             if d.stat().st_mode & 0o7777 != mode:
                 os.chmod(d, mode)
@@ -65,6 +66,42 @@ class StateDir:
             if rec is not None:
                 out[p.stem] = rec
         return out
+
+    # ---- claims: numbers (guest id slots, SSH ports) held by slivers -------------------------
+    # An index file per kind, so choosing a free number reads one file, not every record;
+    # an entry whose sliver's record is gone is free. Callers hold a lock for the kind.
+    def claims(self, kind: str, build: Callable[[], dict[int, str]]) -> dict[int, str]:
+        """number -> handle of the live claims of `kind`; `build` makes the index from the
+        records when there is none yet (a state directory from before it)."""
+        try:
+            index = {int(k): v for k, v in json.loads(self._claims(kind).read_text()).items()}
+        except (FileNotFoundError, ValueError):
+            index = build()
+        return {n: h for n, h in index.items() if self.path(h).exists()}
+
+    def set_claim(self, kind: str, index: dict[int, str], handle: str, number: int) -> None:
+        """Record that `handle` holds `number` (and no other number of `kind`)."""
+        index = {n: h for n, h in index.items() if h != handle}
+        index[number] = handle
+        tmp = self._claims(kind).with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({str(n): h for n, h in index.items()}))
+        os.replace(tmp, self._claims(kind))
+
+    def _claims(self, kind: str) -> Path:
+        return self.root / f"{kind}.json"
+
+    # ---- link ends held down (a stopped link) ----------------------------------------------
+    # One empty file per end, so a node's convergence asks about its own ends only instead of
+    # reading every record (which made a big topology quadratic).
+    def hold(self, ends: Iterable[str], held: bool) -> None:
+        for end in ends:
+            if held:
+                (self.held / end).touch(mode=0o600)
+            else:
+                (self.held / end).unlink(missing_ok=True)
+
+    def held_down(self, ends: Iterable[str]) -> set[str]:
+        return {e for e in ends if (self.held / e).exists()}
 
     def root_dir(self, handle: str) -> Path:
         return self.roots / handle

@@ -21,6 +21,8 @@ from rspec.model import Route
 AUTH = "geni-am:vstest"
 COMPONENT = f"urn:publicid:IDN+{AUTH}+node+vs1"
 SLICE = f"urn:publicid:IDN+{AUTH}+slice+chain"
+#: the workloads run inside guests by the tests and by bench/bench_isolation.py
+WORKLOADS = Path(__file__).with_name("workloads.py")
 
 
 @functools.cache

@@ -45,10 +45,11 @@ def test_node_admission(driver):
     assert driver.admit(replace(spec, router=True, forwarding=ForwardingMode.GUEST), usage()).ok
     assert driver.admit(replace(spec, disk_image="windows-xp"), usage()).reason_code == "UNSUPPORTED"
     assert driver.admit(replace(spec, exclusive=True), usage()).reason_code == "UNSUPPORTED"
-    remote = replace(spec, installs=(Install("http://example.org/x.tgz", "/local"),))
-    refused = driver.admit(remote, usage())
-    assert refused.reason_code == "BADARGS" and "loopback" in refused.reason
-    assert driver.admit(replace(spec, installs=(Install("http://127.0.0.1:8000/x.tgz", "/l"),)),
+    url = "http://127.0.0.1:6379/x.tgz"        # the host's Redis: never fetched (SSRF)
+    refused = driver.admit(replace(spec, installs=(Install(url, "/local"),)), usage())
+    assert refused.reason_code == "BADARGS" and repr(url) in refused.reason \
+        and "loopback" in refused.reason
+    assert driver.admit(replace(spec, installs=(Install("http://93.184.215.14/x.tgz", "/l"),)),
                         usage()).ok
     bad_name = node("n", [("averyveryverylongname", "10.0.0.1", "l")])
     assert driver.admit(bad_name, usage()).reason_code == "BADARGS"

@@ -217,6 +217,14 @@ def test_guest_root_is_an_unprivileged_host_uid_with_its_own_proc(tmp_path):
         upper = drv.guests.upper(drv.node_handle(spec.sliver_urn))
         assert (upper / "marker").stat().st_uid == int(host)
         assert guest_read(drv, replace(spec), "/marker") == "x\n"
+        # no host path in what the guest sees of its mounts: not the state directory (the
+        # sliver's layer), the image store, the sliver's handle, nor the host's tree
+        mounts = guest_read(drv, spec, "/proc/self/mountinfo")
+        handle = drv.node_handle(spec.sliver_urn)
+        for secret in (str(tmp_path), str(drv.images.root), handle, drv.settings.state_dir):
+            assert secret not in mounts, (secret, mounts)
+        root = next(line for line in mounts.splitlines() if line.split()[4] == "/")
+        assert "lowerdir=mnt/lower,upperdir=layer/upper,workdir=layer/work" in root, root
 
 
 def test_installs_are_bounded_in_size(tmp_path):

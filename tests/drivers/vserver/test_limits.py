@@ -14,12 +14,11 @@ from drivers.vserver import VServerDriver
 from drivers.vserver.cgroups import CgroupLayout
 from drivers.vserver.config import parse_settings
 from tests.drivers.vserver.conftest import driven, make_driver
-from tests.drivers.vserver.helpers import AUTH, guest_script, link, node
+from tests.drivers.vserver.helpers import AUTH, WORKLOADS, guest_script, link, node
 from tests.support import wait_until
 
 pytestmark = pytest.mark.root
 
-WORKLOADS = Path(__file__).with_name("workloads.py")
 FORKBOMB = Path(__file__).with_name("forkbomb.py")
 
 

@@ -174,3 +174,13 @@ def test_an_edge_on_a_switch_is_refused_saying_so(h):
         allocate(h, "sw", stitched("any"))
     assert err.value.code is GeniCode.UNSUPPORTED and f"on switch {switch.name}" in err.value.message
     assert tags_held(h) == []
+
+
+def test_update_of_a_stitched_slice_is_unsupported_and_changes_nothing(h):
+    res = allocate(h, "one", stitched("101"))
+    with pytest.raises(GeniError) as err:
+        h.am.update(ALICE, [slice_urn("one")], stitched("102"), Options())
+    assert err.value.code is GeniCode.UNSUPPORTED and "link lnk is stitched" in err.value.message
+    assert tags_held(h) == [(EDGE.lower(), 101)]
+    assert manifest_tags(h.am.describe(ALICE, [slice_urn("one")], Options()).manifest) == \
+        manifest_tags(res.manifest)

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "am.hosts_cli",      # hosts (a site of many hosts)
     "am.site.cli",       # site check|down
     "drivers.images.cli",  # image build|list|show|delete|verify
+    "drivers.xen.calibrate_cli",  # calibrate forwarding
 )
 
 

@@ -213,6 +213,12 @@ class Capabilities:
                                              # is a plain host interface (Component.extra
                                              # "wires": port name -> interface, e.g. an
                                              # emulated NetFPGA card's), into its slivers
+    bridge_ports: bool = False               # its nodes' interfaces on a link are ports of a
+                                             # host bridge (`shared_bridge`) that another
+                                             # driver's nodes on this machine may join (VM taps)
+    joins_bridges: bool = False              # can realise a link (mode "join") by plugging its
+                                             # own nodes' ends into another component's host
+                                             # bridge, named in params["bridge"]
     first_state: OperationalState = OperationalState.NOTREADY
     routes: bool = False                     # check_routes / set_routes: route changes of routers
     images: bool = False                     # create_image: snapshots of a sliver's filesystem
@@ -278,7 +284,7 @@ class LinkSpec:
     latency_ms: float | None = None
     packet_loss: float | None = None
     vlan_tag: int | None = None
-    mode: str = "veth"                       # veth | bridge | vlan | flowspace
+    mode: str = "veth"                       # veth | bridge | wire | join | vlan | flowspace
 
 
 @dataclass(frozen=True)
@@ -605,6 +611,13 @@ class SubstrateDriver(ABC):
         """What the substrate says about a provisioned sliver now, for geni_resource_status
         (counters, health), or None: the text stored at provision holds (the default). Must be
         cheap and must not change anything: Status calls it."""
+        return None
+
+    def shared_bridge(self, slice_urn: str, link_client_id: str) -> str | None:
+        """The host bridge this driver's node interfaces on link `link_client_id` of the slice
+        are ports of, for a driver with `capabilities.joins_bridges` to plug its own nodes'
+        ends into (a link between, e.g., a VM and a container on one machine). Pure and
+        deterministic; None (the default): this driver's interfaces are no bridge ports."""
         return None
 
     def site_links(self) -> list[SiteLink]:

@@ -102,6 +102,9 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "switch_name": "fake-switch",
     "link_kbps": 1_000_000,
     "vlan_range": [100, 4094],
+    # a start/restart under way for this many looks (reported geni_configuring, as a booting
+    # VM is) before it is ready: the AM's readiness polls (am.jobs.runner.PollLater)
+    "boot_polls": 0,
     # the link properties its links honour: by default what this kernel can shape (capacity,
     # no netem); a test of a netem-capable site adds "latency" and "packet_loss"
     "link_properties": ["capacity"],
@@ -126,6 +129,7 @@ class FakeDriver(SubstrateDriver):
                                                 link_properties=s["link_properties"])
         self._rng = random.Random(s["seed"])
         self._rng_lock = threading.Lock()
+        self._boot_looks: dict[str, int] = {}
         if s["state_dir"]:
             self.state_dir = Path(s["state_dir"]).expanduser()
             self._owns_state_dir = False
@@ -333,6 +337,19 @@ class FakeDriver(SubstrateDriver):
         if action not in ACTION_RESULTS:
             raise DriverError(f"action {action!r} is not supported by the fake substrate")
 
+        handle = handle_for(spec.sliver_urn)
+        if self.settings["boot_polls"] and action in (Action.START.value, Action.RESTART.value):
+            with self._rng_lock:
+                looks = self._boot_looks[handle] = self._boot_looks.get(handle, 0) + 1
+            if looks <= self.settings["boot_polls"]:
+                if self.store.change_state(handle, spec.sliver_urn,
+                                           lambda _c: OperationalState.CONFIGURING.value) is None:
+                    raise DriverError(f"sliver {spec.sliver_urn} does not exist on the fake "
+                                      "substrate")
+                return OperationalState.CONFIGURING
+            with self._rng_lock:
+                self._boot_looks.pop(handle, None)
+
         def decide(current: str) -> str:
             return current if action == Action.UPDATE_USERS.value else ACTION_STATES[action].value
 
@@ -497,6 +514,7 @@ def _validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     number("default_cpu", 0)
     number("default_memory_mb", 0)
     number("link_kbps", 1, integer=True)
+    number("boot_polls", 0, integer=True)
     if s["failure_rate"] + s["transient_failure_rate"] > 1:
         raise InventoryError("failure_rate + transient_failure_rate must not exceed 1",
                              table=table, key="transient_failure_rate")

@@ -372,6 +372,12 @@ def link_names(netns: str | None) -> set[str]:
     return set(in_netns(netns, names) if netns else names())   # type: ignore[arg-type]
 
 
+def bridge_ports(bridge: str) -> list[str]:
+    """The interfaces on a root-namespace bridge (none when it is gone): a bridge several
+    drivers' slivers share (a VM's tap and a container's end) goes once nobody is on it."""
+    return [li.name for li in links(None) if li.master == bridge]
+
+
 def root_has_link(name: str) -> bool:
     """Whether this process's namespace has an interface called `name` (by name only, not
     alias): one ioctl (if_nametoindex) in this namespace, no process."""

@@ -6,6 +6,10 @@ NetFPGA card: `extra["wires"]`): a *wire* link, realised by the other end's host
 that interface into its sliver (`Capabilities.wires`), as a cable plugged into the card. A card
 interface on a VLAN (the link's `vlan_tag` hint) takes the port's breakout wire for that VLAN
 (`extra["vlan_wires"]`: the tag popped and pushed by the card, as an access switch port).
+Two ends on two components of this machine, one a VM host whose interfaces are taps on a host
+bridge (`Capabilities.bridge_ports`), the other a host whose driver can join such a bridge
+(`joins_bridges`, containers): a *join* link, realised by the joining driver plugging its
+node's end into the VM's bridge.
 Ends on several hosts: a VLAN through a switch every end host is wired to (site links), with a
 tag free on that switch and the link's capacity admitted against each wired switch port
 (`kbps:<port>` capacity). Only single-switch paths are planned: hosts that share no switch get
@@ -77,6 +81,10 @@ class LinkPlacer:
             return self._wire(link, ends, records)
         if len(hosts) == 1:
             return self._local(link, ends, next(iter(hosts.values())), records)
+        if len(hosts) == 2:
+            joined = self._bridge_join(link, ends, records, list(hosts.values()))
+            if joined is not None:
+                return joined
         return self._vlan(link, ends, records)
 
     def _spec(self, link: RequestLink, comp: Component, ends: list[tuple[str, str]],
@@ -190,6 +198,32 @@ class LinkPlacer:
         claims = tuple(dict.fromkeys((*adm.claims, what)))
         self.ledger.commit(host, spec, adm.demand)
         return LinkRecord(link, host, host.driver, spec, dict(adm.demand), claims, ends)
+
+    def _bridge_join(self, link: RequestLink, ends: list[tuple[str, str]],
+                     records: Mapping[str, NodeRecord], comps: list[Component]
+                     ) -> LinkRecord | Refusal | None:
+        """Two components of this machine, one whose nodes' interfaces are ports of a host
+        bridge (VM taps: `Capabilities.bridge_ports`) and one whose driver plugs its nodes'
+        ends into such a bridge (`joins_bridges`, e.g. containers): the joining driver
+        realises the link (mode "join") on the other's bridge. None: not such a pair."""
+        caps = {c.component_id: self.site.drivers[c.driver].capabilities for c in comps}
+        owners = [c for c in comps if caps[c.component_id].bridge_ports]
+        joiners = [c for c in comps if caps[c.component_id].joins_bridges and c not in owners]
+        if len(owners) != 1 or len(joiners) != 1:
+            return None
+        owner, joiner = owners[0], joiners[0]
+        bridge = self.site.drivers[owner.driver].shared_bridge(self.slice_urn, link.client_id)
+        if not bridge:
+            return None
+        spec = self._spec(link, joiner, ends, records, "join",
+                          params={"bridge": bridge, "bridge_host": owner.name})
+        adm = self._admit(joiner, spec)
+        if not adm.ok:
+            return Refusal(link.client_id, adm.reason_code or "UNSUPPORTED",
+                           adm.reason or f"component {joiner.component_id} refused link "
+                                         f"{link.client_id}")
+        self.ledger.commit(joiner, spec, adm.demand)
+        return LinkRecord(link, joiner, joiner.driver, spec, dict(adm.demand), adm.claims, ends)
 
     def _wires(self, host: Component, port_urn: str | None) -> list[tuple[Component, PortRef, PortRef]]:
         """(switch, host end, switch end) for each wire from `host` to a switch."""

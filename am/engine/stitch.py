@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from am.engine.ledger import Ledger
-from am.engine.links import LinkRecord
+from am.engine.links import LinkRecord, is_switch
 from am.engine.nodes import NodeRecord
 from am.engine.plan import Refusal
 from drivers.base import EdgePort, LinkEnd, LinkSpec, ResourceKind, SliverSpec
@@ -70,6 +70,11 @@ def place_stitched(link: RequestLink, ends: list[tuple[str, str]],
     node_id, iface_id = ends[0]
     host = records[node_id].component
     if host.component_id.lower() != edge.component_id.lower():
+        comp = site.component(edge.component_id)
+        if comp is not None and is_switch(comp):
+            return Refusal(cid, "UNSUPPORTED", f"edge port {edge.name} is on switch {comp.name}: "
+                                               "stitched links are built from a node on the "
+                                               "edge's own host only (no switch paths yet)")
         return Refusal(cid, "UNSUPPORTED", f"node {node_id} is on {host.name}, but edge port "
                                            f"{edge.name} is on {edge.component_id}; bind the "
                                            "node there")

@@ -56,6 +56,27 @@ class RetryableJobError(Exception):
     """Transient: try the job again later (driver hiccup, or another worker holds the sliver)."""
 
 
+#: Seconds between two looks at a sliver whose start is under way on the substrate.
+DEFAULT_POLL_S = 0.3
+#: Job actions whose driver may answer "under way" (their waiting state): the job then polls.
+POLLED_ACTIONS = ("start", "restart")
+
+
+class PollLater(Exception):
+    """The job's action is under way on the substrate (a VM booting): the driver started it
+    and reported the action's waiting state. The job is queued again with its lease dropped
+    (the sliver stays in its waiting state, an open job still works on it) and should be run
+    again after `delay_s`; that run asks the driver once more (`perform(geni_start)` on a
+    booting sliver reports its progress) and records ready, or failed with the driver's
+    reason. A poll is not an attempt: it does not count against `max_attempts`. The queue's
+    worker sends the re-run (`am.jobs.tasks`); if that message is lost, the reconciler
+    re-sends the queued job after its grace."""
+
+    def __init__(self, job_id: int, delay_s: float = DEFAULT_POLL_S):
+        super().__init__(f"job {job_id}: under way on the substrate; look again in {delay_s} s")
+        self.job_id, self.delay_s = job_id, delay_s
+
+
 class JobNotFound(LookupError):
     pass
 
@@ -282,8 +303,10 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
                 # geni_configuring during the boot, and a retry after a crash in the start
                 # never repeats the provision), then it boots through the same transitions a
                 # geni_start takes
-                new_state = driver.perform(spec, _GENI_ACTION["start"])
-                _acted(store, job_id, "start", OperationalState(new_state), lease,
+                new_state = OperationalState(driver.perform(spec, _GENI_ACTION["start"]))
+                if new_state is Op.CONFIGURING:
+                    _poll_again(store, job_id, lease, job_args)
+                _acted(store, job_id, "start", new_state, lease,
                        known=(states.Alloc.PROVISIONED, Op.CONFIGURING))
         elif action == "delete":
             _delete(driver, spec, facts)
@@ -301,7 +324,12 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
             new_state = _driver_action(driver, spec, job_args)
             _acted(store, job_id, action, OperationalState(new_state), lease, known=state)
         else:
-            new_state = driver.perform(spec, _GENI_ACTION[action])
+            # a poll of a start under way asks the driver as a start does: a restart's second
+            # look must not restart it again
+            geni = _GENI_ACTION["start" if job_args.get("poll") else action]
+            new_state = OperationalState(driver.perform(spec, geni))
+            if new_state is Op.CONFIGURING and action in POLLED_ACTIONS:
+                _poll_again(store, job_id, lease, job_args)
             logins = driver.logins(spec) if action == "update_users" else None
             _acted(store, job_id, action, OperationalState(new_state), lease, known=state,
                    facts=None if logins is None else {**facts, "logins": _login_facts(logins)})
@@ -312,6 +340,8 @@ def _run_claimed(store: Store, site, job_id: int, claimed: _Claimed, lease: Held
         _fail(store, job_id, action, str(exc) or type(exc).__name__, lease)
         if action == "delete":
             _release_handle(driver, facts)
+    except PollLater:
+        raise                    # queued again already: the worker sends the next look
     except Exception as exc:   # noqa: BLE001 - a driver bug must not leave the sliver pending forever
         if transient_cause(exc):   # recording the outcome kept deadlocking: do the job again
             raise RetryableJobError(f"job {job_id} ({action} {urn}): "
@@ -540,6 +570,22 @@ def _fail(store: Store, job_id: int, action: str, error: str, lease: HeldLease) 
         _mark(session, job_id, JobState.FAILED, error)
 
 
+def _poll_again(store: Store, job_id: int, lease: HeldLease, args: dict) -> None:
+    """The driver started the action and it is under way: queue the job again as a poll (its
+    args say so, the attempt is given back) and raise PollLater for the worker to re-send it."""
+    _queue_poll(store, job_id, lease, {**args, "poll": True})
+    raise PollLater(job_id)
+
+
+@retry_transient()
+def _queue_poll(store: Store, job_id: int, lease: HeldLease, args: dict) -> None:
+    with _outcome_tx(store, lease) as session:
+        result = session.connection().execute(_POLL_JOB, {"job": job_id, "now": utcnow(),
+                                                          "args": args})
+        if result.rowcount != 1:
+            raise IllegalJobTransition(f"job {job_id} cannot be queued again from where it is")
+
+
 @retry_transient()
 def _requeue(store: Store, job_id: int, error: str, lease: HeldLease) -> None:
     with _outcome_tx(store, lease) as session:
@@ -598,6 +644,13 @@ _MARK_JOB = {new: (update(_JOBS).where(_JOBS.c.id == bindparam("job"),
              for new in states.JOB_TRANSITIONS}
 _MARK_JOB_OWNER = {new: stmt.values(lease_owner=bindparam("owner"))
                    for new, stmt in _MARK_JOB.items()}
+#: a running job handed back as a readiness poll: queued, unowned, its attempt given back
+_POLL_JOB = (
+    update(_JOBS).where(_JOBS.c.id == bindparam("job"), _JOBS.c.state == JobState.RUNNING)
+    .values(state=JobState.QUEUED, lease_owner=None, attempts=_JOBS.c.attempts - 1,
+            args=bindparam("args", type_=_JOBS.c.args.type),
+            error="under way on the substrate; looking again shortly",
+            heartbeat=bindparam("now"), updated=bindparam("now")))
 _LOCK_SLIVER = (select(Sliver).where(Sliver.id == bindparam("sliver")).with_for_update()
                 .execution_options(populate_existing=True))
 
@@ -648,5 +701,5 @@ def _dead_local_owner(owner: str) -> bool:
     return False
 
 
-__all__ = ["ACTION_JOBS", "DRIVER_ACTION", "HeldLease", "JobNotFound", "LeaseHeartbeat",
-           "RetryableJobError", "requeue_interrupted", "run_job"]
+__all__ = ["ACTION_JOBS", "DEFAULT_POLL_S", "DRIVER_ACTION", "HeldLease", "JobNotFound",
+           "LeaseHeartbeat", "POLLED_ACTIONS", "PollLater", "RetryableJobError", "requeue_interrupted", "run_job"]

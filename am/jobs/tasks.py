@@ -2,7 +2,9 @@
 
 `register_tasks(app, runtime)` puts these tasks on an app built by `make_celery`:
 
-  geni_am.run_job(job_id)   provision / action / delete of one sliver (`runner.run_job`)
+  geni_am.run_job(job_id)   provision / action / delete of one sliver (`runner.run_job`); a
+                            start under way on the substrate (a VM booting) is looked at again
+                            by a re-sent run_job with a countdown (`runner.PollLater`)
   geni_am.run_jobs(ids)     several such jobs in order, in one message (`submit_many`)
   geni_am.reap()            expire allocations and leases (`Aggregate.reap`)
   geni_am.reconcile()       re-queue interrupted work, fail hopeless slivers, free orphans
@@ -128,6 +130,8 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
                            max_attempts=attempts)
         except runner.JobNotFound:
             log.error("job %d does not exist in the database; dropping the message", job_id)
+        except runner.PollLater as poll:
+            _send_poll(self.app, poll)
         except runner.RetryableJobError as exc:
             retries = self.request.retries or 0
             if retries >= retry.max_retries:
@@ -163,6 +167,8 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
                                max_attempts=attempts)
             except runner.JobNotFound:
                 log.error("job %d does not exist in the database; skipping it", job_id)
+            except runner.PollLater as poll:
+                _send_poll(self.app, poll)
             except runner.RetryableJobError as exc:
                 # Exactly what run_job's first retry does, for this job alone.
                 countdown = retry.delay(0)
@@ -209,6 +215,18 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
 
     return JobTasks(run_job=run_job_task, run_jobs=run_jobs_task, reap=reap_task,
                     reconcile=reconcile_task, sync_routes=sync_routes_task)
+
+
+def _send_poll(app: Celery, poll) -> None:
+    """A job whose action is under way on the substrate (runner.PollLater) is queued again in
+    the database; send its next look with a countdown. The message waits in the broker/worker,
+    not in a pool slot, so other jobs (other VMs' boots) run meanwhile. Not a retry: it does
+    not count against the retry budget. A lost message is re-sent by the reconciler."""
+    try:
+        app.send_task(RUN_JOB, args=(poll.job_id,), countdown=poll.delay_s)
+    except Exception as exc:   # noqa: BLE001 - the job is queued; the reconciler re-sends it
+        log.warning("job %d: could not queue its next look (%s); the reconciler will re-send "
+                    "it", poll.job_id, exc)
 
 
 def _batch_ids(job_ids: object) -> list[int] | None:

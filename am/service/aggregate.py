@@ -547,6 +547,14 @@ class Aggregate:
                                 f"sliver {waiting.urn} is an advance reservation (from "
                                 f"{_iso(waiting.starts)}); Update it after its start, or "
                                 "delete it and allocate again")
+            stitched = next((r.client_id for r in rows if r.kind == "link" and
+                             ((r.spec or {}).get("link") or {}).get("mode") == STITCH_MODE),
+                            None) \
+                or next((l.client_id for l in request.links if l.stitched), None)
+            if stitched is not None:
+                raise GeniError(GeniCode.UNSUPPORTED,
+                                f"link {stitched} is stitched to another aggregate: Update does "
+                                "not renegotiate its VLAN; delete the slice and stitch it again")
             before = {r.id: r.version for r in rows}
             held: dict[str, dict[str, float]] = {}
             for row in rows:
@@ -803,7 +811,8 @@ class Aggregate:
             return self._share_action(urns, action, options)
         extra = action not in KNOWN_ACTIONS   # a driver's own action (am.service.driver_actions)
         if extra and action not in driver_actions.advertised_actions(self.site):
-            supported = (*KNOWN_ACTIONS, *driver_actions.advertised_actions(self.site))
+            supported = (*KNOWN_ACTIONS, *shared_lan_service.ACTIONS,
+                         *driver_actions.advertised_actions(self.site))
             raise GeniError(GeniCode.UNSUPPORTED, f"operational action {action!r} is not "
                                                   f"supported (supported: {', '.join(supported)})")
         action_opts = driver_actions.job_options(action, options.extra) if extra else {}

@@ -151,9 +151,10 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
     # NO_NETEM as the reason
     if link.mode == "stitch":
         return _admit_stitch(comp, spec)
-    if link.mode not in ("veth", "bridge", "wire"):
+    if link.mode not in ("veth", "bridge", "wire", "join"):
         return Admission.refuse(f"vserver node {comp.name} links its containers with veth pairs "
-                                f"or bridges, or takes wires, not {link.mode!r}", "UNSUPPORTED")
+                                f"or bridges, takes wires or joins another host's bridge, not "
+                                f"{link.mode!r}", "UNSUPPORTED")
     if len(link.ends) < (1 if spec.params.get("shared_lan") else 2):
         return Admission.refuse(f"link {spec.client_id} needs at least two ends (one when it "
                                 "joins a shared LAN)", "BADARGS")
@@ -165,6 +166,14 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
                 not all(isinstance(v, str) and IFNAME_RE.match(v) for v in wires.values()):
             return Admission.refuse(f"link {spec.client_id}: a wire link has one end here and "
                                     "names the wire (host interface) it takes", "BADARGS")
+    elif link.mode == "join":
+        bridge = spec.params.get("bridge")
+        mine = len(link.ends) - len(foreign)
+        if not isinstance(bridge, str) or len(bridge) > 15 or not IFNAME_RE.match(bridge) \
+                or not foreign or not mine:
+            return Admission.refuse(f"link {spec.client_id}: a join link has ends here and on "
+                                    "another component, and names that component's bridge",
+                                    "BADARGS")
     elif foreign:
         return Admission.refuse(f"link {spec.client_id} has ends on {', '.join(foreign)}; a "
                                 f"veth/bridge link stays on {comp.name}", "UNSUPPORTED")

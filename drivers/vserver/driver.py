@@ -102,6 +102,7 @@ class VServerDriver(SubstrateDriver):
         forwarding_modes=(ForwardingMode.GUEST,),
         links=True,
         wires=True,
+        joins_bridges=True,
         link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the veths; no netem here
     )
     shaping_note: ClassVar[str] = hostnet.NO_NETEM
@@ -952,7 +953,9 @@ class VServerDriver(SubstrateDriver):
                         hostnet.link_delete(where[0], where[1].name)
                 if end.get("port"):
                     hostnet.link_delete(_port_netns(rec), end["port"])
-            if rec.get("bridge") and not rec.get("joins"):
+            joined = rec.get("mode") == "join"      # another host's bridge: once nobody is on it
+            if rec.get("bridge") and not rec.get("joins") and \
+                    (not joined or not hostnet.bridge_ports(rec["bridge"])):
                 hostnet.link_delete(None, rec["bridge"])
             self.state.hold((e["end"] for e in rec["ends"]), False)
             self.state.remove(rec["handle"])
@@ -1125,8 +1128,8 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     if spec.link is None:
         raise DriverError(f"link sliver {spec.client_id} has no link spec")
     mode = spec.link.mode
-    if mode not in ("veth", "bridge", "wire", "stitch"):
-        raise DriverError(f"vserver links are veth pairs, bridges, wires or stitched, "
+    if mode not in ("veth", "bridge", "wire", "join", "stitch"):
+        raise DriverError(f"vserver links are veth pairs, bridges, wires, joins or stitched, "
                           f"not {mode!r}")
     if mode == "veth" and len(spec.link.ends) != 2:
         mode = "bridge"
@@ -1135,6 +1138,8 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     for e in spec.link.ends:
         if mode == "wire" and e.interface_client_id not in wires:
             continue                      # the card's end: the wire is its port
+        if mode == "join" and e.component_id.lower() != spec.component_id.lower():
+            continue                      # the other host's node: already on its bridge
         if not e.sliver_urn:
             raise DriverError(f"link {spec.client_id}: end {e.interface_client_id} names no "
                               "node sliver")
@@ -1143,13 +1148,14 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
                      "interface": e.interface_client_id,
                      "end": naming.end(e.sliver_urn, e.interface_client_id),
                      "port": naming.port(spec.sliver_urn, e.sliver_urn, e.interface_client_id)
-                     if mode in ("bridge", "stitch") else None,
+                     if mode in ("bridge", "join", "stitch") else None,
                      **({"wire": wires[e.interface_client_id]} if mode == "wire" else {})})
     lan = spec.params.get("lan_sliver")      # joins the LAN another slice shares
     return {"kind": "link", "handle": handle, "sliver_urn": spec.sliver_urn,
             "slice_urn": spec.slice_urn, "client_id": spec.client_id, "mode": mode,
             "joins": spec.params.get("shared_lan") if lan else None,
-            "bridge": naming.bridge(lan or spec.sliver_urn) if mode == "bridge" else None,
+            "bridge": naming.bridge(lan or spec.sliver_urn) if mode == "bridge" else
+            str(spec.params["bridge"]) if mode == "join" else None,
             "capacity_kbps": spec.link.capacity_kbps, "ends": ends,
             **({"stitch": _stitch_record(spec)} if mode == "stitch" else {})}
 

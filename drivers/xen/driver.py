@@ -140,6 +140,7 @@ class XenDriver(SubstrateDriver):
                  Action.UPDATE_USERS.value, SYNC_ROUTES),
         forwarding_modes=(ForwardingMode.DOM0, ForwardingMode.GUEST),
         links=True,
+        bridge_ports=True,
         link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the member taps; no netem here
     )
     shaping_note: ClassVar[str] = hostnet.NO_NETEM
@@ -585,6 +586,11 @@ class XenDriver(SubstrateDriver):
     def _link_bridge(self, spec: SliverSpec) -> str:
         return plumbing.link_bridge(self.settings["ifname_prefix"], spec.slice_urn, spec.client_id)
 
+    def shared_bridge(self, slice_urn: str, link_client_id: str) -> str | None:
+        """A VM interface on a link is a tap on this bridge (dom0-mode routers: the host end of
+        their Dom0 port); other drivers' nodes join it for links that leave the VM host."""
+        return plumbing.link_bridge(self.settings["ifname_prefix"], slice_urn, link_client_id)
+
     def _iface_bridge(self, spec: SliverSpec, iface) -> str:
         return plumbing.link_bridge(self.settings["ifname_prefix"], spec.slice_urn,
                                     iface.link_client_id or f"iface:{spec.client_id}:{iface.client_id}")
@@ -723,47 +729,38 @@ class XenDriver(SubstrateDriver):
         except libvirt.libvirtError:
             return None
 
-    def _boot(self, comp: Component, spec: SliverSpec, rec: DomainRecord) -> None:
-        """Start the guest and wait until it says it is up; on failure nothing keeps running
-        and the record says why."""
+    def _boot(self, comp: Component, spec: SliverSpec, rec: DomainRecord) -> OperationalState:
+        """Start the guest (if it is not already booting) and return at once: READY if its
+        console already says it is up, else CONFIGURING. The AM's job then asks again (a
+        readiness poll: `perform(START)` on a booting sliver, see `_boot_progress`) without
+        holding a worker while the guest boots."""
+        if rec.running and rec.booting_since is not None and \
+                self._active(comp, rec.handle) is not None:
+            return self._boot_progress(comp, rec)       # a poll: the boot is under way
+        if rec.running and rec.booting_since is None and not rec.failure and \
+                self._active(comp, rec.handle) is not None and \
+                self._files(rec.handle).ready(rec.hostname or "node"):
+            return OperationalState.READY               # up already (a repeated start)
         for p in rec.dom0_ports:
             plumbing.ensure_dom0_port(plumbing.Dom0Port(**p), comp.extra["dom0_netns"])
         for b in rec.bridges:
             hostnet.bridge_add(b)
         self._write_boot(comp, spec, rec)
         files = self._files(rec.handle)
-        if not rec.running and self._active(comp, rec.handle) is not None:
+        if self._active(comp, rec.handle) is not None:
             self._stop_domain(comp, rec.handle)     # left by a crash mid-boot: boot afresh
-        if self._active(comp, rec.handle) is None:
-            files.console.unlink(missing_ok=True)
-            try:
-                self._conn(comp).createXML(rec.xml, 0)
-            except libvirt.libvirtError as exc:
-                code = exc.get_error_code()
-                transient = code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC,
-                                     libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INTERNAL_ERROR)
-                raise DriverError(f"libvirt could not start domain {rec.handle}: "
-                                  f"{exc.get_error_message()}", transient=transient) from None
-        deadline = time.monotonic() + float(self.settings["boot_timeout_s"])
-        why = None
-        while True:
-            if files.ready(rec.hostname or "node"):
-                break
-            if self._active(comp, rec.handle) is None:
-                why = "the guest stopped during boot"
-            elif files.panicked():
-                why = "the guest kernel panicked"
-            elif time.monotonic() > deadline:
-                why = f"the guest did not come up within {self.settings['boot_timeout_s']} s"
-            if why:
-                reason = f"{why}; last console lines: {files.last_lines()}"
-                self._stop_domain(comp, rec.handle)
-                rec.running, rec.failure = False, reason
-                self.records.put(rec)
-                raise DriverError(reason)
-            time.sleep(0.1)
-        rec.running, rec.failure = True, None
+        files.console.unlink(missing_ok=True)
+        try:
+            self._conn(comp).createXML(rec.xml, 0)
+        except libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            transient = code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC,
+                                 libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INTERNAL_ERROR)
+            raise DriverError(f"libvirt could not start domain {rec.handle}: "
+                              f"{exc.get_error_message()}", transient=transient) from None
+        rec.running, rec.failure, rec.booting_since = True, None, time.time()
         self.records.put(rec)
+        # the taps exist once the domain does: shape them and fill Dom0's table now
         for b in rec.bridges:
             lk = self.links.get(b)
             if lk is not None:
@@ -774,6 +771,42 @@ class XenDriver(SubstrateDriver):
             if netns:
                 hostnet.sysctl_set(netns, "net.ipv4.ip_forward", "1")
             self._sync_forwarding(comp, rec)
+        return self._boot_progress(comp, rec)
+
+    def _boot_progress(self, comp: Component, rec: DomainRecord) -> OperationalState:
+        """One look at a booting guest: READY once its console says GENI-READY, CONFIGURING
+        while it boots; DriverError (the domain stopped, the record says why) when it died,
+        panicked or was not up within boot_timeout_s."""
+        files = self._files(rec.handle)
+        if files.ready(rec.hostname or "node"):
+            rec.booting_since = None
+            self.records.put(rec)
+            return OperationalState.READY
+        timeout = float(self.settings["boot_timeout_s"])
+        why = None
+        if self._active(comp, rec.handle) is None:
+            why = "the guest stopped during boot"
+        elif files.panicked():
+            why = "the guest kernel panicked"
+        elif time.time() - (rec.booting_since or time.time()) > timeout:
+            why = f"the guest did not come up within {self.settings['boot_timeout_s']} s"
+        if why is None:
+            return OperationalState.CONFIGURING
+        reason = f"{why}; last console lines: {files.last_lines()}"
+        self._halt(comp, rec)
+        rec.running, rec.failure, rec.booting_since = False, reason, None
+        self.records.put(rec)
+        raise DriverError(reason)
+
+    def wait_ready(self, spec: SliverSpec, timeout: float | None = None) -> OperationalState:
+        """Start the sliver's VM and poll until it is up (for benches and driver-level tests;
+        the AM polls through its job queue instead)."""
+        deadline = time.monotonic() + (timeout or float(self.settings["boot_timeout_s"]) + 30)
+        state = self.perform(spec, Action.START.value)
+        while state is OperationalState.CONFIGURING and time.monotonic() < deadline:
+            time.sleep(0.1)
+            state = self.perform(spec, Action.START.value)
+        return state
 
     def _stop_domain(self, comp: Component, handle: str) -> None:
         dom = self._lookup(comp, handle)
@@ -792,14 +825,16 @@ class XenDriver(SubstrateDriver):
         if rec is None:
             raise DriverError(f"sliver {spec.sliver_urn} has no VM (not provisioned)")
         if action == Action.START.value:
-            self._boot(comp, spec, rec)
+            return self._boot(comp, spec, rec)
         elif action == Action.STOP.value:
             self._halt(comp, rec)
-            rec.running = False
+            rec.running, rec.booting_since = False, None
             self.records.put(rec)
         elif action == Action.RESTART.value:
             self._halt(comp, rec)
-            self._boot(comp, spec, rec)
+            rec.running, rec.booting_since = False, None
+            self.records.put(rec)
+            return self._boot(comp, spec, rec)
         elif action == Action.UPDATE_USERS.value:
             users = guestmod.user_keys(spec.users)
             self._write_boot(comp, spec, rec)          # the next boot has the same keys
@@ -853,7 +888,8 @@ class XenDriver(SubstrateDriver):
     def _observed_vms(self, comp: Component, records: Mapping[str, DomainRecord]
                       ) -> list[ObservedSliver]:
         """Running domains (owner from their metadata) and stopped slivers' records. A record
-        that should run but has no domain is left out: the reconciler then calls it lost."""
+        that should run but has no domain (killed behind the AM's back) is observed FAILED
+        with the reason and the console's last lines: the reconciler fails its sliver so."""
         uri = comp.extra["uri"]
         try:
             doms = self._conn(comp).listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
@@ -874,7 +910,14 @@ class XenDriver(SubstrateDriver):
                                              f"{comp.name}, {facts.vcpus} vCPU, "
                                              f"{facts.memory_kib // 1024} MiB"))
         for rec in records.values():
-            if rec.host == comp.name and rec.handle not in seen and not rec.running:
+            if rec.host != comp.name or rec.handle in seen:
+                continue
+            if rec.running:
+                out.append(ObservedSliver(
+                    handle=rec.handle, sliver_urn=rec.sliver_urn, state=OperationalState.FAILED,
+                    detail=f"the VM is gone from {comp.name} (killed outside the AM); last "
+                           f"console lines: {self._files(rec.handle).last_lines()}"))
+            else:
                 out.append(ObservedSliver(handle=rec.handle, sliver_urn=rec.sliver_urn,
                                           state=self._vm_status(comp, rec),
                                           detail=f"stopped VM on {comp.name}"))
@@ -938,8 +981,17 @@ class XenDriver(SubstrateDriver):
     def _fib(self, rec: DomainRecord) -> set[FibEntry]:
         routes = self.routes.get(rec.handle) or ()
         default_dev = rec.vifs[0] if rec.vifs else None
-        fib = {FibEntry(prefix=r.destination, gateway=r.gateway,
-                        device=rec.vif_by_client.get(r.interface or "", default_dev))
+        connected = [(ipaddress.IPv4Interface(p["cidr"]).network, p["vif"])
+                     for p in rec.dom0_ports if p.get("cidr")]
+
+        def device(r: Route) -> str | None:
+            if r.interface:
+                return rec.vif_by_client.get(r.interface, default_dev)
+            if r.gateway:      # no interface named: the one on the gateway's network
+                gw = ipaddress.IPv4Address(r.gateway)
+                return next((vif for net, vif in connected if gw in net), default_dev)
+            return default_dev
+        fib = {FibEntry(prefix=r.destination, gateway=r.gateway, device=device(r))
                for r in routes}
         for p in rec.dom0_ports:          # a real router's connected networks, in its own table
             if p.get("cidr"):

@@ -45,8 +45,7 @@ class LinkStore(JsonRecords[LinkRecord]):
         super().__init__(directory, LinkRecord, "bridge")
 
 
-def bridge_ports(bridge: str) -> list[str]:
-    return [li.name for li in hostnet.links(None) if li.master == bridge]
+bridge_ports = hostnet.bridge_ports
 
 
 def shape_bridge(bridge: str, kbps: int | None, *, latency_ms: int = 50) -> None:

@@ -38,6 +38,7 @@ class DomainRecord:
     bridges: list[str] = field(default_factory=list)            # link bridges its NICs join
     dom0_ports: list[dict] = field(default_factory=list)        # plumbing.Dom0Port fields
     failure: str | None = None        # why the last boot failed
+    booting_since: float | None = None  # wall-clock start of a boot not yet seen ready
 
 
 class JsonRecords(Generic[R]):

@@ -102,6 +102,20 @@ def test_transient_driver_errors_are_retried(stack_factory, broker):
         assert stack.fake.counters(urn).created == 1
 
 
+def test_starts_under_way_are_polled_through_the_broker(stack_factory, broker):
+    # Each start takes 6 looks (a booting VM): the worker re-sends each look with a countdown
+    # instead of waiting in a pool slot; all four come up, and no look is an attempt.
+    stack = stack_factory(broker_url=broker, fake={"boot_polls": 6})
+    urns = stack.allocate("booting", n=4)
+    stack.provision("booting")
+    stack.wait_ops("booting", {READY}, timeout=60)
+    wait_jobs_settled(stack)
+    with stack.store.read() as s:
+        assert list(s.scalars(select(Job.attempts))) == [1] * 4
+    for urn in urns:
+        assert stack.fake.counters(urn).created == 1
+
+
 def test_permanent_failure_gives_geni_failed_with_reason(stack_factory, broker):
     stack = stack_factory(broker_url=broker, fake={"failure_rate": 1.0})
     stack.allocate("doomed", n=1)

@@ -45,18 +45,6 @@ def _jobs(h: Harness) -> list[tuple[str, str, dict]]:
                 for j in session.query(Job).order_by(Job.id)]
 
 
-@pytest.fixture
-def make(store, tmp_path):
-    made: list[Harness] = []
-
-    def _make(**kwargs) -> Harness:
-        made.append(Harness(store, tmp_path, **kwargs))
-        return made[-1]
-    yield _make
-    for h in made:
-        h.close()
-
-
 def test_default_provision_job_boots_to_ready_starting_once(make):
     h = make()
     assert h.settings.start_on_provision is True

@@ -147,3 +147,40 @@ def test_renew_keeps_the_tag_and_expiry_frees_it(h):
     assert tags_held(h) == []
     res = allocate(h, "two", stitched("102"))
     assert manifest_tags(res.manifest)["lnk"]["local-edge"] == 102
+
+
+def test_racing_allocates_for_one_tag_end_with_one_holder(h):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(i: int):
+        try:
+            allocate(h, f"race{i}", stitched("101"))
+            return "ok"
+        except GeniError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(attempt, range(4)))
+    assert outcomes.count("ok") == 1
+    assert sorted(o for o in outcomes if o != "ok") == [GeniCode.VLAN_UNAVAILABLE] * 3
+    assert tags_held(h) == [(EDGE.lower(), 101)]
+
+
+def test_an_edge_on_a_switch_is_refused_saying_so(h):
+    from dataclasses import replace
+    switch = next(c for c in h.site.components if c.extra.get("switch") or c.dpid)
+    h.site.edges = [replace(h.site.edges[0], component_id=switch.component_id)]
+    with pytest.raises(GeniError) as err:
+        allocate(h, "sw", stitched("any"))
+    assert err.value.code is GeniCode.UNSUPPORTED and f"on switch {switch.name}" in err.value.message
+    assert tags_held(h) == []
+
+
+def test_update_of_a_stitched_slice_is_unsupported_and_changes_nothing(h):
+    res = allocate(h, "one", stitched("101"))
+    with pytest.raises(GeniError) as err:
+        h.am.update(ALICE, [slice_urn("one")], stitched("102"), Options())
+    assert err.value.code is GeniCode.UNSUPPORTED and "link lnk is stitched" in err.value.message
+    assert tags_held(h) == [(EDGE.lower(), 101)]
+    assert manifest_tags(h.am.describe(ALICE, [slice_urn("one")], Options()).manifest) == \
+        manifest_tags(res.manifest)

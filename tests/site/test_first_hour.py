@@ -8,9 +8,9 @@ code is the one imported), then:
 * a geni-lib script allocates the quick start's slice (docs/quickstart.md, "A walk through
   the real site": the request is read from the page): a container `h1`, a hybrid router `r1`
   (control plane in a container, forwarding in a slot of the emulated NetFPGA card), a
-  container `h2` and a VM `vm1`; `geni-am client` provisions it with an SSH key, waits for it, shows each
+  container `h2` and a VM `vm1` linked to `h2`; `geni-am client` provisions it with an SSH key, waits for it, shows each
   client_id with its SSH command; over SSH h1 pings h2 across the NetFPGA slot (one hop), the
-  VM answers a login; no status says it waits for a link; the client deletes the slice;
+  VM answers a login, and the VM and h2 ping each other over their link; no status says it waits for a link; the client deletes the slice;
 * stopping serve (SIGTERM) leaves no namespace, interface, cgroup, process, or directory named
   for the site outside the state directory.
 """
@@ -218,18 +218,18 @@ def test_a_slice_with_container_vm_and_netfpga_router(clone):
                        str(auth / "alice-cert.pem"), str(auth / "alice-key.pem"), cred, SLICE,
                        str(clone.top / "request.xml")], timeout=120)
     assert alloc.returncode == 0, alloc.stdout + alloc.stderr
-    assert alloc.stdout.count("geni_allocated") == 7, alloc.stdout    # 4 nodes, slot, 2 links
+    assert alloc.stdout.count("geni_allocated") == 8, alloc.stdout    # 4 nodes, slot, 3 links
 
     # the client provisions with a key, waits, and shows who logs in where
     prov = clone.client("provision", "hour", "--ssh-key", f"{key}.pub", cred=cred)
     assert prov.returncode == 0, prov.stdout + prov.stderr
     waited = clone.client("wait", "hour", cred=cred, timeout=600)
-    assert waited.returncode == 0 and "all 7 sliver(s) ready" in waited.stdout, \
+    assert waited.returncode == 0 and "all 8 sliver(s) ready" in waited.stdout, \
         waited.stdout + waited.stderr
     status = clone.client("status", "hour", cred=cred)
     assert status.returncode == 0, status.stderr
     rows = {line.split()[0]: line for line in status.stdout.splitlines()[2:] if line.strip()}
-    assert set(rows) == {"h1", "r1", "h2", "vm1", "r1:forwarding", "l1", "l2"}, status.stdout
+    assert set(rows) == {"h1", "r1", "h2", "vm1", "r1:forwarding", "l1", "l2", "l3"}, status.stdout
     logins = {cid: re.search(r"ssh -p (\d+) alice@127\.0\.0\.1", rows[cid]).group(1)
               for cid in ("h1", "h2", "vm1")}
     as_json = clone.client("status", "hour", "--json", cred=cred)
@@ -247,6 +247,11 @@ def test_a_slice_with_container_vm_and_netfpga_router(clone):
     assert back.returncode == 0 and "ttl=63" in back.stdout, back.stdout + back.stderr
     vm = _ssh(key, logins["vm1"], "cat", "/etc/hostname")
     assert vm.returncode == 0 and vm.stdout.strip() == "vm1", vm.stdout + vm.stderr
+    # the VM and h2 share link l3 (the container's end on the VM's bridge): no hop between
+    to_vm = _ssh(key, logins["h2"], "/bin/ping", "-n", "-c", "1", "-W", "5", "10.77.3.1")
+    assert to_vm.returncode == 0 and "ttl=64" in to_vm.stdout, to_vm.stdout + to_vm.stderr
+    from_vm = _ssh(key, logins["vm1"], "ping", "-c", "1", "-W", "5", "10.77.3.2")
+    assert from_vm.returncode == 0 and "ttl=64" in from_vm.stdout, from_vm.stdout + from_vm.stderr
 
     described = clone.client("describe", "hour", cred=cred)
     assert described.returncode == 0 and "r1:forwarding" in described.stdout

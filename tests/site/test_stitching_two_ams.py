@@ -75,6 +75,10 @@ def test_a_stitched_link_pings_end_to_end_and_isolates_other_tags(sites):
     ns_b = node_netns(sites["b"], cs[1], slice_urn("one"))
     assert wait_until(lambda: ping(ns_a, "10.77.1.2", 1), "ping a -> b", 30)
     assert ping(ns_b, "10.77.1.1")
+    # the link's 20,000 kbit/s shape the node's interface (tbf)
+    qdiscs = subprocess.run(["ip", "netns", "exec", ns_a, "tc", "qdisc", "show"],
+                            capture_output=True, text=True, timeout=10, check=True).stdout
+    assert "tbf" in qdiscs and "rate 20Mbit" in qdiscs, qdiscs
 
     # a third slice, explicit tag, same addresses: its own link works, and sees nothing of one's
     cs3, third = stitched_and_ready(sites, "three", two_node_request(1, "150"))
@@ -88,6 +92,18 @@ def test_a_stitched_link_pings_end_to_end_and_isolates_other_tags(sites):
     assert echoes_received(ns3_b) == before      # none reached slice three's
     for c in cs3:
         c.delete(slice_urn("three"))
+
+
+def test_a_hop_naming_no_edge_port_is_badargs_and_reserves_nothing(sites):
+    bad = two_node_request(6, "any").replace("+interface+vs1:edge1", "+interface+vs1:edge9", 1)
+    client = sites["a"].client("bad")
+    with pytest.raises(AMError) as err:
+        client.allocate(slice_urn("bad"), bad)
+    assert err.value.code == 1 and "'a-edge'" in err.value.output \
+        and "vs1:edge9 is not an edge port" in err.value.output
+    from lxml import etree
+    manifest = etree.fromstring(client.describe(slice_urn("bad"))["geni_rspec"].encode())
+    assert [el for el in manifest if isinstance(el.tag, str)] == []
 
 
 def test_a_tag_in_use_at_the_second_aggregate_is_retried_without_it(sites):

@@ -94,8 +94,7 @@ def lab(tmp_path_factory):
         for lk in links:
             driver.provision(lk)
         with ThreadPoolExecutor(4) as pool:
-            states = dict(zip(specs, pool.map(lambda s: driver.perform(s, Action.START.value),
-                                              specs.values())))
+            states = dict(zip(specs, pool.map(driver.wait_ready, specs.values())))
         yield {"driver": driver, "daemon": daemon, "dom0": dom0, "specs": specs, "links": links,
                "results": results, "states": states, "alice": alice, "state": state,
                "before": before, "store": store}
@@ -177,7 +176,8 @@ def test_update_users_adds_a_key_that_logs_in(lab):
 def test_restart_keeps_the_configuration(lab):
     d, h2 = lab["driver"], lab["specs"]["h2"]
     first = realvms.qemu_pid(lab["daemon"], d.provision(h2).handle)
-    assert d.perform(h2, Action.RESTART.value) is OperationalState.READY
+    assert d.perform(h2, Action.RESTART.value) is OperationalState.CONFIGURING   # under way
+    assert d.wait_ready(h2) is OperationalState.READY
     assert realvms.qemu_pid(lab["daemon"], d.provision(h2).handle) != first   # a new boot
     out = login(lab, "h1", command="ping -c 2 -W 5 10.91.3.2")
     assert out.returncode == 0, out.stdout
@@ -200,8 +200,9 @@ def test_a_guest_that_never_boots_fails_with_its_console(lab):
     assert d.admit(bad, Usage(component_id=HOST)).ok
     d.provision(bad)
     try:
+        assert d.perform(bad, Action.START.value) is OperationalState.CONFIGURING
         with pytest.raises(DriverError) as err:
-            d.perform(bad, Action.START.value)
+            d.wait_ready(bad)
         assert not err.value.transient
         assert "Kernel panic" in str(err.value) and "console" in str(err.value)
         assert d.status(bad) is OperationalState.FAILED
@@ -215,7 +216,7 @@ def test_a_vm_killed_behind_the_ams_back_is_failed_and_not_observed(lab):
     k = node("k1", [], users=lab["specs"]["h1"].users)
     handle = d.provision(k).handle
     try:
-        assert d.perform(k, Action.START.value) is OperationalState.READY
+        assert d.wait_ready(k) is OperationalState.READY
         assert handle in {o.handle for o in d.observed()}
         os.kill(realvms.qemu_pid(lab["daemon"], handle), signal.SIGKILL)
         deadline = time.monotonic() + 30
@@ -223,7 +224,10 @@ def test_a_vm_killed_behind_the_ams_back_is_failed_and_not_observed(lab):
             time.sleep(0.1)
         assert d.status(k) is OperationalState.FAILED
         assert "killed outside the AM" in d.vm_failure(k)
-        assert handle not in {o.handle for o in d.observed()}     # the reconciler: lost
+        # the reconciler sees it failed, with the reason
+        seen = {o.handle: o for o in d.observed()}
+        assert seen[handle].state is OperationalState.FAILED
+        assert "killed outside the AM" in seen[handle].detail
     finally:
         d.delete(k)
 
@@ -252,7 +256,13 @@ def test_zz_delete_leaves_nothing_behind(lab):
         assert [x.name() for x in conn.listAllDomains()] == []
     finally:
         conn.close()
-    assert {n for n in realvms.host_links() - lab["before"] if n.startswith(PREFIX)} == set()
+    # this run's own names only (another run of this module may be up on the machine)
+    hexes = {r.handle.split("-", 1)[1][:8]
+             for r in lab["results"].values()}
+    bridges = {d._iface_bridge(s, i) for s in lab["specs"].values() for i in s.interfaces}
+    left = {n for n in realvms.host_links() - lab["before"]
+            if n in bridges or any(h in n for h in hexes)}
+    assert left == set()
     dom0_links = subprocess.run(["ip", "-n", lab["dom0"], "-o", "link"], capture_output=True,
                                 text=True, check=True).stdout
     assert "vr" not in dom0_links

@@ -22,6 +22,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,16 +261,21 @@ class AmServer:
             self._thread.join(self.options.shutdown_timeout + 1)
 
     def serve_until_signalled(self, on_ready: Callable[[], None] | None = None) -> None:
-        """Run in the foreground until SIGTERM or SIGINT, then finish in-flight requests."""
-        stop = threading.Event()
-        previous = {sig: signal.signal(sig, lambda *_: stop.set())
+        """Run in the foreground until SIGTERM or SIGINT, then finish in-flight requests.
+
+        The handler only appends to a list: it runs in the main thread between any two
+        bytecodes, so taking a lock there (threading.Event.set does) deadlocks when the main
+        thread was holding that lock, e.g. inside Event.wait, or a second signal arrives while
+        the first handler holds it. A serve stopped by `timeout` plus a kill hung so."""
+        received: list[int] = []
+        previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start()
             if on_ready:
                 on_ready()
-            while not stop.wait(0.5):
-                pass
+            while not received:
+                time.sleep(0.2)
             log.info("signal received: stopping")
         finally:
             self.stop()

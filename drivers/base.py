@@ -285,6 +285,7 @@ class LinkSpec:
     packet_loss: float | None = None
     vlan_tag: int | None = None
     mode: str = "veth"                       # veth | bridge | wire | join | vlan | flowspace
+                                             # | stitch | cable
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,10 @@ def is_switch(comp: Component) -> bool:
 
 class LinkPlacer:
     def __init__(self, site: Site, ledger: Ledger, slice_urn: str,
-                 shared_lans: Mapping[str, Any] | None = None):
+                 shared_lans: Mapping[str, Any] | None = None,
+                 planes: Mapping[str, NodeRecord] | None = None):
         self.site = site
+        self.planes = planes or {}     # hybrid router client_id -> its forwarding plane
         self.ledger = ledger
         self.slice_urn = slice_urn
         self.shared_lans = shared_lans or {}
@@ -163,6 +165,10 @@ class LinkPlacer:
         (card_node, card_if), (host_node, host_if) = sorted(
             ends, key=lambda e: not records[e[0]].component.extra.get("wires"))
         card, host = records[card_node].component, records[host_node].component
+        plane = self.planes.get(host_node)
+        if plane is not None and is_switch(plane.component):
+            return self._cable(link, ends, records, (card_node, card_if), (host_node, host_if),
+                               plane)
         if host.extra.get("wires"):
             return Refusal(cid, "UNSUPPORTED", f"link {cid} joins two cards ({card.name}, "
                                                f"{host.name}); wire a host or switch between")
@@ -171,14 +177,17 @@ class LinkPlacer:
             return Refusal(cid, "UNSUPPORTED", f"component {host.name} (node {host_node}) cannot "
                                                f"take a wire of {card.name} into its sliver")
         iface = records[card_node].interfaces[card_if]
-        by_urn = {p.component_id.lower(): p.name for p in card.ports}
-        port = by_urn.get((iface.port or "").lower()) if iface.port else \
-            (card.ports[list(records[card_node].interfaces).index(card_if)].name
-             if list(records[card_node].interfaces).index(card_if) < len(card.ports) else None)
+        port = _card_port(records[card_node], card_if)
         wire = card.extra["wires"].get(port) if port else None
         if wire is None:
             return Refusal(cid, "BADARGS", f"interface {card_if} of {card_node} is on no port "
                                            f"of {card.name}")
+        cabled = self._cable_of(card, port)
+        if cabled is not None:
+            return Refusal(cid, "UNSUPPORTED",
+                           f"link {cid}: {card.name} port {port} is cabled to "
+                           f"{cabled.component_id.rsplit('+', 1)[-1]} port {cabled.port}; "
+                           f"it links only to a router forwarding there")
         what = f"wire:{card.name}:{port}"
         if iface.vlan_tag:      # the port's VLAN with the tag popped by the card's breakout
             pattern = (card.extra.get("vlan_wires") or {}).get(port)
@@ -198,6 +207,63 @@ class LinkPlacer:
         claims = tuple(dict.fromkeys((*adm.claims, what)))
         self.ledger.commit(host, spec, adm.demand)
         return LinkRecord(link, host, host.driver, spec, dict(adm.demand), claims, ends)
+
+    def _cable(self, link: RequestLink, ends: list[tuple[str, str]],
+               records: Mapping[str, NodeRecord], card_end: tuple[str, str],
+               router_end: tuple[str, str], plane: NodeRecord) -> LinkRecord | Refusal:
+        """A card interface linked to a hybrid router whose forwarding plane is an OpenFlow
+        datapath: the link is the site's cable between that card port and the datapath port
+        the router's interface owns (its i-th interface is the datapath's i-th port). Nothing
+        is plugged: the cable is there; the link sliver (on the datapath) claims it, so no
+        container takes the card port's wire and no second slice the cable."""
+        cid = link.client_id
+        (card_node, card_if), (router_node, router_if) = card_end, router_end
+        card, sw = records[card_node].component, plane.component
+        iface = records[card_node].interfaces[card_if]
+        port = _card_port(records[card_node], card_if)
+        if port is None:
+            return Refusal(cid, "BADARGS", f"interface {card_if} of {card_node} is on no port "
+                                           f"of {card.name}")
+        if iface.vlan_tag:
+            return Refusal(cid, "UNSUPPORTED",
+                           f"link {cid}: interface {card_if} is on VLAN {iface.vlan_tag} of "
+                           f"{card.name} port {port}, but router {router_node} forwards on "
+                           f"datapath {sw.name} untagged: a cable to a switch carries the "
+                           "card port untagged only")
+        names = [i.client_id for i in plane.spec.interfaces]
+        owned = [p for p in sw.ports if p.num is not None]
+        index = names.index(router_if) if router_if in names else len(owned)
+        if index >= len(owned):
+            return Refusal(cid, "BADARGS", f"link {cid}: interface {router_if} of router "
+                                           f"{router_node} owns no port of datapath {sw.name}")
+        sw_port = owned[index].name
+        far = self._cable_of(card, port)
+        if far is None or far.component_id.lower() != sw.component_id.lower():
+            return Refusal(cid, "UNSUPPORTED",
+                           f"link {cid}: {card.name} port {port} is not cabled to datapath "
+                           f"{sw.name}, so interface {card_if} cannot reach router "
+                           f"{router_node}'s forwarding plane there")
+        if far.port != sw_port:
+            return Refusal(cid, "BADARGS",
+                           f"link {cid}: {card.name} port {port} is cabled to {sw.name} port "
+                           f"{far.port}, but {router_node}'s interface {router_if} is port "
+                           f"{sw_port} (a router's i-th interface is the datapath's i-th port)")
+        spec = self._spec(link, sw, ends, records, "cable",
+                          params={"card": card.name, "port": port, "switch_port": sw_port,
+                                  "cable_ports": [far.port]})
+        adm = self._admit(sw, spec)
+        if not adm.ok:
+            return Refusal(cid, adm.reason_code or "UNSUPPORTED",
+                           adm.reason or f"datapath {sw.component_id} refused link {cid}")
+        claims = tuple(dict.fromkeys((*adm.claims, f"wire:{card.name}:{port}")))
+        self.ledger.commit(sw, spec, adm.demand)
+        return LinkRecord(link, sw, sw.driver, spec, dict(adm.demand), claims, ends)
+
+    def _cable_of(self, card: Component, port: str) -> PortRef | None:
+        """The far end of the site cable plugged into a card's port, if any."""
+        return next((far for _l, mine, far in
+                     self.site.links_by_component.get(card.component_id.lower(), ())
+                     if mine.port == port), None)
 
     def _bridge_join(self, link: RequestLink, ends: list[tuple[str, str]],
                      records: Mapping[str, NodeRecord], comps: list[Component]
@@ -334,3 +400,14 @@ class LinkPlacer:
                 return tag
         return Refusal(link.client_id, "VLAN_UNAVAILABLE",
                        f"all VLAN tags {lo}-{hi} on {sw.name} are in use")
+
+
+def _card_port(record: NodeRecord, iface_id: str) -> str | None:
+    """The card port an interface of a card node is on: the port its component_id names,
+    else the card's i-th port for the node's i-th interface."""
+    card = record.component
+    iface = record.interfaces[iface_id]
+    if iface.port:
+        return {p.component_id.lower(): p.name for p in card.ports}.get(iface.port.lower())
+    index = list(record.interfaces).index(iface_id)
+    return card.ports[index].name if index < len(card.ports) else None

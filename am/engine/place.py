@@ -68,7 +68,7 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
                     if n.client_id in node_refusals)
 
     owner = {i.client_id: n.client_id for n in request.nodes for i in n.interfaces}
-    linker = LinkPlacer(site, ledger, slice_urn, shared_lans)
+    linker = LinkPlacer(site, ledger, slice_urn, shared_lans, forwarding)
     # a hybrid router whose forwarding plane is on a card with wired ports: its links plug
     # into the card (its packets are forwarded there), not into its control plane's host
     ends_on = {**records, **{cid: plane for cid, plane in forwarding.items()

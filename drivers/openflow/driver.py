@@ -88,6 +88,7 @@ FOREIGN = "foreign-flows:"       # handle of flows on a physical bridge nobody h
 CONFIG_KEYS = frozenset({"ovs_db", "ovs_rundir", "name_prefix", "max_matches", "state_dir",
                          "fib_flows", "fib_routes"})
 FIB_IDS = "geni-fib-"            # physical bridge external_ids key prefix: FIB tag -> sliver URN
+CABLE_IDS = "geni-cable-"        # ... cable link tag -> sliver URN
 
 
 class OpenFlowDriver(SubstrateDriver):
@@ -205,6 +206,8 @@ class OpenFlowDriver(SubstrateDriver):
         return False
 
     def admit_component(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
+        if _is_cable(spec):
+            return self._admit_cable(comp, spec)
         if _is_fib(spec):
             if FIB_TYPE not in {t.name.lower() for t in comp.sliver_types}:
                 return Admission.refuse(f"datapath {comp.name} does not offer {FIB_TYPE} slivers",
@@ -270,8 +273,74 @@ class OpenFlowDriver(SubstrateDriver):
         check_dpid(of, comp.component_id, comp.dpid)
         return flowspace_for(of, comp.component_id, [p.num for p in comp.ports if p.num is not None])
 
+    # ---- cables: a site cable from another component's port into a datapath port --------------
+    def _admit_cable(self, comp: Component, spec: SliverSpec) -> Admission:
+        """A link sliver over a cable the site declares (a NetFPGA card port into the port a
+        hybrid router's forwarding plane owns): nothing to build, only the cable to claim.
+        Any other link on a datapath is refused: OpenFlow links are flowspace."""
+        port = spec.params.get("switch_port")
+        if port not in {p.name for p in comp.ports}:
+            return Admission.refuse(f"datapath {comp.name} has no port {port!r} for link "
+                                    f"{spec.client_id}", "BADARGS")
+        return Admission.accept(claims=(f"cable:{spec.params.get('card')}:"
+                                        f"{spec.params.get('port')}",))
+
+    def _cable_state(self, comp: Component, spec: SliverSpec) -> tuple[OperationalState, str]:
+        phys, port = comp.extra["bridge"], spec.params.get("switch_port")
+        if phys not in self.ovs.bridges():
+            return OperationalState.FAILED, f"switch {phys} is gone"
+        num = self.ovs.ofports(phys).get(port)
+        if num is None or num < 0:
+            return OperationalState.FAILED, (f"the cable from {spec.params.get('card')} port "
+                                             f"{spec.params.get('port')} is no longer in "
+                                             f"{phys} (port {port})")
+        return OperationalState.READY, (f"cable {spec.params.get('card')}:"
+                                        f"{spec.params.get('port')} - {comp.name}:{port} "
+                                        f"(OpenFlow port {num}), forwarded by the router's "
+                                        "forwarding plane")
+
+    def _cable(self, spec: SliverSpec) -> tuple[Component, str, str]:
+        comp = self._component_by_urn(spec.component_id)
+        if comp is None:
+            raise DriverError(f"no OpenFlow datapath {spec.component_id}")
+        return comp, comp.extra["bridge"], self.naming.tag(spec.sliver_urn)
+
+    def _provision_cable(self, spec: SliverSpec) -> ProvisionResult:
+        comp, phys, tag = self._cable(spec)
+        state, text = self._cable_state(comp, spec)
+        if state is OperationalState.FAILED:
+            raise DriverError(text)
+        self.ovs.vsctl("set", "bridge", phys, f"external_ids:{CABLE_IDS}{tag}="
+                                              f"{_q(spec.params['switch_port'] + ' ' + spec.sliver_urn)}")
+        return ProvisionResult(state=state, handle=self._cable_handle(tag), resource_status=text)
+
+    def _cable_handle(self, tag: str) -> str:
+        return f"{self.naming.prefix}cable{tag}"
+
+    def _cables(self, phys: str) -> dict[str, tuple[str, str]]:
+        """Cable link tag -> (datapath port, sliver URN), from the bridge's external_ids."""
+        ids = self.ovs.external_ids("Bridge", phys)
+        return {k[len(CABLE_IDS):]: tuple(v.split(" ", 1))   # type: ignore[misc]
+                for k, v in ids.items() if k.startswith(CABLE_IDS) and " " in v}
+
+    def _forget_cable(self, tag: str) -> None:
+        for phys in sorted(set(self._bridges.values())):
+            if phys in self.ovs.bridges() and tag in self._cables(phys):
+                self.ovs.vsctl("remove", "bridge", phys, "external_ids", f"{CABLE_IDS}{tag}")
+
+    def _observed_cables(self, phys: str) -> list[ObservedSliver]:
+        ports = self.ovs.ofports(phys)
+        return [ObservedSliver(handle=self._cable_handle(tag), sliver_urn=urn,
+                               state=OperationalState.READY if port in ports
+                               else OperationalState.FAILED,
+                               detail=f"site cable into {phys} port {port}"
+                                      + ("" if port in ports else ": the port is gone"))
+                for tag, (port, urn) in sorted(self._cables(phys).items())]
+
     # ---- substrate operations ---------------------------------------------------------------------
     def provision(self, spec: SliverSpec) -> ProvisionResult:
+        if _is_cable(spec):
+            return self._provision_cable(spec)
         if _is_fib(spec):
             return self._provision_fib(spec)
         comp, fs, phys = self._resolve(spec)
@@ -291,6 +360,8 @@ class OpenFlowDriver(SubstrateDriver):
                                resource_status=self._status_text(plan.bridge, ports))
 
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
+        if _is_cable(spec):
+            return self.status(spec)
         if _is_fib(spec):
             return self._perform_fib(spec, action)
         if action == SYNC_ROUTES_ACTION:          # a slice-wide route sync: nothing to do here
@@ -313,6 +384,10 @@ class OpenFlowDriver(SubstrateDriver):
         if comp is None:
             return OperationalState.FAILED
         phys = comp.extra["bridge"]
+        if _is_cable(spec):
+            if self.naming.tag(spec.sliver_urn) not in self._cables(phys):
+                return OperationalState.FAILED
+            return self._cable_state(comp, spec)[0]
         if _is_fib(spec):
             tag = self.naming.tag(spec.sliver_urn)
             if phys not in self.ovs.bridges() or tag not in self._fib_owners(phys):
@@ -326,6 +401,9 @@ class OpenFlowDriver(SubstrateDriver):
         return OperationalState.READY if flows else OperationalState.NOTREADY
 
     def delete(self, spec: SliverSpec) -> None:
+        if _is_cable(spec):
+            self._forget_cable(self.naming.tag(spec.sliver_urn))
+            return
         if _is_fib(spec):
             self._teardown_fib(self.naming.tag(spec.sliver_urn))
             return
@@ -353,6 +431,7 @@ class OpenFlowDriver(SubstrateDriver):
         for phys in sorted(set(self._bridges.values())):
             if phys not in self.ovs.bridges():
                 continue
+            out.extend(self._observed_cables(phys))
             foreign = 0
             owners = self._fib_owners(phys)
             fib_flows: dict[str, int] = {}
@@ -395,6 +474,10 @@ class OpenFlowDriver(SubstrateDriver):
             phys = handle[len(FOREIGN):]
             if phys in self._bridges.values():
                 self._drop_foreign_flows(phys)
+            return
+        head = f"{self.naming.prefix}cable"
+        if handle.startswith(head):
+            self._forget_cable(handle[len(head):])
             return
         fib_tag = self._fib_tag_of_handle(handle)
         if fib_tag is not None:
@@ -607,6 +690,10 @@ class OpenFlowDriver(SubstrateDriver):
     def _status_text(self, bridge: str, ports: Mapping[int, str]) -> str:
         return (f"slice bridge {bridge}; ports "
                 f"{', '.join(f'{n}({name})' for n, name in sorted(ports.items()))}")
+
+
+def _is_cable(spec: SliverSpec) -> bool:
+    return spec.kind is ResourceKind.LINK and spec.link is not None and spec.link.mode == "cable"
 
 
 def _is_fib(spec: SliverSpec) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from drivers.base import (
+    LINK_PROPERTIES,
     Capabilities,
     OperationalState,
     ResourceKind,
@@ -124,6 +125,9 @@ def test_capabilities_are_declared_not_probed(case):
         assert callable(getattr(d, "check_routes")) and callable(getattr(d, "set_routes"))
     if d.capabilities.images:
         assert callable(getattr(d, "create_image"))
+    # the link properties it shapes are RSpec ones, and only a driver that carries links has any
+    assert set(d.capabilities.link_properties) <= set(LINK_PROPERTIES)
+    assert d.capabilities.links or not d.capabilities.link_properties
 
 
 def test_admission_is_pure_and_repeatable(case):

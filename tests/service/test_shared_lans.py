@@ -114,3 +114,39 @@ def test_point_to_point_link_is_not_shareable_and_own_lan_cannot_be_joined(h):
     h.run_jobs()
     _refused(GeniCode.UNSUPPORTED, lambda: _share(h, geni_sharelan_lanname="lan0",
                                                   geni_sharelan_token="t"), "point-to-point")
+
+
+def test_the_owner_lan_expiring_detaches_the_joiner(h):
+    from datetime import timedelta
+
+    h.am.allocate(ALICE, slice_urn("owner"), OWNER, Options())
+    h.am.provision(ALICE, [slice_urn("owner")], Options())
+    h.run_jobs()
+    _share(h, geni_sharelan_lanname="lan0", geni_sharelan_token="tok")
+    h.am.allocate(ALICE, slice_urn("other"), _joiner("tok"), Options())
+    h.am.renew(ALICE, [slice_urn("owner")], h.clock.now + timedelta(hours=1), Options())
+    h.am.renew(ALICE, [slice_urn("other")], h.clock.now + timedelta(hours=2), Options())
+    h.clock.advance(3601)
+    h.am.reap()
+    assert _live(h, "other") == {"c": "geni_allocated"}     # its link to the LAN is gone
+    h.run_jobs()
+    _refused(GeniCode.SEARCHFAILED, lambda: h.am.allocate(ALICE, slice_urn("third"),
+                                                           _joiner("tok"), Options()),
+             "unshared at")
+
+
+def test_an_update_can_join_a_shared_lan(h):
+    h.am.allocate(ALICE, slice_urn("owner"), OWNER, Options())
+    h.am.provision(ALICE, [slice_urn("owner")], Options())
+    h.run_jobs()
+    _share(h, geni_sharelan_lanname="lan0", geni_sharelan_token="tok")
+    h.am.allocate(ALICE, slice_urn("other"), request(_node("c")), Options())
+    _refused(GeniCode.SEARCHFAILED, lambda: h.am.update(ALICE, [slice_urn("other")],
+                                                         _joiner("nope", "fake1"), Options()),
+             "nope")
+    assert _live(h, "other") == {"c": "geni_allocated"}       # a refused Update changes nothing
+    h.am.update(ALICE, [slice_urn("other")], _joiner("tok", "fake1"), Options())
+    assert _live(h, "other") == {"c": "geni_allocated", "j": "geni_allocated"}
+    h.am.perform_action(ALICE, [slice_urn("owner")], "geni_unsharelan",
+                        Options(extra={"geni_sharelan_lanname": "lan0"}))
+    assert _live(h, "other") == {"c": "geni_allocated"}

@@ -101,8 +101,13 @@ def through_the_am(tmp: Path, daemon: PrivateLibvirtd, store: ImageStore, n: int
     """Provision -> all SSH-reachable, and Provision -> Status all geni_ready, in seconds."""
     inv = write_inventory(tmp / "inventory.toml", daemon, store, state=tmp / "site",
                           prefix="gba", memory_mb=65536, vcpus=64, boot_timeout_s=900)
+    from credentials.authority import DevAuthority
+
+    ca = DevAuthority.init(tmp / "authority", authority=AUTH)   # the runtime wants trust roots
+    (tmp / "trust").mkdir()
+    shutil.copy(ca.files["ca_cert"], tmp / "trust" / "ca-cert.pem")
     settings = Settings(authority=AUTH, state_dir=str(tmp / "am"), inventory=str(inv),
-                        worker_concurrency=workers)
+                        worker_concurrency=workers, trust_roots=str(tmp / "trust"))
     slice_urn = f"urn:publicid:IDN+{AUTH}+slice+boot"
     nodes = "".join(f'<node client_id="vm{i}" component_id="{host_urn(AUTH)}" exclusive="false">'
                     f'<sliver_type name="xen-vm"/><ga:node memory_mb="{memory_mb}"/></node>'

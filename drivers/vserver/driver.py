@@ -978,19 +978,37 @@ class VServerDriver(SubstrateDriver):
 
     # ---- reconciliation ------------------------------------------------------------------------
     def observed(self) -> list[ObservedSliver]:
-        records = self.state.all()
+        """What is on the host, owned or not, judged without stopping the jobs that run now.
+
+        Jobs write a sliver's record *before* they make anything of it, under its lock. So
+        the substrate is listed first and the records read after: whatever the listing saw
+        was made after its record was written, and no namespace, cgroup or interface of a
+        sliver being made is taken for debris. A record whose namespace the listing lacks
+        is judged again under its lock: a job holding the lock is making (or removing) it
+        now, so it is reported as the sliver's, not yet ready; with the lock free, a record
+        whose namespace is still missing is debris of a lost sliver."""
         netns = {n for n in hostnet.netns_list() if self.naming.is_node(n)}
         ifnames = {li.name for li in hostnet.links(None) if self.naming.is_ours_ifname(li.name)}
         cgroups = {n for n in self.cgroups.names() if self.naming.is_node(n)}
+        records = self.state.all()
         out: list[ObservedSliver] = []
         owned_ns: set[str] = set()
         owned_if: set[str] = set()
         for handle, rec in sorted(records.items()):
             state = OperationalState.NOTREADY if rec.get("stopped") else OperationalState.READY
             if rec.get("kind") == "node":
-                alive = rec["netns"] in netns
                 owned_ns.add(rec["netns"])
                 detail = f"container {handle} ({rec.get('client_id')})"
+                verdict = "alive" if rec["netns"] in netns else \
+                    self._recheck_node(handle, rec["netns"])
+                if verdict == "gone":
+                    continue
+                if verdict == "busy":
+                    out.append(ObservedSliver(handle, rec.get("sliver_urn"),
+                                              OperationalState.NOTREADY,
+                                              f"{detail}: a job is making or changing it"))
+                    continue
+                alive = verdict == "alive"
             else:
                 ends = rec.get("ends", ())
                 owned_ns |= {e["netns"] for e in ends}
@@ -1012,6 +1030,17 @@ class VServerDriver(SubstrateDriver):
             out.append(ObservedSliver(name, None, None, f"interface {name} made by this AM, "
                                                         "no sliver"))
         return out
+
+    def _recheck_node(self, handle: str, ns: str) -> str:
+        """For `observed`, a node record whose namespace the listing lacked, looked at again:
+        "busy" while a job holds its lock (making, changing or removing it), else, under the
+        lock, "gone" (its record was removed meanwhile), "alive" or "lost"."""
+        with self.state.try_lock(handle) as free:
+            if not free:
+                return "busy"
+            if self.state.read(handle) is None:
+                return "gone"
+            return "alive" if hostnet.netns_exists(ns) else "lost"
 
     def release(self, handle: str) -> None:
         rec = self.state.read(handle)

@@ -116,5 +116,20 @@ class StateDir:
         finally:
             os.close(fd)
 
+    @contextmanager
+    def try_lock(self, handle: str) -> Iterator[bool]:
+        """The sliver's lock if it is free now (True, held until the block ends), else False
+        at once: someone is making, changing or removing that sliver at this moment."""
+        fd = os.open(self.locks / f"{handle}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
 
 __all__ = ["StateDir"]

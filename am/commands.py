@@ -8,6 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drivers.registry import Site
+
 SERVE_FLAGS = {   # flag -> Settings key
     "host": "host", "port": "port", "cert": "cert", "key": "key",
     "trust_roots": "trust_roots", "database": "database_url", "broker": "broker_url",
@@ -159,7 +164,7 @@ def start_default_site(settings):
     return site, running
 
 
-def stop_default_site(site) -> None:
+def stop_default_site(site: Site) -> None:
     report = site.down()
     for problem in report.problems:
         print(f"geni-am serve: default site: {problem}", file=sys.stderr)

@@ -23,15 +23,17 @@ def slice_urn(name: str = "demo", authority: str = TEST_AUTHORITY) -> str:
 
 
 def wait_until(predicate: Callable[[], T], what: str = "condition", timeout: float = 20.0,
-               interval: float = 0.05) -> T:
+               interval: float = 0.05, *, detail: Callable[[], object] | None = None) -> T:
     """Call `predicate` until it returns something true and return that; fail the test with
-    `what` when `timeout` seconds pass first (the last value seen is in the message)."""
+    `what` when `timeout` seconds pass first (the last value seen is in the message, and what
+    `detail()` says, if given: the rows or log lines that explain the wait)."""
     deadline = time.monotonic() + timeout
     last: T = predicate()
     while not last:
         if time.monotonic() >= deadline:
+            more = f"\n{detail()}" if detail is not None else ""
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what} "
-                                 f"(last seen: {last!r})")
+                                 f"(last seen: {last!r}){more}")
         time.sleep(interval)
         last = predicate()
     return last
@@ -49,6 +51,24 @@ def stays(predicate: Callable[[], object], what: str = "condition", duration: fl
         if time.monotonic() >= deadline:
             return
         time.sleep(interval)
+
+
+def open_jobs(store) -> list[tuple]:
+    """(id, action, state, error) of the jobs still queued or running in `store`."""
+    from sqlalchemy import select
+
+    from am.store import Job, JobState
+    with store.read() as session:
+        return [tuple(r) for r in session.execute(
+            select(Job.id, Job.action, Job.state, Job.error)
+            .where(Job.state.in_((JobState.QUEUED, JobState.RUNNING))).order_by(Job.id))]
+
+
+def wait_jobs_quiet(store, timeout: float = 30.0, interval: float = 0.2) -> None:
+    """Wait until no job is queued or running (the reconciler re-sent what faults interrupted);
+    a timeout names the jobs still open."""
+    wait_until(lambda: not open_jobs(store), "every job to finish", timeout, interval,
+               detail=lambda: f"jobs still open: {open_jobs(store)}")
 
 
 def read_banner(proc: subprocess.Popen, timeout: float) -> str:

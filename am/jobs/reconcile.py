@@ -25,13 +25,18 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 
 from am import states
 from am.jobs.queue import submit_all
 from am.states import Alloc, Event, Op
 from am.store import Job, JobState, Sliver, Store, utcnow
 from drivers.base import OperationalState
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drivers.registry import Site
+    from am.jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ class ReconcileReport:
         return bool(self.requeued or self.failed_jobs or self.failed_slivers or self.released)
 
 
-def reconcile(store: Store, site, queue, *, now: datetime | None = None,
+def reconcile(store: Store, site: Site, queue: JobQueue, *, now: datetime | None = None,
               max_attempts: int | None = None, queued_grace_s: float = 60.0,
               waiting_grace_s: float = 60.0) -> ReconcileReport:
     """One reconciliation pass (see the module docstring). `queue` has `submit(job_id)` (and
@@ -93,7 +98,7 @@ def _hosted_elsewhere(site, driver) -> bool:
 
 
 # ---- 1 + 2a: interrupted jobs ---------------------------------------------------------------
-def _requeue(store: Store, queue, report: ReconcileReport, *, now: datetime | None,
+def _requeue(store: Store, queue: JobQueue, report: ReconcileReport, *, now: datetime | None,
              max_attempts: int, queued_grace_s: float) -> None:
     from am.jobs import runner
 
@@ -101,7 +106,7 @@ def _requeue(store: Store, queue, report: ReconcileReport, *, now: datetime | No
     if not ids:
         return
     with store.read() as session:
-        attempts = dict(session.execute(select(Job.id, Job.attempts).where(Job.id.in_(ids))).all())
+        attempts = store.jobs.attempts(session, ids)
     resend: list[int] = []
     for job_id in ids:
         if attempts.get(job_id, 0) >= max_attempts:
@@ -151,15 +156,8 @@ def _fail_sliver(store: Store, session, sliver: Sliver, event: Event, reason: st
 # ---- 2b: slivers waiting for a job that does not exist ----------------------------------------
 def _fail_orphaned_waits(store: Store, report: ReconcileReport, *, now: datetime,
                          grace_s: float) -> None:
-    waiting = sorted(op.value for op in states.TRANSIENT)   # a job works on each of these
-    open_jobs = select(Job.sliver_id).where(Job.state.in_((JobState.QUEUED, JobState.RUNNING)))
     with store.write() as session:
-        stuck = session.scalars(
-            select(Sliver).where(Sliver.allocation_state == Alloc.PROVISIONED.value,
-                                 Sliver.operational_state.in_(waiting),
-                                 Sliver.updated <= now - timedelta(seconds=grace_s),
-                                 Sliver.id.not_in(open_jobs))
-            .with_for_update()).all()
+        stuck = store.jobs.slivers_waiting_without_job(session, now - timedelta(seconds=grace_s))
         for sliver in stuck:
             op = Op(sliver.operational_state)
             event = states.OP_STATES[op].failed_by
@@ -177,15 +175,12 @@ def _check_substrate(store: Store, kind: str, driver, report: ReconcileReport,
     on_substrate = [op.value for op in _ON_SUBSTRATE]
     mine = site.component if getattr(site, "host", None) else None
     with store.read() as session:
-        expected = {urn for urn, component in session.execute(
-            select(Sliver.urn, Sliver.component_id).where(
-                Sliver.driver == kind, Sliver.allocation_state == Alloc.PROVISIONED.value,
-                Sliver.operational_state.in_(on_substrate)))
-            if mine is None or mine(component) is not None}
+        expected = {urn for urn, component in store.slices.provisioned_on_substrate(
+                        session, kind, on_substrate)
+                    if mine is None or mine(component) is not None}
     observed = driver.observed()
     with store.read() as session:
-        owned = set(session.scalars(
-            select(Sliver.urn).where(Sliver.allocation_state != Alloc.UNALLOCATED.value)))
+        owned = store.slices.allocated_urns(session)
     seen = {o.sliver_urn for o in observed if o.sliver_urn}
     for urn in sorted(expected - seen):
         _mark_lost(store, urn, report)
@@ -209,7 +204,7 @@ def _check_substrate(store: Store, kind: str, driver, report: ReconcileReport,
 def _mark_lost(store: Store, urn: str, report: ReconcileReport,
                reason: str = "the substrate no longer has this sliver") -> None:
     with store.write() as session:
-        sliver = session.scalars(select(Sliver).where(Sliver.urn == urn).with_for_update()).first()
+        sliver = store.slices.lock_by_urn(session, urn)
         if sliver is None:
             return
         state = states.as_state(sliver.allocation_state, sliver.operational_state)

@@ -30,11 +30,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from celery import Celery, Task
 
 from am.jobs.celery_queue import MAX_BATCH_SIZE, REAP, RECONCILE, RUN_JOB, RUN_JOBS, SYNC_ROUTES
+
+if TYPE_CHECKING:
+    from am.jobs.hosts import HostGuard
+    from am.jobs.queue import JobQueue
+    from am.service.aggregate import Aggregate
+    from am.store import Store
+    from drivers.registry import Site
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +63,12 @@ class RetryPolicy:
 class JobRuntime:
     """What the task bodies need, built once per worker process (see `am.jobs.runtime`)."""
 
-    store: Any            # am.store.Store
-    site: Any             # drivers.registry.Site
-    aggregate: Any        # am.service.aggregate.Aggregate (for reap)
-    queue: Any            # am.jobs.queue.JobQueue (the reconciler re-sends through it)
+    store: Store
+    site: Site
+    aggregate: Aggregate  # for reap
+    queue: JobQueue       # the reconciler re-sends through it
     worker_id: str
-    guard: Any = None     # am.jobs.hosts.HostGuard on a site of many hosts, else None
+    guard: HostGuard | None = None   # on a site of many hosts, else None
 
 
 def _route(rt: JobRuntime, job_id: int) -> dict:

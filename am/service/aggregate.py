@@ -34,7 +34,6 @@ from datetime import datetime, timedelta
 from functools import partial, wraps
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -76,6 +75,7 @@ from credentials.urn import parse_urn
 from drivers.base import DriverError, SubstrateDriver, UserKeys
 
 if TYPE_CHECKING:
+    from drivers.registry import Site
     from am.engine import Placement
     from drivers.base import Usage
 
@@ -149,7 +149,7 @@ def _retried(method):
 class Aggregate:
     """Implements `am.service.contract.AggregateService`."""
 
-    def __init__(self, settings: Settings, store: Store, site, queue: JobQueue, *,
+    def __init__(self, settings: Settings, store: Store, site: Site, queue: JobQueue, *,
                  clock: Callable[[], datetime] = utcnow):
         self.settings = settings
         self.store = store
@@ -1037,16 +1037,10 @@ class Aggregate:
         jobs: list[int] = []
         expired: list[str] = []
         with self._db(), self.store.write() as session:
-            query = (select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
-                                          Sliver.expires <= now)
-                     .order_by(Sliver.id).with_for_update(skip_locked=True))
-            rows = list(session.scalars(query))
+            rows = self.store.slices.expired(session, now)
             jobs.extend(self._unallocate_all(session, rows, Event.EXPIRE))
             expired.extend(row.urn for row in rows)
-            for row in session.scalars(
-                    select(Sliver).where(Sliver.allocation_state != Alloc.UNALLOCATED.value,
-                                         Sliver.pending_until <= now)
-                    .order_by(Sliver.id).with_for_update(skip_locked=True)):
+            for row in self.store.slices.pending_expired(session, now):
                 pending.revert(session, self.store, row)   # an Update never provisioned
             jobs.extend(self._start_windows(session, now))
             self.store.retire_empty_slices(session)
@@ -1058,10 +1052,7 @@ class Aggregate:
         on, and those allocated with geniam_auto_provision are provisioned (jobs returned)."""
         jobs: list[int] = []
         start = self.settings.start_on_provision
-        for row in session.scalars(
-                select(Sliver).where(Sliver.waiting.is_(True), Sliver.starts <= now,
-                                     Sliver.allocation_state != Alloc.UNALLOCATED.value)
-                .order_by(Sliver.component_id, Sliver.id).with_for_update(skip_locked=True)):
+        for row in self.store.slices.windows_started(session, now):
             self.store.start_waiting(session, row)
             if row.auto_provision and not row.slice.shutdown:
                 self.store.transition(session, row, Event.PROVISION)

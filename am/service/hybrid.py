@@ -12,6 +12,7 @@ Once both halves are provisioned the control plane is plugged into the plane's C
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,9 @@ from drivers.base import SliverSpec
 
 from am.store import Sliver, Store, spec_from_dict
 from am.store.codec import stored_param
+
+if TYPE_CHECKING:
+    from drivers.registry import Site
 
 
 def with_forwarding_slivers(store: Store, session: Session, rows: list[Sliver],
@@ -34,7 +38,7 @@ def with_forwarding_slivers(store: Store, session: Session, rows: list[Sliver],
     return sorted([*rows, *more], key=lambda r: r.id)
 
 
-def plug_control_plane(store: Store, site, spec: SliverSpec) -> bool:
+def plug_control_plane(store: Store, site: Site, spec: SliverSpec) -> bool:
     """After a provision of either half of a hybrid router: plug the control plane into its
     forwarding plane's CPU port (a NetFPGA slot's), so packets the plane punts to software
     reach the control-plane guest. The two halves are provisioned by separate jobs in any
@@ -62,7 +66,7 @@ def plug_control_plane(store: Store, site, spec: SliverSpec) -> bool:
     return bool(wire) and plug(cspec, wire)
 
 
-def _driver_kind(site, spec: SliverSpec) -> str | None:
+def _driver_kind(site: Site, spec: SliverSpec) -> str | None:
     comp = site.component(spec.component_id)
     return comp.driver if comp is not None else None
 

@@ -22,6 +22,11 @@ from am.store import Store, spec_from_dict, utcnow
 from drivers.base import DriverError
 from drivers.routesync import SYNC_ROUTES_ACTION
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drivers.registry import Site
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +40,7 @@ class RouteSyncReport:
         return {"synced": len(self.synced), "busy": len(self.busy), "failed": dict(self.failed)}
 
 
-def sync_all_routers(store: Store, site, *, worker_id: str = "route-sync",
+def sync_all_routers(store: Store, site: Site, *, worker_id: str = "route-sync",
                      lease_s: float = 120.0, now: datetime | None = None) -> RouteSyncReport:
     """Sync every live, ready router sliver of a driver that offers `geniam_sync_routes`."""
     kinds = {k for k, d in site.drivers.items() if SYNC_ROUTES_ACTION in d.capabilities.actions}

@@ -34,6 +34,7 @@ from am.store.pending import CHANGE, REMOVE, Pending, pending_of, revert
 from drivers.base import DriverError, Usage
 
 if TYPE_CHECKING:
+    from drivers.registry import Site
     from sqlalchemy.orm import Session
 
     from am.engine import Placement
@@ -96,7 +97,7 @@ def bind_request(request, rows: Iterable[Sliver]):
 class Updater:
     """The write half of one Update, inside the admission transaction."""
 
-    def __init__(self, store: Store, session: Session, site, *, now: datetime,
+    def __init__(self, store: Store, session: Session, site: Site, *, now: datetime,
                  pending_until: datetime,
                  element_for: Callable[[Any], str], new_row: Callable[[Any], Sliver]):
         self.store, self.session, self.site = store, session, site

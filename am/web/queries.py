@@ -12,6 +12,11 @@ from sqlalchemy import func, select
 from am.states import Alloc, Op
 from am.store import AuditEntry, Job, JobState, Slice, Sliver, Store, utcnow
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drivers.registry import Site
+
 AUDIT_PAGE_SIZE = 50
 FAILURES_LIMIT = 200
 
@@ -152,7 +157,7 @@ class AuditEntryRow:
 class DashboardQueries:
     """Read-only queries over a Store (and the site's components for names and drivers)."""
 
-    def __init__(self, store: Store, site, *, clock=None):
+    def __init__(self, store: Store, site: Site, *, clock=None):
         self.store = store
         self.site = site
         self.clock = clock or utcnow

@@ -23,6 +23,7 @@ from pathlib import Path
 from am.client import AMClient, ClientError
 from am.config import Settings
 from credentials.authority import DevAuthority
+from tests import support
 from tests.interop.stack import free_port
 from tests.jobs.conftest import REPO, stop_process, worker_process
 from tests.services import PostgresCluster, RedisProcess
@@ -139,17 +140,18 @@ class Cluster:
                         credentials=[credential] if credential else [], timeout=timeout)
 
     def wait_api(self, i: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
         api = self.apis[i]
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             if not api.alive():
                 raise AssertionError(f"{api.name} exited: {api.log.read_text()[-3000:]}")
             with self.client(self.urls[i], timeout=5) as c:
                 with contextlib.suppress(ClientError):
                     c.get_version()
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"{api.name} did not answer: {api.log.read_text()[-3000:]}")
+                    return True
+            return False
+        support.wait_until(answers, f"{api.name} to answer", timeout, 0.1,
+                           detail=lambda: api.log.read_text()[-3000:])
 
     def stop(self) -> None:
         self._stop.set()

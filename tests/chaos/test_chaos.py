@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from am.store import Capacity, Claim, Job, Reservation, Slice, Sliver, open_store
+from am.store import Capacity, Claim, Reservation, Slice, Sliver, open_store
+from tests import support
 from tests.chaos.cluster import AUTHORITY, Cluster
 from tests.chaos.lifecycle import ChaosClient, run_clients
 
@@ -130,16 +131,8 @@ def _report(cluster: Cluster, clients: list[ChaosClient], counts, elapsed: float
 
 
 def _wait_for_quiet_jobs(store, timeout: float = 60.0) -> None:
-    """No job queued or running: the reconciler re-sent what the faults interrupted."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with store.read() as session:
-            open_jobs = session.execute(select(Job.id, Job.action, Job.state).where(
-                Job.state.in_(("queued", "running")))).all()
-        if not open_jobs:
-            return
-        assert time.monotonic() < deadline, f"jobs stuck: {open_jobs}"
-        time.sleep(0.2)
+    """Every job finished: the reconciler re-sent what the faults (a dead worker) held."""
+    support.wait_jobs_quiet(store, timeout)
 
 
 def _live_by_slice(store) -> dict[str, dict[str, tuple[str, str | None]]]:
@@ -203,9 +196,8 @@ def _check_everything_released(store, cluster: Cluster) -> None:
                      state_dir=str(cluster.settings.state_path))
     try:
         fake = site.drivers["fake"]
-        deadline = time.monotonic() + 30
-        while fake.observed():      # the reconciler frees what an interrupted delete left
-            assert time.monotonic() < deadline, f"substrate leaked: {fake.observed()}"
-            time.sleep(0.2)
+        # the reconciler frees what an interrupted delete left
+        support.wait_until(lambda: not fake.observed(), "the substrate to hold nothing", 30,
+                           0.2, detail=lambda: f"substrate leaked: {fake.observed()}")
     finally:
         site.close()

@@ -103,7 +103,8 @@ def test_crash_inside_driver_is_not_done_twice(stack_factory, redis_db, operatio
         stack.fake.arm_crash(operation, "after")
         urns = stack.allocate("crashy", n=1)
         stack.provision("crashy")
-        wait_until(lambda: b"exitcode 70" in log.read_bytes(), "the pool child's crash")
+        wait_until(lambda: b"exitcode 70" in log.read_bytes(), "the pool child's crash", 60,   # worker start under load
+                   detail=lambda: log.read_text(errors="replace")[-3000:])
         stack.fake.disarm_crash()
         st = _assert_settled(stack, "crashy", urns)
         assert list(st.values())[0][1] == "geni_ready", st
@@ -188,7 +189,8 @@ def test_child_killed_mid_batch_redelivers_the_batch_without_redoing_done_jobs(
                                if op == "geni_ready"] or None,
                       "the first job of the batch", interval=0.01)
         stack.fake.arm_crash("provision", "after")
-        wait_until(lambda: b"exitcode 70" in log.read_bytes(), "the pool child's crash")
+        wait_until(lambda: b"exitcode 70" in log.read_bytes(), "the pool child's crash", 60,   # worker start under load
+                   detail=lambda: log.read_text(errors="replace")[-3000:])
         stack.fake.disarm_crash()
         before_crash = {u for u, (_, op, _) in stack.status("batch").items() if op == "geni_ready"}
         assert 0 < len(before_crash) < 5, before_crash

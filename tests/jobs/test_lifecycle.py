@@ -7,7 +7,6 @@ consuming from the broker: no `task_always_eager` anywhere.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 from sqlalchemy import func, select
@@ -71,10 +70,8 @@ def test_full_life_cycle(stack_factory, broker):
     stack.wait_ops("life", {READY})
     assert {stack.fake.counters(u).actions for u in urns} == {3}
     stack.delete("life")
-    deadline = time.monotonic() + 10
-    while {o.sliver_urn for o in stack.fake.observed()} & set(urns):
-        assert time.monotonic() < deadline, "substrate not cleaned after Delete"
-        time.sleep(0.02)
+    wait_until(lambda: not {o.sliver_urn for o in stack.fake.observed()} & set(urns),
+               "the substrate to be cleaned after Delete", 10, 0.02)
     assert used_capacity(stack) == pytest.approx(0.0)
     assert reservations(stack) == 0
     for urn in urns:
@@ -153,10 +150,8 @@ def test_delete_during_provision(stack_factory, broker):
     stack = stack_factory(broker_url=broker, fake={"latency_s": 0.4})
     urns = stack.allocate("hasty", n=2)
     stack.provision("hasty")
-    deadline = time.monotonic() + 10
-    while not _running_jobs(stack):       # a worker claimed one: it is inside the slow driver
-        assert time.monotonic() < deadline, "no worker picked up the provision jobs"
-        time.sleep(0.01)
+    # a worker claimed one: it is inside the slow driver
+    wait_until(lambda: _running_jobs(stack), "a worker to pick up a provision job", 10, 0.01)
     stack.delete("hasty")
     assert used_capacity(stack) == pytest.approx(0.0)
     wait_jobs_settled(stack)
@@ -171,10 +166,8 @@ def test_allocation_left_to_expire_is_reaped(stack_factory, broker):
     before = used_capacity(stack)
     stack.allocate("forgotten", n=2)
     assert used_capacity(stack) > before
-    deadline = time.monotonic() + 10
-    while used_capacity(stack) > before + 1e-9:
-        assert time.monotonic() < deadline, "the reaper did not free the expired allocation"
-        time.sleep(0.05)
+    wait_until(lambda: used_capacity(stack) <= before + 1e-9,
+               "the reaper to free the expired allocation", 10)
     assert reservations(stack) == 0
     # capacity really is back: the same request fits again on a 1-node site
     stack.allocate("again", n=2)
@@ -192,10 +185,8 @@ def test_provisioned_sliver_expiry_cleans_substrate(stack_factory, broker):
     with stack.store.write() as s:
         for row in s.scalars(select(Sliver).where(Sliver.urn.in_(urns))):
             row.expires = utcnow() - timedelta(seconds=1)
-    deadline = time.monotonic() + 10
-    while {o.sliver_urn for o in stack.fake.observed()} & set(urns):
-        assert time.monotonic() < deadline, "expired sliver still on the substrate"
-        time.sleep(0.05)
+    wait_until(lambda: not {o.sliver_urn for o in stack.fake.observed()} & set(urns),
+               "the expired sliver to leave the substrate", 10)
     assert reservations(stack) == 0
 
 

@@ -26,6 +26,7 @@ from am.client.errors import AMError
 from am.config import Settings
 from am.store import Capacity, Claim, Job, Reservation, Sliver, SliverLease, open_store
 from credentials.authority import DevAuthority
+from tests import support
 from tests.interop.stack import free_port, node, request
 from tests.jobs.conftest import REPO, stop_process, worker_process
 
@@ -89,17 +90,17 @@ def _serve(port: int, state: Path, settings: Settings, authority: Path, trust: P
 
 
 def _wait_up(make: Callable[[], AMClient], proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"geni-am serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         with make() as client:
             try:
                 client.get_version()
-                return
+                return True
             except ClientError:
-                time.sleep(0.1)
-    pytest.fail(f"geni-am serve did not answer:\n{log.read_text()[-3000:]}")
+                return False
+    support.wait_until(answers, "geni-am serve to answer", 40, 0.1,
+                       detail=lambda: log.read_text()[-3000:])
 
 
 def _statuses(client: AMClient, slice_urn: str) -> dict[str, str]:
@@ -123,14 +124,11 @@ def _life_cycles(api: Api, index: int, slice_urn: str, started: threading.Event,
         api.call(turn + 1, lambda c: c.provision([slice_urn]),
                  after_lost=lambda c, exc: None if exc.code in (3, 12, 13) else _raise(exc))
         started.set()
-        deadline = time.monotonic() + 45
-        while True:
+        def ready() -> bool:
             states = api.call(turn, lambda c: _statuses(c, slice_urn))
-            if states and all(s == "geni_ready" for s in states.values()):
-                break
             assert "geni_failed" not in states.values(), states
-            assert time.monotonic() < deadline, f"{slice_urn} not ready: {states}"
-            time.sleep(0.1)
+            return bool(states) and all(s == "geni_ready" for s in states.values())
+        support.wait_until(ready, f"{slice_urn} to be ready", 45, 0.1)
         if cycle < CYCLES - 1:
             api.call(turn + 1, lambda c: c.delete([slice_urn]),
                      after_lost=lambda c, exc: None if exc.code == 12 else _raise(exc))
@@ -231,8 +229,7 @@ def test_two_apis_two_workers_survive_losing_one_of_each(tmp_path: Path, postgre
 def _wait_for_job_held_by(store, process_group: int, timeout: float = 20.0) -> int:
     """The id of a job running under a lease owned by a process of `process_group` (lease
     owners are `<host>:<pid>:<thread>`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def held_by_group() -> int | None:
         with store.read() as session:
             held = session.execute(select(SliverLease.owner, SliverLease.job_id)
                                    .where(SliverLease.job_id.is_not(None))).all()
@@ -242,21 +239,13 @@ def _wait_for_job_held_by(store, process_group: int, timeout: float = 20.0) -> i
                     return job_id
             except (ProcessLookupError, ValueError, IndexError):
                 continue
-        time.sleep(0.01)
-    raise AssertionError("the first worker never held a job")
+        return None
+    return support.wait_until(held_by_group, "the first worker to hold a job", timeout, 0.01)
 
 
 def _wait_for_quiet_jobs(store, timeout: float = 30.0) -> None:
-    """Every job finished: the surviving worker's reconciler re-sent what the dead one held."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with store.read() as session:
-            open_jobs = session.execute(select(Job.id, Job.action, Job.state, Job.error).where(
-                Job.state.in_(("queued", "running")))).all()
-        if not open_jobs:
-            return
-        assert time.monotonic() < deadline, f"jobs stuck: {open_jobs}"
-        time.sleep(0.2)
+    """Every job finished: the reconciler re-sent what the faults (a dead worker) held."""
+    support.wait_jobs_quiet(store, timeout)
 
 
 def _assert_consistent(store, settings: Settings, slices: dict[str, Path]) -> None:
@@ -305,13 +294,11 @@ def _assert_consistent(store, settings: Settings, slices: dict[str, Path]) -> No
                      state_dir=str(settings.state_path))
     try:
         fake = site.drivers["fake"]
-        deadline = time.monotonic() + 15
-        while True:      # the reconciler frees what a killed worker's delete left behind
-            observed = sorted(o.sliver_urn or o.handle for o in fake.observed())
-            if observed == sorted(s.urn for s in live.values()):
-                break
-            assert time.monotonic() < deadline, (observed, sorted(s.urn for s in live.values()))
-            time.sleep(0.2)
+        # the reconciler frees what a killed worker's delete left behind
+        observed = lambda: sorted(o.sliver_urn or o.handle for o in fake.observed())  # noqa: E731
+        support.wait_until(lambda: observed() == sorted(s.urn for s in live.values()),
+                           "the substrate to hold exactly the live slivers", 15, 0.2,
+                           detail=lambda: (observed(), sorted(s.urn for s in live.values())))
         for s in live.values():
             assert fake.counters(s.urn).created == 1
     finally:

@@ -5,7 +5,6 @@ onto a component another transaction holds starting over and waiting for it."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from sqlalchemy import text
@@ -16,6 +15,7 @@ from am.service.admission import Planned, StartOver, allocate_locked, settle
 from am.store import Store
 from am.store.store import admission_key, mark_usage_changed
 from drivers.base import ResourceKind, SliverSpec
+from tests import support
 
 X = "urn:publicid:IDN+geni-am:test+node+x"
 Y = "urn:publicid:IDN+geni-am:test+node+y"
@@ -123,14 +123,11 @@ def test_a_refusal_under_the_lock_propagates(store: Store):
 
 def _wait_for_advisory_waiter(store: Store, deadline_s: float = 30.0) -> None:
     """Until some transaction waits for an advisory lock (the Allocate started over)."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+    def waiting() -> int:
         with store.engine.connect() as conn:
-            if conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                                 "AND NOT granted")).scalar():
-                return
-        time.sleep(0.01)
-    raise AssertionError("no transaction ever waited for an advisory lock")
+            return conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                     "AND NOT granted")).scalar()
+    support.wait_until(waiting, "a transaction to wait for an advisory lock", deadline_s, 0.01)
 
 
 def test_moved_onto_a_held_component_starts_over_and_waits(store: Store, monkeypatch):

@@ -40,6 +40,16 @@ class RouteSyncReport:
         return {"synced": len(self.synced), "busy": len(self.busy), "failed": dict(self.failed)}
 
 
+def _here(site, component_id: str) -> bool:
+    """On a site of many hosts, each host's worker syncs only its own components' routers
+    (and a process that is no host's agent only those on no host)."""
+    if not getattr(site, "hosts", None):
+        return True
+    if getattr(site, "host", None) is not None:
+        return site.component(component_id) is not None
+    return site.host_of(component_id) is None
+
+
 def sync_all_routers(store: Store, site: Site, *, worker_id: str = "route-sync",
                      lease_s: float = 120.0, now: datetime | None = None) -> RouteSyncReport:
     """Sync every live, ready router sliver of a driver that offers `geniam_sync_routes`."""
@@ -51,7 +61,7 @@ def sync_all_routers(store: Store, site: Site, *, worker_id: str = "route-sync",
         todo = [(row.id, row.urn, row.driver, spec_from_dict(row.spec))
                 for row in store.live_slivers(session, now or utcnow())
                 if row.driver in kinds and row.allocation_state == Alloc.PROVISIONED.value
-                and row.operational_state == Op.READY.value]
+                and row.operational_state == Op.READY.value and _here(site, row.component_id)]
     for sliver_id, urn, kind, spec in todo:
         if not store.acquire_lease(sliver_id, worker_id, None, lease_s):
             report.busy.append(urn)

@@ -30,9 +30,10 @@ FAST = JobPolicy(lease_s=2.0, queued_grace_s=2.0, waiting_grace_s=30.0, reconcil
                  retry=RetryPolicy(max_retries=10, base_s=0.05, cap_s=0.5))
 
 
-@pytest.fixture()
-def redis_db(redis_url: str) -> Iterator[str]:
-    """A redis:// URL on a database index no other concurrent run uses, flushed before use."""
+@contextlib.contextmanager
+def claimed_redis_db(redis_url: str) -> Iterator[str]:
+    """A redis:// URL on a database index no other concurrent run uses, flushed before and
+    after use (the claim is a key in db 0)."""
     import redis
 
     base = redis_url.rsplit("/", 1)[0]
@@ -53,6 +54,13 @@ def redis_db(redis_url: str) -> Iterator[str]:
         if admin.get(f"geni-am-test:db-claim:{index}") == token.encode():
             admin.delete(f"geni-am-test:db-claim:{index}")
         admin.close()
+
+
+@pytest.fixture()
+def redis_db(redis_url: str) -> Iterator[str]:
+    """A redis:// URL on a database index no other concurrent run uses, flushed before use."""
+    with claimed_redis_db(redis_url) as url:
+        yield url
 
 
 def write_inventory(folder: Path, *, nodes: int = 6, **fake: object) -> Path:

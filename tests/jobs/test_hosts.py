@@ -35,6 +35,7 @@ from tests.jobs.conftest import (
     REPO,
     USER,
     build_stack,
+    claimed_redis_db,
     make_settings,
     slice_urn,
     stop_process,
@@ -125,34 +126,22 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, redis_url):
-    import redis
-
     folder = tmp_path_factory.mktemp("hosts")
     (folder / "inventory.toml").write_text(_inventory(folder))
-    base = redis_url.rsplit("/", 1)[0]
-    admin = redis.Redis.from_url(f"{base}/0")
-    token = f"{os.getpid()}-hosts"
-    index = next(i for i in range(15, 0, -1)
-                 if admin.set(f"geni-am-test:db-claim:{i}", token, nx=True, ex=900))
-    broker = f"{base}/{index}"
-    redis.Redis.from_url(broker).flushdb()
-    database = services.postgres_server()
-    settings = make_settings(folder, broker_url=broker, database_url=database.__enter__(),
-                             host_down_after_s=DOWN_AFTER_S)
-    stack = build_stack(settings, worker=False)
-    from am.jobs.hosts import JobRouter
-    stack.jobs.queue.router = JobRouter(stack.store, stack.site)
-    the_site = Site(folder, stack, {}, settings)
-    try:
-        the_site.start(*HOSTS)
-        yield the_site
-    finally:
-        for proc in the_site.procs.values():
-            stop_process(proc)
-        stack.close()
-        database.__exit__(None, None, None)
-        redis.Redis.from_url(broker).flushdb()
-        admin.delete(f"geni-am-test:db-claim:{index}")
+    with claimed_redis_db(redis_url) as broker, services.postgres_server() as database:
+        settings = make_settings(folder, broker_url=broker, database_url=database,
+                                 host_down_after_s=DOWN_AFTER_S)
+        stack = build_stack(settings, worker=False)
+        from am.jobs.hosts import JobRouter
+        stack.jobs.queue.router = JobRouter(stack.store, stack.site)
+        the_site = Site(folder, stack, {}, settings)
+        try:
+            the_site.start(*HOSTS)
+            yield the_site
+        finally:
+            for proc in the_site.procs.values():
+                stop_process(proc)
+            stack.close()
 
 
 def _slivers_by_host(stack, name: str) -> dict[str, list[str]]:

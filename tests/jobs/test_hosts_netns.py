@@ -1,0 +1,208 @@
+"""Hosts simulated as network namespaces, with the real container driver: each host is a
+network namespace with its own state directory and its own `geni-am worker --host` process
+running *inside* it (`nsenter --net`, as a host agent runs on its machine), one API in the test
+process, a private PostgreSQL database and Redis.
+
+A slice with a three-container LAN on hostA and a two-container link on hostB: every job runs
+in its host's world, asserted by where things appear: the LAN's bridge exists in hostA's
+namespace only (not in hostB's, not in the machine's), each host's state directory holds
+exactly the containers of its component, and the containers of each link ping each other.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from am.service.contract import Options
+from drivers import hostnet
+from drivers.registry import load_site
+from tests import services, support
+from tests.drivers.vserver.helpers import guest_test_image
+from tests.jobs.conftest import AUTHORITY, FAST, REPO, USER, build_stack, claimed_redis_db, \
+    make_settings, slice_urn, stop_process
+
+pytestmark = [pytest.mark.root, pytest.mark.postgres]
+
+HOSTS = ("hostA", "hostB")
+GA = "http://geni-am.org/resources/rspec/ext/geniam/1"
+
+
+def _inventory(folder: Path, prefix: str, netns: dict[str, str]) -> str:
+    images, image = guest_test_image()
+    lines = ['[drivers.vserver]', f'name_prefix = "{prefix}"',
+             f'state_dir = "{folder / "site-vs"}"', f'images_dir = "{images}"',
+             f'default_image = "{image}"', 'build_default_image = false', 'cpu = 2',
+             'memory_mb = 2048', '']
+    for i, host in enumerate(HOSTS):
+        lines += [f'[hosts.{host}]', f'address = "192.0.2.{i + 1}"',
+                  f'description = "simulated: network namespace {netns[host]}"',
+                  f'[hosts.{host}.drivers.vserver]', f'state_dir = "{folder / host}"',
+                  # namespaces and cgroups are one machine's here: each host's driver must
+                  # know its own by name, or one host's reconciler would take another's for
+                  # orphans (on real machines the prefix may stay the same)
+                  f'name_prefix = "{host[-1].lower()}{prefix[1:]}"', '']
+    for host in HOSTS:
+        lines += ['[[components]]', f'name = "vs-{host}"', 'driver = "vserver"',
+                  f'host = "{host}"', '']
+    return "\n".join(lines)
+
+
+def _node(cid: str, host: str, ip: str) -> str:
+    return (f'<node client_id="{cid}" component_id="urn:publicid:IDN+{AUTHORITY}+node+vs-{host}"'
+            f' exclusive="false"><sliver_type name="vserver-container"/>'
+            f'<interface client_id="{cid}:if0"><ip address="{ip}" netmask="255.255.255.0" '
+            f'type="ipv4"/></interface><ga:node cpu="0.1" memory_mb="64"/></node>')
+
+
+def _link(cid: str, *ends: str) -> str:
+    refs = "".join(f'<interface_ref client_id="{e}:if0"/>' for e in ends)
+    return f'<link client_id="{cid}">{refs}</link>'
+
+
+REQUEST = (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" '
+           'type="request">'
+           + _node("a1", "hostA", "10.211.1.1") + _node("a2", "hostA", "10.211.1.2")
+           + _node("a3", "hostA", "10.211.1.3")
+           + _node("b1", "hostB", "10.211.2.1") + _node("b2", "hostB", "10.211.2.2")
+           + _link("lan-a", "a1", "a2", "a3") + _link("link-b", "b1", "b2") + "</rspec>")
+
+
+def _wire(ns: str, veth: str, index: int, ports: list[int]) -> tuple[str, list]:
+    """The host's cable to the site network: a veth from the machine into the host's
+    namespace (198.51.100.4i+1 here, +2 there), and a forwarder on the machine's end to the
+    database and broker on loopback (TCP only, to ports the suite's servers use)."""
+    here, there = f"198.51.100.{4 * index + 1}", f"198.51.100.{4 * index + 2}"
+    subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "site0",
+                    "netns", ns], check=True)
+    subprocess.run(["ip", "addr", "add", f"{here}/30", "dev", veth], check=True)
+    subprocess.run(["ip", "link", "set", veth, "up"], check=True)
+    subprocess.run(["ip", "-n", ns, "addr", "add", f"{there}/30", "dev", "site0"], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", "site0", "up"], check=True)
+    forwarders = [subprocess.Popen(["socat", f"TCP-LISTEN:{port},bind={here},reuseaddr,fork",
+                                    f"TCP:127.0.0.1:{port}"], start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                  for port in ports]
+    return here, forwarders
+
+
+@pytest.fixture(scope="module")
+def netns_site(tmp_path_factory, redis_url):
+    from sqlalchemy.engine import make_url
+
+    folder = tmp_path_factory.mktemp("hostsns")
+    tag = "".join(random.choices(string.ascii_lowercase + string.digits, k=4))
+    netns = {h: f"gh{tag}{h[-1].lower()}" for h in HOSTS}
+    inventory = folder / "inventory.toml"
+    servers = contextlib.ExitStack()
+    broker = servers.enter_context(claimed_redis_db(redis_url))
+    database = servers.enter_context(services.postgres_server())
+    settings = make_settings(folder, broker_url=broker, database_url=database)
+    settings = settings.replace(inventory=str(inventory))
+    db_url = make_url(settings.effective_database_url)
+    ports = [make_url(broker.replace("redis://", "redis+x://")).port or 6379, db_url.port or 5432]
+    forwarders: list[subprocess.Popen] = []
+    procs: dict[str, subprocess.Popen] = {}
+    stack = None
+    try:
+        addresses = {}
+        for i, (host, ns) in enumerate(netns.items()):
+            hostnet.netns_add(ns)
+            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+            addresses[host], more = _wire(ns, f"gs{tag}{i}", i, ports)
+            forwarders += more
+        inventory.write_text(_inventory(folder, f"h{tag[:3]}", netns))
+        stack = build_stack(settings, worker=False)
+        from am.jobs.hosts import JobRouter
+        stack.jobs.queue.router = JobRouter(stack.store, stack.site)
+        for host in HOSTS:
+            at = addresses[host]   # the host reaches the database and broker over its cable
+            cmd = ["nsenter", f"--net=/run/netns/{netns[host]}", sys.executable, "-m", "am",
+                   "worker", "--host", host,
+                   "--broker", broker.replace("127.0.0.1", at).replace("localhost", at),
+                   "--database", db_url.set(host=at).render_as_string(hide_password=False),
+                   "--inventory", str(inventory),
+                   "--state-dir", str(folder / f"{host}-am"), "--concurrency", "2",
+                   "--lease-s", "30", "--requeue-after-s", "30",
+                   "--reconcile-interval-s", str(FAST.reconcile_interval_s)]
+            env = {**os.environ, "GENI_AM_AUTHORITY": AUTHORITY,
+                   "GENI_AM_HOST_HEARTBEAT_S": "0.5"}
+            procs[host] = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                                           stdout=(folder / f"{host}.log").open("ab"),
+                                           stderr=subprocess.STDOUT)
+        repo = stack.aggregate.hosts.repo
+        support.wait_until(lambda: all(v.state == "up" for v in repo.views(list(HOSTS)).values()),
+                           "both hosts to heartbeat", 180, 0.2)
+        yield folder, stack, netns, procs
+    finally:
+        try:
+            if stack is not None and stack.status("ns"):
+                stack.delete("ns")
+                support.wait_until(lambda: not _all_records(folder), "deletes to finish", 120, 0.2)
+        except Exception:   # noqa: BLE001 - teardown goes on
+            pass
+        for proc in procs.values():
+            stop_process(proc)
+        for host in HOSTS if stack is not None else ():   # what a failed run left behind
+            part = load_site(str(inventory), authority=AUTHORITY, host=host)
+            drv = part.drivers["vserver"]
+            for item in drv.observed():
+                try:
+                    drv.release(item.handle)
+                except Exception:   # noqa: BLE001
+                    pass
+            part.close()
+        for proc in forwarders:
+            stop_process(proc)
+        if stack is not None:
+            stack.close()
+        servers.close()
+        for i, ns in enumerate(netns.values()):
+            hostnet.netns_delete(ns)
+            subprocess.run(["ip", "link", "del", f"gs{tag}{i}"], capture_output=True)
+
+
+def _all_records(folder: Path) -> list[str]:
+    return [p.name for h in HOSTS for p in (folder / h).rglob("*.json")]
+
+
+def test_each_host_builds_its_slivers_in_its_own_namespace(netns_site):
+    folder, stack, netns, procs = netns_site
+    stack.aggregate.allocate(USER, slice_urn("ns"), REQUEST, Options())
+    stack.provision("ns")
+    def ready():
+        st = stack.status("ns")
+        return st if all(op == "geni_ready" for _, op, _ in st.values()) else None
+    try:
+        support.wait_until(ready, "the slice to be ready", 180, 0.1)
+    except AssertionError:
+        raise AssertionError(f"not all ready: {stack.status('ns')}") from None
+
+    parts = {h: load_site(str(folder / "inventory.toml"), authority=AUTHORITY, host=h)
+             for h in HOSTS}
+    try:
+        drivers = {h: parts[h].drivers["vserver"] for h in HOSTS}
+        records = {h: drivers[h].state.all() for h in HOSTS}
+        clients = {h: sorted(r["client_id"] for r in records[h].values()) for h in HOSTS}
+        assert clients == {"hostA": ["a1", "a2", "a3", "lan-a"], "hostB": ["b1", "b2", "link-b"]}
+        (lan,) = [r for r in records["hostA"].values() if r.get("kind") == "link"]
+        bridge = lan["bridge"]
+        assert bridge and hostnet.find_link(netns["hostA"], bridge) is not None
+        assert hostnet.find_link(netns["hostB"], bridge) is None
+        assert hostnet.find_link(None, bridge) is None        # not in the machine's own world
+        # the containers of each link reach each other
+        for host, src, dst in (("hostA", "a1", "10.211.1.3"), ("hostB", "b2", "10.211.2.1")):
+            (rec,) = [r for r in records[host].values() if r.get("client_id") == src]
+            argv = drivers[host].sliver_argv(rec["sliver_urn"], ["ping", "-c", "1", "-W", "5",
+                                                                 dst])
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, (src, dst, done.stdout, done.stderr)
+    finally:
+        for part in parts.values():
+            part.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -73,6 +74,7 @@ class Supervisor:
         self.counts = SupervisorCounts()
         self._popen = popen
         self._stop = threading.Event()
+        self._signalled = False   # set by the signal handler, which must take no lock
         self._child: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
@@ -84,20 +86,48 @@ class Supervisor:
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
 
+    def _on_signal(self, *_: object) -> None:
+        """SIGTERM/SIGINT: the same as stop(), without a lock.
+
+        A Python signal handler runs in the main thread between two bytecodes, possibly while
+        that thread holds `_lock` (starting a child) or the Event's lock (inside its wait): a
+        handler that took either would hang the supervisor for ever. So it only sets a flag
+        and signals the child it can see; the loop notices the flag within 0.2 s."""
+        self._signalled = True
+        child = self._child
+        if child is not None and child.returncode is None:
+            try:
+                os.kill(child.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def _stopping(self) -> bool:
+        return self._signalled or self._stop.is_set()
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep up to `seconds` in short steps; True when told to stop meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.2, left))
+        return True
+
     def run(self) -> int:
         delay = 0.0
-        while not self._stop.is_set():
+        while not self._stopping():
             started = time.monotonic()
             with self._lock:
                 self._child = self._popen(self.argv, preexec_fn=_die_with_parent)
                 child = self._child
-            if self._stop.is_set():   # stop() ran between the loop's check and the start
+            if self._stopping():   # stop() or a signal came between the loop's check and the start
                 child.send_signal(signal.SIGTERM)
             self.counts.starts += 1
             log.info("worker process %d started", child.pid)
             code = child.wait()
             lived = time.monotonic() - started
-            if self._stop.is_set():
+            if self._stopping():
                 return 0 if code in (0, -signal.SIGTERM) else code
             delay = self.policy.next_delay(code, lived, delay)
             if delay is None:
@@ -107,12 +137,12 @@ class Supervisor:
             log.warning("worker process %d died (%s) after %.1f s; starting a new one in %.0f s",
                         child.pid, reason, lived, delay)
             self.counts.restarts += 1
-            if self._stop.wait(delay):
+            if self._pause(delay):
                 return 0
         return 0
 
     def run_until_signalled(self) -> int:
-        previous = {sig: signal.signal(sig, lambda *_: self.stop())
+        previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             return self.run()

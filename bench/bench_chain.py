@@ -194,6 +194,8 @@ def driver_only(n: int, work: Path, key) -> tuple[float, float]:
     nodes, links = chain_specs(n, 0)
     users = (UserKeys(USER, (key.public,)),)
     nodes = [dataclasses.replace(s, cpu=None, memory_mb=32, users=users) for s in nodes]
+    links = [dataclasses.replace(s, link=dataclasses.replace(s.link, capacity_kbps=None))
+             for s in links]                       # unshaped, as the API's request asks
     specs = nodes + links
     random.Random(0).shuffle(specs)
     try:

@@ -387,6 +387,9 @@ class VServerDriver(SubstrateDriver):
             parts.append(f"waiting for link(s) on {', '.join(waiting)}")
         if rec.get("stopped"):
             parts.append("stopped")
+        elif not rec.get("executes"):
+            if not self.guests.alive(handle, rec):   # nothing to ask its init about
+                parts.append("its guest is not running")
         elif self.guests.alive(handle, rec):
             try:
                 children = self.guests.status(handle).get("children", {})
@@ -411,10 +414,11 @@ class VServerDriver(SubstrateDriver):
         if rec.get("remote_forwarding"):
             return []
         ns = rec["netns"]
-        present = hostnet.links(ns) if hostnet.netns_exists(ns) else []
-        seen = {n for x in present for n in (x.alias, x.name)}
+        # by name: an end is named after itself until the node's convergence renames it to
+        # the interface's name (nothing else puts interfaces in the namespace)
+        seen = hostnet.link_names(ns) if hostnet.netns_exists(ns) else set()
         return [i["name"] for i in rec["interfaces"]
-                if i.get("linked", True) and i["end"] not in seen]
+                if i.get("linked", True) and not {i["end"], i["name"]} & seen]
 
     def _ensure_guest(self, handle: str, rec: Record, image_dir: Path) -> None:
         """The guest runs (started now if it does not: whatever is left of an old one is

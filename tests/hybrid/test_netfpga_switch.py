@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import pytest
 
 from am.app import build_runtime
+from am.jobs.reconcile import reconcile
 from drivers import hostnet
 from drivers.netfpga import NetFPGADriver
 from tests.api.conftest import SLICE, ApiClient, code_of
@@ -159,6 +160,15 @@ def test_a_slot_cabled_to_a_switch_forwards_for_a_host_on_the_switch(am: AM):
             break
         assert time.monotonic() < deadline, status
         time.sleep(0.1)
+
+    # the reconciler finds the cable on the switch; pulled out, the link is failed with why
+    cable_urn = next(u for u, t in text.items() if t.startswith("cable nf1:nf0"))
+    assert cable_urn not in reconcile(am.rt.store, am.rt.site, am.rt.queue).failed_slivers
+    am.rt.site.drivers["openflow"].ovs.vsctl("del-port", BRIDGE, CABLE)
+    assert cable_urn in reconcile(am.rt.store, am.rt.site, am.rt.queue).failed_slivers
+    failed = am.ok("Status", [cable_urn], am.cred, {})["geni_slivers"][0]
+    assert failed["geni_operational_status"] == "geni_failed", failed
+    assert f"site cable into {BRIDGE} port {CABLE}: the port is gone" in failed["geni_error"]
 
     assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0
     assert not [o for o in am.rt.site.drivers["openflow"].observed()

@@ -32,6 +32,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with _migration_lock(engine):
         with engine.begin() as conn:
             command.upgrade(_config(conn), revision)
+            if revision == "head":
+                # the state guard's rule table follows am.states (see am.store.state_guard)
+                from am.store import state_guard
+                state_guard.sync(conn)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """The state machine's only writer: every change of a sliver's allocation or operational state
-goes through `Transitions` (the table in `am.states`)."""
+goes through `Transitions` (the table in `am.states`; the database refuses any other move:
+`am.store.state_guard`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

@@ -140,6 +140,7 @@ class XenDriver(SubstrateDriver):
                  Action.UPDATE_USERS.value, SYNC_ROUTES),
         forwarding_modes=(ForwardingMode.DOM0, ForwardingMode.GUEST),
         links=True,
+        wires=True,                  # a card port's wire joins the link's bridge, beside the tap
         bridge_ports=True,
         link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the member taps; no netem here
     )
@@ -212,6 +213,14 @@ class XenDriver(SubstrateDriver):
         host = comp.name
         if spec.kind is ResourceKind.LINK and spec.link is not None:
             others = {e.component_id.lower() for e in spec.link.ends} - {comp.component_id.lower()}
+            if spec.link.mode == "wire":
+                wires = dict(spec.params.get("wires") or {})
+                mine = {e.interface_client_id for e in spec.link.ends
+                        if e.component_id.lower() == comp.component_id.lower()}
+                if len(wires) != 1 or set(wires) != mine:
+                    return Admission.refuse(f"link {spec.client_id}: a wire joins one VM "
+                                            f"interface on {host}", "BADARGS")
+                return Admission.accept({})
             if others:
                 return Admission.refuse(f"Xen host {host} links only VMs on itself", "UNSUPPORTED")
             if spec.link.mode not in ("veth", "bridge"):
@@ -929,12 +938,22 @@ class XenDriver(SubstrateDriver):
         kbps = spec.link.capacity_kbps if spec.link else None
         self.links.put(plumbing.LinkRecord(sliver_urn=spec.sliver_urn, bridge=bridge,
                                            capacity_kbps=kbps))
+        wires = sorted(dict(spec.params.get("wires") or {}).values()) \
+            if spec.link is not None and spec.link.mode == "wire" else []
         if not self._is_test(comp):
             hostnet.bridge_add(bridge)
+            for wire in wires:       # a card's port, as a cable into the VM's bridge
+                if hostnet.find_link(None, wire) is None:
+                    raise DriverError(f"wire {wire} of {spec.params.get('card')} is not on "
+                                      "this host (is its card process running?)",
+                                      transient=True)
+                hostnet.link_set(None, wire, master=bridge, up=True)
             plumbing.shape_bridge(bridge, kbps, latency_ms=self.settings["tc_latency_ms"])
         shaped = f", {kbps} kbit/s into each end" if kbps else ""
+        plugged = f", {spec.params.get('card')} port {spec.params.get('port')} ({wires[0]}) " \
+                  "plugged in" if wires else ""
         return ProvisionResult(state=OperationalState.READY, handle=bridge,
-                               resource_status=f"bridge {bridge} on {comp.name}{shaped}")
+                               resource_status=f"bridge {bridge} on {comp.name}{plugged}{shaped}")
 
     def _delete_link(self, bridge: str) -> None:
         if any(not self._is_test(c) for c in self._components):

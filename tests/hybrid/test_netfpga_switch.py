@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import pytest
 
 from am.app import build_runtime
+from am.jobs.reconcile import reconcile
 from drivers import hostnet
 from drivers.netfpga import NetFPGADriver
 from tests.api.conftest import SLICE, ApiClient, code_of
@@ -35,8 +36,7 @@ from tests.hybrid.test_netfpga_wires import (
     AUTH,
     NF1,
     VS1,
-    _iface,
-    _routes,
+    node_xml,
     container_ns,
     up,
     wait_ping,
@@ -125,20 +125,14 @@ def am(ovs, base_settings, tmp_path_factory, gcf_fixtures, fx) -> Iterator[AM]: 
 
 
 def request(*, slot_vlan: int | None = None, cable_to: str = "s1:if0") -> str:
-    router = (f'<node client_id="r1" component_id="{VS1}" exclusive="false">'
-              f'<sliver_type name="vserver-container"/>{_iface("r1:if0", "10.72.1.1")}'
-              f'{_iface("r1:if1", "10.72.0.1")}<ga:node router="true" forwarding="openflow">'
-              + _routes(("10.72.1.0/24", "10.72.1.2", ""), ("10.73.0.0/24", "10.72.0.2", ""))
-              + "</ga:node></node>")
-    slot = (f'<node client_id="s1" component_id="{NF1}" exclusive="false">'
-            f'<sliver_type name="netfpga-vdp"/>{_iface("s1:if0", "10.72.0.2")}'
-            f'{_iface("s1:if1", "10.73.0.1")}<ga:node router="true">'
-            + _routes(("10.72.0.0/24", "", "s1:if0"), ("10.73.0.0/24", "", "s1:if1"),
-                      ("10.72.1.0/24", "10.72.0.1", ""))
-            + "</ga:node></node>")
-    host = (f'<node client_id="h3" component_id="{VS1}" exclusive="false">'
-            f'<sliver_type name="vserver-container"/>{_iface("h3:if0", "10.73.0.2")}'
-            f'<ga:node>{_routes(("10.72.0.0/16", "10.73.0.1", ""))}</ga:node></node>')
+    router = node_xml("r1", VS1, "vserver-container", {"if0": "10.72.1.1", "if1": "10.72.0.1"},
+                      (("10.72.1.0/24", "10.72.1.2", ""), ("10.73.0.0/24", "10.72.0.2", "")),
+                      ' router="true" forwarding="openflow"')
+    slot = node_xml("s1", NF1, "netfpga-vdp", {"if0": "10.72.0.2", "if1": "10.73.0.1"},
+                    (("10.72.0.0/24", "", "s1:if0"), ("10.73.0.0/24", "", "s1:if1"),
+                     ("10.72.1.0/24", "10.72.0.1", "")), ' router="true"')
+    host = node_xml("h3", VS1, "vserver-container", {"if0": "10.73.0.2"},
+                    (("10.72.0.0/16", "10.73.0.1", ""),))
     tag = f' vlan_tag="{slot_vlan}"' if slot_vlan else ""
     links = (f'<link client_id="cable"><ga:link{tag}/><interface_ref client_id="r1:if1"/>'
              f'<interface_ref client_id="{cable_to}"/></link>'
@@ -166,6 +160,15 @@ def test_a_slot_cabled_to_a_switch_forwards_for_a_host_on_the_switch(am: AM):
             break
         assert time.monotonic() < deadline, status
         time.sleep(0.1)
+
+    # the reconciler finds the cable on the switch; pulled out, the link is failed with why
+    cable_urn = next(u for u, t in text.items() if t.startswith("cable nf1:nf0"))
+    assert cable_urn not in reconcile(am.rt.store, am.rt.site, am.rt.queue).failed_slivers
+    am.rt.site.drivers["openflow"].ovs.vsctl("del-port", BRIDGE, CABLE)
+    assert cable_urn in reconcile(am.rt.store, am.rt.site, am.rt.queue).failed_slivers
+    failed = am.ok("Status", [cable_urn], am.cred, {})["geni_slivers"][0]
+    assert failed["geni_operational_status"] == "geni_failed", failed
+    assert f"site cable into {BRIDGE} port {CABLE}: the port is gone" in failed["geni_error"]
 
     assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0
     assert not [o for o in am.rt.site.drivers["openflow"].observed()

@@ -100,6 +100,15 @@ def _routes(*routes: tuple[str, str, str]) -> str:
     return "".join(out)
 
 
+def node_xml(cid: str, component: str, stype: str, ifaces: dict[str, str],
+             routes: tuple[tuple[str, str, str], ...], ga: str = "") -> str:
+    """A request node: `ifaces` interface name -> address, `routes` as for `_routes`, `ga`
+    the ga:node element's attributes."""
+    ifs = "".join(_iface(f"{cid}:{name}", addr) for name, addr in ifaces.items())
+    return (f'<node client_id="{cid}" component_id="{component}" exclusive="false">'
+            f'<sliver_type name="{stype}"/>{ifs}<ga:node{ga}>{_routes(*routes)}</ga:node></node>')
+
+
 R1_ROUTES = (("10.84.1.0/24", "", "r1:if0"), ("10.84.2.0/24", "", "r1:if1"))
 
 

@@ -1,0 +1,109 @@
+"""The database's own guard on a sliver's state columns: `sliver_transitions` lists every
+legal (from, to) pair of (allocation state, operational state), derived from the table in
+`am.states`, and a trigger on `slivers` (SQLite and PostgreSQL) refuses an UPDATE that changes
+the pair to one not listed. So no write, not even raw SQL that bypasses `Transitions`, can
+move a sliver where the state machine does not allow; a refused UPDATE is an IntegrityError
+(PostgreSQL SQLSTATE 23514, SQLite a constraint failure) and nothing is written.
+
+Writing a state to itself (a Renew, or an UPDATE of other columns) is always allowed. The
+migration that creates the guard (0008) fills the table; `sync` (run by every `migrate`)
+rewrites it from `am.states`, so a changed transition table reaches existing databases.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Connection, String, delete, insert, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from am import states
+from am.store.models import Base
+
+#: what an absent operational state (geni_unallocated) is stored as in the rule table
+NO_OP = ""
+TABLE = "sliver_transitions"
+TRIGGER = "sliver_state_guard"
+MESSAGE = "illegal sliver state transition"
+
+
+class SliverTransition(Base):
+    """One legal move of a sliver's (allocation, operational) state pair."""
+
+    __tablename__ = TABLE
+    __table_args__ = {"info": {"reference_data": True}}   # not emptied between tests
+
+    from_alloc: Mapped[str] = mapped_column(String(32), primary_key=True)
+    from_op: Mapped[str] = mapped_column(String(32), primary_key=True)
+    to_alloc: Mapped[str] = mapped_column(String(32), primary_key=True)
+    to_op: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+def legal_pairs() -> set[tuple[str, str, str, str]]:
+    """(from_alloc, from_op, to_alloc, to_op) for every move `am.states.TRANSITIONS` allows
+    that changes the state (a state to itself is always allowed by the trigger)."""
+    pairs = set()
+    for row in states.TRANSITIONS:
+        for source in row.sources:
+            for target in row.targets or (source,):
+                if target != source:
+                    pairs.add((*_cols(source), *_cols(target)))
+    return pairs
+
+
+def _cols(state: states.State) -> tuple[str, str]:
+    return state[0].value, state[1].value if state[1] is not None else NO_OP
+
+
+def stored_pairs(conn: Connection) -> set[tuple[str, str, str, str]]:
+    t = SliverTransition.__table__
+    return {tuple(r) for r in conn.execute(select(t.c.from_alloc, t.c.from_op, t.c.to_alloc,
+                                                  t.c.to_op))}
+
+
+def sync(conn: Connection) -> bool:
+    """Make the rule table exactly `legal_pairs()` (in the caller's transaction). True if it
+    changed."""
+    want, have = legal_pairs(), stored_pairs(conn)
+    if want == have:
+        return False
+    t = SliverTransition.__table__
+    conn.execute(delete(t))
+    conn.execute(insert(t), [dict(zip(("from_alloc", "from_op", "to_alloc", "to_op"), p))
+                             for p in sorted(want)])
+    return True
+
+
+def _matches(old: str, new: str) -> str:
+    return (f"SELECT 1 FROM {TABLE} t WHERE t.from_alloc = {old}.allocation_state "
+            f"AND t.from_op = COALESCE({old}.operational_state, '{NO_OP}') "
+            f"AND t.to_alloc = {new}.allocation_state "
+            f"AND t.to_op = COALESCE({new}.operational_state, '{NO_OP}')")
+
+
+def create_trigger_sql(dialect: str) -> list[str]:
+    """The statements that create the guard on `dialect` (sqlite or postgresql)."""
+    if dialect == "postgresql":
+        return [
+            f"CREATE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF (NEW.allocation_state IS DISTINCT FROM OLD.allocation_state "
+            "OR NEW.operational_state IS DISTINCT FROM OLD.operational_state) "
+            f"AND NOT EXISTS ({_matches('OLD', 'NEW')}) THEN "
+            f"RAISE EXCEPTION '{MESSAGE}: sliver % from %/% to %/%', OLD.id, "
+            "OLD.allocation_state, OLD.operational_state, NEW.allocation_state, "
+            "NEW.operational_state USING ERRCODE = 'check_violation'; "
+            "END IF; RETURN NEW; END $$",
+            f"CREATE TRIGGER {TRIGGER} BEFORE UPDATE OF allocation_state, operational_state "
+            f"ON slivers FOR EACH ROW EXECUTE FUNCTION {TRIGGER}()",
+        ]
+    return [
+        f"CREATE TRIGGER {TRIGGER} BEFORE UPDATE OF allocation_state, operational_state "
+        "ON slivers FOR EACH ROW WHEN (NEW.allocation_state IS NOT OLD.allocation_state "
+        "OR NEW.operational_state IS NOT OLD.operational_state) "
+        f"AND NOT EXISTS ({_matches('OLD', 'NEW')}) "
+        f"BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END",
+    ]
+
+
+def drop_trigger_sql(dialect: str) -> list[str]:
+    if dialect == "postgresql":
+        return [f"DROP TRIGGER IF EXISTS {TRIGGER} ON slivers",
+                f"DROP FUNCTION IF EXISTS {TRIGGER}()"]
+    return [f"DROP TRIGGER IF EXISTS {TRIGGER}"]

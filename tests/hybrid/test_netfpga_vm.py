@@ -1,0 +1,122 @@
+"""A NetFPGA slot linked to a real VM through the whole AM (root: a private libvirtd with a
+QEMU guest, the card process, a vserver container).
+
+    v1 (VM, 10.74.1.2) - s1 (netfpga-vdp slot) - h3 (container, 10.74.2.2)
+
+The VM's interface is a tap on its link's bridge; the link v1:if0 - s1:if0 is a wire link
+realised by the Xen driver: the card port's interface joins that bridge, as a cable into the
+VM's switch. The container pings the VM across the slot with the TTL decremented once, and
+Delete gives the card its port back.
+"""
+from __future__ import annotations
+
+import os
+import random
+import string
+import subprocess
+
+import pytest
+
+from drivers import hostnet
+from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
+from tests.drivers.vserver.helpers import guest_test_image
+from tests.drivers.xen import realvms
+from tests.drivers.xen.vmam import host_urn, vm_am, write_inventory
+from tests.hybrid.conftest import AM, GA, manifest_nodes
+from tests.hybrid.test_netfpga_wires import AUTH, NF1, VS1, node_xml, ping
+from tests.support import wait_until
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+VMHOST = host_urn(AUTH)
+TAG = "".join(random.choices(string.ascii_lowercase, k=2))
+PREFIX = f"gn{TAG}"
+CARD_PREFIX = f"y{TAG}c"
+
+
+def _request() -> str:
+    vm = node_xml("v1", VMHOST, "xen-vm", {"if0": "10.74.1.2"},
+                  (("10.74.2.0/24", "10.74.1.1", ""),))
+    slot = node_xml("s1", NF1, "netfpga-vdp", {"if0": "10.74.1.1", "if1": "10.74.2.1"},
+                    (("10.74.1.0/24", "", "s1:if0"), ("10.74.2.0/24", "", "s1:if1")),
+                    ' router="true"')
+    host = node_xml("h3", VS1, "vserver-container", {"if0": "10.74.2.2"},
+                    (("10.74.1.0/24", "10.74.2.1", ""),))
+    links = ('<link client_id="lv"><interface_ref client_id="v1:if0"/>'
+             '<interface_ref client_id="s1:if0"/></link>'
+             '<link client_id="lh"><interface_ref client_id="s1:if1"/>'
+             '<interface_ref client_id="h3:if0"/></link>')
+    return (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" '
+            f'type="request">{vm}{slot}{host}{links}</rspec>')
+
+
+def _extra(tmp, images, image) -> str:
+    """The container host and the card, beside the VM host."""
+    return (f'[drivers.vserver]\nname_prefix = "c{TAG}"\nstate_dir = "{tmp / "vs"}"\n'
+            f'images_dir = "{images}"\ndefault_image = "{image}"\n'
+            'build_default_image = false\ncpu = 2\nmemory_mb = 2048\n\n'
+            f'[drivers.netfpga]\nstate_dir = "{tmp / "netfpga"}"\n\n'
+            '[[components]]\nname = "vs1"\ndriver = "vserver"\n\n'
+            '[[components]]\nname = "nf1"\ndriver = "netfpga"\n'
+            f'extra = {{ iface_prefix = "{CARD_PREFIX}", card_file = "{tmp}/card/nf1.card", '
+            f'card_rundir = "{tmp}/card/run" }}\n')
+
+
+@pytest.fixture(scope="module")
+def lab(base_settings, gcf_fixtures, fx, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nfvm")
+    images, image = guest_test_image()
+    extra = _extra(tmp, images, image)
+    store = realvms.image_store()
+    daemon = realvms.start_libvirtd()
+    dom0 = realvms.netns(f"{PREFIX}dom0-{os.getpid()}")
+    inv = write_inventory(tmp / "inventory.toml", daemon, store, state=tmp, prefix=PREFIX,
+                          dom0=dom0, extra=extra, boot_timeout_s=300)
+    settings = base_settings.replace(state_dir=str(tmp / "am"), inventory=str(inv))
+    card = None
+    try:
+        with vm_am(settings) as rt:
+            netfpga = rt.site.drivers["netfpga"]
+            card = netfpga.emulated_card(netfpga.inventory()[0])
+            card.start()
+            client = ApiClient(rt.app.test_client(), (gcf_fixtures / "alice-cert.pem").read_text())
+            yield AM(client, rt, [fx.cred("slice-cred-alice")], dom0)
+    finally:
+        if card is not None:
+            card.stop()
+            card.cleanup()
+        realvms.stop_libvirtd(daemon)
+        subprocess.run(["ip", "netns", "del", dom0], check=False)
+
+
+def test_a_container_pings_a_vm_across_the_slot(lab: AM):
+    am = lab
+    alloc = am.allocate(_request())
+    assert code_of(alloc) == 0, alloc
+    urns = {cid: n.get("sliver_id") for cid, n in manifest_nodes(alloc["value"]).items()}
+    prov = am.ok("Provision", [SLICE], am.cred, {"geni_rspec_version": RSPEC_V})
+    every = [s["geni_sliver_urn"] for s in prov["geni_slivers"]]
+
+    def settled():
+        st = {s["geni_sliver_urn"]: s for s in am.ok("Status", [SLICE], am.cred, {})[
+            "geni_slivers"]}
+        return st if all(st[u]["geni_operational_status"] in ("geni_ready", "geni_failed")
+                         for u in every) else None
+    st = wait_until(settled, "the slivers to settle", 400, 0.2)
+    assert {u: s["geni_operational_status"] for u, s in st.items()} == \
+        {u: "geni_ready" for u in every}, {u: s.get("geni_error") for u, s in st.items()}
+    wire = f"{CARD_PREFIX}p0"
+    assert any(f"nf1 port nf0 ({wire}) plugged in" in s.get("geni_resource_status", "")
+               for s in st.values()), st
+    link = hostnet.find_link(None, wire)
+    assert link is not None and link.master, "the card port is not on the VM's bridge"
+
+    h3 = am.rt.site.drivers["vserver"].naming.node(urns["h3"])
+    ttl = wait_until(lambda: ping(h3, "10.74.1.2", wait=2), "the VM to answer across the slot",
+                     120, 0.5)
+    assert ttl == 63                                   # the VM's 64, one hop through the slot
+
+    assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0
+    wait_until(lambda: (li := hostnet.find_link(None, wire)) is not None and not li.master,
+               "the card port to leave the VM's bridge", 60)
+

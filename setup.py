@@ -37,6 +37,8 @@ setup(
         "graphviz>=0.20",            # dashboard topology layout (runs Graphviz's dot, apt graphviz)
         # Xen hosts through libvirt (builds against Debian's libvirt-dev; test:///default in tests)
         "libvirt-python>=9",
+        # netlink in process (drivers/hostnet.py): namespaces, veth pairs, a namespace's view
+        "pyroute2>=0.9,<0.10",
     ],
     extras_require={
         "test": [

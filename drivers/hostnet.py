@@ -1,34 +1,44 @@
-"""Host networking through iproute2: namespaces, veth pairs, bridges, addresses, routes, tc.
+"""Host networking: namespaces, veth pairs, bridges, addresses, routes, tc.
 
 Shared by the drivers that build a data plane on this host (vserver containers; the Xen driver
-may use a namespace to stand in for Dom0). Every call is one `ip`/`tc` process: about 1-3 ms
-idle, 20-50 ms on a loaded host, and it needs no helper process per namespace (pyroute2's
-`NetNS` forks one). So work that grows with a topology goes through `batch` (many iproute2
-commands in one `ip -batch` process for one namespace) and `show` (a namespace's links and
-routes in one process), and sysctls are written from a thread that has entered the namespace
-(`setns` is per thread), with no process at all: a chain of N routers needs O(N) processes,
-not O(N^2). Failures raise `HostNetError` (a `DriverError`) carrying the command and
-what iproute2 said; the "already there"/"already gone" answers of idempotent steps are not
-errors (see `exists_ok` / `missing_ok`).
+may use a namespace to stand in for Dom0). A process (`ip`/`tc`) costs about 1-3 ms idle and
+20-100 ms on a loaded host, so work that grows with a topology avoids them:
+  * in process, over netlink (pyroute2) or a syscall, from a short-lived thread that has
+    entered the namespace (`setns`/`unshare` move only the calling thread; pyroute2's `NetNS`
+    would fork a helper per namespace): creating and deleting namespaces (`netns_add`,
+    `netns_delete`), a veth pair made with its ends already in their namespaces
+    (`veth_pair`), a namespace's links, addresses and routes (`show`), sysctls;
+  * many iproute2 commands in one `ip -batch` process for one namespace (`batch`), which keeps
+    iproute2's own error messages for the commands a convergence applies.
+A chain of N routers needs O(N) processes, not O(N^2). Failures raise `HostNetError` (a
+`DriverError`) carrying the command (or the `ip` command a netlink step stands for) and what
+the kernel or iproute2 said; the "already there"/"already gone" answers of idempotent steps are
+not errors (see `exists_ok` / `missing_ok`).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import ipaddress
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import netns as pr_netns
 
 from drivers.base import DriverError
 
 IFNAMSIZ = 15          # the kernel's limit on interface names (16 with the NUL)
 NETNS_DIR = "/run/netns"
+IFF_UP = 0x1
 REQUIRED_TOOLS = ("ip", "tc", "sysctl", "nsenter")
 
 _EXISTS = ("File exists", "already exists")
@@ -103,12 +113,41 @@ def netns_exists(name: str) -> bool:
 
 
 def netns_add(name: str) -> bool:
-    """Create the namespace (loopback up); False when it already existed."""
+    """Create the namespace (loopback up); False when it already existed. No process: a
+    short-lived thread unshares a new network namespace (unshare, like setns, moves only the
+    calling thread), pyroute2 binds it to /run/netns/NAME as `ip netns add` does, and the
+    thread, already inside, raises loopback."""
     if netns_exists(name):
         return False
-    run(["ip", "netns", "add", name], exists_ok=True)
-    in_netns(name, _loopback_up)
-    return True
+    if not name or "/" in name or name in (".", ".."):
+        raise HostNetError(f"bad network namespace name {name!r}")
+    result: dict[str, object] = {}
+
+    def make() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise HostNetError(f"cannot create network namespace {name}: "
+                                   f"{os.strerror(err)}")
+            try:
+                pr_netns.attach(os.path.join(NETNS_DIR, name), f"{os.getpid()}/task/{threading.get_native_id()}")
+            except FileExistsError:
+                result["value"] = False          # another caller made it meanwhile
+                return
+            except OSError as exc:
+                raise HostNetError(f"cannot create network namespace {name}: "
+                                   f"{exc.strerror or exc}") from None
+            _loopback_up()
+            result["value"] = True
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            result["error"] = exc
+
+    t = threading.Thread(target=make, name=f"netns-add-{name}", daemon=True)
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]            # type: ignore[misc]
+    return bool(result["value"])
 
 
 def _loopback_up() -> None:
@@ -124,10 +163,19 @@ def _loopback_up() -> None:
 
 
 def netns_delete(name: str) -> bool:
-    """Remove the namespace; its interfaces go with it (veth peers too). False if absent."""
+    """Remove the namespace; its interfaces go with it (veth peers too). False if absent.
+    In process, as `ip netns del` does it: detach the bind mount, remove the file."""
     if not netns_exists(name):
         return False
-    run(["ip", "netns", "del", name], missing_ok=True)
+    if not name or "/" in name or name in (".", ".."):
+        raise HostNetError(f"bad network namespace name {name!r}")
+    try:
+        pr_netns.remove(os.path.join(NETNS_DIR, name))
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise HostNetError(f"cannot delete network namespace {name}: "
+                           f"{exc.strerror or exc}") from None
     return True
 
 
@@ -257,18 +305,24 @@ def links(netns: str | None = None, *, details: bool = False) -> list[LinkInfo]:
 
 @dataclass(frozen=True)
 class NetnsView:
-    """A namespace's interfaces, IPv4 addresses and IPv4 routes, read in one process."""
+    """A namespace's interfaces, IPv4 addresses and IPv4 routes, read in one go."""
 
     links: list[LinkInfo]
     addresses: dict[str, list[str]]      # interface -> ["10.0.0.1/24", ...]
     routes: list[dict]                   # as `ip -j route show` reports them
+    # route_key(dst) -> [(gateway, dev)], built on first use: a router of a chain of N holds
+    # N routes and is asked about each, so a scan per question would be O(N^2) parses
+    _by_key: dict[str, list[tuple[str | None, str | None]]] = \
+        field(default_factory=dict, init=False, repr=False, compare=False)
 
     def has_route(self, destination: str, gateway: str | None = None,
                   dev: str | None = None) -> bool:
-        want = route_key(destination)
-        return any(route_key(r.get("dst", "")) == want
-                   and (gateway is None or r.get("gateway") == gateway)
-                   and (dev is None or r.get("dev") == dev) for r in self.routes)
+        if not self._by_key and self.routes:
+            for r in self.routes:
+                self._by_key.setdefault(route_key(r.get("dst", "")), []).append(
+                    (r.get("gateway"), r.get("dev")))
+        return any((gateway is None or g == gateway) and (dev is None or d == dev)
+                   for g, d in self._by_key.get(route_key(destination), ()))
 
 
 def route_key(destination: str) -> str:
@@ -282,24 +336,41 @@ def route_key(destination: str) -> str:
 
 
 def show(netns: str | None) -> NetnsView:
-    """Links, addresses and routes of a namespace through one `ip -j -batch` process."""
-    out = _run_retrying(_ip(netns) + ["-j", "-batch", "-"], netns,
-                        input="link show\naddr show\nroute show\n")
-    decoder, parts, pos = json.JSONDecoder(), [], 0
-    while len(parts) < 3:
-        while pos < len(out) and out[pos].isspace():
-            pos += 1
-        if pos >= len(out):
-            raise HostNetError(f"`ip -j -batch` in {netns or 'the root namespace'} answered "
-                               f"{len(parts)} of 3 tables")
-        value, pos = decoder.raw_decode(out, pos)
-        parts.append(value)
-    addrs: dict[str, list[str]] = {}
-    for item in parts[1]:
-        addrs[item.get("ifname", "")] = [f"{a['local']}/{a['prefixlen']}"
-                                         for a in item.get("addr_info", ())
-                                         if a.get("family") == "inet"]
-    return NetnsView(_link_infos(parts[0], False), addrs, parts[2])
+    """Links, IPv4 addresses and main-table IPv4 routes of a namespace, read over netlink
+    (pyroute2) from a thread that has entered it: no process. Spelled as `ip -j` spells them
+    (routes: "dst" is "default" or a prefix, a host without /32; "gateway"; "dev")."""
+    return in_netns(netns, _view_here) if netns else _view_here()      # type: ignore[return-value]
+
+
+def _view_here() -> NetnsView:
+    with IPRoute() as ipr:
+        raw_links = ipr.get_links()
+        raw_addrs = ipr.get_addr(family=socket.AF_INET)
+        raw_routes = ipr.get_routes(family=socket.AF_INET, table=254)
+    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in raw_links}
+    links_ = [LinkInfo(name=m.get_attr("IFLA_IFNAME"), alias=m.get_attr("IFLA_IFALIAS") or None,
+                       up=bool(m["flags"] & IFF_UP), mac=m.get_attr("IFLA_ADDRESS"),
+                       master=names.get(m.get_attr("IFLA_MASTER")), kind=None)
+              for m in raw_links]
+    addrs: dict[str, list[str]] = {li.name: [] for li in links_}
+    for m in raw_addrs:
+        name = names.get(m["index"])
+        local = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+        if name is not None and local:
+            addrs.setdefault(name, []).append(f"{local}/{m['prefixlen']}")
+    routes: list[dict] = []
+    for m in raw_routes:
+        if m.get_attr("RTA_TABLE", m["table"]) != 254:
+            continue
+        dst = m.get_attr("RTA_DST")
+        route: dict = {"dst": "default" if dst is None else
+                       (dst if m["dst_len"] == 32 else f"{dst}/{m['dst_len']}")}
+        if m.get_attr("RTA_GATEWAY"):
+            route["gateway"] = m.get_attr("RTA_GATEWAY")
+        if m.get_attr("RTA_OIF") in names:
+            route["dev"] = names[m.get_attr("RTA_OIF")]
+        routes.append(route)
+    return NetnsView(links_, addrs, routes)
 
 
 def batch(netns: str | None, commands: Sequence[Sequence[str]]) -> dict[int, str]:
@@ -391,6 +462,55 @@ def root_has_link(name: str) -> bool:
 
 def veth_add(name: str, peer: str) -> None:
     run(["ip", "link", "add", name, "type", "veth", "peer", "name", peer])
+
+
+def veth_pair(a: str, a_netns: str, b: str, b_netns: str) -> None:
+    """A veth pair `a`-`b` made with each end already in its namespace (which must exist) and
+    aliased by its own name, over netlink (pyroute2): no process. Made in place, not made in
+    the root namespace and moved: moving an interface between namespaces costs the kernel
+    ~10-40 ms, creating it there ~1 ms. HostNetError names the step that failed as the `ip`
+    command it stands for; its stderr is the kernel's answer ("File exists" when an end's
+    name is taken). A failure leaves no half-made pair."""
+    step = ["link", "add", a, "netns", a_netns, "type", "veth", "peer", "name", b,
+            "netns", b_netns]
+    made = False
+    try:
+        fds = []
+        try:
+            for ns in (a_netns, b_netns):
+                fds.append(os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY | os.O_CLOEXEC))
+            with IPRoute() as ipr:
+                ipr.link("add", ifname=a, kind="veth", net_ns_fd=fds[0],
+                         peer={"ifname": b, "net_ns_fd": fds[1]})
+            made = True
+        finally:
+            for fd in fds:
+                os.close(fd)
+        for end, ns in ((a, a_netns), (b, b_netns)):   # the kernel takes no alias on create
+            step = ["-n", ns, "link", "set", "dev", end, "alias", end]
+            in_netns(ns, lambda end=end: _set_alias(end))
+    except (NetlinkError, OSError) as exc:
+        code = exc.code if isinstance(exc, NetlinkError) else exc.errno
+        said = os.strerror(code) if code else str(exc)
+        if made:
+            with contextlib.suppress(NetlinkError, OSError, HostNetError):
+                in_netns(a_netns, lambda: _delete_here(a))     # its peer goes with it
+        raise HostNetError(f"`{' '.join(['ip', *step])}` failed: {said}", stderr=said) from None
+
+
+def _set_alias(name: str) -> None:
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=name)
+        if not index:
+            raise NetlinkError(errno.ENODEV, f'Cannot find device "{name}"')
+        ipr.link("set", index=index[0], ifalias=name)
+
+
+def _delete_here(name: str) -> None:
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=name)
+        if index:
+            ipr.link("del", index=index[0])
 
 
 def bridge_add(name: str) -> bool:

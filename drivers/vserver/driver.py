@@ -31,6 +31,7 @@ with accounts in the guest's own /etc/passwd (docs/vserver.md, "SSH login").
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import ipaddress
 import logging
@@ -541,7 +542,7 @@ class VServerDriver(SubstrateDriver):
 
     def _build_veth(self, rec: Record, *, fresh: bool = False) -> None:
         """The pair, each end named and aliased by its end name, already in its node's
-        namespace: one `ip -batch` process. `fresh`: no earlier attempt made this link (its
+        namespace, over netlink in this process (`hostnet.veth_pair`). `fresh`: no earlier attempt made this link (its
         record is new), so nothing of it can exist and the ends need not be looked for."""
         a, b = rec["ends"]
         for e in (a, b):
@@ -553,15 +554,12 @@ class VServerDriver(SubstrateDriver):
             for e, w in zip((a, b), where):     # half a pair is useless: clear it, build anew
                 if w is not None:
                     hostnet.link_delete(w[0], w[1].name)
-        cmds = [["link", "add", a["end"], "type", "veth", "peer", "name", b["end"]],
-                *(["link", "set", "dev", e["end"], "alias", e["end"], "netns", e["netns"]]
-                  for e in (a, b))]
-        failed = hostnet.batch(None, cmds)
-        if 0 in failed and fresh and any(x in failed[0] for x in ("File exists", "exists")):
-            return self._build_veth(rec)        # debris of a lost attempt: clear it first
-        for index, said in sorted(failed.items()):
-            raise hostnet.HostNetError(f"`{hostnet.batch_command(None, cmds, index)}` failed: "
-                                       f"{said}", stderr=said)
+        try:
+            hostnet.veth_pair(a["end"], a["netns"], b["end"], b["netns"])
+        except hostnet.HostNetError as exc:
+            if fresh and exc.stderr == os.strerror(errno.EEXIST):
+                return self._build_veth(rec)    # debris of a lost attempt: clear it first
+            raise
 
     def _build_stitch(self, rec: Record) -> None:
         """A stitched link's local part: a veth whose one end becomes the node's interface and

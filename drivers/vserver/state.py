@@ -50,7 +50,7 @@ class StateDir:
         fd, tmp = tempfile.mkstemp(dir=self.records, prefix=f".{handle}.")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(record, f, sort_keys=True)
+                f.write(json.dumps(record, sort_keys=True))   # C encoder; dump() is pure Python
             os.replace(tmp, self.path(handle))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -121,33 +121,42 @@ def netns_add(name: str) -> bool:
         return False
     if not name or "/" in name or name in (".", ".."):
         raise HostNetError(f"bad network namespace name {name!r}")
+
+    def make() -> bool:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            raise HostNetError(f"cannot create network namespace {name}: "
+                               f"{os.strerror(ctypes.get_errno())}")
+        try:
+            pr_netns.attach(os.path.join(NETNS_DIR, name),
+                            f"{os.getpid()}/task/{threading.get_native_id()}")
+        except FileExistsError:
+            return False                 # another caller made it meanwhile
+        except OSError as exc:
+            raise HostNetError(f"cannot create network namespace {name}: "
+                               f"{exc.strerror or exc}") from None
+        _loopback_up()
+        return True
+
+    return bool(_in_thread(f"netns-add-{name}", make))
+
+
+def _in_thread(name: str, fn: Callable[[], object]) -> object:
+    """`fn()` in a short-lived thread of its own (for per-thread namespace changes); its
+    result, or its exception raised here."""
     result: dict[str, object] = {}
 
-    def make() -> None:
+    def body() -> None:
         try:
-            if _libc.unshare(CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise HostNetError(f"cannot create network namespace {name}: "
-                                   f"{os.strerror(err)}")
-            try:
-                pr_netns.attach(os.path.join(NETNS_DIR, name), f"{os.getpid()}/task/{threading.get_native_id()}")
-            except FileExistsError:
-                result["value"] = False          # another caller made it meanwhile
-                return
-            except OSError as exc:
-                raise HostNetError(f"cannot create network namespace {name}: "
-                                   f"{exc.strerror or exc}") from None
-            _loopback_up()
-            result["value"] = True
+            result["value"] = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             result["error"] = exc
 
-    t = threading.Thread(target=make, name=f"netns-add-{name}", daemon=True)
+    t = threading.Thread(target=body, name=name, daemon=True)
     t.start()
     t.join()
     if "error" in result:
         raise result["error"]            # type: ignore[misc]
-    return bool(result["value"])
+    return result.get("value")
 
 
 def _loopback_up() -> None:
@@ -199,15 +208,13 @@ def in_netns(netns: str, fn: Callable[[], object]) -> object:
     """`fn()` run in a short-lived thread that has entered the named network namespace
     (setns(2) moves only the calling thread), so no process is started. /proc/sys/net opened
     there is that namespace's. HostNetError if the namespace cannot be entered."""
-    result: dict[str, object] = {}
 
-    def body() -> None:
+    def body() -> object:
         try:
             fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            result["error"] = HostNetError(f"cannot open network namespace {netns}: "
-                                           f"{exc.strerror}")
-            return
+            raise HostNetError(f"cannot open network namespace {netns}: "
+                               f"{exc.strerror}") from None
         try:
             # a namespace another process is creating exists as a file before it is
             # mounted (setns fails with EINVAL): that window is short, so retry
@@ -216,25 +223,16 @@ def in_netns(netns: str, fn: Callable[[], object]) -> object:
                     break
                 err = ctypes.get_errno()
                 if err != errno.EINVAL or attempt == 49:
-                    result["error"] = HostNetError(f"cannot enter network namespace {netns}: "
-                                                   f"{os.strerror(err)}")
-                    return
+                    raise HostNetError(f"cannot enter network namespace {netns}: "
+                                       f"{os.strerror(err)}")
                 os.close(fd)
                 time.sleep(0.01)
                 fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
         finally:
             os.close(fd)
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            result["error"] = exc
+        return fn()
 
-    t = threading.Thread(target=body, name=f"netns-{netns}", daemon=True)
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]            # type: ignore[misc]
-    return result.get("value")
+    return _in_thread(f"netns-{netns}", body)
 
 
 def _sysctl_path(key: str) -> str:

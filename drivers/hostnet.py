@@ -497,11 +497,20 @@ def veth_pair(a: str, a_netns: str, b: str, b_netns: str) -> None:
 
 
 def _set_alias(name: str) -> None:
+    """Alias the interface `name` by its own name. The node's convergence may have found the
+    end (by name) and renamed it already: that rename sets the same alias, so an interface
+    that carries it is done."""
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=name)
-        if not index:
+        if index:
+            try:
+                ipr.link("set", index=index[0], ifalias=name)
+                return
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
+        if not any(m.get_attr("IFLA_IFALIAS") == name for m in ipr.get_links()):
             raise NetlinkError(errno.ENODEV, f'Cannot find device "{name}"')
-        ipr.link("set", index=index[0], ifalias=name)
 
 
 def _delete_here(name: str) -> None:

@@ -695,10 +695,11 @@ class VServerDriver(SubstrateDriver):
         interfaces still waiting for their link; `macs` gets each present interface's MAC
         (by client_id).
 
-        One `ip -batch` reads the namespace (links, addresses, routes) and one applies what
-        differs: renames, addresses, up/down and the missing routes, so a node converged once
-        per link costs a few processes whatever its number of routes (a chain of N routers
-        holds N^2 routes; one process per route made N = 100 take minutes)."""
+        The namespace (links, addresses, routes) is read over netlink in process
+        (`hostnet.show`) and one `ip -batch` applies what differs: renames, addresses, up/down
+        and the missing routes, so a node converged once per link costs at most one process
+        whatever its number of routes (a chain of N routers holds N^2 routes; one process per
+        route made N = 100 take minutes)."""
         ns = rec["netns"]
         hostnet.netns_add(ns)
         view = hostnet.show(ns)

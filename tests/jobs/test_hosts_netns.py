@@ -198,17 +198,29 @@ def _all_records(folder: Path) -> list[str]:
     return [p.name for h in HOSTS for p in (folder / h).rglob("*.json")]
 
 
+def _provision_until_ready(stack, name: str) -> None:
+    stack.provision(name)
+    def ready():
+        st = stack.status(name)
+        return st if st and all(op == "geni_ready" for _, op, _ in st.values()) else None
+    try:
+        support.wait_until(ready, f"slice {name} to be ready", 180, 0.1)
+    except AssertionError:
+        raise AssertionError(f"not all ready: {stack.status(name)}") from None
+
+
+def _ping(driver, src: str, dst: str, *flags: str) -> None:
+    """Ping `dst` from container `src` of `driver`'s host; fail with what ping said."""
+    (rec,) = [r for r in driver.state.all().values() if r.get("client_id") == src]
+    argv = driver.sliver_argv(rec["sliver_urn"], ["ping", "-c", "1", "-W", "5", *flags, dst])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (src, dst, done.stdout, done.stderr)
+
+
 def test_each_host_builds_its_slivers_in_its_own_namespace(netns_site):
     folder, stack, netns, procs = netns_site
     stack.aggregate.allocate(USER, slice_urn("ns"), REQUEST, Options())
-    stack.provision("ns")
-    def ready():
-        st = stack.status("ns")
-        return st if all(op == "geni_ready" for _, op, _ in st.values()) else None
-    try:
-        support.wait_until(ready, "the slice to be ready", 180, 0.1)
-    except AssertionError:
-        raise AssertionError(f"not all ready: {stack.status('ns')}") from None
+    _provision_until_ready(stack, "ns")
 
     parts = {h: load_site(str(folder / "inventory.toml"), authority=AUTHORITY, host=h)
              for h in HOSTS}
@@ -224,11 +236,7 @@ def test_each_host_builds_its_slivers_in_its_own_namespace(netns_site):
         assert hostnet.find_link(None, bridge) is None        # not in the machine's own world
         # the containers of each link reach each other
         for host, src, dst in (("hostA", "a1", "10.211.1.3"), ("hostB", "b2", "10.211.2.1")):
-            (rec,) = [r for r in records[host].values() if r.get("client_id") == src]
-            argv = drivers[host].sliver_argv(rec["sliver_urn"], ["ping", "-c", "1", "-W", "5",
-                                                                 dst])
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, (src, dst, done.stdout, done.stderr)
+            _ping(drivers[host], src, dst)
     finally:
         for part in parts.values():
             part.close()
@@ -243,9 +251,6 @@ TUNNEL_REQUEST = (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:g
                   'dest_id="ta:if0" capacity="20000"/></link></rspec>')
 
 
-def _ready(stack, name):
-    st = stack.status(name)
-    return st if st and all(op == "geni_ready" for _, op, _ in st.values()) else None
 
 
 def test_a_link_across_hosts_is_a_vxlan_tunnel(netns_site):
@@ -255,11 +260,7 @@ def test_a_link_across_hosts_is_a_vxlan_tunnel(netns_site):
     stack.aggregate.allocate(USER, slice_urn("tn"), TUNNEL_REQUEST, Options())
     with stack.store.read() as session:
         (vni,) = tunnels.held(session).values()
-    stack.provision("tn")
-    try:
-        support.wait_until(lambda: _ready(stack, "tn"), "the tunnel slice to be ready", 180, 0.1)
-    except AssertionError:
-        raise AssertionError(f"not all ready: {stack.status('tn')}") from None
+    _provision_until_ready(stack, "tn")
 
     parts = {h: load_site(str(folder / "inventory.toml"), authority=AUTHORITY, host=h)
              for h in HOSTS}
@@ -281,11 +282,7 @@ def test_a_link_across_hosts_is_a_vxlan_tunnel(netns_site):
             assert hostnet.qdisc_kind(netns[host], end["port"]) == "tbf"
         # full-size packets cross: 1450-byte IP packets, don't fragment, both ways
         for host, src, dst in (("hostA", "ta", "10.211.3.2"), ("hostB", "tb", "10.211.3.1")):
-            (rec,) = [r for r in drivers[host].state.all().values() if r.get("client_id") == src]
-            argv = drivers[host].sliver_argv(rec["sliver_urn"], ["ping", "-c", "2", "-W", "5",
-                                                                 "-M", "do", "-s", "1422", dst])
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, (src, dst, done.stdout, done.stderr)
+            _ping(drivers[host], src, dst, "-M", "do", "-s", "1422")
         # the operator sees the tunnel in each half's status; the manifest shows one link
         st = stack.aggregate.status(USER, [slice_urn("tn")], Options())
         notes = [s.resource_status for s in st.slivers if f"VNI {vni}" in s.resource_status]

@@ -70,7 +70,7 @@ def release(session: Session, rows: Iterable[Sliver]) -> None:
     """Free the VNI of every tunnel link among `rows` (already unallocated by the caller)
     whose halves are now all gone (idempotent)."""
     keys = {(r.slice_id, r.client_id) for r in rows
-            if r.kind == "link" and (r.spec or {}).get("link", {}).get("mode") == "tunnel"}
+            if r.kind == "link" and ((r.spec or {}).get("link") or {}).get("mode") == "tunnel"}
     for slice_id, client_id in sorted(keys):
         live = session.scalar(select(Sliver.id).where(
             Sliver.slice_id == slice_id, Sliver.client_id == client_id, Sliver.kind == "link",

@@ -945,7 +945,8 @@ class VServerDriver(SubstrateDriver):
         if spec.kind is ResourceKind.LINK:
             rec = self.state.read(self.naming.link(spec.sliver_urn))
             if rec is None or any(self._locate(e) is None for e in rec["ends"]) \
-                    or (rec["bridge"] and hostnet.find_link(None, rec["bridge"]) is None):
+                    or (rec["bridge"] and hostnet.find_link(None, rec["bridge"]) is None) \
+                    or (rec.get("tunnel") and hostnet.find_link(None, rec["tunnel"]["dev"]) is None):
                 return OperationalState.FAILED
         else:
             handle = self.naming.node(spec.sliver_urn)

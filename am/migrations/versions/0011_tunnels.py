@@ -2,7 +2,7 @@
 (am.store.tunnels).
 
 Revision ID: tunnels
-Revises: cpu_milli
+Revises: sliver_insert_guard
 Create Date: 2026-12-03
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = 'tunnels'
-down_revision = 'cpu_milli'
+down_revision = 'sliver_insert_guard'
 branch_labels = None
 depends_on = None
 

@@ -55,20 +55,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rows(settings, named: list[str]) -> list[dict]:
-    from sqlalchemy import func, select
-
-    from am.store import Sliver, open_store
+    from am.store import open_store
     from am.store.hosts import HostRepository
     from am.store.types import utcnow
 
     store = open_store(settings.effective_database_url)
     try:
         views = HostRepository(store, down_after_s=settings.host_down_after_s).views(named)
-        with store.read() as session:
-            live = dict(session.execute(
-                select(func.lower(Sliver.component_id), func.count())
-                .where(Sliver.allocation_state != "geni_unallocated")
-                .group_by(func.lower(Sliver.component_id))).all())
+        live = store.read_models.allocated_by_component()
     finally:
         store.close()
     now = utcnow()

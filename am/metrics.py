@@ -123,17 +123,7 @@ class StateCollector(Collector):
 
 def store_counts(store: Any) -> tuple[dict[tuple[str, str, str], int], dict[str, int]]:
     """(live slivers by (allocation, operational, driver), jobs by state) in one read."""
-    from sqlalchemy import func, select
-
-    from am.store.models import Job, Sliver
-
-    now = datetime.now(timezone.utc)
-    with store.read() as session:
-        rows = session.execute(
-            select(Sliver.allocation_state, Sliver.operational_state, Sliver.driver,
-                   func.count()).where(store.live_clause(now))
-            .group_by(Sliver.allocation_state, Sliver.operational_state, Sliver.driver)).all()
-        job_rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+    rows, job_rows = store.read_models.live_counts(datetime.now(timezone.utc))
     slivers = {(a, o or "", d): int(n) for a, o, d, n in rows}
     return slivers, {state: int(n) for state, n in job_rows}
 
@@ -146,18 +136,8 @@ def expiring_soon(store: Any, now: datetime | None = None) -> dict[str, int]:
     """Live slivers expiring within `EXPIRING_SOON_S`, by allocation state."""
     from datetime import timedelta
 
-    from sqlalchemy import func, select
-
-    from am.store.models import Sliver
-
     now = now or datetime.now(timezone.utc)
-    with store.read() as session:
-        rows = session.execute(
-            select(Sliver.allocation_state, func.count()).where(
-                store.live_clause(now), Sliver.expires <= now + timedelta(seconds=EXPIRING_SOON_S))
-            .group_by(Sliver.allocation_state)).all()
-    return {alloc: int(n) for alloc, n in rows}
-
+    return store.read_models.expiring_by_allocation(now, now + timedelta(seconds=EXPIRING_SOON_S))
 
 class AMMetrics:
     """The metrics of one app: its registry, the call instruments and the `/metrics` view."""

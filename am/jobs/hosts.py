@@ -26,10 +26,7 @@ import os
 import threading
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, select
-
 from am.jobs.celery_app import DEFAULT_QUEUE
-from am.store import Job, Sliver
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +37,6 @@ HOST_QUEUE_PREFIX = f"{DEFAULT_QUEUE}.host."
 def host_queue(host: str | None) -> str:
     """The Celery queue of a host's worker (the site queue for None)."""
     return SITE_QUEUE if host is None else f"{HOST_QUEUE_PREFIX}{host}"
-
-
-_JOB_COMPONENTS = (select(Job.id, Sliver.component_id)
-                   .join(Sliver, Sliver.id == Job.sliver_id)
-                   .where(Job.id.in_(bindparam("ids", expanding=True))))
 
 
 class JobRouter:
@@ -59,8 +51,7 @@ class JobRouter:
         return bool(self.site.hosts)
 
     def hosts_of_jobs(self, job_ids: Sequence[int]) -> dict[int, str | None]:
-        with self.store.read() as session:
-            rows = session.execute(_JOB_COMPONENTS, {"ids": list(job_ids)}).all()
+        rows = self.store.jobs.components_of(job_ids)
         return {job_id: self.site.host_of(component) for job_id, component in rows}
 
     def __call__(self, job_ids: Sequence[int]) -> dict[str, list[int]]:

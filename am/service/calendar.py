@@ -17,10 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Float, cast, func, select
-
-from am.states import Alloc
-from am.store import Reservation, Slice, Sliver, Store
+from am.store import Store
 from drivers.base import SliverSpec, Usage
 
 
@@ -72,24 +69,10 @@ class Timeline:
 
     @classmethod
     def load(cls, store: Store, start: datetime, step: timedelta, n: int) -> Timeline:
-        end = start + n * step
-        begins = func.coalesce(Sliver.starts, Sliver.created)
-        overlap = (Sliver.allocation_state != Alloc.UNALLOCATED.value, Sliver.expires > start,
-                   begins < end)
         tl = cls(start, step, n)
-        # One row per live sliver with its times as seconds since the epoch, computed by the
-        # database (turning 10,000 timestamps into datetimes was most of the read), then its
-        # reservations by sliver id; both as plain Core rows.
-        with store.read() as session:
-            conn = session.connection()
-            live = conn.execute(select(Sliver.id, Sliver.urn, Sliver.component_id, Slice.urn,
-                                       Sliver.version, _epoch(begins, store.dialect),
-                                       _epoch(Sliver.expires, store.dialect))
-                                .join(Slice).where(*overlap).order_by(Sliver.id)).all()
-            held = conn.execute(
-                select(Reservation.sliver_id, Reservation.component_id, Reservation.resource,
-                       Reservation.amount)
-                .join(Sliver, Sliver.id == Reservation.sliver_id).where(*overlap)).all()
+        # One row per live sliver with its times as seconds since the epoch, then its
+        # reservations by sliver id; both as plain Core rows (see `held_between`).
+        live, held = store.read_models.held_between(start, start + n * step)
         tl.store = store
         origin, size = start.timestamp(), step.total_seconds()
         spans: dict[int, tuple[float, float]] = {}
@@ -114,9 +97,8 @@ class Timeline:
         """Decoded specs of these slivers (only those a candidate window needs, once each)."""
         missing = [i for i in ids if i not in self.specs]
         if missing and self.store is not None:
-            with self.store.read() as session:
-                rows = [(i, *self.raw[i]) for i in missing]
-                decoded = self.store._decoded(session, [(i, u, "", "", v) for i, u, v in rows])
+            rows = [(i, *self.raw[i]) for i in missing]
+            decoded = self.store.capacity.specs_of([(i, u, "", "", v) for i, u, v in rows])
             self.specs.update(zip(missing, decoded))
         return self.specs
 
@@ -186,13 +168,6 @@ class Timeline:
                     dirty.add(comp)
                     shrank = True
             yield k, shrank, build
-
-
-def _epoch(column, dialect: str):
-    """`column` (a naive UTC timestamp) as seconds since the epoch, a float, in SQL."""
-    if dialect == "sqlite":
-        return (func.julianday(column) - 2440587.5) * 86400.0
-    return cast(func.extract("epoch", column), Float)
 
 
 def free_table(tl: Timeline, components: Iterable) -> list[dict]:

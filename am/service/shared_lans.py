@@ -15,7 +15,6 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from am.errors import GeniCode, GeniError
@@ -138,13 +137,7 @@ def unshare(session: Session, rows: Sequence[Sliver], options: Mapping,
 
 
 def members_of(session: Session, shares) -> list[Sliver]:
-    ids = shared_lans.members(session, [s.id for s in shares])
-    if not ids:
-        return []
-    q = select(Sliver).where(Sliver.id.in_(ids), Sliver.allocation_state != Alloc.UNALLOCATED.value)
-    if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update()
-    return list(session.scalars(q.order_by(Sliver.id)))
+    return shared_lans.member_slivers(session, [s.id for s in shares])
 
 
 def ending(session: Session, rows: Sequence[Sliver], now: datetime) -> list[Sliver]:

@@ -155,6 +155,11 @@ class Capacities(Repository):
                 Sliver.allocation_state != Alloc.UNALLOCATED.value,
                 Sliver.expires > start, begins < end).order_by(begins).limit(5))]
 
+    def specs_of(self, live) -> list[SliverSpec]:
+        """`_decoded` in a read of its own (the calendar's specs of the windows it places)."""
+        with self.read() as session:
+            return self._decoded(session, live)
+
     def _decoded(self, session: Session, live) -> list[SliverSpec]:
         """The specs of `live` rows (id, urn, component, slice urn, version), from the kept
         decoded specs where possible; the ones decoded here are kept too."""

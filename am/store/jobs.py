@@ -23,6 +23,10 @@ class IllegalJobTransition(RuntimeError):
 
 _KEEP = object()
 
+_JOB_COMPONENTS = (select(Job.id, Sliver.component_id)
+                   .join(Sliver, Sliver.id == Job.sliver_id)
+                   .where(Job.id.in_(bindparam("ids", expanding=True))))
+
 
 class Jobs(Repository):
     def add_job(self, session: Session, sliver: Sliver, action: str,
@@ -102,6 +106,11 @@ class Jobs(Repository):
             raise IllegalJobTransition(f"job {job_id} cannot be queued again from where it is")
 
     # ---- the reconciler's queries -------------------------------------------------------
+    def components_of(self, job_ids: Sequence[int]) -> list[tuple[int, str]]:
+        """(job id, its sliver's component URN) for these jobs (the router's one query)."""
+        with self.read() as session:
+            return [tuple(r) for r in session.execute(_JOB_COMPONENTS, {"ids": list(job_ids)})]
+
     @staticmethod
     def running_with_leases(session: Session) -> list[tuple[Job, SliverLease | None]]:
         """Running jobs and their sliver's lease (None if there is none)."""

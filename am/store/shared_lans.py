@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String, delete, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from am.states import Alloc
 from am.store.models import URN, Base, Sliver
 from am.store.types import UTCDateTime
 
@@ -112,6 +113,18 @@ def members(session: Session, shared_ids: Iterable[int]) -> list[int]:
         return []
     return list(session.scalars(select(SharedLanMember.sliver_id).where(
         SharedLanMember.shared_lan_id.in_(ids)).order_by(SharedLanMember.sliver_id)))
+
+
+def member_slivers(session: Session, shared_ids: Iterable[int]) -> list[Sliver]:
+    """The members of these shares that are still allocated, by id, locked on PostgreSQL
+    (the caller detaches them)."""
+    ids = members(session, shared_ids)
+    if not ids:
+        return []
+    q = select(Sliver).where(Sliver.id.in_(ids), Sliver.allocation_state != Alloc.UNALLOCATED.value)
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return list(session.scalars(q.order_by(Sliver.id)))
 
 
 def revoke(session: Session, shares: Iterable[SharedLan], now: datetime) -> None:

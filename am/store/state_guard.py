@@ -8,10 +8,15 @@ move a sliver where the state machine does not allow; a refused UPDATE is an Int
 Writing a state to itself (a Renew, or an UPDATE of other columns) is always allowed. The
 migration that creates the guard (0008) fills the table; `sync` (run by every `migrate`)
 rewrites it from `am.states`, so a changed transition table reaches existing databases.
+
+INSERTs are guarded the same way (migration 0010): `sliver_initial_states` lists the states a
+new row may be written in, the state before Allocate (geni_unallocated) and the states one
+event from it (Allocate's: the ORM writes a new row and its Allocate in one INSERT), and a
+trigger refuses an INSERT in any other state, so no row is born provisioned or ready.
 """
 from __future__ import annotations
 
-from sqlalchemy import Connection, String, delete, insert, select
+from sqlalchemy import Connection, String, delete, insert, inspect, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from am import states
@@ -22,6 +27,9 @@ NO_OP = ""
 TABLE = "sliver_transitions"
 TRIGGER = "sliver_state_guard"
 MESSAGE = "illegal sliver state transition"
+INITIAL_TABLE = "sliver_initial_states"
+INSERT_TRIGGER = "sliver_insert_guard"
+INSERT_MESSAGE = "illegal initial sliver state"
 
 
 class SliverTransition(Base):
@@ -34,6 +42,31 @@ class SliverTransition(Base):
     from_op: Mapped[str] = mapped_column(String(32), primary_key=True)
     to_alloc: Mapped[str] = mapped_column(String(32), primary_key=True)
     to_op: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class SliverInitialState(Base):
+    """A state a sliver row may be inserted in."""
+
+    __tablename__ = INITIAL_TABLE
+    __table_args__ = {"info": {"reference_data": True}}   # not emptied between tests
+
+    alloc: Mapped[str] = mapped_column(String(32), primary_key=True)
+    op: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+def initial_states() -> set[tuple[str, str]]:
+    """(alloc, op) a new sliver row may have: `am.states.UNALLOCATED` and every state one
+    event of `am.states.TRANSITIONS` leads to from it."""
+    born = {_cols(states.UNALLOCATED)}
+    for row in states.TRANSITIONS:
+        if states.UNALLOCATED in row.sources:
+            born |= {_cols(target) for target in row.targets or ()}
+    return born
+
+
+def stored_initial_states(conn: Connection) -> set[tuple[str, str]]:
+    t = SliverInitialState.__table__
+    return {tuple(r) for r in conn.execute(select(t.c.alloc, t.c.op))}
 
 
 def legal_pairs() -> set[tuple[str, str, str, str]]:
@@ -59,16 +92,24 @@ def stored_pairs(conn: Connection) -> set[tuple[str, str, str, str]]:
 
 
 def sync(conn: Connection) -> bool:
-    """Make the rule table exactly `legal_pairs()` (in the caller's transaction). True if it
-    changed."""
+    """Make the rule tables exactly `legal_pairs()` and `initial_states()` (in the caller's
+    transaction; the second only once its migration made it). True if either changed."""
+    changed = False
     want, have = legal_pairs(), stored_pairs(conn)
-    if want == have:
-        return False
-    t = SliverTransition.__table__
-    conn.execute(delete(t))
-    conn.execute(insert(t), [dict(zip(("from_alloc", "from_op", "to_alloc", "to_op"), p))
-                             for p in sorted(want)])
-    return True
+    if want != have:
+        t = SliverTransition.__table__
+        conn.execute(delete(t))
+        conn.execute(insert(t), [dict(zip(("from_alloc", "from_op", "to_alloc", "to_op"), p))
+                                 for p in sorted(want)])
+        changed = True
+    if inspect(conn).has_table(INITIAL_TABLE):
+        born, stored = initial_states(), stored_initial_states(conn)
+        if born != stored:
+            t = SliverInitialState.__table__
+            conn.execute(delete(t))
+            conn.execute(insert(t), [{"alloc": a, "op": o} for a, o in sorted(born)])
+            changed = True
+    return changed
 
 
 def _matches(old: str, new: str) -> str:
@@ -102,8 +143,32 @@ def create_trigger_sql(dialect: str) -> list[str]:
     ]
 
 
-def drop_trigger_sql(dialect: str) -> list[str]:
+def drop_trigger_sql(dialect: str, trigger: str = TRIGGER) -> list[str]:
+    """The statements that drop `trigger` (and on PostgreSQL its function)."""
     if dialect == "postgresql":
-        return [f"DROP TRIGGER IF EXISTS {TRIGGER} ON slivers",
-                f"DROP FUNCTION IF EXISTS {TRIGGER}()"]
-    return [f"DROP TRIGGER IF EXISTS {TRIGGER}"]
+        return [f"DROP TRIGGER IF EXISTS {trigger} ON slivers",
+                f"DROP FUNCTION IF EXISTS {trigger}()"]
+    return [f"DROP TRIGGER IF EXISTS {trigger}"]
+
+
+def create_insert_trigger_sql(dialect: str) -> list[str]:
+    """The statements that refuse an INSERT of a sliver in a state not in
+    `sliver_initial_states`, on `dialect` (sqlite or postgresql)."""
+    allowed = (f"SELECT 1 FROM {INITIAL_TABLE} t WHERE t.alloc = NEW.allocation_state "
+               f"AND t.op = COALESCE(NEW.operational_state, '{NO_OP}')")
+    if dialect == "postgresql":
+        return [
+            f"CREATE FUNCTION {INSERT_TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NOT EXISTS ({allowed}) THEN "
+            f"RAISE EXCEPTION '{INSERT_MESSAGE}: sliver % in %/%', NEW.urn, "
+            "NEW.allocation_state, NEW.operational_state USING ERRCODE = 'check_violation'; "
+            "END IF; RETURN NEW; END $$",
+            f"CREATE TRIGGER {INSERT_TRIGGER} BEFORE INSERT ON slivers FOR EACH ROW "
+            f"EXECUTE FUNCTION {INSERT_TRIGGER}()",
+        ]
+    return [
+        f"CREATE TRIGGER {INSERT_TRIGGER} BEFORE INSERT ON slivers FOR EACH ROW "
+        f"WHEN NOT EXISTS ({allowed}) "
+        f"BEGIN SELECT RAISE(ABORT, '{INSERT_MESSAGE}'); END",
+    ]
+

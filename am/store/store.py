@@ -10,6 +10,7 @@ repositories of am.store (one per concern), which hold every query:
   leases.Leases              per-sliver leases of running jobs
   keys.UserKeyRepository     users' SSH keys
   audit.AuditLog             the append-only audit log
+  read_models.ReadModels     the dashboard's, metrics', hosts CLI's and calendar's reads
 
 `store.<repo>.<method>` and the same name on `Store` itself are the same call (the facade
 keeps older call sites working). Callers never assign a sliver's states themselves
@@ -31,6 +32,7 @@ from am.store.errors import ReservationConflict, StoreError, WindowConflict
 from am.store.jobs import Jobs
 from am.store.keys import UserKeyRepository
 from am.store.leases import Leases
+from am.store.read_models import ReadModels
 from am.store.reservations import USE_TOKEN, Reservations, hold_key, peak
 from am.store.sessions import USAGE_CHANGED, Database, Repository, mark_usage_changed
 from am.store.slices import Slices, live_clause, slice_key
@@ -63,6 +65,7 @@ class Store:
         self.leases = Leases(self.db)
         self.keys = UserKeyRepository(self.db)
         self.audit_log = AuditLog(self.db)
+        self.read_models = ReadModels(self.db)
 
     # ---- the database ------------------------------------------------------------------
     @property
@@ -111,6 +114,7 @@ class Store:
     windows_on = _via("capacity", "windows_on", Capacities)
     capacity_rows = _via("capacity", "capacity_rows", Capacities)
     _decoded = _via("capacity", "_decoded", Capacities)
+    specs_of = _via("capacity", "specs_of", Capacities)
 
     reserve = _via("reservations", "reserve", Reservations)
     extend = _via("reservations", "extend", Reservations)

@@ -7,10 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import func, select
-
 from am.states import Alloc, Op
-from am.store import AuditEntry, Job, JobState, Slice, Sliver, Store, utcnow
+from am.store import Slice, Sliver, Store, utcnow
 
 from typing import TYPE_CHECKING
 
@@ -164,18 +162,7 @@ class DashboardQueries:
 
     # ---- overview ---------------------------------------------------------------------------
     def overview(self) -> Overview:
-        now = self.clock()
-        live = Store.live_clause(now)
-        with self.store.read() as session:
-            alloc = dict(session.execute(select(Sliver.allocation_state, func.count(Sliver.id))
-                                         .where(live).group_by(Sliver.allocation_state)).all())
-            ops = {(k or "none"): v for k, v in session.execute(
-                select(Sliver.operational_state, func.count(Sliver.id)).where(live)
-                .group_by(Sliver.operational_state)).all()}
-            slices = session.scalar(select(func.count(func.distinct(Sliver.slice_id)))
-                                    .where(live)) or 0
-            jobs = dict(session.execute(select(Job.state, func.count(Job.id))
-                                        .group_by(Job.state)).all())
+        alloc, ops, slices, jobs = self.store.read_models.overview_counts(self.clock())
         components = self._component_usage()
         return Overview(live_slices=slices, live_slivers=sum(alloc.values()),
                         by_allocation=alloc, by_operational=ops,
@@ -199,21 +186,16 @@ class DashboardQueries:
     # ---- slices -----------------------------------------------------------------------------
     def slices(self) -> list[SliceRow]:
         """Live slice records (not retired), newest first."""
-        with self.store.read() as session:
-            records = list(session.scalars(select(Slice).where(Slice.incarnation == 0)
-                                           .order_by(Slice.id.desc())))
-            counts = self._sliver_counts(session, [s.id for s in records])
-        return [_slice_row(s, *counts.get(s.id, (0, 0))) for s in records]
+        return [_slice_row(s, live, failed)
+                for s, live, failed in self.store.read_models.slices_with_counts(self.clock())]
 
     def slice_detail(self, slice_id: int) -> SliceDetail | None:
         now = self.clock()
-        with self.store.read() as session:
-            record = session.get(Slice, slice_id)
-            if record is None:
-                return None
-            slivers = list(session.scalars(select(Sliver).where(Sliver.slice_id == slice_id)
-                                           .order_by(Sliver.id)))
-            rows = [_sliver_row(s, now) for s in slivers]
+        found = self.store.read_models.slice_with_slivers(slice_id)
+        if found is None:
+            return None
+        record, slivers = found
+        rows = [_sliver_row(s, now) for s in slivers]
         rows = [replace(r, substrate=substrate_label(self._component(r.component_id), r.driver))
                 for r in rows]
         live = sum(r.live for r in rows)
@@ -230,49 +212,24 @@ class DashboardQueries:
         with self.store.read() as session:
             return self.store.live_slivers(session, self.clock(), slice_id=slice_id)
 
-    def _sliver_counts(self, session, slice_ids: list[int]) -> dict[int, tuple[int, int]]:
-        if not slice_ids:
-            return {}
-        now = self.clock()
-        live: Counter[int] = Counter()
-        failed: Counter[int] = Counter()
-        for slice_id, op in session.execute(
-                select(Sliver.slice_id, Sliver.operational_state)
-                .where(Sliver.slice_id.in_(slice_ids), Store.live_clause(now))):
-            live[slice_id] += 1
-            failed[slice_id] += op == Op.FAILED.value
-        return {i: (live[i], failed[i]) for i in slice_ids}
-
     # ---- failures ---------------------------------------------------------------------------
     def failures(self, limit: int = FAILURES_LIMIT) -> tuple[list[FailedSliver], list[FailedJob]]:
         """Live slivers in geni_failed and failed jobs, newest first."""
         now = self.clock()
-        with self.store.read() as session:
-            slivers = [FailedSliver(slc.id, slc.urn, _sliver_row(s, now), s.updated)
-                       for s, slc in session.execute(
-                           select(Sliver, Slice).join(Slice, Sliver.slice_id == Slice.id)
-                           .where(Store.live_clause(now),
-                                  Sliver.operational_state == Op.FAILED.value)
-                           .order_by(Sliver.updated.desc(), Sliver.id.desc()).limit(limit))]
-            jobs = [FailedJob(j.id, j.action, j.attempts, j.error, j.updated, slc.id, slc.urn,
-                              s.urn, s.client_id)
-                    for j, s, slc in session.execute(
-                        select(Job, Sliver, Slice).join(Sliver, Job.sliver_id == Sliver.id)
-                        .join(Slice, Sliver.slice_id == Slice.id)
-                        .where(Job.state == JobState.FAILED)
-                        .order_by(Job.updated.desc(), Job.id.desc()).limit(limit))]
+        failed_slivers, failed_jobs = self.store.read_models.failures(now, limit)
+        slivers = [FailedSliver(slc.id, slc.urn, _sliver_row(s, now), s.updated)
+                   for s, slc in failed_slivers]
+        jobs = [FailedJob(j.id, j.action, j.attempts, j.error, j.updated, slc.id, slc.urn,
+                          s.urn, s.client_id)
+                for j, s, slc in failed_jobs]
         return slivers, jobs
 
     # ---- audit log --------------------------------------------------------------------------
     def audit_page(self, page: int, size: int = AUDIT_PAGE_SIZE) -> AuditPage:
         """Page `page` (1-based) of the audit log, newest first."""
-        with self.store.read() as session:
-            total = session.scalar(select(func.count(AuditEntry.id))) or 0
-            entries = tuple(AuditEntryRow(e.id, e.ts, e.caller_urn, e.tool_urn, e.method,
-                                          e.target, e.outcome, e.message, e.duration_ms)
-                            for e in session.scalars(select(AuditEntry)
-                                                     .order_by(AuditEntry.id.desc())
-                                                     .offset((page - 1) * size).limit(size)))
+        total, found = self.store.read_models.audit_page((page - 1) * size, size)
+        entries = tuple(AuditEntryRow(e.id, e.ts, e.caller_urn, e.tool_urn, e.method, e.target,
+                                      e.outcome, e.message, e.duration_ms) for e in found)
         return AuditPage(entries, page, max(1, -(-total // size)), total)
 
 

@@ -143,13 +143,14 @@ def test_metrics_access(am_env):
 
 
 def test_registries_are_per_app_and_store_failure_is_reported():
-    class BrokenStore:
-        @staticmethod
-        def live_clause(now):
-            raise AssertionError("not reached")
+    class BrokenReads:
+        def __getattr__(self, name):
+            def query(*args, **kwargs):
+                raise RuntimeError("database is down")
+            return query
 
-        def read(self):
-            raise RuntimeError("database is down")
+    class BrokenStore:
+        read_models = BrokenReads()
 
     one, two = AMMetrics(store=BrokenStore()), AMMetrics()
     one.observe_call(CallRecord("v3", "Status", "urn:x", None, "", 12, 0.01))

@@ -2,13 +2,15 @@
 does not allow: raw SQL that bypasses the store included, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 
 from am import states
 from am.states import Alloc, Event, Op
-from am.store import Store, state_guard
+from am.store import Sliver, Store, state_guard, utcnow
 from tests.store.test_store import _sliver
 
 SET_STATE = text("UPDATE slivers SET allocation_state = :a, operational_state = :o "
@@ -70,3 +72,50 @@ def test_legal_changes_and_same_state_writes_pass(store: Store):
         assert store.transition(session, row, Event.START) == (Alloc.PROVISIONED,
                                                                 Op.CONFIGURING)
     assert states.as_state(*_state(store, sliver_id)) == (Alloc.PROVISIONED, Op.CONFIGURING)
+
+
+def _insert(store: Store, urn: str, alloc: Alloc, op: Op | None) -> None:
+    """A sliver row written by plain SQL, bypassing the store and the state machine."""
+    with store.write() as session:
+        slice_id = store.get_or_create_slice(session, "urn:publicid:IDN+test:sa+slice+Born",
+                                             "urn:publicid:IDN+test+user+alice").id
+    now = utcnow()
+    with store.engine.begin() as conn:
+        conn.execute(insert(Sliver.__table__).values(
+            urn=urn, slice_id=slice_id, client_id="n", kind="node", driver="fake",
+            component_id="urn:publicid:IDN+test+node+n1", sliver_type="",
+            allocation_state=alloc.value, operational_state=op.value if op else None,
+            expires=now + timedelta(minutes=10), error="", resource_status="", spec={},
+            element_xml="", facts={}, version=1, created=now, updated=now, waiting=False,
+            auto_provision=False))
+
+
+def _count(store: Store, urn: str) -> int:
+    with store.engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM slivers WHERE urn = :u"),
+                            {"u": urn}).scalar_one()
+
+
+def test_initial_states_are_the_state_machines_start(store: Store):
+    with store.engine.connect() as conn:
+        stored = state_guard.stored_initial_states(conn)
+    assert stored == state_guard.initial_states() == {
+        ("geni_unallocated", ""), ("geni_allocated", "geni_pending_allocation")}
+
+
+@pytest.mark.parametrize("alloc, op", [(Alloc.PROVISIONED, Op.READY),
+                                       (Alloc.PROVISIONED, Op.PENDING_ALLOCATION),
+                                       (Alloc.ALLOCATED, Op.READY),
+                                       (Alloc.ALLOCATED, None)])
+def test_raw_sql_cannot_insert_a_sliver_in_a_later_state(store: Store, alloc, op):
+    urn = f"urn:publicid:IDN+test+sliver+born-{alloc.value}-{op.value if op else 'none'}"
+    with pytest.raises(IntegrityError, match=state_guard.INSERT_MESSAGE):
+        _insert(store, urn, alloc, op)
+    assert _count(store, urn) == 0
+
+
+def test_raw_sql_can_insert_a_sliver_in_an_initial_state(store: Store):
+    _insert(store, "urn:publicid:IDN+test+sliver+born-u", Alloc.UNALLOCATED, None)
+    _insert(store, "urn:publicid:IDN+test+sliver+born-a", Alloc.ALLOCATED, Op.PENDING_ALLOCATION)
+    assert _count(store, "urn:publicid:IDN+test+sliver+born-u") == 1
+    assert _count(store, "urn:publicid:IDN+test+sliver+born-a") == 1

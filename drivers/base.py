@@ -588,7 +588,9 @@ class SubstrateDriver(ABC):
 
     @abstractmethod
     def observed(self) -> list[ObservedSliver]:
-        """Everything this driver finds on its substrate, owned or not."""
+        """Everything this driver finds on its substrate, owned or not. Called while jobs
+        run: something a job is making now must not be reported as owned by no sliver
+        (`sliver_urn` None), as the reconciler releases those."""
 
     def check_update(self, old: SliverSpec, new: SliverSpec) -> None:
         """Pure: raise DriverError when a running sliver `old` cannot become `new` in place

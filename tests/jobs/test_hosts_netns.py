@@ -80,21 +80,22 @@ REQUEST = (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}
            + _link("lan-a", "a1", "a2", "a3") + _link("link-b", "b1", "b2") + "</rspec>")
 
 
-def _free_block() -> int:
-    """A /24 of 198.18.0.0/15 (the benchmarking range) no address of the machine is in, for
-    this run's cables: two runs at once on one machine must not share addresses."""
-    used = subprocess.run(["ip", "-br", "addr"], capture_output=True, text=True).stdout
-    while True:
-        block = random.randrange(256)
-        if f"198.18.{block}." not in used:
-            return block
+def _free_blocks(count: int) -> list[int]:
+    """`count` /30 blocks of 198.51.100.0/24 no interface of the machine uses now, at random:
+    two runs of this test at once (two engineers, the suite and a loop) must not both route
+    198.51.100.1 to their own cable, or each one's workers lose the database."""
+    used = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                          check=True).stdout
+    free = [b for b in range(0, 256, 4) if f" 198.51.100.{b + 1}/" not in used
+            and f" 198.51.100.{b + 2}/" not in used]
+    return random.sample(free, count)
 
 
-def _wire(ns: str, veth: str, index: int, ports: list[int], block: int) -> tuple[str, list]:
+def _wire(ns: str, veth: str, block: int, ports: list[int]) -> tuple[str, list]:
     """The host's cable to the site network: a veth from the machine into the host's
-    namespace (198.18.block.4i+1 here, +2 there), and a forwarder on the machine's end to the
-    database and broker on loopback (TCP only, to ports the suite's servers use)."""
-    here, there = f"198.18.{block}.{4 * index + 1}", f"198.18.{block}.{4 * index + 2}"
+    namespace (198.51.100.block+1 here, +2 there), and a forwarder on the machine's end to
+    the database and broker on loopback (TCP only, to ports the suite's servers use)."""
+    here, there = f"198.51.100.{block + 1}", f"198.51.100.{block + 2}"
     subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "site0",
                     "netns", ns], check=True)
     subprocess.run(["ip", "addr", "add", f"{here}/30", "dev", veth], check=True)
@@ -128,11 +129,11 @@ def netns_site(tmp_path_factory, redis_url):
     stack = None
     try:
         addresses = {}
-        block = _free_block()
+        blocks = _free_blocks(len(HOSTS))
         for i, (host, ns) in enumerate(netns.items()):
             hostnet.netns_add(ns)
             subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-            addresses[host], more = _wire(ns, f"gs{tag}{i}", i, ports, block)
+            addresses[host], more = _wire(ns, f"gs{tag}{i}", blocks[i], ports)
             forwarders += more
         # the hosts' own network: a veth between their namespaces, at the inventory addresses
         a, b = netns["hostA"], netns["hostB"]

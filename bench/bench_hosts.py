@@ -6,8 +6,8 @@ slow substrate costs); one API in this process, Redis and a private PostgreSQL d
 (tests/services.py). The same slice (`--per-host` nodes on each of three hosts, or all of
 them on one host) is provisioned and timed until every sliver is geni_ready.
 
-This measures the job routing and the hosts' parallelism, not containers: tunnels between
-hosts are not implemented (docs/hosts.md), so the slice has no cross-host links.
+This measures the job routing and the hosts' parallelism, not containers: the slice has no
+cross-host links (their tunnels' throughput is bench/bench_tunnel.py's).
 
     .venv/bin/python bench/bench_hosts.py [--per-host 50] [--latency-s 0.05] [--concurrency 2]
 """

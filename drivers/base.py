@@ -219,6 +219,9 @@ class Capabilities:
     joins_bridges: bool = False              # can realise a link (mode "join") by plugging its
                                              # own nodes' ends into another component's host
                                              # bridge, named in params["bridge"]
+    tunnels: bool = False                    # can realise its half of a link to a node on
+                                             # another host (mode "tunnel": a VXLAN device on
+                                             # its host's bridge, params vni/local/remote)
     first_state: OperationalState = OperationalState.NOTREADY
     routes: bool = False                     # check_routes / set_routes: route changes of routers
     images: bool = False                     # create_image: snapshots of a sliver's filesystem
@@ -585,7 +588,9 @@ class SubstrateDriver(ABC):
 
     @abstractmethod
     def observed(self) -> list[ObservedSliver]:
-        """Everything this driver finds on its substrate, owned or not."""
+        """Everything this driver finds on its substrate, owned or not. Called while jobs
+        run: something a job is making now must not be reported as owned by no sliver
+        (`sliver_urn` None), as the reconciler releases those."""
 
     def check_update(self, old: SliverSpec, new: SliverSpec) -> None:
         """Pure: raise DriverError when a running sliver `old` cannot become `new` in place

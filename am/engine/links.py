@@ -10,7 +10,12 @@ Two ends on two components of this machine, one a VM host whose interfaces are t
 bridge (`Capabilities.bridge_ports`), the other a host whose driver can join such a bridge
 (`joins_bridges`, containers): a *join* link, realised by the joining driver plugging its
 node's end into the VM's bridge.
-Ends on several hosts: a VLAN through a switch every end host is wired to (site links), with a
+Two ends on two hosts of the site (`[hosts]`, each with an address), both drivers able to
+tunnel (`Capabilities.tunnels`): a *tunnel* link, two link slivers ("halves"), one on each
+end's component, so each is built by its own host's worker: a VXLAN device from this host's
+address to the other's, on a bridge with the local node's end. The store gives both halves
+one VNI at Allocate (am.store.tunnels); the manifest shows them as one link.
+Ends on several hosts otherwise: a VLAN through a switch every end host is wired to (site links), with a
 tag free on that switch and the link's capacity admitted against each wired switch port
 (`kbps:<port>` capacity). Only single-switch paths are planned: hosts that share no switch get
 a refusal naming them.
@@ -38,6 +43,7 @@ from drivers.registry import Site
 from rspec.model import RequestLink
 
 PLAIN_LINK_TYPES = {None, "", "lan", "vlan", "l2", "link"}
+TUNNEL_MODE = "tunnel"
 DEFAULT_VLAN_RANGE = (1, 4094)
 
 
@@ -69,7 +75,7 @@ class LinkPlacer:
         self._order = {c.component_id: i for i, c in enumerate(site.components)}
 
     def place(self, link: RequestLink, ends: list[tuple[str, str]],
-              records: Mapping[str, NodeRecord]) -> LinkRecord | Refusal:
+              records: Mapping[str, NodeRecord]) -> LinkRecord | list[LinkRecord] | Refusal:
         """`ends` are (node client_id, interface client_id), all of placed nodes."""
         cid = link.client_id
         if link.link_type not in PLAIN_LINK_TYPES:
@@ -87,7 +93,42 @@ class LinkPlacer:
             joined = self._bridge_join(link, ends, records, list(hosts.values()))
             if joined is not None:
                 return joined
+            halves = self._tunnel(link, ends, records, list(hosts.values()))
+            if halves is not None:
+                return halves
         return self._vlan(link, ends, records)
+
+    def _tunnel(self, link: RequestLink, ends: list[tuple[str, str]],
+                records: Mapping[str, NodeRecord], comps: list[Component]
+                ) -> list[LinkRecord] | Refusal | None:
+        """Two ends on two components of two different hosts with addresses, both drivers
+        able to tunnel: one half per host (mode "tunnel"), each admitted (capacity shaped at
+        both ends) on its own component. None: not such a pair (a switch may still join them)."""
+        if len(ends) != 2:
+            return None
+        where = [self.site.host_of(c.component_id) for c in comps]
+        decls = [self.site.hosts.get(h) if h else None for h in where]
+        if None in where or where[0] == where[1] or                 any(d is None or not d.address for d in decls) or                 not all(self.site.drivers[c.driver].capabilities.tunnels for c in comps):
+            return None
+        halves: list[LinkRecord] = []
+        for i, comp in enumerate(comps):
+            local, remote = decls[i], decls[1 - i]
+            assert local is not None and remote is not None
+            spec = self._spec(link, comp, ends, records, TUNNEL_MODE,
+                              params={"tunnel": {"half": i, "local": local.address,
+                                                 "remote": remote.address,
+                                                 "local_host": local.name,
+                                                 "remote_host": remote.name}})
+            adm = self._admit(comp, spec)
+            if not adm.ok:
+                return Refusal(link.client_id, adm.reason_code or "INSUFFICIENT_BANDWIDTH",
+                               adm.reason or f"component {comp.component_id} refused its half "
+                                             f"of link {link.client_id}")
+            halves.append(LinkRecord(link, comp, comp.driver, spec, dict(adm.demand),
+                                     adm.claims, ends))
+        for half in halves:
+            self.ledger.commit(half.component, half.spec, half.demand)
+        return halves
 
     def _spec(self, link: RequestLink, comp: Component, ends: list[tuple[str, str]],
               records: Mapping[str, NodeRecord], mode: str, tag: int | None = None,

@@ -93,6 +93,8 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
             result = linker.place(link, ends, ends_on)
         if isinstance(result, Refusal):
             refusals.append(result)
+        elif isinstance(result, list):      # a cross-host link: one half per host
+            links.extend(result)
         else:
             links.append(result)
 

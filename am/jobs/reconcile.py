@@ -30,7 +30,7 @@ from am import states
 from am.jobs.queue import submit_all
 from am.states import Alloc, Event, Op
 from am.store import Job, JobState, Sliver, Store, utcnow
-from drivers.base import OperationalState
+from drivers.base import OperationalState, SubstrateDriver
 
 from typing import TYPE_CHECKING
 
@@ -87,7 +87,7 @@ def reconcile(store: Store, site: Site, queue: JobQueue, *, now: datetime | None
     return report
 
 
-def _hosted_elsewhere(site, driver) -> bool:
+def _hosted_elsewhere(site: Site, driver: SubstrateDriver) -> bool:
     """On a site of many hosts, a process that is no host's agent (`geni-am serve`, a worker
     without --host) never observes the substrate of components that live on hosts: their
     own workers reconcile them."""
@@ -168,8 +168,8 @@ def _fail_orphaned_waits(store: Store, report: ReconcileReport, *, now: datetime
 
 
 # ---- 2c + 3: substrate drift ------------------------------------------------------------------
-def _check_substrate(store: Store, kind: str, driver, report: ReconcileReport,
-                     site=None) -> None:
+def _check_substrate(store: Store, kind: str, driver: SubstrateDriver,
+                     report: ReconcileReport, site: Site | None = None) -> None:
     """`site` (a host's part of a site of many hosts, `Site.host` set): only slivers on the
     components this process drives are expected here; other hosts reconcile their own."""
     on_substrate = [op.value for op in _ON_SUBSTRATE]

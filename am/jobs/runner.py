@@ -42,10 +42,16 @@ from am.jobs.task import (
 )
 from am.store.jobs import IllegalJobTransition, Jobs
 from am.store.retry import transient_cause
-from drivers.base import DriverError, OperationalState, ProvisionResult, SliverSpec
-from drivers.routesync import ROUTES_OPTION, RouteError, parse_routes_option
+from drivers.base import (
+    DriverError,
+    OperationalState,
+    ProvisionResult,
+    SliverSpec,
+    SubstrateDriver,
+)
+from drivers.routesync import ROUTES_OPTION, RouteError, RoutesDriver, parse_routes_option
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from drivers.registry import Site
@@ -278,7 +284,7 @@ def _run_claimed(task: SliverTask, site: Site, *, max_attempts: int) -> None:
             _release_handle(driver, facts)
 
 
-def _driver_action(driver, spec: SliverSpec, args: dict) -> OperationalState:
+def _driver_action(driver: SubstrateDriver, spec: SliverSpec, args: dict) -> OperationalState:
     """A driver's own action. A route change (option geniam_routes) first replaces the
     control plane's route set (`set_routes`), then the action syncs the forwarding plane."""
     action = args.get("action")
@@ -290,7 +296,7 @@ def _driver_action(driver, spec: SliverSpec, args: dict) -> OperationalState:
             routes = parse_routes_option(options[ROUTES_OPTION])
         except RouteError as exc:
             raise DriverError(str(exc)) from None
-        driver.set_routes(spec, routes)
+        cast(RoutesDriver, driver).set_routes(spec, routes)   # capabilities.routes drivers
     return OperationalState(driver.perform(spec, action))
 
 
@@ -301,12 +307,12 @@ def _still_wanted(action: str, state: states.State) -> bool:
     return alloc is states.Alloc.PROVISIONED and op is states.JOB_ACTIONS[action].waiting
 
 
-def _delete(driver, spec: SliverSpec, facts: dict) -> None:
+def _delete(driver: SubstrateDriver, spec: SliverSpec, facts: dict) -> None:
     driver.delete(spec)
     _release_handle(driver, facts)
 
 
-def _release_handle(driver, facts: dict) -> None:
+def _release_handle(driver: SubstrateDriver, facts: dict) -> None:
     handle = facts.get("handle")
     if not handle:
         return

@@ -52,6 +52,7 @@ from am.service.contract import (
     SliverInfo,
     StatusResult,
 )
+from am.engine.links import TUNNEL_MODE
 from am.engine.stitch import STITCH_MODE
 from am.service.manifests import manifest_for
 from am.states import Alloc, Event, IllegalTransition, Op
@@ -67,7 +68,7 @@ from am.store import (
     spec_to_dict,
     utcnow,
 )
-from am.store import stitch_tags
+from am.store import stitch_tags, tunnels
 from am.store.store import WindowConflict
 from am.store.retry import retrying, transient_cause
 from credentials.errors import URNError
@@ -621,6 +622,12 @@ class Aggregate:
         """A new allocated sliver (reserved) for a planned one, as Allocate writes it (with a
         window: an advance reservation, waiting for its start)."""
         spec = planned.spec
+        if spec.link is not None and spec.link.mode == TUNNEL_MODE:
+            # a half of a cross-host link: both halves hold one site-wide VNI
+            session.flush()
+            spec = dataclasses.replace(spec, params={**spec.params,
+                                                     "vni": tunnels.claim(session, slc,
+                                                                          spec.client_id)})
         row = Sliver(urn=spec.sliver_urn, slice=slc, client_id=spec.client_id,
                      kind=spec.kind.value, driver=planned.driver,
                      component_id=spec.component_id, sliver_type=spec.sliver_type,
@@ -1001,6 +1008,7 @@ class Aggregate:
         self.store.transition_many(session, rows, event)
         self.store.release_many(session, rows)
         stitch_tags.release(session, [r.id for r in rows if r.kind == "link"])
+        tunnels.release(session, rows)
         return first + self.store.add_jobs(session, provisioned, "delete")
 
     # ---- Shutdown ---------------------------------------------------------------------------

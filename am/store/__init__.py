@@ -26,10 +26,11 @@ from am.store import stitch_tags  # its table joins the metadata
 from am.store import state_guard  # its rule table joins the metadata
 from am.store import shared_lans  # its tables join the metadata
 from am.store import hosts as _hosts   # noqa: F401 - its tables belong to the schema
+from am.store import tunnels  # its table joins the metadata
 
 __all__ = [
     "AuditEntry", "AuditRecord", "Capacity", "Claim", "CodecError", "Job", "JobState",
     "Reservation", "ReservationConflict", "Slice", "Sliver", "SliverLease", "Store", "StoreError",
     "StoreURLError", "UserKey", "open_store", "slice_key", "spec_from_dict", "spec_to_dict",
-    "shared_lans", "state_guard", "stitch_tags", "utcnow",
+    "shared_lans", "state_guard", "stitch_tags", "tunnels", "utcnow",
 ]

@@ -151,10 +151,10 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
     # NO_NETEM as the reason
     if link.mode == "stitch":
         return _admit_stitch(comp, spec)
-    if link.mode not in ("veth", "bridge", "wire", "join"):
+    if link.mode not in ("veth", "bridge", "wire", "join", "tunnel"):
         return Admission.refuse(f"vserver node {comp.name} links its containers with veth pairs "
-                                f"or bridges, takes wires or joins another host's bridge, not "
-                                f"{link.mode!r}", "UNSUPPORTED")
+                                f"or bridges, takes wires, joins another host's bridge or "
+                                f"tunnels to another host, not {link.mode!r}", "UNSUPPORTED")
     if len(link.ends) < (1 if spec.params.get("shared_lan") else 2):
         return Admission.refuse(f"link {spec.client_id} needs at least two ends (one when it "
                                 "joins a shared LAN)", "BADARGS")
@@ -166,6 +166,14 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
                 not all(isinstance(v, str) and IFNAME_RE.match(v) for v in wires.values()):
             return Admission.refuse(f"link {spec.client_id}: a wire link has one end here and "
                                     "names the wire (host interface) it takes", "BADARGS")
+    elif link.mode == "tunnel":
+        tunnel = spec.params.get("tunnel")
+        mine = len(link.ends) - len(foreign)
+        if not isinstance(tunnel, dict) or not tunnel.get("local") or \
+                not tunnel.get("remote") or len(foreign) != 1 or mine != 1:
+            return Admission.refuse(f"link {spec.client_id}: a tunnel half has one end here, "
+                                    "one on another host, and names both hosts' addresses",
+                                    "BADARGS")
     elif link.mode == "join":
         bridge = spec.params.get("bridge")
         mine = len(link.ends) - len(foreign)

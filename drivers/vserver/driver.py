@@ -86,6 +86,8 @@ from drivers.vserver.state import StateDir
 from rspec.model import Execute, Route
 
 SLIVER_TYPE = "vserver-container"
+VXLAN_PORT = 4789           # IANA's VXLAN port, the tunnels' UDP destination
+TUNNEL_MTU = 1450           # a tunnel link's interfaces: 1500 less VXLAN's 50-byte header
 CONTROL_PORT = "cpu0"      # a hybrid router's forwarding-plane CPU port, in its control plane
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,7 @@ class VServerDriver(SubstrateDriver):
         links=True,
         wires=True,
         joins_bridges=True,
+        tunnels=True,
         link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the veths; no netem here
     )
     shaping_note: ClassVar[str] = hostnet.NO_NETEM
@@ -501,6 +504,8 @@ class VServerDriver(SubstrateDriver):
                 self._build_stitch(rec)
             else:
                 self._build_bridge(rec)
+                if rec.get("tunnel"):
+                    self._build_tunnel(rec)
             kbps = rec["capacity_kbps"]
             for end in rec["ends"]:
                 with self.state.lock(end["node_handle"]):
@@ -536,6 +541,10 @@ class VServerDriver(SubstrateDriver):
             if rec["mode"] == "stitch":
                 self._stitch_flows(rec)
         shaped = f", {rec['capacity_kbps']} kbit/s each way" if rec["capacity_kbps"] else ""
+        if rec.get("tunnel"):
+            t = rec["tunnel"]
+            shaped += (f", VXLAN VNI {t['vni']} ({t['dev']}) {t['local']} -> {t['remote']} "
+                       f"(host {t['remote_host']}), MTU {t['mtu']}")
         return ProvisionResult(state=OperationalState.NOTREADY if rec["stopped"]
                                else OperationalState.READY, handle=handle,
                                resource_status=f"{rec['mode']} link {handle}{shaped}")
@@ -672,7 +681,27 @@ class VServerDriver(SubstrateDriver):
             hostnet.link_delete(None, e["port"])
             hostnet.veth_add(e["end"], e["port"])
             hostnet.link_set(None, e["end"], alias=e["end"])
+            if rec.get("tunnel"):    # room for the VXLAN header on a 1500-byte underlay
+                for dev in (e["end"], e["port"]):
+                    hostnet.run(["ip", "link", "set", "dev", dev, "mtu",
+                                 str(rec["tunnel"]["mtu"])])
             hostnet.link_set(None, e["port"], master=br, up=True)
+
+    def _build_tunnel(self, rec: Record) -> None:
+        """This host's half of a cross-host link: a VXLAN device (the link's VNI, from this
+        host's address to the other's, unicast, UDP 4789) on the half's bridge."""
+        t = rec["tunnel"]
+        info = hostnet.find_link(None, t["dev"])
+        if info is None:
+            try:
+                hostnet.run(["ip", "link", "add", t["dev"], "type", "vxlan", "id", str(t["vni"]),
+                             "local", t["local"], "remote", t["remote"], "dstport",
+                             str(VXLAN_PORT)])
+            except hostnet.HostNetError as exc:
+                raise DriverError(f"link {rec['client_id']}: VXLAN VNI {t['vni']} to "
+                                  f"{t['remote']}: {exc}", transient=True) from None
+        hostnet.run(["ip", "link", "set", "dev", t["dev"], "mtu", str(t["mtu"])])
+        hostnet.link_set(None, t["dev"], master=rec["bridge"], up=True)
 
     def _locate_locked(self, end: Mapping[str, Any]) -> tuple[str | None, hostnet.LinkInfo] | None:
         with self.state.lock(end["node_handle"]):
@@ -915,7 +944,8 @@ class VServerDriver(SubstrateDriver):
         if spec.kind is ResourceKind.LINK:
             rec = self.state.read(self.naming.link(spec.sliver_urn))
             if rec is None or any(self._locate(e) is None for e in rec["ends"]) \
-                    or (rec["bridge"] and hostnet.find_link(None, rec["bridge"]) is None):
+                    or (rec["bridge"] and hostnet.find_link(None, rec["bridge"]) is None) \
+                    or (rec.get("tunnel") and hostnet.find_link(None, rec["tunnel"]["dev"]) is None):
                 return OperationalState.FAILED
         else:
             handle = self.naming.node(spec.sliver_urn)
@@ -952,6 +982,8 @@ class VServerDriver(SubstrateDriver):
                         hostnet.link_delete(where[0], where[1].name)
                 if end.get("port"):
                     hostnet.link_delete(_port_netns(rec), end["port"])
+            if rec.get("tunnel"):
+                hostnet.link_delete(None, rec["tunnel"]["dev"])
             joined = rec.get("mode") == "join"      # another host's bridge: once nobody is on it
             if rec.get("bridge") and not rec.get("joins") and \
                     (not joined or not hostnet.bridge_ports(rec["bridge"])):
@@ -1014,6 +1046,8 @@ class VServerDriver(SubstrateDriver):
                 owned_if |= {e["end"] for e in ends} | {e["port"] for e in ends if e.get("port")}
                 if rec.get("bridge"):
                     owned_if.add(rec["bridge"])
+                if rec.get("tunnel"):
+                    owned_if.add(rec["tunnel"]["dev"])
                 alive = True
                 detail = f"{rec.get('mode')} link {handle} ({rec.get('client_id')})"
             if alive:
@@ -1156,8 +1190,9 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     if spec.link is None:
         raise DriverError(f"link sliver {spec.client_id} has no link spec")
     mode = spec.link.mode
-    if mode not in ("veth", "bridge", "wire", "join", "stitch"):
-        raise DriverError(f"vserver links are veth pairs, bridges, wires, joins or stitched, "
+    if mode not in ("veth", "bridge", "wire", "join", "stitch", "tunnel"):
+        raise DriverError(f"vserver links are veth pairs, bridges, wires, joins, tunnels or "
+                          f"stitched, "
                           f"not {mode!r}")
     if mode == "veth" and len(spec.link.ends) != 2:
         mode = "bridge"
@@ -1166,8 +1201,8 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
     for e in spec.link.ends:
         if mode == "wire" and e.interface_client_id not in wires:
             continue                      # the card's end: the wire is its port
-        if mode == "join" and e.component_id.lower() != spec.component_id.lower():
-            continue                      # the other host's node: already on its bridge
+        if mode in ("join", "tunnel") and e.component_id.lower() != spec.component_id.lower():
+            continue                      # the other host's node: on its bridge, or its half
         if not e.sliver_urn:
             raise DriverError(f"link {spec.client_id}: end {e.interface_client_id} names no "
                               "node sliver")
@@ -1176,16 +1211,29 @@ def _link_record(spec: SliverSpec, handle: str, naming: Naming) -> Record:
                      "interface": e.interface_client_id,
                      "end": naming.end(e.sliver_urn, e.interface_client_id),
                      "port": naming.port(spec.sliver_urn, e.sliver_urn, e.interface_client_id)
-                     if mode in ("bridge", "join", "stitch") else None,
+                     if mode in ("bridge", "join", "stitch", "tunnel") else None,
                      **({"wire": wires[e.interface_client_id]} if mode == "wire" else {})})
     lan = spec.params.get("lan_sliver")      # joins the LAN another slice shares
     return {"kind": "link", "handle": handle, "sliver_urn": spec.sliver_urn,
             "slice_urn": spec.slice_urn, "client_id": spec.client_id, "mode": mode,
             "joins": spec.params.get("shared_lan") if lan else None,
-            "bridge": naming.bridge(lan or spec.sliver_urn) if mode == "bridge" else
+            "bridge": naming.bridge(lan or spec.sliver_urn) if mode in ("bridge", "tunnel") else
             str(spec.params["bridge"]) if mode == "join" else None,
             "capacity_kbps": spec.link.capacity_kbps, "ends": ends,
-            **({"stitch": _stitch_record(spec)} if mode == "stitch" else {})}
+            **({"stitch": _stitch_record(spec)} if mode == "stitch" else {}),
+            **({"tunnel": _tunnel_record(spec, naming)} if mode == "tunnel" else {})}
+
+
+def _tunnel_record(spec: SliverSpec, naming: Naming) -> Record:
+    """A tunnel half's VXLAN device: the VNI the store gave the link, this host's address and
+    the other's (the inventory's), and the MTU of the link's interfaces."""
+    t = dict(spec.params.get("tunnel") or {})
+    vni = spec.params.get("vni")
+    if not isinstance(vni, int) or not t.get("local") or not t.get("remote"):
+        raise DriverError(f"tunnel link {spec.client_id} has no VNI or no host addresses")
+    return {"dev": naming.vxlan(spec.sliver_urn), "vni": vni, "local": str(t["local"]),
+            "remote": str(t["remote"]), "remote_host": str(t.get("remote_host") or ""),
+            "mtu": TUNNEL_MTU}
 
 
 def _stitch_record(spec: SliverSpec) -> Record:

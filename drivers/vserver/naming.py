@@ -21,6 +21,7 @@ LINK_TAG = "l"       # handle of a link sliver: <p>-l<hash>
 END_TAG = "e"        # container-side veth end (alias it keeps after the rename): <p>e<hash>
 PORT_TAG = "p"       # bridge-side veth end of a bridged link: <p>p<hash>
 BRIDGE_TAG = "b"     # a LAN link's bridge: <p>b<hash>
+TUNNEL_TAG = "x"     # a cross-host link's VXLAN device, on its half's bridge: <p>x<hash>
 
 
 def _h(*parts: str) -> str:
@@ -54,6 +55,9 @@ class Naming:
     def bridge(self, link_sliver_urn: str) -> str:
         return self._if(BRIDGE_TAG, _h(link_sliver_urn))
 
+    def vxlan(self, link_sliver_urn: str) -> str:
+        return self._if(TUNNEL_TAG, _h(link_sliver_urn))
+
     def _if(self, tag: str, digest: str) -> str:
         name = f"{self.prefix}{tag}{digest}"
         assert len(name) <= IFNAMSIZ   # the prefix is at most 4 characters
@@ -67,8 +71,9 @@ class Naming:
         return name.startswith(f"{self.prefix}-{LINK_TAG}")
 
     def is_ours_ifname(self, name: str) -> bool:
-        """A root-namespace interface this AM made (veth end, bridge port or bridge)."""
-        return re.fullmatch(rf"{self.prefix}[{END_TAG}{PORT_TAG}{BRIDGE_TAG}][0-9a-f]{{{HASH_LEN}}}",
+        """A root-namespace interface this AM made (veth end, bridge port, bridge or VXLAN
+        device)."""
+        return re.fullmatch(rf"{self.prefix}[{END_TAG}{PORT_TAG}{BRIDGE_TAG}{TUNNEL_TAG}][0-9a-f]{{{HASH_LEN}}}",
                             name) is not None
 
 

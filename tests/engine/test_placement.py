@@ -329,3 +329,51 @@ def test_genilib_raw_alias_is_accepted_and_placed_as_raw_pc(fake_site, mint):
     plan = place(Request(nodes=(RequestNode(client_id="pc", sliver_type="raw"),)), site, {},
                  slice_urn="urn:publicid:IDN+geni-am+slice+s", mint_sliver_urn=mint)
     assert plan.ok and plan.slivers[0].spec.client_id == "pc"
+
+
+# ---- links between hosts ------------------------------------------------------------------------
+
+def _two_hosts(site, monkeypatch, *, addresses=("192.0.2.1", "192.0.2.2")):
+    """fake1 on hostA, fake2 on hostB; the driver able to tunnel (its admission takes a
+    tunnel half, as the container driver's does)."""
+    import dataclasses
+
+    from drivers.base import Admission
+    from drivers.inventory import HostDecl
+    drv = site.drivers["fake"]
+    monkeypatch.setattr(drv, "capabilities", dataclasses.replace(drv.capabilities, tunnels=True))
+    real = drv._admit_link
+    monkeypatch.setattr(drv, "_admit_link", lambda comp, spec, usage: Admission.accept()
+                        if spec.link.mode == "tunnel" else real(comp, spec, usage))
+    site.hosts = {h: HostDecl(h, a) for h, a in zip(("hostA", "hostB"), addresses)}
+    site.host_map = {node_urn("fake1").lower(): ("hostA",), node_urn("fake2").lower(): ("hostB",)}
+
+
+def test_a_link_across_two_hosts_is_a_tunnel_half_on_each(fake_site, mint, monkeypatch):
+    site = fake_site(2)
+    _two_hosts(site, monkeypatch)
+    plan = run(site, mint, node("a", "fake1", ifaces=["a:0"]), node("b", "fake2", ifaces=["b:0"]),
+               links=[link("x", "a:0", "b:0", kbps=5000)])
+    assert plan.ok, plan.refusals
+    halves = [s for s in plan.slivers if s.spec.kind is ResourceKind.LINK]
+    assert sorted(h.spec.component_id for h in halves) == [node_urn("fake1"), node_urn("fake2")]
+    assert {h.spec.client_id for h in halves} == {"x"}
+    assert len({h.spec.sliver_urn for h in halves}) == 2
+    tunnels = {h.spec.component_id: h.spec.params["tunnel"] for h in halves}
+    assert (tunnels[node_urn("fake1")]["local"], tunnels[node_urn("fake1")]["remote"]) == \
+        ("192.0.2.1", "192.0.2.2")
+    assert (tunnels[node_urn("fake2")]["local"], tunnels[node_urn("fake2")]["remote"]) == \
+        ("192.0.2.2", "192.0.2.1")
+    for h in halves:     # each half knows both ends (its driver builds only its own)
+        assert h.spec.link.mode == "tunnel" and h.spec.link.capacity_kbps == 5000
+        assert {e.sliver_urn for e in h.spec.link.ends} == \
+            {s.spec.sliver_urn for s in plan.slivers if s.spec.kind is ResourceKind.NODE}
+
+
+def test_hosts_without_addresses_get_no_tunnel(fake_site, mint, monkeypatch):
+    site = fake_site(2)
+    _two_hosts(site, monkeypatch, addresses=("192.0.2.1", None))
+    plan = run(site, mint, node("a", "fake1", ifaces=["a:0"]), node("b", "fake2", ifaces=["b:0"]),
+               links=[link("x", "a:0", "b:0")])
+    assert not any(s.spec.link is not None and s.spec.link.mode == "tunnel"
+                   for s in plan.slivers)

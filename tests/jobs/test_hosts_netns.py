@@ -7,6 +7,12 @@ A slice with a three-container LAN on hostA and a two-container link on hostB: e
 in its host's world, asserted by where things appear: the LAN's bridge exists in hostA's
 namespace only (not in hostB's, not in the machine's), each host's state directory holds
 exactly the containers of its component, and the containers of each link ping each other.
+
+The two host namespaces are also joined to each other by a veth with the inventory's host
+addresses (192.0.2.1-2/24, MTU 1500): the physical network cross-host links tunnel over. A
+link between a container on hostA and one on hostB is a VXLAN tunnel, one half built by each
+host's worker: full-size packets (1450 bytes, don't fragment) cross, the VNI is the store's and
+is freed on Delete, and nothing of it is left in either namespace.
 """
 from __future__ import annotations
 
@@ -74,11 +80,22 @@ REQUEST = (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}
            + _link("lan-a", "a1", "a2", "a3") + _link("link-b", "b1", "b2") + "</rspec>")
 
 
-def _wire(ns: str, veth: str, index: int, ports: list[int]) -> tuple[str, list]:
+def _free_blocks(count: int) -> list[int]:
+    """`count` /30 blocks of 198.51.100.0/24 no interface of the machine uses now, at random:
+    two runs of this test at once (two engineers, the suite and a loop) must not both route
+    198.51.100.1 to their own cable, or each one's workers lose the database."""
+    used = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                          check=True).stdout
+    free = [b for b in range(0, 256, 4) if f" 198.51.100.{b + 1}/" not in used
+            and f" 198.51.100.{b + 2}/" not in used]
+    return random.sample(free, count)
+
+
+def _wire(ns: str, veth: str, block: int, ports: list[int]) -> tuple[str, list]:
     """The host's cable to the site network: a veth from the machine into the host's
-    namespace (198.51.100.4i+1 here, +2 there), and a forwarder on the machine's end to the
-    database and broker on loopback (TCP only, to ports the suite's servers use)."""
-    here, there = f"198.51.100.{4 * index + 1}", f"198.51.100.{4 * index + 2}"
+    namespace (198.51.100.block+1 here, +2 there), and a forwarder on the machine's end to
+    the database and broker on loopback (TCP only, to ports the suite's servers use)."""
+    here, there = f"198.51.100.{block + 1}", f"198.51.100.{block + 2}"
     subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "site0",
                     "netns", ns], check=True)
     subprocess.run(["ip", "addr", "add", f"{here}/30", "dev", veth], check=True)
@@ -112,11 +129,20 @@ def netns_site(tmp_path_factory, redis_url):
     stack = None
     try:
         addresses = {}
+        blocks = _free_blocks(len(HOSTS))
         for i, (host, ns) in enumerate(netns.items()):
             hostnet.netns_add(ns)
             subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-            addresses[host], more = _wire(ns, f"gs{tag}{i}", i, ports)
+            addresses[host], more = _wire(ns, f"gs{tag}{i}", blocks[i], ports)
             forwarders += more
+        # the hosts' own network: a veth between their namespaces, at the inventory addresses
+        a, b = netns["hostA"], netns["hostB"]
+        subprocess.run(["ip", "link", "add", "phy0", "netns", a, "type", "veth", "peer",
+                        "name", "phy0", "netns", b], check=True)
+        for i, ns in enumerate((a, b)):
+            subprocess.run(["ip", "-n", ns, "addr", "add", f"192.0.2.{i + 1}/24", "dev", "phy0"],
+                           check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", "phy0", "up"], check=True)
         inventory.write_text(_inventory(folder, f"h{tag[:3]}", netns))
         stack = build_stack(settings, worker=False)
         from am.jobs.hosts import JobRouter
@@ -142,9 +168,10 @@ def netns_site(tmp_path_factory, redis_url):
         yield folder, stack, netns, procs
     finally:
         try:
-            if stack is not None and stack.status("ns"):
-                stack.delete("ns")
-                support.wait_until(lambda: not _all_records(folder), "deletes to finish", 120, 0.2)
+            for name in ("ns", "tn"):
+                if stack is not None and stack.status(name):
+                    stack.delete(name)
+            support.wait_until(lambda: not _all_records(folder), "deletes to finish", 120, 0.2)
         except Exception:   # noqa: BLE001 - teardown goes on
             pass
         for proc in procs.values():
@@ -172,17 +199,29 @@ def _all_records(folder: Path) -> list[str]:
     return [p.name for h in HOSTS for p in (folder / h).rglob("*.json")]
 
 
+def _provision_until_ready(stack, name: str) -> None:
+    stack.provision(name)
+    def ready():
+        st = stack.status(name)
+        return st if st and all(op == "geni_ready" for _, op, _ in st.values()) else None
+    try:
+        support.wait_until(ready, f"slice {name} to be ready", 180, 0.1)
+    except AssertionError:
+        raise AssertionError(f"not all ready: {stack.status(name)}") from None
+
+
+def _ping(driver, src: str, dst: str, *flags: str) -> None:
+    """Ping `dst` from container `src` of `driver`'s host; fail with what ping said."""
+    (rec,) = [r for r in driver.state.all().values() if r.get("client_id") == src]
+    argv = driver.sliver_argv(rec["sliver_urn"], ["ping", "-c", "1", "-W", "5", *flags, dst])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (src, dst, done.stdout, done.stderr)
+
+
 def test_each_host_builds_its_slivers_in_its_own_namespace(netns_site):
     folder, stack, netns, procs = netns_site
     stack.aggregate.allocate(USER, slice_urn("ns"), REQUEST, Options())
-    stack.provision("ns")
-    def ready():
-        st = stack.status("ns")
-        return st if all(op == "geni_ready" for _, op, _ in st.values()) else None
-    try:
-        support.wait_until(ready, "the slice to be ready", 180, 0.1)
-    except AssertionError:
-        raise AssertionError(f"not all ready: {stack.status('ns')}") from None
+    _provision_until_ready(stack, "ns")
 
     parts = {h: load_site(str(folder / "inventory.toml"), authority=AUTHORITY, host=h)
              for h in HOSTS}
@@ -198,11 +237,72 @@ def test_each_host_builds_its_slivers_in_its_own_namespace(netns_site):
         assert hostnet.find_link(None, bridge) is None        # not in the machine's own world
         # the containers of each link reach each other
         for host, src, dst in (("hostA", "a1", "10.211.1.3"), ("hostB", "b2", "10.211.2.1")):
-            (rec,) = [r for r in records[host].values() if r.get("client_id") == src]
-            argv = drivers[host].sliver_argv(rec["sliver_urn"], ["ping", "-c", "1", "-W", "5",
-                                                                 dst])
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, (src, dst, done.stdout, done.stderr)
+            _ping(drivers[host], src, dst)
+    finally:
+        for part in parts.values():
+            part.close()
+
+
+TUNNEL_REQUEST = (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" '
+                  'type="request">'
+                  + _node("ta", "hostA", "10.211.3.1") + _node("tb", "hostB", "10.211.3.2")
+                  + '<link client_id="cross"><interface_ref client_id="ta:if0"/>'
+                  '<interface_ref client_id="tb:if0"/><property source_id="ta:if0" '
+                  'dest_id="tb:if0" capacity="20000"/><property source_id="tb:if0" '
+                  'dest_id="ta:if0" capacity="20000"/></link></rspec>')
+
+
+
+
+def test_a_link_across_hosts_is_a_vxlan_tunnel(netns_site):
+    from am.store import tunnels
+
+    folder, stack, netns, procs = netns_site
+    stack.aggregate.allocate(USER, slice_urn("tn"), TUNNEL_REQUEST, Options())
+    with stack.store.read() as session:
+        (vni,) = tunnels.held(session).values()
+    _provision_until_ready(stack, "tn")
+
+    parts = {h: load_site(str(folder / "inventory.toml"), authority=AUTHORITY, host=h)
+             for h in HOSTS}
+    try:
+        drivers = {h: parts[h].drivers["vserver"] for h in HOSTS}
+        halves = {}
+        for host, other in (("hostA", "192.0.2.2"), ("hostB", "192.0.2.1")):
+            recs = [r for r in drivers[host].state.all().values() if r.get("client_id") == "cross"]
+            assert len(recs) == 1, (host, recs)        # one half on each host
+            halves[host] = recs[0]
+            t = recs[0]["tunnel"]
+            assert (t["vni"], t["remote"]) == (vni, other)
+            shown = subprocess.run(["ip", "-n", netns[host], "-d", "-j", "link", "show",
+                                    t["dev"]], capture_output=True, text=True, check=True).stdout
+            assert f'"id":{vni}' in shown.replace(" ", ""), shown
+            assert hostnet.find_link(None, t["dev"]) is None    # not in the machine's world
+            # capacity shaped at this host's end (tbf, as container links are)
+            (end,) = recs[0]["ends"]
+            assert hostnet.qdisc_kind(netns[host], end["port"]) == "tbf"
+        # full-size packets cross: 1450-byte IP packets, don't fragment, both ways
+        for host, src, dst in (("hostA", "ta", "10.211.3.2"), ("hostB", "tb", "10.211.3.1")):
+            _ping(drivers[host], src, dst, "-M", "do", "-s", "1422")
+        # the operator sees the tunnel in each half's status; the manifest shows one link
+        st = stack.aggregate.status(USER, [slice_urn("tn")], Options())
+        notes = [s.resource_status for s in st.slivers if f"VNI {vni}" in s.resource_status]
+        assert len(notes) == 2 and any("-> 192.0.2.2" in n for n in notes), notes
+        manifest = stack.aggregate.describe(USER, [slice_urn("tn")], Options()).manifest
+        assert manifest.count('<link client_id="cross"') == 1, manifest
+
+        stack.delete("tn")
+        support.wait_until(lambda: not any(r.get("client_id") in ("ta", "tb", "cross")
+                                           for h in HOSTS
+                                           for r in drivers[h].state.all().values()),
+                           "the tunnel slice's deletes", 120, 0.2)
+        with stack.store.read() as session:
+            assert tunnels.held(session) == {}            # the VNI is free again
+        for host in HOSTS:
+            left = {i.name for i in hostnet.links(netns[host])}
+            assert halves[host]["tunnel"]["dev"] not in left
+            assert halves[host]["bridge"] not in left
+            assert not any(e["port"] in left for e in halves[host]["ends"])
     finally:
         for part in parts.values():
             part.close()

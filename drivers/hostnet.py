@@ -473,17 +473,25 @@ def veth_pair(a: str, a_netns: str, b: str, b_netns: str) -> None:
             "netns", b_netns]
     made = False
     try:
-        fds = []
-        try:
-            for ns in (a_netns, b_netns):
-                fds.append(os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY | os.O_CLOEXEC))
-            with IPRoute() as ipr:
-                ipr.link("add", ifname=a, kind="veth", net_ns_fd=fds[0],
-                         peer={"ifname": b, "net_ns_fd": fds[1]})
-            made = True
-        finally:
-            for fd in fds:
-                os.close(fd)
+        # a namespace another thread is creating exists as a file before it is mounted (the
+        # kernel answers EINVAL for it): that window is short, so retry, as in_netns does
+        for attempt in range(50):
+            fds = []
+            try:
+                for ns in (a_netns, b_netns):
+                    fds.append(os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY | os.O_CLOEXEC))
+                with IPRoute() as ipr:
+                    ipr.link("add", ifname=a, kind="veth", net_ns_fd=fds[0],
+                             peer={"ifname": b, "net_ns_fd": fds[1]})
+                made = True
+                break
+            except NetlinkError as exc:
+                if exc.code != errno.EINVAL or attempt == 49:
+                    raise
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            time.sleep(0.01)
         for end, ns in ((a, a_netns), (b, b_netns)):   # the kernel takes no alias on create
             step = ["-n", ns, "link", "set", "dev", end, "alias", end]
             in_netns(ns, lambda end=end: _set_alias(end))

@@ -231,10 +231,13 @@ def main() -> int:
     args = ap.parse_args()
     for n in args.nodes:
         work = Path(tempfile.mkdtemp(prefix="bench-chain-"))
-        key = keypair(work, "alice")
-        phases: dict[str, float] = {}
-        api_up, api_down = through_api(n, work, key, phases)
-        drv_up, drv_down = driver_only(n, work, key)
+        try:
+            key = keypair(work, "alice")
+            phases: dict[str, float] = {}
+            api_up, api_down = through_api(n, work, key, phases)
+            drv_up, drv_down = driver_only(n, work, key)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         mn = None if args.skip_mininet else mininet(n)
         mn_text = "skipped" if mn is None else f"{mn:.1f} s (build + teardown)"
         ratio = "" if mn is None else f"; API build / Mininet = {api_up / mn:.2f}"

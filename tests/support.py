@@ -83,3 +83,26 @@ def read_banner(proc: subprocess.Popen, timeout: float) -> str:
         if line.strip() == "--- end ---":
             break
     return "".join(lines)
+
+
+def locks_taken(handler: Callable[..., object], *args: object, times: int = 2) -> list[str]:
+    """Call a signal handler `times` times (as the interpreter would, and a second signal) under
+    a profiler; return the lock-taking calls it made (acquire, __enter__, Event.set/wait), after
+    checking it made any call at all. A Python signal handler runs in the main thread between
+    two bytecodes, so one that takes a lock the interrupted code holds hangs the process."""
+    import sys
+    calls: list[str] = []
+
+    def record(frame, event, arg):
+        if event == "call":
+            calls.append(frame.f_code.co_qualname)
+        elif event == "c_call":
+            calls.append(getattr(arg, "__qualname__", repr(arg)))
+    sys.setprofile(record)
+    try:
+        for _ in range(times):
+            handler(*args)
+    finally:
+        sys.setprofile(None)
+    assert calls, "the handler made no call at all: is it the one under test?"
+    return [c for c in calls if c.rsplit(".", 1)[-1] in ("acquire", "__enter__", "set", "wait")]

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from am.states import Alloc, Op
 from am.store import Slice, Sliver, Store, utcnow
+from am.store.audit import AuditRecord
 
 from typing import TYPE_CHECKING
 
@@ -140,16 +141,9 @@ class AuditPage:
 
 
 @dataclass(frozen=True)
-class AuditEntryRow:
+class AuditEntryRow(AuditRecord):
+    """An audit record as the dashboard lists it: with its row id."""
     id: int
-    ts: datetime
-    caller_urn: str
-    tool_urn: str | None
-    method: str
-    target: str
-    outcome: int
-    message: str
-    duration_ms: float
 
 
 class DashboardQueries:
@@ -228,8 +222,10 @@ class DashboardQueries:
     def audit_page(self, page: int, size: int = AUDIT_PAGE_SIZE) -> AuditPage:
         """Page `page` (1-based) of the audit log, newest first."""
         total, found = self.store.read_models.audit_page((page - 1) * size, size)
-        entries = tuple(AuditEntryRow(e.id, e.ts, e.caller_urn, e.tool_urn, e.method, e.target,
-                                      e.outcome, e.message, e.duration_ms) for e in found)
+        entries = tuple(AuditEntryRow(id=e.id, ts=e.ts, caller_urn=e.caller_urn,
+                                      tool_urn=e.tool_urn, method=e.method, target=e.target,
+                                      outcome=e.outcome, message=e.message,
+                                      duration_ms=e.duration_ms) for e in found)
         return AuditPage(entries, page, max(1, -(-total // size)), total)
 
 

@@ -6,6 +6,7 @@ import sys
 import threading
 
 from am.worker_supervisor import CONFIG_EXITS, RestartPolicy, Supervisor
+from tests.support import locks_taken, wait_until
 
 
 def test_policy_backs_off_and_never_restarts_clean_or_configuration_exits():
@@ -32,13 +33,18 @@ def test_supervisor_restarts_until_a_configuration_exit(tmp_path):
     assert counter.read_text() == "3" and sup.counts.starts == 3 and sup.counts.restarts == 2
 
 
-def test_stop_ends_the_child_with_sigterm_and_the_supervisor_with_0():
+def _running_sleeper() -> tuple[Supervisor, threading.Thread, list[int]]:
+    """A supervisor of a child that sleeps a minute, running in a thread, its child started."""
     sup = Supervisor([sys.executable, "-c", "import time; time.sleep(60)"])
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(sup.run()))
     runner.start()
-    while sup.counts.starts == 0:
-        threading.Event().wait(0.01)
+    wait_until(lambda: sup.counts.starts > 0, "the child's start", timeout=10)
+    return sup, runner, result
+
+
+def test_stop_ends_the_child_with_sigterm_and_the_supervisor_with_0():
+    sup, runner, result = _running_sleeper()
     sup.stop()
     runner.join(10)
     assert result == [0] and sup.counts.restarts == 0
@@ -47,28 +53,9 @@ def test_stop_ends_the_child_with_sigterm_and_the_supervisor_with_0():
 def test_the_signal_handler_takes_no_lock_and_stops_the_child():
     """The handler runs between two bytecodes of the main thread, which may hold the
     supervisor's lock or the Event's: it must take neither (a second SIGTERM used to be able
-    to hang `geni-am worker`, as it did `serve`). Called here as the interpreter would, under a
-    profiler that records every call it makes."""
-    sup = Supervisor([sys.executable, "-c", "import time; time.sleep(60)"])
-    result: list[int] = []
-    runner = threading.Thread(target=lambda: result.append(sup.run()))
-    runner.start()
-    while sup.counts.starts == 0:
-        threading.Event().wait(0.01)
-    calls: list[str] = []
-
-    def record(frame, event, arg):
-        if event == "call":
-            calls.append(frame.f_code.co_qualname)
-        elif event == "c_call":
-            calls.append(getattr(arg, "__qualname__", repr(arg)))
-    sys.setprofile(record)
-    try:
-        sup._on_signal(signal.SIGTERM, None)
-        sup._on_signal(signal.SIGTERM, None)        # and a second signal
-    finally:
-        sys.setprofile(None)
+    to hang `geni-am worker`, as it did `serve`)."""
+    sup, runner, result = _running_sleeper()
+    locking = locks_taken(sup._on_signal, signal.SIGTERM, None)
     runner.join(10)
     assert result == [0] and sup.counts.restarts == 0
-    locking = [c for c in calls if c.rsplit(".", 1)[-1] in ("acquire", "__enter__", "set", "wait")]
-    assert calls and not locking, calls
+    assert locking == []

@@ -80,12 +80,20 @@ class FakeStateStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: list[tuple[int, sqlite3.Connection, int]] = []
-        db = self._connect()
+        # Several processes may open one new state directory at once (AM processes starting
+        # together): switching a fresh file to WAL takes SQLite's exclusive lock without waiting
+        # on the busy timeout ("database is locked"), so set-up queues on the writers' flock.
+        lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            db.execute("PRAGMA journal_mode=WAL")   # persistent: set once per file
-            db.executescript(SCHEMA)   # idempotent; executescript manages its own transaction
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            db = self._connect()
+            try:
+                db.execute("PRAGMA journal_mode=WAL")   # persistent: set once per file
+                db.executescript(SCHEMA)   # idempotent; executescript manages its transaction
+            finally:
+                db.close()
         finally:
-            db.close()
+            os.close(lock_fd)   # closing the descriptor releases the flock
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None,

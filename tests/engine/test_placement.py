@@ -377,3 +377,17 @@ def test_hosts_without_addresses_get_no_tunnel(fake_site, mint, monkeypatch):
                links=[link("x", "a:0", "b:0")])
     assert not any(s.spec.link is not None and s.spec.link.mode == "tunnel"
                    for s in plan.slivers)
+
+
+def test_a_switch_port_as_a_link_end_is_refused_naming_the_link(fake_site, mint):
+    site = fake_site(1)
+    port = "urn:publicid:IDN+geni-am:test+interface+fake-switch:port1"
+    sw = RequestNode("sw", component_id=node_urn("fake-switch"),
+                     interfaces=(RequestInterface("sw:p1", component_id=port),))
+    plan = run(site, mint, node("a", "fake1", ifaces=["a:0"]), sw,
+               links=[link("l", "a:0", "sw:p1")])
+    assert plan.slivers == [] and mint.calls == []
+    (r,) = plan.refusals
+    assert (r.client_id, r.code) == ("l", "UNSUPPORTED")
+    assert r.reason.startswith("link l: interface sw:p1 is port port1 of switch fake-switch, "
+                               "and a switch port is not a link end at this AM"), r.reason

@@ -108,20 +108,7 @@ def lab(base_settings, gcf_fixtures, fx, tmp_path_factory):
 
 def test_a_container_pings_a_vm_across_the_slot(lab: AM):
     am = lab
-    alloc = am.allocate(_request())
-    assert code_of(alloc) == 0, alloc
-    urns = {cid: n.get("sliver_id") for cid, n in manifest_nodes(alloc["value"]).items()}
-    prov = am.ok("Provision", [SLICE], am.cred, {"geni_rspec_version": RSPEC_V})
-    every = [s["geni_sliver_urn"] for s in prov["geni_slivers"]]
-
-    def settled():
-        st = {s["geni_sliver_urn"]: s for s in am.ok("Status", [SLICE], am.cred, {})[
-            "geni_slivers"]}
-        return st if all(st[u]["geni_operational_status"] in ("geni_ready", "geni_failed")
-                         for u in every) else None
-    st = wait_until(settled, "the slivers to settle", 400, 0.2)
-    assert {u: s["geni_operational_status"] for u, s in st.items()} == \
-        {u: "geni_ready" for u in every}, {u: s.get("geni_error") for u, s in st.items()}
+    urns, st = _up(am, _request())
     wire = f"{CARD_PREFIX}p0"
     assert any(f"nf1 port nf0 ({wire}) plugged in" in s.get("geni_resource_status", "")
                for s in st.values()), st
@@ -137,6 +124,16 @@ def test_a_container_pings_a_vm_across_the_slot(lab: AM):
     wait_until(lambda: (li := hostnet.find_link(None, wire)) is not None and not li.master,
                "the card port to leave the VM's bridge", 60)
 
+
+
+def _up(am: AM, request: str) -> tuple[dict[str, str], dict]:
+    """Allocate and Provision `request`; every sliver ready. (client_id -> sliver URN, the
+    slivers' Status by URN)."""
+    alloc = am.allocate(request)
+    assert code_of(alloc) == 0, alloc
+    urns = {cid: n.get("sliver_id") for cid, n in manifest_nodes(alloc["value"]).items()}
+    prov = am.ok("Provision", [SLICE], am.cred, {"geni_rspec_version": RSPEC_V})
+    return urns, _settle(am, [s["geni_sliver_urn"] for s in prov["geni_slivers"]])
 
 
 def _settle(am: AM, every: list[str], timeout: float = 400) -> dict:
@@ -166,11 +163,7 @@ def _router_request() -> str:
 
 def test_a_vm_control_plane_answers_for_a_router_forwarding_in_the_slot(lab: AM):
     am = lab
-    alloc = am.allocate(_router_request())
-    assert code_of(alloc) == 0, alloc
-    urns = {cid: n.get("sliver_id") for cid, n in manifest_nodes(alloc["value"]).items()}
-    prov = am.ok("Provision", [SLICE], am.cred, {"geni_rspec_version": RSPEC_V})
-    st = _settle(am, [s["geni_sliver_urn"] for s in prov["geni_slivers"]])
+    urns, st = _up(am, _router_request())
     netfpga = am.rt.site.drivers["netfpga"]
     [fspec] = netfpga_spec(am, urns["r1"])
     cpu = netfpga.control_port(fspec)

@@ -189,6 +189,8 @@ def test_a_vm_control_plane_answers_for_a_router_forwarding_in_the_slot(lab: AM)
         probe(h1, "10.76.2.2", "-t", "1")
 
     assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0
-    wait_until(lambda: (li := hostnet.find_link(None, cpu)) is not None and not li.master,
-               "the CPU port to leave the VM's bridge", 60)
-    assert hostnet.find_link(None, cpu).mac == cpu_mac          # given back as it was
+    # given back as it was: out of the VM's bridge, its own MAC
+    wait_until(lambda: (li := hostnet.find_link(None, cpu)) is not None and not li.master
+               and li.mac == cpu_mac, "the CPU port to leave the VM's bridge", 60,
+               detail=lambda: (hostnet.find_link(None, cpu), am.call("Status", [SLICE],
+                                                                     am.cred, {})))

@@ -84,6 +84,7 @@ from rspec.model import Route
 
 SYNC_ROUTES = SYNC_ROUTES_ACTION
 CPU_CLIENT = "geni-cpu"       # the control-plane VM's NIC on its forwarding plane's CPU port
+CPU_NAME = "cpu0"             # its name in the guest (as in a control-plane container)
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 XEN_SLIVER_TYPES = ("xen-vm", "emulab-xen", "default-vm")
 TABLE_BASE = 0x10000          # Dom0 table ids: far above the ones people configure by hand
@@ -683,7 +684,7 @@ class XenDriver(SubstrateDriver):
                               f"{image.digest[:19]})")
         dom0 = rec.forwarding == ForwardingMode.DOM0.value
         ifaces = [guestmod.GuestIface(mac=deterministic_mac(rec.handle, "geni-mgmt"),
-                                      cidr=guestmod.MGMT_ADDRESS)]
+                                      cidr=guestmod.MGMT_ADDRESS, name=guestmod.MGMT_NAME)]
         routes = []
         forward = rec.forwarding == ForwardingMode.GUEST.value
         if rec.control_plane:
@@ -693,10 +694,11 @@ class XenDriver(SubstrateDriver):
                 routes = [guestmod.GuestRoute(destination=r.destination, gateway=r.gateway,
                                               mac=rec.control_port["mac"])
                           for r in self.routes.get(rec.handle) or normalise_all(spec.routes)]
-        elif not dom0:
+        elif not dom0:     # each NIC named in the guest as the request's interface (eth1, ...)
             for i in spec.interfaces:
                 ifaces.append(guestmod.GuestIface(mac=rec.macs[i.client_id],
-                                                  cidr=_cidr(i.ips[0]) if i.ips else None))
+                                                  cidr=_cidr(i.ips[0]) if i.ips else None,
+                                                  name=i.name))
             for r in self.routes.get(rec.handle) or normalise_all(spec.routes):
                 routes.append(guestmod.GuestRoute(
                     destination=r.destination, gateway=r.gateway,
@@ -1012,9 +1014,9 @@ class XenDriver(SubstrateDriver):
 
     def _control_ifaces(self, spec: SliverSpec, mac: str) -> list[guestmod.GuestIface]:
         """cpu0 carrying every address of the router."""
-        cidrs = [_cidr(ip) for i in spec.interfaces for ip in i.ips]
-        return [guestmod.GuestIface(mac=mac, cidr=c) for c in cidrs] or \
-            [guestmod.GuestIface(mac=mac, cidr=None)]
+        cidrs = [_cidr(ip) for i in spec.interfaces for ip in i.ips] or [None]
+        return [guestmod.GuestIface(mac=mac, cidr=c, name=CPU_NAME if n == 0 else None)
+                for n, c in enumerate(cidrs)]
 
     def _await_control_port(self, rec: DomainRecord) -> OperationalState:
         """A control plane's start before its forwarding plane plugged it in: CONFIGURING (the

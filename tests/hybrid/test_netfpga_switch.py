@@ -191,3 +191,15 @@ def test_what_a_cable_cannot_carry_is_refused_naming_the_link(am: AM):
     # and the cabled port is not a wire a container can take
     assert f"(l3): link it: nf1 port nf0 is cabled to sw1 port {CABLE}" in refused["output"], \
         refused
+    # a switch port named as a link end: no node to link; the refusal says how to reach it
+    sw1 = NF1.replace("+nf1", "+sw1")
+    port = sw1.replace("+node+", "+interface+") + f":{CABLE}"
+    slot = node_xml("s1", NF1, "netfpga-vdp", {"if0": "10.72.0.2"}, ())
+    refused = am.allocate(
+        f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" type="request">'
+        f'{slot}<node client_id="sw" component_id="{sw1}"><interface client_id="sw:p2" '
+        f'component_id="{port}"/></node><link client_id="lsw"><interface_ref client_id="s1:if0"/>'
+        '<interface_ref client_id="sw:p2"/></link></rspec>')
+    assert code_of(refused) == 13, refused                     # UNSUPPORTED
+    assert f"link lsw: interface sw:p2 is port {CABLE} of switch sw1" in refused["output"], refused
+    assert f"nf1 port nf0 is cabled to sw1 port {CABLE} already" in refused["output"], refused

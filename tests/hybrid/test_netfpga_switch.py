@@ -17,7 +17,6 @@ from __future__ import annotations
 import random
 import re
 import string
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -28,6 +27,7 @@ from drivers import hostnet
 from drivers.netfpga import NetFPGADriver
 from tests.api.conftest import SLICE, ApiClient, code_of
 from tests.conftest import require_tool
+from tests.support import wait_until
 from tests.drivers.openflow.conftest import ovs  # noqa: F401 - the private OVS fixture
 from tests.hybrid.conftest import AM, GA, InlineQueue, release_and_close
 from tests.hybrid import test_netfpga_wires as wires
@@ -152,14 +152,11 @@ def test_a_slot_cabled_to_a_switch_forwards_for_a_host_on_the_switch(am: AM):
     # h3's 64, less one for the switch's flows and one for the slot (both ways)
     assert wait_ping(HOST_NS, "10.73.0.2") == 62
     assert wait_ping(h3, "10.72.1.2") == 62
-    deadline = time.monotonic() + 5                           # the card counts every 0.5 s
-    while True:
+    def counted() -> str:                                     # the card counts every 0.5 s
         status = am.ok("Status", [urns["s1"]], am.cred, {})["geni_slivers"][0][
             "geni_resource_status"]
-        if re.search(r"packets: \d+ in, [1-9]\d* forwarded", status):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.1)
+        return status if re.search(r"packets: \d+ in, [1-9]\d* forwarded", status) else ""
+    wait_until(counted, "the slot's forwarded packets in its status", 5, 0.1)
 
     # the reconciler finds the cable on the switch; pulled out, the link is failed with why
     cable_urn = next(u for u, t in text.items() if t.startswith("cable nf1:nf0"))

@@ -264,3 +264,39 @@ def test_nothing_is_none_on_the_wire(api, fx):
     body = api.raw(__import__("xmlrpc.client").client.dumps(
         (SLICE, cred, REQUEST, {}), "Allocate").encode()).data
     assert b"<nil/>" not in body and b"dateTime" not in body
+
+
+def test_get_version_lists_the_operational_actions_the_am_takes(base_settings, authorizer, fx,
+                                                                 tmp_path):
+    """GetVersion's geniam_operational_actions (the real Aggregate over a fake site) names every
+    action PerformOperationalAction takes, the shared-LAN ones with their options: each
+    listed action reaches the slice lookup (no such slice: SEARCHFAILED), and an unknown
+    action's UNSUPPORTED answer lists exactly the same set."""
+    from am.service.aggregate import Aggregate
+    from am.store import open_store
+    from drivers.fake import make_fake_site
+    store = open_store(f"sqlite:///{tmp_path / 'am.sqlite'}", migrate=True)
+    site = make_fake_site(2, authority="geni-am:test")
+    try:
+        aggregate = Aggregate(base_settings, store, site, queue=None)
+        api = make_client(base_settings, authorizer, aggregate, fx.pem("alice"))
+        listed = {a["action"]: a for a in api.call("GetVersion")["value"]
+                  ["geniam_operational_actions"]}
+        assert listed["geni_sharelan"]["options"] == ["geni_sharelan_lanname",
+                                                      "geni_sharelan_token"]
+        assert listed["geni_unsharelan"]["options"] == ["geni_sharelan_lanname"]
+        assert listed["geni_update_users"]["options"] == ["geni_users"]
+        assert {"geni_start", "geni_stop", "geni_restart"} <= set(listed)
+        cred = [fx.cred("slice-cred-alice")]
+        for action in listed:
+            opts = {"geni_users": [{"urn": ALICE, "keys": ["ssh-ed25519 AAAA k"]}]} \
+                if action == "geni_update_users" else {}
+            result = api.call("PerformOperationalAction", [SLICE], cred, action, opts)
+            assert code_of(result) == 12, (action, result["output"])     # SEARCHFAILED
+        refused = api.call("PerformOperationalAction", [SLICE], cred, "geni_fly", {})
+        assert code_of(refused) == 13
+        named = refused["output"].split("(supported: ", 1)[1].rstrip(")").split(", ")
+        assert sorted(named) == sorted(listed)
+    finally:
+        site.close()
+        store.close()

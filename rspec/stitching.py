@@ -307,22 +307,36 @@ def manifest_stitching(paths: Iterable[ManifestPath], *,
             link = hop.find(stitch + "link")
             if link is None:
                 continue
-            l2 = _l2sc(link)
-            if l2 is None:
-                scd = etree.SubElement(link, stitch + "switchingCapabilityDescriptor")
-                etree.SubElement(scd, stitch + "switchingcapType").text = "l2sc"
-                etree.SubElement(scd, stitch + "encodingType").text = "ethernet"
-                info = etree.SubElement(scd, stitch + "switchingCapabilitySpecificInfo")
-                l2 = etree.SubElement(info, stitch + "switchingCapabilitySpecificInfo_L2sc")
-            for name in ("interfaceMTU", "vlanRangeAvailability", "suggestedVLANRange",
-                         "vlanTranslation"):   # the schema's order
-                if _child(l2, name) is None and name in ("vlanRangeAvailability",
-                                                         "suggestedVLANRange"):
+            l2 = _manifest_l2sc(link, stitch)
+            for name in ("vlanRangeAvailability", "suggestedVLANRange", "vlanTranslation"):
+                if _child(l2, name) is None:
                     _insert_in_order(l2, stitch + name)
             _child(l2, "vlanRangeAvailability").text = str(mp.tag)
             _child(l2, "suggestedVLANRange").text = str(mp.tag)
+            _child(l2, "vlanTranslation").text = "false"     # this AM never translates
+            # the stitcher reads the text of every element here: an empty one breaks it
+            for child in [c for c in l2 if isinstance(c.tag, str)]:
+                if not (child.text or "").strip() and not len(child):
+                    l2.remove(child)
         root.append(path)
     return root
+
+
+def _manifest_l2sc(link: etree._Element, stitch: str) -> etree._Element:
+    """The hop link's `switchingCapabilitySpecificInfo_L2sc`, made where missing inside the
+    link's *first* `switchingCapabilityDescriptor` (the one the stitcher reads)."""
+    found = _l2sc(link)
+    first = _child(link, "switchingCapabilityDescriptor")
+    if found is not None and found.getparent().getparent() is first:
+        return found
+    if first is None:
+        first = etree.SubElement(link, stitch + "switchingCapabilityDescriptor")
+        etree.SubElement(first, stitch + "switchingcapType").text = "l2sc"
+        etree.SubElement(first, stitch + "encodingType").text = "ethernet"
+    info = _child(first, "switchingCapabilitySpecificInfo")
+    if info is None:
+        info = etree.SubElement(first, stitch + "switchingCapabilitySpecificInfo")
+    return etree.SubElement(info, stitch + "switchingCapabilitySpecificInfo_L2sc")
 
 
 _L2SC_ORDER = ("capability", "interfaceMTU", "vlanRangeAvailability", "suggestedVLANRange",

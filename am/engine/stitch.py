@@ -38,6 +38,23 @@ def stitched_tags(ledger: Ledger, comp, edge: EdgePort) -> dict[int, int]:
     return out
 
 
+def same_tag_hops(hops: tuple[StitchHop, ...], mine: tuple[StitchHop, ...]
+                  ) -> list[StitchHop]:
+    """The other hops of a path that must carry the tag this aggregate's hops carry: going out
+    from them both ways, stopping at a hop that translates (`vlanTranslation`: it may take
+    another tag), nearest first. This aggregate translates nothing: its hops share one tag."""
+    where = [i for i, h in enumerate(hops) if h in mine]
+    out: list[StitchHop] = []
+    for step, start in ((-1, min(where) - 1), (1, max(where) + 1)):
+        i = start
+        while 0 <= i < len(hops) and hops[i] not in mine:
+            if hops[i].translation:
+                break
+            out.append(hops[i])
+            i += step
+    return out
+
+
 def place_stitched(link: RequestLink, ends: list[tuple[str, str]],
                    records: Mapping[str, NodeRecord], site: Site, ledger: Ledger,
                    slice_urn: str) -> LinkRecord | Refusal:
@@ -82,8 +99,13 @@ def place_stitched(link: RequestLink, ends: list[tuple[str, str]],
     lo, hi = edge.vlan_range
     space = frozenset(range(lo, hi + 1))
     candidates = space
-    for hop in path.hops:
-        if hop in mine and hop.suggested is not None and not hop.suggested & space:
+    for hop in mine:
+        if hop.translation:
+            return Refusal(cid, "UNSUPPORTED", f"stitching path {path.id!r} hop {hop.id!r} asks "
+                                               "for VLAN translation, which this aggregate does "
+                                               "not do (its advertisement says vlanTranslation "
+                                               "false): every hop here carries one tag")
+        if hop.suggested is not None and not hop.suggested & space:
             return Refusal(cid, "BADARGS", f"stitching path {path.id!r} hop {hop.id!r}: "
                                            f"suggested VLAN {format_vlan_range(hop.suggested)} "
                                            f"is outside edge port {edge.name}'s range {lo}-{hi}")
@@ -94,7 +116,18 @@ def place_stitched(link: RequestLink, ends: list[tuple[str, str]],
     if not candidates:
         return Refusal(cid, "VLAN_UNAVAILABLE", f"stitching path {path.id!r}: no VLAN tag in "
                                                 f"{lo}-{hi} (edge port {edge.name}) is allowed "
-                                                "by every hop of the path")
+                                                f"by hop {hop0.id!r} here")
+    for hop in same_tag_hops(path.hops, mine):
+        allowed = hop.allowed()
+        if allowed is not None and not candidates & allowed:
+            return Refusal(cid, "VLAN_UNAVAILABLE",
+                           f"stitching path {path.id!r}: hop {hop.id!r} allows VLAN "
+                           f"{format_vlan_range(allowed) or 'none'}, hop {hop0.id!r} here "
+                           f"{format_vlan_range(candidates)}; joining them needs VLAN "
+                           "translation, which this aggregate does not do (vlanTranslation "
+                           "false), and no hop between them translates")
+        if allowed is not None:
+            candidates = candidates & allowed
     used = stitched_tags(ledger, host, edge)
     free = candidates - set(used)
     if not free:
@@ -128,4 +161,4 @@ def place_stitched(link: RequestLink, ends: list[tuple[str, str]],
     return LinkRecord(link, host, host.driver, spec, dict(adm.demand), adm.claims, list(ends))
 
 
-__all__ = ["STITCH_MODE", "place_stitched", "stitched_tags"]
+__all__ = ["STITCH_MODE", "place_stitched", "same_tag_hops", "stitched_tags"]

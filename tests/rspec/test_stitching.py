@@ -146,3 +146,81 @@ def test_the_client_carries_a_tag_and_excludes_refused_ones():
     retry = with_suggested(xml, "lnk", "any", exclude=[100, 101])
     (link,) = parse_request(retry, am_urns=[AM]).links
     assert all(h.availability == frozenset(range(102, 200)) for h in link.stitching.hops)
+
+
+# A request as the geni-tools stitcher sends it after the computation service expanded it:
+# hop ids are the port URNs, hops are typed, the path has a globalId, the peer AM's hop
+# suggests "any", and our hop carries an empty <capability/> the stitcher would choke on.
+def scs_hop(port: str, l2: str, next_hop: str) -> str:
+    return f"""    <hop id="{port}" type="strict">
+      <link id="{port}">
+        <trafficEngineeringMetric>10</trafficEngineeringMetric>
+        <capacity>10000</capacity>
+        <switchingCapabilityDescriptor>
+          <switchingcapType>l2sc</switchingcapType>
+          <encodingType>ethernet</encodingType>
+          <switchingCapabilitySpecificInfo>
+            <switchingCapabilitySpecificInfo_L2sc>{l2}</switchingCapabilitySpecificInfo_L2sc>
+          </switchingCapabilitySpecificInfo>
+        </switchingCapabilityDescriptor>
+      </link>
+      <nextHop>{next_hop}</nextHop>
+    </hop>
+"""
+
+
+SCS_PATH = (f"""<stitching xmlns="{ns.STITCH2}" lastUpdateTime="20261203:12:00:00">
+  <path id="lnk">
+    <globalId>urn:publicid:IDN+scs.example.net+path+1234</globalId>
+"""
+            + scs_hop(PORT_A, "<capability/><interfaceMTU>1500</interfaceMTU><vlanRange"
+                              "Availability>100-199</vlanRangeAvailability><suggestedVLAN"
+                              "Range>any</suggestedVLANRange>", PORT_B)
+            + scs_hop(PORT_B, "<interfaceMTU>1500</interfaceMTU><vlanRangeAvailability>"
+                              "2-4094</vlanRangeAvailability><suggestedVLANRange>any"
+                              "</suggestedVLANRange><vlanTranslation>false</vlanTranslation>",
+                      "null")
+            + "  </path>\n</stitching>")
+
+
+def stitcher_reads(manifest: str, path_id: str, hop_id: str) -> tuple[str | None, str, str]:
+    """What the stitcher takes from a manifest for one of the AM's hops, walked as it walks it
+    (DOM, by local names, first match at each level): the path's globalId, and the text of the
+    hop link's vlanRangeAvailability and suggestedVLANRange. It reads the first text node of
+    *every* element under the L2sc element, so an empty one fails here as it fails there."""
+    from xml.dom.minidom import Node, parseString
+
+    def kids(node, name):
+        return [c for c in node.childNodes
+                if c.nodeType == Node.ELEMENT_NODE and c.localName == name]
+
+    (rspec,) = kids(parseString(manifest.encode()), "rspec")
+    stitching = kids(rspec, "stitching")[0]
+    path = next(p for p in kids(stitching, "path") if p.getAttribute("id") == path_id)
+    global_id = next((g.firstChild.nodeValue for g in kids(path, "globalId")), None)
+    hop = next(h for h in kids(path, "hop") if h.getAttribute("id") == hop_id)
+    scd = kids(kids(hop, "link")[0], "switchingCapabilityDescriptor")[0]
+    l2 = kids(kids(scd, "switchingCapabilitySpecificInfo")[0],
+              "switchingCapabilitySpecificInfo_L2sc")[0]
+    texts = {c.localName: c.childNodes[0].nodeValue
+             for c in l2.childNodes if c.nodeType == Node.ELEMENT_NODE}
+    assert texts.get("vlanTranslation", "false").lower() != "true"
+    return global_id, texts["vlanRangeAvailability"], texts["suggestedVLANRange"]
+
+
+def test_the_manifest_reads_as_the_geni_tools_stitcher_reads_it(xmllint):
+    (link,) = parse_request(stitched_request(path=SCS_PATH), am_urns=[AM]).links
+    (hop,) = link.stitching.hops_of("am.example.net")
+    assert hop.id == PORT_A and hop.suggested is None
+    text = build_manifest([], [], stitching=[ManifestPath(link.stitching.element_xml,
+                                                          (hop.id,), 123)])
+    assert xmllint(text, "manifest-bundle.xsd").returncode == 0
+    assert stitcher_reads(text, "lnk", PORT_A) == (
+        "urn:publicid:IDN+scs.example.net+path+1234", "123", "123")
+    # the peer's hop is echoed as requested, ids, order and nextHop intact
+    root = etree.fromstring(text.encode())
+    hops = root.findall(f"{S2}stitching/{S2}path/{S2}hop")
+    assert [h.get("id") for h in hops] == [PORT_A, PORT_B]
+    assert [h.findtext(f"{S2}nextHop") for h in hops] == [PORT_B, "null"]
+    assert hops[1].findtext(f".//{S2}suggestedVLANRange") == "any"
+    assert manifest_tags(text) == {"lnk": {PORT_A: 123}}

@@ -116,6 +116,34 @@ def test_bad_paths_are_badargs_naming_the_hop_and_reserve_nothing(h, xml, words)
     assert h.am.describe(ALICE, [slice_urn("bad")], Options()).slivers == ()
 
 
+def translating(xml: str, hop: int) -> str:
+    """The request with hop `hop` (0: ours, 1: the peer's) saying vlanTranslation true."""
+    parts = xml.split("<vlanTranslation>false</vlanTranslation>")
+    return "".join(part + ("" if i == len(parts) - 1 else
+                           "<vlanTranslation>%s</vlanTranslation>"
+                           % ("true" if i == hop else "false"))
+                   for i, part in enumerate(parts))
+
+
+def test_a_path_needing_vlan_translation_here_is_refused_naming_the_hops(h):
+    # the peer's hop takes only 300, ours 100-103: only a translating hop could join them
+    with pytest.raises(GeniError) as err:
+        allocate(h, "x", stitched("any", peer_avail="300"))
+    assert err.value.code is GeniCode.VLAN_UNAVAILABLE
+    for word in ("'peer-edge' allows VLAN 300", "'local-edge' here 100-103",
+                 "needs VLAN translation", "vlanTranslation false"):
+        assert word in err.value.message
+    # a hop here asking us to translate: we never do (the advertisement says so)
+    with pytest.raises(GeniError) as err:
+        allocate(h, "x", translating(stitched("any"), 0))
+    assert err.value.code is GeniCode.UNSUPPORTED and "'local-edge' asks for VLAN " \
+        "translation" in err.value.message
+    assert tags_held(h) == []
+    # the peer's hop translates: its range no longer binds ours
+    res = allocate(h, "x", translating(stitched("any", peer_avail="300"), 1))
+    assert manifest_tags(res.manifest) == {"lnk": {"local-edge": 100}}
+
+
 def test_delete_frees_the_tag_at_once(h):
     allocate(h, "one", stitched("103"))
     h.am.delete(ALICE, [slice_urn("one")], Options())

@@ -67,6 +67,10 @@ class Sliver(Base):
         Index(None, "slice_id"),
         Index(None, "allocation_state", "expires"),
         Index(None, "component_id"),
+        # usage in a future window (Capacities.usage_between): the slivers whose time
+        # overlaps it, from the index alone (no read of the rows' wide spec JSON)
+        Index("ix_slivers_window", "expires", "starts", "created", "allocation_state",
+              "slice_id", "component_id", "version", "urn"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

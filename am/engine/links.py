@@ -162,9 +162,8 @@ class LinkPlacer:
         away = sorted(n for n, _ in ends
                       if records[n].component.component_id.lower() != ref.component_id.lower())
         if lan_host is None or away:
-            return Refusal(cid, "UNSUPPORTED", f"link {cid}: shared LAN {token!r} is a bridge "
-                                               f"on {ref.component_id}; node(s) "
-                                               f"{', '.join(away)} are elsewhere")
+            return Refusal(cid, "UNSUPPORTED", self._elsewhere(cid, token, ref.component_id,
+                                                               away, records))
         driver = self.site.drivers[lan_host.driver]
         if not driver.capabilities.links:
             return Refusal(cid, "UNSUPPORTED", f"component {lan_host.component_id} cannot "
@@ -178,6 +177,29 @@ class LinkPlacer:
         self.ledger.commit(lan_host, spec, adm.demand)
         return LinkRecord(link, lan_host, lan_host.driver, spec, dict(adm.demand), adm.claims,
                           ends)
+
+    def _elsewhere(self, cid: str, token: str, lan_comp: str, away: list[str],
+                   records: Mapping[str, NodeRecord]) -> str:
+        """Why a joining node not on the shared LAN's component is refused: a shared LAN is
+        joined only by nodes of its own component (its bridge); across hosts of the site it
+        is not extended (its owner's LAN is not re-cut into tunnel halves for a foreign slice).
+        Names the LAN, its component and host, and each node's component and host."""
+        lan_hosts = self.site.hosts_of(lan_comp)
+
+        def where(comp_id: str, hosts: tuple[str, ...]) -> str:
+            return f"{comp_id}" + (f" (host {', '.join(hosts)})" if hosts else "")
+
+        nodes = "; ".join(
+            f"node {n} is on " + where(records[n].component.component_id,
+                                       self.site.hosts_of(records[n].component.component_id))
+            for n in away)
+        other = {h for n in away for h in self.site.hosts_of(records[n].component.component_id)}
+        across = bool(lan_hosts) and bool(other) and not other <= set(lan_hosts)
+        why = ("a shared LAN is not extended across hosts: join it from a node on host "
+               f"{', '.join(lan_hosts)}" if across else
+               "a shared LAN is joined only by nodes on its own component")
+        return (f"link {cid}: shared LAN {token!r} is a bridge on {where(lan_comp, lan_hosts)}; "
+                f"{nodes}; {why} (the nodes are elsewhere)")
 
     def _admit(self, comp: Component, spec: SliverSpec) -> Admission:
         return self.site.drivers[comp.driver].admit(spec, self.ledger.usage(comp))

@@ -10,11 +10,18 @@ Two ends on two components of this machine, one a VM host whose interfaces are t
 bridge (`Capabilities.bridge_ports`), the other a host whose driver can join such a bridge
 (`joins_bridges`, containers): a *join* link, realised by the joining driver plugging its
 node's end into the VM's bridge.
-Two ends on two hosts of the site (`[hosts]`, each with an address), both drivers able to
-tunnel (`Capabilities.tunnels`): a *tunnel* link, two link slivers ("halves"), one on each
-end's component, so each is built by its own host's worker: a VXLAN device from this host's
-address to the other's, on a bridge with the local node's end. The store gives both halves
+Ends on two or more hosts of the site (`[hosts]`, each with an address, one component per
+host), every driver able to tunnel (`Capabilities.tunnels`): a *tunnel* link, one link sliver
+("half") per host, on that host's component, so each is built by its own host's worker: a
+bridge with that host's ends and a VXLAN device from this host's address to the others' (one
+remote for two hosts; a full mesh for a LAN over three or more). The store gives all halves
 one VNI at Allocate (am.store.tunnels); the manifest shows them as one link.
+A link that names an OpenFlow switch (`<geniam:link switch="..."/>`): a *switch* link, carried
+through that switch. Each end's NIC becomes a port of the switch: one link sliver on the switch
+(mode "switch": a veth pair per attachment, its switch end a port of the physical bridge, flows
+between the link's ports) and per end host a *wire* link sliver taking the attachment's host
+end (a VM host: one attachment, joined to its link bridge beside the VM taps; a container host:
+one per container interface, taken into the container as the interface).
 Ends on several hosts otherwise: a VLAN through a switch every end host is wired to (site links), with a
 tag free on that switch and the link's capacity admitted against each wired switch port
 (`kbps:<port>` capacity). Only single-switch paths are planned: hosts that share no switch get
@@ -82,6 +89,8 @@ class LinkPlacer:
             return Refusal(cid, "UNSUPPORTED", f"link type {link.link_type!r} is not offered here "
                                                "(plain layer-2 links only)")
         hosts = {records[n].component.component_id: records[n].component for n, _ in ends}
+        if link.switch:
+            return self._through_switch(link, ends, records)
         if link.shared_vlan:
             return self._join(link, ends, hosts, records)
         if len(hosts) == 2 and len(ends) == 2 and \
@@ -93,32 +102,38 @@ class LinkPlacer:
             joined = self._bridge_join(link, ends, records, list(hosts.values()))
             if joined is not None:
                 return joined
-            halves = self._tunnel(link, ends, records, list(hosts.values()))
-            if halves is not None:
-                return halves
+        halves = self._tunnel(link, ends, records, list(hosts.values()))
+        if halves is not None:
+            return halves
         return self._vlan(link, ends, records)
 
     def _tunnel(self, link: RequestLink, ends: list[tuple[str, str]],
                 records: Mapping[str, NodeRecord], comps: list[Component]
                 ) -> list[LinkRecord] | Refusal | None:
-        """Two ends on two components of two different hosts with addresses, both drivers
-        able to tunnel: one half per host (mode "tunnel"), each admitted (capacity shaped at
-        both ends) on its own component. None: not such a pair (a switch may still join them)."""
-        if len(ends) != 2:
-            return None
+        """Ends on components of two or more different hosts with addresses (one component
+        per host), every driver able to tunnel: one half per host (mode "tunnel"), each with
+        this host's ends, admitted (capacity shaped at every end) on its own component. Two
+        hosts: a point-to-point VXLAN device; more (a LAN spanning hosts): a full mesh, each
+        half's VXLAN device flooding to every other host of the link (head-end replication,
+        one VNI). None: not such a set (a switch may still join them)."""
         where = [self.site.host_of(c.component_id) for c in comps]
         decls = [self.site.hosts.get(h) if h else None for h in where]
-        if None in where or where[0] == where[1] or                 any(d is None or not d.address for d in decls) or                 not all(self.site.drivers[c.driver].capabilities.tunnels for c in comps):
+        if len(comps) < 2 or None in where or len(set(where)) != len(where) or \
+                any(d is None or not d.address for d in decls) or \
+                not all(self.site.drivers[c.driver].capabilities.tunnels for c in comps):
             return None
         halves: list[LinkRecord] = []
         for i, comp in enumerate(comps):
-            local, remote = decls[i], decls[1 - i]
-            assert local is not None and remote is not None
+            local = decls[i]
+            others = [d for k, d in enumerate(decls) if k != i]
+            assert local is not None and all(d is not None for d in others)
             spec = self._spec(link, comp, ends, records, TUNNEL_MODE,
                               params={"tunnel": {"half": i, "local": local.address,
-                                                 "remote": remote.address,
+                                                 "remote": others[0].address,
                                                  "local_host": local.name,
-                                                 "remote_host": remote.name}})
+                                                 "remote_host": others[0].name,
+                                                 "remotes": [d.address for d in others],
+                                                 "remote_hosts": [d.name for d in others]}})
             adm = self._admit(comp, spec)
             if not adm.ok:
                 return Refusal(link.client_id, adm.reason_code or "INSUFFICIENT_BANDWIDTH",
@@ -129,6 +144,59 @@ class LinkPlacer:
         for half in halves:
             self.ledger.commit(half.component, half.spec, half.demand)
         return halves
+
+    def _through_switch(self, link: RequestLink, ends: list[tuple[str, str]],
+                        records: Mapping[str, NodeRecord]) -> list[LinkRecord] | Refusal:
+        """A link the request carries through an OpenFlow switch: the switch's sliver (its
+        ports and flows) and a wire sliver per end host (module docstring)."""
+        cid, wanted = link.client_id, link.switch or ""
+        sw = self.site.component(wanted) or next(
+            (c for c in self.site.components if c.name == wanted), None)
+        switches = sorted(c.name for c in self.site.components if is_switch(c)
+                          and hasattr(self.site.drivers[c.driver], "switch_wires"))
+        if sw is None or sw.name not in switches:
+            return Refusal(cid, "BADARGS", f"link {cid}: {wanted!r} is not an OpenFlow switch "
+                                           f"of this aggregate (switches: "
+                                           f"{', '.join(switches) or 'none'})")
+        attach: list[tuple[Component, list[str]]] = []   # (host, interfaces) per attachment
+        for node_id, iface_id in ends:
+            host = records[node_id].component
+            caps = self.site.drivers[host.driver].capabilities
+            if is_switch(host) or not caps.wires:
+                return Refusal(cid, "UNSUPPORTED", f"link {cid}: node {node_id} is on "
+                                                   f"{host.name}, which cannot put an interface "
+                                                   f"on switch {sw.name}")
+            shared = caps.bridge_ports and next(
+                (a for a in attach if a[0].component_id == host.component_id), None)
+            if shared:
+                shared[1].append(iface_id)       # a VM host: its link bridge is one port
+            else:
+                attach.append((host, [iface_id]))
+        wires = self.site.drivers[sw.driver].switch_wires(self.slice_urn, cid, len(attach))
+        spec = self._spec(link, sw, ends, records, "switch",
+                          params={"attachments": wires, "switch": sw.name})
+        spec = replace(spec, link=replace(spec.link, capacity_kbps=None))  # shaped at the hosts
+        out = []
+        adm = self._admit(sw, spec)
+        if not adm.ok:
+            return Refusal(cid, adm.reason_code or "UNSUPPORTED",
+                           adm.reason or f"switch {sw.name} refused link {cid}")
+        out.append(LinkRecord(link, sw, sw.driver, spec, dict(adm.demand), adm.claims, ends))
+        hosts = {h.component_id: h for h, _ in attach}
+        for host in hosts.values():
+            mine = {i: w for (h, ifaces), w in zip(attach, wires)
+                    if h.component_id == host.component_id for i in ifaces}
+            spec = self._spec(link, host, ends, records, "wire",
+                              params={"wires": mine, "switch": sw.name})
+            adm = self._admit(host, spec)
+            if not adm.ok:
+                return Refusal(cid, adm.reason_code or "UNSUPPORTED",
+                               adm.reason or f"component {host.name} refused link {cid}")
+            out.append(LinkRecord(link, host, host.driver, spec, dict(adm.demand), adm.claims,
+                                  ends))
+        for rec in out:
+            self.ledger.commit(rec.component, rec.spec, rec.demand)
+        return out
 
     def _spec(self, link: RequestLink, comp: Component, ends: list[tuple[str, str]],
               records: Mapping[str, NodeRecord], mode: str, tag: int | None = None,

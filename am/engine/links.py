@@ -175,7 +175,7 @@ class LinkPlacer:
         wires = self.site.drivers[sw.driver].switch_wires(self.slice_urn, cid, len(attach))
         spec = self._spec(link, sw, ends, records, "switch",
                           params={"attachments": wires, "switch": sw.name})
-        spec = replace(spec, link=replace(spec.link, capacity_kbps=None))  # shaped at the hosts
+        # the capacity is enforced on the switch (a meter per port) and at the hosts' ends
         out = []
         adm = self._admit(sw, spec)
         if not adm.ok:

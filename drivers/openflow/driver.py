@@ -102,6 +102,7 @@ class OpenFlowDriver(SubstrateDriver):
                  SYNC_ROUTES_ACTION),
         forwarding_modes=(ForwardingMode.OPENFLOW,),
         first_state=OperationalState.READY,
+        link_properties=("capacity",),    # links through the switch: OpenFlow meters
     )
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
@@ -366,10 +367,28 @@ class OpenFlowDriver(SubstrateDriver):
     def _provision_switch_link(self, spec: SliverSpec) -> ProvisionResult:
         phys, tag, count = self._switch_link(spec)
         self._ensure_base(phys)
-        self.switch_links.build(phys, tag, spec.sliver_urn, count)
+        self.switch_links.build(phys, tag, spec.sliver_urn, count, _kbps(spec))
         state, text = self.switch_links.state(phys, tag, count)
         return ProvisionResult(state=state, handle=self.switch_links.handle(tag),
                                resource_status=text)
+
+    def check_update(self, old: SliverSpec, new: SliverSpec) -> None:
+        """A link through the switch keeps its switch and attachments; its capacity may
+        change (its meters are re-set, added or removed). Nothing else is updated in place."""
+        if not (_is_switch_link(old) and _is_switch_link(new)):
+            raise DriverError(f"{new.client_id}: OpenFlow slivers other than links through "
+                              "the switch are not reconfigured in place")
+        for what in ("component_id", "slice_urn", "client_id"):
+            if getattr(old, what) != getattr(new, what):
+                raise DriverError(f"link {new.client_id}: its {what} would change")
+        if old.params.get("attachments") != new.params.get("attachments"):
+            raise DriverError(f"link {new.client_id}: its attachments would change; add a link "
+                              "with a new client_id instead")
+
+    def update(self, old: SliverSpec, new: SliverSpec) -> ProvisionResult:
+        """Re-shape a running link through the switch (Provision after an Update)."""
+        self.check_update(old, new)
+        return self._provision_switch_link(new)
 
     # ---- substrate operations ---------------------------------------------------------------------
     def provision(self, spec: SliverSpec) -> ProvisionResult:
@@ -403,7 +422,7 @@ class OpenFlowDriver(SubstrateDriver):
             if action == Action.STOP.value:
                 self.switch_links.stop(phys, tag)
             elif action in (Action.START.value, Action.RESTART.value):
-                self.switch_links.build(phys, tag, spec.sliver_urn, count)
+                self.switch_links.build(phys, tag, spec.sliver_urn, count, _kbps(spec))
             return self.switch_links.state(phys, tag, count)[0]
         if _is_fib(spec):
             return self._perform_fib(spec, action)
@@ -750,6 +769,10 @@ class OpenFlowDriver(SubstrateDriver):
 
 def _is_cable(spec: SliverSpec) -> bool:
     return spec.kind is ResourceKind.LINK and spec.link is not None and spec.link.mode == "cable"
+
+
+def _kbps(spec: SliverSpec) -> int | None:
+    return spec.link.capacity_kbps if spec.link is not None else None
 
 
 def _is_switch_link(spec: SliverSpec) -> bool:

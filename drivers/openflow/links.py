@@ -66,9 +66,11 @@ class SwitchLinks:
         return [self.naming.link_wire(tag, n) for n in range(count)]
 
     def build(self, phys: str, tag: str, sliver_urn: str, count: int,
-              kbps: int | None = None) -> list[int]:
+              cabled: Sequence[str] = (), kbps: int | None = None) -> list[int]:
         """Make (or complete) the link's ports, meters (for a capacity of `kbps`) and flows;
-        their OpenFlow numbers. The same call re-shapes a running link (Update)."""
+        their OpenFlow numbers. The same call re-shapes a running link (Update). `cabled`:
+        switch ports a site cable plugs in (a NetFPGA card port), on the link as they are
+        (never made or removed here)."""
         ports = [self.naming.link_port(tag, n) for n in range(count)]
         try:
             for n, port in enumerate(ports):
@@ -97,7 +99,10 @@ class SwitchLinks:
         if missing:
             raise DriverError(f"port {missing[0]} has no OpenFlow number on {phys} yet",
                               transient=True)
-        nums = [ofports[p] for p in ports]
+        gone = [p for p in cabled if ofports.get(p, -1) < 0]
+        if gone:
+            raise DriverError(f"the site cable into {phys} port {gone[0]} is not plugged in")
+        nums = [ofports[p] for p in (*ports, *cabled)]
         old = self.meters(phys).get(tag, [])
         meters = self._meter_ids(phys, tag, len(nums)) if kbps else []
         if meters:
@@ -150,13 +155,14 @@ class SwitchLinks:
                 out.append(int(value))
         return sorted(out)
 
-    def state(self, phys: str, tag: str, count: int) -> tuple[OperationalState, str]:
+    def state(self, phys: str, tag: str, count: int,
+              cabled: Sequence[str] = ()) -> tuple[OperationalState, str]:
         if phys not in self.ovs.bridges():
             return OperationalState.FAILED, f"switch {phys} is gone"
         if tag not in self.owners(phys):
             return OperationalState.FAILED, f"the link is not on {phys}"
         ofports = self.ovs.ofports(phys)
-        ports = [self.naming.link_port(tag, n) for n in range(count)]
+        ports = [self.naming.link_port(tag, n) for n in range(count)] + list(cabled)
         lost = [p for p in ports if ofports.get(p, -1) < 0]
         if lost:
             return OperationalState.FAILED, f"port {lost[0]} is gone from {phys}"
@@ -166,7 +172,9 @@ class SwitchLinks:
         nums = ", ".join(str(ofports[p]) for p in ports)
         rates = self.rates(phys, tag)
         metered = f", metered at {rates[0]} kbit/s per port" if rates else ""
-        return OperationalState.READY, f"link through {phys}: OpenFlow ports {nums}{metered}"
+        cables = f" ({', '.join(cabled)}: a site cable's)" if cabled else ""
+        return OperationalState.READY, (f"link through {phys}: OpenFlow ports {nums}{cables}"
+                                        f"{metered}")
 
     def stop(self, phys: str, tag: str) -> None:
         self.ovs.del_flows(phys, cookie_match(self.naming.link_cookie(tag)))

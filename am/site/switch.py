@@ -11,7 +11,7 @@ import time
 
 from am.site.base import ComponentInfo, Fragment, SiteContext, SiteHelper
 from drivers import hostnet
-from drivers.ovs import OVSError, OVSInstance, missing_tools
+from drivers.ovs import OVSClient, OVSError, OVSInstance, missing_tools
 
 SWITCH_NAME = "ovs1"
 BRIDGE = "br-gam"                           # in the switch's own namespace
@@ -116,7 +116,7 @@ class OVSSwitch(SiteHelper):
         return [str(ctx.root / "ovs") + os.sep]
 
 
-def _wait_for_datapath(client, bridge: str, ports: list[str], timeout_s: float = 60.0) -> None:
+def _wait_for_datapath(client: OVSClient, bridge: str, ports: list[str], timeout_s: float = 60.0) -> None:
     """ovs-vswitchd applies the database asynchronously: wait until the bridge has its
     datapath id and every port its OpenFlow number, so the driver reads a finished switch."""
     deadline = time.monotonic() + timeout_s

@@ -20,9 +20,13 @@ not here.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from am.states import JobState
 from am.store.admission import AdmissionLock, admission_key
@@ -73,13 +77,20 @@ class Store:
         return self.db.url
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         return self.db.engine
 
     # the same sessions as every repository's (see `Database.read` and `Database.write`)
-    dialect = Repository.dialect
-    read = Repository.read
-    write = Repository.write
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    def read(self) -> contextlib.AbstractContextManager[Session]:
+        return self.db.read()
+
+    def write(self) -> contextlib.AbstractContextManager[Session]:
+        return self.db.write()
+
     flush = staticmethod(Repository.flush)
 
     def migrate(self) -> None:

@@ -150,7 +150,7 @@ class Capacities(Repository):
         """(component, from, until) of the live slivers on these components whose time
         overlaps [start, end), earliest first (to name them in a refusal)."""
         begins = func.coalesce(Sliver.starts, Sliver.created)
-        return [r._tuple() for r in session.execute(
+        return [(comp, since, until) for comp, since, until in session.execute(
             select(Sliver.component_id, begins, Sliver.expires).where(
                 Sliver.component_id.in_(list(component_ids)),
                 Sliver.allocation_state != Alloc.UNALLOCATED.value,

@@ -98,7 +98,8 @@ class ReadModels(Repository):
                        func.count()).where(live_clause(now))
                 .group_by(Sliver.allocation_state, Sliver.operational_state, Sliver.driver)).all()
             job_rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
-        return [r._tuple() for r in rows], [r._tuple() for r in job_rows]
+        return ([(alloc, op, driver, n) for alloc, op, driver, n in rows],
+                [(state, n) for state, n in job_rows])
 
     def expiring_by_allocation(self, now: datetime, until: datetime) -> dict[str, int]:
         """Live slivers expiring by `until`, counted by allocation state."""

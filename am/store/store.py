@@ -20,13 +20,11 @@ not here.
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from am.states import JobState
 from am.store.admission import AdmissionLock, admission_key
@@ -56,11 +54,12 @@ def _via(repo: str, name: str, owner: type) -> Callable[..., Any]:
     return call
 
 
-class Store:
-    """The repositories of one database, and their methods under the old names."""
+class Store(Repository):
+    """The repositories of one database, and their methods under the old names. Its own
+    `read`, `write`, `flush` and `dialect` are every repository's (`Repository`)."""
 
     def __init__(self, url: str):
-        self.db = Database(url)
+        super().__init__(Database(url))
         self.transitions = Transitions(self.db)
         self.slices = Slices(self.db)
         self.capacity = Capacities(self.db)
@@ -79,19 +78,6 @@ class Store:
     @property
     def engine(self) -> Engine:
         return self.db.engine
-
-    # the same sessions as every repository's (see `Database.read` and `Database.write`)
-    @property
-    def dialect(self) -> str:
-        return self.db.dialect
-
-    def read(self) -> contextlib.AbstractContextManager[Session]:
-        return self.db.read()
-
-    def write(self) -> contextlib.AbstractContextManager[Session]:
-        return self.db.write()
-
-    flush = staticmethod(Repository.flush)
 
     def migrate(self) -> None:
         self.db.migrate()

@@ -52,6 +52,9 @@ def manifest_for(slivers: Iterable[Sliver], *, am_urn: str, users: Sequence[User
             if spec.link is not None and spec.link.mode == "tunnel" and \
                     any(link.client_id == row.client_id for link in links):
                 continue       # a cross-host link's other half: the manifest shows one link
+            if spec.link is not None and spec.link.mode == "wire" and \
+                    spec.params.get("stitched"):
+                continue       # a stitched link's host half: its switch half stands for it
             if spec.link is not None and spec.link.vlan_tag is not None \
                     and spec.params.get("path_xml"):   # stitched: its path, with the tag chosen
                 paths.append(ManifestPath(spec.params["path_xml"],

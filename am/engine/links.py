@@ -10,10 +10,11 @@ Two ends on two components of this machine, one a VM host whose interfaces are t
 bridge (`Capabilities.bridge_ports`), the other a host whose driver can join such a bridge
 (`joins_bridges`, containers): a *join* link, realised by the joining driver plugging its
 node's end into the VM's bridge.
-Two ends on two hosts of the site (`[hosts]`, each with an address), both drivers able to
-tunnel (`Capabilities.tunnels`): a *tunnel* link, two link slivers ("halves"), one on each
-end's component, so each is built by its own host's worker: a VXLAN device from this host's
-address to the other's, on a bridge with the local node's end. The store gives both halves
+Ends on two or more hosts of the site (`[hosts]`, each with an address, one component per
+host), every driver able to tunnel (`Capabilities.tunnels`): a *tunnel* link, one link sliver
+("half") per host, on that host's component, so each is built by its own host's worker: a
+bridge with that host's ends and a VXLAN device from this host's address to the others' (one
+remote for two hosts; a full mesh for a LAN over three or more). The store gives all halves
 one VNI at Allocate (am.store.tunnels); the manifest shows them as one link.
 Ends on several hosts otherwise: a VLAN through a switch every end host is wired to (site links), with a
 tag free on that switch and the link's capacity admitted against each wired switch port
@@ -93,32 +94,38 @@ class LinkPlacer:
             joined = self._bridge_join(link, ends, records, list(hosts.values()))
             if joined is not None:
                 return joined
-            halves = self._tunnel(link, ends, records, list(hosts.values()))
-            if halves is not None:
-                return halves
+        halves = self._tunnel(link, ends, records, list(hosts.values()))
+        if halves is not None:
+            return halves
         return self._vlan(link, ends, records)
 
     def _tunnel(self, link: RequestLink, ends: list[tuple[str, str]],
                 records: Mapping[str, NodeRecord], comps: list[Component]
                 ) -> list[LinkRecord] | Refusal | None:
-        """Two ends on two components of two different hosts with addresses, both drivers
-        able to tunnel: one half per host (mode "tunnel"), each admitted (capacity shaped at
-        both ends) on its own component. None: not such a pair (a switch may still join them)."""
-        if len(ends) != 2:
-            return None
+        """Ends on components of two or more different hosts with addresses (one component
+        per host), every driver able to tunnel: one half per host (mode "tunnel"), each with
+        this host's ends, admitted (capacity shaped at every end) on its own component. Two
+        hosts: a point-to-point VXLAN device; more (a LAN spanning hosts): a full mesh, each
+        half's VXLAN device flooding to every other host of the link (head-end replication,
+        one VNI). None: not such a set (a switch may still join them)."""
         where = [self.site.host_of(c.component_id) for c in comps]
         decls = [self.site.hosts.get(h) if h else None for h in where]
-        if None in where or where[0] == where[1] or                 any(d is None or not d.address for d in decls) or                 not all(self.site.drivers[c.driver].capabilities.tunnels for c in comps):
+        if len(comps) < 2 or None in where or len(set(where)) != len(where) or \
+                any(d is None or not d.address for d in decls) or \
+                not all(self.site.drivers[c.driver].capabilities.tunnels for c in comps):
             return None
         halves: list[LinkRecord] = []
         for i, comp in enumerate(comps):
-            local, remote = decls[i], decls[1 - i]
-            assert local is not None and remote is not None
+            local = decls[i]
+            others = [d for k, d in enumerate(decls) if k != i]
+            assert local is not None and all(d is not None for d in others)
             spec = self._spec(link, comp, ends, records, TUNNEL_MODE,
                               params={"tunnel": {"half": i, "local": local.address,
-                                                 "remote": remote.address,
+                                                 "remote": others[0].address,
                                                  "local_host": local.name,
-                                                 "remote_host": remote.name}})
+                                                 "remote_host": others[0].name,
+                                                 "remotes": [d.address for d in others],
+                                                 "remote_hosts": [d.name for d in others]}})
             adm = self._admit(comp, spec)
             if not adm.ok:
                 return Refusal(link.client_id, adm.reason_code or "INSUFFICIENT_BANDWIDTH",

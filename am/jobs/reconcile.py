@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from am import states
 from am.jobs.queue import submit_all
 from am.states import Alloc, Event, Op
-from am.store import Job, JobState, Sliver, Store, utcnow
+from am.store import JobState, Sliver, Store, utcnow
 from drivers.base import OperationalState, SubstrateDriver
 
 from typing import TYPE_CHECKING
@@ -126,14 +126,14 @@ def _requeue(store: Store, queue: JobQueue, report: ReconcileReport, *, now: dat
 def _fail_job(store: Store, job_id: int, reason: str, report: ReconcileReport) -> bool:
     """Fail a queued job and (if it still waits for it) its sliver, in one transaction."""
     with store.write() as session:
-        job = session.get(Job, job_id)
+        job = store.jobs.get_job(session, job_id)
         if job is None or job.state != JobState.QUEUED:
             return False     # a worker took or finished it meanwhile
         job.state, job.error, job.lease_owner = JobState.FAILED, reason, None
         report.failed_jobs.append(job_id)
         if job.action == "delete":
             return True      # the sliver is already unallocated; orphans are freed below
-        sliver = session.get(Sliver, job.sliver_id)
+        sliver = store.slices.sliver_by_id(session, job.sliver_id)
         # a provision-and-start job (start_on_provision) may be given up in either half:
         # pending_allocation (provision_failed) or, its provision committed, configuring
         failed = states.JOB_ACTIONS[job.action].failed

@@ -347,7 +347,7 @@ def requeue_interrupted(store: Store, *, now: datetime | None = None,
             dead = lease is not None and lease.job_id == job.id and _dead_local_owner(lease.owner)
             if lease is None or lease.expires <= now or lease.job_id != job.id or dead:
                 if dead:   # void now: the retry must not wait lease_s for the lock
-                    session.delete(lease)
+                    store.leases.void_lease(session, lease)
                 job.state, job.lease_owner = JobState.QUEUED, None
                 why = "its worker process is gone" if dead else "lease expired"
                 job.error = (job.error + "; " if job.error else "") + f"interrupted: {why}"

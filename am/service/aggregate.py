@@ -605,7 +605,7 @@ class Aggregate:
                               new_row=partial(self._new_row, session, slc, request, elements,
                                               pending_until))
             after = updater.apply([live[i] for i in sorted(live)], placement, refused)
-            session.flush()
+            self.store.flush(session)
             slc.expires = max(filter(None, (slc.expires, *(r.expires for r in after))))
             manifest = manifest_for(after, am_urn=self.am_urn, foreign_xml=request.foreign_xml,
                                     users=self.store.user_keys(session, slc.id),
@@ -624,7 +624,7 @@ class Aggregate:
         spec = planned.spec
         if spec.link is not None and spec.link.mode == TUNNEL_MODE:
             # a half of a cross-host link: both halves hold one site-wide VNI
-            session.flush()
+            self.store.flush(session)
             spec = dataclasses.replace(spec, params={**spec.params,
                                                      "vni": tunnels.claim(session, slc,
                                                                           spec.client_id)})
@@ -637,7 +637,7 @@ class Aggregate:
                      facts={}, error="", resource_status="",
                      starts=window.starts if window else None, waiting=window is not None,
                      auto_provision=bool(window and window.auto_provision))
-        session.add(row)
+        self.store.slices.add_sliver(session, row)
         self.store.transition(session, row, Event.ALLOCATE)
         self.store.reserve(session, row, planned.demand, planned.claims, now=self.clock())
         if spec.link is not None and spec.link.mode == STITCH_MODE:
@@ -735,7 +735,7 @@ class Aggregate:
                 self.store.put_user_keys(session, target.slice.id, options.users)
             if done:
                 target.slice.expires = max(filter(None, (target.slice.expires, expires)))
-            session.flush()
+            self.store.flush(session)
             jobs = [job.id for job in queued] + deleted
             users = self.store.user_keys(session, target.slice.id)
             manifest = manifest_for(done, am_urn=self.am_urn, users=users, expires=expires)
@@ -866,7 +866,7 @@ class Aggregate:
                 infos.append(_info(row))
             if action == "geni_update_users" and queued:
                 self.store.put_user_keys(session, target.slice.id, options.users)
-            session.flush()
+            self.store.flush(session)
             jobs = [job.id for job in queued]
         self._submit(jobs)
         return infos

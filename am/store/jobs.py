@@ -64,6 +64,11 @@ class Jobs(Repository):
                                                          "now": utcnow()}).first()
 
     @staticmethod
+    def get_job(session: Session, job_id: int) -> Job | None:
+        """The job row (an ORM object: the reconciler changes it in place), None if missing."""
+        return session.get(Job, job_id)
+
+    @staticmethod
     def exists(session: Session, job_id: int) -> bool:
         return session.scalar(select(Job.id).where(Job.id == job_id)) is not None
 

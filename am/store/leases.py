@@ -38,6 +38,12 @@ class Leases(Repository):
         return session.connection().execute(_DROP_LEASE, {"sliver": sliver_id,
                                                           "owner": owner}).rowcount == 1
 
+    @staticmethod
+    def void_lease(session: Session, lease: SliverLease) -> None:
+        """Delete a lease row loaded in the caller's transaction (its holder is gone), so the
+        job can be retried without waiting for it to expire."""
+        session.delete(lease)
+
     def renew_lease(self, sliver_id: int, owner: str, ttl_s: float) -> bool:
         now = utcnow()
         with self.write() as session:

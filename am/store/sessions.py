@@ -113,6 +113,13 @@ class Repository:
     def write(self) -> contextlib.AbstractContextManager[Session]:
         return self.db.write()
 
+    @staticmethod
+    def flush(session: Session) -> None:
+        """Send the transaction's pending writes now, without committing: new rows get their
+        ids and the database checks its constraints (the caller reads an id, or a later
+        statement needs the rows)."""
+        session.flush()
+
 
 #: ids per IN (...) list: well under SQLite's 32,766 bound parameters, and small statements
 CHUNK = 500

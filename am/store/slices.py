@@ -50,6 +50,18 @@ class Slices(Repository):
                 raise
             return found
 
+    @staticmethod
+    def add_sliver(session: Session, sliver: Sliver) -> Sliver:
+        """A new sliver row in the caller's transaction (written at its next flush); its
+        states are set by `Transitions.transition`, never here."""
+        session.add(sliver)
+        return sliver
+
+    @staticmethod
+    def sliver_by_id(session: Session, sliver_id: int) -> Sliver | None:
+        """The sliver with this id (from the session's identity map if loaded), unlocked."""
+        return session.get(Sliver, sliver_id)
+
     def live_slivers(self, session: Session, now: datetime, *, slice_id: int | None = None,
                      urns: Sequence[str] | None = None, for_update: bool = False) -> list[Sliver]:
         query = select(Sliver).where(self.live_clause(now))

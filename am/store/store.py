@@ -80,6 +80,7 @@ class Store:
     dialect = Repository.dialect
     read = Repository.read
     write = Repository.write
+    flush = staticmethod(Repository.flush)
 
     def migrate(self) -> None:
         self.db.migrate()
@@ -106,6 +107,7 @@ class Store:
     live_slivers = _via("slices", "live_slivers", Slices)
     slivers_by_urn = _via("slices", "slivers_by_urn", Slices)
     retire_empty_slices = _via("slices", "retire_empty_slices", Slices)
+    add_sliver = _via("slices", "add_sliver", Slices)
 
     sync_capacity = _via("capacity", "sync_capacity", Capacities)
     admission_lock = _via("capacity", "admission_lock", Capacities)

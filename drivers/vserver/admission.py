@@ -171,10 +171,12 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
     elif link.mode == "tunnel":
         tunnel = spec.params.get("tunnel")
         mine = len(link.ends) - len(foreign)
+        remotes = (tunnel.get("remotes") or [tunnel.get("remote")]) \
+            if isinstance(tunnel, dict) else [None]
         if not isinstance(tunnel, dict) or not tunnel.get("local") or \
-                not tunnel.get("remote") or len(foreign) != 1 or mine != 1:
-            return Admission.refuse(f"link {spec.client_id}: a tunnel half has one end here, "
-                                    "one on another host, and names both hosts' addresses",
+                not all(remotes) or not foreign or not mine:
+            return Admission.refuse(f"link {spec.client_id}: a tunnel half has ends here and "
+                                    "on other hosts, and names every host's address",
                                     "BADARGS")
     elif link.mode == "join":
         bridge = spec.params.get("bridge")

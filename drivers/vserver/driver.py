@@ -543,8 +543,11 @@ class VServerDriver(SubstrateDriver):
         shaped = f", {rec['capacity_kbps']} kbit/s each way" if rec["capacity_kbps"] else ""
         if rec.get("tunnel"):
             t = rec["tunnel"]
-            shaped += (f", VXLAN VNI {t['vni']} ({t['dev']}) {t['local']} -> {t['remote']} "
-                       f"(host {t['remote_host']}), MTU {t['mtu']}")
+            hosts = t.get("remote_hosts") or [t["remote_host"]]
+            shaped += (f", VXLAN VNI {t['vni']} ({t['dev']}) {t['local']} -> "
+                       f"{', '.join(t.get('remotes') or [t['remote']])} "
+                       f"(host{'s' if len(hosts) > 1 else ''} {', '.join(hosts)}), "
+                       f"MTU {t['mtu']}")
         return ProvisionResult(state=OperationalState.NOTREADY if rec["stopped"]
                                else OperationalState.READY, handle=handle,
                                resource_status=f"{rec['mode']} link {handle}{shaped}")
@@ -691,15 +694,25 @@ class VServerDriver(SubstrateDriver):
         """This host's half of a cross-host link: a VXLAN device (the link's VNI, from this
         host's address to the other's, unicast, UDP 4789) on the half's bridge."""
         t = rec["tunnel"]
+        remotes = t.get("remotes") or [t["remote"]]
         info = hostnet.find_link(None, t["dev"])
         if info is None:
+            # two hosts: the other one is the device's remote; a LAN over more hosts: no
+            # remote, an all-zero forwarding entry per other host instead (broadcast and
+            # unknown frames go to each of them; the device learns where each MAC is)
+            peer = ["remote", t["remote"]] if len(remotes) == 1 else []
             try:
                 hostnet.run(["ip", "link", "add", t["dev"], "type", "vxlan", "id", str(t["vni"]),
-                             "local", t["local"], "remote", t["remote"], "dstport",
-                             str(VXLAN_PORT)])
+                             "local", t["local"], *peer, "dstport", str(VXLAN_PORT)])
             except hostnet.HostNetError as exc:
                 raise DriverError(f"link {rec['client_id']}: VXLAN VNI {t['vni']} to "
-                                  f"{t['remote']}: {exc}", transient=True) from None
+                                  f"{', '.join(remotes)}: {exc}", transient=True) from None
+        if len(remotes) > 1:
+            have = hostnet.run(["bridge", "fdb", "show", "dev", t["dev"]])
+            for remote in remotes:
+                if f"00:00:00:00:00:00 dst {remote} " not in have + " ":
+                    hostnet.run(["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", t["dev"],
+                                 "dst", remote])
         hostnet.run(["ip", "link", "set", "dev", t["dev"], "mtu", str(t["mtu"])])
         hostnet.link_set(None, t["dev"], master=rec["bridge"], up=True)
 
@@ -1233,6 +1246,8 @@ def _tunnel_record(spec: SliverSpec, naming: Naming) -> Record:
         raise DriverError(f"tunnel link {spec.client_id} has no VNI or no host addresses")
     return {"dev": naming.vxlan(spec.sliver_urn), "vni": vni, "local": str(t["local"]),
             "remote": str(t["remote"]), "remote_host": str(t.get("remote_host") or ""),
+            "remotes": [str(r) for r in t.get("remotes") or (t["remote"],)],
+            "remote_hosts": [str(h) for h in t.get("remote_hosts") or (t.get("remote_host") or "",)],
             "mtu": TUNNEL_MTU}
 
 

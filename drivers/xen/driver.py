@@ -675,12 +675,13 @@ class XenDriver(SubstrateDriver):
                               f"{image.digest[:19]})")
         dom0 = rec.forwarding == ForwardingMode.DOM0.value
         ifaces = [guestmod.GuestIface(mac=deterministic_mac(rec.handle, "geni-mgmt"),
-                                      cidr=guestmod.MGMT_ADDRESS)]
+                                      cidr=guestmod.MGMT_ADDRESS, name=guestmod.MGMT_NAME)]
         routes = []
-        if not dom0:
+        if not dom0:     # each NIC named in the guest as the request's interface (eth1, ...)
             for i in spec.interfaces:
                 ifaces.append(guestmod.GuestIface(mac=rec.macs[i.client_id],
-                                                  cidr=_cidr(i.ips[0]) if i.ips else None))
+                                                  cidr=_cidr(i.ips[0]) if i.ips else None,
+                                                  name=i.name))
             for r in self.routes.get(rec.handle) or normalise_all(spec.routes):
                 routes.append(guestmod.GuestRoute(
                     destination=r.destination, gateway=r.gateway,

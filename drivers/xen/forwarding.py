@@ -150,9 +150,9 @@ class GuestRouters:
 
     def _spec(self, i: int) -> SliverSpec:
         host = f"urn:publicid:IDN+{AUTH}+node+vmhost"
-        ifaces = (InterfaceSpec(f"r{i}:a", "eth0", ((f"{src_net(i)}.1", "255.255.255.0"),),
+        ifaces = (InterfaceSpec(f"r{i}:a", "eth1", ((f"{src_net(i)}.1", "255.255.255.0"),),
                                 link_client_id=f"a{i}"),
-                  InterfaceSpec(f"r{i}:b", "eth1", ((f"{dst_net(i)}.1", "255.255.255.0"),),
+                  InterfaceSpec(f"r{i}:b", "eth2", ((f"{dst_net(i)}.1", "255.255.255.0"),),
                                 link_client_id=f"b{i}"))
         return SliverSpec(sliver_urn=f"urn:publicid:IDN+{AUTH}+sliver+r{i}",
                           slice_urn=f"urn:publicid:IDN+{AUTH}+slice+fw", client_id=f"r{i}",

@@ -30,12 +30,15 @@ HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 PANIC = "Kernel panic - not syncing"
 MGMT_ADDRESS = "10.0.2.15/24"     # the guest's end of the user-mode management network
+MGMT_NAME = "eth0"                # the management NIC's name in the guest; link NICs are eth1...
+IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
 
 
 @dataclass(frozen=True)
 class GuestIface:
     mac: str
     cidr: str | None                # "10.0.1.2/24", None: link up with no address
+    name: str | None = None         # the guest renames the NIC with this MAC so; None: as is
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,18 @@ def config_lines(hostname: str, ifaces: Iterable[GuestIface], routes: Iterable[G
     if not HOSTNAME_RE.match(hostname):
         raise DriverError(f"host name {hostname!r} is not a valid host name")
     lines = [f"hostname {hostname}"]
+    names: set[str] = set()
     for i in ifaces:
         _mac(i.mac)
         cidr = "-" if i.cidr is None else str(ipaddress.IPv4Interface(i.cidr))
-        lines.append(f"iface {i.mac} {cidr}")
+        if i.name is not None:
+            if not IFNAME_RE.match(i.name):
+                raise DriverError(f"interface name {i.name!r} is not a valid Linux interface "
+                                  "name (a letter, then up to 14 letters, digits, _ . -)")
+            if i.name in names:
+                raise DriverError(f"two interfaces of the VM would be named {i.name}")
+            names.add(i.name)
+        lines.append(f"iface {i.mac} {cidr} {i.name or '-'}")
     for r in routes:
         dest = str(ipaddress.IPv4Network(r.destination))
         gw = "-" if not r.gateway else str(ipaddress.IPv4Address(r.gateway))
@@ -180,5 +191,5 @@ def push_users(sock_path: Path, users: Mapping[str, list[str]], timeout: float =
         raise DriverError(f"the guest refused the new keys: {answer}")
 
 
-__all__ = ["GuestFiles", "GuestIface", "GuestRoute", "MGMT_ADDRESS", "agent_request",
+__all__ = ["GuestFiles", "GuestIface", "GuestRoute", "MGMT_ADDRESS", "MGMT_NAME", "agent_request",
            "config_lines", "hostname_for", "push_users", "user_keys"]

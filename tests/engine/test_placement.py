@@ -334,8 +334,8 @@ def test_genilib_raw_alias_is_accepted_and_placed_as_raw_pc(fake_site, mint):
 # ---- links between hosts ------------------------------------------------------------------------
 
 def _two_hosts(site, monkeypatch, *, addresses=("192.0.2.1", "192.0.2.2")):
-    """fake1 on hostA, fake2 on hostB; the driver able to tunnel (its admission takes a
-    tunnel half, as the container driver's does)."""
+    """fake1 on hostA, fake2 on hostB (fake3 on hostC with a third address); the driver able
+    to tunnel (its admission takes a tunnel half, as the container driver's does)."""
     import dataclasses
 
     from drivers.base import Admission
@@ -345,8 +345,9 @@ def _two_hosts(site, monkeypatch, *, addresses=("192.0.2.1", "192.0.2.2")):
     real = drv._admit_link
     monkeypatch.setattr(drv, "_admit_link", lambda comp, spec, usage: Admission.accept()
                         if spec.link.mode == "tunnel" else real(comp, spec, usage))
-    site.hosts = {h: HostDecl(h, a) for h, a in zip(("hostA", "hostB"), addresses)}
-    site.host_map = {node_urn("fake1").lower(): ("hostA",), node_urn("fake2").lower(): ("hostB",)}
+    names = ("hostA", "hostB", "hostC")[:len(addresses)]
+    site.hosts = {h: HostDecl(h, a) for h, a in zip(names, addresses)}
+    site.host_map = {node_urn(f"fake{i + 1}").lower(): (h,) for i, h in enumerate(names)}
 
 
 def test_a_link_across_two_hosts_is_a_tunnel_half_on_each(fake_site, mint, monkeypatch):
@@ -377,3 +378,24 @@ def test_hosts_without_addresses_get_no_tunnel(fake_site, mint, monkeypatch):
                links=[link("x", "a:0", "b:0")])
     assert not any(s.spec.link is not None and s.spec.link.mode == "tunnel"
                    for s in plan.slivers)
+
+
+def test_a_lan_over_three_hosts_is_a_half_per_host_meshed(fake_site, mint, monkeypatch):
+    """Five ends on three hosts: one half per host holding that host's ends, each naming the
+    two other hosts (a full mesh, one VNI); shaped at each end as a LAN within one host."""
+    site = fake_site(3)
+    _two_hosts(site, monkeypatch, addresses=("192.0.2.1", "192.0.2.2", "192.0.2.3"))
+    nodes = [node(f"{c}{i}", f"fake{n}", ifaces=[f"{c}{i}:0"])
+             for n, c in ((1, "a"), (2, "b"), (3, "c")) for i in (1, 2)][:5]
+    plan = run(site, mint, *nodes, links=[link("lan", *(f"{n.client_id}:0" for n in nodes),
+                                               kbps=3000)])
+    assert plan.ok, plan.refusals
+    halves = {h.spec.component_id: h.spec for h in plan.slivers
+              if h.spec.kind is ResourceKind.LINK}
+    assert set(halves) == {node_urn("fake1"), node_urn("fake2"), node_urn("fake3")}
+    t = {c: s.params["tunnel"] for c, s in halves.items()}
+    assert (t[node_urn("fake1")]["local"], t[node_urn("fake1")]["remotes"]) == \
+        ("192.0.2.1", ["192.0.2.2", "192.0.2.3"])
+    assert t[node_urn("fake3")]["remote_hosts"] == ["hostA", "hostB"]
+    for s in halves.values():
+        assert s.link.mode == "tunnel" and s.link.capacity_kbps == 3000 and len(s.link.ends) == 5

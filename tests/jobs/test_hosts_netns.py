@@ -1,4 +1,4 @@
-"""Hosts simulated as network namespaces, with the real container driver: each host is a
+"""Hosts simulated as network namespaces, with the real container driver: three hosts, each a
 network namespace with its own state directory and its own `geni-am worker --host` process
 running *inside* it (`nsenter --net`, as a host agent runs on its machine), one API in the test
 process, a private PostgreSQL database and Redis.
@@ -8,11 +8,18 @@ in its host's world, asserted by where things appear: the LAN's bridge exists in
 namespace only (not in hostB's, not in the machine's), each host's state directory holds
 exactly the containers of its component, and the containers of each link ping each other.
 
-The two host namespaces are also joined to each other by a veth with the inventory's host
-addresses (192.0.2.1-2/24, MTU 1500): the physical network cross-host links tunnel over. A
-link between a container on hostA and one on hostB is a VXLAN tunnel, one half built by each
-host's worker: full-size packets (1450 bytes, don't fragment) cross, the VNI is the store's and
-is freed on Delete, and nothing of it is left in either namespace.
+The host namespaces are also joined to each other, each by a veth to a bridge in a namespace
+of its own (the site's switch), with the inventory's host addresses (192.0.2.1-3/24, MTU 1500):
+the physical network cross-host links tunnel over. A link between a container on hostA and one
+on hostB is a VXLAN tunnel, one half built by each host's worker: full-size packets (1450 bytes,
+don't fragment) cross, the VNI is the store's and is freed on Delete, and nothing of it is left
+in either namespace.
+
+The issue's scenario: a six-container LAN, two containers per host, over the three hosts (a
+half per host, VXLAN full mesh): hostC's worker is SIGKILLed during Provision (its slivers say
+the host is unreachable, the others become ready); restarted, everything is ready, nothing was
+built twice, every container pings every other, and a timed transfer across hosts reads the
+LAN's capacity.
 """
 from __future__ import annotations
 
@@ -36,7 +43,8 @@ from tests.jobs.conftest import AUTHORITY, FAST, REPO, USER, build_stack, claime
 
 pytestmark = [pytest.mark.root, pytest.mark.postgres]
 
-HOSTS = ("hostA", "hostB")
+HOSTS = ("hostA", "hostB", "hostC")
+HEARTBEAT_S, DOWN_AFTER_S = 0.5, 4.0
 GA = "http://geni-am.org/resources/rspec/ext/geniam/1"
 
 
@@ -109,6 +117,42 @@ def _wire(ns: str, veth: str, block: int, ports: list[int]) -> tuple[str, list]:
     return here, forwarders
 
 
+class NetnsSite:
+    """The site: its folder, the API's stack, host -> namespace, host -> worker process."""
+
+    def __init__(self, folder: Path, stack, netns: dict[str, str], settings, addresses: dict,
+                 broker: str, db_url) -> None:
+        self.folder, self.stack, self.netns, self.settings = folder, stack, netns, settings
+        self.addresses, self.broker, self.db_url = addresses, broker, db_url
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, *hosts: str) -> None:
+        """Start the hosts' agents, each inside its namespace, and wait until each beats."""
+        for host in hosts:
+            at = self.addresses[host]   # the host reaches the database and broker over its cable
+            cmd = ["nsenter", f"--net=/run/netns/{self.netns[host]}", sys.executable, "-m", "am",
+                   "worker", "--host", host,
+                   "--broker", self.broker.replace("127.0.0.1", at).replace("localhost", at),
+                   "--database", self.db_url.set(host=at).render_as_string(hide_password=False),
+                   "--inventory", str(self.folder / "inventory.toml"),
+                   "--state-dir", str(self.folder / f"{host}-am"), "--concurrency", "2",
+                   "--lease-s", "30", "--requeue-after-s", "5",
+                   "--reconcile-interval-s", str(FAST.reconcile_interval_s)]
+            env = {**os.environ, "GENI_AM_AUTHORITY": AUTHORITY,
+                   "GENI_AM_HOST_HEARTBEAT_S": str(HEARTBEAT_S),
+                   "GENI_AM_HOST_DOWN_AFTER_S": str(DOWN_AFTER_S)}
+            self.procs[host] = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                                                stdout=(self.folder / f"{host}.log").open("ab"),
+                                                stderr=subprocess.STDOUT)
+        support.wait_until(lambda: all(self.state(h) == "up" for h in hosts),
+                           f"{', '.join(hosts)} to heartbeat", 180, 0.2)
+
+    def state(self, host: str) -> str:
+        hosts = self.stack.aggregate.hosts
+        hosts._read_at = -1e9           # no 1 s cache in the way of the check
+        return hosts.repo.views(list(HOSTS))[host].state
+
+
 @pytest.fixture(scope="module")
 def netns_site(tmp_path_factory, redis_url):
     from sqlalchemy.engine import make_url
@@ -116,17 +160,18 @@ def netns_site(tmp_path_factory, redis_url):
     folder = tmp_path_factory.mktemp("hostsns")
     tag = "".join(random.choices(string.ascii_lowercase + string.digits, k=4))
     netns = {h: f"gh{tag}{h[-1].lower()}" for h in HOSTS}
+    switch = f"gh{tag}s"               # the site's switch: the hosts' physical network
     inventory = folder / "inventory.toml"
     servers = contextlib.ExitStack()
     broker = servers.enter_context(claimed_redis_db(redis_url))
     database = servers.enter_context(services.postgres_server())
-    settings = make_settings(folder, broker_url=broker, database_url=database)
+    settings = make_settings(folder, broker_url=broker, database_url=database,
+                             host_down_after_s=DOWN_AFTER_S)
     settings = settings.replace(inventory=str(inventory))
     db_url = make_url(settings.effective_database_url)
     ports = [make_url(broker.replace("redis://", "redis+x://")).port or 6379, db_url.port or 5432]
     forwarders: list[subprocess.Popen] = []
-    procs: dict[str, subprocess.Popen] = {}
-    stack = None
+    site = stack = None
     try:
         addresses = {}
         blocks = _free_blocks(len(HOSTS))
@@ -135,11 +180,16 @@ def netns_site(tmp_path_factory, redis_url):
             subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
             addresses[host], more = _wire(ns, f"gs{tag}{i}", blocks[i], ports)
             forwarders += more
-        # the hosts' own network: a veth between their namespaces, at the inventory addresses
-        a, b = netns["hostA"], netns["hostB"]
-        subprocess.run(["ip", "link", "add", "phy0", "netns", a, "type", "veth", "peer",
-                        "name", "phy0", "netns", b], check=True)
-        for i, ns in enumerate((a, b)):
+        # the hosts' own network: each host's phy0 on one bridge (the switch), at the
+        # inventory addresses
+        hostnet.netns_add(switch)
+        subprocess.run(["ip", "-n", switch, "link", "add", "sw", "type", "bridge"], check=True)
+        subprocess.run(["ip", "-n", switch, "link", "set", "sw", "up"], check=True)
+        for i, ns in enumerate(netns.values()):
+            subprocess.run(["ip", "link", "add", "phy0", "netns", ns, "type", "veth", "peer",
+                            "name", f"p{i}", "netns", switch], check=True)
+            subprocess.run(["ip", "-n", switch, "link", "set", f"p{i}", "master", "sw", "up"],
+                           check=True)
             subprocess.run(["ip", "-n", ns, "addr", "add", f"192.0.2.{i + 1}/24", "dev", "phy0"],
                            check=True)
             subprocess.run(["ip", "-n", ns, "link", "set", "phy0", "up"], check=True)
@@ -147,34 +197,18 @@ def netns_site(tmp_path_factory, redis_url):
         stack = build_stack(settings, worker=False)
         from am.jobs.hosts import JobRouter
         stack.jobs.queue.router = JobRouter(stack.store, stack.site)
-        for host in HOSTS:
-            at = addresses[host]   # the host reaches the database and broker over its cable
-            cmd = ["nsenter", f"--net=/run/netns/{netns[host]}", sys.executable, "-m", "am",
-                   "worker", "--host", host,
-                   "--broker", broker.replace("127.0.0.1", at).replace("localhost", at),
-                   "--database", db_url.set(host=at).render_as_string(hide_password=False),
-                   "--inventory", str(inventory),
-                   "--state-dir", str(folder / f"{host}-am"), "--concurrency", "2",
-                   "--lease-s", "30", "--requeue-after-s", "30",
-                   "--reconcile-interval-s", str(FAST.reconcile_interval_s)]
-            env = {**os.environ, "GENI_AM_AUTHORITY": AUTHORITY,
-                   "GENI_AM_HOST_HEARTBEAT_S": "0.5"}
-            procs[host] = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
-                                           stdout=(folder / f"{host}.log").open("ab"),
-                                           stderr=subprocess.STDOUT)
-        repo = stack.aggregate.hosts.repo
-        support.wait_until(lambda: all(v.state == "up" for v in repo.views(list(HOSTS)).values()),
-                           "both hosts to heartbeat", 180, 0.2)
-        yield folder, stack, netns, procs
+        site = NetnsSite(folder, stack, netns, settings, addresses, broker, db_url)
+        site.start(*HOSTS)
+        yield site
     finally:
         try:
-            for name in ("ns", "tn"):
+            for name in ("ns", "tn", "six"):
                 if stack is not None and stack.status(name):
                     stack.delete(name)
             support.wait_until(lambda: not _all_records(folder), "deletes to finish", 120, 0.2)
         except Exception:   # noqa: BLE001 - teardown goes on
             pass
-        for proc in procs.values():
+        for proc in (site.procs.values() if site is not None else ()):
             stop_process(proc)
         for host in HOSTS if stack is not None else ():   # what a failed run left behind
             part = load_site(str(inventory), authority=AUTHORITY, host=host)
@@ -190,7 +224,7 @@ def netns_site(tmp_path_factory, redis_url):
         if stack is not None:
             stack.close()
         servers.close()
-        for i, ns in enumerate(netns.values()):
+        for i, ns in enumerate([*netns.values(), switch]):
             hostnet.netns_delete(ns)
             subprocess.run(["ip", "link", "del", f"gs{tag}{i}"], capture_output=True)
 
@@ -219,7 +253,7 @@ def _ping(driver, src: str, dst: str, *flags: str) -> None:
 
 
 def test_each_host_builds_its_slivers_in_its_own_namespace(netns_site):
-    folder, stack, netns, procs = netns_site
+    folder, stack, netns = netns_site.folder, netns_site.stack, netns_site.netns
     stack.aggregate.allocate(USER, slice_urn("ns"), REQUEST, Options())
     _provision_until_ready(stack, "ns")
 
@@ -229,7 +263,8 @@ def test_each_host_builds_its_slivers_in_its_own_namespace(netns_site):
         drivers = {h: parts[h].drivers["vserver"] for h in HOSTS}
         records = {h: drivers[h].state.all() for h in HOSTS}
         clients = {h: sorted(r["client_id"] for r in records[h].values()) for h in HOSTS}
-        assert clients == {"hostA": ["a1", "a2", "a3", "lan-a"], "hostB": ["b1", "b2", "link-b"]}
+        assert clients == {"hostA": ["a1", "a2", "a3", "lan-a"], "hostB": ["b1", "b2", "link-b"],
+                           "hostC": []}
         (lan,) = [r for r in records["hostA"].values() if r.get("kind") == "link"]
         bridge = lan["bridge"]
         assert bridge and hostnet.find_link(netns["hostA"], bridge) is not None
@@ -257,7 +292,7 @@ TUNNEL_REQUEST = (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:g
 def test_a_link_across_hosts_is_a_vxlan_tunnel(netns_site):
     from am.store import tunnels
 
-    folder, stack, netns, procs = netns_site
+    folder, stack, netns = netns_site.folder, netns_site.stack, netns_site.netns
     stack.aggregate.allocate(USER, slice_urn("tn"), TUNNEL_REQUEST, Options())
     with stack.store.read() as session:
         (vni,) = tunnels.held(session).values()
@@ -298,11 +333,146 @@ def test_a_link_across_hosts_is_a_vxlan_tunnel(netns_site):
                            "the tunnel slice's deletes", 120, 0.2)
         with stack.store.read() as session:
             assert tunnels.held(session) == {}            # the VNI is free again
-        for host in HOSTS:
+        for host in ("hostA", "hostB"):
             left = {i.name for i in hostnet.links(netns[host])}
             assert halves[host]["tunnel"]["dev"] not in left
             assert halves[host]["bridge"] not in left
             assert not any(e["port"] in left for e in halves[host]["ends"])
+    finally:
+        for part in parts.values():
+            part.close()
+
+
+LAN_KBPS = 20000
+SIX = [(f"s{h[-1].lower()}{i}", h, f"10.211.4.{n * 2 + i}") for n, h in enumerate(HOSTS)
+       for i in (1, 2)]
+SIX_REQUEST = (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" '
+               'type="request">' + "".join(_node(c, h, ip) for c, h, ip in SIX)
+               + '<link client_id="lan6">'
+               + "".join(f'<interface_ref client_id="{c}:if0"/>' for c, _, _ in SIX)
+               + f'<property source_id="sa1:if0" dest_id="sb1:if0" capacity="{LAN_KBPS}"/>'
+               + '</link></rspec>')
+
+
+def _iperf_mbps(server_ns: str, client_ns: str, address: str, seconds: int = 3) -> float:
+    """Mbit/s received by `address` (in `server_ns`) from `client_ns`: one TCP stream."""
+    import json
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def run():
+            done = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-J", "-c",
+                                   address, "-t", str(seconds)], capture_output=True, text=True,
+                                  timeout=60)
+            return done.stdout if done.returncode == 0 else None   # None: not listening yet
+        out = support.wait_until(run, "iperf3 to connect", 30, 0.2)
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        stop_process(server)
+
+
+def test_six_containers_over_three_hosts_survive_a_host_killed_mid_provision(netns_site):
+    """The issue's scenario (see the module doc): one LAN of six containers, two per host."""
+    from am.store import Job, Sliver, tunnels
+
+    site = netns_site
+    folder, stack, netns = site.folder, site.stack, site.netns
+    stack.aggregate.allocate(USER, slice_urn("six"), SIX_REQUEST, Options())
+    with stack.store.read() as session:
+        (vni,) = [v for (sid, cid), v in tunnels.held(session).items() if cid == "lan6"]
+        rows = session.query(Sliver.urn, Sliver.component_id, Sliver.client_id).filter(
+            Sliver.urn.in_(list(stack.status("six")))).all()
+    on = {h: {u for u, comp, _ in rows if stack.site.host_of(comp) == h} for h in HOSTS}
+    assert all(len(on[h]) == 3 for h in HOSTS), on      # two containers and a LAN half each
+
+    stack.provision("six")
+    def c_running():       # one of hostC's jobs is under way on its substrate
+        with stack.store.read() as session:
+            return session.query(Job.id).join(Sliver, Sliver.id == Job.sliver_id).filter(
+                Sliver.urn.in_(list(on["hostC"])), Job.state == "running").first()
+    support.wait_until(c_running, "a hostC job to run", 120, 0.02)
+    stop_process(site.procs["hostC"], sig=9)
+    support.wait_until(lambda: site.state("hostC") == "down", "hostC to be seen down", 60, 0.1)
+
+    def others_ready():
+        st = stack.status("six")
+        return all(st[u][1] == "geni_ready" for h in ("hostA", "hostB") for u in on[h])
+    try:
+        support.wait_until(others_ready, "hostA and hostB slivers ready", 180, 0.2)
+    except AssertionError:
+        raise AssertionError(f"not ready: {stack.status('six')}") from None
+    stack.aggregate.hosts._read_at = -1e9
+    st = stack.status("six")
+    for urn in on["hostC"]:
+        op, error = st[urn][1], st[urn][2]
+        assert op in ("geni_notready", "geni_failed"), (urn, op, error)
+        assert "host hostC unreachable since" in error, error
+
+    site.start("hostC")               # it reconciles first, then finishes its jobs
+    stack.aggregate.hosts._read_at = -1e9
+    try:
+        stack.wait_ops("six", {"geni_ready"}, timeout=180)
+    except AssertionError:
+        raise AssertionError(f"not all ready: {stack.status('six')}") from None
+
+    parts = {h: load_site(str(folder / "inventory.toml"), authority=AUTHORITY, host=h)
+             for h in HOSTS}
+    try:
+        drivers = {h: parts[h].drivers["vserver"] for h in HOSTS}
+        records = {h: [r for r in drivers[h].state.all().values()
+                       if r.get("slice_urn") == slice_urn("six")] for h in HOSTS}
+        for n, host in enumerate(HOSTS):
+            mine = {c for c, h, _ in SIX if h == host}
+            # each host's substrate holds exactly its slivers, each once
+            assert sorted(r["client_id"] for r in records[host]) == sorted([*mine, "lan6"])
+            assert {r["sliver_urn"] for r in records[host]} == on[host]
+            # ... and built them in its own world: the containers' namespaces carry this host's
+            # driver's prefix; the LAN half's bridge and VXLAN device are in this host's
+            # namespace only
+            prefix = drivers[host].naming.prefix
+            nodes = [r for r in records[host] if r.get("kind") != "link"]
+            assert all(r["netns"].startswith(prefix) and hostnet.netns_exists(r["netns"])
+                       for r in nodes), nodes
+            (half,) = [r for r in records[host] if r.get("kind") == "link"]
+            t = half["tunnel"]
+            for other in HOSTS:
+                seen = {i.name for i in hostnet.links(netns[other])}
+                assert (t["dev"] in seen, half["bridge"] in seen) == ((other == host),) * 2
+            shown = subprocess.run(["ip", "-n", netns[host], "-d", "-j", "link", "show",
+                                    t["dev"]], capture_output=True, text=True, check=True).stdout
+            assert f'"id":{vni}' in shown.replace(" ", ""), shown
+            fdb = subprocess.run(["bridge", "-n", netns[host], "fdb", "show", "dev", t["dev"]],
+                                 capture_output=True, text=True, check=True).stdout
+            others = sorted(f"192.0.2.{k + 1}" for k in range(len(HOSTS)) if k != n)
+            assert sorted(t["remotes"]) == others
+            assert all(f"00:00:00:00:00:00 dst {a} " in fdb for a in others), fdb
+        # no container exists twice: one namespace per container of this slice, on any host
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                               check=True).stdout.split()
+        made = [r["netns"] for h in HOSTS for r in records[h] if r.get("kind") != "link"]
+        assert sorted(made) == sorted({*made}) and all(n in names for n in made)
+        # nothing done twice: one provision job per sliver; hostA's and hostB's ran once,
+        # hostC's at most once more (the attempt its worker's death cut short)
+        with stack.store.read() as session:
+            jobs = session.query(Sliver.urn, Job.action, Job.state, Job.attempts).join(
+                Job, Job.sliver_id == Sliver.id).filter(
+                Sliver.urn.in_([u for h in HOSTS for u in on[h]])).all()
+        assert sorted(u for u, *_ in jobs) == sorted(u for h in HOSTS for u in on[h]), jobs
+        for urn, action, state, attempts in jobs:
+            assert (action, state) == ("provision", "done"), jobs
+            assert attempts <= (2 if urn in on["hostC"] else 1), jobs
+
+        # every container reaches every other, across the tunnels
+        ips = {c: ip for c, _, ip in SIX}
+        for src, host, _ in SIX:
+            for dst, ip in ips.items():
+                if dst != src:
+                    _ping(drivers[host], src, ip)
+        # the requested capacity, on a cross-host path (hostA -> hostB), within 10 %
+        node_ns = {r["client_id"]: r["netns"] for h in HOSTS for r in records[h]
+                   if r.get("kind") != "link"}
+        mbps = _iperf_mbps(node_ns["sb1"], node_ns["sa1"], ips["sb1"])
+        assert abs(mbps - LAN_KBPS / 1000) <= 0.1 * LAN_KBPS / 1000, mbps
     finally:
         for part in parts.values():
             part.close()

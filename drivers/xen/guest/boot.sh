@@ -26,6 +26,25 @@ dev_by_mac() {  # the interface whose MAC is $1 (the kernel may take a moment to
   return 1
 }
 
+# Interfaces get the names the request gives them (eth0 the management NIC, eth1... the links'
+# NICs in request order, as in containers), found by MAC. Two passes: a wanted name may be
+# another NIC's kernel name now.
+n=0
+while read -r kind a b c; do
+  [ "$kind" = iface ] && [ "$c" != "-" ] && [ -n "$c" ] || continue
+  if dev=$(dev_by_mac "$a"); then
+    ip link set dev "$dev" down
+    ip link set dev "$dev" name "geni-tmp$n" || say "cannot rename $dev"
+    n=$((n + 1))
+  fi
+done < /geni/config
+while read -r kind a b c; do
+  [ "$kind" = iface ] && [ "$c" != "-" ] && [ -n "$c" ] || continue
+  if dev=$(dev_by_mac "$a") && [ "$dev" != "$c" ]; then
+    ip link set dev "$dev" name "$c" || say "cannot name $dev $c"
+  fi
+done < /geni/config
+
 while read -r kind a b c; do
   case "$kind" in
     hostname) hostname "$a"; echo "$a" > /etc/hostname ;;

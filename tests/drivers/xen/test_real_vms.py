@@ -25,6 +25,7 @@ from drivers.base import (
     UserKeys,
 )
 from drivers.xen import XenDriver
+from drivers.xen.domain import deterministic_mac
 from rspec.model import Route
 from tests.drivers.vserver.sshclient import keypair, refused, ssh
 from tests.drivers.xen import realvms
@@ -49,7 +50,8 @@ def node(name: str, ifaces, *, routes=(), router=False, forwarding=None, users=(
                       interfaces=tuple(InterfaceSpec(client_id=f"{name}:{i}", name=f"eth{n}",
                                                      ips=((ip, "255.255.255.0"),),
                                                      link_client_id=link)
-                                       for n, (i, ip, link) in enumerate(ifaces)), **kw)
+                                       for n, (i, ip, link) in enumerate(ifaces, start=1)),
+                      **kw)
 
 
 def link(name: str, a: str, b: str, kbps: int | None = None) -> SliverSpec:
@@ -140,6 +142,14 @@ def test_h1_pings_h2_through_the_dom0_and_the_guest_router(lab):
     # r2 forwards inside its VM
     out = login(lab, "r2", command="cat /proc/sys/net/ipv4/ip_forward")
     assert out.stdout.strip() == "1"
+    # its NICs carry the request's interface names (eth1, eth2), each with the MAC of its own
+    # interface in the manifest, whatever order the kernel found them in
+    out = login(lab, "r2", command="for d in /sys/class/net/eth*; do "
+                                   "echo ${d##*/} $(cat $d/address); done")
+    r2 = lab["results"]["r2"]
+    assert dict(line.split() for line in out.stdout.splitlines()) == {
+        "eth0": deterministic_mac(r2.handle, "geni-mgmt"),        # the management NIC
+        "eth1": r2.macs["r2:if0"], "eth2": r2.macs["r2:if1"]}
     # r1's VM is its control plane only: no data NIC inside, forwarding off
     out = login(lab, "r1", command="ls /sys/class/net; cat /proc/sys/net/ipv4/ip_forward")
     assert out.stdout.split() == ["eth0", "lo", "0"]

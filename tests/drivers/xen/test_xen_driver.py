@@ -212,3 +212,16 @@ def test_unreachable_libvirt_is_a_driver_error(make_xen):
     d = make_xen(uri="test:///nonexistent/host.xml")
     with pytest.raises(DriverError, match="cannot connect to libvirt"):
         d.provision(vm(50))
+
+
+def test_guest_config_names_each_interface_by_its_mac():
+    from drivers.xen.guest import GuestIface, config_lines
+    a, b = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+    lines = config_lines("h1", [GuestIface(a, "10.0.2.15/24", "eth0"),
+                                GuestIface(b, None, "eth1"), GuestIface(a, None)], [], False)
+    assert lines[1:4] == [f"iface {a} 10.0.2.15/24 eth0", f"iface {b} - eth1", f"iface {a} - -"]
+    with pytest.raises(DriverError, match="two interfaces of the VM would be named eth1"):
+        config_lines("h1", [GuestIface(a, None, "eth1"), GuestIface(b, None, "eth1")], [], False)
+    for bad in ("h1:if0", "eth 1", "a" * 16, "1eth"):
+        with pytest.raises(DriverError, match="not a valid Linux interface name"):
+            config_lines("h1", [GuestIface(a, None, bad)], [], False)

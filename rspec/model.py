@@ -139,6 +139,7 @@ class RequestLink:
     link_type: str | None = None               # e.g. "lan", "vlan", "gre-tunnel"; None = plain L2
     component_managers: tuple[str, ...] = ()
     vlan_tag: int | None = None                # requested tag hint, if any
+    switch: str | None = None                  # geniam:link switch=: carry it through this switch
     shared_vlan: str | None = None             # sharedvlan:link_shared_vlan name
     source_line: int | None = None
     element_xml: str | None = field(default=None, compare=False, repr=False)  # original <link>

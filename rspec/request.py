@@ -363,10 +363,14 @@ class _RequestReader:
         link_types = list(el.iterchildren(R + "link_type"))
         if len(link_types) > 1:
             self.problem(link_types[1], f"link {cid!r}: at most one link_type")
-        vlan_tag = None
+        vlan_tag = switch = None
         for hint in el.iterchildren(GA + "link"):
             if hint.get("vlan_tag") is not None:
                 vlan_tag = int(hint.get("vlan_tag"))   # range checked by geniam.xsd
+            if hint.get("switch") is not None:
+                switch = hint.get("switch", "").strip() or None
+                if switch is None:
+                    self.problem(hint, f"link {cid!r}: geniam:link switch is empty")
         return RequestLink(
             client_id=cid,
             interface_refs=tuple(refs),
@@ -375,6 +379,7 @@ class _RequestReader:
             component_managers=tuple(cm.get("name", "")
                                      for cm in el.iterchildren(R + "component_manager")),
             vlan_tag=vlan_tag,
+            switch=switch,
             shared_vlan=shared,
             source_line=el.sourceline,
             element_xml=_text(el),

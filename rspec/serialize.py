@@ -92,8 +92,12 @@ def link_element(link: RequestLink) -> etree._Element:
             pe.set("packet_loss", number(p.packet_loss))
     if link.link_type:
         etree.SubElement(el, R + "link_type", name=link.link_type)
-    if link.vlan_tag is not None:
-        etree.SubElement(el, GA + "link", vlan_tag=str(link.vlan_tag))
+    if link.vlan_tag is not None or link.switch:
+        hint = etree.SubElement(el, GA + "link")
+        if link.vlan_tag is not None:
+            hint.set("vlan_tag", str(link.vlan_tag))
+        if link.switch:
+            hint.set("switch", link.switch)
     if link.shared_vlan:
         etree.SubElement(el, f"{{{ns.SHARED_VLAN}}}link_shared_vlan", name=link.shared_vlan)
     return el

@@ -16,6 +16,12 @@ host), every driver able to tunnel (`Capabilities.tunnels`): a *tunnel* link, on
 bridge with that host's ends and a VXLAN device from this host's address to the others' (one
 remote for two hosts; a full mesh for a LAN over three or more). The store gives all halves
 one VNI at Allocate (am.store.tunnels); the manifest shows them as one link.
+A link that names an OpenFlow switch (`<geniam:link switch="..."/>`): a *switch* link, carried
+through that switch. Each end's NIC becomes a port of the switch: one link sliver on the switch
+(mode "switch": a veth pair per attachment, its switch end a port of the physical bridge, flows
+between the link's ports) and per end host a *wire* link sliver taking the attachment's host
+end (a VM host: one attachment, joined to its link bridge beside the VM taps; a container host:
+one per container interface, taken into the container as the interface).
 Ends on several hosts otherwise: a VLAN through a switch every end host is wired to (site links), with a
 tag free on that switch and the link's capacity admitted against each wired switch port
 (`kbps:<port>` capacity). Only single-switch paths are planned: hosts that share no switch get
@@ -83,6 +89,8 @@ class LinkPlacer:
             return Refusal(cid, "UNSUPPORTED", f"link type {link.link_type!r} is not offered here "
                                                "(plain layer-2 links only)")
         hosts = {records[n].component.component_id: records[n].component for n, _ in ends}
+        if link.switch:
+            return self._through_switch(link, ends, records)
         if link.shared_vlan:
             return self._join(link, ends, hosts, records)
         if len(hosts) == 2 and len(ends) == 2 and \
@@ -136,6 +144,59 @@ class LinkPlacer:
         for half in halves:
             self.ledger.commit(half.component, half.spec, half.demand)
         return halves
+
+    def _through_switch(self, link: RequestLink, ends: list[tuple[str, str]],
+                        records: Mapping[str, NodeRecord]) -> list[LinkRecord] | Refusal:
+        """A link the request carries through an OpenFlow switch: the switch's sliver (its
+        ports and flows) and a wire sliver per end host (module docstring)."""
+        cid, wanted = link.client_id, link.switch or ""
+        sw = self.site.component(wanted) or next(
+            (c for c in self.site.components if c.name == wanted), None)
+        switches = sorted(c.name for c in self.site.components if is_switch(c)
+                          and hasattr(self.site.drivers[c.driver], "switch_wires"))
+        if sw is None or sw.name not in switches:
+            return Refusal(cid, "BADARGS", f"link {cid}: {wanted!r} is not an OpenFlow switch "
+                                           f"of this aggregate (switches: "
+                                           f"{', '.join(switches) or 'none'})")
+        attach: list[tuple[Component, list[str]]] = []   # (host, interfaces) per attachment
+        for node_id, iface_id in ends:
+            host = records[node_id].component
+            caps = self.site.drivers[host.driver].capabilities
+            if is_switch(host) or not caps.wires:
+                return Refusal(cid, "UNSUPPORTED", f"link {cid}: node {node_id} is on "
+                                                   f"{host.name}, which cannot put an interface "
+                                                   f"on switch {sw.name}")
+            shared = caps.bridge_ports and next(
+                (a for a in attach if a[0].component_id == host.component_id), None)
+            if shared:
+                shared[1].append(iface_id)       # a VM host: its link bridge is one port
+            else:
+                attach.append((host, [iface_id]))
+        wires = self.site.drivers[sw.driver].switch_wires(self.slice_urn, cid, len(attach))
+        spec = self._spec(link, sw, ends, records, "switch",
+                          params={"attachments": wires, "switch": sw.name})
+        spec = replace(spec, link=replace(spec.link, capacity_kbps=None))  # shaped at the hosts
+        out = []
+        adm = self._admit(sw, spec)
+        if not adm.ok:
+            return Refusal(cid, adm.reason_code or "UNSUPPORTED",
+                           adm.reason or f"switch {sw.name} refused link {cid}")
+        out.append(LinkRecord(link, sw, sw.driver, spec, dict(adm.demand), adm.claims, ends))
+        hosts = {h.component_id: h for h, _ in attach}
+        for host in hosts.values():
+            mine = {i: w for (h, ifaces), w in zip(attach, wires)
+                    if h.component_id == host.component_id for i in ifaces}
+            spec = self._spec(link, host, ends, records, "wire",
+                              params={"wires": mine, "switch": sw.name})
+            adm = self._admit(host, spec)
+            if not adm.ok:
+                return Refusal(cid, adm.reason_code or "UNSUPPORTED",
+                               adm.reason or f"component {host.name} refused link {cid}")
+            out.append(LinkRecord(link, host, host.driver, spec, dict(adm.demand), adm.claims,
+                                  ends))
+        for rec in out:
+            self.ledger.commit(rec.component, rec.spec, rec.demand)
+        return out
 
     def _spec(self, link: RequestLink, comp: Component, ends: list[tuple[str, str]],
               records: Mapping[str, NodeRecord], mode: str, tag: int | None = None,

@@ -249,7 +249,7 @@ def _through_switch(link: RequestLink, node_id: str, iface_id: str,
         sliver_urn="", slice_urn=slice_urn, client_id=cid, kind=ResourceKind.LINK,
         component_id=host.component_id,
         link=LinkSpec(ends=(end,), capacity_kbps=kbps, mode="wire"),
-        params={"wires": {iface_id: device}, "stitched": True, "switch": sw.name,
+        params={"wires": {iface_id: device}, "stitched": True, "stitch_switch": sw.name,
                 "port": mine.port})
     out: list[LinkRecord] = []
     for comp, spec in ((sw, sw_spec), (host, host_spec)):

@@ -49,9 +49,10 @@ def manifest_for(slivers: Iterable[Sliver], *, am_urn: str, users: Sequence[User
                             for u in users) if provisioned else (),
                 sliver_type=spec.sliver_type, disk_image=spec.disk_image, state=state))
         elif spec.kind is ResourceKind.LINK:
-            if spec.link is not None and spec.link.mode == "tunnel" and \
+            if spec.link is not None and (spec.link.mode == "tunnel" or
+                                          spec.params.get("switch")) and \
                     any(link.client_id == row.client_id for link in links):
-                continue       # a cross-host link's other half: the manifest shows one link
+                continue       # another part of a cross-host or switch link: shown once
             if spec.link is not None and spec.link.mode == "wire" and \
                     spec.params.get("stitched"):
                 continue       # a stitched link's host half: its switch half stands for it

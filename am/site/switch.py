@@ -83,7 +83,8 @@ class OVSSwitch(SiteHelper):
         hosts = ", ".join(f"{port}: {ns} {HOST_NET.format(n=n).replace('.0/24', '.1')}"
                           for n, (port, _, _, ns) in enumerate(ports, start=1))
         return Fragment(
-            drivers={"openflow": {"ovs_db": ovs.db, "name_prefix": ctx.prefix("o")}},
+            drivers={"openflow": {"ovs_db": ovs.db, "name_prefix": ctx.prefix("o"),
+                                  "ovs_netns": swns}},
             components=[{"name": SWITCH_NAME, "driver": "openflow", "isolation": "flowspace",
                          "sliver_types": ["openflow-flowspace"],
                          "hardware_types": ["openflow-switch"],

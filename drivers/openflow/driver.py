@@ -62,6 +62,7 @@ from drivers.openflow.fib import (
     ports_in_use,
     router_ports,
 )
+from drivers.openflow.links import SWITCH_MODE, SwitchLinks, ovs_quote as _q
 from drivers.openflow.naming import Naming, cookie_match
 from drivers.openflow.plane import FibLayout, OpenFlowPlane, RouterPort
 from drivers.openflow.slicing import (
@@ -86,7 +87,7 @@ log = logging.getLogger(__name__)
 FLOWSPACE_TYPE = "openflow-flowspace"
 FOREIGN = "foreign-flows:"       # handle of flows on a physical bridge nobody here installed
 CONFIG_KEYS = frozenset({"ovs_db", "ovs_rundir", "name_prefix", "max_matches", "state_dir",
-                         "fib_flows", "fib_routes"})
+                         "fib_flows", "fib_routes", "ovs_netns"})
 FIB_IDS = "geni-fib-"            # physical bridge external_ids key prefix: FIB tag -> sliver URN
 CABLE_IDS = "geni-cable-"        # ... cable link tag -> sliver URN
 STITCH_IDS = "geni-stitch-"      # ... stitched link (switch half) tag -> sliver URN
@@ -136,6 +137,11 @@ class OpenFlowDriver(SubstrateDriver):
             raise InventoryError(f"fib_routes ({self.fib_routes}) exceeds fib_flows "
                                  f"({self.fib_flows})", table="drivers.openflow", key="fib_routes")
         self.ovs = OVSClient(db, self.config.get("ovs_rundir"))
+        netns = self.config.get("ovs_netns")
+        if netns is not None and (not isinstance(netns, str) or not netns):
+            raise InventoryError("must be the name of the network namespace ovs-vswitchd runs "
+                                 "in", table="drivers.openflow", key="ovs_netns")
+        self.switch_links = SwitchLinks(self.ovs, self.naming, netns)
         state_dir = self.config.get("state_dir") or (
             str(Path(self.ovs.rundir) / "geni-fib") if self.ovs.rundir
             else "/var/lib/geni-am/openflow-fib")
@@ -212,6 +218,13 @@ class OpenFlowDriver(SubstrateDriver):
             return self._admit_cable(comp, spec)
         if _is_stitch(spec):
             return self._admit_stitch(comp, spec, usage)
+        if _is_switch_link(spec):
+            wires = spec.params.get("attachments")
+            if not isinstance(wires, list) or not wires or \
+                    wires != self.switch_wires(spec.slice_urn, spec.client_id, len(wires)):
+                return Admission.refuse(f"link {spec.client_id}: a link through {comp.name} "
+                                        "names its attachments' wires", "BADARGS")
+            return Admission.accept()
         if _is_fib(spec):
             if FIB_TYPE not in {t.name.lower() for t in comp.sliver_types}:
                 return Admission.refuse(f"datapath {comp.name} does not offer {FIB_TYPE} slivers",
@@ -437,12 +450,35 @@ class OpenFlowDriver(SubstrateDriver):
                                       + ("" if port in ports else ": the port is gone"))
                 for tag, (port, urn) in sorted(self._cables(phys).items())]
 
+    # ---- links carried through the switch (drivers/openflow/links.py) ---------------------------
+    def switch_wires(self, slice_urn: str, link_client_id: str, count: int) -> list[str]:
+        """The host ends of the `count` attachments of a link through a switch of this driver:
+        what the ends' host drivers take as wires (known at Allocate)."""
+        return self.switch_links.wires(slice_urn, link_client_id, count)
+
+    def _switch_link(self, spec: SliverSpec) -> tuple[str, str, int]:
+        comp = self._component_by_urn(spec.component_id)
+        if comp is None:
+            raise DriverError(f"no OpenFlow datapath {spec.component_id}")
+        return (comp.extra["bridge"], self.naming.link_tag(spec.slice_urn, spec.client_id),
+                len(spec.params.get("attachments") or ()))
+
+    def _provision_switch_link(self, spec: SliverSpec) -> ProvisionResult:
+        phys, tag, count = self._switch_link(spec)
+        self._ensure_base(phys)
+        self.switch_links.build(phys, tag, spec.sliver_urn, count)
+        state, text = self.switch_links.state(phys, tag, count)
+        return ProvisionResult(state=state, handle=self.switch_links.handle(tag),
+                               resource_status=text)
+
     # ---- substrate operations ---------------------------------------------------------------------
     def provision(self, spec: SliverSpec) -> ProvisionResult:
         if _is_cable(spec):
             return self._provision_cable(spec)
         if _is_stitch(spec):
             return self._provision_stitch(spec)
+        if _is_switch_link(spec):
+            return self._provision_switch_link(spec)
         if _is_fib(spec):
             return self._provision_fib(spec)
         comp, fs, phys = self._resolve(spec)
@@ -471,6 +507,13 @@ class OpenFlowDriver(SubstrateDriver):
             elif action == Action.STOP.value:
                 self.ovs.del_flows(phys, cookie_match(self.naming.stitch_cookie(tag)))
             return self._stitch_state(phys, tag)
+        if _is_switch_link(spec):
+            phys, tag, count = self._switch_link(spec)
+            if action == Action.STOP.value:
+                self.switch_links.stop(phys, tag)
+            elif action in (Action.START.value, Action.RESTART.value):
+                self.switch_links.build(phys, tag, spec.sliver_urn, count)
+            return self.switch_links.state(phys, tag, count)[0]
         if _is_fib(spec):
             return self._perform_fib(spec, action)
         if action == SYNC_ROUTES_ACTION:          # a slice-wide route sync: nothing to do here
@@ -495,6 +538,8 @@ class OpenFlowDriver(SubstrateDriver):
         phys = comp.extra["bridge"]
         if _is_stitch(spec):
             return self._stitch_state(phys, self.naming.tag(spec.sliver_urn))
+        if _is_switch_link(spec):
+            return self.switch_links.state(*self._switch_link(spec))[0]
         if _is_cable(spec):
             if self.naming.tag(spec.sliver_urn) not in self._cables(phys):
                 return OperationalState.FAILED
@@ -514,6 +559,10 @@ class OpenFlowDriver(SubstrateDriver):
     def delete(self, spec: SliverSpec) -> None:
         if _is_stitch(spec):
             self._teardown_stitch(self.naming.tag(spec.sliver_urn))
+            return
+        if _is_switch_link(spec):
+            self.switch_links.teardown(sorted(set(self._bridges.values())),
+                                       self.naming.link_tag(spec.slice_urn, spec.client_id))
             return
         if _is_cable(spec):
             self._forget_cable(self.naming.tag(spec.sliver_urn))
@@ -546,6 +595,7 @@ class OpenFlowDriver(SubstrateDriver):
             if phys not in self.ovs.bridges():
                 continue
             out.extend(self._observed_cables(phys))
+            out.extend(self.switch_links.observed(phys))
             foreign = 0
             owners = self._fib_owners(phys)
             fib_flows: dict[str, int] = {}
@@ -556,6 +606,8 @@ class OpenFlowDriver(SubstrateDriver):
                 if stitch_tag is not None:
                     stitch_flows[stitch_tag] = stitch_flows.get(stitch_tag, 0) + 1
                     continue
+                if self.naming.link_tag_of_cookie(flow.cookie) is not None:
+                    continue                   # a link's: reported by switch_links.observed
                 fib_tag = self.naming.fib_tag_of_cookie(flow.cookie)
                 if fib_tag is not None:
                     fib_flows[fib_tag] = fib_flows.get(fib_tag, 0) + 1
@@ -595,6 +647,10 @@ class OpenFlowDriver(SubstrateDriver):
         head = f"{self.naming.prefix}stitch"
         if handle.startswith(head):
             self._teardown_stitch(handle[len(head):])
+            return
+        link_tag = self.switch_links.tag_of_handle(handle)
+        if link_tag is not None:
+            self.switch_links.teardown(sorted(set(self._bridges.values())), link_tag)
             return
         head = f"{self.naming.prefix}cable"
         if handle.startswith(head):
@@ -842,6 +898,9 @@ def _stitch_ports(comp: Component, spec: SliverSpec) -> set[int]:
     nums = {p.name: p.num for p in comp.ports}
     return {n for n in (nums.get(spec.params.get("switch_port")),
                         nums.get(spec.params.get("edge_port"))) if n is not None}
+def _is_switch_link(spec: SliverSpec) -> bool:
+    return spec.kind is ResourceKind.LINK and spec.link is not None and \
+        spec.link.mode == SWITCH_MODE
 
 
 def _is_fib(spec: SliverSpec) -> bool:
@@ -852,10 +911,6 @@ def _mac_for(sliver_urn: str, client_id: str) -> str:
     """A locally administered unicast MAC for a router port the AM gave none."""
     h = hashlib.sha256(f"{sliver_urn}|{client_id}".encode()).digest()
     return ":".join(f"{b:02x}" for b in (0x02, *h[:5]))
-
-
-def _q(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 __all__ = ["FIB_TYPE", "FLOWSPACE_TYPE", "OpenFlowDriver"]

@@ -80,7 +80,40 @@ class Naming:
     def is_our_cookie(self, cookie: int) -> bool:
         return self.tag_of_cookie(cookie) is not None or \
             self.fib_tag_of_cookie(cookie) is not None or \
-            self.stitch_tag_of_cookie(cookie) is not None
+            self.stitch_tag_of_cookie(cookie) is not None or \
+            self.link_tag_of_cookie(cookie) is not None
+
+    # ---- links carried through the switch (docs/openflow.md, "Links through the switch") ----
+    def link_tag(self, slice_urn: str, link_client_id: str) -> str:
+        """A link's tag: from its slice and client_id (known at Allocate, before its URN)."""
+        return hashlib.sha256(f"{slice_urn}\0{link_client_id}".encode()).hexdigest()[:TAG_LEN]
+
+    @property
+    def link_mark(self) -> int:
+        """High 32 bits of the flows of links through the switch (a mark of their own)."""
+        return int(hashlib.sha256(f"geni-am-openflow-link:{self.prefix}".encode())
+                   .hexdigest()[:8], 16)
+
+    def link_cookie(self, tag: str) -> int:
+        return (self.link_mark << 32) | int(tag, 16)
+
+    def link_tag_of_cookie(self, cookie: int) -> str | None:
+        if cookie >> 32 != self.link_mark or not cookie & 0xFFFFFFFF:
+            return None
+        return f"{cookie & 0xFFFFFFFF:0{TAG_LEN}x}"
+
+    def link_port(self, tag: str, n: int) -> str:
+        """The switch's end of attachment n of a link: a port of the physical bridge."""
+        return f"{self.prefix}l{tag}{n}"
+
+    def link_wire(self, tag: str, n: int) -> str:
+        """The host's end of attachment n (a veth peer of the port): what a VM host joins to
+        its link bridge, or a container takes as its interface."""
+        return f"{self.prefix}w{tag}{n}"
+
+    def tag_of_link_port(self, name: str) -> str | None:
+        m = re.fullmatch(rf"{self.prefix}[lw]([0-9a-f]{{{TAG_LEN}}})\d+", name)
+        return m.group(1) if m else None
 
     def tag_of_cookie(self, cookie: int) -> str | None:
         """The sliver tag a cookie carries, "" for the base cookie, None if not ours."""
@@ -99,7 +132,8 @@ class Naming:
         return m.group(1) if m else None
 
     def is_ours(self, name: str) -> bool:
-        return self.tag_of_bridge(name) is not None or self.tag_of_port(name) is not None
+        return self.tag_of_bridge(name) is not None or self.tag_of_port(name) is not None or \
+            self.tag_of_link_port(name) is not None
 
 
 def _mark_of(text: str) -> int:

@@ -164,10 +164,13 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
                if e.component_id.lower() != comp.component_id.lower()]
     if link.mode == "wire":
         wires = spec.params.get("wires")
-        if not isinstance(wires, dict) or not wires or len(foreign) != len(link.ends) - 1 or \
+        here = {e.interface_client_id for e in link.ends
+                if e.component_id.lower() == comp.component_id.lower()}
+        if not isinstance(wires, dict) or not wires or set(wires) != here or not foreign or \
                 not all(isinstance(v, str) and IFNAME_RE.match(v) for v in wires.values()):
-            return Admission.refuse(f"link {spec.client_id}: a wire link has one end here and "
-                                    "names the wire (host interface) it takes", "BADARGS")
+            return Admission.refuse(f"link {spec.client_id}: a wire link has ends here, each "
+                                    "naming the wire (host interface) it takes, and an end "
+                                    "elsewhere", "BADARGS")
     elif link.mode == "tunnel":
         tunnel = spec.params.get("tunnel")
         mine = len(link.ends) - len(foreign)

@@ -217,9 +217,9 @@ class XenDriver(SubstrateDriver):
                 wires = dict(spec.params.get("wires") or {})
                 mine = {e.interface_client_id for e in spec.link.ends
                         if e.component_id.lower() == comp.component_id.lower()}
-                if len(wires) != 1 or set(wires) != mine:
-                    return Admission.refuse(f"link {spec.client_id}: a wire joins one VM "
-                                            f"interface on {host}", "BADARGS")
+                if not wires or set(wires) != mine or len(set(wires.values())) != 1:
+                    return Admission.refuse(f"link {spec.client_id}: a wire joins the link's "
+                                            f"VM interfaces on {host}", "BADARGS")
                 return Admission.accept({})
             if others:
                 return Admission.refuse(f"Xen host {host} links only VMs on itself", "UNSUPPORTED")
@@ -943,16 +943,18 @@ class XenDriver(SubstrateDriver):
             if spec.link is not None and spec.link.mode == "wire" else []
         if not self._is_test(comp):
             hostnet.bridge_add(bridge)
-            for wire in wires:       # a card's port, as a cable into the VM's bridge
+            for wire in sorted(set(wires)):  # a card's or switch's port, as a cable
                 if hostnet.find_link(None, wire) is None:
-                    raise DriverError(f"wire {wire} of {spec.params.get('card')} is not on "
-                                      "this host (is its card process running?)",
-                                      transient=True)
+                    owner = spec.params.get("card") or spec.params.get("switch")
+                    raise DriverError(f"wire {wire} of {owner} is not on this host (yet: "
+                                      "is its card process running, is the switch's link "
+                                      "made?)", transient=True)
                 hostnet.link_set(None, wire, master=bridge, up=True)
             plumbing.shape_bridge(bridge, kbps, latency_ms=self.settings["tc_latency_ms"])
         shaped = f", {kbps} kbit/s into each end" if kbps else ""
-        plugged = f", {spec.params.get('card')} port {spec.params.get('port')} ({wires[0]}) " \
-                  "plugged in" if wires else ""
+        plugged = (f", {spec.params.get('card')} port {spec.params.get('port')} ({wires[0]}) "
+                   "plugged in" if spec.params.get("card") else
+                   f", on switch {spec.params.get('switch')} by {wires[0]}") if wires else ""
         return ProvisionResult(state=OperationalState.READY, handle=bridge,
                                resource_status=f"bridge {bridge} on {comp.name}{plugged}{shaped}")
 

@@ -247,6 +247,18 @@ def test_ends_on_two_hosts_make_a_vlan_through_the_switch(fake_site, mint):
     assert a0.port == "urn:publicid:IDN+geni-am:test+interface+fake1:eth1"
 
 
+def test_a_link_through_a_switch_that_is_not_an_openflow_switch_is_refused(fake_site, mint):
+    # the fake site's switch is a VLAN switch of the fake driver: it cannot carry a link's ends
+    # as ports (a real one is tested in tests/hybrid/test_vms_through_am.py)
+    site = fake_site(2)
+    nodes = (node("a", "fake1", ifaces=["a:0"]), node("b", "fake2", ifaces=["b:0"]))
+    for name in ("fake-switch", "nope"):
+        plan = run(site, mint, *nodes, links=[RequestLink("l1", ("a:0", "b:0"), switch=name)])
+        (r,) = plan.refusals
+        assert (r.client_id, r.code) == ("l1", "BADARGS")
+        assert f"{name!r} is not an OpenFlow switch of this aggregate (switches: none)" in r.reason
+
+
 def test_requested_vlan_tag_is_honoured_or_refused(fake_site, mint):
     site = fake_site(2)
     nodes = (node("a", "fake1", ifaces=["a:0"]), node("b", "fake2", ifaces=["b:0"]))

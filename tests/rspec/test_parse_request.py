@@ -129,7 +129,10 @@ def test_geniam_link_vlan_hint_and_shared_vlan():
     </rspec>"""
     (link,) = parse_request(xml, am_urns=[AM]).links
     assert link.vlan_tag == 1234 and link.shared_vlan == "mesoscale-openflow"
-    assert link.link_type is None
+    assert link.link_type is None and link.switch is None
+    # a link carried through an OpenFlow switch names it
+    (link,) = parse_request(xml.replace('vlan_tag="1234"', 'switch="ovs1"'), am_urns=[AM]).links
+    assert link.switch == "ovs1" and link.vlan_tag is None
 
 
 def test_unknown_extensions_are_tolerated_and_kept():

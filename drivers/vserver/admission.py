@@ -166,7 +166,9 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
         wires = spec.params.get("wires")
         here = {e.interface_client_id for e in link.ends
                 if e.component_id.lower() == comp.component_id.lower()}
-        if not isinstance(wires, dict) or not wires or set(wires) != here or not foreign or \
+        # its other end is elsewhere: on another component, or (stitched) at another aggregate
+        elsewhere = foreign or spec.params.get("stitched")
+        if not isinstance(wires, dict) or not wires or set(wires) != here or not elsewhere or \
                 not all(isinstance(v, str) and IFNAME_RE.match(v) for v in wires.values()):
             return Admission.refuse(f"link {spec.client_id}: a wire link has ends here, each "
                                     "naming the wire (host interface) it takes, and an end "

@@ -222,6 +222,12 @@ class Capabilities:
     tunnels: bool = False                    # can realise its half of a link to a node on
                                              # another host (mode "tunnel": a VXLAN device on
                                              # its host's bridge, params vni/local/remote)
+    cpu_ports: bool = False                  # its forwarding-plane slivers have a CPU port
+                                             # (`control_port(spec)`: the host interface where
+                                             # the plane punts packets for software)
+    control_ports: bool = False              # can plug a hybrid router's control-plane sliver
+                                             # into its forwarding plane's CPU port
+                                             # (`plug_control_port(spec, wire)`)
     first_state: OperationalState = OperationalState.NOTREADY
     routes: bool = False                     # check_routes / set_routes: route changes of routers
     images: bool = False                     # create_image: snapshots of a sliver's filesystem

@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -209,11 +208,9 @@ class PostgresCluster:
 
 
 def _wait(ok, what: str, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ok():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise ServiceUnavailable(f"{what} exited with {proc.returncode}")
-        time.sleep(0.05)
-    raise ServiceUnavailable(f"{what} did not come up within {timeout:.0f} s")
+    from tests.support import exited, wait_until
+    try:
+        wait_until(ok, f"{what} to come up", timeout,
+                   give_up=exited(proc) if proc is not None else None)
+    except AssertionError as exc:       # the fixtures turn this into a failure, never a skip
+        raise ServiceUnavailable(str(exc)) from None

@@ -23,20 +23,42 @@ def slice_urn(name: str = "demo", authority: str = TEST_AUTHORITY) -> str:
 
 
 def wait_until(predicate: Callable[[], T], what: str = "condition", timeout: float = 20.0,
-               interval: float = 0.05, *, detail: Callable[[], object] | None = None) -> T:
+               interval: float = 0.05, *, detail: Callable[[], object] | None = None,
+               ignoring: tuple[type[BaseException], ...] = (),
+               give_up: Callable[[], object] | None = None) -> T:
     """Call `predicate` until it returns something true and return that; fail the test with
     `what` when `timeout` seconds pass first (the last value seen is in the message, and what
-    `detail()` says, if given: the rows or log lines that explain the wait)."""
+    `detail()` says, if given: the rows or log lines that explain the wait).
+
+    `ignoring`: exceptions of these types from `predicate` mean "not yet" (a server not
+    listening yet); the last one is what the message shows. `give_up`: asked after each miss;
+    something true from it fails the wait at once, saying that (a server process that exited
+    will never answer)."""
     deadline = time.monotonic() + timeout
-    last: T = predicate()
-    while not last:
+    while True:
+        try:
+            last: object = predicate()
+        except ignoring as exc:
+            last = exc
+        else:
+            if last:
+                return last  # type: ignore[return-value]
+        if give_up is not None and (reason := give_up()):
+            raise AssertionError(f"gave up waiting for {what}: {reason} (last seen: {last!r})")
         if time.monotonic() >= deadline:
             more = f"\n{detail()}" if detail is not None else ""
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what} "
                                  f"(last seen: {last!r}){more}")
         time.sleep(interval)
-        last = predicate()
-    return last
+
+
+def exited(proc: subprocess.Popen, log: Callable[[], str] | None = None) -> Callable[[], str]:
+    """A `give_up` for `wait_until`: says so (with the tail of `log()`) once `proc` exited."""
+    def check() -> str:
+        if proc.poll() is None:
+            return ""
+        return f"the process exited with {proc.returncode}" + (f":\n{log()}" if log else "")
+    return check
 
 
 def stays(predicate: Callable[[], object], what: str = "condition", duration: float = 0.5,

@@ -16,11 +16,11 @@ from typing import Any
 
 from am.engine.flowspace import FlowspaceRecord, place_openflow
 from am.engine.ledger import Ledger
-from am.engine.links import LinkPlacer, LinkRecord
+from am.engine.links import LinkPlacer, LinkRecord, is_switch
 from am.engine.nodes import NodePlacer, NodeRecord, with_interfaces
 from am.engine.plan import Placement, PlannedSliver, Refusal
 from am.engine.stitch import place_stitched
-from drivers.base import Usage
+from drivers.base import Component, Usage
 from drivers.registry import Site
 from rspec.model import Request
 
@@ -39,7 +39,7 @@ def place(request: Request, site: Site, usage: Mapping[str, Usage], *, slice_urn
     `shared_lans`: token -> the LAN another slice shares under it (anything with
     `component_id` and `lan_sliver_urn`), for links that join one (`link_shared_vlan`)."""
     refusals: list[Refusal] = []
-    bad = _check_request(request)
+    bad = _check_request(request) or _switch_port_ends(request, site)
     if bad:
         return Placement(slivers=[], refusals=bad)
     shared_lans = shared_lans or {}
@@ -127,6 +127,49 @@ def _bind_joiners(request: Request, shared_lans: Mapping[str, Any]) -> Request:
                                                  if i.client_id in where), None))
                   if n.component_id is None else n for n in request.nodes)
     return replace(request, nodes=nodes)
+
+
+def _switch_port_ends(request: Request, site: Site) -> list[Refusal]:
+    """Links with an end on a node bound to a switch (a switch port named as a link end):
+    refused with UNSUPPORTED, naming the link. A switch is no node here: its flow table is the
+    AM's and the slices' flowspaces' (docs/openflow.md), so nothing could carry such a link.
+    A card port cabled to that switch gets the ways that do reach it."""
+    on_switch: dict[str, tuple[Component, str | None]] = {}
+    comp_of: dict[str, Component] = {}
+    for node in request.nodes:
+        comp = site.component(node.component_id) if node.component_id else None
+        if comp is None:
+            continue
+        ports = {p.component_id.lower(): p.name for p in comp.ports}
+        for iface in node.interfaces:
+            comp_of[iface.client_id] = comp
+            if is_switch(comp):
+                on_switch[iface.client_id] = (comp, ports.get((iface.component_id or "").lower()))
+    out: list[Refusal] = []
+    for link in request.links:
+        ref = next((r for r in link.interface_refs if r in on_switch), None)
+        if ref is None:
+            continue
+        sw, port = on_switch[ref]
+        what = f"port {port} of switch {sw.name}" if port else f"on switch {sw.name}"
+        reason = (f"link {link.client_id}: interface {ref} is {what}, and a switch port is not "
+                  "a link end at this AM (a switch is no node: its flow table belongs to the AM "
+                  "and to slices' flowspaces)")
+        cables = [f"{comp_of[r].name} port {mine.port} is cabled to {sw.name} port {far.port}"
+                  for r in link.interface_refs if r in comp_of and comp_of[r].extra.get("wires")
+                  for _l, mine, far in site.links_by_component.get(
+                      comp_of[r].component_id.lower(), ())
+                  if far.component_id.lower() == sw.component_id.lower()]
+        if cables:
+            reason += (f"; {', '.join(dict.fromkeys(cables))} already: bind the slot's interface "
+                       "to that card port and reach the switch with an openflow:sliver "
+                       "flowspace on the cabled port (your controller forwards), or link it to "
+                       f'a router forwarding on {sw.name} (forwarding="openflow")')
+        else:
+            reason += (f'; link to a router forwarding on {sw.name} (forwarding="openflow"), or '
+                       "ask for flowspace on it with an openflow:sliver")
+        out.append(Refusal(link.client_id, "UNSUPPORTED", reason))
+    return out
 
 
 def _check_request(request: Request) -> list[Refusal]:

@@ -58,12 +58,14 @@ def plug_control_plane(store: Store, site: Site, spec: SliverSpec) -> bool:
         (cspec, ckind), fspec, fkind = other, spec, _driver_kind(site, spec)
     else:
         (fspec, fkind), cspec, ckind = other, spec, _driver_kind(site, spec)
-    port_of = getattr(site.drivers.get(fkind), "control_port", None)
-    plug = getattr(site.drivers.get(ckind), "plug_control_port", None)
-    if port_of is None or plug is None:
+    fdriver, cdriver = site.drivers.get(fkind), site.drivers.get(ckind)
+    # both declare it (drivers.base.Capabilities): a plane with a CPU port, a control plane
+    # that can be plugged into one
+    if fdriver is None or cdriver is None or not fdriver.capabilities.cpu_ports or \
+            not cdriver.capabilities.control_ports:
         return False
-    wire = port_of(fspec)
-    return bool(wire) and plug(cspec, wire)
+    wire = fdriver.control_port(fspec)         # type: ignore[attr-defined]
+    return bool(wire) and cdriver.plug_control_port(cspec, wire)   # type: ignore[attr-defined]
 
 
 def _driver_kind(site: Site, spec: SliverSpec) -> str | None:

@@ -95,6 +95,7 @@ class NetFPGADriver(SubstrateDriver):
         actions=(Action.START.value, Action.STOP.value, Action.RESTART.value,
                  Action.UPDATE_USERS.value, SYNC_ROUTES),
         forwarding_modes=(ForwardingMode.HARDWARE,),
+        cpu_ports=True,              # an emulated card's slot punts to <prefix>h<slot>
     )
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],

@@ -107,6 +107,7 @@ class VServerDriver(SubstrateDriver):
         wires=True,
         joins_bridges=True,
         tunnels=True,
+        control_ports=True,          # a hybrid router's container takes the CPU port as cpu0
         link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the veths; no netem here
     )
     shaping_note: ClassVar[str] = hostnet.NO_NETEM

@@ -153,13 +153,7 @@ def _booting_xml(plan: DomainPlan, domain_type: str) -> str:
     etree.SubElement(dom, "on_crash").text = "destroy"
     devices = etree.SubElement(dom, "devices")
     for vif in plan.vifs:
-        iface = etree.SubElement(devices, "interface", type="bridge")
-        etree.SubElement(iface, "source", bridge=vif.bridge)
-        etree.SubElement(iface, "mac", address=vif.mac)
-        etree.SubElement(iface, "target", dev=vif.device)
-        if qemu_like:
-            etree.SubElement(iface, "model", type="virtio")
-            etree.SubElement(iface, "rom", enabled="no")
+        _vif(devices, vif, qemu_like)
     if qemu_like or plan.hvm:
         serial = etree.SubElement(devices, "serial", type="file")
         etree.SubElement(serial, "source", path=boot.console_log, append="off")
@@ -183,6 +177,35 @@ def _booting_xml(plan: DomainPlan, domain_type: str) -> str:
                     "-device", f"virtio-net-pci,netdev=geni-mgmt,mac={boot.mgmt_mac},addr=0x1e,romfile="):
             etree.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=arg)
     return etree.tostring(dom, encoding="unicode")
+
+
+def _vif(devices: etree._Element, vif: VifPlan, qemu_like: bool) -> etree._Element:
+    iface = etree.SubElement(devices, "interface", type="bridge")
+    etree.SubElement(iface, "source", bridge=vif.bridge)
+    etree.SubElement(iface, "mac", address=vif.mac)
+    etree.SubElement(iface, "target", dev=vif.device)
+    if qemu_like:
+        etree.SubElement(iface, "model", type="virtio")
+        etree.SubElement(iface, "rom", enabled="no")
+    return iface
+
+
+def with_vif(xml: str, vif: VifPlan) -> str:
+    """The domain XML with `vif` as its NIC on host device `vif.device` (replacing the NIC
+    there, if any; added after the others otherwise)."""
+    root = etree.fromstring(xml.encode())
+    devices = root.find("devices")
+    assert devices is not None
+    for old in devices.findall("interface"):
+        target = old.find("target")
+        if target is not None and target.get("dev") == vif.device:
+            devices.remove(old)
+    new = _vif(devices, vif, root.get("type") in ("kvm", "qemu"))
+    others = devices.findall("interface")
+    if len(others) > 1:                  # NICs together, in order, before the other devices
+        devices.remove(new)
+        others[-2].addnext(new)
+    return etree.tostring(root, encoding="unicode")
 
 
 @dataclass(frozen=True)

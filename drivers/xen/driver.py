@@ -72,6 +72,7 @@ from drivers.xen.domain import (
     handle_for,
     read_xml,
     vif_name,
+    with_vif,
 )
 from drivers import hostnet
 from drivers.images.store import Image, ImageError, ImageStore
@@ -82,6 +83,9 @@ from drivers.xen.records import DomainRecord, RecordStore
 from rspec.model import Route
 
 SYNC_ROUTES = SYNC_ROUTES_ACTION
+CPU_CLIENT = "geni-cpu"       # the control-plane VM's NIC on its forwarding plane's CPU port
+CPU_NAME = "cpu0"             # its name in the guest (as in a control-plane container)
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 XEN_SLIVER_TYPES = ("xen-vm", "emulab-xen", "default-vm")
 TABLE_BASE = 0x10000          # Dom0 table ids: far above the ones people configure by hand
 TABLE_SPAN = 0x7FFF0000
@@ -142,6 +146,7 @@ class XenDriver(SubstrateDriver):
         links=True,
         wires=True,                  # a card port's wire joins the link's bridge, beside the tap
         bridge_ports=True,
+        control_ports=True,          # a control-plane VM's cpu0 bridged to a slot's CPU port
         link_properties=hostnet.TC_LINK_PROPERTIES,   # tbf on the member taps; no netem here
     )
     shaping_note: ClassVar[str] = hostnet.NO_NETEM
@@ -627,8 +632,11 @@ class XenDriver(SubstrateDriver):
         hexpart = handle[len(DOMAIN_PREFIX):]
         mode = (spec.forwarding or ForwardingMode.GUEST) if spec.router else None
         dom0 = mode is ForwardingMode.DOM0
+        control = _hardware_control_plane(spec)
         vifs, ports, bridges = [], [], []
         for n, i in enumerate(spec.interfaces):
+            if control:        # its links plug into the slot's ports, never into this VM
+                break
             mac = (i.mac or deterministic_mac(handle, i.client_id)).lower()
             bridge = self._iface_bridge(spec, i)
             bridges.append(bridge)
@@ -663,7 +671,8 @@ class XenDriver(SubstrateDriver):
                             domain_type=dtype, hostname=guestmod.hostname_for(spec.client_id),
                             image=image.name, image_digest=image.digest, ssh_port=port,
                             bridges=sorted(set(bridges)),
-                            dom0_ports=[dataclasses.asdict(p) for p in ports])
+                            dom0_ports=[dataclasses.asdict(p) for p in ports],
+                            control_plane=control)
 
     def _write_boot(self, comp: Component, spec: SliverSpec, rec: DomainRecord) -> None:
         """The sliver's initrd: the image's initramfs + its config (re-made at every boot, so
@@ -677,7 +686,15 @@ class XenDriver(SubstrateDriver):
         ifaces = [guestmod.GuestIface(mac=deterministic_mac(rec.handle, "geni-mgmt"),
                                       cidr=guestmod.MGMT_ADDRESS, name=guestmod.MGMT_NAME)]
         routes = []
-        if not dom0:     # each NIC named in the guest as the request's interface (eth1, ...)
+        forward = rec.forwarding == ForwardingMode.GUEST.value
+        if rec.control_plane:
+            forward = True      # so its kernel sends ICMP errors for what the plane punts
+            if rec.control_port:
+                ifaces += self._control_ifaces(spec, rec.control_port["mac"])
+                routes = [guestmod.GuestRoute(destination=r.destination, gateway=r.gateway,
+                                              mac=rec.control_port["mac"])
+                          for r in self.routes.get(rec.handle) or normalise_all(spec.routes)]
+        elif not dom0:     # each NIC named in the guest as the request's interface (eth1, ...)
             for i in spec.interfaces:
                 ifaces.append(guestmod.GuestIface(mac=rec.macs[i.client_id],
                                                   cidr=_cidr(i.ips[0]) if i.ips else None,
@@ -686,7 +703,6 @@ class XenDriver(SubstrateDriver):
                 routes.append(guestmod.GuestRoute(
                     destination=r.destination, gateway=r.gateway,
                     mac=rec.macs.get(r.interface) if r.interface else None))
-        forward = rec.forwarding == ForwardingMode.GUEST.value
         lines = guestmod.config_lines(rec.hostname or "node", ifaces, routes, forward)
         self._files(rec.handle).write_initrd(
             image.data / image.meta.get("initrd", "initrd.img"), lines,
@@ -710,11 +726,28 @@ class XenDriver(SubstrateDriver):
     def _vm_note(self, comp: Component, rec: DomainRecord) -> str:
         note = (f"{rec.domain_type} domain {rec.handle} on {comp.name} (image {rec.image}), "
                 f"SSH at {self.settings['ssh_address']}:{rec.ssh_port}")
-        if rec.forwarding:
+        if rec.control_plane:
+            cpu = rec.control_port
+            note += (f", control plane of a router forwarding in hardware: cpu0 ({cpu['mac']}) "
+                     f"plugged into its CPU port {cpu['wire']} (bridge {cpu['bridge']})" if cpu
+                     else ", control plane of a router forwarding in hardware: waiting for its "
+                          "forwarding plane's CPU port")
+        elif rec.forwarding:
             note += f", virtual router forwarding in {rec.forwarding}"
         if rec.failure:
             note += f"; last boot failed: {rec.failure}"
         return note
+
+    def live_status(self, spec: SliverSpec) -> str | None:
+        """A hybrid router's control-plane VM says whether its CPU port is plugged in yet
+        (the note stored at provision may predate the plug); other slivers: None."""
+        if spec.kind is not ResourceKind.NODE:
+            return None
+        rec = self.records.get(handle_for(spec.sliver_urn))
+        comp = self._component_by_urn(spec.component_id)
+        if rec is None or comp is None or not rec.control_plane:
+            return None
+        return self._vm_note(comp, rec)
 
     def _vm_logins(self, spec: SliverSpec, rec: DomainRecord) -> tuple[Login, ...]:
         return tuple(Login(hostname=self.settings["ssh_address"], port=rec.ssh_port or 22,
@@ -751,10 +784,15 @@ class XenDriver(SubstrateDriver):
                 self._active(comp, rec.handle) is not None and \
                 self._files(rec.handle).ready(rec.hostname or "node"):
             return OperationalState.READY               # up already (a repeated start)
+        if rec.control_plane and not rec.control_port:
+            return self._await_control_port(rec)
+        rec.waiting_since = None
         for p in rec.dom0_ports:
             plumbing.ensure_dom0_port(plumbing.Dom0Port(**p), comp.extra["dom0_netns"])
         for b in rec.bridges:
             hostnet.bridge_add(b)
+        if rec.control_port:
+            self._join_control_port(rec)
         self._write_boot(comp, spec, rec)
         files = self._files(rec.handle)
         if self._active(comp, rec.handle) is not None:
@@ -886,6 +924,8 @@ class XenDriver(SubstrateDriver):
         rec = self.records.get(handle)
         if rec is not None:
             self._halt(comp, rec)
+            if rec.control_port:
+                self._unplug_control_port(rec.control_port)
             for b in rec.bridges:
                 if self.links.get(b) is None and not plumbing.bridge_ports(b):
                     plumbing.delete_bridge(b)
@@ -932,6 +972,90 @@ class XenDriver(SubstrateDriver):
                                           state=self._vm_status(comp, rec),
                                           detail=f"stopped VM on {comp.name}"))
         return out
+
+    # ---- a hybrid router's control plane on its forwarding plane's CPU port -----------------------
+    def plug_control_port(self, spec: SliverSpec, wire: str) -> bool:
+        """Plug a hybrid router's control-plane VM into its forwarding plane's CPU port (host
+        interface `wire`, e.g. an emulated NetFPGA slot's `<prefix>h<slot>`): the VM gets a NIC
+        `cpu0` with the CPU port's MAC (the plane addresses punted frames to it) and every
+        address of the router, on a bridge with the wire, as a container takes the wire itself.
+        The VM boots only once plugged (a geni_start waits for it); plugged later, the wire
+        joins at once. False when the sliver is no control plane on a real VM."""
+        comp = self._comp(spec)
+        if not IFNAME_RE.match(wire):
+            raise DriverError(f"control port {wire!r} is not an interface name")
+        if self._is_test(comp):
+            return False                       # no guest, nothing to plug
+        handle = handle_for(spec.sliver_urn)
+        with self._lock:
+            rec = self.records.get(handle)
+            if rec is None or not rec.control_plane:
+                return False
+            cpu = rec.control_port
+            if cpu is None or cpu["wire"] != wire:
+                li = hostnet.find_link(None, wire)
+                if li is None or not li.mac:
+                    raise DriverError(f"control port {wire} of {spec.client_id} is not on this "
+                                      "host: is its card running?", transient=True)
+                if cpu is not None:            # another port than before: give that one back
+                    self._unplug_control_port(cpu)
+                prefix = self.settings["ifname_prefix"]
+                cpu = {"wire": wire, "mac": li.mac.lower(),
+                       "bridge": plumbing.link_bridge(prefix, spec.slice_urn,
+                                                      f"cpu:{spec.client_id}"),
+                       "device": plumbing.tap_name(prefix, handle[len(DOMAIN_PREFIX):], "c")}
+                rec.control_port = cpu
+                rec.xml = with_vif(rec.xml, VifPlan(client_id=CPU_CLIENT, mac=cpu["mac"],
+                                                    bridge=cpu["bridge"], device=cpu["device"]))
+                self.records.put(rec)
+            if hostnet.find_link(None, cpu["bridge"]) is not None:
+                self._join_control_port(rec)   # booted already (a repeated plug)
+        return True
+
+    def _control_ifaces(self, spec: SliverSpec, mac: str) -> list[guestmod.GuestIface]:
+        """cpu0 carrying every address of the router."""
+        cidrs = [_cidr(ip) for i in spec.interfaces for ip in i.ips] or [None]
+        return [guestmod.GuestIface(mac=mac, cidr=c, name=CPU_NAME if n == 0 else None)
+                for n, c in enumerate(cidrs)]
+
+    def _await_control_port(self, rec: DomainRecord) -> OperationalState:
+        """A control plane's start before its forwarding plane plugged it in: CONFIGURING (the
+        AM looks again) until boot_timeout_s, then a failure saying so."""
+        now = time.time()
+        if rec.waiting_since is None:
+            rec.waiting_since = now
+            self.records.put(rec)
+        elif now - rec.waiting_since > float(self.settings["boot_timeout_s"]):
+            rec.waiting_since = None
+            rec.failure = (f"its forwarding plane's CPU port was not plugged in within "
+                           f"{self.settings['boot_timeout_s']} s (is the forwarding sliver "
+                           "provisioned, its card running?)")
+            self.records.put(rec)
+            raise DriverError(rec.failure)
+        return OperationalState.CONFIGURING
+
+    def _join_control_port(self, rec: DomainRecord) -> None:
+        """The CPU port's wire on the control bridge, beside the VM's tap. The wire gives its
+        MAC to cpu0 and takes another: a bridge keeps frames for a port's own MAC."""
+        cpu = rec.control_port
+        assert cpu is not None
+        hostnet.bridge_add(cpu["bridge"])
+        li = hostnet.find_link(None, cpu["wire"])
+        if li is None:
+            raise DriverError(f"control port {cpu['wire']} is not on this host: is its card "
+                              "running?", transient=True)
+        if (li.mac or "").lower() == cpu["mac"]:
+            hostnet.link_set(None, cpu["wire"], mac=deterministic_mac(rec.handle, "geni-cpu-wire"))
+        if li.master != cpu["bridge"]:
+            hostnet.link_set(None, cpu["wire"], master=cpu["bridge"], up=True)
+
+    @staticmethod
+    def _unplug_control_port(cpu: Mapping[str, Any]) -> None:
+        """Give the CPU port back as it was: out of the bridge (deleted), its own MAC."""
+        plumbing.delete_bridge(cpu["bridge"])
+        li = hostnet.find_link(None, cpu["wire"])
+        if li is not None and (li.mac or "").lower() != cpu["mac"]:
+            hostnet.link_set(None, cpu["wire"], mac=cpu["mac"], up=True)
 
     # ---- links between VMs on one host -----------------------------------------------------------
     def _provision_link(self, comp: Component, spec: SliverSpec) -> ProvisionResult:
@@ -1103,6 +1227,12 @@ def _image_for(comp: Component, wanted: str | None) -> DiskImage:
             return img
     raise DriverError(f"disk image {wanted!r} is not offered on host {comp.name} (offered: "
                       f"{', '.join(sorted({i.name for i in images}))})")
+
+
+def _hardware_control_plane(spec: SliverSpec) -> bool:
+    """Is `spec` the control plane of a hybrid router forwarding on a NetFPGA slot?"""
+    return bool(spec.router and spec.params.get("forwarding_plane")
+                and spec.forwarding is ForwardingMode.HARDWARE)
 
 
 def _cidr(ip: tuple[str, str]) -> str:

@@ -27,7 +27,7 @@ def link_bridge(prefix: str, slice_urn: str, link_client_id: str) -> str:
     return f"{prefix}b{digest[:10]}"
 
 
-def tap_name(prefix: str, handle_hex: str, index: int) -> str:
+def tap_name(prefix: str, handle_hex: str, index: int | str) -> str:
     return f"{prefix}{handle_hex[:8]}.{index}"
 
 

@@ -39,6 +39,11 @@ class DomainRecord:
     dom0_ports: list[dict] = field(default_factory=list)        # plumbing.Dom0Port fields
     failure: str | None = None        # why the last boot failed
     booting_since: float | None = None  # wall-clock start of a boot not yet seen ready
+    # a hybrid router's control plane (forwarding on a NetFPGA slot): no NIC on its links (they
+    # plug into the slot); one NIC `cpu0` on a bridge with the slot's CPU port once plugged
+    control_plane: bool = False
+    control_port: dict | None = None  # wire, mac (the CPU port's), bridge, device (our tap)
+    waiting_since: float | None = None  # wall-clock start of a geni_start waiting for the port
 
 
 class JsonRecords(Generic[R]):

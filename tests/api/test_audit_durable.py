@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from am.store import open_store
 from tests.api.conftest import ALICE, REQUEST, SLICE, ApiClient, code_of
 from tests.api.doubles import FakeService
 from tests.services import free_port
+from tests.support import exited, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -240,16 +240,15 @@ def test_sigkill_after_the_last_answer_keeps_every_state_changing_entry(tmp_path
                   ca=dev.trust_roots / "ca-cert.pem", credentials=[cred], timeout=30)
     made: list[tuple[str, int]] = []
     try:
-        deadline = time.monotonic() + LIVE
-        while True:
+        def answers() -> bool:
             try:
                 am.get_version()
-                break
+                return True
             except Exception:
-                assert proc.poll() is None and time.monotonic() < deadline, \
-                    log_path.read_text(errors="replace")[-3000:]
                 am.close()
-                time.sleep(0.1)
+                raise
+        wait_until(answers, "geni-am serve to answer", LIVE, 0.1, ignoring=(Exception,),
+                   give_up=exited(proc, lambda: log_path.read_text(errors="replace")[-3000:]))
         for _ in range(4):
             am.allocate(slice_urn, REQUEST)
             am.delete(slice_urn)
@@ -412,10 +411,9 @@ def test_concurrent_state_changing_calls_share_commits(base_settings, authorizer
                    for _ in range(callers)]
         assert gate.entered.wait(LIVE)
         first = len(gate.batches[0])
-        deadline = time.monotonic() + LIVE
-        while audit.queued() < callers - first:    # the rest are queued, their callers waiting
-            assert time.monotonic() < deadline, audit.queued()
-            time.sleep(0.01)
+        # the rest are queued, their callers waiting
+        wait_until(lambda: audit.queued() >= callers - first, "the other calls to queue",
+                   LIVE, 0.01, detail=lambda: f"queued: {audit.queued()}")
         assert all(t.is_alive() for t, _ in threads)   # nobody answered before a commit
         gate.open.set()
         for thread, out in threads:

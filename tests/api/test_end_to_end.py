@@ -1,7 +1,6 @@
 """The API layer over the real Aggregate, store (SQLite) and fake site; jobs run inline."""
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,6 +10,7 @@ from am.jobs.runner import run_job
 from tests.api.conftest import ALICE, EXPIRED_SLICE, RSPEC_V, SLICE, code_of
 from tests.api.tlsclient import client_context, proxy
 from am.server import AmServer, ServerOptions
+from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -91,13 +91,10 @@ def test_v3_life_cycle_over_tls(tls_am, fx, runtime):
     assert code_of(am.Allocate(SLICE, cred, REQUEST, {})) in (3, 7)
     # every call is audited, in the store
     wanted = {"v3.Allocate", "v3.Shutdown", "v3.ListResources"}
-    deadline = time.time() + 5                 # the audit writer batches in the background
-    while time.time() < deadline:
+    def audited():                             # the audit writer batches in the background
         entries = runtime.store.audit_entries(limit=100)
-        if wanted <= {e.method for e in entries}:
-            break
-        time.sleep(0.05)
-    assert wanted <= {e.method for e in entries}
+        return entries if wanted <= {e.method for e in entries} else None
+    entries = wait_until(audited, f"audit entries of {sorted(wanted)}", 5)
     assert any(e.caller_urn == ALICE and e.outcome == 21 for e in entries)
 
 

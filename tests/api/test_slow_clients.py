@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 import xmlrpc.client
 
 import pytest
@@ -13,6 +12,7 @@ from am.handshakes import ClientLimits
 from tests.api.conftest import code_of, tls_server
 from tests.api.doubles import FakeService
 from tests.api.tlsclient import client_context
+from tests.support import wait_until
 
 #: Client-side bound on one call. Shorter than the server's idle socket timeout (10 s): on a
 #: server whose request threads wait on silent handshakes, the call cannot come back in time.
@@ -37,12 +37,7 @@ def _get_version(server, fx_dir) -> dict:
 
 
 def _wait(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
+    return bool(wait_until(condition, "the handshaker's counts", timeout, 0.02))
 
 
 def _closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:

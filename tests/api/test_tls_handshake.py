@@ -11,6 +11,7 @@ from am.server import PLAIN_HTTP_REFUSAL
 from tests.api.conftest import RSPEC_V, code_of, tls_server
 from tests.api.doubles import FakeService
 from tests.api.tlsclient import client_context, proxy
+from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,8 @@ def test_silent_clients_do_not_stall_a_kept_connection_or_new_ones(server, gcf_f
     assert code_of(kept.GetVersion()) == 0
     silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
     try:
-        time.sleep(0.2)   # the server has accepted them and is waiting for a ClientHello
+        # the server has accepted them and is waiting for their ClientHello
+        wait_until(lambda: server.handshaker.pending == 2, "the silent connections accepted", 10)
         started = time.monotonic()
         assert code_of(kept.GetVersion()) == 0
         assert code_of(proxy(server.url, _alice(gcf_fixtures)).GetVersion()) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from am.cli import main
 from am.config import Settings
 from am.fileperms import StateDirError, check_state_dir
 from am.store import open_store
+from tests.support import wait_until
 
 
 def mode(path: Path) -> int:
@@ -117,10 +117,8 @@ def test_sliver_records_and_execute_logs_are_private(tmp_path):
         handle = driver.node_handle(spec.sliver_urn)
         # the log is written inside the guest, into its own layer (root's alone on the host)
         log = driver.guests.upper(handle) / "var" / "log" / "geni" / "execute-0.log"
-        deadline = time.monotonic() + 10
-        while not (log.exists() and "private" in log.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "private" in log.read_text()
+        wait_until(lambda: log.exists() and "private" in log.read_text(),
+                   "the execute's log to be written", 10)
         assert mode(log) & 0o007 == 0
         assert mode(driver.state.root_dir(handle)) == 0o700
         assert mode(driver.state.records) == 0o700 and mode(driver.state.locks) == 0o700

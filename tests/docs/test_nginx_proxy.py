@@ -22,7 +22,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.parse
 import xmlrpc.client
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from am.errors import GeniCode
 from credentials.authority import DevAuthority
 from tests.conftest import REPO, require_tool
 from tests.interop.stack import free_port
+from tests.support import exited, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -70,17 +70,12 @@ def pki(tmp_path_factory) -> Pki:
 
 
 def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"{what} exited with {proc.returncode}: {out}")
+    def listening() -> bool:
         with socket.socket() as s:
             s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not listen on port {port} within {timeout} s")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_until(listening, f"{what} to listen on port {port}", timeout,
+               give_up=exited(proc, lambda: proc.stdout.read() if proc.stdout else ""))
 
 
 def stop(proc: subprocess.Popen) -> None:

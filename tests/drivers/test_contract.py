@@ -125,6 +125,9 @@ def test_capabilities_are_declared_not_probed(case):
         assert callable(getattr(d, "check_routes")) and callable(getattr(d, "set_routes"))
     if d.capabilities.images:
         assert callable(getattr(d, "create_image"))
+    # a hybrid router's CPU port: the plane that has one, the control plane plugged into it
+    assert callable(getattr(d, "control_port", None)) == d.capabilities.cpu_ports
+    assert callable(getattr(d, "plug_control_port", None)) == d.capabilities.control_ports
     # the link properties it shapes are RSpec ones, and only a driver that carries links has any
     assert set(d.capabilities.link_properties) <= set(LINK_PROPERTIES)
     assert d.capabilities.links or not d.capabilities.link_properties

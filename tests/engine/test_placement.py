@@ -411,3 +411,17 @@ def test_a_lan_over_three_hosts_is_a_half_per_host_meshed(fake_site, mint, monke
     assert t[node_urn("fake3")]["remote_hosts"] == ["hostA", "hostB"]
     for s in halves.values():
         assert s.link.mode == "tunnel" and s.link.capacity_kbps == 3000 and len(s.link.ends) == 5
+
+
+def test_a_switch_port_as_a_link_end_is_refused_naming_the_link(fake_site, mint):
+    site = fake_site(1)
+    port = "urn:publicid:IDN+geni-am:test+interface+fake-switch:port1"
+    sw = RequestNode("sw", component_id=node_urn("fake-switch"),
+                     interfaces=(RequestInterface("sw:p1", component_id=port),))
+    plan = run(site, mint, node("a", "fake1", ifaces=["a:0"]), sw,
+               links=[link("l", "a:0", "sw:p1")])
+    assert plan.slivers == [] and mint.calls == []
+    (r,) = plan.refusals
+    assert (r.client_id, r.code) == ("l", "UNSUPPORTED")
+    assert r.reason.startswith("link l: interface sw:p1 is port port1 of switch fake-switch, "
+                               "and a switch port is not a link end at this AM"), r.reason

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from am.client import AMClient, ClientError
+from tests.support import exited, wait_until
 from tests.interop.stack import (AM_AUTHORITY, GCF_SLICE, component_urn, free_port,
                                  make_dev_authority, node, request, trust_roots)
 
@@ -45,17 +45,16 @@ def serve(state: Path, port: int, authority_dir: Path, trust: Path, log: Path
 
 
 def wait_up(client: AMClient, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"geni-am serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+    def answers() -> bool:
         try:
             client.get_version()
-            return
+            return True
         except ClientError:
             client.close()
-            time.sleep(0.1)
-    pytest.fail(f"geni-am serve did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+            raise
+    wait_until(answers, "geni-am serve to answer", timeout, 0.1, ignoring=(ClientError,),
+               give_up=exited(proc, lambda: log.read_text()[-3000:]),
+               detail=lambda: log.read_text()[-3000:])
 
 
 def sliver_view(client: AMClient) -> dict[str, str]:

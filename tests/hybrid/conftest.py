@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from am.jobs.runner import PollLater, run_job
 from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
 from tests.api.conftest import base_settings, fx, trust_dir  # noqa: F401 - fixtures
 from tests.conftest import require_tool
+from tests.support import wait_until
 
 GA = "http://geni-am.org/resources/rspec/ext/geniam/1"
 AUTH = "geni-am:test"
@@ -62,15 +62,18 @@ class AM:
     def provision(self, urns: list[str]) -> Any:
         return self.ok("Provision", urns, self.cred, {"geni_rspec_version": RSPEC_V})
 
+    def states(self, urns: list[str]) -> dict[str, str]:
+        """Sliver URN -> operational state, from Status."""
+        value = self.ok("Status", urns, self.cred, {})
+        return {s["geni_sliver_urn"]: s["geni_operational_status"] for s in value["geni_slivers"]}
+
     def wait_for(self, urns: list[str], state: str, timeout: float = 10.0) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.ok("Status", urns, self.cred, {})
-            states = {s["geni_sliver_urn"]: s["geni_operational_status"]
-                      for s in value["geni_slivers"]}
-            if set(states.values()) == {state} or time.monotonic() > deadline:
-                return states
-            time.sleep(0.05)
+        """The slivers' states once every one is `state` (the test fails after `timeout`)."""
+        def reached() -> dict[str, str]:
+            states = self.states(urns)
+            return states if set(states.values()) == {state} else {}
+        return wait_until(reached, f"{urns} to be {state}", timeout,
+                          detail=lambda: self.states(urns))
 
     def poa(self, urns: list[str], action: str, options: dict | None = None) -> Any:
         return self.client.call("PerformOperationalAction", urns, self.cred, action,

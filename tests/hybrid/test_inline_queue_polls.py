@@ -24,7 +24,7 @@ def test_inline_queue_polls_a_booting_sliver_to_ready(base_settings, tmp_path, g
         assert code_of(alloc) == 0, alloc
         urn = manifest_nodes(alloc["value"])["a"].get("sliver_id")
         am.ok("Provision", [SLICE], am.cred, {"geni_rspec_version": RSPEC_V})
-        wait_until(lambda: am.wait_for([urn], "geni_ready", timeout=0) == {urn: "geni_ready"},
+        wait_until(lambda: am.states([urn]) == {urn: "geni_ready"},
                    "the sliver to be polled to ready", 30)
     finally:
         release_and_close(rt)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import random
 import re
 import string
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -28,6 +27,7 @@ from drivers import hostnet
 from drivers.netfpga import NetFPGADriver
 from tests.api.conftest import SLICE, ApiClient, code_of
 from tests.conftest import require_tool
+from tests.support import wait_until
 from tests.drivers.openflow.conftest import ovs  # noqa: F401 - the private OVS fixture
 from tests.hybrid.conftest import AM, GA, InlineQueue, release_and_close
 from tests.hybrid import test_netfpga_wires as wires
@@ -152,14 +152,11 @@ def test_a_slot_cabled_to_a_switch_forwards_for_a_host_on_the_switch(am: AM):
     # h3's 64, less one for the switch's flows and one for the slot (both ways)
     assert wait_ping(HOST_NS, "10.73.0.2") == 62
     assert wait_ping(h3, "10.72.1.2") == 62
-    deadline = time.monotonic() + 5                           # the card counts every 0.5 s
-    while True:
+    def counted() -> str:                                     # the card counts every 0.5 s
         status = am.ok("Status", [urns["s1"]], am.cred, {})["geni_slivers"][0][
             "geni_resource_status"]
-        if re.search(r"packets: \d+ in, [1-9]\d* forwarded", status):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.1)
+        return status if re.search(r"packets: \d+ in, [1-9]\d* forwarded", status) else ""
+    wait_until(counted, "the slot's forwarded packets in its status", 5, 0.1)
 
     # the reconciler finds the cable on the switch; pulled out, the link is failed with why
     cable_urn = next(u for u, t in text.items() if t.startswith("cable nf1:nf0"))
@@ -191,3 +188,15 @@ def test_what_a_cable_cannot_carry_is_refused_naming_the_link(am: AM):
     # and the cabled port is not a wire a container can take
     assert f"(l3): link it: nf1 port nf0 is cabled to sw1 port {CABLE}" in refused["output"], \
         refused
+    # a switch port named as a link end: no node to link; the refusal says how to reach it
+    sw1 = NF1.replace("+nf1", "+sw1")
+    port = sw1.replace("+node+", "+interface+") + f":{CABLE}"
+    slot = node_xml("s1", NF1, "netfpga-vdp", {"if0": "10.72.0.2"}, ())
+    refused = am.allocate(
+        f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" type="request">'
+        f'{slot}<node client_id="sw" component_id="{sw1}"><interface client_id="sw:p2" '
+        f'component_id="{port}"/></node><link client_id="lsw"><interface_ref client_id="s1:if0"/>'
+        '<interface_ref client_id="sw:p2"/></link></rspec>')
+    assert code_of(refused) == 13, refused                     # UNSUPPORTED
+    assert f"link lsw: interface sw:p2 is port {CABLE} of switch sw1" in refused["output"], refused
+    assert f"nf1 port nf0 is cabled to sw1 port {CABLE} already" in refused["output"], refused

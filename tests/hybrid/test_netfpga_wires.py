@@ -26,6 +26,7 @@ from drivers import hostnet
 from drivers.netfpga.plane import NetFPGAPlane
 from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
 from tests.conftest import require_tool
+from tests.support import wait_until
 from tests.hybrid.conftest import AM, GA, InlineQueue, manifest_nodes, release_and_close
 
 pytestmark = pytest.mark.root
@@ -178,11 +179,9 @@ def test_a_netfpga_node_forwards_between_two_containers(am: AM):
     server = subprocess.Popen(["ip", "netns", "exec", h2, "iperf3", "-s", "-1", "-p", "5316"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:                                                      # TCP across the slot
-        deadline = time.monotonic() + 10
-        while ":5316" not in subprocess.run(["ip", "netns", "exec", h2, "ss", "-Hltn"],
-                                            capture_output=True, text=True).stdout:
-            assert time.monotonic() < deadline, "iperf3 server did not start"
-            time.sleep(0.05)
+        wait_until(lambda: ":5316" in subprocess.run(["ip", "netns", "exec", h2, "ss", "-Hltn"],
+                                                     capture_output=True, text=True).stdout,
+                   "the iperf3 server to listen", 10)
         tcp = subprocess.run(["ip", "netns", "exec", h1, "iperf3", "-c", "10.84.2.2", "-p",
                               "5316", "-n", "1M", "-J"], capture_output=True, text=True,
                              timeout=60, check=False)
@@ -191,15 +190,12 @@ def test_a_netfpga_node_forwards_between_two_containers(am: AM):
     finally:
         server.kill()
         server.wait()
-    deadline = time.monotonic() + 5                         # the card counts every 0.5 s
-    while True:
+    def counted() -> str:                                   # the card counts every 0.5 s
         text = am.ok("Status", [urns["r1"]], am.cred, {})["geni_slivers"][0][
             "geni_resource_status"]
         assert text.startswith("emulated NetFPGA card nf1 slot"), text
-        if re.search(r"packets: \d+ in, [1-9]\d* forwarded", text):
-            break
-        assert time.monotonic() < deadline, text
-        time.sleep(0.1)
+        return text if re.search(r"packets: \d+ in, [1-9]\d* forwarded", text) else ""
+    wait_until(counted, "the slot's forwarded packets in its status", 5, 0.1)
     manifest = am.ok("Describe", [SLICE], am.cred, {"geni_rspec_version": RSPEC_V})["geni_rspec"]
     assert 'resource_status="emulated NetFPGA card nf1 slot' in manifest
     wires = [f"{CARD_PREFIX}p0", f"{CARD_PREFIX}p1"]

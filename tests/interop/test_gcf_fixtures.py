@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ from am.client import AMClient, ClientTLSError
 from am.errors import GeniCode
 from tests.interop.stack import (GCF_ALICE, GCF_EXPIRED_SLICE, GCF_SLICE, GCF_TOOL, RSPEC_V,
                                  LiveAM, node, request)
+from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -141,15 +141,13 @@ def test_tool_speaks_for_alice_and_the_audit_names_both(am: LiveAM, variant: str
         delete(tool, opts)
         # without geni_speaking_for the tool is itself, and alice's credential is not its own
         assert code(allocate(tool)) == GeniCode.CREDENTIAL_MISMATCH
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        entries = am.runtime.store.audit_entries(limit=200)
-        hits = [e for e in entries if e.method == "v3.Allocate" and e.outcome == 0
+    def hits() -> list:
+        return [e for e in am.runtime.store.audit_entries(limit=200)
+                if e.method == "v3.Allocate" and e.outcome == 0
                 and e.tool_urn == GCF_TOOL and e.caller_urn == GCF_ALICE]
-        if hits:
-            break
-        time.sleep(0.05)
-    assert hits, [(e.method, e.caller_urn, e.tool_urn, e.outcome) for e in entries[:10]]
+    wait_until(hits, "the audit entry naming the tool and alice", 5,
+               detail=lambda: [(e.method, e.caller_urn, e.tool_urn, e.outcome)
+                               for e in am.runtime.store.audit_entries(limit=10)])
 
 
 def test_speaks_for_credential_presented_by_bob_is_refused(am: LiveAM):

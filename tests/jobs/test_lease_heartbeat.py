@@ -48,13 +48,14 @@ def test_slow_job_keeps_its_lease_until_its_worker_dies(stack_factory, redis_db,
             stack.jobs.queue.submit(job_id)
 
         # 2.25 lease lifetimes inside the slow driver calls: nobody else gets the sliver
-        while time.monotonic() - claimed < 2.25 * LEASE_S:
+        def held() -> bool:
             now_holder = stack.store.lease_holder(sliver_id)
             assert now_holder is not None and now_holder[0] == holder, now_holder
             assert stack.fake.counters(urn).provision_calls <= 1
             job = _job(stack, job_id)
             assert (job.state, job.attempts) == ("running", 1), (job.state, job.attempts)
-            time.sleep(0.1)
+            return True
+        stays(held, "the first worker's lease", claimed + 2.25 * LEASE_S - time.monotonic(), 0.1)
         assert stack.fake.counters(urn).provision_calls == 1
 
         # the first worker dies inside the start half: the second takes the job over

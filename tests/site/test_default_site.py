@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from drivers import hostnet
 from tests.api.conftest import code_of
 from tests.api.tlsclient import client_context, proxy
 from tests.services import free_port
-from tests.support import read_banner
+from tests.support import read_banner, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -100,15 +99,14 @@ def slice_cred(state: Path, name: str) -> list[dict]:
 
 
 def wait_ready(am, urn: str, cred, timeout: float = 60.0) -> dict:
-    deadline = time.time() + timeout
-    while True:
+    """The sliver's Status once it is ready or failed."""
+    def settled() -> dict | None:
         st = am.Status([urn], cred, {})
         assert code_of(st) == 0, st
         sliver = st["value"]["geni_slivers"][0]
-        if sliver["geni_operational_status"] in ("geni_ready", "geni_failed") \
-                or time.time() > deadline:
-            return sliver
-        time.sleep(0.2)
+        return sliver if sliver["geni_operational_status"] in ("geni_ready", "geni_failed") \
+            else None
+    return wait_until(settled, f"{urn} to be ready or failed", timeout, 0.2)
 
 
 def container(am, state: Path, name: str) -> tuple[str, list[dict]]:
@@ -146,10 +144,8 @@ def test_real_site_serves_a_container_and_leaves_nothing(state):
         urn, cred = container(am, state, "life")
         assert len(sliver_netns(state)) == 1
         assert code_of(am.Delete([urn], cred, {})) == 0
-        deadline = time.time() + 30
-        while sliver_netns(state) and time.time() < deadline:
-            time.sleep(0.1)
-        assert not sliver_netns(state)
+        wait_until(lambda: not sliver_netns(state), "the sliver's namespace to go", 30, 0.1,
+                   detail=lambda: sliver_netns(state))
         # one left running when serve stops: serve takes it down with the site
         container(am, state, "kept")
         assert len(sliver_netns(state)) == 1

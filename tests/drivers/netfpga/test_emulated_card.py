@@ -35,6 +35,7 @@ from drivers.ovs import OVSInstance
 from drivers.routesync import RouteTableFull
 from rspec.model import Route
 from tests.conftest import require_tool
+from tests.support import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -131,10 +132,8 @@ class Bench:
         return tables.slot_counters(self.driver.slot_of(spec))
 
     def wait_counter(self, spec: SliverSpec, name: str, at_least: int, timeout: float = 5):
-        deadline = time.monotonic() + timeout
-        while self.counters(spec)[name] < at_least:
-            assert time.monotonic() < deadline, (name, self.counters(spec))
-            time.sleep(0.05)
+        wait_until(lambda: self.counters(spec)[name] >= at_least, f"{name} >= {at_least}",
+                   timeout, detail=lambda: self.counters(spec))
 
 
 ROUTES_A = (Route("10.81.1.0/24", None, "a:if0"), Route("10.81.2.0/24", None, "a:if1"))
@@ -180,10 +179,8 @@ def test_ping_and_tcp_across_with_ttl_decremented_once(bench: Bench):
                                "5216"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
     try:
-        deadline = time.monotonic() + 10
-        while ":5216" not in in_ns(bench.h2, "ss", "-Hltn").stdout:   # server listening
-            assert time.monotonic() < deadline, "iperf3 server did not start"
-            time.sleep(0.05)
+        wait_until(lambda: ":5216" in in_ns(bench.h2, "ss", "-Hltn").stdout,
+                   "the iperf3 server to listen", 10)
         client = in_ns(bench.h1, "iperf3", "-c", "10.81.2.2", "-p", "5216", "-n", "4M", "-J",
                        check=False, timeout=60)
         result = json.loads(client.stdout)
@@ -195,11 +192,10 @@ def test_ping_and_tcp_across_with_ttl_decremented_once(bench: Bench):
         server.wait()
     bench.wait_counter(bench.a, "forwarded", 1500)
     _sim, tables = bench.driver.card(bench.comp)
-    deadline = time.monotonic() + 5                            # counters come every 0.5 s
-    while not (tables.port_counters(0)["rx_bytes"] > 2_000_000 and     # nf0 took it in
-               tables.port_counters(1)["tx_bytes"] > 2_000_000):       # and nf1 sent it on
-        assert time.monotonic() < deadline, (tables.port_counters(0), tables.port_counters(1))
-        time.sleep(0.05)
+    wait_until(lambda: (tables.port_counters(0)["rx_bytes"] > 2_000_000      # nf0 took it in
+                        and tables.port_counters(1)["tx_bytes"] > 2_000_000),  # nf1 sent it on
+               "the port counters (every 0.5 s)", 5,
+               detail=lambda: (tables.port_counters(0), tables.port_counters(1)))
     status = bench.driver.live_status(bench.a)
     assert "emulated NetFPGA card nf1 slot" in status and "forwarded" in status
 

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 from drivers.inventory import parse_inventory
 from drivers.openflow import OpenFlowDriver
 from drivers.ovs import OVSInstance, missing_tools
+from tests.support import exited, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 AUTHORITY = "geni-am:oftest"
@@ -146,17 +146,12 @@ class Controller:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.drivers.openflow.osken_app", str(self.port),
              str(self.record)], cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"controller {name} exited: "
-                                     f"{(tmp / f'{name}.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"controller {name} did not listen on {self.port}")
+        def listening() -> bool:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        wait_until(listening, f"controller {name} to listen on {self.port}", 20,
+                   ignoring=(OSError,),
+                   give_up=exited(self.proc, lambda: (tmp / f"{name}.log").read_text()[-2000:]))
 
     @property
     def url(self) -> str:
@@ -170,13 +165,8 @@ class Controller:
         return [e for e in out if kind is None or e["event"] == kind]
 
     def wait_for(self, kind: str, timeout: float = 10.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.events(kind)
-            if found:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"controller on {self.port} saw no {kind!r} event in {timeout} s")
+        return wait_until(lambda: self.events(kind),
+                          f"a {kind!r} event at the controller on {self.port}", timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-import time
 from dataclasses import replace
 
 import pytest
@@ -15,6 +14,7 @@ from drivers.vserver import VServerDriver
 from rspec.model import Execute, Install
 from tests.drivers.vserver.conftest import driven, make_driver
 from tests.drivers.vserver.helpers import AUTH, COMPONENT, chain, guest_read, link, node
+from tests.support import wait_until
 
 
 def usage(cpu: float = 0, **used) -> Usage:
@@ -75,10 +75,8 @@ def test_install_and_execute_run_inside_the_sliver(tmp_path):
     with driven(tmp_path, install_dir=str(allowed)) as driver:
         driver.provision(spec)
         handle = driver.node_handle(spec.sliver_urn)
-        deadline = time.monotonic() + 10
-        while "net:" not in (text := guest_read(driver, spec, "/out.txt") or "") \
-                and time.monotonic() < deadline:
-            time.sleep(0.05)
+        text = wait_until(lambda: (t := guest_read(driver, spec, "/out.txt") or "")
+                          and "net:" in t and t, "the execute's output", 10)
         assert "from-install" in text
         assert f"cpu:/geni-am/{handle}" in text and f"memory:/geni-am/{handle}" in text
         assert text.strip().splitlines()[-1] != \

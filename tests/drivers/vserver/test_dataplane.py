@@ -6,24 +6,22 @@ import pytest
 import random
 import subprocess
 import threading
-import time
 from dataclasses import replace
 
 from drivers import hostnet
 from drivers.base import Action, OperationalState
 from tests.drivers.vserver.helpers import chain, link, node, ours, ping, snapshot
+from tests.support import wait_until
 
 pytestmark = pytest.mark.root
 
 
 def _gone(driver, before, timeout=3.0):
-    """Poll until the host holds nothing of ours beyond `before` (veths free asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        now = ours(snapshot(), driver.settings.name_prefix)
-        if now == before or time.monotonic() > deadline:
-            return now
-        time.sleep(0.05)
+    """What the host holds of ours once it is `before` again (veths free asynchronously)."""
+    wait_until(lambda: ours(snapshot(), driver.settings.name_prefix) == before,
+               "the host to hold nothing more of ours", timeout,
+               detail=lambda: ours(snapshot(), driver.settings.name_prefix))
+    return ours(snapshot(), driver.settings.name_prefix)
 
 
 def test_chain_pings_through_router_and_delete_leaves_nothing(driver):
@@ -116,10 +114,8 @@ def test_stop_start_restart(driver):
         driver.provision(spec)
     h1 = driver.node_handle(c.h1.sliver_urn)
     sleeper = subprocess.Popen(driver.sliver_argv(c.h1.sliver_urn, ["sleep", "60"]))
-    deadline = time.monotonic() + 5
-    while not driver.cgroups.pids(h1) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert driver.cgroups.pids(h1), "the sleeper never joined the sliver's cgroups"
+    wait_until(lambda: driver.cgroups.pids(h1), "the sleeper to join the sliver's cgroups", 5,
+               0.02)
     assert driver.perform(c.h1, Action.STOP.value) is OperationalState.NOTREADY
     sleeper.wait(timeout=5)
     assert driver.cgroups.pids(h1) == set()
@@ -172,16 +168,15 @@ def _iperf_mbps(driver, client, server, address: str, seconds: int = 3) -> float
     srv = subprocess.Popen(in_ns(server, ["iperf3", "-s", "-1", "-p", "5218"]),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
+        def measured() -> dict:
             run = subprocess.run(in_ns(client, [
                 "iperf3", "-c", address, "-p", "5218", "-t", str(seconds), "-J"]),
                 capture_output=True, text=True, timeout=seconds + 30)
             result = json.loads(run.stdout or "{}")
-            if "error" not in result and result.get("end"):
-                return result["end"]["sum_received"]["bits_per_second"] / 1e6
-            assert time.monotonic() < deadline, result.get("error") or run.stderr
-            time.sleep(0.1)        # the server was not listening yet
+            ok = "error" not in result and result.get("end")
+            return result if ok else {}       # an error: the server was not listening yet
+        result = wait_until(measured, "iperf3 to measure (its server listening)", 10, 0.1)
+        return result["end"]["sum_received"]["bits_per_second"] / 1e6
     finally:
         srv.kill()
         srv.wait()

@@ -21,6 +21,7 @@ from rspec.model import Execute, Install
 from tests.drivers.vserver.conftest import driven
 from tests.drivers.vserver.helpers import COMPONENT, guest_read, guest_run, node
 from tests.drivers.vserver.sshclient import keypair, ssh
+from tests.support import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -66,16 +67,6 @@ def _sleepers(drv, handle: str) -> set[int]:
     return out
 
 
-def _wait_for(fn, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 ESCAPE = """
 cat {key} > /report 2>&1; echo "key rc=$?" >> /report
 cat /proc/1/environ >> /report 2>&1; echo "environ rc=$?" >> /report
@@ -93,12 +84,13 @@ def test_an_execute_reads_no_host_file_stays_in_its_cgroups_and_netns_and_dies_w
     with driven(tmp_path) as drv:
         drv.provision(spec)
         handle = drv.node_handle(spec.sliver_urn)
-        report = _wait_for(lambda: (t := guest_read(drv, spec, "/report")) and "done" in t and t)
+        report = wait_until(lambda: (t := guest_read(drv, spec, "/report")) and "done" in t and t,
+                            "the escape script's report", 15)
         assert "HOST-PRIVATE-KEY" not in report
         for step in ("key", "cgroup", "nsenter", "netns"):
             assert f"{step} rc=0" not in report, report
         assert "environ rc=0" not in report            # init is not dumpable: no peeking
-        _wait_for(lambda: len(_sleepers(drv, handle)) == 2)
+        wait_until(lambda: len(_sleepers(drv, handle)) == 2, "two sleepers", 15)
         pids = drv.cgroups.pids(handle)
         netns = _netns_inode(handle)
         init = drv.state.read(handle)["guest"]["pid"]
@@ -130,14 +122,14 @@ def test_stop_ends_every_process_of_the_guest_and_start_brings_it_back(tmp_path)
     with driven(tmp_path) as drv:
         drv.provision(spec)
         handle = drv.node_handle(spec.sliver_urn)
-        _wait_for(lambda: len(_sleepers(drv, handle)) == 3)
+        wait_until(lambda: len(_sleepers(drv, handle)) == 3, "three sleepers", 15)
         pids = drv.cgroups.pids(handle)
         assert drv.perform(spec, "geni_stop") is OperationalState.NOTREADY
         assert drv.cgroups.pids(handle) == set()
         assert not any(Path(f"/proc/{p}/cmdline").exists() and b"sleep" in
                        Path(f"/proc/{p}/cmdline").read_bytes() for p in pids)
         assert drv.perform(spec, "geni_start") is OperationalState.READY
-        assert _wait_for(lambda: len(_sleepers(drv, handle)) == 3)
+        assert wait_until(lambda: len(_sleepers(drv, handle)) == 3, "three sleepers", 15)
 
 
 def test_a_login_reads_no_database_no_other_sliver_and_no_host_socket(tmp_path, secrets):
@@ -149,7 +141,7 @@ def test_a_login_reads_no_database_no_other_sliver_and_no_host_socket(tmp_path, 
         port = drv.provision(a).logins[0].port
         drv.provision(b)
         hb = drv.node_handle(b.sliver_urn)
-        _wait_for(lambda: guest_read(drv, b, "/b-secret"))
+        wait_until(lambda: guest_read(drv, b, "/b-secret"), "b's secret file", 15)
         b_upper = drv.guests.upper(hb)
         assert (b_upper / "b-secret").exists()           # it is there, on the host
         probe = (f"cat {secrets / 'am.sqlite'}; cat {b_upper / 'b-secret'}; "
@@ -177,7 +169,8 @@ def test_a_60s_execute_leaves_the_sliver_ready_and_exit_codes_show_in_the_status
         took = time.monotonic() - started
         assert res.state is OperationalState.READY and took < 15, took
         assert drv.status(spec) is OperationalState.READY
-        text = _wait_for(lambda: (t := drv.live_status(spec)) and "exited 3" in t and t)
+        text = wait_until(lambda: (t := drv.live_status(spec)) and "exited 3" in t and t,
+                          "the execute to exit 3", 15)
         assert "execute-0: running" in text
         assert "execute-1: exited 3 (hello from execute)" in text
 

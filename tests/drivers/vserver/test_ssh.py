@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.drivers.vserver.conftest import driven, make_driver, release_all
 from tests.drivers.vserver.helpers import chain, guest_read, node
 from tests.drivers.vserver.sshclient import banner, keypair, port_open, refused, ssh
 from tests.drivers.vserver.test_through_am import GA, _node, start_am
+from tests.support import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -242,13 +242,10 @@ def test_sessions_beyond_the_cap_are_closed_and_finished_ones_reaped(sdriver, ke
     finally:
         for s in conns:
             s.close()
-    deadline = time.monotonic() + 20                          # the sessions see EOF and exit
-    while True:
+    def answered() -> bool:                                   # the sessions see EOF and exit
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            if banner(s).startswith(b"SSH-2.0-"):
-                break
-        assert time.monotonic() < deadline, "finished sessions were never reaped"
-        time.sleep(0.1)
+            return banner(s).startswith(b"SSH-2.0-")
+    wait_until(answered, "finished sessions to be reaped (a new one answered)", 20, 0.1)
     assert ssh(keys["alice"], "alice", port, "id -un").stdout.strip() == "alice"
 
 
@@ -388,10 +385,7 @@ def test_a_dead_guest_is_restarted_on_its_port_by_provision(sdriver, keys):
     port = sdriver.provision(spec).logins[0].port
     gate = gate_pid(sdriver, spec)
     os.kill(gate, 9)
-    deadline = time.monotonic() + 10
-    while port_open(port):                                    # the kernel closes its socket
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: not port_open(port), "the kernel to close the dead gate's socket", 10)
     assert sdriver.provision(spec).logins[0].port == port
     assert gate_pid(sdriver, spec) != gate
     assert ssh(keys["alice"], "alice", port, "id -un").stdout.strip() == "alice"
@@ -446,7 +440,6 @@ def test_gate_and_sessions_fit_under_the_default_pids_max(sdriver, tmp_path):
         print(f"\ngate + {MAX_SESSIONS} concurrent SSH sessions: peak {peak} tasks "
               f"(default pids_max {limit})")
         assert peak <= limit // 4, "the default limit leaves too little room beside the sessions"
-    deadline = time.monotonic() + 20
-    while sdriver.cgroups.pids_current(handle) > 1:      # sessions gone, the gate stays
-        assert time.monotonic() < deadline, "finished sessions left tasks behind"
-        time.sleep(0.05)
+    wait_until(lambda: sdriver.cgroups.pids_current(handle) <= 1,    # the gate stays
+               "finished sessions to leave no task behind", 20,
+               detail=lambda: sdriver.cgroups.pids_current(handle))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import string
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from drivers.vserver import VServerDriver
 from tests.api.conftest import RSPEC_V, SLICE, ApiClient, code_of
 from tests.api.conftest import base_settings, fx, trust_dir  # noqa: F401 - fixtures
 from tests.drivers.vserver.helpers import ours, snapshot, guest_test_image
+from tests.support import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -90,16 +90,14 @@ def test_chain_through_the_am_api(am, fx):
     assert code_of(alloc) == 0, alloc
     prov = client.call("Provision", [SLICE], cred, {"geni_rspec_version": RSPEC_V})
     assert code_of(prov) == 0, prov
-    deadline = time.monotonic() + 20
-    while True:
+    def ready():
         status = client.call("Status", [SLICE], cred, {})
         assert code_of(status) == 0, status
         states = {s["geni_sliver_urn"]: s["geni_operational_status"]
                   for s in status["value"]["geni_slivers"]}
-        if all(v == "geni_ready" for v in states.values()) or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert len(states) == 5 and set(states.values()) == {"geni_ready"}, states
+        return (status, states) if set(states.values()) == {"geni_ready"} else None
+    status, states = wait_until(ready, "every sliver ready", 20, 0.1)
+    assert len(states) == 5, states
     # once every link is in, nothing says it waits for one (Status is live, Describe stored)
     texts = [s.get("geni_resource_status", "") for s in status["value"]["geni_slivers"]]
     assert all(t for t in texts) and not any("waiting" in t for t in texts), texts
@@ -123,8 +121,6 @@ def test_chain_through_the_am_api(am, fx):
     assert "waiting for link(s) on" in h2["value"]["geni_slivers"][0]["geni_resource_status"]
     deleted = client.call("Delete", [SLICE], cred, {})
     assert code_of(deleted) == 0, deleted
-    deadline = time.monotonic() + 5
-    while ours(snapshot(), prefix) != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ours(snapshot(), prefix) == before
+    wait_until(lambda: ours(snapshot(), prefix) == before, "the host to hold nothing of ours",
+               5, detail=lambda: ours(snapshot(), prefix))
     assert driver.observed() == []

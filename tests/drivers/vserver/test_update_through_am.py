@@ -6,13 +6,13 @@ it away at Provision."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
 from tests.api.conftest import RSPEC_V, SLICE, base_settings, code_of, fx, trust_dir  # noqa: F401 - fixtures
 from tests.drivers.vserver.helpers import ours, snapshot
 from tests.drivers.vserver.test_through_am import GA, start_am
+from tests.support import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -62,15 +62,14 @@ def _by_client(rt, slivers: list[dict]) -> dict[str, dict]:
 
 
 def _wait_ready(client, rt, cred, timeout: float = 20.0) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def ready() -> dict[str, dict] | None:
         status = client.call("Status", [SLICE], cred, {})
         assert code_of(status) == 0, status
         slivers = _by_client(rt, status["value"]["geni_slivers"])
         if all(s["geni_operational_status"] == "geni_ready" for s in slivers.values()):
             return slivers
-        assert time.monotonic() < deadline, slivers
-        time.sleep(0.1)
+        return None
+    return wait_until(ready, "every sliver ready", timeout, 0.1)
 
 
 def _pids(driver, urn: str) -> set[int]:
@@ -132,10 +131,8 @@ def test_update_a_running_slice(am, fx):
     assert _pids(driver, urns["n1"]) == pids["n1"]
 
     assert code_of(client.call("Delete", [SLICE], cred, {})) == 0
-    deadline = time.monotonic() + 5
-    while ours(snapshot(), prefix) != before_host and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ours(snapshot(), prefix) == before_host
+    wait_until(lambda: ours(snapshot(), prefix) == before_host,
+               "the host to hold nothing of ours", 5, detail=lambda: ours(snapshot(), prefix))
 
 
 def test_advertisement_says_what_links_can_shape(am, fx):

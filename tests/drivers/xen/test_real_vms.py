@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -30,6 +29,7 @@ from rspec.model import Route
 from tests.drivers.vserver.sshclient import keypair, refused, ssh
 from tests.drivers.xen import realvms
 from tests.drivers.xen.realvms import AUTH
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -229,10 +229,8 @@ def test_a_vm_killed_behind_the_ams_back_is_failed_and_not_observed(lab):
         assert d.wait_ready(k) is OperationalState.READY
         assert handle in {o.handle for o in d.observed()}
         os.kill(realvms.qemu_pid(lab["daemon"], handle), signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while d.status(k) is not OperationalState.FAILED and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert d.status(k) is OperationalState.FAILED
+        wait_until(lambda: d.status(k) is OperationalState.FAILED, "the killed VM to be failed",
+                   30, 0.1, detail=lambda: d.status(k))
         assert "killed outside the AM" in d.vm_failure(k)
         # the reconciler sees it failed, with the reason
         seen = {o.handle: o for o in d.observed()}

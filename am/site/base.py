@@ -128,6 +128,9 @@ class Fragment:
     components: list[dict[str, Any]] = field(default_factory=list)
     links: list[dict[str, Any]] = field(default_factory=list)
     info: list[ComponentInfo] = field(default_factory=list)
+    #: ports a helper adds to a component another helper started (component name -> port
+    #: tables), e.g. a cable plugged into the switch: merged into that component's `ports`
+    ports: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def merge(self, other: "Fragment") -> None:
         for kind, table in other.drivers.items():
@@ -137,6 +140,12 @@ class Fragment:
         self.components += other.components
         self.links += other.links
         self.info += other.info
+        for name, ports in other.ports.items():
+            comp = next((c for c in self.components if c.get("name") == name), None)
+            if comp is None:
+                raise SiteError(f"a site helper adds ports to {name!r}, which no part started "
+                                "before it")
+            comp["ports"] = [*comp.get("ports", ()), *ports]
 
 
 class SiteHelper(ABC):

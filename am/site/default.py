@@ -22,7 +22,7 @@ import tomli_w
 
 from am.site.base import ComponentInfo, Fragment, SiteContext, SiteError, SiteHelper
 from am.site.containers import ContainerNode, remove_cgroup_dirs
-from am.site.netfpga import EmulatedNetFPGA
+from am.site.netfpga import CardSwitchCable, EmulatedNetFPGA
 from am.site.switch import OVSSwitch
 from am.site.vmhost import VMHost
 from drivers import hostnet
@@ -31,7 +31,7 @@ log = logging.getLogger("am.site")
 
 #: The parts of the default site, in start order (stopped in reverse). Append to extend it.
 default_helpers: list[Callable[[], SiteHelper]] = [ContainerNode, OVSSwitch, EmulatedNetFPGA,
-                                                   VMHost]
+                                                   CardSwitchCable, VMHost]
 
 SITE_NAME = "this-host"
 INVENTORY = "inventory.toml"

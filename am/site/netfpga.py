@@ -10,11 +10,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from am.site.base import ComponentInfo, Fragment, SiteContext, SiteHelper
+import subprocess
+
+from am.site.base import ComponentInfo, Fragment, SiteContext, SiteError, SiteHelper
+from am.site.switch import (
+    BRIDGE,
+    SWITCH_NAME,
+    ovs_missing,
+    switch_client,
+    switch_netns,
+    wait_for_datapath,
+)
+from drivers import hostnet
 from drivers.netfpga.card import CardNames, EmulatedCard
-from am.site.switch import ovs_missing
 
 CARD_NAME = "nf1"
+CABLED_PORT = 3                 # nf3: nf0..nf2 stay wires that slices plug into their nodes
+SWITCH_PORT = "port3"           # its name (and OpenFlow port number) on the switch
+SWITCH_PORT_NUM = 3
+CABLE_NAME = f"{CARD_NAME}-{SWITCH_NAME}"
 
 
 class EmulatedNetFPGA(SiteHelper):
@@ -71,4 +85,48 @@ class EmulatedNetFPGA(SiteHelper):
         return [self._config(ctx)[1]["extra"]["card_rundir"]]
 
 
-__all__ = ["EmulatedNetFPGA"]
+class CardSwitchCable(SiteHelper):
+    """The emulated card's port nf3 cabled into the site's OpenFlow switch: the card's wire
+    `<prefix>p3` becomes the switch's `port3` (OpenFlow port 3), as an operator plugs a cable,
+    and the inventory declares it (`[[links]]` nf1:nf3 - ovs1:port3), so ListResources
+    advertises it and the engine routes a slot on nf3 to a router forwarding on ovs1 over it
+    (docs/netfpga.md, "Cabling a card port into an OpenFlow switch"). Runs after both."""
+
+    name = "netfpga cable"
+
+    def missing(self, ctx: SiteContext) -> list[str]:
+        return []
+
+    def start(self, ctx: SiteContext) -> Fragment:
+        swns = switch_netns(ctx)
+        names = CardNames(ctx.prefix("n"))
+        wire = names.wire(CABLED_PORT)
+        if hostnet.find_link(swns, SWITCH_PORT) is None:
+            if hostnet.find_link(None, wire) is None:
+                raise SiteError(f"the emulated card's port nf{CABLED_PORT} ({wire}) is not on "
+                                "this host: is its card process running?")
+            hostnet.link_move(wire, swns)
+            hostnet.link_set(swns, wire, name=SWITCH_PORT)
+        hostnet.link_set(swns, SWITCH_PORT, up=True)
+        # TCP through the userspace datapath needs TX checksums computed in software
+        subprocess.run(["ip", "netns", "exec", swns, "ethtool", "-K", SWITCH_PORT, "tx", "off"],
+                       capture_output=True, check=False, timeout=10)
+        client = switch_client(ctx)
+        client.vsctl("--may-exist", "add-port", BRIDGE, SWITCH_PORT, "--", "set", "interface",
+                     SWITCH_PORT, f"ofport_request={SWITCH_PORT_NUM}")
+        wait_for_datapath(client, BRIDGE, [SWITCH_PORT])
+        return Fragment(
+            links=[{"name": CABLE_NAME, "ends": [f"{CARD_NAME}:nf{CABLED_PORT}",
+                                                 f"{SWITCH_NAME}:{SWITCH_PORT}"]}],
+            ports={SWITCH_NAME: [{"name": SWITCH_PORT, "num": SWITCH_PORT_NUM}]},
+            info=[ComponentInfo(CABLE_NAME, "cable", "emulated",
+                                f"emulated NetFPGA card {CARD_NAME} port nf{CABLED_PORT} "
+                                f"(its wire {wire}) cabled into {SWITCH_NAME} {SWITCH_PORT} "
+                                f"(OpenFlow port {SWITCH_PORT_NUM})")])
+
+    def stop(self, ctx: SiteContext) -> None:
+        """Nothing of its own: the cable goes with the card's namespace (its veth's other end)
+        and the switch's."""
+
+
+__all__ = ["CABLE_NAME", "CardSwitchCable", "EmulatedNetFPGA"]

@@ -20,6 +20,16 @@ HOSTS = 2                                   # ports 1..HOSTS, each wired to a ho
 HOST_NET = "10.250.{n}.0/24"                 # host n (1..HOSTS): .1/24 on its eth0
 
 
+def switch_netns(ctx: SiteContext) -> str:
+    """The namespace the switch's ovs-vswitchd (and so every port of its bridge) lives in."""
+    return f"{ctx.prefix('s')}-sw"
+
+
+def switch_client(ctx: SiteContext):
+    """An ovs-vsctl client of the site's switch."""
+    return OVSInstance(ctx.root / "ovs", netns=switch_netns(ctx)).client()
+
+
 def ovs_missing() -> list[str]:
     """What a site part built on a private Open vSwitch needs and this host lacks."""
     out = [f"{t} (apt-get install openvswitch-switch)" for t in missing_tools()]
@@ -37,8 +47,8 @@ class OVSSwitch(SiteHelper):
         """The switch's namespace, and per port (its name on the bridge, the two veth ends'
         names while they are in the root namespace, the host namespace it is wired to)."""
         p = ctx.prefix("s")
-        return f"{p}-sw", [(f"port{n}", f"{p}p{n}", f"{p}h{n}", f"{p}-h{n}")
-                           for n in range(1, HOSTS + 1)]
+        return switch_netns(ctx), [(f"port{n}", f"{p}p{n}", f"{p}h{n}", f"{p}-h{n}")
+                                   for n in range(1, HOSTS + 1)]
 
     def missing(self, ctx: SiteContext) -> list[str]:
         return ovs_missing()
@@ -78,7 +88,7 @@ class OVSSwitch(SiteHelper):
                                capture_output=True, check=False, timeout=10)
             client.vsctl("--may-exist", "add-port", BRIDGE, port, "--", "set", "interface",
                          port, f"ofport_request={num}")
-        _wait_for_datapath(client, BRIDGE, [p[0] for p in ports])
+        wait_for_datapath(client, BRIDGE, [p[0] for p in ports])
         ports_table = [{"name": port, "num": num} for num, (port, *_) in enumerate(ports, 1)]
         hosts = ", ".join(f"{port}: {ns} {HOST_NET.format(n=n).replace('.0/24', '.1')}"
                           for n, (port, _, _, ns) in enumerate(ports, start=1))
@@ -116,7 +126,7 @@ class OVSSwitch(SiteHelper):
         return [str(ctx.root / "ovs") + os.sep]
 
 
-def _wait_for_datapath(client, bridge: str, ports: list[str], timeout_s: float = 60.0) -> None:
+def wait_for_datapath(client, bridge: str, ports: list[str], timeout_s: float = 60.0) -> None:
     """ovs-vswitchd applies the database asynchronously: wait until the bridge has its
     datapath id and every port its OpenFlow number, so the driver reads a finished switch."""
     deadline = time.monotonic() + timeout_s
@@ -132,4 +142,5 @@ def _wait_for_datapath(client, bridge: str, ports: list[str], timeout_s: float =
         time.sleep(0.05)
 
 
-__all__ = ["OVSSwitch"]
+__all__ = ["BRIDGE", "SWITCH_NAME", "OVSSwitch", "ovs_missing", "switch_client",
+           "switch_netns", "wait_for_datapath"]

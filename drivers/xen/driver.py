@@ -679,9 +679,17 @@ class XenDriver(SubstrateDriver):
         a restart boots with the keys and routes the AM has now)."""
         image = self._image(comp, rec.image)
         if image.digest != rec.image_digest:
-            raise DriverError(f"image {rec.image} changed since this sliver was provisioned "
-                              f"({rec.image_digest[:19] if rec.image_digest else '?'} -> "
-                              f"{image.digest[:19]})")
+            # the name was rebuilt since (new guest scripts): boot the content the sliver was
+            # provisioned with, as its domain XML's kernel is (content-addressed, kept while
+            # the store is not swept)
+            assert self.images is not None
+            try:
+                image = self.images.get(rec.image_digest or "")
+            except ImageError:
+                raise DriverError(f"image {rec.image} changed since this sliver was provisioned "
+                                  f"({rec.image_digest[:19] if rec.image_digest else '?'} -> "
+                                  f"{image.digest[:19]}) and its old content is gone from the "
+                                  "store") from None
         dom0 = rec.forwarding == ForwardingMode.DOM0.value
         ifaces = [guestmod.GuestIface(mac=deterministic_mac(rec.handle, "geni-mgmt"),
                                       cidr=guestmod.MGMT_ADDRESS, name=guestmod.MGMT_NAME)]

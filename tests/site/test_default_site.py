@@ -17,6 +17,7 @@ import pytest
 
 from am.site import site_tag
 from drivers import hostnet
+from drivers.ovs import OVSInstance
 from tests.api.conftest import code_of
 from tests.api.tlsclient import client_context, proxy
 from tests.services import free_port
@@ -133,6 +134,8 @@ def test_real_site_serves_a_container_and_leaves_nothing(state):
         assert re.search(r"ovs1\s+openflow\s+real", banner), banner
         assert re.search(r"vs1\s+vserver\s+real", banner), banner
         assert re.search(r"nf1\s+netfpga\s+emulated", banner), banner
+        assert re.search(r"nf1-ovs1\s+cable\s+emulated\s+emulated NetFPGA card nf1 port nf3",
+                         banner), banner
         am = serve.am()
         ad = am.ListResources([{"geni_type": "geni_sfa", "geni_version": "3", "geni_value":
                                 (state / "authority" / "alice-cred.xml").read_text()}],
@@ -140,6 +143,17 @@ def test_real_site_serves_a_container_and_leaves_nothing(state):
         assert code_of(ad) == 0
         assert "+node+vs1" in ad["value"] and "+node+ovs1" in ad["value"]
         assert "+node+nf1" in ad["value"] and "netfpga-card-emulated" in ad["value"]
+        # the card's port nf3 is cabled into the switch (its port3), and advertised so
+        assert "+link+nf1-ovs1" in ad["value"], ad["value"]
+        assert re.search(r'<link [^>]*component_id="[^"]*\+link\+nf1-ovs1"[^>]*>'
+                         r'(\s*<component_manager [^>]*/>)*\s*<interface_ref component_id="[^"]*\+interface\+nf1:nf3"/>\s*'
+                         r'<interface_ref component_id="[^"]*\+interface\+ovs1:port3"/>',
+                         ad["value"]), ad["value"]
+        swns = f"s{site_tag(state)}-sw"
+        cable = hostnet.find_link(swns, "port3")
+        assert cable is not None and cable.up, hostnet.links(swns)
+        switch = OVSInstance(state / "site" / "ovs", netns=swns).client()
+        assert switch.ofports("br-gam").get("port3") == 3
         # a container's life: allocate, provision, ready (a real namespace), delete (gone)
         urn, cred = container(am, state, "life")
         assert len(sliver_netns(state)) == 1

@@ -225,3 +225,40 @@ def test_guest_config_names_each_interface_by_its_mac():
     for bad in ("h1:if0", "eth 1", "a" * 16, "1eth"):
         with pytest.raises(DriverError, match="not a valid Linux interface name"):
             config_lines("h1", [GuestIface(a, None, bad)], [], False)
+
+
+def test_a_vm_boots_the_image_content_it_was_provisioned_with(tmp_path):
+    """The image name is rebuilt (new guest scripts: a new digest) while a sliver lives: its
+    next boot still appends its config to the initramfs it was provisioned with."""
+    from drivers.images.store import ImageStore
+    from drivers.xen.records import DomainRecord
+    from tests.drivers.xen.conftest import AUTH as auth
+
+    store = ImageStore(tmp_path / "images")
+
+    def publish(initrd: bytes):
+        staging = store.staging()
+        (staging / "data" / "vmlinuz").write_bytes(b"kernel")
+        (staging / "data" / "initrd.img").write_bytes(initrd)
+        return store.publish(staging, "vm-initramfs", kind="vm",
+                             meta={"kernel": "vmlinuz", "initrd": "initrd.img"})
+
+    old = publish(b"old initramfs")
+    d = XenDriver({"uri": f"qemu:///system?socket={tmp_path}/none", "image_store": str(store.root),
+                   "state_dir": str(tmp_path / "st")}, [{"name": "xen1"}], authority=auth)
+    try:
+        spec = vm(1, interfaces=(iface("vm1:if0", "eth1", "10.0.0.1"),))
+        rec = DomainRecord(handle="geniam-0123456789ab", sliver_urn=spec.sliver_urn, host="xen1",
+                           xml="", image="vm-initramfs", image_digest=old.digest, hostname="vm1",
+                           macs={"vm1:if0": "02:00:00:00:00:01"})
+        comp = d.inventory()[0]
+        new = publish(b"new initramfs")
+        assert new.digest != old.digest
+        d._write_boot(comp, spec, rec)
+        initrd = (d.state_dir / "vms" / rec.handle / "initrd").read_bytes()
+        assert initrd.startswith(b"old initramfs")
+        store.sweep()                                # the old content is gone: a clear refusal
+        with pytest.raises(DriverError, match="changed since this sliver was provisioned"):
+            d._write_boot(comp, spec, rec)
+    finally:
+        d.close()

@@ -8,22 +8,26 @@ What is checked, on one module-scoped site:
   * a job sent to the wrong host's queue is refused there and re-routed, never run there;
   * a host whose worker is SIGKILLed mid-Provision goes down: its slivers report it (never a
     transient state), ListResources shows its components unavailable and why, Allocate
-    places nothing there, the other hosts' slivers become ready; restarted, it reconciles
-    and finishes, nothing done twice;
+    places nothing there, the other hosts' slivers become ready; while it is down the
+    reconciler re-sends its waiting jobs, so its queue holds duplicates; restarted, it
+    reconciles and finishes, and no job runs twice (each sliver's driver is called at most
+    once more than before the kill, however many copies of its job were queued);
   * a worker for a host the inventory does not name, or with a host removed from the
     inventory while it holds live slivers, refuses to start and says why.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from collections import Counter
 import sys
 from pathlib import Path
 
 import pytest
 
 from am.errors import GeniCode, GeniError
-from am.jobs.celery_queue import RUN_JOB
+from am.jobs.celery_queue import RUN_JOB, RUN_JOBS
 from am.jobs.hosts import host_queue
 from am.service.contract import Options
 from am.store import Job, Sliver
@@ -112,13 +116,34 @@ class Site:
     def state(self, host: str) -> str:
         return self.stack.aggregate.hosts.repo.views(list(HOSTS))[host].state
 
-    def substrate(self, host: str) -> dict[str, int]:
-        """sliver URN -> times created, on that host's substrate."""
+    def substrate(self, host: str, counter: str = "created") -> dict[str, int]:
+        """sliver URN -> times created (or another of FakeCounters), on that host's substrate."""
         store = FakeStateStore(self.folder / host)
         try:
-            return {r.sliver_urn: store.counters(r.sliver_urn).created for r in store.all()}
+            return {r.sliver_urn: getattr(store.counters(r.sliver_urn), counter)
+                    for r in store.all()}
         finally:
             store.close()
+
+    def queued_jobs(self, host: str) -> Counter:
+        """job id -> how many messages for it wait in the host's queue on the broker (a
+        message runs one job, or a batch of them)."""
+        import ast
+
+        import redis
+        client = redis.Redis.from_url(self.settings.broker_url)
+        try:
+            out: Counter = Counter()
+            for key in client.keys(f"{host_queue(host)}*"):
+                if client.type(key) == b"list":
+                    for m in client.lrange(key, 0, -1):
+                        headers = json.loads(m)["headers"]
+                        if headers["task"] in (RUN_JOB, RUN_JOBS):
+                            (arg, *_) = ast.literal_eval(headers["argsrepr"])
+                            out.update(arg if isinstance(arg, list) else [arg])
+            return out
+        finally:
+            client.close()
 
     def log(self, host: str) -> str:
         return (self.folder / f"{host}.log").read_text(errors="replace")
@@ -165,6 +190,7 @@ def test_jobs_run_on_their_hosts_and_a_dead_host_says_so(site):
                                    for u, s in stack.status("six").items()
                                    if u in by_host["hostB"]), "provision to start", 30, 0.05)
     stop_process(site.procs["hostA"], sig=9)
+    calls_at_death = site.substrate("hostA", "provision_calls")
     support.wait_until(lambda: site.state("hostA") == "down",
                        "hostA to be seen down", 30, 0.1)
     stack.aggregate.hosts._read_at = -1e9          # no 1 s cache in the way of the check
@@ -199,6 +225,11 @@ def test_jobs_run_on_their_hosts_and_a_dead_host_says_so(site):
     support.wait_until(lambda: f"job {job_a} belongs to {host_queue('hostA')}" in site.log("hostB"),
                        "hostB to refuse hostA's job", 30, 0.1)
 
+    # while hostA is down the reconciler re-sends its waiting jobs to its queue, pass after
+    # pass: duplicates of one job pile up there
+    support.wait_until(lambda: any(n > 1 for n in site.queued_jobs("hostA").values()),
+                       "hostA's queue to hold one job twice", 30, 0.2,
+                       detail=lambda: site.queued_jobs("hostA"))
     # hostA comes back: it reconciles, then finishes its jobs; nothing is done twice
     site.start("hostA")
     stack.aggregate.hosts._read_at = -1e9
@@ -207,6 +238,14 @@ def test_jobs_run_on_their_hosts_and_a_dead_host_says_so(site):
         made = site.substrate(host)
         assert set(made) == set(by_host[host]), (host, made)
         assert all(n == 1 for n in made.values()), (host, made)
+    # every message of every duplicate was taken, yet each hostA sliver's driver was called
+    # at most once more than when its worker died (once: a call cut short is made again)
+    support.wait_until(lambda: not site.queued_jobs("hostA"), "hostA's queue to drain", 30, 0.2)
+    calls = site.substrate("hostA", "provision_calls")
+    assert all(calls[u] - calls_at_death.get(u, 0) <= 1 and calls[u] >= 1
+               for u in by_host["hostA"]), (calls_at_death, calls)
+    for host in ("hostB", "hostC"):
+        assert set(site.substrate(host, "provision_calls").values()) == {1}
     assert "reconciled before taking work" in site.log("hostA")
 
 

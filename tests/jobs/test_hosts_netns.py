@@ -1,7 +1,7 @@
-"""Hosts simulated as network namespaces, with the real container driver: three hosts, each a
-network namespace with its own state directory and its own `geni-am worker --host` process
-running *inside* it (`nsenter --net`, as a host agent runs on its machine), one API in the test
-process, a private PostgreSQL database and Redis.
+"""Hosts simulated as network namespaces, with the real container driver (tests/jobs/
+netns_hosts.py): three hosts, each a network namespace with its own state directory and its own
+`geni-am worker --host` process running *inside* it (`nsenter --net`, as a host agent runs on
+its machine), one API in the test process, a private PostgreSQL database and Redis.
 
 A slice with a three-container LAN on hostA and a two-container link on hostB: every job runs
 in its host's world, asserted by where things appear: the LAN's bridge exists in hostA's
@@ -23,12 +23,7 @@ LAN's capacity.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import random
-import string
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,36 +31,15 @@ import pytest
 from am.service.contract import Options
 from drivers import hostnet
 from drivers.registry import load_site
-from tests import services, support
-from tests.drivers.vserver.helpers import guest_test_image
-from tests.jobs.conftest import AUTHORITY, FAST, REPO, USER, build_stack, claimed_redis_db, \
-    make_settings, slice_urn, stop_process
+from tests import support
+from tests.jobs.conftest import AUTHORITY, USER, slice_urn, stop_process
+from tests.jobs.netns_hosts import netns_hosts
 
 pytestmark = [pytest.mark.root, pytest.mark.postgres]
 
 HOSTS = ("hostA", "hostB", "hostC")
 HEARTBEAT_S, DOWN_AFTER_S = 0.5, 4.0
 GA = "http://geni-am.org/resources/rspec/ext/geniam/1"
-
-
-def _inventory(folder: Path, prefix: str, netns: dict[str, str]) -> str:
-    images, image = guest_test_image()
-    lines = ['[drivers.vserver]', f'name_prefix = "{prefix}"',
-             f'state_dir = "{folder / "site-vs"}"', f'images_dir = "{images}"',
-             f'default_image = "{image}"', 'build_default_image = false', 'cpu = 2',
-             'memory_mb = 2048', '']
-    for i, host in enumerate(HOSTS):
-        lines += [f'[hosts.{host}]', f'address = "192.0.2.{i + 1}"',
-                  f'description = "simulated: network namespace {netns[host]}"',
-                  f'[hosts.{host}.drivers.vserver]', f'state_dir = "{folder / host}"',
-                  # namespaces and cgroups are one machine's here: each host's driver must
-                  # know its own by name, or one host's reconciler would take another's for
-                  # orphans (on real machines the prefix may stay the same)
-                  f'name_prefix = "{host[-1].lower()}{prefix[1:]}"', '']
-    for host in HOSTS:
-        lines += ['[[components]]', f'name = "vs-{host}"', 'driver = "vserver"',
-                  f'host = "{host}"', '']
-    return "\n".join(lines)
 
 
 def _node(cid: str, host: str, ip: str) -> str:
@@ -88,145 +62,22 @@ REQUEST = (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}
            + _link("lan-a", "a1", "a2", "a3") + _link("link-b", "b1", "b2") + "</rspec>")
 
 
-def _free_blocks(count: int) -> list[int]:
-    """`count` /30 blocks of 198.51.100.0/24 no interface of the machine uses now, at random:
-    two runs of this test at once (two engineers, the suite and a loop) must not both route
-    198.51.100.1 to their own cable, or each one's workers lose the database."""
-    used = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
-                          check=True).stdout
-    free = [b for b in range(0, 256, 4) if f" 198.51.100.{b + 1}/" not in used
-            and f" 198.51.100.{b + 2}/" not in used]
-    return random.sample(free, count)
-
-
-def _wire(ns: str, veth: str, block: int, ports: list[int]) -> tuple[str, list]:
-    """The host's cable to the site network: a veth from the machine into the host's
-    namespace (198.51.100.block+1 here, +2 there), and a forwarder on the machine's end to
-    the database and broker on loopback (TCP only, to ports the suite's servers use)."""
-    here, there = f"198.51.100.{block + 1}", f"198.51.100.{block + 2}"
-    subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "site0",
-                    "netns", ns], check=True)
-    subprocess.run(["ip", "addr", "add", f"{here}/30", "dev", veth], check=True)
-    subprocess.run(["ip", "link", "set", veth, "up"], check=True)
-    subprocess.run(["ip", "-n", ns, "addr", "add", f"{there}/30", "dev", "site0"], check=True)
-    subprocess.run(["ip", "-n", ns, "link", "set", "site0", "up"], check=True)
-    forwarders = [subprocess.Popen(["socat", f"TCP-LISTEN:{port},bind={here},reuseaddr,fork",
-                                    f"TCP:127.0.0.1:{port}"], start_new_session=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                  for port in ports]
-    return here, forwarders
-
-
-class NetnsSite:
-    """The site: its folder, the API's stack, host -> namespace, host -> worker process."""
-
-    def __init__(self, folder: Path, stack, netns: dict[str, str], settings, addresses: dict,
-                 broker: str, db_url) -> None:
-        self.folder, self.stack, self.netns, self.settings = folder, stack, netns, settings
-        self.addresses, self.broker, self.db_url = addresses, broker, db_url
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, *hosts: str) -> None:
-        """Start the hosts' agents, each inside its namespace, and wait until each beats."""
-        for host in hosts:
-            at = self.addresses[host]   # the host reaches the database and broker over its cable
-            cmd = ["nsenter", f"--net=/run/netns/{self.netns[host]}", sys.executable, "-m", "am",
-                   "worker", "--host", host,
-                   "--broker", self.broker.replace("127.0.0.1", at).replace("localhost", at),
-                   "--database", self.db_url.set(host=at).render_as_string(hide_password=False),
-                   "--inventory", str(self.folder / "inventory.toml"),
-                   "--state-dir", str(self.folder / f"{host}-am"), "--concurrency", "2",
-                   "--lease-s", "30", "--requeue-after-s", "5",
-                   "--reconcile-interval-s", str(FAST.reconcile_interval_s)]
-            env = {**os.environ, "GENI_AM_AUTHORITY": AUTHORITY,
-                   "GENI_AM_HOST_HEARTBEAT_S": str(HEARTBEAT_S),
-                   "GENI_AM_HOST_DOWN_AFTER_S": str(DOWN_AFTER_S)}
-            self.procs[host] = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
-                                                stdout=(self.folder / f"{host}.log").open("ab"),
-                                                stderr=subprocess.STDOUT)
-        support.wait_until(lambda: all(self.state(h) == "up" for h in hosts),
-                           f"{', '.join(hosts)} to heartbeat", 180, 0.2)
-
-    def state(self, host: str) -> str:
-        hosts = self.stack.aggregate.hosts
-        hosts._read_at = -1e9           # no 1 s cache in the way of the check
-        return hosts.repo.views(list(HOSTS))[host].state
-
-
 @pytest.fixture(scope="module")
 def netns_site(tmp_path_factory, redis_url):
-    from sqlalchemy.engine import make_url
-
     folder = tmp_path_factory.mktemp("hostsns")
-    tag = "".join(random.choices(string.ascii_lowercase + string.digits, k=4))
-    netns = {h: f"gh{tag}{h[-1].lower()}" for h in HOSTS}
-    switch = f"gh{tag}s"               # the site's switch: the hosts' physical network
-    inventory = folder / "inventory.toml"
-    servers = contextlib.ExitStack()
-    broker = servers.enter_context(claimed_redis_db(redis_url))
-    database = servers.enter_context(services.postgres_server())
-    settings = make_settings(folder, broker_url=broker, database_url=database,
-                             host_down_after_s=DOWN_AFTER_S)
-    settings = settings.replace(inventory=str(inventory))
-    db_url = make_url(settings.effective_database_url)
-    ports = [make_url(broker.replace("redis://", "redis+x://")).port or 6379, db_url.port or 5432]
-    forwarders: list[subprocess.Popen] = []
-    site = stack = None
-    try:
-        addresses = {}
-        blocks = _free_blocks(len(HOSTS))
-        for i, (host, ns) in enumerate(netns.items()):
-            hostnet.netns_add(ns)
-            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-            addresses[host], more = _wire(ns, f"gs{tag}{i}", blocks[i], ports)
-            forwarders += more
-        # the hosts' own network: each host's phy0 on one bridge (the switch), at the
-        # inventory addresses
-        hostnet.netns_add(switch)
-        subprocess.run(["ip", "-n", switch, "link", "add", "sw", "type", "bridge"], check=True)
-        subprocess.run(["ip", "-n", switch, "link", "set", "sw", "up"], check=True)
-        for i, ns in enumerate(netns.values()):
-            subprocess.run(["ip", "link", "add", "phy0", "netns", ns, "type", "veth", "peer",
-                            "name", f"p{i}", "netns", switch], check=True)
-            subprocess.run(["ip", "-n", switch, "link", "set", f"p{i}", "master", "sw", "up"],
-                           check=True)
-            subprocess.run(["ip", "-n", ns, "addr", "add", f"192.0.2.{i + 1}/24", "dev", "phy0"],
-                           check=True)
-            subprocess.run(["ip", "-n", ns, "link", "set", "phy0", "up"], check=True)
-        inventory.write_text(_inventory(folder, f"h{tag[:3]}", netns))
-        stack = build_stack(settings, worker=False)
-        from am.jobs.hosts import JobRouter
-        stack.jobs.queue.router = JobRouter(stack.store, stack.site)
-        site = NetnsSite(folder, stack, netns, settings, addresses, broker, db_url)
-        site.start(*HOSTS)
-        yield site
-    finally:
+    with netns_hosts(folder, HOSTS, redis_url, heartbeat_s=HEARTBEAT_S,
+                     down_after_s=DOWN_AFTER_S) as site:
         try:
-            for name in ("ns", "tn", "six"):
-                if stack is not None and stack.status(name):
-                    stack.delete(name)
-            support.wait_until(lambda: not _all_records(folder), "deletes to finish", 120, 0.2)
-        except Exception:   # noqa: BLE001 - teardown goes on
-            pass
-        for proc in (site.procs.values() if site is not None else ()):
-            stop_process(proc)
-        for host in HOSTS if stack is not None else ():   # what a failed run left behind
-            part = load_site(str(inventory), authority=AUTHORITY, host=host)
-            drv = part.drivers["vserver"]
-            for item in drv.observed():
-                try:
-                    drv.release(item.handle)
-                except Exception:   # noqa: BLE001
-                    pass
-            part.close()
-        for proc in forwarders:
-            stop_process(proc)
-        if stack is not None:
-            stack.close()
-        servers.close()
-        for i, ns in enumerate([*netns.values(), switch]):
-            hostnet.netns_delete(ns)
-            subprocess.run(["ip", "link", "del", f"gs{tag}{i}"], capture_output=True)
+            yield site
+        finally:
+            try:
+                for name in ("ns", "tn", "six"):
+                    if site.stack.status(name):
+                        site.stack.delete(name)
+                support.wait_until(lambda: not _all_records(folder), "deletes to finish", 120,
+                                   0.2)
+            except Exception:   # noqa: BLE001 - teardown goes on (the site releases the rest)
+                pass
 
 
 def _all_records(folder: Path) -> list[str]:

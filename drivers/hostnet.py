@@ -441,6 +441,17 @@ def link_names(netns: str | None) -> set[str]:
     return set(in_netns(netns, names) if netns else names())   # type: ignore[arg-type]
 
 
+def proc_link_names(pid: int) -> set[str] | None:
+    """Names of the interfaces of process `pid`'s network namespace, from /proc/PID/net/dev
+    (one read, no thread); None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return {line.split(":", 1)[0].strip() for line in text.splitlines()[2:] if ":" in line}
+
+
 def bridge_ports(bridge: str) -> list[str]:
     """The interfaces on a root-namespace bridge (none when it is gone): a bridge several
     drivers' slivers share (a VM's tap and a container's end) goes once nobody is on it."""
@@ -637,7 +648,7 @@ def qdisc_kind(netns: str | None, dev: str) -> str | None:
 __all__ = [
     "HostNetError", "IFNAMSIZ", "NO_NETEM", "TC_LINK_PROPERTIES", "LinkInfo", "NetnsView",
     "addr_list", "addr_replace", "batch", "batch_command", "bridge_add", "find_link", "in_netns",
-    "link_names", "root_has_link", "route_key", "show", "link_delete", "link_move", "link_set", "links",
+    "link_names", "proc_link_names", "root_has_link", "route_key", "show", "link_delete", "link_move", "link_set", "links",
     "missing_tools", "netns_add",
     "netns_delete", "netns_exec_argv", "netns_exists", "netns_list", "netns_pids", "qdisc_kind",
     "root_qdisc_delete", "route_replace", "routes", "run", "sysctl_get", "sysctl_set", "tbf_replace", "veth_add",

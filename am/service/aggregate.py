@@ -73,7 +73,7 @@ from am.store.store import WindowConflict
 from am.store.retry import retrying, transient_cause
 from credentials.errors import URNError
 from credentials.urn import parse_urn
-from drivers.base import DriverError, SubstrateDriver, UserKeys
+from drivers.base import DriverError, SliverSpec, SubstrateDriver, UserKeys
 
 if TYPE_CHECKING:
     from drivers.registry import Site
@@ -161,6 +161,7 @@ class Aggregate:
         self.am_urns = (settings.am_urn, f"urn:publicid:IDN+{settings.authority}+authority+cm")
         self._ads: dict[bool, _CachedAd] = {}   # available_only -> the advertisement
         self._ad_lock = threading.Lock()
+        self._specs: dict[tuple[int, str, int], SliverSpec] = {}   # see _spec
         from am.service.hosts import SiteHosts
         self.hosts = SiteHosts(store, site, down_after_s=settings.host_down_after_s)
         for warning in store.sync_capacity(site.components):
@@ -200,13 +201,14 @@ class Aggregate:
             raise GeniError(GeniCode.BADARGS, "the slivers named belong to more than one slice")
         return rows[0].slice.urn, rows
 
-    def _target(self, session: Session, urns: Sequence[str], *, lock: bool = False) -> _Target:
+    def _target(self, session: Session, urns: Sequence[str], *, lock: bool = False,
+                defer_spec: bool = False) -> _Target:
         now = self.clock()
         slice_urn, rows = self._classify(session, urns)
         if rows is None:
             slc = self.store.find_slice(session, slice_urn, for_update=lock)
-            slivers = [] if slc is None else self.store.live_slivers(session, now, slice_id=slc.id,
-                                                                      for_update=lock)
+            slivers = [] if slc is None else self.store.live_slivers(
+                session, now, slice_id=slc.id, for_update=lock, defer_spec=defer_spec)
             return _Target(slc, slc.urn if slc else slice_urn, slivers, True)
         live = {s.id for s in self.store.live_slivers(session, now, urns=[r.urn for r in rows],
                                                       for_update=lock)}
@@ -736,7 +738,7 @@ class Aggregate:
             if done:
                 target.slice.expires = max(filter(None, (target.slice.expires, expires)))
             self.store.flush(session)
-            jobs = [job.id for job in queued] + deleted
+            jobs = [job.id for job in _links_first(queued, done)] + deleted
             users = self.store.user_keys(session, target.slice.id)
             manifest = manifest_for(done, am_urn=self.am_urn, users=users, expires=expires)
         self._submit(jobs)
@@ -768,7 +770,7 @@ class Aggregate:
     # ---- Status / Describe ------------------------------------------------------------------
     def status(self, principal: Principal, urns: Sequence[str], options: Options) -> StatusResult:
         with self._db(), self.store.read() as session:
-            target = self._target(session, urns)
+            target = self._target(session, urns, defer_spec=True)   # see _spec
             self._require_live(target, "report on")
             return StatusResult(slice_urn=target.slice_urn,
                                 slivers=tuple(self._status_info(s) for s in target.slivers))
@@ -793,10 +795,22 @@ class Aggregate:
         if driver is None or type(driver).live_status is SubstrateDriver.live_status:
             return None
         try:
-            return driver.live_status(spec_from_dict(row.spec))
+            return driver.live_status(self._spec(row))
         except Exception as exc:   # noqa: BLE001 - a report, never a failure of Status
             log.warning("live status of %s: %s", row.urn, exc)
             return None
+
+    def _spec(self, row: Sliver) -> SliverSpec:
+        """The row's spec decoded, kept per (id, URN, row version): every change of a row bumps
+        its version (and a reused id comes with a new URN). Status, polled while a big slice
+        comes up, would otherwise decode every sliver's spec on every call."""
+        key = (row.id, row.urn, row.version)
+        spec = self._specs.get(key)
+        if spec is None:
+            if len(self._specs) >= _SPEC_CACHE:
+                self._specs.clear()
+            spec = self._specs[key] = spec_from_dict(row.spec)
+        return spec
 
     def describe(self, principal: Principal, urns: Sequence[str], options: Options) -> ManifestResult:
         with self._db(), self.store.read() as session:
@@ -1093,6 +1107,26 @@ class Aggregate:
                 raise
             log.exception("database error")
             raise GeniError(GeniCode.DBERROR, f"database error: {type(exc).__name__}") from None
+
+
+#: link modes made by the nodes' own component (am.engine.links): no other sliver's work needed
+_LOCAL_LINK_MODES = ("veth", "bridge")
+#: decoded specs kept for Status (cleared when full: a Status of more slivers decodes as before)
+_SPEC_CACHE = 2048
+
+
+def _links_first(jobs: Sequence[Job], rows: Sequence[Sliver]) -> list[Job]:
+    """A Provision's jobs in the order they go to the queue: first its links local to one
+    component (veth pairs and bridges between that component's own nodes), then the rest in
+    their own order. Any order is correct (drivers wire such a link and its nodes in whichever
+    order the workers run them), but a node provisioned after its links are wired converges
+    its network once, where a node made first converges again for every link that reaches it
+    (a router in a chain: three times; docs/vserver.md, Performance). Other links (a card's
+    wire, a stitched or tunnelled link) need what their ends' slivers make: they keep their
+    place after the nodes."""
+    local = {row.id for row in rows if row.kind == "link"
+             and ((row.spec or {}).get("link") or {}).get("mode") in _LOCAL_LINK_MODES}
+    return sorted(jobs, key=lambda job: job.sliver_id not in local)
 
 
 def _info(row: Sliver, *, error: str | None = None, live: str | None = None) -> SliverInfo:

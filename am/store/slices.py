@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from am.states import Alloc
 from am.store.models import Slice, Sliver
@@ -63,8 +63,13 @@ class Slices(Repository):
         return session.get(Sliver, sliver_id)
 
     def live_slivers(self, session: Session, now: datetime, *, slice_id: int | None = None,
-                     urns: Sequence[str] | None = None, for_update: bool = False) -> list[Sliver]:
+                     urns: Sequence[str] | None = None, for_update: bool = False,
+                     defer_spec: bool = False) -> list[Sliver]:
+        """`defer_spec`: each row's spec (the biggest JSON column) is read and decoded only if
+        used (Status: the service keeps decoded specs, so a poll of a big slice reads none)."""
         query = select(Sliver).where(self.live_clause(now))
+        if defer_spec:
+            query = query.options(defer(Sliver.spec))
         if slice_id is not None:
             query = query.where(Sliver.slice_id == slice_id)
         if urns is not None:

@@ -387,15 +387,16 @@ class VServerDriver(SubstrateDriver):
         if rec is None:
             return None
         parts = [self._describe(rec) + self._router_note(rec, spec)]
-        waiting = self._unplugged(rec)
+        alive = not rec.get("stopped") and self.guests.alive(handle, rec)
+        waiting = self._unplugged(rec, rec["guest"]["pid"] if alive else None)
         if waiting:
             parts.append(f"waiting for link(s) on {', '.join(waiting)}")
         if rec.get("stopped"):
             parts.append("stopped")
         elif not rec.get("executes"):
-            if not self.guests.alive(handle, rec):   # nothing to ask its init about
+            if not alive:                 # nothing to ask its init about
                 parts.append("its guest is not running")
-        elif self.guests.alive(handle, rec):
+        elif alive:
             try:
                 children = self.guests.status(handle).get("children", {})
             except DriverError as exc:
@@ -412,16 +413,21 @@ class VServerDriver(SubstrateDriver):
         return "; ".join(parts)
 
     @staticmethod
-    def _unplugged(rec: Record) -> list[str]:
+    def _unplugged(rec: Record, init_pid: int | None = None) -> list[str]:
         """The node's interfaces whose link has not plugged in yet, as the namespace is now
         (read only; a missing namespace has every linked interface missing). A hybrid
-        router's links plug into its forwarding plane, never into this container: none."""
+        router's links plug into its forwarding plane, never into this container: none.
+        `init_pid`: the guest's running init, whose /proc/PID/net/dev lists the namespace's
+        interfaces in one read (a thread entering the namespace costs far more, and Status
+        asks this of every node)."""
         if rec.get("remote_forwarding"):
             return []
         ns = rec["netns"]
         # by name: an end is named after itself until the node's convergence renames it to
         # the interface's name (nothing else puts interfaces in the namespace)
-        seen = hostnet.link_names(ns) if hostnet.netns_exists(ns) else set()
+        seen = hostnet.proc_link_names(init_pid) if init_pid else None
+        if seen is None:
+            seen = hostnet.link_names(ns) if hostnet.netns_exists(ns) else set()
         return [i["name"] for i in rec["interfaces"]
                 if i.get("linked", True) and not {i["end"], i["name"]} & seen]
 

@@ -127,14 +127,18 @@ class Zygote:
             self._stop_locked()
 
 
-def proc_start_time(pid: int) -> int | None:
+def proc_start_time(pid: int, *, running: bool = False) -> int | None:
     """The start time of process `pid` (clock ticks after boot), None if there is none: with
-    the pid it names one process for the host's uptime."""
+    the pid it names one process for the host's uptime. `running`: None also for a process
+    that has exited and not been reaped yet (a zombie)."""
     try:
         stat_line = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    return int(stat_line.rsplit(b")", 1)[1].split()[19])
+    fields = stat_line.rsplit(b")", 1)[1].split()
+    if running and fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
 
 
 class Guests:
@@ -190,14 +194,18 @@ class Guests:
 
     # ---- life -----------------------------------------------------------------------------------
     def alive(self, handle: str, rec: Record) -> bool:
-        """Whether the recorded init runs: in the sliver's cgroup, the very process started
-        (its start time; a reused pid has another)."""
+        """Whether the recorded init runs: the very process started (its start time; a reused
+        pid has another), not exited. One read of /proc (Status asks this of every node): the
+        pid and its start time name one process, so the cgroup check that a record without
+        a start time needs adds nothing."""
         guest = rec.get("guest") or {}
         pid = guest.get("pid")
-        if not pid or pid not in self.cgroups.pids(handle):
+        if not pid:
             return False
         if guest.get("started") is not None:
-            return proc_start_time(pid) == guest["started"]
+            return proc_start_time(pid, running=True) == guest["started"]
+        if pid not in self.cgroups.pids(handle):
+            return False
         try:                              # a record from before start times were kept
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:

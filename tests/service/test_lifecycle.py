@@ -43,6 +43,10 @@ def test_full_life_cycle(h):
     assert _states(prov.slivers) == {("geni_provisioned", "geni_pending_allocation")}
     assert all(i.expires == h.clock.now + timedelta(days=7) for i in prov.slivers)
     assert len(h.queue.submitted) == 3
+    with h.store.read() as session:   # the link's job goes first (its nodes converge once)
+        kinds = [session.get(Sliver, session.get(Job, j).sliver_id).kind
+                 for j in h.queue.submitted]
+    assert kinds == ["link", "node", "node"]
     assert h.run_jobs() == 3
     # start_on_provision (the default): each provision job also booted its sliver, once
     status = h.am.status(ALICE, [s], Options())

@@ -159,8 +159,17 @@ class LinkPlacer:
                                            f"of this aggregate (switches: "
                                            f"{', '.join(switches) or 'none'})")
         attach: list[tuple[Component, list[str]]] = []   # (host, interfaces) per attachment
+        cabled: list[str] = []               # switch ports of card ports' site cables
+        cable_claims: list[str] = []
         for node_id, iface_id in ends:
             host = records[node_id].component
+            if host.extra.get("wires"):      # a card: on the switch by its port's cable
+                found = self._cabled_end(cid, sw, records[node_id], node_id, iface_id)
+                if isinstance(found, Refusal):
+                    return found
+                cabled.append(found[0])
+                cable_claims += found[1]
+                continue
             caps = self.site.drivers[host.driver].capabilities
             if is_switch(host) or not caps.wires:
                 return Refusal(cid, "UNSUPPORTED", f"link {cid}: node {node_id} is on "
@@ -174,14 +183,16 @@ class LinkPlacer:
                 attach.append((host, [iface_id]))
         wires = self.site.drivers[sw.driver].switch_wires(self.slice_urn, cid, len(attach))
         spec = self._spec(link, sw, ends, records, "switch",
-                          params={"attachments": wires, "switch": sw.name})
+                          params={"attachments": wires, "switch": sw.name,
+                                  **({"cable_ports": cabled} if cabled else {})})
         spec = replace(spec, link=replace(spec.link, capacity_kbps=None))  # shaped at the hosts
         out = []
         adm = self._admit(sw, spec)
         if not adm.ok:
             return Refusal(cid, adm.reason_code or "UNSUPPORTED",
                            adm.reason or f"switch {sw.name} refused link {cid}")
-        out.append(LinkRecord(link, sw, sw.driver, spec, dict(adm.demand), adm.claims, ends))
+        out.append(LinkRecord(link, sw, sw.driver, spec, dict(adm.demand),
+                              tuple(dict.fromkeys((*adm.claims, *cable_claims))), ends))
         hosts = {h.component_id: h for h, _ in attach}
         for host in hosts.values():
             mine = {i: w for (h, ifaces), w in zip(attach, wires)
@@ -197,6 +208,27 @@ class LinkPlacer:
         for rec in out:
             self.ledger.commit(rec.component, rec.spec, rec.demand)
         return out
+
+    def _cabled_end(self, cid: str, sw: Component, card_rec: NodeRecord, node_id: str,
+                    iface_id: str) -> tuple[str, list[str]] | Refusal:
+        """A card interface on a link through `sw`: the switch port its card port's site
+        cable plugs into, and the claims on that cable and port; or why it cannot be."""
+        card = card_rec.component
+        port = _card_port(card_rec, iface_id)
+        if port is None:
+            return Refusal(cid, "BADARGS", f"interface {iface_id} of {node_id} is on no port "
+                                           f"of {card.name}")
+        if card_rec.interfaces[iface_id].vlan_tag:
+            return Refusal(cid, "UNSUPPORTED", f"link {cid}: interface {iface_id} is on a VLAN "
+                                               f"of {card.name} port {port}; a cable into "
+                                               f"switch {sw.name} carries it untagged only")
+        far = self._cable_of(card, port)
+        if far is None or far.component_id.lower() != sw.component_id.lower():
+            return Refusal(cid, "UNSUPPORTED",
+                           f"link {cid}: {card.name} port {port} (interface {iface_id}) is not "
+                           f"cabled to switch {sw.name}, so it cannot be on a link through it"
+                           " (bind the interface to a card port the site cables there)")
+        return far.port, [f"wire:{card.name}:{port}", f"cable:{card.name}:{port}"]
 
     def _spec(self, link: RequestLink, comp: Component, ends: list[tuple[str, str]],
               records: Mapping[str, NodeRecord], mode: str, tag: int | None = None,
@@ -296,7 +328,8 @@ class LinkPlacer:
             return Refusal(cid, "UNSUPPORTED",
                            f"link {cid}: {card.name} port {port} is cabled to "
                            f"{cabled.component_id.rsplit('+', 1)[-1]} port {cabled.port}; "
-                           f"it links only to a router forwarding there")
+                           f"it links only to a router forwarding there, or on a link through "
+                           f"that switch (<geniam:link switch=...>)")
         what = f"wire:{card.name}:{port}"
         if iface.vlan_tag:      # the port's VLAN with the tag popped by the card's breakout
             pattern = (card.extra.get("vlan_wires") or {}).get(port)

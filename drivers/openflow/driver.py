@@ -220,10 +220,30 @@ class OpenFlowDriver(SubstrateDriver):
             return self._admit_stitch(comp, spec, usage)
         if _is_switch_link(spec):
             wires = spec.params.get("attachments")
-            if not isinstance(wires, list) or not wires or \
+            cabled = spec.params.get("cable_ports") or []
+            live = {p.name for p in comp.ports}
+            if not isinstance(cabled, list) or any(c not in live for c in cabled):
+                return Admission.refuse(f"link {spec.client_id}: a cable's port is not a port "
+                                        f"of {comp.name}", "BADARGS")
+            cabled_nums = _cable_port_nums(comp, spec)
+            stitched = next((o for o in usage.slivers if cabled_nums & _stitch_ports(comp, o)),
+                            None)
+            if stitched is not None:
+                return Admission.refuse(f"link {spec.client_id}: a cable's port of {comp.name} "
+                                        f"carries stitched link {stitched.client_id} of slice "
+                                        f"{stitched.slice_urn}", "UNAVAILABLE")
+            if not isinstance(wires, list) or not (wires or cabled) or \
                     wires != self.switch_wires(spec.slice_urn, spec.client_id, len(wires)):
                 return Admission.refuse(f"link {spec.client_id}: a link through {comp.name} "
                                         "names its attachments' wires", "BADARGS")
+            nums = [p.num for p in comp.ports if p.num is not None]
+            for other in usage.slivers:      # a cable's port is this link's alone
+                busy = sorted(_cable_port_nums(comp, spec) & ports_in_use(comp, other, nums))
+                if busy:
+                    return Admission.refuse(
+                        f"link {spec.client_id}: port {busy[0]} of {comp.name} (a site cable) "
+                        f"is in the flowspace or router of slice {other.slice_urn}",
+                        "UNAVAILABLE")
             return Admission.accept()
         if _is_fib(spec):
             if FIB_TYPE not in {t.name.lower() for t in comp.sliver_types}:
@@ -259,6 +279,14 @@ class OpenFlowDriver(SubstrateDriver):
                     f"port {stitched[0]} of datapath {comp.component_id} carries a stitched "
                     f"link (sliver {other.sliver_urn or other.client_id}, slice "
                     f"{other.slice_urn}); a flowspace cannot include it", "UNAVAILABLE")
+            if _is_switch_link(other):
+                cabled = sorted(mine & _cable_port_nums(comp, other))
+                if cabled:
+                    return Admission.refuse(
+                        f"port {cabled[0]} of datapath {comp.component_id} is a site cable on "
+                        f"link {other.client_id} of slice {other.slice_urn}; a flowspace "
+                        "cannot include it", "UNAVAILABLE")
+                continue
             if _is_fib(other):
                 routed = sorted(mine & ports_in_use(comp, other, nums))
                 if routed:
@@ -320,6 +348,8 @@ class OpenFlowDriver(SubstrateDriver):
                                         f"a stitched link ({who})", "UNAVAILABLE")
             if _is_fib(other):
                 taken = ours & ports_in_use(comp, other, every)
+            elif _is_switch_link(other):
+                taken = ours & _cable_port_nums(comp, other)
             elif other.kind is ResourceKind.FLOWSPACE and other.openflow is not None:
                 try:
                     taken = ours & flowspace_for(other.openflow, comp.component_id,
@@ -456,18 +486,21 @@ class OpenFlowDriver(SubstrateDriver):
         what the ends' host drivers take as wires (known at Allocate)."""
         return self.switch_links.wires(slice_urn, link_client_id, count)
 
-    def _switch_link(self, spec: SliverSpec) -> tuple[str, str, int]:
+    def _switch_link(self, spec: SliverSpec) -> tuple[str, str, int, tuple[str, ...]]:
+        """(bridge, link tag, attachments, ports of site cables on the link: a NetFPGA card
+        port cabled into the switch is on the link as that switch port)."""
         comp = self._component_by_urn(spec.component_id)
         if comp is None:
             raise DriverError(f"no OpenFlow datapath {spec.component_id}")
         return (comp.extra["bridge"], self.naming.link_tag(spec.slice_urn, spec.client_id),
-                len(spec.params.get("attachments") or ()))
+                len(spec.params.get("attachments") or ()),
+                tuple(spec.params.get("cable_ports") or ()))
 
     def _provision_switch_link(self, spec: SliverSpec) -> ProvisionResult:
-        phys, tag, count = self._switch_link(spec)
+        phys, tag, count, cabled = self._switch_link(spec)
         self._ensure_base(phys)
-        self.switch_links.build(phys, tag, spec.sliver_urn, count)
-        state, text = self.switch_links.state(phys, tag, count)
+        self.switch_links.build(phys, tag, spec.sliver_urn, count, cabled)
+        state, text = self.switch_links.state(phys, tag, count, cabled)
         return ProvisionResult(state=state, handle=self.switch_links.handle(tag),
                                resource_status=text)
 
@@ -508,12 +541,12 @@ class OpenFlowDriver(SubstrateDriver):
                 self.ovs.del_flows(phys, cookie_match(self.naming.stitch_cookie(tag)))
             return self._stitch_state(phys, tag)
         if _is_switch_link(spec):
-            phys, tag, count = self._switch_link(spec)
+            phys, tag, count, cabled = self._switch_link(spec)
             if action == Action.STOP.value:
                 self.switch_links.stop(phys, tag)
             elif action in (Action.START.value, Action.RESTART.value):
-                self.switch_links.build(phys, tag, spec.sliver_urn, count)
-            return self.switch_links.state(phys, tag, count)[0]
+                self.switch_links.build(phys, tag, spec.sliver_urn, count, cabled)
+            return self.switch_links.state(phys, tag, count, cabled)[0]
         if _is_fib(spec):
             return self._perform_fib(spec, action)
         if action == SYNC_ROUTES_ACTION:          # a slice-wide route sync: nothing to do here
@@ -898,6 +931,14 @@ def _stitch_ports(comp: Component, spec: SliverSpec) -> set[int]:
     nums = {p.name: p.num for p in comp.ports}
     return {n for n in (nums.get(spec.params.get("switch_port")),
                         nums.get(spec.params.get("edge_port"))) if n is not None}
+
+
+def _cable_port_nums(comp: Component, spec: SliverSpec) -> set[int]:
+    """OpenFlow numbers of the site cables' ports a link through the switch carries."""
+    names = set(spec.params.get("cable_ports") or ())
+    return {p.num for p in comp.ports if p.name in names and p.num is not None}
+
+
 def _is_switch_link(spec: SliverSpec) -> bool:
     return spec.kind is ResourceKind.LINK and spec.link is not None and \
         spec.link.mode == SWITCH_MODE

@@ -54,8 +54,11 @@ class SwitchLinks:
         tag = self.naming.link_tag(slice_urn, link_client_id)
         return [self.naming.link_wire(tag, n) for n in range(count)]
 
-    def build(self, phys: str, tag: str, sliver_urn: str, count: int) -> list[int]:
-        """Make (or complete) the link's ports and flows; their OpenFlow numbers."""
+    def build(self, phys: str, tag: str, sliver_urn: str, count: int,
+              cabled: Sequence[str] = ()) -> list[int]:
+        """Make (or complete) the link's ports and flows; their OpenFlow numbers. `cabled`:
+        switch ports a site cable plugs in (a NetFPGA card port), on the link as they are
+        (never made or removed here)."""
         ports = [self.naming.link_port(tag, n) for n in range(count)]
         try:
             for n, port in enumerate(ports):
@@ -84,18 +87,22 @@ class SwitchLinks:
         if missing:
             raise DriverError(f"port {missing[0]} has no OpenFlow number on {phys} yet",
                               transient=True)
-        nums = [ofports[p] for p in ports]
+        gone = [p for p in cabled if ofports.get(p, -1) < 0]
+        if gone:
+            raise DriverError(f"the site cable into {phys} port {gone[0]} is not plugged in")
+        nums = [ofports[p] for p in (*ports, *cabled)]
         self.ovs.del_flows(phys, cookie_match(self.naming.link_cookie(tag)))
         self.ovs.add_flows(phys, link_flows(self.naming, tag, nums))
         return nums
 
-    def state(self, phys: str, tag: str, count: int) -> tuple[OperationalState, str]:
+    def state(self, phys: str, tag: str, count: int,
+              cabled: Sequence[str] = ()) -> tuple[OperationalState, str]:
         if phys not in self.ovs.bridges():
             return OperationalState.FAILED, f"switch {phys} is gone"
         if tag not in self.owners(phys):
             return OperationalState.FAILED, f"the link is not on {phys}"
         ofports = self.ovs.ofports(phys)
-        ports = [self.naming.link_port(tag, n) for n in range(count)]
+        ports = [self.naming.link_port(tag, n) for n in range(count)] + list(cabled)
         lost = [p for p in ports if ofports.get(p, -1) < 0]
         if lost:
             return OperationalState.FAILED, f"port {lost[0]} is gone from {phys}"
@@ -103,7 +110,8 @@ class SwitchLinks:
         if len(flows) < len(ports):
             return OperationalState.NOTREADY, f"the link's flows are not on {phys}"
         nums = ", ".join(str(ofports[p]) for p in ports)
-        return OperationalState.READY, f"link through {phys}: OpenFlow ports {nums}"
+        cables = f" ({', '.join(cabled)}: a site cable's)" if cabled else ""
+        return OperationalState.READY, f"link through {phys}: OpenFlow ports {nums}{cables}"
 
     def stop(self, phys: str, tag: str) -> None:
         self.ovs.del_flows(phys, cookie_match(self.naming.link_cookie(tag)))

@@ -481,11 +481,14 @@ class LinkPlacer:
         demand: dict[str, float] = {}
         host_ports: dict[str, str] = {}
         switch_ports: dict[str, str] = {}
+        # a wire carrying a stitched link is the node's whole (am.engine.stitch)
+        stitched = {s.params.get("switch_port") for s in self.ledger.usage(sw).slivers
+                    if s.link is not None and s.link.mode == "stitch"}
         for (node_id, iface_id), wires in zip(ends, per_end):
             choice = None
             shortfall = None
             for w_sw, mine, far in wires:
-                if w_sw.component_id != sw.component_id:
+                if w_sw.component_id != sw.component_id or far.port in stitched:
                     continue
                 res = f"kbps:{far.port}"
                 if kbps == 0 or res in demand:    # unshaped, or a wire this link already uses

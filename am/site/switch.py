@@ -18,7 +18,7 @@ import time
 from am.site.base import ComponentInfo, Fragment, SiteContext, SiteHelper
 from am.site.containers import NODE_NAME
 from drivers import hostnet
-from drivers.ovs import OVSError, OVSInstance, missing_tools
+from drivers.ovs import OVSClient, OVSError, OVSInstance, missing_tools
 
 SWITCH_NAME = "ovs1"
 BRIDGE = "br-gam"                           # in the switch's own namespace
@@ -36,7 +36,7 @@ def switch_netns(ctx: SiteContext) -> str:
     return f"{ctx.prefix('s')}-sw"
 
 
-def switch_client(ctx: SiteContext):
+def switch_client(ctx: SiteContext) -> OVSClient:
     """An ovs-vsctl client of the site's switch."""
     return OVSInstance(ctx.root / "ovs", netns=switch_netns(ctx)).client()
 
@@ -172,7 +172,8 @@ def _plug(swns: str, port: str, sw_tmp: str, far_tmp: str, far_ns: str) -> None:
                        capture_output=True, check=False, timeout=10)
 
 
-def wait_for_datapath(client, bridge: str, ports: list[str], timeout_s: float = 60.0) -> None:
+def wait_for_datapath(client: OVSClient, bridge: str, ports: list[str],
+                      timeout_s: float = 60.0) -> None:
     """ovs-vswitchd applies the database asynchronously: wait until the bridge has its
     datapath id and every port its OpenFlow number, so the driver reads a finished switch."""
     deadline = time.monotonic() + timeout_s

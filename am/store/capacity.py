@@ -1,7 +1,8 @@
 """Capacity rows and usage: what each component has and what live slivers hold on it."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -149,18 +150,18 @@ class Capacities(Repository):
         """(component, from, until) of the live slivers on these components whose time
         overlaps [start, end), earliest first (to name them in a refusal)."""
         begins = func.coalesce(Sliver.starts, Sliver.created)
-        return [tuple(r) for r in session.execute(
+        return [(comp, since, until) for comp, since, until in session.execute(
             select(Sliver.component_id, begins, Sliver.expires).where(
                 Sliver.component_id.in_(list(component_ids)),
                 Sliver.allocation_state != Alloc.UNALLOCATED.value,
                 Sliver.expires > start, begins < end).order_by(begins).limit(5))]
 
-    def specs_of(self, live) -> list[SliverSpec]:
+    def specs_of(self, live: Sequence[Sequence[Any]]) -> list[SliverSpec]:
         """`_decoded` in a read of its own (the calendar's specs of the windows it places)."""
         with self.read() as session:
             return self._decoded(session, live)
 
-    def _decoded(self, session: Session, live) -> list[SliverSpec]:
+    def _decoded(self, session: Session, live: Sequence[Sequence[Any]]) -> list[SliverSpec]:
         """The specs of `live` rows (id, urn, component, slice urn, version), from the kept
         decoded specs where possible; the ones decoded here are kept too."""
         known = self._specs

@@ -8,7 +8,7 @@ is append-only: the migration installs triggers that reject UPDATE and DELETE.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +26,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+
 from am.store.types import UTCDateTime, utcnow
 
 NAMING = {
@@ -41,6 +44,8 @@ URN = String(512)
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    if TYPE_CHECKING:   # each model here maps one Table (no joins or subqueries)
+        __table__: ClassVar[Table]
 
 
 class Slice(Base):

@@ -112,7 +112,7 @@ class OVSSwitch(SiteHelper):
     def _peer(self, ctx: SiteContext) -> str:
         return f"{ctx.prefix('s')}-peer"
 
-    def _edge(self, ctx: SiteContext, swns: str, ovs: OVSInstance, client) -> dict:
+    def _edge(self, ctx: SiteContext, swns: str, ovs: OVSInstance, client: OVSClient) -> dict:
         """The edge port: `edge1` on bridge br-edge, a veth whose far end is eth0 of the peer
         namespace; its `[[edges]]` table (on container host vs1, the vserver driver plugs
         stitched links into br-edge)."""

@@ -160,6 +160,7 @@ class LinkPlacer:
                                            f"{', '.join(switches) or 'none'})")
         attach: list[tuple[Component, list[str]]] = []   # (host, interfaces) per attachment
         cabled: list[str] = []               # switch ports of card ports' site cables
+        cable_from: dict[str, str] = {}      # switch port -> the card port it is cabled to
         cable_claims: list[str] = []
         for node_id, iface_id in ends:
             host = records[node_id].component
@@ -169,6 +170,7 @@ class LinkPlacer:
                     return found
                 cabled.append(found[0])
                 cable_claims += found[1]
+                cable_from[found[0]] = found[2]
                 continue
             caps = self.site.drivers[host.driver].capabilities
             if is_switch(host) or not caps.wires:
@@ -184,7 +186,8 @@ class LinkPlacer:
         wires = self.site.drivers[sw.driver].switch_wires(self.slice_urn, cid, len(attach))
         spec = self._spec(link, sw, ends, records, "switch",
                           params={"attachments": wires, "switch": sw.name,
-                                  **({"cable_ports": cabled} if cabled else {})})
+                                  **({"cable_ports": cabled, "cable_from": cable_from}
+                                     if cabled else {})})
         spec = replace(spec, link=replace(spec.link, capacity_kbps=None))  # shaped at the hosts
         out = []
         adm = self._admit(sw, spec)
@@ -210,7 +213,7 @@ class LinkPlacer:
         return out
 
     def _cabled_end(self, cid: str, sw: Component, card_rec: NodeRecord, node_id: str,
-                    iface_id: str) -> tuple[str, list[str]] | Refusal:
+                    iface_id: str) -> tuple[str, list[str], str] | Refusal:
         """A card interface on a link through `sw`: the switch port its card port's site
         cable plugs into, and the claims on that cable and port; or why it cannot be."""
         card = card_rec.component
@@ -228,7 +231,8 @@ class LinkPlacer:
                            f"link {cid}: {card.name} port {port} (interface {iface_id}) is not "
                            f"cabled to switch {sw.name}, so it cannot be on a link through it"
                            " (bind the interface to a card port the site cables there)")
-        return far.port, [f"wire:{card.name}:{port}", f"cable:{card.name}:{port}"]
+        return (far.port, [f"wire:{card.name}:{port}", f"cable:{card.name}:{port}"],
+                f"{_card_is(card)} port {port}")
 
     def _spec(self, link: RequestLink, comp: Component, ends: list[tuple[str, str]],
               records: Mapping[str, NodeRecord], mode: str, tag: int | None = None,
@@ -392,7 +396,7 @@ class LinkPlacer:
                            f"{sw_port} (a router's i-th interface is the datapath's i-th port)")
         spec = self._spec(link, sw, ends, records, "cable",
                           params={"card": card.name, "port": port, "switch_port": sw_port,
-                                  "cable_ports": [far.port]})
+                                  "cable_ports": [far.port], "card_is": _card_is(card)})
         adm = self._admit(sw, spec)
         if not adm.ok:
             return Refusal(cid, adm.reason_code or "UNSUPPORTED",
@@ -545,6 +549,12 @@ class LinkPlacer:
                 return tag
         return Refusal(link.client_id, "VLAN_UNAVAILABLE",
                        f"all VLAN tags {lo}-{hi} on {sw.name} are in use")
+
+
+def _card_is(card: Component) -> str:
+    """What a card is, as statuses say it: an emulated card says so."""
+    emulated = str(card.extra.get("emulation", "")).startswith("emulated")
+    return f"{'emulated ' if emulated else ''}NetFPGA card {card.name}"
 
 
 def _card_port(record: NodeRecord, iface_id: str) -> str | None:

@@ -437,10 +437,13 @@ class OpenFlowDriver(SubstrateDriver):
             return OperationalState.FAILED, (f"the cable from {spec.params.get('card')} port "
                                              f"{spec.params.get('port')} is no longer in "
                                              f"{phys} (port {port})")
+        card_is = spec.params.get("card_is")
         return OperationalState.READY, (f"cable {spec.params.get('card')}:"
                                         f"{spec.params.get('port')} - {comp.name}:{port} "
                                         f"(OpenFlow port {num}), forwarded by the router's "
-                                        "forwarding plane")
+                                        "forwarding plane" + (f"; card end: {card_is} port "
+                                                              f"{spec.params.get('port')}"
+                                                              if card_is else ""))
 
     def _cable(self, spec: SliverSpec) -> tuple[Component, str, str]:
         comp = self._component_by_urn(spec.component_id)
@@ -501,6 +504,10 @@ class OpenFlowDriver(SubstrateDriver):
         self._ensure_base(phys)
         self.switch_links.build(phys, tag, spec.sliver_urn, count, cabled)
         state, text = self.switch_links.state(phys, tag, count, cabled)
+        cable_from = spec.params.get("cable_from") or {}
+        if cable_from:
+            text += "; " + ", ".join(f"{p} is the cable from {what}"
+                                     for p, what in sorted(cable_from.items()))
         return ProvisionResult(state=state, handle=self.switch_links.handle(tag),
                                resource_status=text)
 

@@ -146,8 +146,9 @@ def test_a_slot_cabled_to_a_switch_forwards_for_a_host_on_the_switch(am: AM):
     urns = up(am, request())
     cable = am.ok("Status", [SLICE], am.cred, {})["geni_slivers"]
     text = {s["geni_sliver_urn"]: s.get("geni_resource_status", "") for s in cable}
-    assert any(t.startswith(f"cable nf1:nf0 - sw1:{CABLE} (OpenFlow port 2)")
-               for t in text.values()), text
+    assert any(t.startswith(f"cable nf1:nf0 - sw1:{CABLE} (OpenFlow port 2)") and
+               t.endswith("; card end: emulated NetFPGA card nf1 port nf0") for t in text.values()),\
+        text
     h3 = container_ns(am, urns["h3"])
     # h3's 64, less one for the switch's flows and one for the slot (both ways)
     assert wait_ping(HOST_NS, "10.73.0.2") == 62
@@ -221,8 +222,8 @@ def test_a_link_through_the_switch_reaches_a_slot_over_its_cable(am: AM):
                   f'type="request">{slot}{hosts}{links}</rspec>')
     text = {s["geni_sliver_urn"]: s.get("geni_resource_status", "")
             for s in am.ok("Status", [SLICE], am.cred, {})["geni_slivers"]}
-    assert any(t.startswith("link through") and f"({CABLE}: a site cable's)" in t
-               for t in text.values()), text
+    assert any(t.startswith("link through") and f"({CABLE}: a site cable's); {CABLE} is the "
+               "cable from emulated NetFPGA card nf1 port nf0" in t for t in text.values()), text
     h3 = container_ns(am, urns["h3"])
     assert wait_ping(h3, "10.72.6.2") == 63                    # the slot's one hop
     assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0

@@ -19,6 +19,7 @@ from drivers import hostnet
 from drivers.ovs import OVSInstance
 from rspec.stitching import request_path
 from tests.services import free_port
+from tests import support
 from tests.support import read_banner
 
 TOOLS = ("ovs-vsctl", "ovs-vswitchd", "ovsdb-server", "ip", "ping", "ethtool")
@@ -272,7 +273,7 @@ def two_node_request(slice_ip: str, suggested: str = "any", cap: int = 20000) ->
 
 
 def slice_urn(name: str) -> str:
-    return f"urn:publicid:IDN+geni-am+slice+{name}"
+    return support.slice_urn(name, "geni-am")
 
 
 def node_netns(site: Side, client: AMClient, urn: str) -> str:

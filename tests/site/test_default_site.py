@@ -23,7 +23,7 @@ from rspec.stitching import manifest_tags, request_path
 from tests.api.conftest import code_of
 from tests.api.tlsclient import client_context, proxy
 from tests.services import free_port
-from tests.support import read_banner, wait_until
+from tests.support import read_banner, slice_urn, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -132,7 +132,7 @@ def wait_ready(am, urn: str, cred, timeout: float = 60.0,
 def container(am, state: Path, name: str, request: str = REQUEST) -> tuple[str, list[dict]]:
     """Allocate and provision one container on vs1; the slice URN and its credential, ready."""
     cred = slice_cred(state, name)
-    urn = f"urn:publicid:IDN+geni-am+slice+{name}"
+    urn = slice_urn(name, "geni-am")
     alloc = am.Allocate(urn, cred, request, {})
     assert code_of(alloc) == 0, alloc
     prov = am.Provision([urn], cred, {"geni_rspec_version": RSPEC_V})

@@ -113,6 +113,8 @@ class DefaultSite:
                    "components": merged.components}
             if merged.links:
                 doc["links"] = merged.links
+            if merged.edges:
+                doc["edges"] = merged.edges
             self.ctx.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             text = ("# Written by geni-am serve for the default site (docs/quickstart.md); "
                     "removed when it stops.\n" + tomli_w.dumps(doc))

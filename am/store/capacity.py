@@ -126,7 +126,7 @@ class Capacities(Repository):
             select(Sliver.id, Sliver.urn, Sliver.component_id, Slice.urn, Sliver.version,
                    begins, Sliver.expires).join(Slice)
             .where(Sliver.allocation_state != Alloc.UNALLOCATED.value, Sliver.expires > start,
-                   begins < end)).all())
+                   begins < end)).all(), key=lambda row: row[0])
         when = {row[0]: (row[5], row[6]) for row in live}
         per: dict[tuple[str, str], list[tuple[datetime, datetime, float]]] = {}
         ids = list(when)

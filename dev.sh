@@ -2,7 +2,7 @@
 # One script for a fresh Debian 12 machine (as root, or with sudo):
 #   ./dev.sh serve [geni-am serve flags]   set everything up, then run the AM on embedded defaults
 #   ./dev.sh test  [pytest args]           set everything up, then run the whole test suite
-#   ./dev.sh lint                          ruff (pyflakes rules) and the import-linter layer contracts
+#   ./dev.sh lint                          ruff (pyflakes rules), the import-linter layer contracts, mypy
 # Idempotent: a second run only checks what the first one installed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -76,9 +76,11 @@ case "$cmd" in
     ;;
   lint)
     ensure_venv
-    # pyflakes rules (undefined names, unused imports) and the layer contracts in pyproject.toml
+    # pyflakes rules (undefined names, unused imports), the layer contracts and the types of
+    # the modules [tool.mypy] names, all configured in pyproject.toml
     "$VENV/bin/ruff" check --no-cache .
     "$VENV/bin/lint-imports" --no-cache
+    "$VENV/bin/mypy"
     ;;
   setup)
     ensure_apt; ensure_venv

@@ -52,6 +52,7 @@ setup(
             "atheris>=2.3",            # fuzzing harnesses under fuzz/
             "ruff>=0.6",               # lint (pyflakes rules) in .ci/run
             "import-linter>=2.0",      # the layer contracts in .ci/run
+            "mypy>=1.10",              # types of the libraries, store, queue, site in .ci/run
         ],
     },
     entry_points={

@@ -259,6 +259,13 @@ class ActionInfo:
     waiting: Op | None
 
     @property
+    def finish(self) -> Event:
+        """`done` of a job that records a completion (every one but delete)."""
+        if self.done is None:
+            raise ValueError(f"job {self.job!r} records no completion")
+        return self.done
+
+    @property
     def result(self) -> Op | None:
         """Where a standard action leaves a healthy sliver (drivers.base.ACTION_RESULTS)."""
         return ACTION_RESULTS.get(self.geni) if self.geni else None
@@ -289,9 +296,9 @@ JOB_ACTIONS: dict[str, ActionInfo] = {a.job: a for a in JOBS}
 #: AM API action name -> descriptor (the standard actions a POA queues a job for)
 ACTIONS: dict[str, ActionInfo] = {a.geni: a for a in JOBS if a.geni}
 #: AM API action name -> (event that starts it, event that completes it)
-ACTION_EVENTS: dict[str, tuple[Event, Event]] = {g: (a.start, a.done) for g, a in ACTIONS.items()}
+ACTION_EVENTS: dict[str, tuple[Event, Event]] = {g: (a.start, a.finish) for g, a in ACTIONS.items()}
 assert all(a.waiting is None or OP_STATES[a.waiting].transient for a in JOBS)
-assert all(a.result is None or (Alloc.PROVISIONED, a.result) in targets(a.done) for a in JOBS)
+assert all(a.result is None or (Alloc.PROVISIONED, a.result) in targets(a.finish) for a in JOBS)
 assert all(a.waiting is None or (Alloc.PROVISIONED, a.waiting) in targets(a.start) for a in JOBS)
 
 

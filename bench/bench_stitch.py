@@ -3,7 +3,8 @@ share of each phase. Runs as root on this host.
 
 Run: .venv/bin/python bench/bench_stitch.py [--runs 3]
 Set-up (not timed): two `geni-am serve` processes on one machine (tests/site/stitch_sites.py),
-each with a container host and an edge port on its own OVS bridge, joined by a veth. Each run
+each with a container host and an OVS bridge, their edge ports joined by a veth (at the second
+aggregate the edge is on its OpenFlow switch, reached over a site wire). Each run
 stitches a one-link two-node slice through `am.client.stitch` and times: Allocate at the first
 aggregate (it picks the tag), Allocate at the second (the tag carried), Provision at both,
 waiting until every sliver at both is geni_ready (Status polled every 0.1 s), and the first

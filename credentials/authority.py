@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from typing import cast
+
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from credentials import sign
@@ -77,7 +80,9 @@ def issue_certificate(*, subject_urn: URN | str, public_key, issuer_cert: x509.C
                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
                               critical=False))
-    issuer_public = issuer_cert.public_key() if issuer_cert else public_key
+    # the dev authority's CA key is RSA (it signs): an issuer key type
+    issuer_public = (cast(CertificateIssuerPublicKeyTypes, issuer_cert.public_key())
+                     if issuer_cert else public_key)
     builder = builder.add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public), critical=False)
     if ca:

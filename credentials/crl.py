@@ -27,10 +27,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from typing import cast
+
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
+)
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from credentials.errors import CREDENTIAL_SIGNER_UNTRUSTED, CertificateError, CredentialError
@@ -205,7 +210,8 @@ def _reason(entry: x509.RevokedCertificate) -> str | None:
         return None
     except ValueError:
         return None
-    return ext.value.reason.value
+    reason = ext.value
+    return reason.reason.value if isinstance(reason, x509.CRLReason) else None
 
 
 def _check_extensions(crl: x509.CertificateRevocationList, source: str) -> int | None:
@@ -268,7 +274,9 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Sequence[x509.Certifica
     issuer = None
     for candidate in named:
         try:
-            if crl.is_signature_valid(candidate.public_key()):
+            # a key type that cannot sign raises TypeError (below)
+            if crl.is_signature_valid(cast(CertificateIssuerPublicKeyTypes,
+                                           candidate.public_key())):
                 issuer = candidate
                 break
         except (TypeError, ValueError, UnsupportedAlgorithm):

@@ -78,7 +78,8 @@ class Document:
 
     @property
     def levels(self) -> list[Level]:
-        out, level = [], self.top
+        out: list[Level] = []
+        level: Level | None = self.top
         while level is not None:
             out.append(level)
             level = level.parent
@@ -166,6 +167,7 @@ def _privileges(cred: etree._Element, target_certs: list[x509.Certificate]) -> d
 def _abac(cred: etree._Element) -> AbacStatement:
     abac = _one(cred, "abac")
     rt0 = _one(abac, "rt0")
+    assert rt0 is not None            # required: _one raised otherwise
     version = _text(rt0, "version") or "1.0"
     head = _one(rt0, "head")
 

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from datetime import datetime
 
 from credentials.certs import Identity
+
+if TYPE_CHECKING:
+    from credentials.document import AbacStatement
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class VerifiedCredential:
     parents: tuple["VerifiedCredential", ...] = ()
     valid_from: datetime | None = None
     valid_until: datetime | None = None
-    abac: object | None = field(default=None, compare=False)
+    abac: AbacStatement | None = field(default=None, compare=False)
 
     @property
     def levels(self) -> tuple["VerifiedCredential", ...]:

@@ -30,8 +30,8 @@ NO_NS_SCHEMA = "http://www.geni.net/resources/credential/2/credential.xsd"
 SCHEMA_LOCATION = ("http://www.protogeni.net/resources/credential/ext/policy/1 "
                    "http://www.protogeni.net/resources/credential/ext/policy/1/policy.xsd")
 ALGORITHMS = {
-    "rsa-sha256": (xmlsec.Transform.RSA_SHA256, xmlsec.Transform.SHA256),
-    "rsa-sha1": (xmlsec.Transform.RSA_SHA1, xmlsec.Transform.SHA1),
+    "rsa-sha256": (xmlsec.Transform.RSA_SHA256, xmlsec.Transform.SHA256),  # type: ignore[attr-defined]  # missing from xmlsec's stubs
+    "rsa-sha1": (xmlsec.Transform.RSA_SHA1, xmlsec.Transform.SHA1),  # type: ignore[attr-defined]  # missing from xmlsec's stubs
 }
 
 
@@ -98,15 +98,15 @@ def _sign(tree: etree._ElementTree, xml_id: str, key: RSAPrivateKey,
     sigs = root.find("signatures")
     if sigs is None:
         sigs = _sub(root, "signatures")
-    sig = xmlsec.template.create(root, xmlsec.Transform.C14N, sign_method)
+    sig = xmlsec.template.create(root, xmlsec.Transform.C14N, sign_method)  # type: ignore[attr-defined]  # missing from xmlsec's stubs
     sig.set(XML_ID, f"Sig_{xml_id}")
     sigs.append(sig)
     ref = xmlsec.template.add_reference(sig, digest, uri=f"#{xml_id}")
-    xmlsec.template.add_transform(ref, xmlsec.Transform.ENVELOPED)
+    xmlsec.template.add_transform(ref, xmlsec.Transform.ENVELOPED)  # type: ignore[attr-defined]  # missing from xmlsec's stubs
     ctx = xmlsec.SignatureContext()
     ctx.key = xmlsec.Key.from_memory(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption()), xmlsec.KeyFormat.PEM)
+                          serialization.NoEncryption()), xmlsec.KeyFormat.PEM)  # type: ignore[attr-defined]  # missing from xmlsec's stubs
     try:
         ctx.sign(sig)
     except xmlsec.Error as exc:

@@ -70,7 +70,7 @@ def verify_signature(sig: etree._Element, signer: x509.Certificate, xml_id: str)
     check_algorithms(sig, xml_id)
     der = signer.public_bytes(serialization.Encoding.DER)
     try:
-        key = xmlsec.Key.from_memory(der, xmlsec.KeyFormat.CERT_DER)
+        key = xmlsec.Key.from_memory(der, xmlsec.KeyFormat.CERT_DER)  # type: ignore[attr-defined]  # missing from xmlsec's stubs
         ctx = xmlsec.SignatureContext()
         ctx.key = key
         ctx.verify(sig)

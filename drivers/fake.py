@@ -118,6 +118,7 @@ class FakeDriver(SubstrateDriver):
         sliver_types=FAKE_NODE_SLIVER_TYPES + (FLOWSPACE_TYPE,),
         forwarding_modes=(ForwardingMode.GUEST, ForwardingMode.DOM0),
         links=True,
+        wires=True,       # records a wire taken into a sliver (a stitched link's host half)
     )
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
@@ -263,7 +264,12 @@ class FakeDriver(SubstrateDriver):
         link = spec.link
         if link is None:
             return Admission.refuse("link sliver without a link spec", "BADARGS")
-        if link.mode in ("veth", "bridge", "stitch"):
+        if link.mode == "stitch" and comp.isolation is IsolationClass.FLOWSPACE:
+            # a stitched link's switch half: the switch port and the edge, on one tag
+            if link.vlan_tag is None:
+                return Admission.refuse("a stitched link needs a VLAN tag", "BADARGS")
+            return Admission.accept(claims=(f"stitch:{spec.params.get('switch_port')}",))
+        if link.mode in ("veth", "bridge", "stitch", "wire"):
             if comp.isolation is IsolationClass.FLOWSPACE:
                 return Admission.refuse(f"{link.mode} links live on a host, not on {comp.component_id}",
                                         "UNSUPPORTED")

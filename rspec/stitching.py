@@ -129,6 +129,13 @@ def _child(el: etree._Element, name: str) -> etree._Element | None:
     return next((c for c in el if isinstance(c.tag, str) and _local(c) == name), None)
 
 
+def _present(el: etree._Element, name: str) -> etree._Element:
+    """`_child` of one the caller has just made sure is there."""
+    found = _child(el, name)
+    assert found is not None, name
+    return found
+
+
 def _child_text(el: etree._Element | None, name: str) -> str | None:
     if el is None:
         return None
@@ -311,9 +318,9 @@ def manifest_stitching(paths: Iterable[ManifestPath], *,
             for name in ("vlanRangeAvailability", "suggestedVLANRange", "vlanTranslation"):
                 if _child(l2, name) is None:
                     _insert_in_order(l2, stitch + name)
-            _child(l2, "vlanRangeAvailability").text = str(mp.tag)
-            _child(l2, "suggestedVLANRange").text = str(mp.tag)
-            _child(l2, "vlanTranslation").text = "false"     # this AM never translates
+            _present(l2, "vlanRangeAvailability").text = str(mp.tag)
+            _present(l2, "suggestedVLANRange").text = str(mp.tag)
+            _present(l2, "vlanTranslation").text = "false"     # this AM never translates
             # the stitcher reads the text of every element here: an empty one breaks it
             for child in [c for c in l2 if isinstance(c.tag, str)]:
                 if not (child.text or "").strip() and not len(child):
@@ -416,9 +423,9 @@ def with_suggested(request_xml: str, path_id: str, suggested: str,
                 for name in ("vlanRangeAvailability", "suggestedVLANRange"):
                     if _child(l2, name) is None:
                         _insert_in_order(l2, "{%s}%s" % (space, name))
-                _child(l2, "suggestedVLANRange").text = suggested
+                _present(l2, "suggestedVLANRange").text = suggested
                 if excluded:
-                    avail_el = _child(l2, "vlanRangeAvailability")
+                    avail_el = _present(l2, "vlanRangeAvailability")
                     avail = parse_vlan_range(avail_el.text) or frozenset(
                         range(VLAN_MIN, VLAN_MAX + 1))
                     avail_el.text = format_vlan_range(avail - excluded)

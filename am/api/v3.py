@@ -37,7 +37,9 @@ class V3:
         self.service = service
         self.authorizer = authorizer
         stitching = getattr(service, "stitching_version", None)
-        self._version = version_v3(settings, stitching() if callable(stitching) else None)
+        actions = getattr(service, "operational_actions", None)
+        self._version = version_v3(settings, stitching() if callable(stitching) else None,
+                                   actions() if callable(actions) else None)
 
     def table(self, audit: AuditSink | None = None) -> MethodTable:
         return MethodTable("v3", {

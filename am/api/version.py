@@ -44,10 +44,15 @@ CREDENTIAL_TYPES = [
 ]
 
 
-def version_v3(settings: Settings, stitching: dict[str, Any] | None = None) -> dict[str, Any]:
+def version_v3(settings: Settings, stitching: dict[str, Any] | None = None,
+               actions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """`stitching`: what the AM's edge ports offer (`Aggregate.stitching_version`), when it has
-    any: GetVersion then says the AM stitches (`geniam_stitching`)."""
-    extra = {"geniam_stitching": stitching} if stitching else {}
+    any: GetVersion then says the AM stitches (`geniam_stitching`). `actions`: the operational
+    actions PerformOperationalAction takes here, with their options
+    (`Aggregate.operational_actions`), listed as `geniam_operational_actions`."""
+    extra: dict[str, Any] = {"geniam_stitching": stitching} if stitching else {}
+    if actions:
+        extra["geniam_operational_actions"] = [dict(a) for a in actions]
     return {
         "geni_api": 3,
         "geni_api_versions": api_urls(settings),

@@ -159,8 +159,19 @@ class LinkPlacer:
                                            f"of this aggregate (switches: "
                                            f"{', '.join(switches) or 'none'})")
         attach: list[tuple[Component, list[str]]] = []   # (host, interfaces) per attachment
+        cabled: list[str] = []               # switch ports of card ports' site cables
+        cable_from: dict[str, str] = {}      # switch port -> the card port it is cabled to
+        cable_claims: list[str] = []
         for node_id, iface_id in ends:
             host = records[node_id].component
+            if host.extra.get("wires"):      # a card: on the switch by its port's cable
+                found = self._cabled_end(cid, sw, records[node_id], node_id, iface_id)
+                if isinstance(found, Refusal):
+                    return found
+                cabled.append(found[0])
+                cable_claims += found[1]
+                cable_from[found[0]] = found[2]
+                continue
             caps = self.site.drivers[host.driver].capabilities
             if is_switch(host) or not caps.wires:
                 return Refusal(cid, "UNSUPPORTED", f"link {cid}: node {node_id} is on "
@@ -174,14 +185,17 @@ class LinkPlacer:
                 attach.append((host, [iface_id]))
         wires = self.site.drivers[sw.driver].switch_wires(self.slice_urn, cid, len(attach))
         spec = self._spec(link, sw, ends, records, "switch",
-                          params={"attachments": wires, "switch": sw.name})
-        spec = replace(spec, link=replace(spec.link, capacity_kbps=None))  # shaped at the hosts
+                          params={"attachments": wires, "switch": sw.name,
+                                  **({"cable_ports": cabled, "cable_from": cable_from}
+                                     if cabled else {})})
+        # the capacity is enforced on the switch (a meter per port) and at the hosts' ends
         out = []
         adm = self._admit(sw, spec)
         if not adm.ok:
             return Refusal(cid, adm.reason_code or "UNSUPPORTED",
                            adm.reason or f"switch {sw.name} refused link {cid}")
-        out.append(LinkRecord(link, sw, sw.driver, spec, dict(adm.demand), adm.claims, ends))
+        out.append(LinkRecord(link, sw, sw.driver, spec, dict(adm.demand),
+                              tuple(dict.fromkeys((*adm.claims, *cable_claims))), ends))
         hosts = {h.component_id: h for h, _ in attach}
         for host in hosts.values():
             mine = {i: w for (h, ifaces), w in zip(attach, wires)
@@ -197,6 +211,28 @@ class LinkPlacer:
         for rec in out:
             self.ledger.commit(rec.component, rec.spec, rec.demand)
         return out
+
+    def _cabled_end(self, cid: str, sw: Component, card_rec: NodeRecord, node_id: str,
+                    iface_id: str) -> tuple[str, list[str], str] | Refusal:
+        """A card interface on a link through `sw`: the switch port its card port's site
+        cable plugs into, and the claims on that cable and port; or why it cannot be."""
+        card = card_rec.component
+        port = _card_port(card_rec, iface_id)
+        if port is None:
+            return Refusal(cid, "BADARGS", f"interface {iface_id} of {node_id} is on no port "
+                                           f"of {card.name}")
+        if card_rec.interfaces[iface_id].vlan_tag:
+            return Refusal(cid, "UNSUPPORTED", f"link {cid}: interface {iface_id} is on a VLAN "
+                                               f"of {card.name} port {port}; a cable into "
+                                               f"switch {sw.name} carries it untagged only")
+        far = self._cable_of(card, port)
+        if far is None or far.component_id.lower() != sw.component_id.lower():
+            return Refusal(cid, "UNSUPPORTED",
+                           f"link {cid}: {card.name} port {port} (interface {iface_id}) is not "
+                           f"cabled to switch {sw.name}, so it cannot be on a link through it"
+                           " (bind the interface to a card port the site cables there)")
+        return (far.port, [f"wire:{card.name}:{port}", f"cable:{card.name}:{port}"],
+                f"{_card_is(card)} port {port}")
 
     def _spec(self, link: RequestLink, comp: Component, ends: list[tuple[str, str]],
               records: Mapping[str, NodeRecord], mode: str, tag: int | None = None,
@@ -230,9 +266,8 @@ class LinkPlacer:
         away = sorted(n for n, _ in ends
                       if records[n].component.component_id.lower() != ref.component_id.lower())
         if lan_host is None or away:
-            return Refusal(cid, "UNSUPPORTED", f"link {cid}: shared LAN {token!r} is a bridge "
-                                               f"on {ref.component_id}; node(s) "
-                                               f"{', '.join(away)} are elsewhere")
+            return Refusal(cid, "UNSUPPORTED", self._elsewhere(cid, token, ref.component_id,
+                                                               away, records))
         driver = self.site.drivers[lan_host.driver]
         if not driver.capabilities.links:
             return Refusal(cid, "UNSUPPORTED", f"component {lan_host.component_id} cannot "
@@ -246,6 +281,29 @@ class LinkPlacer:
         self.ledger.commit(lan_host, spec, adm.demand)
         return LinkRecord(link, lan_host, lan_host.driver, spec, dict(adm.demand), adm.claims,
                           ends)
+
+    def _elsewhere(self, cid: str, token: str, lan_comp: str, away: list[str],
+                   records: Mapping[str, NodeRecord]) -> str:
+        """Why a joining node not on the shared LAN's component is refused: a shared LAN is
+        joined only by nodes of its own component (its bridge); across hosts of the site it
+        is not extended (its owner's LAN is not re-cut into tunnel halves for a foreign slice).
+        Names the LAN, its component and host, and each node's component and host."""
+        lan_hosts = self.site.hosts_of(lan_comp)
+
+        def where(comp_id: str, hosts: tuple[str, ...]) -> str:
+            return f"{comp_id}" + (f" (host {', '.join(hosts)})" if hosts else "")
+
+        nodes = "; ".join(
+            f"node {n} is on " + where(records[n].component.component_id,
+                                       self.site.hosts_of(records[n].component.component_id))
+            for n in away)
+        other = {h for n in away for h in self.site.hosts_of(records[n].component.component_id)}
+        across = bool(lan_hosts) and bool(other) and not other <= set(lan_hosts)
+        why = ("a shared LAN is not extended across hosts: join it from a node on host "
+               f"{', '.join(lan_hosts)}" if across else
+               "a shared LAN is joined only by nodes on its own component")
+        return (f"link {cid}: shared LAN {token!r} is a bridge on {where(lan_comp, lan_hosts)}; "
+                f"{nodes}; {why} (the nodes are elsewhere)")
 
     def _admit(self, comp: Component, spec: SliverSpec) -> Admission:
         return self.site.drivers[comp.driver].admit(spec, self.ledger.usage(comp))
@@ -296,7 +354,8 @@ class LinkPlacer:
             return Refusal(cid, "UNSUPPORTED",
                            f"link {cid}: {card.name} port {port} is cabled to "
                            f"{cabled.component_id.rsplit('+', 1)[-1]} port {cabled.port}; "
-                           f"it links only to a router forwarding there")
+                           f"it links only to a router forwarding there, or on a link through "
+                           f"that switch (<geniam:link switch=...>)")
         what = f"wire:{card.name}:{port}"
         if iface.vlan_tag:      # the port's VLAN with the tag popped by the card's breakout
             pattern = (card.extra.get("vlan_wires") or {}).get(port)
@@ -359,7 +418,7 @@ class LinkPlacer:
                            f"{sw_port} (a router's i-th interface is the datapath's i-th port)")
         spec = self._spec(link, sw, ends, records, "cable",
                           params={"card": card.name, "port": port, "switch_port": sw_port,
-                                  "cable_ports": [far.port]})
+                                  "cable_ports": [far.port], "card_is": _card_is(card)})
         adm = self._admit(sw, spec)
         if not adm.ok:
             return Refusal(cid, adm.reason_code or "UNSUPPORTED",
@@ -444,11 +503,14 @@ class LinkPlacer:
         demand: dict[str, float] = {}
         host_ports: dict[str, str] = {}
         switch_ports: dict[str, str] = {}
+        # a wire carrying a stitched link is the node's whole (am.engine.stitch)
+        stitched = {s.params.get("switch_port") for s in self.ledger.usage(sw).slivers
+                    if s.link is not None and s.link.mode == "stitch"}
         for (node_id, iface_id), wires in zip(ends, per_end):
             choice = None
             shortfall = None
             for w_sw, mine, far in wires:
-                if w_sw.component_id != sw.component_id:
+                if w_sw.component_id != sw.component_id or far.port in stitched:
                     continue
                 res = f"kbps:{far.port}"
                 if kbps == 0 or res in demand:    # unshaped, or a wire this link already uses
@@ -509,6 +571,12 @@ class LinkPlacer:
                 return tag
         return Refusal(link.client_id, "VLAN_UNAVAILABLE",
                        f"all VLAN tags {lo}-{hi} on {sw.name} are in use")
+
+
+def _card_is(card: Component) -> str:
+    """What a card is, as statuses say it: an emulated card says so."""
+    emulated = str(card.extra.get("emulation", "")).startswith("emulated")
+    return f"{'emulated ' if emulated else ''}NetFPGA card {card.name}"
 
 
 def _card_port(record: NodeRecord, iface_id: str) -> str | None:

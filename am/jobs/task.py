@@ -183,7 +183,7 @@ class SliverTask:
         it under its lease (None: load it)."""
         geni = states.JOB_ACTIONS[action].geni or action
         with self._outcome_tx() as session:
-            self._record(session, known, as_target(reported), states.JOB_ACTIONS[action].done,
+            self._record(session, known, as_target(reported), states.JOB_ACTIONS[action].finish,
                          failed=Event.ACTION_FAILED, failure=f"{geni}: driver reported {{state}}",
                          values=None if facts is None else {"facts": facts},
                          on_row=None if facts is None else _merge_logins(facts))

@@ -138,7 +138,7 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
         except runner.JobNotFound:
             log.error("job %d does not exist in the database; dropping the message", job_id)
         except runner.PollLater as poll:
-            _send_poll(self.app, poll)
+            _send_poll(self.app, poll, rt)
         except runner.RetryableJobError as exc:
             retries = self.request.retries or 0
             if retries >= retry.max_retries:
@@ -175,7 +175,7 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
             except runner.JobNotFound:
                 log.error("job %d does not exist in the database; skipping it", job_id)
             except runner.PollLater as poll:
-                _send_poll(self.app, poll)
+                _send_poll(self.app, poll, rt)
             except runner.RetryableJobError as exc:
                 # Exactly what run_job's first retry does, for this job alone.
                 countdown = retry.delay(0)
@@ -224,13 +224,16 @@ def register_tasks(app: Celery, runtime: RuntimeProvider, *,
                     reconcile=reconcile_task, sync_routes=sync_routes_task)
 
 
-def _send_poll(app: Celery, poll) -> None:
+def _send_poll(app: Celery, poll, rt: JobRuntime | None = None) -> None:
     """A job whose action is under way on the substrate (runner.PollLater) is queued again in
     the database; send its next look with a countdown. The message waits in the broker/worker,
     not in a pool slot, so other jobs (other VMs' boots) run meanwhile. Not a retry: it does
-    not count against the retry budget. A lost message is re-sent by the reconciler."""
+    not count against the retry budget. A lost message is re-sent by the reconciler. On a
+    site of many hosts it goes to the job's host's queue (not the site queue, where another
+    host's worker would only refuse and re-route it)."""
     try:
-        app.send_task(RUN_JOB, args=(poll.job_id,), countdown=poll.delay_s)
+        app.send_task(RUN_JOB, args=(poll.job_id,), countdown=poll.delay_s,
+                      **(_route(rt, poll.job_id) if rt else {}))
     except Exception as exc:   # noqa: BLE001 - the job is queued; the reconciler re-sends it
         log.warning("job %d: could not queue its next look (%s); the reconciler will re-send "
                     "it", poll.job_id, exc)

@@ -334,6 +334,29 @@ class Aggregate:
                                 "vlan_range": f"{e.vlan_range[0]}-{e.vlan_range[1]}"}
                                for e in self.site.edges]}
 
+    def operational_actions(self) -> list[dict]:
+        """GetVersion's `geniam_operational_actions`: every action PerformOperationalAction
+        takes here, the options it reads and what it applies to (the GENI ones, the actions
+        some configured driver adds, and the shared-LAN actions when some driver builds LANs)."""
+        out = [{"action": a, "options": ["geni_users"] if a == "geni_update_users" else [],
+                "applies_to": "provisioned slivers whose driver supports it"}
+               for a in KNOWN_ACTIONS]
+        out += [{"action": a, "options": list(driver_actions.ACTION_OPTIONS),
+                 "applies_to": "slivers of the drivers that advertise it ("
+                               + ", ".join(sorted(k for k, d in self.site.drivers.items()
+                                                  if a in d.capabilities.actions)) + ")"}
+                for a in driver_actions.advertised_actions(self.site)]
+        if any(d.capabilities.links for d in self.site.drivers.values()):
+            out += [{"action": shared_lan_service.SHARE,
+                     "options": [shared_lan_service.LAN_OPTION, shared_lan_service.TOKEN_OPTION],
+                     "applies_to": "a provisioned LAN (link) sliver: other slices may join it "
+                                   "by the token (link_shared_vlan)"},
+                    {"action": shared_lan_service.UNSHARE,
+                     "options": [shared_lan_service.LAN_OPTION],
+                     "applies_to": "a shared LAN sliver: ends the share, detaching every "
+                                   "other slice's member"}]
+        return out
+
     # ---- calendar and find-slot (extensions) ------------------------------------------------
     def calendar(self, start: datetime | None, hours: int) -> dict:
         """Free capacity per component and metered resource in each hour of [start, +hours)

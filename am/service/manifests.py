@@ -53,6 +53,9 @@ def manifest_for(slivers: Iterable[Sliver], *, am_urn: str, users: Sequence[User
                                           spec.params.get("switch")) and \
                     any(link.client_id == row.client_id for link in links):
                 continue       # another part of a cross-host or switch link: shown once
+            if spec.link is not None and spec.link.mode == "wire" and \
+                    spec.params.get("stitched"):
+                continue       # a stitched link's host half: its switch half stands for it
             if spec.link is not None and spec.link.vlan_tag is not None \
                     and spec.params.get("path_xml"):   # stitched: its path, with the tag chosen
                 paths.append(ManifestPath(spec.params["path_xml"],

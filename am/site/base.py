@@ -127,6 +127,7 @@ class Fragment:
     drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
     components: list[dict[str, Any]] = field(default_factory=list)
     links: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[dict[str, Any]] = field(default_factory=list)    # [[edges]]: stitching
     info: list[ComponentInfo] = field(default_factory=list)
     #: ports a helper adds to a component another helper started (component name -> port
     #: tables), e.g. a cable plugged into the switch: merged into that component's `ports`
@@ -139,6 +140,7 @@ class Fragment:
             self.drivers[kind] = table
         self.components += other.components
         self.links += other.links
+        self.edges += other.edges
         self.info += other.info
         for name, ports in other.ports.items():
             comp = next((c for c in self.components if c.get("name") == name), None)

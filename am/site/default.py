@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomli_w
 
@@ -26,6 +27,9 @@ from am.site.netfpga import CardSwitchCable, EmulatedNetFPGA
 from am.site.switch import OVSSwitch
 from am.site.vmhost import VMHost
 from drivers import hostnet
+
+if TYPE_CHECKING:
+    from am.config import Settings
 
 log = logging.getLogger("am.site")
 
@@ -64,7 +68,7 @@ class DownReport:
     problems: list[str] = field(default_factory=list)
 
 
-def running_inventory(settings):
+def running_inventory(settings: Settings) -> Settings:
     """`settings` with the inventory of the default site that a serve on the same state
     directory runs, when they name no site of their own (a `geni-am worker` beside it)."""
     if settings.inventory or settings.fake_nodes:
@@ -109,6 +113,8 @@ class DefaultSite:
                    "components": merged.components}
             if merged.links:
                 doc["links"] = merged.links
+            if merged.edges:
+                doc["edges"] = merged.edges
             self.ctx.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             text = ("# Written by geni-am serve for the default site (docs/quickstart.md); "
                     "removed when it stops.\n" + tomli_w.dumps(doc))

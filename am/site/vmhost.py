@@ -18,7 +18,7 @@ from drivers.xen.libvirtd import REQUIRED, PrivateLibvirtd
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from am.store import Store
+    from drivers.images.store import Image, ImageStore
 
 HOST_NAME = "vmhost1"
 #: guest-forwarding routers on this machine: the knee bench/bench_forwarding.py measured for
@@ -29,7 +29,7 @@ TOOLS = {"libvirtd": "libvirt-daemon-system", "virtlogd": "libvirt-daemon-system
          "apt-get": "apt", "dpkg-deb": "dpkg", "modinfo": "kmod", "virsh": "libvirt-clients"}
 
 
-def site_image(store: Store):
+def site_image(store: ImageStore) -> Image:
     """The VM image in the site's store: built once per machine into the download cache's
     store (`~/.cache/geni-am/vm-images`), then published into this site's store by hard links
     (a copy when they are on different file systems), so a new state directory does not

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 
@@ -47,7 +47,7 @@ class AdmissionLock:
     def covers(self, component_ids: Iterable[str]) -> bool:
         return self.whole_database or all(admission_key(c) in self._held for c in component_ids)
 
-    def _enter(self, conn) -> None:
+    def _enter(self, conn: Connection) -> None:
         """The shared every-component lock, before any component key (so `acquire_all`,
         which takes it exclusively, waits for every other admission and none waits for it)."""
         if not self._entered:

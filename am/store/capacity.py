@@ -1,7 +1,8 @@
 """Capacity rows and usage: what each component has and what live slivers hold on it."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -13,7 +14,7 @@ from am.store.admission import AdmissionLock
 from am.store.codec import spec_from_dict
 from am.store.models import Capacity, Reservation, Slice, Sliver
 from am.store.reservations import peak
-from am.store.sessions import Database, Repository, mark_usage_changed
+from am.store.sessions import CHUNK, Database, Repository, chunks, mark_usage_changed
 from drivers.base import Component, SliverSpec, Usage
 
 
@@ -118,24 +119,30 @@ class Capacities(Repository):
         reservation for that window is admitted against (drivers' own checks run on it as on
         `usage`). A live sliver counts from when it was made (or its window's start) to its
         expiry."""
+        # One range scan of ix_slivers_window (no ORDER BY: sorting here keeps the planner on
+        # the index), then the reservations of just those slivers by sliver id.
         begins = func.coalesce(Sliver.starts, Sliver.created)
-        overlap = (Sliver.allocation_state != Alloc.UNALLOCATED.value, Sliver.expires > start,
-                   begins < end)
+        live = sorted(session.execute(
+            select(Sliver.id, Sliver.urn, Sliver.component_id, Slice.urn, Sliver.version,
+                   begins, Sliver.expires).join(Slice)
+            .where(Sliver.allocation_state != Alloc.UNALLOCATED.value, Sliver.expires > start,
+                   begins < end)).all(), key=lambda row: row[0])
+        when = {row[0]: (row[5], row[6]) for row in live}
         per: dict[tuple[str, str], list[tuple[datetime, datetime, float]]] = {}
-        for comp, resource, amount, b, e in session.execute(
-                select(Reservation.component_id, Reservation.resource, Reservation.amount,
-                       begins, Sliver.expires)
-                .join(Sliver, Sliver.id == Reservation.sliver_id).where(*overlap)):
-            per.setdefault((comp, resource), []).append((b, e, amount))
+        ids = list(when)
+        for chunk in chunks(ids, CHUNK):     # by sliver id: no scan of every reservation
+            for sliver_id, comp, resource, amount in session.execute(
+                    select(Reservation.sliver_id, Reservation.component_id,
+                           Reservation.resource, Reservation.amount)
+                    .where(Reservation.sliver_id.in_(chunk))):
+                b, e = when[sliver_id]
+                per.setdefault((comp, resource), []).append((b, e, amount))
         used: dict[str, dict[str, float]] = {}
         for (comp, resource), ivs in per.items():
             used.setdefault(comp, {})[resource] = peak(ivs, start, end)[0]
-        live = session.execute(select(Sliver.id, Sliver.urn, Sliver.component_id, Slice.urn,
-                                      Sliver.version).join(Slice).where(*overlap)
-                               .order_by(Sliver.id)).all()
         specs: dict[str, list[SliverSpec]] = {}
         exclusive: dict[str, str] = {}
-        for spec, (_, _, comp, slice_urn, _) in zip(self._decoded(session, live), live):
+        for spec, (_, _, comp, slice_urn, *_rest) in zip(self._decoded(session, live), live):
             specs.setdefault(comp, []).append(spec)
             if spec.exclusive:
                 exclusive[comp] = slice_urn
@@ -149,18 +156,18 @@ class Capacities(Repository):
         """(component, from, until) of the live slivers on these components whose time
         overlaps [start, end), earliest first (to name them in a refusal)."""
         begins = func.coalesce(Sliver.starts, Sliver.created)
-        return [tuple(r) for r in session.execute(
+        return [(comp, since, until) for comp, since, until in session.execute(
             select(Sliver.component_id, begins, Sliver.expires).where(
                 Sliver.component_id.in_(list(component_ids)),
                 Sliver.allocation_state != Alloc.UNALLOCATED.value,
                 Sliver.expires > start, begins < end).order_by(begins).limit(5))]
 
-    def specs_of(self, live) -> list[SliverSpec]:
+    def specs_of(self, live: Sequence[Sequence[Any]]) -> list[SliverSpec]:
         """`_decoded` in a read of its own (the calendar's specs of the windows it places)."""
         with self.read() as session:
             return self._decoded(session, live)
 
-    def _decoded(self, session: Session, live) -> list[SliverSpec]:
+    def _decoded(self, session: Session, live: Sequence[Sequence[Any]]) -> list[SliverSpec]:
         """The specs of `live` rows (id, urn, component, slice urn, version), from the kept
         decoded specs where possible; the ones decoded here are kept too."""
         known = self._specs

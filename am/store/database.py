@@ -16,7 +16,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from am.fileperms import private_dir, private_file
@@ -40,7 +42,7 @@ class _QueuedWriterConnection(sqlite3.Connection):
 
     writers_lock = ""          # set per engine (a subclass per database file)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._writer_fd = -1
         self._queued = False
@@ -128,7 +130,7 @@ def _sqlite_engine(url: str) -> Engine:
                                                  "factory": QueuedWriterConnection})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None   # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -138,17 +140,17 @@ def _sqlite_engine(url: str) -> Engine:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:
+    def _on_begin(conn: Connection) -> None:
         if conn.get_execution_options().get(WRITE_OPTION):
             dbapi_conn = conn.connection.dbapi_connection
-            queued = isinstance(dbapi_conn, _QueuedWriterConnection)
-            if queued:
-                dbapi_conn.queue_for_write()
+            queued = dbapi_conn if isinstance(dbapi_conn, _QueuedWriterConnection) else None
+            if queued is not None:
+                queued.queue_for_write()
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except BaseException:
-                if queued:
-                    dbapi_conn.leave_write_queue()
+                if queued is not None:
+                    queued.leave_write_queue()
                 raise
         else:
             conn.exec_driver_sql("BEGIN")

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Float, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from am.store.models import Base, Sliver
 from am.store.types import UTCDateTime, utcnow
+
+if TYPE_CHECKING:
+    from am.store.store import Store
 
 UP, DOWN, UNKNOWN = "up", "down", "unknown"
 
@@ -70,7 +73,7 @@ def _iso(when: datetime) -> str:
 class HostRepository:
     """Heartbeats and host rows over a `Store` (its engine and sessions)."""
 
-    def __init__(self, store, *, down_after_s: float = 20.0):
+    def __init__(self, store: Store, *, down_after_s: float = 20.0) -> None:
         self.store = store
         self.down_after_s = down_after_s
 

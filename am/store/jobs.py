@@ -114,7 +114,7 @@ class Jobs(Repository):
     def components_of(self, job_ids: Sequence[int]) -> list[tuple[int, str]]:
         """(job id, its sliver's component URN) for these jobs (the router's one query)."""
         with self.read() as session:
-            return [tuple(r) for r in session.execute(_JOB_COMPONENTS, {"ids": list(job_ids)})]
+            return [(r[0], r[1]) for r in session.execute(_JOB_COMPONENTS, {"ids": list(job_ids)})]
 
     @staticmethod
     def running_with_leases(session: Session) -> list[tuple[Job, SliverLease | None]]:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, update
+from sqlalchemy import CursorResult, Executable, bindparam, delete, update
 from sqlalchemy.orm import Session
 
 from am.states import JobState
 from am.store.models import Job, SliverLease
-from am.store.sessions import Repository
+from am.store.sessions import Repository, upsert_insert
 from am.store.types import utcnow
 
 
@@ -26,7 +27,8 @@ class Leases(Repository):
         """`acquire_lease` inside the caller's write transaction (a job claims the lease and
         marks itself running in one commit)."""
         now = now or utcnow()
-        taken = session.connection().execute(_take_lease_stmt(session.bind.dialect.name), {
+        bind = session.get_bind()
+        taken = session.connection().execute(_take_lease_stmt(bind.dialect.name), {
             "sliver": sliver_id, "owner": owner, "job": job_id, "now": now,
             "until": now + timedelta(seconds=ttl_s)})
         return taken.first() is not None
@@ -47,10 +49,10 @@ class Leases(Repository):
     def renew_lease(self, sliver_id: int, owner: str, ttl_s: float) -> bool:
         now = utcnow()
         with self.write() as session:
-            res = session.execute(update(SliverLease)
-                                  .where(SliverLease.sliver_id == sliver_id,
-                                         SliverLease.owner == owner)
-                                  .values(expires=now + timedelta(seconds=ttl_s)))
+            res = cast(CursorResult[Any], session.execute(
+                update(SliverLease).where(SliverLease.sliver_id == sliver_id,
+                                          SliverLease.owner == owner)
+                .values(expires=now + timedelta(seconds=ttl_s))))
             session.execute(update(Job).where(Job.lease_owner == owner, Job.state == JobState.RUNNING)
                             .values(heartbeat=now))
             return res.rowcount == 1
@@ -66,7 +68,7 @@ class Leases(Repository):
             return None if lease is None else (lease.owner, lease.expires)
 
 
-_TAKE_LEASE: dict[str, object] = {}
+_TAKE_LEASE: dict[str, Executable] = {}
 # Core statements on the tables (not the mapped classes): the ORM's bulk-statement layer
 # costs more CPU than SQLite takes to run them, and a worker runs these for every job.
 _LEASES = SliverLease.__table__
@@ -74,17 +76,13 @@ _DROP_LEASE = delete(_LEASES).where(_LEASES.c.sliver_id == bindparam("sliver"),
                                     _LEASES.c.owner == bindparam("owner"))
 
 
-def _take_lease_stmt(dialect: str):
+def _take_lease_stmt(dialect: str) -> Executable:
     """The lease upsert, built once per dialect (a job runs it every time): insert, or take
     over a lease that expired or is already ours; a live lease of another owner matches
     neither and returns no row."""
     stmt = _TAKE_LEASE.get(dialect)
     if stmt is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        stmt = (upsert(_LEASES)
+        stmt = (upsert_insert(dialect)(_LEASES)
                 .values(sliver_id=bindparam("sliver"), owner=bindparam("owner"),
                         job_id=bindparam("job"), expires=bindparam("until"))
                 .on_conflict_do_update(

@@ -8,7 +8,7 @@ is append-only: the migration installs triggers that reject UPDATE and DELETE.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +26,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+
 from am.store.types import UTCDateTime, utcnow
 
 NAMING = {
@@ -41,6 +44,8 @@ URN = String(512)
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    if TYPE_CHECKING:   # each model here maps one Table (no joins or subqueries)
+        __table__: ClassVar[Table]
 
 
 class Slice(Base):
@@ -67,6 +72,12 @@ class Sliver(Base):
         Index(None, "slice_id"),
         Index(None, "allocation_state", "expires"),
         Index(None, "component_id"),
+        # usage in a future window (Capacities.usage_between): the slivers whose time
+        # overlaps it by a range scan (no read of the rows' wide spec JSON but for the few
+        # that overlap). `version` stays out: every sliver write changes it, so in the index
+        # it would make every write rewrite this entry (and cost PostgreSQL its HOT updates).
+        Index("ix_slivers_window", "expires", "starts", "created", "allocation_state",
+              "slice_id", "component_id", "urn"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -77,6 +77,7 @@ def commit(session: Session, store: Store, row: Sliver, facts: Mapping[str, Any]
            resource_status: str) -> None:
     """The update job reconfigured the sliver: the new spec is the sliver's now."""
     pending = Pending.from_json(row.pending or {})
+    assert pending.spec is not None, f"{row.urn}: a pending removal has no spec to commit"
     row.spec, row.element_xml = pending.spec, pending.element_xml or row.element_xml
     row.facts, row.resource_status = dict(facts), resource_status
     row.pending, row.pending_until = None, None

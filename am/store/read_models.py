@@ -4,9 +4,11 @@ answer come from one snapshot); callers turn the rows into their own plain value
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Float, cast, func, select
+from sqlalchemy import ColumnElement, Float, Row, cast, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from am.states import Alloc, JobState, Op
 from am.store.models import AuditEntry, Job, Reservation, Slice, Sliver
@@ -41,7 +43,7 @@ class ReadModels(Repository):
         return [(s, *counts.get(s.id, (0, 0))) for s in records]
 
     @staticmethod
-    def _sliver_counts(session, slice_ids: list[int], now: datetime) -> dict[int, tuple[int, int]]:
+    def _sliver_counts(session: Session, slice_ids: list[int], now: datetime) -> dict[int, tuple[int, int]]:
         if not slice_ids:
             return {}
         live: dict[int, int] = dict.fromkeys(slice_ids, 0)
@@ -96,7 +98,8 @@ class ReadModels(Repository):
                        func.count()).where(live_clause(now))
                 .group_by(Sliver.allocation_state, Sliver.operational_state, Sliver.driver)).all()
             job_rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
-        return [tuple(r) for r in rows], [tuple(r) for r in job_rows]
+        return ([(alloc, op, driver, n) for alloc, op, driver, n in rows],
+                [(state, n) for state, n in job_rows])
 
     def expiring_by_allocation(self, now: datetime, until: datetime) -> dict[str, int]:
         """Live slivers expiring by `until`, counted by allocation state."""
@@ -117,7 +120,9 @@ class ReadModels(Repository):
                 .group_by(func.lower(Sliver.component_id))).all())
 
     # ---- calendar ----------------------------------------------------------------------
-    def held_between(self, start: datetime, end: datetime) -> tuple[list, list]:
+    def held_between(self, start: datetime,
+                     end: datetime) -> tuple[Sequence[Row[int, str, str, str, int, float, float]],
+                                             Sequence[Row[int, str, str, float]]]:
         """What live slivers hold over [start, end), as plain Core rows: (id, urn, component,
         slice urn, version, begin, expiry) per sliver, its times as seconds since the epoch
         computed by the database (turning 10,000 timestamps into datetimes was most of the
@@ -138,7 +143,8 @@ class ReadModels(Repository):
         return live, held
 
 
-def _epoch(column, dialect: str):
+def _epoch(column: ColumnElement[datetime] | InstrumentedAttribute[datetime],
+           dialect: str) -> ColumnElement[float]:
     """`column` (a naive UTC timestamp) as seconds since the epoch, a float, in SQL."""
     if dialect == "sqlite":
         return (func.julianday(column) - 2440587.5) * 86400.0

@@ -4,7 +4,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,10 +82,10 @@ class Reservations(Repository):
                 continue
             try:
                 with session.begin_nested():
-                    result = session.execute(
+                    result = cast(CursorResult[Any], session.execute(
                         update(Capacity)
                         .where(Capacity.component_id == comp, Capacity.resource == resource)
-                        .values(used=Capacity.used + float(amount)))
+                        .values(used=Capacity.used + float(amount))))
             except IntegrityError:
                 raise ReservationConflict(comp, f"{resource} capacity", "capacity") from None
             if result.rowcount == 0:

@@ -81,7 +81,7 @@ def retry_transient(policy: TxRetry = DEFAULT) -> Callable[[Callable[P, R]], Cal
     return wrap
 
 
-def _run(policy: TxRetry, fn: Callable, args: tuple, kwargs: dict):
+def _run(policy: TxRetry, fn: Callable[..., R], args: tuple, kwargs: dict) -> R:
     for attempt in range(policy.attempts):
         try:
             return fn(*args, **kwargs)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +30,15 @@ def _fresh_generation() -> int:
     """Start value for a re-created counter row: microseconds since the epoch, far above any
     generation a cache may hold from before the row disappeared (a TRUNCATE in tests)."""
     return time.time_ns() // 1000
+
+
+def upsert_insert(dialect: str) -> Callable[..., Any]:
+    """`insert` of `dialect` with its ON CONFLICT clauses (PostgreSQL's or SQLite's)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+    return sqlite_insert
 
 
 class Database:
@@ -71,11 +81,7 @@ class Database:
 
     # ---- the usage generation ----------------------------------------------------------
     def _bump_generation(self, session: Session) -> None:
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        stmt = upsert(UsageGeneration).values(id=1, generation=_fresh_generation())
+        stmt = upsert_insert(self.dialect)(UsageGeneration).values(id=1, generation=_fresh_generation())
         session.execute(stmt.on_conflict_do_update(
             index_elements=[UsageGeneration.id],
             set_={"generation": UsageGeneration.generation + 1}))

@@ -129,7 +129,7 @@ class Slices(Repository):
     def provisioned_on_substrate(session: Session, driver: str,
                                  operational: Sequence[str]) -> list[tuple[str, str]]:
         """(URN, component) of `driver`'s provisioned slivers in one of `operational`."""
-        return [tuple(r) for r in session.execute(
+        return [(urn, comp) for urn, comp in session.execute(
             select(Sliver.urn, Sliver.component_id).where(
                 Sliver.driver == driver, Sliver.allocation_state == Alloc.PROVISIONED.value,
                 Sliver.operational_state.in_(list(operational))))]

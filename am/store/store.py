@@ -24,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 
+from sqlalchemy import Engine
+
 from am.states import JobState
 from am.store.admission import AdmissionLock, admission_key
 from am.store.audit import AuditLog, AuditRecord
@@ -52,11 +54,12 @@ def _via(repo: str, name: str, owner: type) -> Callable[..., Any]:
     return call
 
 
-class Store:
-    """The repositories of one database, and their methods under the old names."""
+class Store(Repository):
+    """The repositories of one database, and their methods under the old names. Its own
+    `read`, `write`, `flush` and `dialect` are every repository's (`Repository`)."""
 
     def __init__(self, url: str):
-        self.db = Database(url)
+        super().__init__(Database(url))
         self.transitions = Transitions(self.db)
         self.slices = Slices(self.db)
         self.capacity = Capacities(self.db)
@@ -73,14 +76,8 @@ class Store:
         return self.db.url
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         return self.db.engine
-
-    # the same sessions as every repository's (see `Database.read` and `Database.write`)
-    dialect = Repository.dialect
-    read = Repository.read
-    write = Repository.write
-    flush = staticmethod(Repository.flush)
 
     def migrate(self) -> None:
         self.db.migrate()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Update, bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -117,4 +117,4 @@ class Transitions(Repository):
 #: Columns `transition_if` may set beside the state; the statement per set of keys, built once.
 _SETTABLE = frozenset({"allocation_state", "operational_state", "error", "resource_status",
                        "facts"})
-_CAS_SLIVER: dict[tuple[str, ...], object] = {}
+_CAS_SLIVER: dict[tuple[str, ...], Update] = {}

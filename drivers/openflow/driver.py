@@ -90,6 +90,8 @@ CONFIG_KEYS = frozenset({"ovs_db", "ovs_rundir", "name_prefix", "max_matches", "
                          "fib_flows", "fib_routes", "ovs_netns"})
 FIB_IDS = "geni-fib-"            # physical bridge external_ids key prefix: FIB tag -> sliver URN
 CABLE_IDS = "geni-cable-"        # ... cable link tag -> sliver URN
+STITCH_IDS = "geni-stitch-"      # ... stitched link (switch half) tag -> sliver URN
+STITCH_PRIORITY = 300            # above slice steering (100) and FIB ingress (200)
 
 
 class OpenFlowDriver(SubstrateDriver):
@@ -102,6 +104,7 @@ class OpenFlowDriver(SubstrateDriver):
                  SYNC_ROUTES_ACTION),
         forwarding_modes=(ForwardingMode.OPENFLOW,),
         first_state=OperationalState.READY,
+        link_properties=("capacity",),    # links through the switch: OpenFlow meters
     )
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],
@@ -214,12 +217,34 @@ class OpenFlowDriver(SubstrateDriver):
     def admit_component(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
         if _is_cable(spec):
             return self._admit_cable(comp, spec)
+        if _is_stitch(spec):
+            return self._admit_stitch(comp, spec, usage)
         if _is_switch_link(spec):
             wires = spec.params.get("attachments")
-            if not isinstance(wires, list) or not wires or \
+            cabled = spec.params.get("cable_ports") or []
+            live = {p.name for p in comp.ports}
+            if not isinstance(cabled, list) or any(c not in live for c in cabled):
+                return Admission.refuse(f"link {spec.client_id}: a cable's port is not a port "
+                                        f"of {comp.name}", "BADARGS")
+            cabled_nums = _cable_port_nums(comp, spec)
+            stitched = next((o for o in usage.slivers if cabled_nums & _stitch_ports(comp, o)),
+                            None)
+            if stitched is not None:
+                return Admission.refuse(f"link {spec.client_id}: a cable's port of {comp.name} "
+                                        f"carries stitched link {stitched.client_id} of slice "
+                                        f"{stitched.slice_urn}", "UNAVAILABLE")
+            if not isinstance(wires, list) or not (wires or cabled) or \
                     wires != self.switch_wires(spec.slice_urn, spec.client_id, len(wires)):
                 return Admission.refuse(f"link {spec.client_id}: a link through {comp.name} "
                                         "names its attachments' wires", "BADARGS")
+            nums = [p.num for p in comp.ports if p.num is not None]
+            for other in usage.slivers:      # a cable's port is this link's alone
+                busy = sorted(_cable_port_nums(comp, spec) & ports_in_use(comp, other, nums))
+                if busy:
+                    return Admission.refuse(
+                        f"link {spec.client_id}: port {busy[0]} of {comp.name} (a site cable) "
+                        f"is in the flowspace or router of slice {other.slice_urn}",
+                        "UNAVAILABLE")
             return Admission.accept()
         if _is_fib(spec):
             if FIB_TYPE not in {t.name.lower() for t in comp.sliver_types}:
@@ -249,6 +274,20 @@ class OpenFlowDriver(SubstrateDriver):
                                         f"{comp.name}'s VLAN range {lo}-{hi}", "VLAN_UNAVAILABLE")
         mine = fs.ports(nums)
         for other in usage.slivers:
+            stitched = sorted(mine & _stitch_ports(comp, other))
+            if stitched:
+                return Admission.refuse(
+                    f"port {stitched[0]} of datapath {comp.component_id} carries a stitched "
+                    f"link (sliver {other.sliver_urn or other.client_id}, slice "
+                    f"{other.slice_urn}); a flowspace cannot include it", "UNAVAILABLE")
+            if _is_switch_link(other):
+                cabled = sorted(mine & _cable_port_nums(comp, other))
+                if cabled:
+                    return Admission.refuse(
+                        f"port {cabled[0]} of datapath {comp.component_id} is a site cable on "
+                        f"link {other.client_id} of slice {other.slice_urn}; a flowspace "
+                        "cannot include it", "UNAVAILABLE")
+                continue
             if _is_fib(other):
                 routed = sorted(mine & ports_in_use(comp, other, nums))
                 if routed:
@@ -286,6 +325,98 @@ class OpenFlowDriver(SubstrateDriver):
         check_dpid(of, comp.component_id, comp.dpid)
         return flowspace_for(of, comp.component_id, [p.num for p in comp.ports if p.num is not None])
 
+    # ---- stitched links: a host's wire to the edge port, on the link's VLAN ---------------------
+    def _admit_stitch(self, comp: Component, spec: SliverSpec, usage: Usage) -> Admission:
+        """The switch half of a stitched link (am.engine.stitch): the port a host's wire is
+        plugged into, joined to the edge port on the link's VLAN. Neither port may be in a
+        flowspace or a router's forwarding plane, and the wire's port carries one link."""
+        port = spec.params.get("switch_port")
+        nums = {p.name: p.num for p in comp.ports}
+        if port not in nums:
+            return Admission.refuse(f"datapath {comp.name} has no port {port!r} for stitched "
+                                    f"link {spec.client_id}", "BADARGS")
+        tag = spec.link.vlan_tag if spec.link else None
+        if tag is None or not 1 <= tag <= 4094:
+            return Admission.refuse(f"stitched link {spec.client_id} has no VLAN tag", "BADARGS")
+        ours = _stitch_ports(comp, spec)
+        every = [n for n in nums.values() if n is not None]
+        for other in usage.slivers:
+            if other.sliver_urn and other.sliver_urn == spec.sliver_urn:
+                continue
+            who = f"sliver {other.sliver_urn or other.client_id}, slice {other.slice_urn}"
+            if _is_stitch(other) and other.params.get("switch_port") == port:
+                return Admission.refuse(f"port {port} of datapath {comp.name} already carries "
+                                        f"a stitched link ({who})", "UNAVAILABLE")
+            if _is_fib(other):
+                taken = ours & ports_in_use(comp, other, every)
+            elif _is_switch_link(other):
+                taken = ours & _cable_port_nums(comp, other)
+            elif other.kind is ResourceKind.FLOWSPACE and other.openflow is not None:
+                try:
+                    taken = ours & flowspace_for(other.openflow, comp.component_id,
+                                                 every).ports(every)
+                except FlowspaceError:
+                    continue
+            else:
+                continue
+            if taken:
+                return Admission.refuse(f"port {min(taken)} of datapath {comp.name} is in "
+                                        f"another slice's flowspace or forwarding plane ({who});"
+                                        f" stitched link {spec.client_id} cannot use it",
+                                        "UNAVAILABLE")
+        return Admission.accept(claims=(f"stitch:{port}",))
+
+    def _stitch_handle(self, tag: str) -> str:
+        return f"{self.naming.prefix}stitch{tag}"
+
+    def _stitch_owners(self, phys: str) -> dict[str, str]:
+        """Stitched link tag -> sliver URN, from the physical bridge's external_ids."""
+        ids = self.ovs.external_ids("Bridge", phys)
+        return {k[len(STITCH_IDS):]: v for k, v in ids.items() if k.startswith(STITCH_IDS)}
+
+    def _stitch_flows(self, spec: SliverSpec, phys: str, tag: str) -> None:
+        """Two flows: what comes in on the wire's port leaves the edge port with the link's
+        VLAN pushed; what comes in on the edge port with that VLAN goes to the wire popped."""
+        ofports = self.ovs.ofports(phys)
+        port, edge = spec.params.get("switch_port"), spec.params.get("edge_port")
+        missing = [p for p in (port, edge) if p not in ofports]
+        if missing:
+            raise DriverError(f"stitched link {spec.client_id}: switch {phys} has no port "
+                              f"{missing[0]}", transient=True)
+        vlan = int(spec.link.vlan_tag)   # type: ignore[union-attr]
+        head = f"cookie=0x{self.naming.stitch_cookie(tag):016x},priority={STITCH_PRIORITY}"
+        self.ovs.add_flows(phys, [
+            f"{head},in_port={ofports[port]},actions=push_vlan:0x8100,"
+            f"set_field:{4096 + vlan}->vlan_vid,output:{ofports[edge]}",
+            f"{head},in_port={ofports[edge]},dl_vlan={vlan},actions=pop_vlan,"
+            f"output:{ofports[port]}"])
+
+    def _provision_stitch(self, spec: SliverSpec) -> ProvisionResult:
+        comp, phys, tag = self._fib_resolve(spec)
+        if phys not in self.ovs.bridges():
+            raise DriverError(f"switch {phys} is gone", transient=True)
+        self._ensure_base(phys)
+        self.ovs.vsctl("set", "bridge", phys,
+                       f"external_ids:{STITCH_IDS}{tag}={_q(spec.sliver_urn)}")
+        self._stitch_flows(spec, phys, tag)
+        return ProvisionResult(
+            state=OperationalState.READY, handle=self._stitch_handle(tag),
+            resource_status=f"stitched link on datapath {comp.name}: port "
+                            f"{spec.params.get('switch_port')} <-> edge port "
+                            f"{spec.params.get('edge_port')} on VLAN {spec.link.vlan_tag}")  # type: ignore[union-attr]
+
+    def _stitch_state(self, phys: str, tag: str) -> OperationalState:
+        if phys not in self.ovs.bridges() or tag not in self._stitch_owners(phys):
+            return OperationalState.FAILED
+        flows = self.ovs.dump_flows(phys, cookie_match(self.naming.stitch_cookie(tag)))
+        return OperationalState.READY if flows else OperationalState.NOTREADY
+
+    def _teardown_stitch(self, tag: str) -> None:
+        for phys in sorted(set(self._bridges.values())):
+            if phys in self.ovs.bridges():
+                self.ovs.del_flows(phys, cookie_match(self.naming.stitch_cookie(tag)))
+                self.ovs.vsctl("remove", "bridge", phys, "external_ids", f"{STITCH_IDS}{tag}")
+
     # ---- cables: a site cable from another component's port into a datapath port --------------
     def _admit_cable(self, comp: Component, spec: SliverSpec) -> Admission:
         """A link sliver over a cable the site declares (a NetFPGA card port into the port a
@@ -307,10 +438,13 @@ class OpenFlowDriver(SubstrateDriver):
             return OperationalState.FAILED, (f"the cable from {spec.params.get('card')} port "
                                              f"{spec.params.get('port')} is no longer in "
                                              f"{phys} (port {port})")
+        card_is = spec.params.get("card_is")
         return OperationalState.READY, (f"cable {spec.params.get('card')}:"
                                         f"{spec.params.get('port')} - {comp.name}:{port} "
                                         f"(OpenFlow port {num}), forwarded by the router's "
-                                        "forwarding plane")
+                                        "forwarding plane" + (f"; card end: {card_is} port "
+                                                              f"{spec.params.get('port')}"
+                                                              if card_is else ""))
 
     def _cable(self, spec: SliverSpec) -> tuple[Component, str, str]:
         comp = self._component_by_urn(spec.component_id)
@@ -356,25 +490,52 @@ class OpenFlowDriver(SubstrateDriver):
         what the ends' host drivers take as wires (known at Allocate)."""
         return self.switch_links.wires(slice_urn, link_client_id, count)
 
-    def _switch_link(self, spec: SliverSpec) -> tuple[str, str, int]:
+    def _switch_link(self, spec: SliverSpec) -> tuple[str, str, int, tuple[str, ...]]:
+        """(bridge, link tag, attachments, ports of site cables on the link: a NetFPGA card
+        port cabled into the switch is on the link as that switch port)."""
         comp = self._component_by_urn(spec.component_id)
         if comp is None:
             raise DriverError(f"no OpenFlow datapath {spec.component_id}")
         return (comp.extra["bridge"], self.naming.link_tag(spec.slice_urn, spec.client_id),
-                len(spec.params.get("attachments") or ()))
+                len(spec.params.get("attachments") or ()),
+                tuple(spec.params.get("cable_ports") or ()))
 
     def _provision_switch_link(self, spec: SliverSpec) -> ProvisionResult:
-        phys, tag, count = self._switch_link(spec)
+        phys, tag, count, cabled = self._switch_link(spec)
         self._ensure_base(phys)
-        self.switch_links.build(phys, tag, spec.sliver_urn, count)
-        state, text = self.switch_links.state(phys, tag, count)
+        self.switch_links.build(phys, tag, spec.sliver_urn, count, cabled, _kbps(spec))
+        state, text = self.switch_links.state(phys, tag, count, cabled)
+        cable_from = spec.params.get("cable_from") or {}
+        if cable_from:
+            text += "; " + ", ".join(f"{p} is the cable from {what}"
+                                     for p, what in sorted(cable_from.items()))
         return ProvisionResult(state=state, handle=self.switch_links.handle(tag),
                                resource_status=text)
+
+    def check_update(self, old: SliverSpec, new: SliverSpec) -> None:
+        """A link through the switch keeps its switch and attachments; its capacity may
+        change (its meters are re-set, added or removed). Nothing else is updated in place."""
+        if not (_is_switch_link(old) and _is_switch_link(new)):
+            raise DriverError(f"{new.client_id}: OpenFlow slivers other than links through "
+                              "the switch are not reconfigured in place")
+        for what in ("component_id", "slice_urn", "client_id"):
+            if getattr(old, what) != getattr(new, what):
+                raise DriverError(f"link {new.client_id}: its {what} would change")
+        if old.params.get("attachments") != new.params.get("attachments"):
+            raise DriverError(f"link {new.client_id}: its attachments would change; add a link "
+                              "with a new client_id instead")
+
+    def update(self, old: SliverSpec, new: SliverSpec) -> ProvisionResult:
+        """Re-shape a running link through the switch (Provision after an Update)."""
+        self.check_update(old, new)
+        return self._provision_switch_link(new)
 
     # ---- substrate operations ---------------------------------------------------------------------
     def provision(self, spec: SliverSpec) -> ProvisionResult:
         if _is_cable(spec):
             return self._provision_cable(spec)
+        if _is_stitch(spec):
+            return self._provision_stitch(spec)
         if _is_switch_link(spec):
             return self._provision_switch_link(spec)
         if _is_fib(spec):
@@ -398,13 +559,21 @@ class OpenFlowDriver(SubstrateDriver):
     def perform(self, spec: SliverSpec, action: str) -> OperationalState:
         if _is_cable(spec):
             return self.status(spec)
+        if _is_stitch(spec):
+            _comp, phys, tag = self._fib_resolve(spec)
+            if action in (Action.START.value, Action.RESTART.value):
+                self._stitch_flows(spec, phys, tag)
+            elif action == Action.STOP.value:
+                self.ovs.del_flows(phys, cookie_match(self.naming.stitch_cookie(tag)))
+            return self._stitch_state(phys, tag)
         if _is_switch_link(spec):
-            phys, tag, count = self._switch_link(spec)
+            phys, tag, count, cabled = self._switch_link(spec)
             if action == Action.STOP.value:
                 self.switch_links.stop(phys, tag)
             elif action in (Action.START.value, Action.RESTART.value):
-                self.switch_links.build(phys, tag, spec.sliver_urn, count)
-            return self.switch_links.state(phys, tag, count)[0]
+                self.switch_links.build(phys, tag, spec.sliver_urn, count, cabled,
+                                        _kbps(spec))
+            return self.switch_links.state(phys, tag, count, cabled)[0]
         if _is_fib(spec):
             return self._perform_fib(spec, action)
         if action == SYNC_ROUTES_ACTION:          # a slice-wide route sync: nothing to do here
@@ -427,6 +596,8 @@ class OpenFlowDriver(SubstrateDriver):
         if comp is None:
             return OperationalState.FAILED
         phys = comp.extra["bridge"]
+        if _is_stitch(spec):
+            return self._stitch_state(phys, self.naming.tag(spec.sliver_urn))
         if _is_switch_link(spec):
             return self.switch_links.state(*self._switch_link(spec))[0]
         if _is_cable(spec):
@@ -446,6 +617,9 @@ class OpenFlowDriver(SubstrateDriver):
         return OperationalState.READY if flows else OperationalState.NOTREADY
 
     def delete(self, spec: SliverSpec) -> None:
+        if _is_stitch(spec):
+            self._teardown_stitch(self.naming.tag(spec.sliver_urn))
+            return
         if _is_switch_link(spec):
             self.switch_links.teardown(sorted(set(self._bridges.values())),
                                        self.naming.link_tag(spec.slice_urn, spec.client_id))
@@ -485,7 +659,13 @@ class OpenFlowDriver(SubstrateDriver):
             foreign = 0
             owners = self._fib_owners(phys)
             fib_flows: dict[str, int] = {}
+            stitches = self._stitch_owners(phys)
+            stitch_flows: dict[str, int] = {}
             for flow in self.ovs.dump_flows(phys):
+                stitch_tag = self.naming.stitch_tag_of_cookie(flow.cookie)
+                if stitch_tag is not None:
+                    stitch_flows[stitch_tag] = stitch_flows.get(stitch_tag, 0) + 1
+                    continue
                 if self.naming.link_tag_of_cookie(flow.cookie) is not None:
                     continue                   # a link's: reported by switch_links.observed
                 fib_tag = self.naming.fib_tag_of_cookie(flow.cookie)
@@ -497,13 +677,10 @@ class OpenFlowDriver(SubstrateDriver):
                     foreign += 1
                 elif tag:
                     entry(tag)["flows"] += 1
-            for tag in sorted(set(owners) | set(fib_flows)):
-                n = fib_flows.get(tag, 0)
-                out.append(ObservedSliver(
-                    handle=self._fib_handle(tag), sliver_urn=owners.get(tag),
-                    state=(OperationalState.READY if n else OperationalState.NOTREADY)
-                    if tag in owners else OperationalState.FAILED,
-                    detail=f"router forwarding plane on {phys}: flows={n}"))
+            out += _marked_slivers(self._fib_handle, owners, fib_flows,
+                                   f"router forwarding plane on {phys}")
+            out += _marked_slivers(self._stitch_handle, stitches, stitch_flows,
+                                   f"stitched link on {phys}")
             if foreign:
                 out.append(ObservedSliver(handle=f"{FOREIGN}{phys}", sliver_urn=None,
                                           detail=f"{foreign} flow(s) on {phys} not installed "
@@ -526,6 +703,10 @@ class OpenFlowDriver(SubstrateDriver):
             phys = handle[len(FOREIGN):]
             if phys in self._bridges.values():
                 self._drop_foreign_flows(phys)
+            return
+        head = f"{self.naming.prefix}stitch"
+        if handle.startswith(head):
+            self._teardown_stitch(handle[len(head):])
             return
         link_tag = self.switch_links.tag_of_handle(handle)
         if link_tag is not None:
@@ -750,6 +931,43 @@ class OpenFlowDriver(SubstrateDriver):
 
 def _is_cable(spec: SliverSpec) -> bool:
     return spec.kind is ResourceKind.LINK and spec.link is not None and spec.link.mode == "cable"
+
+
+def _kbps(spec: SliverSpec) -> int | None:
+    return spec.link.capacity_kbps if spec.link is not None else None
+
+
+def _marked_slivers(handle_of, owners: Mapping[str, str], flows: Mapping[str, int],
+                    what: str) -> list[ObservedSliver]:
+    """Slivers known by their flows' own cookie mark and an owner in the bridge's external_ids
+    (FIBs, stitched links): ready with flows, not ready without, failed with no owner."""
+    out = []
+    for tag in sorted(set(owners) | set(flows)):
+        n = flows.get(tag, 0)
+        out.append(ObservedSliver(
+            handle=handle_of(tag), sliver_urn=owners.get(tag),
+            state=(OperationalState.READY if n else OperationalState.NOTREADY)
+            if tag in owners else OperationalState.FAILED, detail=f"{what}: flows={n}"))
+    return out
+
+
+def _is_stitch(spec: SliverSpec) -> bool:
+    return spec.kind is ResourceKind.LINK and spec.link is not None and spec.link.mode == "stitch"
+
+
+def _stitch_ports(comp: Component, spec: SliverSpec) -> set[int]:
+    """The datapath port numbers a stitched link's switch half uses (none for other slivers)."""
+    if not _is_stitch(spec):
+        return set()
+    nums = {p.name: p.num for p in comp.ports}
+    return {n for n in (nums.get(spec.params.get("switch_port")),
+                        nums.get(spec.params.get("edge_port"))) if n is not None}
+
+
+def _cable_port_nums(comp: Component, spec: SliverSpec) -> set[int]:
+    """OpenFlow numbers of the site cables' ports a link through the switch carries."""
+    names = set(spec.params.get("cable_ports") or ())
+    return {p.num for p in comp.ports if p.name in names and p.num is not None}
 
 
 def _is_switch_link(spec: SliverSpec) -> bool:

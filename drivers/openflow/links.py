@@ -12,7 +12,12 @@ the host (this kernel has none).
 
 The physical bridge's table belongs to the AM (fail-secure): the link forwards by flows of
 its own (cookie `Naming.link_cookie(tag)`, priority 300): what comes in on one of its ports
-goes out of its other ports, nothing else. Its ports are never a flowspace's (they are not in
+goes out of its other ports, nothing else. A link capacity is enforced on the switch: one
+OpenFlow drop meter per port of the link at the capacity, applied by that port's flow
+(`actions=meter:<id>,output:...`), so each attachment sends at most the capacity into the
+switch (a two-port link: the capacity each way). Provision sets the meters, an Update re-sets
+them (or removes them with the capacity), Delete removes them; their ids are recorded in the
+bridge's `external_ids` (`geni-meters-<tag>`). Its ports are never a flowspace's (they are not in
 the inventory), so no slice's controller sees them. The sliver is recorded in the bridge's
 `external_ids` (`geni-link-<tag>=<sliver URN>`) so observed() and release() work from OVS
 alone.
@@ -29,17 +34,23 @@ from drivers.ovs import OVSClient, OVSError
 
 SWITCH_MODE = "switch"
 LINK_IDS = "geni-link-"          # physical bridge external_ids key prefix: link tag -> sliver URN
+METER_IDS = "geni-meters-"       # ... link tag -> its meters' ids ("3,4")
+METER_SLOTS = 30000              # meter ids 1..60000, two per slot, a slot from the link's tag
 LINK_PRIORITY = 300
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 
 
-def link_flows(naming: Naming, tag: str, ofports: Sequence[int]) -> list[str]:
-    """Each of the link's ports forwards to all its others (a two-port link: a wire)."""
+def link_flows(naming: Naming, tag: str, ofports: Sequence[int],
+               meters: Sequence[int] = ()) -> list[str]:
+    """Each of the link's ports forwards to all its others (a two-port link: a wire), through
+    its meter when the link has a capacity (`meters`: one id per port, in order)."""
     cookie = naming.link_cookie(tag)
     out = []
-    for port in ofports:
+    for i, port in enumerate(ofports):
         others = [p for p in ofports if p != port]
         actions = ",".join(f"output:{p}" for p in others) or "drop"
+        if meters and others:
+            actions = f"meter:{meters[i]},{actions}"
         out.append(f"cookie={cookie},priority={LINK_PRIORITY},in_port={port},actions={actions}")
     return out
 
@@ -54,8 +65,12 @@ class SwitchLinks:
         tag = self.naming.link_tag(slice_urn, link_client_id)
         return [self.naming.link_wire(tag, n) for n in range(count)]
 
-    def build(self, phys: str, tag: str, sliver_urn: str, count: int) -> list[int]:
-        """Make (or complete) the link's ports and flows; their OpenFlow numbers."""
+    def build(self, phys: str, tag: str, sliver_urn: str, count: int,
+              cabled: Sequence[str] = (), kbps: int | None = None) -> list[int]:
+        """Make (or complete) the link's ports, meters (for a capacity of `kbps`) and flows;
+        their OpenFlow numbers. The same call re-shapes a running link (Update). `cabled`:
+        switch ports a site cable plugs in (a NetFPGA card port), on the link as they are
+        (never made or removed here)."""
         ports = [self.naming.link_port(tag, n) for n in range(count)]
         try:
             for n, port in enumerate(ports):
@@ -84,18 +99,70 @@ class SwitchLinks:
         if missing:
             raise DriverError(f"port {missing[0]} has no OpenFlow number on {phys} yet",
                               transient=True)
-        nums = [ofports[p] for p in ports]
+        gone = [p for p in cabled if ofports.get(p, -1) < 0]
+        if gone:
+            raise DriverError(f"the site cable into {phys} port {gone[0]} is not plugged in")
+        nums = [ofports[p] for p in (*ports, *cabled)]
+        old = self.meters(phys).get(tag, [])
+        meters = self._meter_ids(phys, tag, len(nums)) if kbps else []
+        if meters:
+            self.ovs.vsctl("set", "bridge", phys, f"external_ids:{METER_IDS}{tag}="
+                                                  f"{','.join(map(str, meters))}")
+            for mid in meters:
+                self.ovs.set_meter(phys, mid, int(kbps or 0))
         self.ovs.del_flows(phys, cookie_match(self.naming.link_cookie(tag)))
-        self.ovs.add_flows(phys, link_flows(self.naming, tag, nums))
+        self.ovs.add_flows(phys, link_flows(self.naming, tag, nums, meters))
+        self._drop_meters(phys, tag, sorted(set(old) - set(meters)), forget=not meters)
         return nums
 
-    def state(self, phys: str, tag: str, count: int) -> tuple[OperationalState, str]:
+    # ---- meters (a link's capacity) -------------------------------------------------------------
+    def meters(self, phys: str) -> dict[str, list[int]]:
+        """Link tag -> its meters' ids, from the bridge's external_ids."""
+        ids = self.ovs.external_ids("Bridge", phys)
+        return {k[len(METER_IDS):]: [int(m) for m in v.split(",") if m.isdigit()]
+                for k, v in ids.items() if k.startswith(METER_IDS)}
+
+    def _meter_ids(self, phys: str, tag: str, count: int) -> list[int]:
+        """`count` meter ids for link `tag`: the ones it has, else a free run from a slot its
+        tag picks (ids other links on the bridge hold are skipped)."""
+        held = self.meters(phys)
+        if len(held.get(tag, [])) == count:
+            return held[tag]
+        taken = {m for t, ms in held.items() if t != tag for m in ms}
+        start = (int(tag, 16) % METER_SLOTS) * 2
+        free = (mid for step in range(2 * METER_SLOTS)
+                if (mid := (start + step) % (2 * METER_SLOTS) + 1) not in taken)
+        out = [mid for _, mid in zip(range(count), free)]
+        if len(out) < count:
+            raise DriverError(f"no free meter ids on {phys}")
+        return out
+
+    def _drop_meters(self, phys: str, tag: str, ids: Sequence[int], *, forget: bool) -> None:
+        for mid in ids:
+            self.ovs.del_meter(phys, mid)
+        if forget and tag in self.meters(phys):
+            self.ovs.vsctl("remove", "bridge", phys, "external_ids", f"{METER_IDS}{tag}")
+
+    def rates(self, phys: str, tag: str) -> list[int]:
+        """The kbit/s rate of each of the link's meters now, as the switch has them."""
+        ids = set(self.meters(phys).get(tag, []))
+        out, meter = [], None
+        for word in self.ovs.ofctl("dump-meters", phys).replace(",", " ").split():
+            key, _, value = word.partition("=")
+            if key == "meter" and value.isdigit():     # "meter=3 kbps burst ... type=drop rate=N"
+                meter = int(value)
+            elif key == "rate" and value.isdigit() and meter in ids:
+                out.append(int(value))
+        return sorted(out)
+
+    def state(self, phys: str, tag: str, count: int,
+              cabled: Sequence[str] = ()) -> tuple[OperationalState, str]:
         if phys not in self.ovs.bridges():
             return OperationalState.FAILED, f"switch {phys} is gone"
         if tag not in self.owners(phys):
             return OperationalState.FAILED, f"the link is not on {phys}"
         ofports = self.ovs.ofports(phys)
-        ports = [self.naming.link_port(tag, n) for n in range(count)]
+        ports = [self.naming.link_port(tag, n) for n in range(count)] + list(cabled)
         lost = [p for p in ports if ofports.get(p, -1) < 0]
         if lost:
             return OperationalState.FAILED, f"port {lost[0]} is gone from {phys}"
@@ -103,7 +170,11 @@ class SwitchLinks:
         if len(flows) < len(ports):
             return OperationalState.NOTREADY, f"the link's flows are not on {phys}"
         nums = ", ".join(str(ofports[p]) for p in ports)
-        return OperationalState.READY, f"link through {phys}: OpenFlow ports {nums}"
+        rates = self.rates(phys, tag)
+        metered = f", metered at {rates[0]} kbit/s per port" if rates else ""
+        cables = f" ({', '.join(cabled)}: a site cable's)" if cabled else ""
+        return OperationalState.READY, (f"link through {phys}: OpenFlow ports {nums}{cables}"
+                                        f"{metered}")
 
     def stop(self, phys: str, tag: str) -> None:
         self.ovs.del_flows(phys, cookie_match(self.naming.link_cookie(tag)))
@@ -115,6 +186,7 @@ class SwitchLinks:
             if phys not in bridges:
                 continue
             self.stop(phys, tag)
+            self._drop_meters(phys, tag, self.meters(phys).get(tag, []), forget=True)
             args: list[str] = []
             for port in self.ovs.ports(phys):
                 if self.naming.tag_of_link_port(port) == tag:
@@ -161,4 +233,4 @@ def ovs_quote(value: str) -> str:
     """A value for an ovs-vsctl map column (URNs hold characters the parser would split on)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-__all__ = ["LINK_IDS", "SWITCH_MODE", "SwitchLinks", "link_flows", "ovs_quote"]
+__all__ = ["LINK_IDS", "METER_IDS", "SWITCH_MODE", "SwitchLinks", "link_flows", "ovs_quote"]

@@ -63,13 +63,24 @@ class Naming:
 
     def fib_tag_of_cookie(self, cookie: int) -> str | None:
         """The router sliver tag of a forwarding-plane cookie, None if not one."""
-        if cookie >> 32 != self.fib_mark or not cookie & 0xFFFFFFFF:
-            return None
-        return f"{cookie & 0xFFFFFFFF:0{TAG_LEN}x}"
+        return _tag_under(self.fib_mark, cookie)
+
+    @property
+    def stitch_mark(self) -> int:
+        """High 32 bits of the flows of stitched links' switch halves (a mark of their own)."""
+        return _mark_of(f"geni-am-openflow-stitch:{self.prefix}")
+
+    def stitch_cookie(self, tag: str) -> int:
+        return (self.stitch_mark << 32) | int(tag, 16)
+
+    def stitch_tag_of_cookie(self, cookie: int) -> str | None:
+        """The stitched link sliver tag of a cookie, None if not one."""
+        return _tag_under(self.stitch_mark, cookie)
 
     def is_our_cookie(self, cookie: int) -> bool:
         return self.tag_of_cookie(cookie) is not None or \
             self.fib_tag_of_cookie(cookie) is not None or \
+            self.stitch_tag_of_cookie(cookie) is not None or \
             self.link_tag_of_cookie(cookie) is not None
 
     # ---- links carried through the switch (docs/openflow.md, "Links through the switch") ----
@@ -123,6 +134,17 @@ class Naming:
     def is_ours(self, name: str) -> bool:
         return self.tag_of_bridge(name) is not None or self.tag_of_port(name) is not None or \
             self.tag_of_link_port(name) is not None
+
+
+def _mark_of(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def _tag_under(mark: int, cookie: int) -> str | None:
+    """The sliver tag in the low 32 bits of a cookie carrying `mark` high, None if not one."""
+    if cookie >> 32 != mark or not cookie & 0xFFFFFFFF:
+        return None
+    return f"{cookie & 0xFFFFFFFF:0{TAG_LEN}x}"
 
 
 def cookie_match(cookie: int) -> str:

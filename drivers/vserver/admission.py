@@ -155,16 +155,20 @@ def _admit_link(comp: Component, spec: SliverSpec) -> Admission:
         return Admission.refuse(f"vserver node {comp.name} links its containers with veth pairs "
                                 f"or bridges, takes wires, joins another host's bridge or "
                                 f"tunnels to another host, not {link.mode!r}", "UNSUPPORTED")
-    if len(link.ends) < (1 if spec.params.get("shared_lan") else 2):
+    # one end: joining a shared LAN, or the host half of a stitched link through a switch
+    if len(link.ends) < (1 if spec.params.get("shared_lan") or spec.params.get("stitched")
+                         else 2):
         return Admission.refuse(f"link {spec.client_id} needs at least two ends (one when it "
-                                "joins a shared LAN)", "BADARGS")
+                                "joins a shared LAN or is stitched)", "BADARGS")
     foreign = [e.component_id for e in link.ends
                if e.component_id.lower() != comp.component_id.lower()]
     if link.mode == "wire":
         wires = spec.params.get("wires")
         here = {e.interface_client_id for e in link.ends
                 if e.component_id.lower() == comp.component_id.lower()}
-        if not isinstance(wires, dict) or not wires or set(wires) != here or not foreign or \
+        # its other end is elsewhere: on another component, or (stitched) at another aggregate
+        elsewhere = foreign or spec.params.get("stitched")
+        if not isinstance(wires, dict) or not wires or set(wires) != here or not elsewhere or \
                 not all(isinstance(v, str) and IFNAME_RE.match(v) for v in wires.values()):
             return Admission.refuse(f"link {spec.client_id}: a wire link has ends here, each "
                                     "naming the wire (host interface) it takes, and an end "

@@ -177,7 +177,7 @@ def test_verify_cli_on_fixtures(gcf, tmp_path, capsys):
 def test_cli_bad_input_is_one_line(authdir, capsys, argv, needle):
     argv = [a.replace("{authdir}", str(authdir)) for a in argv]
     code, out, err = run(capsys, *argv)
-    assert code != 0
+    assert code == 1
     assert needle in out + err and "Traceback" not in out + err
 
 

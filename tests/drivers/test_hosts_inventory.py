@@ -140,6 +140,27 @@ def test_jobs_are_routed_to_their_hosts_queue(tmp_path):
         assert sorted(routed) == [host_queue("hostA"), host_queue("hostB")]
         assert sorted(routed[host_queue("hostA")] + routed[host_queue("hostB")]) == jobs
         assert host_queue(None) == SITE_QUEUE
+
+        # on hostB's worker: hostA's job is refused and re-sent to hostA's queue; the next
+        # look of a job under way (a poll) goes to its host's queue, not the site queue
+        from am.jobs.hosts import HostGuard
+        from am.jobs.task import PollLater
+        from am.jobs.tasks import JobRuntime, _refused, _send_poll
+
+        class Broker:           # records what the worker sends (the broker's side)
+            def __init__(self):
+                self.sent = []
+
+            def send_task(self, name, args=(), **options):
+                self.sent.append((args, options.get("queue")))
+        (job_a,) = routed[host_queue("hostA")]
+        (job_b,) = routed[host_queue("hostB")]
+        rt = JobRuntime(store, site, agg, Nowhere(), "w",
+                        guard=HostGuard(JobRouter(store, site), "hostB"))
+        app = Broker()
+        assert _refused(app, rt, job_a) and not _refused(app, rt, job_b)
+        _send_poll(app, PollLater(job_a, 1.0), rt)
+        assert app.sent == [((job_a,), host_queue("hostA")), ((job_a,), host_queue("hostA"))]
     finally:
         store.close()
         site.close()

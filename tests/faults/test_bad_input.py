@@ -197,7 +197,7 @@ def test_unsatisfiable_rspec_names_the_client_id_and_why(alice: AMClient):
     nowhere = component_urn("nosuchnode")
     result = alice.call("Allocate", GCF_SLICE, alice.credentials,
                         request(node("lonely", component=nowhere)), {})
-    assert code(result) != 0
+    assert code(result) == 1, result
     assert "lonely" in result["output"] and nowhere in result["output"], result
     # 4 fake nodes: six exclusive nodes are two too many
     six = request(*(node(f"big{i}", exclusive=True) for i in range(6)))

@@ -146,8 +146,9 @@ def test_a_slot_cabled_to_a_switch_forwards_for_a_host_on_the_switch(am: AM):
     urns = up(am, request())
     cable = am.ok("Status", [SLICE], am.cred, {})["geni_slivers"]
     text = {s["geni_sliver_urn"]: s.get("geni_resource_status", "") for s in cable}
-    assert any(t.startswith(f"cable nf1:nf0 - sw1:{CABLE} (OpenFlow port 2)")
-               for t in text.values()), text
+    assert any(t.startswith(f"cable nf1:nf0 - sw1:{CABLE} (OpenFlow port 2)") and
+               t.endswith("; card end: emulated NetFPGA card nf1 port nf0") for t in text.values()),\
+        text
     h3 = container_ns(am, urns["h3"])
     # h3's 64, less one for the switch's flows and one for the slot (both ways)
     assert wait_ping(HOST_NS, "10.73.0.2") == 62
@@ -200,3 +201,40 @@ def test_what_a_cable_cannot_carry_is_refused_naming_the_link(am: AM):
     assert code_of(refused) == 13, refused                     # UNSUPPORTED
     assert f"link lsw: interface sw:p2 is port {CABLE} of switch sw1" in refused["output"], refused
     assert f"nf1 port nf0 is cabled to sw1 port {CABLE} already" in refused["output"], refused
+
+
+def test_a_link_through_the_switch_reaches_a_slot_over_its_cable(am: AM):
+    """h3 - (a link through sw1: h3's attachment and the cable's port) - s1 - wire - h4: the
+    card port's cable is the slot's place on the switch, as a container's veth is its."""
+    slot = node_xml("s1", NF1, "netfpga-vdp", {"if0": "10.72.5.1", "if1": "10.72.6.1"},
+                    (("10.72.5.0/24", "", "s1:if0"), ("10.72.6.0/24", "", "s1:if1")),
+                    ' router="true"')
+    hosts = "".join(node_xml(f"h{n}", VS1, "vserver-container", {"if0": f"10.72.{n + 2}.2"},
+                             ((f"10.72.{9 - n}.0/24", f"10.72.{n + 2}.1", ""),)) for n in (3, 4))
+    links = ('<link client_id="lsw"><ga:link switch="sw1"/><interface_ref client_id="s1:if0"/>'
+             '<interface_ref client_id="h3:if0"/></link>'
+             '<link client_id="l4"><interface_ref client_id="s1:if1"/>'
+             '<interface_ref client_id="h4:if0"/></link>')
+    ovs = am.rt.site.drivers["openflow"].ovs      # the cable, plugged back in if pulled out
+    ovs.vsctl("--may-exist", "add-port", BRIDGE, CABLE, "--", "set", "interface", CABLE,
+              "ofport_request=2")
+    urns = up(am, f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="{GA}" '
+                  f'type="request">{slot}{hosts}{links}</rspec>')
+    text = {s["geni_sliver_urn"]: s.get("geni_resource_status", "")
+            for s in am.ok("Status", [SLICE], am.cred, {})["geni_slivers"]}
+    assert any(t.startswith("link through") and f"({CABLE}: a site cable's); {CABLE} is the "
+               "cable from emulated NetFPGA card nf1 port nf0" in t for t in text.values()), text
+    h3 = container_ns(am, urns["h3"])
+    assert wait_ping(h3, "10.72.6.2") == 63                    # the slot's one hop
+    assert code_of(am.call("Delete", [SLICE], am.cred, {})) == 0
+    naming = am.rt.site.drivers["openflow"].naming
+    ports = ovs.ports(BRIDGE)
+    assert CABLE in ports and not [p for p in ports if naming.tag_of_link_port(p)], ports
+    # a card port with no cable to the switch cannot be on a link through it
+    refused = am.allocate(f'<rspec xmlns="http://www.geni.net/resources/rspec/3" '
+                          f'xmlns:ga="{GA}" type="request">{slot}{hosts}'
+                          f'{links.replace("s1:if0", "s1:if9").replace("s1:if1", "s1:if0")}'
+                          '</rspec>'.replace("s1:if9", "s1:if1"))
+    assert code_of(refused) == 13, refused                     # UNSUPPORTED
+    assert "(lsw): link it: nf1 port nf1 (interface s1:if1) is not cabled to switch sw1" in \
+        refused["output"], refused

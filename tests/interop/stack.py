@@ -21,7 +21,7 @@ from typing import Any
 from am.client import AMClient
 from am.config import Settings
 from credentials.authority import DevAuthority
-from tests.support import wait_until
+from tests.support import slice_urn, wait_until
 
 AM_AUTHORITY = "geni-am:interop"
 DEV_AUTHORITY = "geni-am"
@@ -85,7 +85,7 @@ class LiveAM:
         path = self.dev.dir / f"{name}-slice-cred-{owner}.xml"
         if not path.exists():
             path = self.dev.slice(name, owner)
-        return f"urn:publicid:IDN+{DEV_AUTHORITY}+slice+{name}", path
+        return slice_urn(name, DEV_AUTHORITY), path
 
 
 def make_dev_authority(directory: Path) -> DevAuthority:

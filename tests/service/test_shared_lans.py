@@ -150,3 +150,28 @@ def test_an_update_can_join_a_shared_lan(h):
     h.am.perform_action(ALICE, [slice_urn("owner")], "geni_unsharelan",
                         Options(extra={"geni_sharelan_lanname": "lan0"}))
     assert _live(h, "other") == {"c": "geni_allocated"}
+
+
+def test_a_node_on_another_host_is_refused_naming_the_lan_and_both_hosts(make):
+    """Shared LANs are not extended across the site's hosts: a joining node placed on another
+    host is refused UNSUPPORTED naming the token, the LAN's component and host, and the node's;
+    the joining slice gets nothing and the share stays as it was."""
+    from am.store.hosts import HostRepository
+    from drivers.inventory import HostDecl
+    h = make(settings={"host_down_after_s": 3600.0})
+    node = "urn:publicid:IDN+geni-am:test+node+{}".format
+    for host in ("hostA", "hostB"):       # both hosts' workers are up
+        HostRepository(h.store).beat(host)
+    h.site.hosts = {"hostA": HostDecl("hostA", "192.0.2.1"), "hostB": HostDecl("hostB", "192.0.2.2")}
+    h.site.host_map = {node("fake1").lower(): ("hostA",), node("fake2").lower(): ("hostB",)}
+    h.am.allocate(ALICE, slice_urn("owner"), OWNER, Options())
+    h.am.provision(ALICE, [slice_urn("owner")], Options())
+    h.run_jobs()
+    _share(h, geni_sharelan_lanname="lan0", geni_sharelan_token="tokx")
+    _refused(GeniCode.UNSUPPORTED, lambda: h.am.allocate(ALICE, slice_urn("other"),
+                                                          _joiner("tokx", "fake2"), Options()),
+             "shared LAN 'tokx'", f"{node('fake1')} (host hostA)",
+             f"node c is on {node('fake2')} (host hostB)", "not extended across hosts")
+    assert _live(h, "other") == {}
+    joined = h.am.allocate(ALICE, slice_urn("other"), _joiner("tokx", "fake1"), Options())
+    assert {i.client_id for i in joined.slivers} == {"c", "j"}

@@ -194,16 +194,6 @@ def test_racing_allocates_for_one_tag_end_with_one_holder(h):
     assert tags_held(h) == [(EDGE.lower(), 101)]
 
 
-def test_an_edge_on_a_switch_is_refused_saying_so(h):
-    from dataclasses import replace
-    switch = next(c for c in h.site.components if c.extra.get("switch") or c.dpid)
-    h.site.edges = [replace(h.site.edges[0], component_id=switch.component_id)]
-    with pytest.raises(GeniError) as err:
-        allocate(h, "sw", stitched("any"))
-    assert err.value.code is GeniCode.UNSUPPORTED and f"on switch {switch.name}" in err.value.message
-    assert tags_held(h) == []
-
-
 def test_update_of_a_stitched_slice_is_unsupported_and_changes_nothing(h):
     res = allocate(h, "one", stitched("101"))
     with pytest.raises(GeniError) as err:
@@ -212,3 +202,42 @@ def test_update_of_a_stitched_slice_is_unsupported_and_changes_nothing(h):
     assert tags_held(h) == [(EDGE.lower(), 101)]
     assert manifest_tags(h.am.describe(ALICE, [slice_urn("one")], Options()).manifest) == \
         manifest_tags(res.manifest)
+
+
+def test_an_edge_on_a_switch_is_reached_through_the_switch_holding_the_tag_on_every_hop(h):
+    from dataclasses import replace
+    switch = next(c for c in h.site.components if c.extra.get("switch") or c.dpid)
+    edge = f"urn:publicid:IDN+{AUTH}+interface+{switch.name}:uplink"
+    h.site.edges = [replace(h.site.edges[0], component_id=switch.component_id, port="uplink",
+                            interface_id=edge)]
+    res = allocate(h, "sw", stitched("any", port=edge))
+    assert manifest_tags(res.manifest) == {"lnk": {"local-edge": 100}}
+    root = etree.fromstring(res.manifest.encode())
+    (mlink,) = root.findall("{%s}link" % ns.RSPEC3)      # one link, though two slivers
+    assert mlink.get("vlantag") == "100"
+    # the tag is held on the edge port, the switch port of fake1's wire, and fake1's port
+    port1 = f"urn:publicid:IDN+{AUTH}+interface+{switch.name}:port1"
+    eth1 = f"urn:publicid:IDN+{AUTH}+interface+fake1:eth1"
+    assert tags_held(h) == sorted((u.lower(), 100) for u in (edge, port1, eth1))
+    iface = root.find("{%s}node/{%s}interface" % (ns.RSPEC3, ns.RSPEC3))
+    assert iface.get("component_id") == eth1
+    # fake1's only wire is taken whole: a second stitched link from fake1 is refused
+    with pytest.raises(GeniError) as err:
+        allocate(h, "sw2", stitched("any", port=edge))
+    assert err.value.code is GeniCode.UNAVAILABLE and "already carries a stitched link" \
+        in err.value.message
+    h.am.delete(ALICE, [slice_urn("sw")], Options())
+    assert tags_held(h) == []
+    # a VLAN link of the switch holds its tag and its wires: a stitched link avoids both
+    lan = f"""<rspec xmlns="{ns.RSPEC3}" type="request">""" + "".join(
+        f"""<node client_id="{n}" component_id="urn:publicid:IDN+{AUTH}+node+{n}"
+              exclusive="false"><sliver_type name="xen-vm"/>
+              <interface client_id="{n}:if0"/></node>""" for n in ("fake1", "fake2")) + \
+        """<link client_id="lan"><interface_ref client_id="fake1:if0"/>
+           <interface_ref client_id="fake2:if0"/></link></rspec>"""
+    assert 'vlantag="100"' in allocate(h, "lan", lan).manifest
+    with pytest.raises(GeniError) as err:
+        allocate(h, "sw3", stitched("any", port=edge))
+    assert err.value.code is GeniCode.UNAVAILABLE and "or a VLAN link" in err.value.message
+    fake3 = stitched("any", port=edge).replace("+node+fake1", "+node+fake3")
+    assert manifest_tags(allocate(h, "sw4", fake3).manifest) == {"lnk": {"local-edge": 101}}

@@ -77,8 +77,9 @@ def test_window_starts_holds_and_ends(h):
     h.clock.advance(3600)
     h.am.reap()
     assert any(u > 0 for *_, u in h.store.capacity_rows())     # held now
-    with pytest.raises(GeniError):                              # ... against immediate ones
+    with pytest.raises(GeniError) as err:                       # ... against immediate ones
         h.am.allocate(ALICE, slice_urn("x"), _exclusive(), Options())
+    assert err.value.code is GeniCode.INSUFFICIENT_NODES
     h.am.provision(ALICE, [slice_urn("w")], Options())
     h.run_jobs()
     assert _status(h, "w")[0].operational_status == "geni_ready"
@@ -167,9 +168,10 @@ def test_calendar_and_find_slot_answer_is_bookable(h):
     assert (start, end) == (first + 5 * H, first + 7 * H)
     booked = h.am.allocate(ALICE, slice_urn("c"), both, Options(start_time=start, end_time=end))
     assert {i.start_time for i in booked.slivers} == {start}
-    with pytest.raises(GeniError):       # an hour earlier would not have fitted
+    with pytest.raises(GeniError) as err:    # an hour earlier would not have fitted
         h.am.allocate(ALICE, slice_urn("d"), both,
                       Options(start_time=start - H, end_time=end - H))
+    assert err.value.code is GeniCode.INSUFFICIENT_NODES
     assert h.am.find_slot(ALICE, both, 2 * 3600, None, 3) is None
 
 

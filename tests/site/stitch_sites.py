@@ -19,6 +19,7 @@ from drivers import hostnet
 from drivers.ovs import OVSInstance
 from rspec.stitching import request_path
 from tests.services import free_port
+from tests import support
 from tests.support import read_banner
 
 TOOLS = ("ovs-vsctl", "ovs-vswitchd", "ovsdb-server", "ip", "ping", "ethtool")
@@ -35,7 +36,13 @@ def am_urn(side: str) -> str:
 
 
 def edge_urn(side: str) -> str:
-    return f"urn:publicid:IDN+{auth(side)}+interface+vs1:edge1"
+    """a's edge port is on its container host's own bridge; b's is on its OpenFlow switch sw1,
+    which b's container host vs1 reaches over site wires (the local switch path)."""
+    return f"urn:publicid:IDN+{auth(side)}+interface+{'sw1' if side == 'b' else 'vs1'}:edge1"
+
+
+#: b's wires vs1:ethN - sw1:wireN (a node takes a wire whole: one per stitched link at once)
+WIRES = 5
 
 
 def _run(*argv: str) -> None:
@@ -52,6 +59,7 @@ class Side:
         self.netns = f"{tag}{side}-sw"
         self.prefix = f"s{tag[-2:]}{side}"
         self.cgroup = f"geni-am-{tag}{side}"
+        self.wires = [f"{tag}{side}w{n}" for n in range(1, WIRES + 1)] if side == "b" else []
         self.proc: subprocess.Popen | None = None
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}/"
@@ -60,6 +68,14 @@ class Side:
         hostnet.netns_add(self.netns)
         self.ovs = OVSInstance(self.dir / "ovs", netns=self.netns).start()
         self.ovs.add_bridge("br-st")
+        for n, dev in enumerate(self.wires, start=1):   # host end here, switch end on br-st
+            hostnet.veth_add(dev, f"{dev}s")
+            hostnet.link_move(f"{dev}s", self.netns)
+            hostnet.link_set(self.netns, f"{dev}s", name=f"wire{n}")
+            hostnet.link_set(self.netns, f"wire{n}", up=True)
+            _run("ip", "netns", "exec", self.netns, "ethtool", "-K", f"wire{n}", "tx", "off")
+            _run("ethtool", "-K", dev, "tx", "off")
+            self.ovs.client().vsctl("add-port", "br-st", f"wire{n}")
 
     def write_inventory(self) -> Path:
         other = "b" if self.side == "a" else "a"
@@ -83,19 +99,41 @@ isolation = "container"
 sliver_types = ["vserver-container"]
 hardware_types = ["pc"]
 forwarding_modes = ["guest"]
+{"ports = [" + ", ".join(f'"eth{i}"' for i in range(1, len(self.wires) + 1)) + "]"
+ if self.wires else ""}
+{"extra = { devices = { " + ", ".join(f'eth{i} = "{d}"' for i, d in enumerate(self.wires, 1))
+ + " } }" if self.wires else ""}
 [[edges]]
 name = "edge1"
-component = "vs1"
-port = "edge1"
 remote_aggregate = "{am_urn(other)}"
 remote_port = "{edge_urn(other)}"
 vlan_range = [100, 199]
 capacity_kbps = 100000
+port = "edge1"
+""" + (self._switch() if self.wires else f"""component = "vs1"
 ovs_db = "{self.ovs.db}"
 bridge = "br-st"
 netns = "{self.netns}"
-""")
+"""))
         return inv
+
+    def _switch(self) -> str:
+        """b: the edge on switch sw1 (the openflow driver's bridge), vs1 wired to it."""
+        n = range(1, len(self.wires) + 1)
+        links = "".join(f'[[links]]\nends = ["vs1:eth{i}", "sw1:wire{i}"]\n' for i in n)
+        return f"""component = "sw1"
+[[components]]
+name = "sw1"
+driver = "openflow"
+isolation = "flowspace"
+sliver_types = ["openflow-flowspace"]
+ports = [{", ".join(f'"wire{i}"' for i in n)}, "edge1"]
+vlan_range = [100, 199]
+extra = {{ bridge = "br-st" }}
+[drivers.openflow]
+ovs_db = "{self.ovs.db}"
+name_prefix = "gs{self.side}"
+{links}"""
 
     def serve(self) -> None:
         inv = self.write_inventory()
@@ -207,6 +245,8 @@ def _cleanup_side(side: Side) -> None:
     if getattr(side, "ovs", None) is not None:
         side.ovs.stop()
     hostnet.netns_delete(side.netns)
+    for dev in side.wires:
+        hostnet.link_delete(None, dev)
 
 
 def two_node_request(slice_ip: str, suggested: str = "any", cap: int = 20000) -> str:
@@ -233,7 +273,7 @@ def two_node_request(slice_ip: str, suggested: str = "any", cap: int = 20000) ->
 
 
 def slice_urn(name: str) -> str:
-    return f"urn:publicid:IDN+geni-am+slice+{name}"
+    return support.slice_urn(name, "geni-am")
 
 
 def node_netns(site: Side, client: AMClient, urn: str) -> str:

@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 
 from am.site import site_tag
+from am.site.switch import PEER_AM, PEER_PORT
 from drivers import hostnet
 from drivers.ovs import OVSInstance
+from rspec.stitching import manifest_tags, request_path
 from tests.api.conftest import code_of
 from tests.api.tlsclient import client_context, proxy
 from tests.services import free_port
-from tests.support import read_banner, wait_until
+from tests.support import read_banner, slice_urn, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -29,6 +31,22 @@ RSPEC_V = {"type": "GENI", "version": "3"}
 REQUEST = ('<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request">'
            '<node client_id="c1" component_id="urn:publicid:IDN+geni-am:localhost+node+vs1" '
            'exclusive="false"><sliver_type name="vserver-container"/></node></rspec>')
+AUTH = "geni-am:localhost"
+EDGE = f"urn:publicid:IDN+{AUTH}+interface+vs1:edge1"
+STITCHED = f"""<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request">
+  <node client_id="c1" component_id="urn:publicid:IDN+{AUTH}+node+vs1" exclusive="false">
+    <sliver_type name="vserver-container"/>
+    <interface client_id="c1:if0"><ip address="10.78.0.1" netmask="255.255.255.0"/></interface>
+  </node>
+  <node client_id="p1" component_manager_id="{PEER_AM}"><interface client_id="p1:if0"/></node>
+  <link client_id="lnk">
+    <component_manager name="urn:publicid:IDN+{AUTH}+authority+am"/>
+    <component_manager name="{PEER_AM}"/>
+    <interface_ref client_id="c1:if0"/><interface_ref client_id="p1:if0"/>
+  </link>
+  {request_path("lnk", [("here", EDGE, "2000-2009", "any"),
+                        ("there", PEER_PORT, "2000-2009", "any")])}
+</rspec>"""
 PREFIX_LETTERS = "svon"         # the site's own names, the vserver, openflow and netfpga drivers'
 
 
@@ -99,28 +117,38 @@ def slice_cred(state: Path, name: str) -> list[dict]:
     return [{"geni_type": "geni_sfa", "geni_version": "3", "geni_value": path.read_text()}]
 
 
-def wait_ready(am, urn: str, cred, timeout: float = 60.0) -> dict:
+def wait_ready(am, urn: str, cred, timeout: float = 60.0,
+               index: int = 0) -> dict:
     """The sliver's Status once it is ready or failed."""
     def settled() -> dict | None:
         st = am.Status([urn], cred, {})
         assert code_of(st) == 0, st
-        sliver = st["value"]["geni_slivers"][0]
+        sliver = st["value"]["geni_slivers"][index]
         return sliver if sliver["geni_operational_status"] in ("geni_ready", "geni_failed") \
             else None
     return wait_until(settled, f"{urn} to be ready or failed", timeout, 0.2)
 
 
-def container(am, state: Path, name: str) -> tuple[str, list[dict]]:
+def container(am, state: Path, name: str, request: str = REQUEST) -> tuple[str, list[dict]]:
     """Allocate and provision one container on vs1; the slice URN and its credential, ready."""
     cred = slice_cred(state, name)
-    urn = f"urn:publicid:IDN+geni-am+slice+{name}"
-    alloc = am.Allocate(urn, cred, REQUEST, {})
+    urn = slice_urn(name, "geni-am")
+    alloc = am.Allocate(urn, cred, request, {})
     assert code_of(alloc) == 0, alloc
     prov = am.Provision([urn], cred, {"geni_rspec_version": RSPEC_V})
     assert code_of(prov) == 0, prov
-    sliver = wait_ready(am, urn, cred)
-    assert sliver["geni_operational_status"] == "geni_ready", sliver.get("geni_error", sliver)
+    for sliver in (wait_ready(am, urn, cred, index=i) for i in range(len(prov["value"]
+                                                                         ["geni_slivers"]))):
+        assert sliver["geni_operational_status"] == "geni_ready", \
+            sliver.get("geni_error", sliver)
     return urn, cred
+
+
+def rx_packets(netns: str) -> int:
+    """Frames eth0 of a namespace received (tagged ones too: counted before the stack)."""
+    return int(subprocess.run(["ip", "netns", "exec", netns, "cat",
+                               "/sys/class/net/eth0/statistics/rx_packets"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout)
 
 
 def sliver_netns(state: Path) -> set[str]:
@@ -160,6 +188,21 @@ def test_real_site_serves_a_container_and_leaves_nothing(state):
         assert code_of(am.Delete([urn], cred, {})) == 0
         wait_until(lambda: not sliver_netns(state), "the sliver's namespace to go", 30, 0.1,
                    detail=lambda: sliver_netns(state))
+        # the site's edge port, to the example peer: advertised, and a stitched link from a
+        # container leaves it on the chosen tag, into the peer's namespace
+        assert "<stitching" in ad["value"] and f'<port id="{EDGE}">' in ad["value"]
+        assert f"<remoteLinkId>{PEER_PORT}</remoteLinkId>" in ad["value"]
+        urn, cred = container(am, state, "edge", STITCHED)
+        tag = manifest_tags(am.Describe([urn], cred, {"geni_rspec_version": RSPEC_V})
+                            ["value"]["geni_rspec"])["lnk"]["here"]
+        assert tag == 2000
+        peer = f"s{site_tag(state)}-peer"
+        (node,) = sliver_netns(state)
+        before = rx_packets(peer)
+        subprocess.run(["ip", "netns", "exec", node, "ping", "-c", "3", "-i", "0.2", "-W", "1",
+                        "10.78.0.2"], capture_output=True, timeout=30)   # ARP: no answer
+        assert rx_packets(peer) > before
+        assert code_of(am.Delete([urn], cred, {})) == 0
         # one left running when serve stops: serve takes it down with the site
         container(am, state, "kept")
         assert len(sliver_netns(state)) == 1

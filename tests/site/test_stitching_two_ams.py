@@ -1,7 +1,8 @@
 """Two aggregates on one machine, stitched: two `geni-am serve` processes (authorities
-geni-am:sta and geni-am:stb, one CA trusted by both), each with a container host and an edge
-port on its own Open vSwitch bridge (vswitchd in its own namespace), the two edge ports joined
-by a veth that plays the inter-site circuit. Through `am.client.stitch` (what `geni-am client
+geni-am:sta and geni-am:stb, one CA trusted by both), each with a container host and an Open
+vSwitch bridge (vswitchd in its own namespace), the two edge ports joined by a veth that plays
+the inter-site circuit. At a the edge port is on the host's own bridge; at b it is on OpenFlow
+switch sw1, reached from the host over site wires (the local switch path). Through `am.client.stitch` (what `geni-am client
 stitch` runs): a one-link two-node request pings end to end on the agreed tag; `any` and an
 explicit tag; an explicit tag in use at the second aggregate is VLAN_UNAVAILABLE there and the
 client's retry succeeds; a third slice on another tag sees none of the first's packets; Delete
@@ -14,13 +15,16 @@ import subprocess
 import sys
 
 import pytest
+from lxml import etree
 
 from am.client import AMClient
 from am.client.errors import AMError
 from am.client.stitch import stitch
 from rspec.stitching import manifest_tags
+from drivers import hostnet
 from tests.conftest import require_tool
 from tests.site.stitch_sites import (
+    RSPEC3,
     SIDES,
     TOOLS,
     authority_of,
@@ -75,6 +79,17 @@ def test_a_stitched_link_pings_end_to_end_and_isolates_other_tags(sites):
     ns_b = node_netns(sites["b"], cs[1], slice_urn("one"))
     assert wait_until(lambda: ping(ns_a, "10.77.1.2", 1), "ping a -> b", 30)
     assert ping(ns_b, "10.77.1.1")
+    # at b the path crosses switch sw1: nb's interface is vs1's wire, and sw1's bridge tags
+    # what comes from that wire's port and untags what comes back on the tag
+    manifest_b = etree.fromstring(cs[1].describe(slice_urn("one"))["geni_rspec"].encode())
+    (iface,) = [i for i in manifest_b.iter("{%s}interface" % RSPEC3)
+                if i.get("client_id") == "nb:if0"]
+    wire = iface.get("component_id").rsplit(":", 1)[1]
+    assert wire.startswith("eth"), iface.get("component_id")
+    flows = sites["b"].ovs.client().ofctl("dump-flows", "br-st")
+    assert f"dl_vlan={tag} actions=pop_vlan" in flows and "push_vlan:0x8100" in flows, flows
+    device = sites["b"].wires[int(wire[3:]) - 1]    # its host end, taken into nb's namespace
+    assert hostnet.find_link(None, device) is None
     # the link's 20,000 kbit/s shape the node's interface (tbf)
     qdiscs = subprocess.run(["ip", "netns", "exec", ns_a, "tc", "qdisc", "show"],
                             capture_output=True, text=True, timeout=10, check=True).stdout
@@ -101,7 +116,6 @@ def test_a_hop_naming_no_edge_port_is_badargs_and_reserves_nothing(sites):
         client.allocate(slice_urn("bad"), bad)
     assert err.value.code == 1 and "'a-edge'" in err.value.output \
         and "vs1:edge9 is not an edge port" in err.value.output
-    from lxml import etree
     manifest = etree.fromstring(client.describe(slice_urn("bad"))["geni_rspec"].encode())
     assert [el for el in manifest if isinstance(el.tag, str)] == []
 

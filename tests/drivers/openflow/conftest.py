@@ -130,6 +130,27 @@ def topology(ovs: OVSInstance) -> Iterator[Topology]:
                 client.vsctl("--if-exists", "del-port", row["name"])
 
 
+def iperf_mbps(iperf: str, server_ns: str, client_ns: str, address: str) -> float:
+    """iperf3 TCP for 4 s from namespace `client_ns` to a one-shot server in `server_ns` at
+    `address`: the Mb/s received."""
+    import json
+
+    from tests.support import wait_until
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, iperf, "-s", "-1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: ":5201" in sh("ip", "netns", "exec", server_ns, "ss", "-ltn").stdout,
+                   "iperf3 listening")
+        out = sh("ip", "netns", "exec", client_ns, iperf, "-c", address, "-t", "4", "-J",
+                 check=False, timeout=40)
+        result = json.loads(out.stdout or "{}")
+        assert "error" not in result and out.returncode == 0, result.get("error", out.stderr)
+        return result["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        server.kill()
+        server.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -137,3 +137,52 @@ def test_orphans_are_observed_and_released(topology):
             driver.release("eth0")
     finally:
         driver.delete(s)
+
+
+def stitch_spec(name: str, port: str, edge: str, tag: int):
+    """A stitched link's switch half (am.engine.stitch): wire port `port`, edge port `edge`."""
+    from drivers.base import LinkEnd, SliverSpec
+    return SliverSpec(sliver_urn=f"urn:publicid:IDN+{AUTHORITY}+sliver+{name}",
+                      slice_urn=f"urn:publicid:IDN+{AUTHORITY}+slice+{name}", client_id="lnk",
+                      kind=ResourceKind.LINK, component_id=f"urn:publicid:IDN+{AUTHORITY}+node+sw1",
+                      link=LinkSpec(ends=(LinkEnd("", "n", "n:if0", "h"),), vlan_tag=tag,
+                                    mode="stitch"),
+                      params={"switch_port": port, "edge_port": edge, "edge": "edge1"})
+
+
+def test_a_stitched_links_switch_half_keeps_its_ports_and_flows_its_own(topology):
+    driver = make(topology)
+    client = topology.ovs.client()
+    [comp] = driver.inventory()
+    st = stitch_spec("st", "gofv3", "gofv4", 120)
+    assert driver.admit(st, Usage(comp.component_id)).claims == ("stitch:gofv3",)
+    # a flowspace over every port would take the stitched ports: refused both ways
+    every = spec("all", sliver(CTL))
+    adm = driver.admit(every, Usage(comp.component_id, slivers=(st,)))
+    assert adm.reason_code == "UNAVAILABLE" and "carries a stitched link" in adm.reason
+    adm = driver.admit(st, Usage(comp.component_id, slivers=(every,)))
+    assert adm.reason_code == "UNAVAILABLE" and "port 3 of datapath sw1" in adm.reason
+    adm = driver.admit(stitch_spec("st2", "gofv3", "gofv4", 121),
+                       Usage(comp.component_id, slivers=(st,)))
+    assert adm.reason_code == "UNAVAILABLE" and "already carries a stitched link" in adm.reason
+    s = spec("beside", sliver(CTL, (1, 2)))
+    assert driver.admit(s, Usage(comp.component_id, slivers=(st,))).ok
+    tag = driver.naming.tag(st.sliver_urn)
+    try:
+        result = driver.provision(st)
+        assert result.state is OperationalState.READY
+        flows = client.ofctl("dump-flows", PHYS)
+        assert "in_port=3 actions=push_vlan:0x8100,set_field:4216->vlan_vid,output:4" in flows
+        assert "dl_vlan=120 actions=pop_vlan,output:3" in flows
+        driver.provision(s)            # a slice's provision re-asserts the base table ...
+        assert driver.status(st) is OperationalState.READY     # ... and keeps these flows
+        seen = {o.handle: o for o in driver.observed()}
+        assert seen[result.handle].sliver_urn == st.sliver_urn
+        assert not any(h.startswith("foreign-flows") for h in seen)
+        assert driver.perform(st, "geni_stop") is OperationalState.NOTREADY
+        assert driver.perform(st, "geni_start") is OperationalState.READY
+    finally:
+        driver.delete(st)
+        driver.delete(s)
+    assert client.dump_flows(PHYS, cookie_match(driver.naming.stitch_cookie(tag))) == []
+    assert driver.observed() == []

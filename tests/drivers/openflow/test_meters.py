@@ -3,7 +3,6 @@ metered at 10 Mb/s each way (OpenFlow meters, `OVSClient.set_meter`) reads 9-11 
 iperf3; the same switch unmetered carries far more, so the meter is what limits it."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 
 from drivers.ovs import OVSInstance, missing_tools
 from tests.conftest import require_tool
-from tests.support import wait_until
+from tests.drivers.openflow.conftest import iperf_mbps
 
 pytestmark = pytest.mark.root
 P = f"lm{os.getpid() % 100000}"
@@ -60,19 +59,7 @@ def switch():
 
 
 def _mbps(names, iperf: str) -> float:
-    server = subprocess.Popen(["ip", "netns", "exec", names[2], iperf, "-s", "-1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: ":5201" in sh("ip", "netns", "exec", names[2], "ss", "-ltn").stdout,
-                   "iperf3 listening")
-        out = sh("ip", "netns", "exec", names[1], iperf, "-c", "10.98.0.2", "-t", "4", "-J",
-                 check=False)
-        result = json.loads(out.stdout or "{}")
-        assert "error" not in result and out.returncode == 0, result.get("error", out.stderr)
-        return result["end"]["sum_received"]["bits_per_second"] / 1e6
-    finally:
-        server.kill()
-        server.wait()
+    return iperf_mbps(iperf, names[2], names[1], "10.98.0.2")
 
 
 def test_a_metered_switch_link_reads_its_capacity(switch):

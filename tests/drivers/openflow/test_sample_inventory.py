@@ -51,7 +51,7 @@ def assert_same_as_default_site(sample: Path, tmp_path: Path) -> None:
 def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_path):
     text = SAMPLE.read_text()
     tag = "".join(random.choices(string.ascii_lowercase, k=4))   # host-wide names: unique
-    ports, bridge = (f"sp{tag}1", f"sp{tag}2"), f"sb{tag}"
+    ports, bridge = (f"sp{tag}1", f"sp{tag}2", f"sp{tag}3"), f"sb{tag}"
     for old, new in (('"unix:/run/geni-am-ovs/db.sock"', f'"{ovs.db}"'),
                      ('"/var/lib/geni-am/vserver"', f'"{tmp_path / "vserver"}"'),
                      ('"/var/lib/geni-am/netfpga"', f'"{tmp_path / "netfpga"}"'),
@@ -59,6 +59,7 @@ def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_p
                      ('"/var/lib/geni-am/images"', f'"{tmp_path / "images"}"'),
                      ('name_prefix = "gam"', 'name_prefix = "gsi"'),
                      ('"port1"', f'"{ports[0]}"'), ('"port2"', f'"{ports[1]}"'),
+                     ('"port3"', f'"{ports[2]}"'), ('"ovs1:port3"', f'"ovs1:{ports[2]}"'),
                      ('"br-gam"', f'"{bridge}"')):
         assert old in text, f"the sample no longer contains {old}"
         text = text.replace(old, new)
@@ -84,8 +85,9 @@ def test_sample_inventory_loads_against_a_running_switch(ovs: OVSInstance, tmp_p
             assert names["nf1"].driver == "netfpga"
             assert names["vs1"].driver == "vserver" and names["ovs1"].driver == "openflow"
             assert names["ovs1"].dpid == "00:00:00:00:00:00:00:01"
-            assert sorted(p.num for p in names["ovs1"].ports) == [1, 2]
-            assert site.links == []
+            assert sorted(p.num for p in names["ovs1"].ports) == [1, 2, 3]
+            assert [(link.name, sorted(end.port for end in link.ends))
+                    for link in site.links] == [("nf1-ovs1", sorted(["nf3", ports[2]]))]
             assert {"vserver-container", "openflow-flowspace", "netfpga-vdp"} <= \
                 site.sliver_types()
             assert_same_as_default_site(inventory, tmp_path)

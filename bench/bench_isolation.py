@@ -433,6 +433,7 @@ def main() -> int:
     finally:
         release_all(drv)
         drv.close()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\nisolation of a well-behaved container beside a misbehaving one ({args.runs} runs "
           f"of {s:g} s, median; fair CPU shares, 128 MiB, 256 tasks, disk {args.disk_mbps:g} "
           f"MB/s each; fork bomb peaked at {peak_text} tasks)")

@@ -73,6 +73,10 @@ def parse_xml(xml: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree.
         raise RSpecError(_syntax_problems(exc, parser.error_log), BADARGS) from None
     except (ValueError, etree.LxmlError) as exc:   # e.g. unknown encoding declared
         raise RSpecError.one(f"malformed XML: {exc}") from None
+    if any(entry.level_name in ("ERROR", "FATAL") for entry in parser.error_log):
+        # libxml2 recovers from some namespace errors (a root named "rspe:") and returns a
+        # tree whose names lxml itself refuses later: a document it complained of is refused
+        raise RSpecError(_syntax_problems(None, parser.error_log), BADARGS)
     tree = root.getroottree()
     info = tree.docinfo
     if info.doctype or info.internalDTD is not None or info.externalDTD is not None:
@@ -94,7 +98,8 @@ def _ascii_view(data: bytes) -> bytes:
     return data
 
 
-def _syntax_problems(exc: etree.XMLSyntaxError, log: etree._ListErrorLog) -> list[Problem]:
+def _syntax_problems(exc: etree.XMLSyntaxError | None,
+                     log: etree._ListErrorLog) -> list[Problem]:
     """This parse's errors only (the parser's own log, not the thread-global one)."""
     problems: list[Problem] = []
     seen: set[tuple[int, str]] = set()
@@ -107,7 +112,7 @@ def _syntax_problems(exc: etree.XMLSyntaxError, log: etree._ListErrorLog) -> lis
         seen.add(key)
         problems.append(Problem(entry.line or None, None,
                                 f"malformed XML: {entry.message.strip()}"))
-    if not problems:
+    if not problems and exc is not None:
         line = exc.lineno if isinstance(exc.lineno, int) and exc.lineno > 0 else None
         problems.append(Problem(line, None, f"malformed XML: {exc.msg}"))
     return problems

@@ -208,16 +208,20 @@ SIX_REQUEST = (f'<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:ga="
 def _iperf_mbps(server_ns: str, client_ns: str, address: str, seconds: int = 3) -> float:
     """Mbit/s received by `address` (in `server_ns`) from `client_ns`: one TCP stream."""
     import json
-    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # a server that outlives a failed attempt (not -1), in its own process group for stop_process
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     try:
         def run():
             done = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-J", "-c",
                                    address, "-t", str(seconds)], capture_output=True, text=True,
                                   timeout=60)
-            return done.stdout if done.returncode == 0 else None   # None: not listening yet
-        out = support.wait_until(run, "iperf3 to connect", 30, 0.2)
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+            try:    # not listening yet, or a run cut short: iperf3 reports an "error"
+                return json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]
+            except (ValueError, KeyError, TypeError):
+                return None
+        return support.wait_until(run, "an iperf3 run to complete", 30, 0.2) / 1e6
     finally:
         stop_process(server)
 

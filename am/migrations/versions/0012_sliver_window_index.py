@@ -1,4 +1,4 @@
-"""Usage in a future window: an index of the slivers' times, so Allocate with a window
+"""Usage in a future window: a covering index of the slivers' times, so Allocate with a window
 reads the overlapping slivers by a range scan instead of every row (Capacities.usage_between).
 
 Revision ID: sliver_window_index
@@ -14,8 +14,8 @@ down_revision = 'tunnels'
 branch_labels = None
 depends_on = None
 
-# `version` is left out: every sliver write changes it (see the model's comment).
-COLUMNS = ['expires', 'starts', 'created', 'allocation_state', 'slice_id', 'component_id', 'urn']
+COLUMNS = ['expires', 'starts', 'created', 'allocation_state', 'slice_id', 'component_id',
+           'version', 'urn']
 
 
 def upgrade() -> None:

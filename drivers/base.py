@@ -228,6 +228,9 @@ class Capabilities:
     control_ports: bool = False              # can plug a hybrid router's control-plane sliver
                                              # into its forwarding plane's CPU port
                                              # (`plug_control_port(spec, wire)`)
+    links_through_switch: bool = False       # carries links through its switches (mode
+                                             # "switch"; `switch_wires(slice, link, n)`: the
+                                             # host ends the end hosts' wire slivers take)
     first_state: OperationalState = OperationalState.NOTREADY
     routes: bool = False                     # check_routes / set_routes: route changes of routers
     images: bool = False                     # create_image: snapshots of a sliver's filesystem

@@ -153,7 +153,7 @@ class LinkPlacer:
         sw = self.site.component(wanted) or next(
             (c for c in self.site.components if c.name == wanted), None)
         switches = sorted(c.name for c in self.site.components if is_switch(c)
-                          and hasattr(self.site.drivers[c.driver], "switch_wires"))
+                          and self.site.drivers[c.driver].capabilities.links_through_switch)
         if sw is None or sw.name not in switches:
             return Refusal(cid, "BADARGS", f"link {cid}: {wanted!r} is not an OpenFlow switch "
                                            f"of this aggregate (switches: "

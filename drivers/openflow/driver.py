@@ -105,6 +105,7 @@ class OpenFlowDriver(SubstrateDriver):
         forwarding_modes=(ForwardingMode.OPENFLOW,),
         first_state=OperationalState.READY,
         link_properties=("capacity",),    # links through the switch: OpenFlow meters
+        links_through_switch=True,
     )
 
     def __init__(self, config: Mapping[str, Any], components: list[Mapping[str, Any]],

@@ -128,10 +128,11 @@ def test_capabilities_are_declared_not_probed(case):
     # a hybrid router's CPU port: the plane that has one, the control plane plugged into it
     assert callable(getattr(d, "control_port", None)) == d.capabilities.cpu_ports
     assert callable(getattr(d, "plug_control_port", None)) == d.capabilities.control_ports
+    assert callable(getattr(d, "switch_wires", None)) == d.capabilities.links_through_switch
     # the link properties it shapes are RSpec ones, and only a driver that carries links (of
-    # its own slivers, or through its switches: `switch_wires`) has any
+    # its own slivers, or through its switches) has any
     assert set(d.capabilities.link_properties) <= set(LINK_PROPERTIES)
-    assert d.capabilities.links or hasattr(d, "switch_wires") or \
+    assert d.capabilities.links or d.capabilities.links_through_switch or \
         not d.capabilities.link_properties
 
 
